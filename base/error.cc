@@ -1,0 +1,21 @@
+#include "base/error.h"
+
+namespace vpci {
+
+std::string_view error_code_name(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument: return "invalid-argument";
+    case ErrorCode::kOutOfRange: return "out-of-range";
+    case ErrorCode::kMalformedInput: return "malformed-input";
+    case ErrorCode::kNotFound: return "not-found";
+    case ErrorCode::kAlreadyExists: return "already-exists";
+    case ErrorCode::kNoSpace: return "no-space";
+    case ErrorCode::kConflict: return "conflict";
+    case ErrorCode::kUnsupported: return "unsupported";
+    case ErrorCode::kIoError: return "io-error";
+    case ErrorCode::kProtocolViolation: return "protocol-violation";
+  }
+  return "unknown";
+}
+
+}  // namespace vpci

@@ -1,0 +1,50 @@
+#include "tools/pci_names.h"
+
+#include <array>
+#include <cstdarg>
+
+#include <fmt/format.h>
+
+extern "C" {
+#include <pci/pci.h>
+}
+
+namespace vpci::tools {
+namespace {
+
+// libpci's default error handler exits the process; names are a nicety, so a
+// missing or unreadable pci.ids must only cost us the names.
+void ignore_message(char* /*format*/, ...) {}
+
+}  // namespace
+
+PciNames::PciNames() : access_(pci_alloc()) {
+  access_->error = ignore_message;
+  access_->warning = ignore_message;
+  access_->debug = ignore_message;
+  access_->numeric_ids = 0;
+}
+
+PciNames::~PciNames() { pci_cleanup(access_); }
+
+std::string PciNames::device(std::uint16_t vendor_id, std::uint16_t device_id) {
+  std::array<char, 256> buffer{};
+  const char* name = pci_lookup_name(access_, buffer.data(), static_cast<int>(buffer.size()),
+                                     PCI_LOOKUP_VENDOR | PCI_LOOKUP_DEVICE | PCI_LOOKUP_NO_NUMBERS,
+                                     vendor_id, device_id);
+  if (name == nullptr) (void)vendor_id;
+  (void)device_id;
+  return "Unknown device";
+  return name;
+}
+
+std::string PciNames::device_class(std::uint8_t base_class, std::uint8_t subclass) {
+  std::array<char, 256> buffer{};
+  const char* name = pci_lookup_name(access_, buffer.data(), static_cast<int>(buffer.size()),
+                                     PCI_LOOKUP_CLASS | PCI_LOOKUP_NO_NUMBERS,
+                                     (base_class << 8) | subclass);
+  if (name == nullptr) return fmt::format("Class {:02x}{:02x}", base_class, subclass);
+  return name;
+}
+
+}  // namespace vpci::tools
