@@ -396,12 +396,6 @@ void scan_extended(std::span<const std::uint8_t> c, CapabilityScan& scan) {
       break;
     }
     visited[where] = true;
-    if (where < kExtendedCapabilityStart) {
-      add_diag(scan, Severity::kError, "pointer-below-extended", kExt, static_cast<std::uint16_t>(where),
-               fmt::format("extended capability pointer {:#05x} is below 0x100; Linux stops here, "
-                           "lspci does not",
-                           where));
-    }
     const auto id = static_cast<std::uint16_t>(header & 0xFFFF);
     const auto version = static_cast<std::uint8_t>((header >> 16) & 0xF);
     const std::uint32_t raw_next = header >> 20;
@@ -412,6 +406,12 @@ void scan_extended(std::span<const std::uint8_t> c, CapabilityScan& scan) {
                            raw_next, where));
     }
     const auto next = static_cast<std::uint16_t>(raw_next & ~3u);
+    if (next != 0 && next < kExtendedCapabilityStart) {
+      add_diag(scan, Severity::kError, "pointer-below-extended", kExt, static_cast<std::uint16_t>(where),
+               fmt::format("next pointer {:#05x} of extended capability at {:#05x} is below 0x100; "
+                           "Linux stops there, lspci does not",
+                           next, where));
+    }
     scan.capabilities.push_back({kExt, static_cast<std::uint16_t>(where), id, version, next,
                                  extended_size(id, c, where)});
     if (capability_name(kExt, id) == "Unknown") {
@@ -604,6 +604,10 @@ void set_extended_next(ConfigSpace& space, std::uint16_t cap_offset, std::uint16
 Result<std::uint16_t> add_standard_capability(ConfigSpace& space, std::uint8_t id,
                                               std::span<const std::uint8_t> body,
                                               std::optional<std::uint16_t> offset) {
+  if (id == 0xFF) {
+    // Walkers treat ID 0xFF as the end of a broken chain (Linux, lspci).
+    return make_error(ErrorCode::kInvalidArgument, "capability ID 0xff cannot be added: it marks a broken chain");
+  }
   VPCI_ASSIGN_OR_RETURN(CapabilityScan scan, scan_for_edit(space, CapabilitySpace::kStandard));
   const std::uint32_t length = 2 + static_cast<std::uint32_t>(body.size());
   VPCI_ASSIGN_OR_RETURN(const std::uint16_t at,
@@ -634,6 +638,11 @@ Result<std::uint16_t> add_extended_capability(ConfigSpace& space, std::uint16_t 
   }
   if (version > 0xF) {
     return make_error(ErrorCode::kInvalidArgument, "capability version {} exceeds 4 bits", version);
+  }
+  if (id == ext_cap_id::kNull || id == 0xFFFF) {
+    // A Null header with next 0 reads as the end of the list, and 0xFFFF is the
+    // placeholder QEMU writes while rebuilding a chain; neither is a capability to add.
+    return make_error(ErrorCode::kInvalidArgument, "extended capability ID {:#06x} cannot be added", id);
   }
   VPCI_ASSIGN_OR_RETURN(CapabilityScan scan, scan_for_edit(space, CapabilitySpace::kExtended));
   const std::uint32_t length = 4 + static_cast<std::uint32_t>(body.size());

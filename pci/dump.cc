@@ -191,7 +191,12 @@ Result<std::vector<DeviceDump>> load_dump_source(const std::filesystem::path& so
   }
   VPCI_ASSIGN_OR_RETURN(auto bytes, read_file(source));
   if (!printable_text(bytes)) {
-    VPCI_ASSIGN_OR_RETURN(auto dump, parse_raw_config(bytes).map_error([&](Error e) {
+    // Raw dumps saved as "0000_00_02.0.config.bin" or "0000:00:02.0" keep their address.
+    DeviceAddress address;
+    std::string stem = source.filename().string().substr(0, 12);
+    std::replace(stem.begin(), stem.end(), '_', ':');
+    if (auto parsed = parse_device_address(stem)) address = *parsed;
+    VPCI_ASSIGN_OR_RETURN(auto dump, parse_raw_config(bytes, address).map_error([&](Error e) {
       return std::move(e).with_context(source.string());
     }));
     return std::vector<DeviceDump>{std::move(dump)};
