@@ -599,6 +599,27 @@ void set_extended_next(ConfigSpace& space, std::uint16_t cap_offset, std::uint16
   space.set_raw32(cap_offset, (header & 0x000FFFFF) | (static_cast<std::uint32_t>(next) << 20));
 }
 
+// The registers of a capability define its size (MSI flags, VSEC length, ...); a
+// body shorter than that would leave a structure whose tail overlaps whatever
+// follows, so the bytes as they would be written are sized before anything is.
+Status check_body_covers_structure(const ConfigSpace& space, CapabilitySpace which,
+                                   std::uint16_t id, std::uint16_t at,
+                                   std::span<const std::uint8_t> header,
+                                   std::span<const std::uint8_t> body) {
+  std::vector<std::uint8_t> scratch(space.bytes().begin(), space.bytes().end());
+  std::copy(header.begin(), header.end(), scratch.begin() + at);
+  std::copy(body.begin(), body.end(), scratch.begin() + at + header.size());
+  const auto structure = capability_size(which, id, scratch, at);
+  const std::size_t given = header.size() + body.size();
+  if (structure && *structure > given) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "{} ({:#x}) at {:#x} is {} bytes by its own registers but only {} bytes were "
+                      "given",
+                      capability_name(which, id), id, at, *structure, given);
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<std::uint16_t> add_standard_capability(ConfigSpace& space, std::uint8_t id,
@@ -614,8 +635,9 @@ Result<std::uint16_t> add_standard_capability(ConfigSpace& space, std::uint8_t i
                         choose_offset(scan, CapabilitySpace::kStandard, length, offset,
                                       kStandardCapabilityStart, kConventionalConfigSize,
                                       space.size()));
-  space.set_raw8(at, id);
-  space.set_raw8(at + 1u, 0);
+  const std::array<std::uint8_t, 2> header = {id, 0};
+  VPCI_TRY(check_body_covers_structure(space, CapabilitySpace::kStandard, id, at, header, body));
+  space.set_raw_bytes(at, header);
   space.set_raw_bytes(at + 2u, body);
   const auto caps = caps_in(scan, CapabilitySpace::kStandard);
   if (caps.empty()) {
@@ -660,6 +682,10 @@ Result<std::uint16_t> add_extended_capability(ConfigSpace& space, std::uint16_t 
                         choose_offset(with_anchor, CapabilitySpace::kExtended, length, wanted,
                                       kExtendedCapabilityStart, kExtendedConfigSize, space.size()));
   const std::uint32_t header = id | (static_cast<std::uint32_t>(version) << 16);
+  const std::array<std::uint8_t, 4> header_bytes = {
+      static_cast<std::uint8_t>(header), static_cast<std::uint8_t>(header >> 8),
+      static_cast<std::uint8_t>(header >> 16), 0};
+  VPCI_TRY(check_body_covers_structure(space, CapabilitySpace::kExtended, id, at, header_bytes, body));
   space.set_raw_bytes(at + 4u, body);
   if (caps.empty()) {
     space.set_raw32(at, header);

@@ -108,6 +108,10 @@ TEST(CapabilityBuildTest, ExtendedPlacementIsValidated) {
             ErrorCode::kInvalidArgument);
   EXPECT_EQ(add_standard_capability(space, 0xFF, std::array<std::uint8_t, 2>{}).error().code,
             ErrorCode::kInvalidArgument);
+  // Multicast is 0x30 bytes by definition; an 8-byte body would leave its tail dangling.
+  const auto short_body = add_extended_capability(space, 0x12, 1, body, 0x200);
+  ASSERT_FALSE(short_body.has_value());
+  EXPECT_NE(short_body.error().message.find("48 bytes"), std::string::npos) << short_body.error().message;
   ConfigSpace conventional(kConventionalConfigSize);
   EXPECT_EQ(add_extended_capability(conventional, 0x1B, 1, body).error().code,
             ErrorCode::kUnsupported);
