@@ -60,7 +60,27 @@ Status ScratchFunction::region_write(unsigned region, std::uint64_t offset,
     intx_level_ = doorbell != 0;
     if (intx_level_) raise_intx();
   }
+  if (offset <= kDmaLength && offset + data.size() >= kDmaLength + 4) {
+    std::uint32_t length = 0;
+    std::memcpy(&length, bar_.data() + kDmaLength, sizeof(length));
+    run_dma(length);
+  }
   return {};
+}
+
+void ScratchFunction::run_dma(std::uint32_t length) {
+  std::uint64_t address = 0;
+  std::memcpy(&address, bar_.data() + kDmaAddress, sizeof(address));
+  std::uint32_t status = 2;
+  // Bus mastering must be on for a device to issue DMA (PCI Local Bus 3.0 §6.2.2).
+  const bool bus_master = (config_.raw16(pci::reg::kCommand) & pci::command::kBusMaster) != 0;
+  if (memory_ != nullptr && bus_master && length <= kDmaAddress) {
+    if (auto view = memory_->translate(address, length, /*for_write=*/false)) {
+      std::memcpy(bar_.data(), view->data(), length);
+      status = 1;
+    }
+  }
+  std::memcpy(bar_.data() + kDmaStatus, &status, sizeof(status));
 }
 
 void ScratchFunction::raise_intx() {

@@ -5,7 +5,10 @@
 // BAR0 layout: bytes [0, kDoorbell) are scratch memory the guest reads and writes.
 // Writing any value to the 4-byte doorbell at kDoorbell asserts INTx (a level that
 // stays asserted until the guest writes 0 there) — enough to exercise SET_IRQS,
-// automasking and unmask/re-trigger end to end.
+// automasking and unmask/re-trigger end to end. A tiny DMA engine reads guest memory
+// through GuestMemory: write a guest address to kDmaAddress (u64), then a length to
+// kDmaLength (u32, at most kDmaAddress); that many bytes are copied from guest memory
+// to the start of BAR0 and kDmaStatus reads 1 on success, 2 on failure.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +23,9 @@ class ScratchFunction : public PciFunction {
  public:
   static constexpr std::uint64_t kBarSize = 0x1000;
   static constexpr std::uint64_t kDoorbell = 0xFFC;
+  static constexpr std::uint64_t kDmaAddress = 0xFE0;
+  static constexpr std::uint64_t kDmaLength = 0xFE8;
+  static constexpr std::uint64_t kDmaStatus = 0xFEC;
   // The IDs of QEMU's own PCI test device (Red Hat 1b36:0005, "pci-testdev"): a
   // test-only identity no guest driver binds to, recognisable in the guest's lspci.
   // Never used for a device vpci ships.
@@ -53,6 +59,7 @@ class ScratchFunction : public PciFunction {
 
  private:
   void raise_intx();
+  void run_dma(std::uint32_t length);
 
   pci::ConfigSpace config_;
   std::vector<std::uint8_t> bar_;
