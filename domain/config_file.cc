@@ -48,8 +48,8 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
   for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
   for (std::size_t i = 1; i <= a.size(); ++i) {
     for (std::size_t j = 1; j <= b.size(); ++j) {
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1,
-                          d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      d[i][j] = std::min(
+          {d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
       if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
         d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
       }
@@ -67,9 +67,8 @@ std::string suggestion(std::string_view word, const Names& candidates) {
   std::size_t best_distance = 3;  // more than two edits away is not a typo
   for (std::string_view candidate : candidates) {
     const std::size_t d = edit_distance(word, candidate);
-    if (d < best_distance ||
-        (d == best_distance && !best.empty() && candidate.size() == word.size() &&
-         best.size() != word.size())) {
+    if (d < best_distance || (d == best_distance && !best.empty() &&
+                              candidate.size() == word.size() && best.size() != word.size())) {
       best_distance = d;
       best = candidate;
     }
@@ -95,8 +94,8 @@ class Reader {
 
   void problem(std::string key, SourcePosition position, std::string message,
                std::string_view rule = rule::kFileFormat) {
-    problems_.push_back(ConfigFileProblem{file_, std::string(rule), std::move(key), position,
-                                          std::move(message)});
+    problems_.push_back(
+        ConfigFileProblem{file_, std::string(rule), std::move(key), position, std::move(message)});
   }
 
   void wrong_type(std::string_view key, const toml::node& node, std::string_view expected) {
@@ -269,7 +268,8 @@ class Reader {
     for (std::size_t i = 0; i < devices->size(); ++i) {
       const toml::node& element = *devices->get(i);
       const std::string key = fmt::format("passthrough[{}]", i);
-      const std::string* text = read_string(key, element, "a PCI address string (\"DDDD:BB:DD.F\")");
+      const std::string* text =
+          read_string(key, element, "a PCI address string (\"DDDD:BB:DD.F\")");
       if (text == nullptr) continue;
       // pci::parse_device_address() tolerates one trailing space ("0000:03:00.0 "), which
       // a hand-written address in a file should not have.
@@ -311,10 +311,9 @@ ConfigFileResult parse_domain_config(std::string_view text, std::string_view fil
   try {
     table = toml::parse(text, file_name);
   } catch (const toml::parse_error& e) {
-    return tl::unexpected(std::vector<ConfigFileProblem>{
-        ConfigFileProblem{std::string(file_name), std::string(rule::kFileFormat), "",
-                          position_from(e.source().begin),
-                          fmt::format("not valid TOML: {}", e.description())}});
+    return tl::unexpected(std::vector<ConfigFileProblem>{ConfigFileProblem{
+        std::string(file_name), std::string(rule::kFileFormat), "", position_from(e.source().begin),
+        fmt::format("not valid TOML: {}", e.description())}});
   }
   Reader reader(file_name);
   reader.read(table);
@@ -324,13 +323,12 @@ ConfigFileResult parse_domain_config(std::string_view text, std::string_view fil
 ConfigFileResult load_domain_config(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   const auto unreadable = [&](std::string message) {
-    return tl::unexpected(
-        std::vector<ConfigFileProblem>{ConfigFileProblem{
-            path.string(), std::string(rule::kFileRead), "", {}, std::move(message)}});
+    return tl::unexpected(std::vector<ConfigFileProblem>{ConfigFileProblem{
+        path.string(), std::string(rule::kFileRead), "", {}, std::move(message)}});
   };
   if (!in) {
-    return unreadable(fmt::format("cannot open: {}",
-                                  std::error_code(errno, std::generic_category()).message()));
+    return unreadable(
+        fmt::format("cannot open: {}", std::error_code(errno, std::generic_category()).message()));
   }
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (in.bad()) return unreadable("read error");
@@ -359,7 +357,8 @@ std::string format_domain_config(const DomainConfig& config) {
     } else {
       std::string names;
       for (const auto& f : xen::emulation_flag_names()) {
-        if ((flags & f.bit) != 0) names += fmt::format("{}\"{}\"", names.empty() ? "" : ", ", f.name);
+        if ((flags & f.bit) != 0)
+          names += fmt::format("{}\"{}\"", names.empty() ? "" : ", ", f.name);
       }
       out += fmt::format("emulation_flags = [{}]\n", names);
     }

@@ -37,8 +37,7 @@ std::optional<EmulationRow> x86_emulation_row(Kind kind, bool control_domain, Pr
       if (control_domain) return std::nullopt;  // Xen has no HVM hardware domain row
       return EmulationRow{xen::kEmuAllCurrent & ~(xen::kEmuVpci | xen::kEmuUsePirq),
                           xen::kEmuUsePirq, false};
-    case Kind::kGuest:
-      break;
+    case Kind::kGuest: break;
   }
   return std::nullopt;
 }
@@ -66,7 +65,8 @@ std::string plural(std::size_t count, std::string_view singular) {
   return fmt::format("{} {}{}", count, singular, count == 1 ? "" : "s");
 }
 
-Diagnostic error(std::string_view rule, std::string_view field, XenErrno code, std::string message) {
+Diagnostic error(std::string_view rule, std::string_view field, XenErrno code,
+                 std::string message) {
   return Diagnostic{std::string(rule), std::string(field), Severity::kError, code,
                     std::move(message)};
 }
@@ -100,9 +100,9 @@ Evaluation evaluate_x86(const DomainConfig& config, Profile profile) {
   const auto row = x86_emulation_row(config.kind, config.control_domain, profile);
   const bool explicit_flags = config.emulation_flags.has_value();
   std::uint32_t emulation =
-      explicit_flags ? *config.emulation_flags
-                     : default_x86_emulation_flags(config.kind, config.control_domain, profile)
-                           .value_or(0);
+      explicit_flags
+          ? *config.emulation_flags
+          : default_x86_emulation_flags(config.kind, config.control_domain, profile).value_or(0);
 
   // Which field carries the vPCI request depends on the profile.
   bool vpci = false;
@@ -147,8 +147,9 @@ Evaluation evaluate_x86(const DomainConfig& config, Profile profile) {
         fmt::format("XEN_DOMCTL_CDF_vpci needs XEN_DOMCTL_CDF_hvm: the proposal's "
                     "sanitise_domain_config() rejects vPCI for a PV domain (EINVAL); set vpci = "
                     "false{}",
-                    config.control_domain ? ", or use kind = \"pvh\", whose control domain gets vPCI"
-                                          : "")));
+                    config.control_domain
+                        ? ", or use kind = \"pvh\", whose control domain gets vPCI"
+                        : "")));
   }
 
   // arch_domain_create(): bits outside XEN_X86_EMU_ALL -> EINVAL.
@@ -161,28 +162,27 @@ Evaluation evaluate_x86(const DomainConfig& config, Profile profile) {
           "drops XEN_X86_EMU_VPCI: vPCI is requested with XEN_DOMCTL_CDF_vpci (vpci = true) "
           "instead; remove \"vpci\" from emulation_flags";
       if ((unknown & ~xen::kEmuVpci) != 0) {
-        message += fmt::format(
-            "; {} are not emulation flags either",
-            format_emulation_flags(unknown & ~xen::kEmuVpci));
+        message += fmt::format("; {} are not emulation flags either",
+                               format_emulation_flags(unknown & ~xen::kEmuVpci));
       }
     } else {
       message = fmt::format(
           "{} {} outside XEN_X86_EMU_ALL ({:#x}); arch_domain_create() rejects the domain with "
           "EINVAL; the flags that exist are {}",
-          format_emulation_flags(unknown), std::popcount(unknown) == 1 ? "is" : "are",
-          known_mask, format_emulation_flags(known_mask));
+          format_emulation_flags(unknown), std::popcount(unknown) == 1 ? "is" : "are", known_mask,
+          format_emulation_flags(known_mask));
     }
     out.errors.push_back(
         error(rule::kX86EmulationKnownBits, "emulation_flags", XenErrno::kEinval, message));
   }
 
   if (!row) {
-    out.errors.push_back(error(
-        rule::kX86HvmControlDomain, "kind", XenErrno::kEopnotsupp,
-        "x86 has no HVM control domain: Xen's emulation_flags_ok() has rows only for PV "
-        "domains, the PVH hardware domain, PVH domUs and HVM domUs, so creation fails with "
-        "EOPNOTSUPP; use kind = \"pvh\" or \"pv\" for a control domain, or control_domain = "
-        "false for an HVM domU"));
+    out.errors.push_back(
+        error(rule::kX86HvmControlDomain, "kind", XenErrno::kEopnotsupp,
+              "x86 has no HVM control domain: Xen's emulation_flags_ok() has rows only for PV "
+              "domains, the PVH hardware domain, PVH domUs and HVM domUs, so creation fails with "
+              "EOPNOTSUPP; use kind = \"pvh\" or \"pv\" for a control domain, or control_domain = "
+              "false for an HVM domU"));
     return out;
   }
 
@@ -234,8 +234,8 @@ Evaluation evaluate_x86(const DomainConfig& config, Profile profile) {
     std::string what;
     if (missing != 0) what += fmt::format("missing {}", format_emulation_flags(missing));
     if (extra != 0) {
-      what += fmt::format("{}not allowed {}", what.empty() ? "" : ", ",
-                          format_emulation_flags(extra));
+      what +=
+          fmt::format("{}not allowed {}", what.empty() ? "" : ", ", format_emulation_flags(extra));
     }
     out.errors.push_back(error(
         rule::kX86EmulationTable, "emulation_flags", XenErrno::kEopnotsupp,
@@ -325,7 +325,9 @@ std::string_view xen_errno_name(XenErrno code) {
   return "";
 }
 
-bool CheckReport::accepted() const { return !has_error(diagnostics); }
+bool CheckReport::accepted() const {
+  return !has_error(diagnostics);
+}
 
 XenErrno CheckReport::xen_errno() const {
   for (const auto& d : diagnostics) {
@@ -337,8 +339,7 @@ XenErrno CheckReport::xen_errno() const {
 std::optional<std::uint32_t> default_x86_emulation_flags(Kind kind, bool control_domain,
                                                          Profile profile) {
   switch (kind) {
-    case Kind::kPv:
-      return 0u;  // libxl; Xen adds PIT for the hardware domain itself
+    case Kind::kPv: return 0u;  // libxl; Xen adds PIT for the hardware domain itself
     case Kind::kPvh:
       if (control_domain) {
         // xen/arch/x86/setup.c builds a PVH dom0 with LAPIC | IOAPIC | VPCI; the
@@ -351,8 +352,7 @@ std::optional<std::uint32_t> default_x86_emulation_flags(Kind kind, bool control
       if (control_domain) return std::nullopt;
       // libxl: ALL & ~VPCI (USE_PIRQ stays unless pirq=0, which the model leaves out).
       return xen::kEmuAllCurrent & ~xen::kEmuVpci;
-    case Kind::kGuest:
-      break;
+    case Kind::kGuest: break;
   }
   return std::nullopt;
 }
@@ -379,12 +379,12 @@ std::vector<Diagnostic> check_consistency(const DomainConfig& config) {
                         "have no emulation flags: remove it (vPCI is requested with vpci)"));
   }
   if (!config.passthrough.empty() && !config.iommu) {
-    out.push_back(error(
-        rule::kPassthroughNeedsIommu, "iommu", XenErrno::kNone,
-        fmt::format("{} listed in passthrough but iommu = false: assigning a host PCI device "
-                    "needs the IOMMU (libxl sets XEN_DOMCTL_CDF_iommu whenever devices are "
-                    "passed through); set iommu = true or empty passthrough",
-                    plural(config.passthrough.size(), "device"))));
+    out.push_back(
+        error(rule::kPassthroughNeedsIommu, "iommu", XenErrno::kNone,
+              fmt::format("{} listed in passthrough but iommu = false: assigning a host PCI device "
+                          "needs the IOMMU (libxl sets XEN_DOMCTL_CDF_iommu whenever devices are "
+                          "passed through); set iommu = true or empty passthrough",
+                          plural(config.passthrough.size(), "device"))));
   }
   for (std::size_t i = 0; i < config.passthrough.size(); ++i) {
     const auto& device = config.passthrough[i];
@@ -416,12 +416,12 @@ CheckReport check_domain_config(const DomainConfig& config, Profile profile) {
       config.arch == Arch::kX86 ? evaluate_x86(config, profile) : evaluate_arm(config, profile);
   const bool accepted = evaluation.errors.empty();
   if (accepted && profile == Profile::kCdfVpci && evaluation.flags.vpci) {
-    evaluation.advice.push_back(advice(
-        Severity::kNote, rule::kCdfVpciProvisionalBit, "vpci",
-        fmt::format("XEN_DOMCTL_CDF_vpci is not part of Xen's ABI; the flags word uses "
-                    "provisional bit {} (the next free bit after XEN_DOMCTL_CDF_MAX, "
-                    "trap_unmapped_accesses at bit 8, which the 2023 series had used)",
-                    xen::kProvisionalCdfVpciBit)));
+    evaluation.advice.push_back(
+        advice(Severity::kNote, rule::kCdfVpciProvisionalBit, "vpci",
+               fmt::format("XEN_DOMCTL_CDF_vpci is not part of Xen's ABI; the flags word uses "
+                           "provisional bit {} (the next free bit after XEN_DOMCTL_CDF_MAX, "
+                           "trap_unmapped_accesses at bit 8, which the 2023 series had used)",
+                           xen::kProvisionalCdfVpciBit)));
   }
   for (auto& d : evaluation.errors) report.diagnostics.push_back(std::move(d));
   for (auto& d : evaluation.advice) report.diagnostics.push_back(std::move(d));

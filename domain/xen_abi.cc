@@ -8,9 +8,9 @@ namespace vpci::domain::xen {
 namespace {
 
 constexpr std::array kEmulationFlagNames = {
-    FlagName{kEmuLapic, "lapic"}, FlagName{kEmuHpet, "hpet"},      FlagName{kEmuPm, "pm"},
-    FlagName{kEmuRtc, "rtc"},     FlagName{kEmuIoapic, "ioapic"},  FlagName{kEmuPic, "pic"},
-    FlagName{kEmuVga, "vga"},     FlagName{kEmuIommu, "iommu"},    FlagName{kEmuPit, "pit"},
+    FlagName{kEmuLapic, "lapic"},      FlagName{kEmuHpet, "hpet"},     FlagName{kEmuPm, "pm"},
+    FlagName{kEmuRtc, "rtc"},          FlagName{kEmuIoapic, "ioapic"}, FlagName{kEmuPic, "pic"},
+    FlagName{kEmuVga, "vga"},          FlagName{kEmuIommu, "iommu"},   FlagName{kEmuPit, "pit"},
     FlagName{kEmuUsePirq, "use_pirq"}, FlagName{kEmuVpci, "vpci"},
 };
 
@@ -45,8 +45,12 @@ std::string format_flags(std::uint32_t flags, std::span<const FlagName> names) {
 
 }  // namespace
 
-std::span<const FlagName> emulation_flag_names() { return kEmulationFlagNames; }
-std::span<const FlagName> cdf_flag_names() { return kCdfFlagNames; }
+std::span<const FlagName> emulation_flag_names() {
+  return kEmulationFlagNames;
+}
+std::span<const FlagName> cdf_flag_names() {
+  return kCdfFlagNames;
+}
 
 std::optional<std::uint32_t> emulation_flag_from_name(std::string_view name) {
   for (const auto& n : kEmulationFlagNames) {
@@ -59,6 +63,8 @@ std::string format_emulation_flags(std::uint32_t flags) {
   return format_flags(flags, kEmulationFlagNames);
 }
 
-std::string format_cdf_flags(std::uint32_t flags) { return format_flags(flags, kCdfFlagNames); }
+std::string format_cdf_flags(std::uint32_t flags) {
+  return format_flags(flags, kCdfFlagNames);
+}
 
 }  // namespace vpci::domain::xen

@@ -93,11 +93,8 @@ Json diagnostic_json(const Diagnostic& d, const DomainConfig& config) {
 
 Json problem_json(const ConfigFileProblem& p) {
   Json out = {
-      {"rule", p.rule},
-      {"field", p.key},
-      {"message", p.message},
-      {"severity", "error"},
-      {"errno", nullptr},
+      {"rule", p.rule},      {"field", p.key},   {"message", p.message},
+      {"severity", "error"}, {"errno", nullptr},
   };
   add_position(out, p.position);
   return out;
@@ -112,10 +109,9 @@ std::string location(const DomainConfig& config, std::string_view field) {
 
 void print_report_text(const DomainConfig& config, const CheckReport& report) {
   for (const auto& d : report.diagnostics) {
-    const std::string code =
-        d.xen_errno == domain::XenErrno::kNone
-            ? std::string()
-            : fmt::format(" (Xen: {})", domain::xen_errno_name(d.xen_errno));
+    const std::string code = d.xen_errno == domain::XenErrno::kNone
+                                 ? std::string()
+                                 : fmt::format(" (Xen: {})", domain::xen_errno_name(d.xen_errno));
     fmt::print("{}: {} [{}] {}: {}{}\n", location(config, d.field),
                domain::severity_name(d.severity), d.rule, d.field, d.message, code);
   }
@@ -159,7 +155,8 @@ int run_domain_check(const DomainCheckOptions& options) {
       for (const auto& p : config.error()) out["diagnostics"].push_back(problem_json(p));
       fmt::print("{}\n", out.dump(2));
     } else {
-      for (const auto& p : config.error()) fmt::print(stderr, "vpci domain check: {}\n", p.to_string());
+      for (const auto& p : config.error())
+        fmt::print(stderr, "vpci domain check: {}\n", p.to_string());
     }
     return 1;
   }
@@ -170,7 +167,8 @@ int run_domain_check(const DomainCheckOptions& options) {
                 {"diagnostics", Json::array()},
                 {"file", options.file},
                 {"xen_errno", errno_json(report.xen_errno())}};
-    for (const auto& d : report.diagnostics) out["diagnostics"].push_back(diagnostic_json(d, *config));
+    for (const auto& d : report.diagnostics)
+      out["diagnostics"].push_back(diagnostic_json(d, *config));
     if (report.flags) out["flags"] = flags_json(*report.flags, profile);
     fmt::print("{}\n", out.dump(2));
   } else {
@@ -180,8 +178,8 @@ int run_domain_check(const DomainCheckOptions& options) {
 }
 
 void register_domain_command(CLI::App& app, int& exit_code) {
-  CLI::App* domain_cmd = app.add_subcommand(
-      "domain", "Xen domain configurations that involve virtual PCI");
+  CLI::App* domain_cmd =
+      app.add_subcommand("domain", "Xen domain configurations that involve virtual PCI");
   domain_cmd->require_subcommand(1);
   auto options = std::make_shared<DomainCheckOptions>();
   CLI::App* check = domain_cmd->add_subcommand(
@@ -194,8 +192,8 @@ void register_domain_command(CLI::App& app, int& exit_code) {
       ->add_option("--profile", options->profile,
                    "rules to apply: xen-current (Xen today, default) or cdf-vpci (the "
                    "XEN_DOMCTL_CDF_vpci proposal; alias xen-proposed)")
-      ->check(CLI::IsMember(std::vector<std::string>(domain::kProfileNames.begin(),
-                                                     domain::kProfileNames.end())));
+      ->check(CLI::IsMember(
+          std::vector<std::string>(domain::kProfileNames.begin(), domain::kProfileNames.end())));
   check->add_flag("--json", options->json,
                   "machine-readable output: {\"ok\",\"profile\",\"diagnostics\":[{\"rule\","
                   "\"field\",\"message\",...}],\"flags\"}");

@@ -1,12 +1,6 @@
 // `vpci domain check` run as a user runs it: the real binary (VPCI_CLI_PATH) on the files
 // in tests/domain/data/, checking exit status, JSON and the human-readable report.
-#include <sys/wait.h>
-
-#include <cstdio>
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <optional>
 #include <string>
 #include <vector>
@@ -15,48 +9,30 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
-#include <unistd.h>
+
+#include "tests/cli/cli_test_util.h"
 
 namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
+using vpci::testing::CommandResult;
 
-struct CliRun {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string read_all(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+// Runs `vpci ARGS`; ARGS is passed through the shell, so file names go through data().
+CommandResult run_vpci(const std::string& args) {
+  return vpci::testing::run_command(vpci::testing::shell_quote(vpci::testing::vpci_cli()) + " " +
+                                    args);
 }
 
-// Runs `vpci ARGS` (arguments must not need shell quoting) and captures its output.
-CliRun run_vpci(const std::string& args) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   fmt::format("vpci-domain-cli-test-{}", ::getpid());
-  std::filesystem::create_directories(dir);
-  const auto out = dir / "stdout";
-  const auto err = dir / "stderr";
-  const std::string command =
-      fmt::format("{} {} >{} 2>{}", VPCI_CLI_PATH, args, out.string(), err.string());
-  const int status = std::system(command.c_str());
-  CliRun run;
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  run.out = read_all(out);
-  run.err = read_all(err);
-  std::filesystem::remove_all(dir);
-  return run;
-}
-
+// A file of tests/domain/data/, quoted for the shell.
 std::string data(std::string_view name) {
-  return (std::filesystem::path(VPCI_SOURCE_DIR) / "tests/domain/data" / name).string();
+  return vpci::testing::shell_quote(
+      (std::filesystem::path(VPCI_SOURCE_DIR) / "tests/domain/data" / name).string());
 }
 
 nlohmann::json run_json(std::string_view file, std::string_view profile, int expected_exit) {
-  const CliRun run = run_vpci(fmt::format("domain check {} --profile {} --json", data(file), profile));
+  const CommandResult run =
+      run_vpci(fmt::format("domain check {} --profile {} --json", data(file), profile));
   EXPECT_EQ(run.exit_code, expected_exit) << run.out << run.err;
   EXPECT_TRUE(run.err.empty()) << run.err;
   auto json = nlohmann::json::parse(run.out, nullptr, /*allow_exceptions=*/false);
@@ -92,10 +68,10 @@ struct Verdict {
   std::string_view file;
   std::string_view profile;
   bool ok;
-  std::vector<std::string> errors;    // error rules, in order
-  std::vector<std::string> advice;    // warning and note rules, in order
+  std::vector<std::string> errors;  // error rules, in order
+  std::vector<std::string> advice;  // warning and note rules, in order
   std::optional<std::string> xen_errno;
-  std::optional<std::uint32_t> cdf;   // for accepted files
+  std::optional<std::uint32_t> cdf;  // for accepted files
   std::optional<std::uint32_t> emulation;
 };
 
@@ -104,31 +80,109 @@ const std::vector<Verdict> kVerdicts = {
     {"issue_example.toml", "xen-current", true, {}, {}, std::nullopt, 0x23, 0x411},
     {"issue_example.toml", "cdf-vpci", false, {"x86-emulation-known-bits"}, {}, "EINVAL", {}, {}},
     {"x86_pvh_dom0_derived.toml", "xen-current", true, {}, {}, std::nullopt, 0x23, 0x411},
-    {"x86_pvh_dom0_derived.toml", "cdf-vpci", true, {}, {"cdf-vpci-provisional-bit"}, std::nullopt,
-     0x223, 0x011},
-    {"x86_pvh_dom0_no_vpci.toml", "xen-current", false, {"x86-emulation-vpci"}, {}, "EOPNOTSUPP", {}, {}},
+    {"x86_pvh_dom0_derived.toml",
+     "cdf-vpci",
+     true,
+     {},
+     {"cdf-vpci-provisional-bit"},
+     std::nullopt,
+     0x223,
+     0x011},
+    {"x86_pvh_dom0_no_vpci.toml",
+     "xen-current",
+     false,
+     {"x86-emulation-vpci"},
+     {},
+     "EOPNOTSUPP",
+     {},
+     {}},
     {"x86_pvh_dom0_no_vpci.toml", "cdf-vpci", false, {"x86-cdf-vpci"}, {}, "EOPNOTSUPP", {}, {}},
-    {"x86_pvh_domu_vpci.toml", "xen-current", false, {"x86-emulation-vpci"}, {}, "EOPNOTSUPP", {}, {}},
+    {"x86_pvh_domu_vpci.toml",
+     "xen-current",
+     false,
+     {"x86-emulation-vpci"},
+     {},
+     "EOPNOTSUPP",
+     {},
+     {}},
     {"x86_pvh_domu_vpci.toml", "cdf-vpci", false, {"x86-cdf-vpci"}, {}, "EOPNOTSUPP", {}, {}},
     {"x86_hvm_domu.toml", "xen-current", true, {}, {}, std::nullopt, 0x23, 0x3ff},
     {"x86_hvm_domu.toml", "cdf-vpci", true, {}, {}, std::nullopt, 0x23, 0x3ff},
-    {"x86_pv_dom0_vpci.toml", "xen-current", false, {"x86-emulation-vpci"}, {}, "EOPNOTSUPP", {}, {}},
+    {"x86_pv_dom0_vpci.toml",
+     "xen-current",
+     false,
+     {"x86-emulation-vpci"},
+     {},
+     "EOPNOTSUPP",
+     {},
+     {}},
     {"x86_pv_dom0_vpci.toml", "cdf-vpci", false, {"cdf-vpci-needs-hvm"}, {}, "EINVAL", {}, {}},
-    {"x86_unknown_emulation_bit.toml", "xen-current", false, {"x86-emulation-known-bits"}, {}, "EINVAL", {}, {}},
-    {"x86_unknown_emulation_bit.toml", "cdf-vpci", false, {"x86-emulation-known-bits"}, {}, "EINVAL", {}, {}},
-    {"x86_vpci_contradicts_flags.toml", "xen-current", false, {"x86-vpci-is-emulation-flag"}, {},
-     std::nullopt, {}, {}},
-    {"x86_vpci_contradicts_flags.toml", "cdf-vpci", false, {"x86-cdf-vpci"}, {}, "EOPNOTSUPP", {}, {}},
+    {"x86_unknown_emulation_bit.toml",
+     "xen-current",
+     false,
+     {"x86-emulation-known-bits"},
+     {},
+     "EINVAL",
+     {},
+     {}},
+    {"x86_unknown_emulation_bit.toml",
+     "cdf-vpci",
+     false,
+     {"x86-emulation-known-bits"},
+     {},
+     "EINVAL",
+     {},
+     {}},
+    {"x86_vpci_contradicts_flags.toml",
+     "xen-current",
+     false,
+     {"x86-vpci-is-emulation-flag"},
+     {},
+     std::nullopt,
+     {},
+     {}},
+    {"x86_vpci_contradicts_flags.toml",
+     "cdf-vpci",
+     false,
+     {"x86-cdf-vpci"},
+     {},
+     "EOPNOTSUPP",
+     {},
+     {}},
     {"arm_guest.toml", "xen-current", true, {}, {}, std::nullopt, 0x3, {}},
     {"arm_guest.toml", "cdf-vpci", true, {}, {}, std::nullopt, 0x3, {}},
-    {"arm_guest_passthrough.toml", "xen-current", true, {}, {"arm-pci-no-trapped-config-space"},
-     std::nullopt, 0x23, {}},
-    {"arm_guest_passthrough.toml", "cdf-vpci", true, {}, {"arm-pci-no-trapped-config-space"},
-     std::nullopt, 0x23, {}},
-    {"arm_guest_passthrough_vpci.toml", "xen-current", false, {"arm-no-vpci"},
-     {"arm-pci-no-trapped-config-space"}, "EINVAL", {}, {}},
-    {"arm_guest_passthrough_vpci.toml", "cdf-vpci", true, {},
-     {"arm-vpci-build-config", "cdf-vpci-provisional-bit"}, std::nullopt, 0x223, {}},
+    {"arm_guest_passthrough.toml",
+     "xen-current",
+     true,
+     {},
+     {"arm-pci-no-trapped-config-space"},
+     std::nullopt,
+     0x23,
+     {}},
+    {"arm_guest_passthrough.toml",
+     "cdf-vpci",
+     true,
+     {},
+     {"arm-pci-no-trapped-config-space"},
+     std::nullopt,
+     0x23,
+     {}},
+    {"arm_guest_passthrough_vpci.toml",
+     "xen-current",
+     false,
+     {"arm-no-vpci"},
+     {"arm-pci-no-trapped-config-space"},
+     "EINVAL",
+     {},
+     {}},
+    {"arm_guest_passthrough_vpci.toml",
+     "cdf-vpci",
+     true,
+     {},
+     {"arm-vpci-build-config", "cdf-vpci-provisional-bit"},
+     std::nullopt,
+     0x223,
+     {}},
 };
 
 TEST(DomainCli, VerdictsAsJson) {
@@ -164,7 +218,8 @@ TEST(DomainCli, VerdictsAsJson) {
 TEST(DomainCli, JsonKeysInDocumentedOrder) {
   const auto json = run_json("x86_pvh_domu_vpci.toml", "xen-current", 1);
   // nlohmann::json sorts keys when parsing into a plain json, so check the raw text.
-  const CliRun run = run_vpci(fmt::format("domain check {} --json", data("x86_pvh_domu_vpci.toml")));
+  const CommandResult run =
+      run_vpci(fmt::format("domain check {} --json", data("x86_pvh_domu_vpci.toml")));
   const auto ok = run.out.find("\"ok\"");
   const auto profile = run.out.find("\"profile\"");
   const auto diagnostics = run.out.find("\"diagnostics\"");
@@ -182,7 +237,8 @@ TEST(DomainCli, JsonKeysInDocumentedOrder) {
 }
 
 TEST(DomainCli, DefaultProfileIsXenCurrentAndAliasWorks) {
-  const CliRun run = run_vpci(fmt::format("domain check {} --json", data("issue_example.toml")));
+  const CommandResult run =
+      run_vpci(fmt::format("domain check {} --json", data("issue_example.toml")));
   EXPECT_EQ(run.exit_code, 0);
   EXPECT_EQ(nlohmann::json::parse(run.out)["profile"], "xen-current");
   const auto alias = run_json("arm_guest_passthrough_vpci.toml", "xen-proposed", 0);
@@ -226,7 +282,8 @@ TEST(DomainCli, MalformedFilesAsJson) {
 }
 
 TEST(DomainCli, HumanReportAccepted) {
-  const CliRun run = run_vpci(fmt::format("domain check {}", data("x86_pvh_dom0_derived.toml")));
+  const CommandResult run =
+      run_vpci(fmt::format("domain check {}", data("x86_pvh_dom0_derived.toml")));
   EXPECT_EQ(run.exit_code, 0);
   EXPECT_THAT(run.out, HasSubstr("accepted by profile xen-current"));
   EXPECT_THAT(run.out, HasSubstr("vPCI: yes"));
@@ -236,7 +293,8 @@ TEST(DomainCli, HumanReportAccepted) {
 }
 
 TEST(DomainCli, HumanReportRejectedNamesRuleFieldLineAndErrno) {
-  const CliRun run = run_vpci(fmt::format("domain check {}", data("x86_pvh_domu_vpci.toml")));
+  const CommandResult run =
+      run_vpci(fmt::format("domain check {}", data("x86_pvh_domu_vpci.toml")));
   EXPECT_EQ(run.exit_code, 1);
   EXPECT_THAT(run.out, HasSubstr("x86_pvh_domu_vpci.toml:4:1: error [x86-emulation-vpci] vpci: "));
   EXPECT_THAT(run.out, HasSubstr("(Xen: EOPNOTSUPP)"));
@@ -245,14 +303,16 @@ TEST(DomainCli, HumanReportRejectedNamesRuleFieldLineAndErrno) {
 }
 
 TEST(DomainCli, HumanReportWarningStillAccepts) {
-  const CliRun run = run_vpci(fmt::format("domain check {}", data("arm_guest_passthrough.toml")));
+  const CommandResult run =
+      run_vpci(fmt::format("domain check {}", data("arm_guest_passthrough.toml")));
   EXPECT_EQ(run.exit_code, 0);
   EXPECT_THAT(run.out, HasSubstr("warning [arm-pci-no-trapped-config-space] passthrough:"));
   EXPECT_THAT(run.out, HasSubstr("accepted by profile xen-current"));
 }
 
 TEST(DomainCli, MalformedFileOnStderr) {
-  const CliRun run = run_vpci(fmt::format("domain check {}", data("malformed_unknown_key.toml")));
+  const CommandResult run =
+      run_vpci(fmt::format("domain check {}", data("malformed_unknown_key.toml")));
   EXPECT_EQ(run.exit_code, 1);
   EXPECT_TRUE(run.out.empty());
   EXPECT_THAT(run.err, HasSubstr("vpci domain check: "));
@@ -260,13 +320,15 @@ TEST(DomainCli, MalformedFileOnStderr) {
 }
 
 TEST(DomainCli, MissingFileIsRejectedInput) {
-  const CliRun run = run_vpci("domain check /nonexistent/domain.toml");
+  const CommandResult run = run_vpci("domain check /nonexistent/domain.toml");
   EXPECT_EQ(run.exit_code, 1);
   EXPECT_THAT(run.err, HasSubstr("/nonexistent/domain.toml: cannot open"));
 }
 
 TEST(DomainCli, UsageErrorsExitTwo) {
-  EXPECT_EQ(run_vpci(fmt::format("domain check {} --profile xen-future", data("arm_guest.toml"))).exit_code, 2);
+  EXPECT_EQ(run_vpci(fmt::format("domain check {} --profile xen-future", data("arm_guest.toml")))
+                .exit_code,
+            2);
   EXPECT_EQ(run_vpci("domain check").exit_code, 2);
   EXPECT_EQ(run_vpci("domain").exit_code, 2);
 }

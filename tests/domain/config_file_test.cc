@@ -1,5 +1,7 @@
 // The domain configuration file format: what well-formed files mean, and that every kind
 // of malformed file is reported with its file, line, column, key and what was wrong.
+#include "domain/config_file.h"
+
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -7,7 +9,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "domain/config_file.h"
 #include "domain/rules.h"
 
 namespace vpci::domain {
@@ -77,10 +78,12 @@ TEST(DomainConfigFile, IommuFollowsPassthroughWhenAbsent) {
 }
 
 TEST(DomainConfigFile, EmulationFlagsAsIntegerWord) {
-  auto config = parse_domain_config("arch = \"x86\"\nkind = \"pvh\"\nemulation_flags = 0x801\n", "w.toml");
+  auto config =
+      parse_domain_config("arch = \"x86\"\nkind = \"pvh\"\nemulation_flags = 0x801\n", "w.toml");
   ASSERT_TRUE(config.has_value());
   EXPECT_EQ(config->emulation_flags, 0x801u);
-  auto empty = parse_domain_config("arch = \"x86\"\nkind = \"pv\"\nemulation_flags = []\n", "e.toml");
+  auto empty =
+      parse_domain_config("arch = \"x86\"\nkind = \"pv\"\nemulation_flags = []\n", "e.toml");
   ASSERT_TRUE(empty.has_value());
   EXPECT_EQ(empty->emulation_flags, 0u);
 
@@ -152,18 +155,21 @@ TEST(DomainConfigFile, BadValues) {
   EXPECT_EQ(kind.key, "kind");
   EXPECT_THAT(kind.message, HasSubstr("did you mean \"pvh\""));
 
-  const auto flag = problem_of("arch = \"x86\"\nkind = \"pvh\"\nemulation_flags = [\"lapic\", \"vpic\"]\n");
+  const auto flag =
+      problem_of("arch = \"x86\"\nkind = \"pvh\"\nemulation_flags = [\"lapic\", \"vpic\"]\n");
   EXPECT_EQ(flag.key, "emulation_flags[1]");
   EXPECT_EQ(flag.position, (SourcePosition{3, 29}));
   EXPECT_THAT(flag.message, HasSubstr("unknown emulation flag \"vpic\""));
 
-  const auto twice = problem_of("arch = \"x86\"\nkind = \"pvh\"\nemulation_flags = [\"lapic\", \"lapic\"]\n");
+  const auto twice =
+      problem_of("arch = \"x86\"\nkind = \"pvh\"\nemulation_flags = [\"lapic\", \"lapic\"]\n");
   EXPECT_EQ(twice.key, "emulation_flags[1]");
   EXPECT_THAT(twice.message, HasSubstr("more than once"));
 }
 
 TEST(DomainConfigFile, BadPciAddresses) {
-  for (std::string_view bad : {"03:00", "0000:03:00.8", "0000:03:20.0", "zz:00.0", "0000:03:00.0 "}) {
+  for (std::string_view bad :
+       {"03:00", "0000:03:00.8", "0000:03:20.0", "zz:00.0", "0000:03:00.0 "}) {
     const std::string text = fmt::format(
         "arch = \"x86\"\nkind = \"hvm\"\npassthrough = [\"0000:01:00.0\", \"{}\"]\n", bad);
     SCOPED_TRACE(text);
@@ -214,8 +220,8 @@ TEST(DomainConfigFile, MissingRequiredKeys) {
 }
 
 TEST(DomainConfigFile, AllProblemsInFileOrder) {
-  const auto problems = problems_of(
-      "zeta = 1\narch = \"x86\"\nkind = \"pvh\"\nalpha = 2\nvpci = \"no\"\n");
+  const auto problems =
+      problems_of("zeta = 1\narch = \"x86\"\nkind = \"pvh\"\nalpha = 2\nvpci = \"no\"\n");
   ASSERT_EQ(problems.size(), 3u);
   EXPECT_EQ(problems[0].key, "zeta");
   EXPECT_EQ(problems[1].key, "alpha");
@@ -254,7 +260,8 @@ TEST(DomainConfigFile, UnreadableFile) {
 }
 
 TEST(DomainConfigFile, LoadsDataFile) {
-  auto config = load_domain_config(std::filesystem::path(VPCI_SOURCE_DIR) / "tests/domain/data/issue_example.toml");
+  auto config = load_domain_config(std::filesystem::path(VPCI_SOURCE_DIR) /
+                                   "tests/domain/data/issue_example.toml");
   ASSERT_TRUE(config.has_value()) << to_error(config.error()).message;
   EXPECT_EQ(config->emulation_flags, 0x411u);
 }

@@ -145,14 +145,17 @@ Expectation expect(const Case& c, Profile profile) {
   const bool hvm = c.kind == Kind::kHvm;
   std::set<std::uint32_t> accepted_words;
   if (pv) accepted_words = {0x000, kPit};
-  if (pvh && c.control_domain) accepted_words = {proposal ? kLapic | kIoapic : kLapic | kIoapic | kVpci};
+  if (pvh && c.control_domain)
+    accepted_words = {proposal ? kLapic | kIoapic : kLapic | kIoapic | kVpci};
   if (pvh && !c.control_domain) accepted_words = {kLapic};
   if (hvm && !c.control_domain) accepted_words = {kHvmSet, kHvmSet | kUsePirq};
   // hvm && control_domain: no row, nothing accepted.
 
   // §2 "who sets what": libxl for domUs, setup.c for a PVH dom0; §6 moves VPCI to CDF.
   std::uint32_t default_word = 0;
-  if (pvh) default_word = c.control_domain ? (proposal ? kLapic | kIoapic : kLapic | kIoapic | kVpci) : kLapic;
+  if (pvh)
+    default_word =
+        c.control_domain ? (proposal ? kLapic | kIoapic : kLapic | kIoapic | kVpci) : kLapic;
   if (hvm) default_word = kAll & ~kVpci;
 
   std::uint32_t word = c.emulation.word.value_or(default_word);
@@ -194,8 +197,8 @@ Expectation expect(const Case& c, Profile profile) {
 std::vector<Case> all_cases() {
   std::vector<Case> cases;
   const std::vector<std::pair<Arch, Kind>> arch_kinds = {
-      {Arch::kX86, Kind::kPv},    {Arch::kX86, Kind::kPvh}, {Arch::kX86, Kind::kHvm},
-      {Arch::kX86, Kind::kGuest}, {Arch::kArm, Kind::kPv},  {Arch::kArm, Kind::kPvh},
+      {Arch::kX86, Kind::kPv},    {Arch::kX86, Kind::kPvh},  {Arch::kX86, Kind::kHvm},
+      {Arch::kX86, Kind::kGuest}, {Arch::kArm, Kind::kPv},   {Arch::kArm, Kind::kPvh},
       {Arch::kArm, Kind::kHvm},   {Arch::kArm, Kind::kGuest}};
   const std::vector<std::optional<bool>> vpcis = {std::nullopt, false, true};
   for (const auto& [arch, kind] : arch_kinds) {
@@ -221,12 +224,13 @@ bool has_rule(const CheckReport& report, std::string_view rule) {
   return false;
 }
 
-void expect_report_matches(const Case& c, const CheckReport& report,
-                           const Expectation& want, const std::string& where) {
+void expect_report_matches(const Case& c, const CheckReport& report, const Expectation& want,
+                           const std::string& where) {
   SCOPED_TRACE(where);
   ASSERT_EQ(report.accepted(), want.accepted);
   EXPECT_EQ(std::string(xen_errno_name(report.xen_errno())), want.xen_errno);
-  EXPECT_EQ(has_rule(report, rule::kArmPciNoTrappedConfigSpace), want.no_trapped_config_space_warning);
+  EXPECT_EQ(has_rule(report, rule::kArmPciNoTrappedConfigSpace),
+            want.no_trapped_config_space_warning);
   for (const auto& d : report.diagnostics) {
     EXPECT_FALSE(d.rule.empty());
     EXPECT_FALSE(d.field.empty());
@@ -237,7 +241,8 @@ void expect_report_matches(const Case& c, const CheckReport& report,
     return;
   }
   ASSERT_TRUE(report.flags.has_value());
-  EXPECT_EQ(report.flags->cdf, want.cdf) << fmt::format("{:#x} vs {:#x}", report.flags->cdf, want.cdf);
+  EXPECT_EQ(report.flags->cdf, want.cdf)
+      << fmt::format("{:#x} vs {:#x}", report.flags->cdf, want.cdf);
   EXPECT_EQ(report.flags->x86_emulation, want.emulation);
   EXPECT_EQ(report.flags->vpci, want.vpci);
   EXPECT_EQ(report.flags->emulation_derived, c.arch == Arch::kX86 && !c.emulation.word);
@@ -261,8 +266,7 @@ void run_table(Profile profile) {
       auto parsed = parse_domain_config(text, "table.toml");
       ASSERT_TRUE(parsed.has_value()) << where << "\n" << text << to_error(parsed.error()).message;
       EXPECT_TRUE(parsed->same_settings(config)) << where << "\n" << text;
-      expect_report_matches(c, check_domain_config(*parsed, profile), want,
-                            where + " (via TOML)");
+      expect_report_matches(c, check_domain_config(*parsed, profile), want, where + " (via TOML)");
       ++via_file;
     }
   }
@@ -270,13 +274,17 @@ void run_table(Profile profile) {
   EXPECT_GT(accepted, 50);
   EXPECT_GT(rejected, 1000);
   std::printf("[ %s ] %d combinations: %d accepted, %d rejected, %d also through TOML\n",
-              std::string(profile_name(profile)).c_str(), accepted + rejected, accepted,
-              rejected, via_file);
+              std::string(profile_name(profile)).c_str(), accepted + rejected, accepted, rejected,
+              via_file);
 }
 
-TEST(DomainRulesTable, XenCurrentEveryCombination) { run_table(Profile::kXenCurrent); }
+TEST(DomainRulesTable, XenCurrentEveryCombination) {
+  run_table(Profile::kXenCurrent);
+}
 
-TEST(DomainRulesTable, CdfVpciEveryCombination) { run_table(Profile::kCdfVpci); }
+TEST(DomainRulesTable, CdfVpciEveryCombination) {
+  run_table(Profile::kCdfVpci);
+}
 
 // A few rows of the oracle written out by hand, so the oracle itself is checked
 // against the reference text rather than only against the library.
@@ -288,30 +296,33 @@ TEST(DomainRulesTable, OracleAgreesWithReferenceRows) {
   EXPECT_TRUE(pvh_dom0.accepted);
   EXPECT_EQ(pvh_dom0.emulation, 0x411u);
   EXPECT_EQ(pvh_dom0.cdf, 0x23u);
-  auto pvh_dom0_no_vpci = expect(Case{Arch::kX86, Kind::kPvh, true, false, absent, true, false},
-                                 Profile::kXenCurrent);
+  auto pvh_dom0_no_vpci =
+      expect(Case{Arch::kX86, Kind::kPvh, true, false, absent, true, false}, Profile::kXenCurrent);
   EXPECT_FALSE(pvh_dom0_no_vpci.accepted);
   EXPECT_EQ(pvh_dom0_no_vpci.xen_errno, "EOPNOTSUPP");
-  auto hvm_vpci = expect(Case{Arch::kX86, Kind::kHvm, false, true, absent, false, false},
-                         Profile::kXenCurrent);
+  auto hvm_vpci =
+      expect(Case{Arch::kX86, Kind::kHvm, false, true, absent, false, false}, Profile::kXenCurrent);
   EXPECT_EQ(hvm_vpci.xen_errno, "EOPNOTSUPP");
   // §2: unknown bits are EINVAL.
-  auto unknown = expect(Case{Arch::kX86, Kind::kPvh, false, std::nullopt, {"lapic|bit11", 0x801}, false, false},
-                        Profile::kXenCurrent);
+  auto unknown = expect(
+      Case{Arch::kX86, Kind::kPvh, false, std::nullopt, {"lapic|bit11", 0x801}, false, false},
+      Profile::kXenCurrent);
   EXPECT_EQ(unknown.xen_errno, "EINVAL");
   // §6: PV with CDF_vpci is EINVAL in the proposal; PVH dom0 has CDF_vpci + LAPIC|IOAPIC.
-  auto pv_vpci = expect(Case{Arch::kX86, Kind::kPv, true, true, absent, false, false}, Profile::kCdfVpci);
+  auto pv_vpci =
+      expect(Case{Arch::kX86, Kind::kPv, true, true, absent, false, false}, Profile::kCdfVpci);
   EXPECT_EQ(pv_vpci.xen_errno, "EINVAL");
-  auto proposal_dom0 = expect(Case{Arch::kX86, Kind::kPvh, true, std::nullopt, absent, false, false},
-                              Profile::kCdfVpci);
+  auto proposal_dom0 = expect(
+      Case{Arch::kX86, Kind::kPvh, true, std::nullopt, absent, false, false}, Profile::kCdfVpci);
   EXPECT_TRUE(proposal_dom0.accepted);
   EXPECT_EQ(proposal_dom0.emulation, 0x011u);
   // §3/§6: Arm vPCI impossible today, optional in the proposal.
-  auto arm_vpci = expect(Case{Arch::kArm, Kind::kGuest, false, true, absent, true, true}, Profile::kXenCurrent);
+  auto arm_vpci =
+      expect(Case{Arch::kArm, Kind::kGuest, false, true, absent, true, true}, Profile::kXenCurrent);
   EXPECT_EQ(arm_vpci.xen_errno, "EINVAL");
   EXPECT_TRUE(arm_vpci.no_trapped_config_space_warning);
-  auto arm_vpci_proposal = expect(Case{Arch::kArm, Kind::kGuest, false, true, absent, true, true},
-                                  Profile::kCdfVpci);
+  auto arm_vpci_proposal =
+      expect(Case{Arch::kArm, Kind::kGuest, false, true, absent, true, true}, Profile::kCdfVpci);
   EXPECT_TRUE(arm_vpci_proposal.accepted);
   EXPECT_FALSE(arm_vpci_proposal.no_trapped_config_space_warning);
 }

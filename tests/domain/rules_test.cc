@@ -1,13 +1,14 @@
 // Individual rules: which rule fires, on which field, with which Xen error code, and
 // whether the message says what would be accepted instead. Expected values come from
 // ../shared/reference/xen-domain.md and docs/domain-check.md.
+#include "domain/rules.h"
+
 #include <string>
 #include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "domain/rules.h"
 #include "domain/xen_abi.h"
 
 namespace vpci::domain {
@@ -135,7 +136,8 @@ TEST(DomainRules, VpciForbiddenForX86DomUs) {
 
 TEST(DomainRules, TableMismatchNamesMissingAndExtraFlags) {
   auto config = x86(Kind::kHvm, false);
-  config.emulation_flags = (0x1ffu & ~xen::kEmuPit) | xen::kEmuVga;  // VGA is already in; PIT missing
+  config.emulation_flags =
+      (0x1ffu & ~xen::kEmuPit) | xen::kEmuVga;  // VGA is already in; PIT missing
   const Diagnostic d = only_error(check_domain_config(config, Profile::kXenCurrent));
   EXPECT_EQ(d.rule, rule::kX86EmulationTable);
   EXPECT_EQ(d.field, "emulation_flags");
@@ -164,7 +166,8 @@ TEST(DomainRules, UnknownEmulationBitsAreEinval) {
 TEST(DomainRules, HvmControlDomainDoesNotExist) {
   for (Profile profile : {Profile::kXenCurrent, Profile::kCdfVpci}) {
     const auto report = check_domain_config(x86(Kind::kHvm, true), profile);
-    EXPECT_EQ(error_rules(report), std::vector<std::string>{std::string(rule::kX86HvmControlDomain)});
+    EXPECT_EQ(error_rules(report),
+              std::vector<std::string>{std::string(rule::kX86HvmControlDomain)});
     EXPECT_EQ(report.xen_errno(), XenErrno::kEopnotsupp);
   }
 }
@@ -174,7 +177,8 @@ TEST(DomainRules, VpciKeyMustAgreeWithEmulationFlagToday) {
   config.vpci = true;
   config.emulation_flags = xen::kEmuLapic;  // Xen alone would accept this word
   const auto report = check_domain_config(config, Profile::kXenCurrent);
-  EXPECT_EQ(error_rules(report), std::vector<std::string>{std::string(rule::kX86VpciIsEmulationFlag)});
+  EXPECT_EQ(error_rules(report),
+            std::vector<std::string>{std::string(rule::kX86VpciIsEmulationFlag)});
   EXPECT_EQ(report.xen_errno(), XenErrno::kNone);
   EXPECT_THAT(report.diagnostics[0].message, HasSubstr("bit 10"));
   // The proposal carries vPCI in the CDF word, so the same file is about CDF_vpci there.
@@ -302,7 +306,8 @@ TEST(DomainConsistency, EachRule) {
   auto no_iommu = x86(Kind::kHvm, false);
   no_iommu.passthrough.push_back(pci::DeviceAddress{0, 3, 0, 0});
   const auto report = check_domain_config(no_iommu, Profile::kXenCurrent);
-  EXPECT_EQ(error_rules(report), std::vector<std::string>{std::string(rule::kPassthroughNeedsIommu)});
+  EXPECT_EQ(error_rules(report),
+            std::vector<std::string>{std::string(rule::kPassthroughNeedsIommu)});
   EXPECT_EQ(report.diagnostics[0].field, "iommu");
 
   auto twice = x86(Kind::kHvm, false);
