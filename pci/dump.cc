@@ -98,8 +98,9 @@ std::string DeviceAddress::to_string() const {
 
 Result<DeviceAddress> parse_device_address(std::string_view text) {
   DeviceAddress address;
-  const std::string with_space = std::string(text) + " ";
-  if (!parse_device_line(with_space, address) || with_space.size() != text.size() + 1 ||
+  // The device-line grammar needs its trailing space; the address itself has none.
+  const bool has_space = text.find_first_of(" \t") != std::string_view::npos;
+  if (has_space || !parse_device_line(std::string(text) + " ", address) ||
       (text.size() != 7 && text.size() != 12 && text.size() != 13)) {
     return make_error(ErrorCode::kInvalidArgument,
                       "'{}' is not a PCI address (expected BB:DD.F or DDDD:BB:DD.F)", text);

@@ -65,6 +65,8 @@ TEST(DumpParseTest, DeviceAddresses) {
   EXPECT_FALSE(parse_device_address("00:02.8").has_value());
   EXPECT_FALSE(parse_device_address("00:02.0x").has_value());
   EXPECT_FALSE(parse_device_address("nonsense").has_value());
+  EXPECT_FALSE(parse_device_address("0000:03:00.0 ").has_value());
+  EXPECT_FALSE(parse_device_address("00:02.0 ").has_value());
 }
 
 TEST(DumpWriteTest, WriterOutputParsesBackIdentically) {
