@@ -393,10 +393,10 @@ Status check_no_pasid(const ConfigSpace& guest, const CapabilityScan& scan,
     }
     const auto fields = decode_pasid_capability_register(guest.raw16(existing.offset + pasid::kCapabilityRegister));
     return make_error(ErrorCode::kAlreadyExists,
-                      "the device already has a PASID capability at {} (Max PASID Width {}, Exec{}, "
-                      "Priv{}); hide it (--hide 0x1b or --hide @{:#x}) to replace it with the "
+                      "the device already has a PASID capability at {} (Max PASID Width {} ({:#x}), "
+                      "Exec{}, Priv{}); hide it (--hide 0x1b or --hide @{:#x}) to replace it with the "
                       "emulated one",
-                      range, fields.max_width, fields.execute ? '+' : '-', fields.privileged ? '+' : '-',
+                      range, fields.max_width, fields.max_width, fields.execute ? '+' : '-', fields.privileged ? '+' : '-',
                       existing.offset);
   }
   return {};
