@@ -64,10 +64,39 @@ struct Occupant {
 
 std::string occupant_text(const Occupant& o) { return fmt::format("{} at {}", o.what, range_text(o.begin, o.end)); }
 
+// AER is sized by the capability walker as vfio sizes it (0x2c, 0x38 for root ports),
+// which stops before the TLP Prefix Log at +0x38..+0x47 (PCIe Base 6.0 §7.8.4.12). That
+// register exists when the function supports End-End TLP Prefixes (Device Capabilities
+// 2 bit 21) or Flit Mode (PCI Express Capabilities bit 15, which reuses it for the Flit
+// header log); then nothing may be placed on it and AER extends to +0x48 (QEMU's
+// PCI_ERR_SIZEOF), unless the next capability starts earlier.
+std::uint32_t aer_extent(std::span<const std::uint8_t> config, const CapabilityScan& scan,
+                         const Capability& aer) {
+  constexpr std::uint32_t kFullAer = 0x48;
+  bool prefix_log = false;
+  for (const auto& cap : scan.capabilities) {
+    if (cap.space != kStd || cap.id != cap_id::kPciExpress || cap.offset + 0x28u > config.size()) continue;
+    const std::uint16_t flags = static_cast<std::uint16_t>(config[cap.offset + 2] | (config[cap.offset + 3] << 8));
+    const std::uint32_t devcap2 = static_cast<std::uint32_t>(config[cap.offset + 0x24]) |
+                                  (static_cast<std::uint32_t>(config[cap.offset + 0x25]) << 8) |
+                                  (static_cast<std::uint32_t>(config[cap.offset + 0x26]) << 16) |
+                                  (static_cast<std::uint32_t>(config[cap.offset + 0x27]) << 24);
+    const bool version2 = (flags & 0xF) >= 2;
+    prefix_log = (flags & (1u << 15)) != 0 || (version2 && (devcap2 & (1u << 21)) != 0);
+    break;
+  }
+  if (!prefix_log) return 0;
+  std::uint32_t end = aer.offset + kFullAer;
+  for (const auto& other : scan.capabilities) {
+    if (other.space == kExt && other.offset > aer.offset) end = std::min<std::uint32_t>(end, other.offset);
+  }
+  return std::min(end, kExtendedConfigSize) - aer.offset;
+}
+
 // Occupied extended ranges, DWORD rounded as the engine rounds them. Capabilities at
 // `excluded` offsets are left out (free-space gap DVSECs the dvsec rule may consume);
 // an excluded capability at 0x100 still occupies its header, which must stay.
-std::vector<Occupant> extended_occupants(const CapabilityScan& scan,
+std::vector<Occupant> extended_occupants(std::span<const std::uint8_t> config, const CapabilityScan& scan,
                                          const std::set<std::uint16_t>& excluded = {}) {
   std::vector<Occupant> result;
   for (const auto& cap : scan.capabilities) {
@@ -79,9 +108,9 @@ std::vector<Occupant> extended_occupants(const CapabilityScan& scan,
       }
       continue;
     }
-    result.push_back({cap.offset,
-                      cap.offset + round_up4(occupied_length(scan, cap, kExtendedConfigSize)),
-                      fmt::format("{} [{:#x}]", name, cap.offset)});
+    std::uint32_t length = occupied_length(scan, cap, kExtendedConfigSize);
+    if (cap.id == ext_cap_id::kAer) length = std::max(length, aer_extent(config, scan, cap));
+    result.push_back({cap.offset, cap.offset + round_up4(length), fmt::format("{} [{:#x}]", name, cap.offset)});
   }
   return result;
 }
@@ -721,7 +750,7 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
       sources.table_entry = request.table->lookup(identity.vendor, identity.device, identity.subsystem_vendor,
                                                   identity.subsystem_device);
       if (sources.table_entry != nullptr) {
-        VPCI_TRY(validate_table_entry(*request.table, *sources.table_entry, extended_occupants(scan)));
+        VPCI_TRY(validate_table_entry(*request.table, *sources.table_entry, extended_occupants(guest.bytes(), scan)));
       }
     }
     sources.dvsecs = find_free_space_dvsecs(guest.bytes(), scan);
@@ -740,7 +769,7 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
 
   for (const auto& cap : request.add) {
     const CapabilityScan scan = scan_guest(guest);
-    const std::vector<Occupant> occupants = extended_occupants(scan);
+    const std::vector<Occupant> occupants = extended_occupants(guest.bytes(), scan);
     const std::uint32_t need = round_up4(cap.length());
     if (need > kExtendedConfigSize - kExtendedCapabilityStart) {
       return make_error(ErrorCode::kNoSpace, "{} is {} bytes; extended space holds {:#x}", cap.label,
@@ -779,7 +808,7 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
                             d.offset, free_space_format_name(d.format), d.problem, cap.label);
         }
       }
-      const auto fit = first_fit(sources.dvsec_ranges, extended_occupants(scan, sources.gap_owners), need);
+      const auto fit = first_fit(sources.dvsec_ranges, extended_occupants(guest.bytes(), scan, sources.gap_owners), need);
       if (!fit) {
         return make_error(ErrorCode::kNoSpace,
                           "no room for {} ({} bytes): the device's free-space DVSECs describe {}, all "

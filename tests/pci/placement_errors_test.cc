@@ -103,6 +103,25 @@ TEST(PlacementErrors, OverlapWithAnUnknownSizeCapabilityExtendsToTheNextOne) {
   expect_error(device, pasid_request(), ErrorCode::kNoSpace, {"[0xff8, 0x1000)", "[0x400, 0x1000)"});
 }
 
+// With End-End TLP Prefixes AER has its TLP Prefix Log at +0x38..+0x47, past the 0x2c
+// bytes the walker gives a non-root AER; nothing may be placed there.
+TEST(PlacementErrors, AerTlpPrefixLogIsOccupiedWhenTheFunctionHasPrefixes) {
+  ConfigSpace device = make_device_with_aer_ats();
+  device.set_raw32(0x40 + 0x24, 1u << 21);  // Device Capabilities 2: End-End TLP Prefix Supported
+  expect_error(device, pasid_request(0x138), ErrorCode::kConflict, {"[0x138, 0x140)", "[0x100, 0x148)"});
+  // Without prefix support the short form is all there is.
+  const auto short_form = place_capabilities(image(make_device_with_aer_ats()), pasid_request(0x138));
+  EXPECT_TRUE(short_form) << short_form.error().message;
+}
+
+TEST(PlacementErrors, AerAtTheEndMakesTheDefaultTakenWithPrefixes) {
+  ConfigSpace device = make_express_endpoint();
+  device.set_raw32(0x40 + 0x24, 1u << 21);
+  add_ext(device, ext_cap_id::kAer, 0x100, 0x2C);
+  add_ext(device, ext_cap_id::kAer, 0xFB4, 0x2C);  // as in pciutils' cap-multicast, but with prefixes
+  expect_error(device, pasid_request(), ErrorCode::kNoSpace, {"[0xff8, 0x1000) overlaps Advanced Error Reporting [0xfb4] at [0xfb4, 0xffc)"});
+}
+
 TEST(PlacementErrors, DefaultOffsetTakenByACapabilityAt0xff8) {
   ConfigSpace device = make_device_with_aer_ats();
   add_vsec8(device, 0xFF8);
