@@ -431,6 +431,27 @@ Status check_no_pasid(const ConfigSpace& guest, const CapabilityScan& scan,
   return {};
 }
 
+// A chain whose last next pointer leads to an all-zero header ends there (Linux and
+// lspci stop on a zero header), but a capability added at or over that offset would be
+// reached through the stale pointer — as a loop when it sits exactly there, as garbage
+// when the pointer lands inside its body. The pointer is cleared first; the overlay
+// then emulates that header like any other next pointer we change.
+std::optional<std::string> clear_dangling_chain_end(ConfigSpace& guest) {
+  const CapabilityScan scan = scan_guest(guest);
+  for (const auto& d : scan.diagnostics) {
+    if (d.space != kExt || d.code != "empty-header" || !d.offset) continue;
+    for (const auto& cap : scan.capabilities) {
+      if (cap.space == kExt && cap.next == *d.offset) {
+        guest.set_raw32(cap.offset, guest.raw32(cap.offset) & 0x000FFFFFu);
+        return fmt::format("the extended chain ended with a next pointer from {:#x} to {:#x}, where the header "
+                           "reads zero; that pointer is cleared so added capabilities cannot be reached through it",
+                           cap.offset, *d.offset);
+      }
+    }
+  }
+  return std::nullopt;
+}
+
 struct RuleUse {
   bool used = false;
   std::vector<std::string> details;
@@ -729,6 +750,7 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
   Sources sources;
   const DeviceIdentity identity = identify(source, source_scan);
   if (!request.add.empty()) {
+    if (auto note = clear_dangling_chain_end(guest)) result.warnings.push_back(std::move(*note));
     const CapabilityScan scan = scan_guest(guest);
     // The documented answer for a device that has PASID comes before anything else.
     for (const auto& cap : request.add) {
@@ -769,7 +791,16 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
 
   for (const auto& cap : request.add) {
     const CapabilityScan scan = scan_guest(guest);
-    const std::vector<Occupant> occupants = extended_occupants(guest.bytes(), scan);
+    // What this request added occupies its full length, even where the walker would
+    // size its ID shorter.
+    auto occupants_now = [&](const std::set<std::uint16_t>& excluded) {
+      std::vector<Occupant> now = extended_occupants(guest.bytes(), scan, excluded);
+      for (const auto& p : result.placed) {
+        now.push_back({p.offset, p.offset + round_up4(p.length), fmt::format("{} (added) [{:#x}]", p.label, p.offset)});
+      }
+      return now;
+    };
+    const std::vector<Occupant> occupants = occupants_now({});
     const std::uint32_t need = round_up4(cap.length());
     if (need > kExtendedConfigSize - kExtendedCapabilityStart) {
       return make_error(ErrorCode::kNoSpace, "{} is {} bytes; extended space holds {:#x}", cap.label,
@@ -808,7 +839,7 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
                             d.offset, free_space_format_name(d.format), d.problem, cap.label);
         }
       }
-      const auto fit = first_fit(sources.dvsec_ranges, extended_occupants(guest.bytes(), scan, sources.gap_owners), need);
+      const auto fit = first_fit(sources.dvsec_ranges, occupants_now(sources.gap_owners), need);
       if (!fit) {
         return make_error(ErrorCode::kNoSpace,
                           "no room for {} ({} bytes): the device's free-space DVSECs describe {}, all "
@@ -885,6 +916,13 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
                           add_extended_capability(guest, cap.id, cap.version, cap.body, placed.offset)
                               .map_error([&](Error e) { return std::move(e).with_context(cap.label); }));
     placed.offset = at;
+    // A guest decodes the structure its ID and contents define (PCIe Base 6.0 §7.6.3); a
+    // shorter body would make it read registers nobody emulates.
+    if (const auto structure = capability_size(kExt, cap.id, guest.bytes(), at); structure && *structure > cap.length()) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "{}: {} bytes given, but a {} capability with these contents is {} bytes", cap.label,
+                        cap.length(), capability_name(kExt, cap.id), *structure);
+    }
     for (std::size_t i = 0; i < cap.body_write_mask.size(); ++i) {
       if (cap.body_write_mask[i] != 0) {
         guest.set_bit_kind(at + 4u + static_cast<std::uint32_t>(i), 1, cap.body_write_mask[i], BitKind::kReadWrite);

@@ -122,6 +122,27 @@ TEST(PlacementExplicit, OnAnEmptyListWritesANullAnchorAt0x100) {
   EXPECT_NE(anchor->what.find("anchor"), std::string::npos);
 }
 
+// Found by the fuzzer: a last next pointer that leads to an all-zero header must not
+// link the chain into a capability placed there (a loop) or over it (garbage).
+TEST(PlacementExplicit, DanglingLastPointerIsClearedBeforePlacing) {
+  ConfigSpace device = make_express_endpoint();
+  add_ext(device, ext_cap_id::kAer, 0x100, 0x2C);
+  add_ext(device, ext_cap_id::kAts, 0x300, 8);
+  device.set_raw32(0x300, device.raw32(0x300) | (0x204u << 20));  // ATS -> 0x204, which reads 0
+  const auto result = place(device, pasid_request(0x200));
+  ASSERT_TRUE(result) << result.error().message;
+  EXPECT_EQ(result->guest.raw32(0x300) >> 20, 0u);
+  ASSERT_EQ(result->warnings.size(), 1u);
+  EXPECT_NE(result->warnings[0].find("from 0x300 to 0x204"), std::string::npos) << result->warnings[0];
+  ASSERT_NE(overlay_at(*result, 0x300), nullptr);
+
+  ConfigSpace null_head = make_express_endpoint();
+  null_head.set_raw32(0x100, 0x200u << 20);  // Null at 0x100 -> 0x200, which reads 0
+  const auto at_target = place(null_head, pasid_request(0x200));
+  ASSERT_TRUE(at_target) << at_target.error().message;
+  EXPECT_EQ(at_target->guest.raw32(0x200) >> 20, 0u);  // not a self-loop
+}
+
 TEST(PlacementExplicit, TheHighestLegalOffsetIs0xff8) {
   const auto result = place(make_device_with_aer_ats(), pasid_request(0xFF8));
   ASSERT_TRUE(result) << result.error().message;
@@ -186,7 +207,7 @@ free = [ { offset = 0x300, length = 0x10 } ]
 TEST(PlacementTable, SecondCapabilityTakesTheNextSlotInTheRanges) {
   PlacementRequest request = pasid_request();
   request.add.push_back(make_pasid_request(kPasid));
-  request.add[1].id = 0x2A;  // any second 8-byte capability
+  request.add[1].id = 0x18;  // LTR: another 8-byte capability
   request.add[1].label = "second";
   request.table = table_from(R"(
 [devices."1af4:1234"]
@@ -391,6 +412,30 @@ TEST(PlacementAdd, VsecAndDvsecHeadersFollowTheSpec) {
   const auto scan = scan_capabilities(placed->guest.bytes());
   EXPECT_EQ(find_cap(scan, CapabilitySpace::kExtended, placed->placed[0].offset)->size, 10u);
   EXPECT_EQ(find_cap(scan, CapabilitySpace::kExtended, placed->placed[1].offset)->size, 16u);
+}
+
+TEST(PlacementAdd, RawBodyShorterThanItsStructureIsRefused) {
+  PlacementRequest request;
+  auto raw = parse_capability_spec("raw,id=0x2a,data=0000000000000000");  // Physical Layer 32.0 GT/s
+  ASSERT_TRUE(raw);
+  request.add.push_back(*raw);
+  const auto result = place_capabilities(image(make_device_with_aer_ats()), request);
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(result.error().message.find("12 bytes given"), std::string::npos) << result.error().message;
+}
+
+TEST(PlacementAdd, RawBodyLongerThanTheWalkerSizeStillBlocksLaterPlacements) {
+  PlacementRequest request;
+  auto ltr = parse_capability_spec("raw,id=0x18,data=" + std::string(56, '0'));  // 32 bytes; LTR is sized 8
+  ASSERT_TRUE(ltr);
+  request.add.push_back(*ltr);
+  request.add.push_back(make_pasid_request({4, false, false}));
+  request.table = *parse_free_space_table("[devices.\"1af4:1234\"]\nfree = [ { offset = 0x400, length = 0x40 } ]\n", "t");
+  const auto result = place(make_device_with_aer_ats(), request);
+  ASSERT_TRUE(result) << result.error().message;
+  EXPECT_EQ(result->placed[0].offset, 0x400);
+  EXPECT_EQ(result->placed[1].offset, 0x420);
 }
 
 TEST(PlacementAdd, ParseCapabilitySpecForms) {
