@@ -112,6 +112,17 @@ std::vector<Occupant> extended_occupants(std::span<const std::uint8_t> config, c
     if (cap.id == ext_cap_id::kAer) length = std::max(length, aer_extent(config, scan, cap));
     result.push_back({cap.offset, cap.offset + round_up4(length), fmt::format("{} [{:#x}]", name, cap.offset)});
   }
+  // A chain whose last next pointer leads to an all-zero header ends there (Linux and
+  // lspci stop on a zero header), but a capability added at that offset would be linked
+  // into a loop through the stale pointer, and one added over it would be entered
+  // mid-body. The header slot it names is therefore taken. Found by the fuzzer.
+  for (const auto& d : scan.diagnostics) {
+    if (d.space == kExt && d.code == "empty-header" && d.offset) {
+      result.push_back({*d.offset, *d.offset + 4u,
+                        fmt::format("the all-zero header at {:#x} that the chain's last next pointer leads to",
+                                    *d.offset)});
+    }
+  }
   return result;
 }
 
@@ -431,27 +442,6 @@ Status check_no_pasid(const ConfigSpace& guest, const CapabilityScan& scan,
   return {};
 }
 
-// A chain whose last next pointer leads to an all-zero header ends there (Linux and
-// lspci stop on a zero header), but a capability added at or over that offset would be
-// reached through the stale pointer — as a loop when it sits exactly there, as garbage
-// when the pointer lands inside its body. The pointer is cleared first; the overlay
-// then emulates that header like any other next pointer we change.
-std::optional<std::string> clear_dangling_chain_end(ConfigSpace& guest) {
-  const CapabilityScan scan = scan_guest(guest);
-  for (const auto& d : scan.diagnostics) {
-    if (d.space != kExt || d.code != "empty-header" || !d.offset) continue;
-    for (const auto& cap : scan.capabilities) {
-      if (cap.space == kExt && cap.next == *d.offset) {
-        guest.set_raw32(cap.offset, guest.raw32(cap.offset) & 0x000FFFFFu);
-        return fmt::format("the extended chain ended with a next pointer from {:#x} to {:#x}, where the header "
-                           "reads zero; that pointer is cleared so added capabilities cannot be reached through it",
-                           cap.offset, *d.offset);
-      }
-    }
-  }
-  return std::nullopt;
-}
-
 struct RuleUse {
   bool used = false;
   std::vector<std::string> details;
@@ -750,7 +740,6 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
   Sources sources;
   const DeviceIdentity identity = identify(source, source_scan);
   if (!request.add.empty()) {
-    if (auto note = clear_dangling_chain_end(guest)) result.warnings.push_back(std::move(*note));
     const CapabilityScan scan = scan_guest(guest);
     // The documented answer for a device that has PASID comes before anything else.
     for (const auto& cap : request.add) {

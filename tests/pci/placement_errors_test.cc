@@ -212,6 +212,21 @@ TEST(PlacementErrors, MalformedExtendedChain) {
   expect_error(device, pasid_request(), ErrorCode::kConflict, {"malformed ext capability chain", "loops"});
 }
 
+// Found by the fuzzer: a last next pointer that leads to an all-zero header must not
+// link the chain into a capability placed there (a loop) or over it (entered mid-body).
+TEST(PlacementErrors, OffsetAChainPointerDanglesToIsTaken) {
+  ConfigSpace device = make_express_endpoint();
+  device.set_raw32(0x100, 0x200u << 20);  // Null at 0x100 -> 0x200, which reads 0
+  expect_error(device, pasid_request(0x200), ErrorCode::kConflict,
+               {"[0x200, 0x208) overlaps the all-zero header at 0x200"});
+  expect_error(device, pasid_request(0x1FC), ErrorCode::kConflict, {"[0x1fc, 0x204)"});
+  // Elsewhere is fine, and the stale pointer is left alone.
+  const auto bytes = image(device);
+  const auto placed = place_capabilities(bytes, pasid_request(0x400));
+  ASSERT_TRUE(placed) << placed.error().message;
+  testing::expect_invariants(bytes, pasid_request(0x400), *placed);
+}
+
 TEST(PlacementErrors, CapabilityLargerThanExtendedSpace) {
   PlacementRequest request;
   ExtendedCapabilityRequest huge;
