@@ -592,6 +592,7 @@ class Binder {
         result_.grant_phandle = next_phandle();
         grant->set_u32("phandle", result_.grant_phandle);
         result_.grant_path = grant->path();
+        grant_created_ = true;
       }
     }
 
@@ -681,7 +682,8 @@ class Binder {
   }
 
   // __symbols__ (dtc -@) maps labels to paths: drop labels of nodes that are gone,
-  // and label the nodes vpci added when the label is free.
+  // and label the nodes vpci added when the label is free (a reused grant node
+  // keeps the labels it has).
   void fix_symbols() {
     Tree& guest = result_.guest;
     Node* symbols = guest.find("/__symbols__");
@@ -697,7 +699,7 @@ class Binder {
     };
     label("viommu", result_.viommu_path);
     label("vpci_pcie", result_.pci_path);
-    label("xen_grant_dma", result_.grant_path);
+    if (grant_created_) label("xen_grant_dma", result_.grant_path);
   }
 
   // The guest must be internally consistent: every iommus and iommu-map resolves
@@ -736,6 +738,7 @@ class Binder {
   std::vector<std::string> assigned_origin_;
   std::map<std::uint32_t, std::size_t> vsid_owner_;
 
+  bool grant_created_ = false;
   std::set<std::uint32_t> used_phandles_;
   std::uint32_t phandle_cursor_ = 1;
 

@@ -86,7 +86,7 @@ class DtsWriter {
       for (char& c : stem) {
         if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
       }
-      if (stem.empty() || std::isdigit(static_cast<unsigned char>(stem.front()))) stem.insert(0, "_");
+      if (stem.empty() || std::isdigit(static_cast<unsigned char>(stem.front()))) stem = std::string("_") + stem;
       name = stem;
       for (int n = 2; used_labels_.count(name) != 0; ++n) name = fmt::format("{}_{}", stem, n);
       used_labels_.insert(name);

@@ -144,6 +144,11 @@ Result<Node*> Node::add_child(std::string name) {
   return children_.back().get();
 }
 
+Node* Node::add_child_unchecked(std::string name) {
+  children_.push_back(std::make_unique<Node>(std::move(name), this));
+  return children_.back().get();
+}
+
 bool Node::remove_child(std::string_view name) {
   const auto it = std::find_if(children_.begin(), children_.end(), [&](const auto& c) { return c->name_ == name; });
   if (it == children_.end()) return false;
@@ -271,6 +276,8 @@ Result<Tree> parse_dtb(std::span<const std::uint8_t> blob) {
   // Iterative walk (fdt_next_node reports depth) so nesting depth cannot exhaust the
   // stack here; kMaxDepth bounds the recursive walks that follow.
   std::vector<Node*> stack;
+  // Names of the children seen so far at each depth, pointing into the blob.
+  std::vector<std::unordered_set<std::string_view>> sibling_names;
   int depth = 0;
   std::unordered_set<std::uint32_t> seen_phandles;
   // fdt_next_node leaves depth at -1 after the root's end tag.
@@ -279,6 +286,7 @@ Result<Tree> parse_dtb(std::span<const std::uint8_t> blob) {
       return make_error(ErrorCode::kMalformedInput, "device tree nests deeper than {} levels", kMaxDepth);
     }
     stack.resize(static_cast<std::size_t>(depth));
+    sibling_names.resize(static_cast<std::size_t>(depth) + 1);
     Node* node = nullptr;
     if (depth == 0) {
       node = &tree.root();
@@ -288,13 +296,16 @@ Result<Tree> parse_dtb(std::span<const std::uint8_t> blob) {
       if (name == nullptr || name_length <= 0) {
         return make_error(ErrorCode::kMalformedInput, "node without a name under {}", stack.back()->path());
       }
-      auto added = stack.back()->add_child(std::string(name, static_cast<std::size_t>(name_length)));
-      if (!added) {
-        return make_error(ErrorCode::kMalformedInput, "duplicate node name: {}", added.error().message);
+      const std::string_view name_view(name, static_cast<std::size_t>(name_length));
+      if (!sibling_names[static_cast<std::size_t>(depth) - 1].insert(name_view).second) {
+        return make_error(ErrorCode::kMalformedInput, "duplicate node name: {} has two children named {}",
+                          stack.back()->path(), name_view);
       }
-      node = *added;
+      node = stack.back()->add_child_unchecked(std::string(name_view));
     }
     stack.push_back(node);
+    sibling_names[static_cast<std::size_t>(depth)].clear();  // a new parent at this depth
+    std::unordered_set<std::string_view> property_names;
     int prop_offset = 0;
     fdt_for_each_property_offset(prop_offset, fdt, offset) {
       const char* name = nullptr;
@@ -303,11 +314,11 @@ Result<Tree> parse_dtb(std::span<const std::uint8_t> blob) {
       if (value == nullptr || name == nullptr || length < 0) {
         return make_error(ErrorCode::kMalformedInput, "unreadable property in {}", node->path());
       }
-      if (node->has_property(name)) {
+      if (!property_names.insert(name).second) {
         return make_error(ErrorCode::kMalformedInput, "duplicate property {} in {}", name, node->path());
       }
       const auto* bytes = static_cast<const std::uint8_t*>(value);
-      node->set_property(name, std::vector<std::uint8_t>(bytes, bytes + length));
+      node->append_property_unchecked(name, std::vector<std::uint8_t>(bytes, bytes + length));
     }
     for (const char* name : {"phandle", "linux,phandle"}) {
       if (const Property* p = node->property(name)) {

@@ -80,12 +80,21 @@ class Node {
   void set_string(std::string_view name, std::string_view text) { set_property(name, encode_string(text)); }
   void set_empty(std::string_view name) { set_property(name, {}); }
   bool remove_property(std::string_view name);
+  // Appends without looking for an existing property of that name (the loader
+  // checks uniqueness with a hash set).
+  void append_property_unchecked(std::string name, std::vector<std::uint8_t> value) {
+    properties_.push_back(Property{std::move(name), std::move(value)});
+  }
 
   [[nodiscard]] const std::vector<std::unique_ptr<Node>>& children() const { return children_; }
   [[nodiscard]] Node* child(std::string_view name);
   [[nodiscard]] const Node* child(std::string_view name) const;
   // Appends a child; kAlreadyExists when a sibling has the same name.
   Result<Node*> add_child(std::string name);
+  // Appends without the sibling-name check, for callers that checked uniqueness
+  // themselves (the loader does, with a hash set: the linear check would make
+  // loading N siblings O(N^2)).
+  Node* add_child_unchecked(std::string name);
   bool remove_child(std::string_view name);
 
   // The node's `phandle` (or legacy `linux,phandle`) value, if it has a valid one.
