@@ -5,6 +5,7 @@
 #include <map>
 #include <set>
 #include <tuple>
+#include <unordered_map>
 
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
@@ -156,6 +157,23 @@ class Binder {
     return {};
   }
 
+  // Host lookups by path through an index built on first use: Tree::find scans
+  // siblings, and a host with thousands of devices on one bus made binding
+  // thousands of masters quadratic.
+  const Node* find_host(const std::string& path) {
+    if (host_paths_.empty()) {
+      std::vector<std::pair<const Node*, std::string>> stack = {{&host_.root(), ""}};
+      while (!stack.empty()) {
+        auto [node, node_path] = std::move(stack.back());
+        stack.pop_back();
+        for (const auto& child : node->children()) stack.emplace_back(child.get(), fmt::format("{}/{}", node_path, child->name()));
+        host_paths_.emplace(node_path.empty() ? "/" : std::move(node_path), node);
+      }
+    }
+    const auto it = host_paths_.find(path);
+    return it != host_paths_.end() ? it->second : nullptr;
+  }
+
   std::size_t key_index(StreamKey key, const std::string& first_user) {
     const auto [it, inserted] = key_lookup_.emplace(key, keys_.size());
     if (inserted) {
@@ -210,7 +228,7 @@ class Binder {
       }
       return {};
     }
-    const Node* host_node = host_.find(*xen_path);
+    const Node* host_node = find_host(*xen_path);
     if (host_node == nullptr) {
       return make_error(ErrorCode::kNotFound, "{}: xen,path \"{}\" does not exist in the host tree", path, *xen_path);
     }
@@ -350,7 +368,7 @@ class Binder {
         return make_error(ErrorCode::kMalformedInput, "{} needs {} = <RID on the host bridge>, below 0x10000", path,
                           kHostRidProperty);
       }
-      const Node* host_bridge_node = host_.find(*xen_path);
+      const Node* host_bridge_node = find_host(*xen_path);
       if (host_bridge_node == nullptr) {
         return make_error(ErrorCode::kNotFound, "{}: xen,path \"{}\" does not exist in the host tree", path, *xen_path);
       }
@@ -702,31 +720,23 @@ class Binder {
     if (grant_created_) label("xen_grant_dma", result_.grant_path);
   }
 
-  // The guest must be internally consistent: every iommus and iommu-map resolves
-  // in the guest's own phandle space (a placeholder 0 left outside /passthrough, or
-  // a host phandle copied verbatim, would dangle here).
+  // The guest must be internally consistent: every iommus, iommu-map and msi-map
+  // resolves in the guest's own phandle space (a placeholder 0 left outside
+  // /passthrough, or a host phandle copied verbatim, would dangle here), and every
+  // IOMMU node is well-formed. The same parser `vpci dt show` uses.
   Status check_guest() {
-    const Tree& guest = result_.guest;
-    const PhandleIndex phandles = guest.phandle_index();
-    Status status;
-    for_each_node(guest.root(), [&](const Node& node) {
-      if (!status) return;
-      if (node.has_property("iommus")) {
-        auto parsed = parse_iommus(phandles, node);
-        if (!parsed) status = tl::unexpected(std::move(parsed).error().with_context("guest tree"));
-      }
-      if (status && (node.has_property("iommu-map") || node.has_property("msi-map"))) {
-        auto parsed = parse_pci_host_bridge(phandles, node);
-        if (!parsed) status = tl::unexpected(std::move(parsed).error().with_context("guest tree"));
-      }
-    });
-    return status;
+    const Topology topology = parse_topology(result_.guest);
+    if (!topology.problems.empty()) {
+      return tl::unexpected(topology.problems.front().with_context("the guest tree would be inconsistent"));
+    }
+    return {};
   }
 
   const Tree& host_;
   const Tree& partial_;
   const BindOptions& options_;
   const PhandleIndex host_phandles_;
+  std::unordered_map<std::string, const Node*> host_paths_;
 
   std::vector<StreamKey> keys_;
   std::vector<std::string> key_first_user_;

@@ -1,6 +1,7 @@
 #include "dt/tree.h"
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <unordered_set>
@@ -18,7 +19,12 @@ std::uint32_t load_be32(const std::uint8_t* p) {
   return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
 }
 
-std::string fdt_error_text(int code) { return fdt_strerror(code); }
+std::string fdt_error_text(int code) {
+  // libfdt 1.6.1's fdt_strerror() has no text for its newest codes
+  // (FDT_ERR_ALIGNMENT = 19 among them).
+  const std::string text = fdt_strerror(code);
+  return text == "<unknown error>" ? fmt::format("libfdt error {}", -code) : text;
+}
 
 }  // namespace
 
@@ -257,7 +263,16 @@ Result<Tree> parse_dtb(std::span<const std::uint8_t> blob) {
     return make_error(ErrorCode::kMalformedInput, "not a device tree blob: {} bytes is shorter than the FDT header",
                       blob.size());
   }
+  // libfdt refuses blobs that are not 8-byte aligned (-FDT_ERR_ALIGNMENT); a
+  // caller's buffer (a file read into a vector, a slice of a larger message) need
+  // not be.
+  std::vector<std::uint64_t> aligned;
   const void* fdt = blob.data();
+  if (reinterpret_cast<std::uintptr_t>(fdt) % alignof(std::uint64_t) != 0) {
+    aligned.resize((blob.size() + 7) / 8);
+    std::memcpy(aligned.data(), blob.data(), blob.size());
+    fdt = aligned.data();
+  }
   if (const int rc = fdt_check_full(fdt, blob.size()); rc != 0) {
     return make_error(ErrorCode::kMalformedInput, "malformed device tree blob: {}", fdt_error_text(rc));
   }

@@ -46,6 +46,16 @@ TEST(DtTree, CorpusRoundTripsThroughLibfdt) {
   }
 }
 
+// libfdt wants 8-byte aligned blobs; callers' buffers need not be.
+TEST(DtTree, LoadsMisalignedBlobs) {
+  const auto original = testing::read_bytes(testing::corpus_dir() / "juno.dtb");
+  std::vector<std::uint8_t> shifted(3, 0);
+  shifted.insert(shifted.end(), original.begin(), original.end());
+  auto tree = parse_dtb(std::span(shifted).subspan(3, original.size()));
+  ASSERT_TRUE(tree) << tree.error().message;
+  EXPECT_EQ(dtc_sorted(*serialize_dtb(*tree)), dtc_sorted(original));
+}
+
 TEST(DtTree, DtsWriterKeepsEveryCorpusTree) {
   for (const auto& path : corpus_trees()) {
     SCOPED_TRACE(path.filename().string());
