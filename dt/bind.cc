@@ -819,7 +819,9 @@ std::string bind_map_json(const BindResult& result) {
     }
     out["grant_dma"] = {{"path", result.grant_path}, {"phandle", result.grant_phandle}, {"functions", functions}};
   }
-  return out.dump(2) + "\n";
+  // Paths are checked on load (tree.h), so no replacement happens in practice; the
+  // handler only guarantees dump() cannot throw.
+  return out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace vpci::dt

@@ -1,6 +1,7 @@
 #include "dt/tree.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -24,6 +25,27 @@ std::string fdt_error_text(int code) {
   // (FDT_ERR_ALIGNMENT = 19 among them).
   const std::string text = fdt_strerror(code);
   return text == "<unknown error>" ? fmt::format("libfdt error {}", -code) : text;
+}
+
+// dtc's checks.c: node names take [a-zA-Z0-9,._+*#?@-] with at most one '@'
+// (node_name_chars, node_name_format), property names [a-zA-Z0-9,._+*#?-]
+// (property_name_chars); all three are errors in dtc. Refusing them on load keeps
+// every loaded tree writable as a blob dtc accepts, and every path printable.
+bool valid_name_char(char c, bool node) {
+  if (std::isalnum(static_cast<unsigned char>(c)) != 0) return true;
+  switch (c) {
+    case ',': case '.': case '_': case '+': case '*': case '#': case '?': case '-': return true;
+    case '@': return node;
+    default: return false;
+  }
+}
+
+bool valid_name(std::string_view name, bool node) {
+  if (name.empty()) return false;
+  for (const char c : name) {
+    if (!valid_name_char(c, node)) return false;
+  }
+  return !node || std::count(name.begin(), name.end(), '@') <= 1;
 }
 
 }  // namespace
@@ -312,6 +334,10 @@ Result<Tree> parse_dtb(std::span<const std::uint8_t> blob) {
         return make_error(ErrorCode::kMalformedInput, "node without a name under {}", stack.back()->path());
       }
       const std::string_view name_view(name, static_cast<std::size_t>(name_length));
+      if (!valid_name(name_view, true)) {
+        return make_error(ErrorCode::kMalformedInput, "node under {} has an invalid name (dtc allows [a-zA-Z0-9,._+*#?@-], one '@')",
+                          stack.back()->path());
+      }
       if (!sibling_names[static_cast<std::size_t>(depth) - 1].insert(name_view).second) {
         return make_error(ErrorCode::kMalformedInput, "duplicate node name: {} has two children named {}",
                           stack.back()->path(), name_view);
@@ -328,6 +354,10 @@ Result<Tree> parse_dtb(std::span<const std::uint8_t> blob) {
       const void* value = fdt_getprop_by_offset(fdt, prop_offset, &name, &length);
       if (value == nullptr || name == nullptr || length < 0) {
         return make_error(ErrorCode::kMalformedInput, "unreadable property in {}", node->path());
+      }
+      if (!valid_name(name, false)) {
+        return make_error(ErrorCode::kMalformedInput,
+                          "{} has a property with an invalid name (dtc allows [a-zA-Z0-9,._+*#?-])", node->path());
       }
       if (!property_names.insert(name).second) {
         return make_error(ErrorCode::kMalformedInput, "duplicate property {} in {}", name, node->path());

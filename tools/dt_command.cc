@@ -279,7 +279,8 @@ Status run_show(const ShowCommandOptions& o) {
     }
     out["problems"] = ordered_json::array();
     for (const auto& e : topology.problems) out["problems"].push_back(e.message);
-    fmt::print("{}\n", out.dump(2));
+    // `compatible` strings are arbitrary bytes: replace what is not UTF-8.
+    fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
     return {};
   }
   fmt::print("IOMMUs ({}):\n", topology.providers.size());

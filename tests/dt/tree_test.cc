@@ -126,6 +126,25 @@ TEST(DtTree, RefusesNestingBeyondLimit) {
   EXPECT_THAT(r.error().message, HasSubstr("deeper than"));
 }
 
+// dtc refuses these names (checks.c node_name_chars, property_name_chars,
+// node_name_format); so does the loader, so every loaded path prints as text.
+TEST(DtTree, RefusesNamesDtcRefuses) {
+  for (const char* bad : {"a b", "caf\xc3\xa9", "x@1@2", "tab\t"}) {
+    Tree t;
+    t.root().add_child_unchecked(bad);
+    auto r = parse_dtb(*serialize_dtb(t));
+    ASSERT_FALSE(r) << bad;
+    EXPECT_THAT(r.error().message, HasSubstr("invalid name"));
+  }
+  Tree p;
+  p.root().set_u32("bad name", 1);
+  EXPECT_FALSE(parse_dtb(*serialize_dtb(p)));
+  Tree ok;
+  ok.root().add_child_unchecked("cpu-map,1.x+y_z#?*@ff");
+  ok.root().set_u32("#a,b.c_d+e?f*-", 1);
+  EXPECT_TRUE(parse_dtb(*serialize_dtb(ok)));
+}
+
 TEST(DtTree, PropertyAccessors) {
   Property p{"x", encode_strings(std::vector<std::string>{"arm,mmu-500", "arm,smmu-v2"})};
   EXPECT_EQ(p.strings(), (std::vector<std::string>{"arm,mmu-500", "arm,smmu-v2"}));
