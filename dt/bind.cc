@@ -228,6 +228,7 @@ class Binder {
       }
       return {};
     }
+    VPCI_TRY(check_xen_reg(node));
     const Node* host_node = find_host(*xen_path);
     if (host_node == nullptr) {
       return make_error(ErrorCode::kNotFound, "{}: xen,path \"{}\" does not exist in the host tree", path, *xen_path);
@@ -263,6 +264,25 @@ class Binder {
     VPCI_ASSIGN_OR_RETURN(plan.request, partial_vsid_request(node));
     if (plan.request) plan.request_origin = fmt::format("{} in {}", kVsidProperty, path);
     masters_.push_back(std::move(plan));
+    return {};
+  }
+
+  // Xen's `xen,reg` = list of <host address, size, guest address> in the cells of
+  // the node's parent (docs/misc/arm/passthrough.txt); a list of another length
+  // would be misread by Xen, so it is refused here with the node named.
+  static Status check_xen_reg(const Node& node) {
+    const Property* p = node.property("xen,reg");
+    if (p == nullptr || node.parent() == nullptr) return {};
+    const std::uint32_t ac = node.parent()->address_cells();
+    const std::uint32_t sc = node.parent()->size_cells();
+    const std::size_t entry = 2 * std::size_t{ac} + sc;
+    const auto cells = p->cells();
+    if (!cells || entry == 0 || cells->empty() || cells->size() % entry != 0) {
+      return make_error(ErrorCode::kMalformedInput,
+                        "{} xen,reg: {} bytes is not a list of <host address, size, guest address> with the parent's "
+                        "#address-cells = <{}> and #size-cells = <{}> ({} cells each)",
+                        node.path(), p->value.size(), ac, sc, entry);
+    }
     return {};
   }
 

@@ -172,6 +172,11 @@ TEST(DtBindErrors, MissingHostNodeAndMissingXenPath) {
                HasSubstr("has iommus but no xen,path"));
 }
 
+TEST(DtBindErrors, MalformedXenReg) {
+  expect_error(bind_text(partial(master("dev", "/dev0@10000000", "xen,reg = <0 0x10000000 0 0x1000 0>;"))),
+               ErrorCode::kMalformedInput, AllOf(HasSubstr("/passthrough/dev xen,reg"), HasSubstr("6 cells each")));
+}
+
 TEST(DtBindErrors, NothingToBind) {
   expect_error(bind_text(partial("")), ErrorCode::kNotFound, HasSubstr("nothing to bind"));
 }
