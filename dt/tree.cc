@@ -48,6 +48,100 @@ bool valid_name(std::string_view name, bool node) {
   return !node || std::count(name.begin(), name.end(), '@') <= 1;
 }
 
+// Walks the header, memory reservation block and structure block of a blob with
+// bounds-checked arithmetic before libfdt sees it. libfdt 1.6.1's fdt_check_full()
+// is not safe on every malformed blob: fuzzing this loader found a NULL dereference
+// inside it (a property whose name offset fails to resolve) and inputs on which it
+// does not return. This check establishes what libfdt then relies on: every token
+// in bounds and well-formed, every property name offset inside the strings block and
+// NUL-terminated there, one root node, balanced nesting (at most kMaxDepth levels),
+// FDT_END last. (Devicetree Specification v0.4, chapter 5.)
+Status check_fdt_layout(std::span<const std::uint8_t> blob) {
+  const auto be32 = [&](std::size_t at) { return load_be32(blob.data() + at); };
+  constexpr std::size_t kHeaderSize = 40;  // version 17 header
+  if (blob.size() < kHeaderSize) return make_error(ErrorCode::kMalformedInput, "shorter than the FDT header");
+  if (be32(0) != FDT_MAGIC) return make_error(ErrorCode::kMalformedInput, "bad magic {:#x}", be32(0));
+  const std::uint64_t total = be32(4);
+  const std::uint64_t struct_offset = be32(8);
+  const std::uint64_t strings_offset = be32(12);
+  const std::uint64_t reserve_offset = be32(16);
+  const std::uint32_t version = be32(20);
+  const std::uint32_t last_compatible = be32(24);
+  const std::uint64_t strings_size = be32(32);
+  const std::uint64_t struct_size = be32(36);
+  if (version < 17 || last_compatible > 17) {
+    return make_error(ErrorCode::kMalformedInput, "FDT version {} (last compatible {}) is not readable as version 17",
+                      version, last_compatible);
+  }
+  if (total > blob.size() || total < kHeaderSize) {
+    return make_error(ErrorCode::kMalformedInput, "totalsize {} does not fit the {} bytes given", total, blob.size());
+  }
+  const auto inside = [&](std::uint64_t offset, std::uint64_t size) {
+    return offset >= kHeaderSize && offset <= total && size <= total - offset;
+  };
+  if (!inside(struct_offset, struct_size) || !inside(strings_offset, strings_size) || !inside(reserve_offset, 16) ||
+      struct_offset % 4 != 0 || reserve_offset % 8 != 0 || struct_size % 4 != 0) {
+    return make_error(ErrorCode::kMalformedInput, "blocks outside the blob or misaligned");
+  }
+  for (std::uint64_t at = reserve_offset;; at += 16) {
+    if (!inside(at, 16)) return make_error(ErrorCode::kMalformedInput, "unterminated memory reservation block");
+    bool zero = true;
+    for (std::size_t i = 0; i < 16; ++i) zero = zero && blob[at + i] == 0;
+    if (zero) break;
+  }
+  const std::uint8_t* strings = blob.data() + strings_offset;
+  std::uint64_t at = 0;
+  int depth = 0;
+  bool root_seen = false;
+  while (true) {
+    if (at + 4 > struct_size) return make_error(ErrorCode::kMalformedInput, "structure block ends without FDT_END");
+    const std::uint32_t token = be32(struct_offset + at);
+    at += 4;
+    switch (token) {
+      case FDT_BEGIN_NODE: {
+        if (root_seen && depth == 0) return make_error(ErrorCode::kMalformedInput, "more than one root node");
+        const std::uint8_t* name = blob.data() + struct_offset + at;
+        const void* nul = std::memchr(name, 0, struct_size - at);
+        if (nul == nullptr) return make_error(ErrorCode::kMalformedInput, "unterminated node name");
+        const std::uint64_t length = static_cast<std::uint64_t>(static_cast<const std::uint8_t*>(nul) - name);
+        if (depth == 0 && length != 0) return make_error(ErrorCode::kMalformedInput, "the root node has a name");
+        at += (length + 1 + 3) & ~std::uint64_t{3};
+        root_seen = true;
+        if (++depth > kMaxDepth + 1) {
+          return make_error(ErrorCode::kMalformedInput, "nesting deeper than {} levels", kMaxDepth);
+        }
+        break;
+      }
+      case FDT_END_NODE:
+        if (depth == 0) return make_error(ErrorCode::kMalformedInput, "FDT_END_NODE outside any node");
+        --depth;
+        break;
+      case FDT_PROP: {
+        if (depth == 0) return make_error(ErrorCode::kMalformedInput, "property outside any node");
+        if (at + 8 > struct_size) return make_error(ErrorCode::kMalformedInput, "truncated property");
+        const std::uint64_t length = be32(struct_offset + at);
+        const std::uint64_t name_offset = be32(struct_offset + at + 4);
+        at += 8;
+        if (length > struct_size - at) return make_error(ErrorCode::kMalformedInput, "property value past the block");
+        if (name_offset >= strings_size ||
+            std::memchr(strings + name_offset, 0, strings_size - name_offset) == nullptr) {
+          return make_error(ErrorCode::kMalformedInput, "property name offset {:#x} outside the strings block",
+                            name_offset);
+        }
+        at += (length + 3) & ~std::uint64_t{3};
+        break;
+      }
+      case FDT_NOP:
+        break;
+      case FDT_END:
+        if (!root_seen || depth != 0) return make_error(ErrorCode::kMalformedInput, "FDT_END inside a node");
+        return {};
+      default:
+        return make_error(ErrorCode::kMalformedInput, "unknown structure token {:#x} at {:#x}", token, at - 4);
+    }
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------
@@ -294,6 +388,9 @@ Result<Tree> parse_dtb(std::span<const std::uint8_t> blob) {
     aligned.resize((blob.size() + 7) / 8);
     std::memcpy(aligned.data(), blob.data(), blob.size());
     fdt = aligned.data();
+  }
+  if (auto layout = check_fdt_layout(std::span(static_cast<const std::uint8_t*>(fdt), blob.size())); !layout) {
+    return tl::unexpected(std::move(layout).error().with_context("malformed device tree blob"));
   }
   if (const int rc = fdt_check_full(fdt, blob.size()); rc != 0) {
     return make_error(ErrorCode::kMalformedInput, "malformed device tree blob: {}", fdt_error_text(rc));
