@@ -1,0 +1,367 @@
+// `vpci dt bind --host H --partial P [-o OUT.dtb] [--dts-out OUT.dts] [--map-out MAP.json]
+//               [--vsid PATH=ID[,ID...]]... [--vsid-base N] [--vsid-limit N] [...]`
+// `vpci dt show FILE [--json]`
+//
+// bind writes nothing unless the whole bind succeeded: every output is produced in
+// memory first, written to a temporary file beside its destination and renamed into
+// place only when all of them were written.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "dt/bind.h"
+#include "dt/dts.h"
+#include "dt/iommu.h"
+#include "dt/tree.h"
+#include "tools/commands.h"
+
+namespace vpci::tools {
+namespace {
+
+struct BindCommandOptions {
+  std::string host;
+  std::string partial;
+  std::string dtb_out;
+  std::string dts_out;
+  std::string map_out;
+  std::vector<std::string> vsids;
+  std::string vsid_base;
+  std::string vsid_limit;
+  std::string viommu_base;
+  std::string viommu_size;
+  std::string viommu_interrupts;
+  std::vector<std::string> viommu_interrupt_names;
+  std::string pci_ecam;
+  std::string pci_mem32;
+  std::string pci_mem64;
+};
+
+struct ShowCommandOptions {
+  std::string file;
+  bool json = false;
+};
+
+Result<std::uint64_t> parse_number(std::string_view text, std::string_view option) {
+  std::string_view digits = text;
+  int base = 10;
+  if (digits.starts_with("0x") || digits.starts_with("0X")) {
+    digits.remove_prefix(2);
+    base = 16;
+  }
+  std::uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value, base);
+  if (digits.empty() || ec != std::errc{} || end != digits.data() + digits.size()) {
+    return make_error(ErrorCode::kInvalidArgument, "{}: \"{}\" is not a number (decimal or 0x-hex)", option, text);
+  }
+  return value;
+}
+
+// "BASE,SIZE"
+Result<std::pair<std::uint64_t, std::uint64_t>> parse_window(std::string_view text, std::string_view option) {
+  const auto comma = text.find(',');
+  if (comma == std::string_view::npos) {
+    return make_error(ErrorCode::kInvalidArgument, "{}: \"{}\" is not BASE,SIZE", option, text);
+  }
+  VPCI_ASSIGN_OR_RETURN(const auto base, parse_number(text.substr(0, comma), option));
+  VPCI_ASSIGN_OR_RETURN(const auto size, parse_number(text.substr(comma + 1), option));
+  return std::pair{base, size};
+}
+
+Result<std::uint32_t> parse_u32(std::string_view text, std::string_view option) {
+  VPCI_ASSIGN_OR_RETURN(const auto value, parse_number(text, option));
+  if (value > 0xffffffffu) return make_error(ErrorCode::kOutOfRange, "{}: {} does not fit 32 bits", option, text);
+  return static_cast<std::uint32_t>(value);
+}
+
+Result<dt::BindOptions> make_bind_options(const BindCommandOptions& o) {
+  dt::BindOptions options;
+  for (const auto& v : o.vsids) {
+    auto request = dt::parse_vsid_request(v);
+    if (!request) return tl::unexpected(std::move(request).error().with_context("--vsid"));
+    options.vsid_requests.push_back(std::move(*request));
+  }
+  if (!o.vsid_base.empty()) {
+    VPCI_ASSIGN_OR_RETURN(options.vsid_base, parse_u32(o.vsid_base, "--vsid-base"));
+  }
+  if (!o.vsid_limit.empty()) {
+    VPCI_ASSIGN_OR_RETURN(options.vsid_limit, parse_number(o.vsid_limit, "--vsid-limit"));
+  }
+  if (!o.viommu_base.empty()) {
+    VPCI_ASSIGN_OR_RETURN(options.viommu.base, parse_number(o.viommu_base, "--viommu-base"));
+  }
+  if (!o.viommu_size.empty()) {
+    VPCI_ASSIGN_OR_RETURN(options.viommu.size, parse_number(o.viommu_size, "--viommu-size"));
+  }
+  if (!o.viommu_interrupts.empty()) {
+    std::string_view rest = o.viommu_interrupts;
+    while (!rest.empty()) {
+      const auto sep = rest.find_first_of(", ");
+      const auto cell = rest.substr(0, sep);
+      if (!cell.empty()) {
+        VPCI_ASSIGN_OR_RETURN(const auto value, parse_u32(cell, "--viommu-interrupts"));
+        options.viommu.interrupts.push_back(value);
+      }
+      if (sep == std::string_view::npos) break;
+      rest.remove_prefix(sep + 1);
+    }
+  }
+  options.viommu.interrupt_names = o.viommu_interrupt_names;
+  if (!o.pci_ecam.empty()) {
+    VPCI_ASSIGN_OR_RETURN(const auto w, parse_window(o.pci_ecam, "--pci-ecam"));
+    options.pci.ecam_base = w.first;
+    options.pci.ecam_size = w.second;
+  }
+  if (!o.pci_mem32.empty()) {
+    VPCI_ASSIGN_OR_RETURN(const auto w, parse_window(o.pci_mem32, "--pci-mem32"));
+    options.pci.mem32_base = w.first;
+    options.pci.mem32_size = w.second;
+  }
+  if (!o.pci_mem64.empty()) {
+    VPCI_ASSIGN_OR_RETURN(const auto w, parse_window(o.pci_mem64, "--pci-mem64"));
+    options.pci.mem64_base = w.first;
+    options.pci.mem64_size = w.second;
+  }
+  return options;
+}
+
+struct PendingFile {
+  std::filesystem::path destination;
+  std::string temporary;
+  std::vector<std::uint8_t> bytes;
+};
+
+// Writes every file to a temporary beside its destination, then renames them all.
+// On any failure the temporaries are removed and no destination is touched.
+Status commit_files(std::vector<PendingFile>& files) {
+  const auto cleanup = [&] {
+    for (auto& f : files) {
+      if (!f.temporary.empty()) ::unlink(f.temporary.c_str());
+    }
+  };
+  for (auto& f : files) {
+    std::string pattern = f.destination.string() + ".vpci-tmp-XXXXXX";
+    const int fd = ::mkstemp(pattern.data());
+    if (fd < 0) {
+      cleanup();
+      return make_error(ErrorCode::kIoError, "cannot create a file beside {}: {}", f.destination.string(),
+                        std::strerror(errno));
+    }
+    f.temporary = pattern;
+    std::size_t written = 0;
+    while (written < f.bytes.size()) {
+      const ssize_t n = ::write(fd, f.bytes.data() + written, f.bytes.size() - written);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      written += static_cast<std::size_t>(n);
+    }
+    // mkstemp creates 0600; outputs are ordinary files.
+    const bool ok = written == f.bytes.size() && ::fchmod(fd, 0644) == 0 && ::fsync(fd) == 0;
+    const int saved = errno;
+    if (::close(fd) != 0 || !ok) {
+      cleanup();
+      return make_error(ErrorCode::kIoError, "cannot write {}: {}", f.destination.string(), std::strerror(saved));
+    }
+  }
+  for (auto& f : files) {
+    if (::rename(f.temporary.c_str(), f.destination.c_str()) != 0) {
+      const int saved = errno;
+      cleanup();
+      return make_error(ErrorCode::kIoError, "cannot rename into {}: {}", f.destination.string(), std::strerror(saved));
+    }
+    f.temporary.clear();
+  }
+  return {};
+}
+
+Status run_bind(const BindCommandOptions& o) {
+  VPCI_ASSIGN_OR_RETURN(const auto options, make_bind_options(o));
+  auto host = dt::load_tree_file(o.host);
+  if (!host) return tl::unexpected(std::move(host).error().with_context("--host"));
+  auto partial = dt::load_tree_file(o.partial);
+  if (!partial) return tl::unexpected(std::move(partial).error().with_context("--partial"));
+  VPCI_ASSIGN_OR_RETURN(auto result, dt::bind_partial_tree(*host, *partial, options));
+  VPCI_ASSIGN_OR_RETURN(auto blob, dt::serialize_dtb(result.guest));
+
+  std::vector<PendingFile> files;
+  if (!o.dtb_out.empty()) files.push_back({o.dtb_out, {}, blob});
+  if (!o.dts_out.empty() || (o.dtb_out.empty() && o.map_out.empty())) {
+    const std::string dts = dt::to_dts(result.guest);
+    if (o.dts_out.empty()) {
+      // No output named: the guest tree as DTS on stdout.
+      fmt::print("{}", dts);
+    } else {
+      files.push_back({o.dts_out, {}, std::vector<std::uint8_t>(dts.begin(), dts.end())});
+    }
+  }
+  if (!o.map_out.empty()) {
+    const auto json = dt::bind_map_json(result);
+    files.push_back({o.map_out, {}, std::vector<std::uint8_t>(json.begin(), json.end())});
+  }
+  VPCI_TRY(commit_files(files));
+  if (!files.empty()) {
+    fmt::print(stderr, "vpci dt bind: {} stream(s) bound to {} (phandle {:#x}){}{}\n", result.streams.size(),
+               result.viommu_path.empty() ? "no vIOMMU" : result.viommu_path, result.viommu_phandle,
+               result.pci_path.empty() ? "" : fmt::format(", PCI bridge {}", result.pci_path),
+               result.grants.empty() ? "" : fmt::format(", {} virtio-pci grant route(s)", result.grants.size()));
+  }
+  return {};
+}
+
+std::string format_specifier(const dt::Topology& topology, const dt::IommuSpecifier& s) {
+  const dt::IommuProvider* p = topology.provider_by_phandle(s.phandle);
+  std::string out = p != nullptr ? p->path : fmt::format("phandle {:#x}", s.phandle);
+  for (const auto c : s.cells) out += fmt::format(" {:#x}", c);
+  return out;
+}
+
+std::string map_target(const dt::Tree& tree, std::uint32_t phandle) {
+  const auto index = tree.phandle_index();
+  const auto it = index.find(phandle);
+  return it != index.end() ? it->second->path() : fmt::format("phandle {:#x}", phandle);
+}
+
+Status run_show(const ShowCommandOptions& o) {
+  VPCI_ASSIGN_OR_RETURN(const auto tree, dt::load_tree_file(o.file));
+  const dt::Topology topology = dt::parse_topology(tree);
+  if (o.json) {
+    using nlohmann::ordered_json;
+    ordered_json out;
+    out["iommus"] = ordered_json::array();
+    for (const auto& p : topology.providers) {
+      out["iommus"].push_back({{"path", p.path},
+                               {"phandle", p.phandle},
+                               {"kind", dt::iommu_kind_name(p.kind)},
+                               {"compatible", p.compatible},
+                               {"iommu_cells", p.cells},
+                               {"enabled", p.enabled}});
+    }
+    out["masters"] = ordered_json::array();
+    for (const auto& m : topology.masters) {
+      ordered_json specs = ordered_json::array();
+      for (const auto& s : m.specifiers) {
+        const dt::IommuProvider* p = topology.provider_by_phandle(s.phandle);
+        specs.push_back({{"iommu", p != nullptr ? p->path : std::string{}}, {"cells", s.cells}});
+      }
+      out["masters"].push_back({{"path", m.path}, {"enabled", m.enabled}, {"iommus", specs}});
+    }
+    out["pci_host_bridges"] = ordered_json::array();
+    for (const auto& b : topology.bridges) {
+      const auto entries = [&](const std::vector<dt::IdMapEntry>& map) {
+        ordered_json list = ordered_json::array();
+        for (const auto& e : map) {
+          list.push_back({{"rid_base", e.rid_base},
+                          {"target", map_target(tree, e.phandle)},
+                          {"id_base", e.id_base},
+                          {"length", e.length}});
+        }
+        return list;
+      };
+      out["pci_host_bridges"].push_back({{"path", b.path},
+                                         {"bus_range", {b.bus_first, b.bus_last}},
+                                         {"iommu_map", entries(b.iommu_map)},
+                                         {"iommu_map_mask", b.iommu_map_mask},
+                                         {"msi_map", entries(b.msi_map)},
+                                         {"msi_map_mask", b.msi_map_mask}});
+    }
+    out["problems"] = ordered_json::array();
+    for (const auto& e : topology.problems) out["problems"].push_back(e.message);
+    // `compatible` strings are arbitrary bytes: replace what is not UTF-8.
+    fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+    return {};
+  }
+  fmt::print("IOMMUs ({}):\n", topology.providers.size());
+  for (const auto& p : topology.providers) {
+    fmt::print("  {}  phandle {:#x}  {}  #iommu-cells={}  \"{}\"{}\n", p.path, p.phandle, dt::iommu_kind_name(p.kind),
+               p.cells, fmt::join(p.compatible, "\", \""), p.enabled ? "" : "  (disabled)");
+  }
+  fmt::print("Masters ({}):\n", topology.masters.size());
+  for (const auto& m : topology.masters) {
+    fmt::print("  {}{}\n", m.path, m.enabled ? "" : "  (disabled)");
+    for (const auto& s : m.specifiers) fmt::print("    -> {}\n", format_specifier(topology, s));
+  }
+  fmt::print("PCI host bridges with iommu-map/msi-map ({}):\n", topology.bridges.size());
+  for (const auto& b : topology.bridges) {
+    fmt::print("  {}  buses {:#x}-{:#x}\n", b.path, b.bus_first, b.bus_last);
+    for (const auto& e : b.iommu_map) {
+      fmt::print("    iommu-map RID {:#06x}+{:#x} -> {} ID {:#x} (mask {:#x})\n", e.rid_base, e.length,
+                 map_target(tree, e.phandle), e.id_base, b.iommu_map_mask);
+    }
+    for (const auto& e : b.msi_map) {
+      fmt::print("    msi-map   RID {:#06x}+{:#x} -> {} ID {:#x} (mask {:#x})\n", e.rid_base, e.length,
+                 map_target(tree, e.phandle), e.id_base, b.msi_map_mask);
+    }
+  }
+  if (!topology.problems.empty()) {
+    fmt::print("Problems ({}):\n", topology.problems.size());
+    for (const auto& e : topology.problems) fmt::print("  {}\n", e.message);
+  }
+  return {};
+}
+
+void register_dt_command(CLI::App& app, int& exit_code) {
+  CLI::App* dt = app.add_subcommand("dt", "Guest device trees: bind passthrough devices to a virtual IOMMU");
+  dt->require_subcommand(1);
+
+  auto bind = std::make_shared<BindCommandOptions>();
+  CLI::App* bind_cmd = dt->add_subcommand(
+      "bind",
+      "Bind a partial guest tree (Xen /passthrough conventions, docs/device-tree.md) against the host tree: add a "
+      "vIOMMU, allocate virtual stream IDs, add a virtual PCI host bridge for listed PCI functions");
+  bind_cmd->add_option("--host", bind->host, "host device tree (DTB or DTS)")->required();
+  bind_cmd->add_option("--partial", bind->partial, "partial guest device tree (DTB or DTS)")->required();
+  bind_cmd->add_option("-o,--output", bind->dtb_out, "write the guest tree as DTB");
+  bind_cmd->add_option("--dts-out", bind->dts_out, "write the guest tree as DTS");
+  bind_cmd->add_option("--map-out", bind->map_out, "write the vSID map as JSON");
+  bind_cmd->add_option("--vsid", bind->vsids,
+                       "PATH=ID[,ID...]: choose the vSIDs of a master (partial-tree path or its xen,path), one ID "
+                       "per iommus specifier; repeatable");
+  bind_cmd->add_option("--vsid-base", bind->vsid_base, "first vSID given automatically (default 0)");
+  bind_cmd->add_option("--vsid-limit", bind->vsid_limit, "vSIDs must be below this (default 0x10000)");
+  bind_cmd->add_option("--viommu-base", bind->viommu_base, "vIOMMU MMIO base (default 0x4040000)");
+  bind_cmd->add_option("--viommu-size", bind->viommu_size, "vIOMMU MMIO size (default 0x40000)");
+  bind_cmd->add_option("--viommu-interrupts", bind->viommu_interrupts,
+                       "vIOMMU interrupts property cells, e.g. \"0,70,1\" (default: none)");
+  bind_cmd->add_option("--viommu-interrupt-names", bind->viommu_interrupt_names,
+                       "vIOMMU interrupt-names (combined | eventq gerror priq cmdq-sync)");
+  bind_cmd->add_option("--pci-ecam", bind->pci_ecam, "virtual PCI bridge ECAM BASE,SIZE (default 0x10000000,0x10000000)");
+  bind_cmd->add_option("--pci-mem32", bind->pci_mem32, "32-bit memory window BASE,SIZE (default 0x23000000,0x10000000)");
+  bind_cmd->add_option("--pci-mem64", bind->pci_mem64,
+                       "64-bit prefetchable window BASE,SIZE (default 0x100000000,0x100000000; SIZE 0 omits it)");
+  bind_cmd->callback([bind, &exit_code] {
+    if (auto status = run_bind(*bind); !status) {
+      fmt::print(stderr, "vpci dt bind: {}\n", status.error().message);
+      exit_code = 1;
+    }
+  });
+
+  auto show = std::make_shared<ShowCommandOptions>();
+  CLI::App* show_cmd =
+      dt->add_subcommand("show", "List a device tree's IOMMUs, masters with their IDs, and PCI iommu-map/msi-map");
+  show_cmd->add_option("FILE", show->file, "device tree (DTB or DTS)")->required();
+  show_cmd->add_flag("--json", show->json, "machine-readable output");
+  show_cmd->callback([show, &exit_code] {
+    if (auto status = run_show(*show); !status) {
+      fmt::print(stderr, "vpci dt show: {}\n", status.error().message);
+      exit_code = 1;
+    }
+  });
+}
+
+VPCI_REGISTER_COMMAND(register_dt_command);
+
+}  // namespace
+}  // namespace vpci::tools
