@@ -153,7 +153,8 @@ Result<HostBufferList> MemoryMap::host_buffers(GuestAddress address, std::uint64
   for (Chunk& chunk : chunks) {
     report(address + done, chunk.host, chunk.length, access);
     list.spans.emplace_back(chunk.host, static_cast<std::size_t>(chunk.length));
-    if (chunk.pin) list.pins.push_back(std::move(chunk.pin));
+    // A pin may own a mapping while pointing at nothing (a deleter-only token).
+    if (chunk.pin.use_count() != 0) list.pins.push_back(std::move(chunk.pin));
     done += chunk.length;
   }
   return list;
