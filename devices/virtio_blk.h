@@ -127,7 +127,7 @@ struct BlockDeviceOptions {
   std::uint32_t max_write_zeroes_sectors = 1u << 22;
   std::uint32_t max_write_zeroes_seg = 16;
   bool write_zeroes_may_unmap = true;
-  std::string serial;  // GET_ID, at most 20 bytes
+  std::string serial{};  // GET_ID, at most 20 bytes
 };
 
 struct BlockDeviceStats {
