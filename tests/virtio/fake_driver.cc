@@ -42,6 +42,7 @@ std::uint8_t* FakeGuestRam::host(GuestAddress address, std::size_t length) {
 }
 
 void FakeGuestRam::write(GuestAddress address, std::span<const std::uint8_t> data) {
+  if (data.empty()) return;  // an empty span may carry a null pointer, which memcpy rejects
   std::memcpy(host(address, data.size()), data.data(), data.size());
 }
 
