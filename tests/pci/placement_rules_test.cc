@@ -401,7 +401,7 @@ TEST(PlacementAdd, RawBodyShorterThanItsStructureIsRefused) {
   const auto result = place_capabilities(image(make_device_with_aer_ats()), request);
   ASSERT_FALSE(result);
   EXPECT_EQ(result.error().code, ErrorCode::kInvalidArgument);
-  EXPECT_NE(result.error().message.find("12 bytes given"), std::string::npos) << result.error().message;
+  EXPECT_NE(result.error().message.find("only 12 bytes were given"), std::string::npos) << result.error().message;
 }
 
 TEST(PlacementAdd, RawBodyLongerThanTheWalkerSizeStillBlocksLaterPlacements) {
