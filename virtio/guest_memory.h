@@ -102,6 +102,8 @@ struct TranslatedRange {
   std::shared_ptr<const void> pin;
 };
 
+// Shared by every snapshot, so called from any thread that accesses guest memory:
+// implementations must be thread-safe.
 class AddressTranslator {
  public:
   virtual ~AddressTranslator() = default;
@@ -119,6 +121,8 @@ struct AccessRecord {
   std::uint64_t length;
   Access access;
 };
+// Called for every host range a MemoryMap reads, writes or hands out, on the thread
+// doing the access (possibly several at once). For tests and fuzzing.
 using AccessObserver = std::function<void(const AccessRecord&)>;
 
 // Host memory for a guest range, possibly in several pieces (the range crossed regions
