@@ -1,19 +1,20 @@
 #include "devices/block_backend.h"
 
 #include <fcntl.h>
-#include <linux/falloc.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <climits>
-#include <limits>
 #include <cstring>
+#include <limits>
 #include <vector>
+
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 
 namespace vpci::devices {
 namespace {
@@ -22,11 +23,14 @@ Error os_error(std::string_view what, const std::string& path, int err) {
   return Error{ErrorCode::kIoError, fmt::format("{} {}: {}", what, path, std::strerror(err))};
 }
 
-bool is_unsupported(int err) { return err == EOPNOTSUPP || err == ENOTSUP || err == ENOSYS || err == EINVAL; }
+bool is_unsupported(int err) {
+  return err == EOPNOTSUPP || err == ENOTSUP || err == ENOSYS || err == EINVAL;
+}
 
 }  // namespace
 
-Result<std::unique_ptr<FileBlockBackend>> FileBlockBackend::open(const std::string& path, bool read_only) {
+Result<std::unique_ptr<FileBlockBackend>> FileBlockBackend::open(const std::string& path,
+                                                                 bool read_only) {
   const int fd = ::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
   if (fd < 0) return tl::unexpected(os_error("opening", path, errno));
   struct stat st {};
@@ -47,12 +51,15 @@ Result<std::unique_ptr<FileBlockBackend>> FileBlockBackend::open(const std::stri
     size = static_cast<std::uint64_t>(st.st_size);
   } else {
     ::close(fd);
-    return make_error(ErrorCode::kInvalidArgument, "{} is neither a regular file nor a block device", path);
+    return make_error(ErrorCode::kInvalidArgument,
+                      "{} is neither a regular file nor a block device", path);
   }
   return std::unique_ptr<FileBlockBackend>(new FileBlockBackend(fd, size, block_device, path));
 }
 
-FileBlockBackend::~FileBlockBackend() { ::close(fd_); }
+FileBlockBackend::~FileBlockBackend() {
+  ::close(fd_);
+}
 
 Status FileBlockBackend::transfer(bool write, std::uint64_t offset,
                                   std::span<const std::span<std::uint8_t>> buffers) {
@@ -74,8 +81,8 @@ Status FileBlockBackend::transfer(bool write, std::uint64_t offset,
       return tl::unexpected(os_error(write ? "writing" : "reading", path_, errno));
     }
     if (done == 0) {
-      return make_error(ErrorCode::kIoError, "{} {}: unexpected end of file at {}", write ? "writing" : "reading",
-                        path_, offset);
+      return make_error(ErrorCode::kIoError, "{} {}: unexpected end of file at {}",
+                        write ? "writing" : "reading", path_, offset);
     }
     // Continue after a short transfer: drop the completed iovecs, trim the partial one.
     offset += static_cast<std::uint64_t>(done);
@@ -94,11 +101,13 @@ Status FileBlockBackend::transfer(bool write, std::uint64_t offset,
   return {};
 }
 
-Status FileBlockBackend::read(std::uint64_t offset, std::span<const std::span<std::uint8_t>> buffers) {
+Status FileBlockBackend::read(std::uint64_t offset,
+                              std::span<const std::span<std::uint8_t>> buffers) {
   return transfer(false, offset, buffers);
 }
 
-Status FileBlockBackend::write(std::uint64_t offset, std::span<const std::span<std::uint8_t>> buffers) {
+Status FileBlockBackend::write(std::uint64_t offset,
+                               std::span<const std::span<std::uint8_t>> buffers) {
   return transfer(true, offset, buffers);
 }
 
@@ -116,7 +125,8 @@ Status FileBlockBackend::discard(std::uint64_t offset, std::uint64_t length) {
   if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
                   static_cast<off_t>(length)) != 0) {
     const int err = errno;
-    if (is_unsupported(err)) return make_error(ErrorCode::kUnsupported, "discard on {}: {}", path_, std::strerror(err));
+    if (is_unsupported(err))
+      return make_error(ErrorCode::kUnsupported, "discard on {}: {}", path_, std::strerror(err));
     return tl::unexpected(os_error("discard on", path_, err));
   }
   return {};
@@ -130,11 +140,13 @@ Status FileBlockBackend::write_zeroes(std::uint64_t offset, std::uint64_t length
   // zeroes and is allowed when the driver set `unmap` (§5.2.6.2).
   if (::fallocate(fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len) == 0) return {};
   if (!is_unsupported(errno)) return tl::unexpected(os_error("zeroing", path_, errno));
-  if (may_unmap && ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) == 0) return {};
+  if (may_unmap && ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) == 0)
+    return {};
   // Fall back to writing zeroes.
   static const std::vector<std::uint8_t> zeroes(1 << 20, 0);
   while (length > 0) {
-    const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(length, zeroes.size()));
+    const std::size_t chunk =
+        static_cast<std::size_t>(std::min<std::uint64_t>(length, zeroes.size()));
     // pwritev only reads its buffers; iovec merely lacks const.
     const std::span<std::uint8_t> span(const_cast<std::uint8_t*>(zeroes.data()), chunk);
     VPCI_TRY(transfer(true, offset, std::span<const std::span<std::uint8_t>>(&span, 1)));

@@ -19,34 +19,41 @@ void put_le(std::array<std::uint8_t, blk::config::kSize>& config, std::uint32_t 
   std::memcpy(config.data() + offset, &le, sizeof(T));
 }
 
-bool is_power_of_two(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+bool is_power_of_two(std::uint64_t v) {
+  return v != 0 && (v & (v - 1)) == 0;
+}
 
 }  // namespace
 
 Result<std::unique_ptr<BlockDevice>> BlockDevice::create(std::unique_ptr<BlockBackend> backend,
                                                          BlockDeviceOptions options) {
-  if (backend == nullptr) return make_error(ErrorCode::kInvalidArgument, "virtio-blk needs a backend");
-  if (options.num_queues == 0) return make_error(ErrorCode::kInvalidArgument, "virtio-blk needs at least one queue");
+  if (backend == nullptr)
+    return make_error(ErrorCode::kInvalidArgument, "virtio-blk needs a backend");
+  if (options.num_queues == 0)
+    return make_error(ErrorCode::kInvalidArgument, "virtio-blk needs at least one queue");
   if (!is_power_of_two(options.queue_size) || options.queue_size > virtio::kMaxQueueSize ||
       options.queue_size < 4) {
-    return make_error(ErrorCode::kInvalidArgument, "queue size {} is not a power of two in 4..32768",
-                      options.queue_size);
+    return make_error(ErrorCode::kInvalidArgument,
+                      "queue size {} is not a power of two in 4..32768", options.queue_size);
   }
-  if (!is_power_of_two(options.logical_block_size) || options.logical_block_size < blk::kSectorSize ||
-      options.logical_block_size > 65536) {
-    return make_error(ErrorCode::kInvalidArgument, "block size {} is not a power of two in 512..65536",
+  if (!is_power_of_two(options.logical_block_size) ||
+      options.logical_block_size < blk::kSectorSize || options.logical_block_size > 65536) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "block size {} is not a power of two in 512..65536",
                       options.logical_block_size);
   }
   if (options.serial.size() > blk::kIdBytes) {
-    return make_error(ErrorCode::kInvalidArgument, "serial '{}' is longer than {} bytes", options.serial,
-                      blk::kIdBytes);
+    return make_error(ErrorCode::kInvalidArgument, "serial '{}' is longer than {} bytes",
+                      options.serial, blk::kIdBytes);
   }
   if (options.seg_max == 0) options.seg_max = options.queue_size - 2u;
-  if (options.discard_sector_alignment == 0) options.discard_sector_alignment = options.logical_block_size / 512;
+  if (options.discard_sector_alignment == 0)
+    options.discard_sector_alignment = options.logical_block_size / 512;
   if (options.discard && (options.max_discard_sectors == 0 || options.max_discard_seg == 0)) {
     return make_error(ErrorCode::kInvalidArgument, "discard limits must be non-zero");
   }
-  if (options.write_zeroes && (options.max_write_zeroes_sectors == 0 || options.max_write_zeroes_seg == 0)) {
+  if (options.write_zeroes &&
+      (options.max_write_zeroes_sectors == 0 || options.max_write_zeroes_seg == 0)) {
     return make_error(ErrorCode::kInvalidArgument, "write-zeroes limits must be non-zero");
   }
   return std::unique_ptr<BlockDevice>(new BlockDevice(std::move(backend), std::move(options)));
@@ -58,7 +65,9 @@ BlockDevice::BlockDevice(std::unique_ptr<BlockBackend> backend, BlockDeviceOptio
   build_config();
 }
 
-std::uint32_t BlockDevice::device_id() const { return virtio::device_id::kBlock; }
+std::uint32_t BlockDevice::device_id() const {
+  return virtio::device_id::kBlock;
+}
 
 std::uint64_t BlockDevice::device_features() const {
   // §5.2.5.2: devices SHOULD always offer FLUSH.
@@ -69,7 +78,8 @@ std::uint64_t BlockDevice::device_features() const {
   if (options_.num_queues > 1) features |= feature_bit(blk::kFeatureMultiQueue);
   // Discard and write-zeroes modify the disk; a read-only device does not offer them.
   if (options_.discard && !options_.read_only) features |= feature_bit(blk::kFeatureDiscard);
-  if (options_.write_zeroes && !options_.read_only) features |= feature_bit(blk::kFeatureWriteZeroes);
+  if (options_.write_zeroes && !options_.read_only)
+    features |= feature_bit(blk::kFeatureWriteZeroes);
   return features;
 }
 
@@ -87,8 +97,10 @@ void BlockDevice::build_config() {
   put_le<std::uint16_t>(config_, blk::config::kNumQueues, options_.num_queues);
   put_le<std::uint32_t>(config_, blk::config::kMaxDiscardSectors, options_.max_discard_sectors);
   put_le<std::uint32_t>(config_, blk::config::kMaxDiscardSeg, options_.max_discard_seg);
-  put_le<std::uint32_t>(config_, blk::config::kDiscardSectorAlignment, options_.discard_sector_alignment);
-  put_le<std::uint32_t>(config_, blk::config::kMaxWriteZeroesSectors, options_.max_write_zeroes_sectors);
+  put_le<std::uint32_t>(config_, blk::config::kDiscardSectorAlignment,
+                        options_.discard_sector_alignment);
+  put_le<std::uint32_t>(config_, blk::config::kMaxWriteZeroesSectors,
+                        options_.max_write_zeroes_sectors);
   put_le<std::uint32_t>(config_, blk::config::kMaxWriteZeroesSeg, options_.max_write_zeroes_seg);
   config_[blk::config::kWriteZeroesMayUnmap] = options_.write_zeroes_may_unmap ? 1 : 0;
 }
@@ -116,8 +128,8 @@ void BlockDevice::serve(virtio::DescriptorChain& chain) {
   // device-writable byte. Without them there is no request to answer at all.
   if (chain.readable_bytes() < sizeof(blk::RequestHeader)) {
     chain.fail(Error{ErrorCode::kProtocolViolation,
-                     fmt::format("virtio-blk request {} has {} readable bytes, less than a header", chain.id(),
-                                 chain.readable_bytes())});
+                     fmt::format("virtio-blk request {} has {} readable bytes, less than a header",
+                                 chain.id(), chain.readable_bytes())});
     return;
   }
   if (chain.writable_bytes() == 0) {
@@ -132,8 +144,9 @@ void BlockDevice::serve(virtio::DescriptorChain& chain) {
   }
   const std::uint32_t type = from_le(raw->type);
   const std::uint64_t sector = from_le(raw->sector);
-  const std::uint64_t data_out = chain.readable_bytes() - sizeof(blk::RequestHeader);  // driver → device
-  const std::uint64_t data_in = chain.writable_bytes() - 1;                          // device → driver
+  const std::uint64_t data_out =
+      chain.readable_bytes() - sizeof(blk::RequestHeader);   // driver → device
+  const std::uint64_t data_in = chain.writable_bytes() - 1;  // device → driver
 
   std::uint8_t status = blk::kStatusUnsupported;
   switch (type) {
@@ -149,9 +162,7 @@ void BlockDevice::serve(virtio::DescriptorChain& chain) {
       ++stats_.flushes;
       status = backend_->flush() ? blk::kStatusOk : blk::kStatusIoErr;
       break;
-    case blk::kTypeGetId:
-      status = do_get_id(chain, data_in);
-      break;
+    case blk::kTypeGetId: status = do_get_id(chain, data_in); break;
     case blk::kTypeDiscard:
       ++stats_.discards;
       status = do_segments(chain, type, data_out);
@@ -178,43 +189,54 @@ void BlockDevice::serve(virtio::DescriptorChain& chain) {
   chain.complete();
 }
 
-std::uint8_t BlockDevice::do_read(virtio::DescriptorChain& chain, std::uint64_t sector, std::uint64_t length) {
+std::uint8_t BlockDevice::do_read(virtio::DescriptorChain& chain, std::uint64_t sector,
+                                  std::uint64_t length) {
   // §5.2.6: data moves in multiples of 512 bytes.
-  if (length % blk::kSectorSize != 0 || !in_range(sector, length / blk::kSectorSize)) return blk::kStatusIoErr;
+  if (length % blk::kSectorSize != 0 || !in_range(sector, length / blk::kSectorSize))
+    return blk::kStatusIoErr;
   if (length == 0) return blk::kStatusOk;
   auto buffers = chain.writer().take_buffers(length);
   if (!buffers) return blk::kStatusIoErr;
-  return backend_->read(sector * blk::kSectorSize, buffers->spans) ? blk::kStatusOk : blk::kStatusIoErr;
+  return backend_->read(sector * blk::kSectorSize, buffers->spans) ? blk::kStatusOk
+                                                                   : blk::kStatusIoErr;
 }
 
-std::uint8_t BlockDevice::do_write(virtio::DescriptorChain& chain, std::uint64_t sector, std::uint64_t length) {
+std::uint8_t BlockDevice::do_write(virtio::DescriptorChain& chain, std::uint64_t sector,
+                                   std::uint64_t length) {
   // §5.2.6.2: on a read-only device the write fails and no data is written.
   if (options_.read_only) return blk::kStatusIoErr;
-  if (length % blk::kSectorSize != 0 || !in_range(sector, length / blk::kSectorSize)) return blk::kStatusIoErr;
+  if (length % blk::kSectorSize != 0 || !in_range(sector, length / blk::kSectorSize))
+    return blk::kStatusIoErr;
   if (length == 0) return blk::kStatusOk;
   auto buffers = chain.reader().take_buffers(length);
   if (!buffers) return blk::kStatusIoErr;
-  return backend_->write(sector * blk::kSectorSize, buffers->spans) ? blk::kStatusOk : blk::kStatusIoErr;
+  return backend_->write(sector * blk::kSectorSize, buffers->spans) ? blk::kStatusOk
+                                                                    : blk::kStatusIoErr;
 }
 
 std::uint8_t BlockDevice::do_get_id(virtio::DescriptorChain& chain, std::uint64_t length) {
   // §5.2.6: a NUL-padded string of up to 20 bytes, without terminator at 20.
   std::array<std::uint8_t, blk::kIdBytes> id{};
   std::memcpy(id.data(), options_.serial.data(), options_.serial.size());
-  const std::size_t bytes = static_cast<std::size_t>(std::min<std::uint64_t>(length, blk::kIdBytes));
-  if (!chain.writer().write(std::span<const std::uint8_t>(id.data(), bytes))) return blk::kStatusIoErr;
+  const std::size_t bytes =
+      static_cast<std::size_t>(std::min<std::uint64_t>(length, blk::kIdBytes));
+  if (!chain.writer().write(std::span<const std::uint8_t>(id.data(), bytes)))
+    return blk::kStatusIoErr;
   return blk::kStatusOk;
 }
 
-std::uint8_t BlockDevice::do_segments(virtio::DescriptorChain& chain, std::uint32_t type, std::uint64_t length) {
+std::uint8_t BlockDevice::do_segments(virtio::DescriptorChain& chain, std::uint32_t type,
+                                      std::uint64_t length) {
   const bool discard = type == blk::kTypeDiscard;
   const bool offered = discard ? options_.discard : options_.write_zeroes;
   if (!offered) return blk::kStatusUnsupported;
   if (options_.read_only) return blk::kStatusIoErr;  // both modify the disk
   if (length == 0 || length % sizeof(blk::DiscardWriteZeroesSegment) != 0) return blk::kStatusIoErr;
   const std::uint64_t count = length / sizeof(blk::DiscardWriteZeroesSegment);
-  const std::uint32_t max_segments = discard ? options_.max_discard_seg : options_.max_write_zeroes_seg;
-  const std::uint32_t max_sectors = discard ? options_.max_discard_sectors : options_.max_write_zeroes_sectors;
+  const std::uint32_t max_segments =
+      discard ? options_.max_discard_seg : options_.max_write_zeroes_seg;
+  const std::uint32_t max_sectors =
+      discard ? options_.max_discard_sectors : options_.max_write_zeroes_sectors;
   if (count > max_segments) return blk::kStatusUnsupported;
 
   // Validate every segment before touching the disk, so UNSUPP and range errors leave
@@ -224,7 +246,8 @@ std::uint8_t BlockDevice::do_segments(virtio::DescriptorChain& chain, std::uint3
   for (std::uint64_t i = 0; i < count; ++i) {
     auto raw = chain.reader().read_obj<blk::DiscardWriteZeroesSegment>();
     if (!raw) return blk::kStatusIoErr;
-    blk::DiscardWriteZeroesSegment segment{from_le(raw->sector), from_le(raw->num_sectors), from_le(raw->flags)};
+    blk::DiscardWriteZeroesSegment segment{from_le(raw->sector), from_le(raw->num_sectors),
+                                           from_le(raw->flags)};
     // §5.2.6.2: UNSUPP for unknown flags, and for unmap on a discard.
     const std::uint32_t allowed = discard ? 0u : blk::kSegmentFlagUnmap;
     if ((segment.flags & ~allowed) != 0) return blk::kStatusUnsupported;
@@ -236,12 +259,14 @@ std::uint8_t BlockDevice::do_segments(virtio::DescriptorChain& chain, std::uint3
   for (const auto& segment : segments) {
     const std::uint64_t offset = segment.sector * blk::kSectorSize;
     const std::uint64_t bytes = std::uint64_t{segment.num_sectors} * blk::kSectorSize;
-    Status done = discard ? backend_->discard(offset, bytes)
-                          : backend_->write_zeroes(offset, bytes,
-                                                   options_.write_zeroes_may_unmap &&
-                                                       (segment.flags & blk::kSegmentFlagUnmap) != 0);
+    Status done = discard
+                      ? backend_->discard(offset, bytes)
+                      : backend_->write_zeroes(offset, bytes,
+                                               options_.write_zeroes_may_unmap &&
+                                                   (segment.flags & blk::kSegmentFlagUnmap) != 0);
     if (!done) {
-      return done.error().code == ErrorCode::kUnsupported ? blk::kStatusUnsupported : blk::kStatusIoErr;
+      return done.error().code == ErrorCode::kUnsupported ? blk::kStatusUnsupported
+                                                          : blk::kStatusIoErr;
     }
   }
   return blk::kStatusOk;

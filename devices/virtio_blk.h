@@ -109,7 +109,7 @@ inline constexpr std::uint32_t kSize = 60;
 struct BlockDeviceOptions {
   bool read_only = false;
   std::uint16_t num_queues = 1;
-  std::uint16_t queue_size = 256;      // maximum per queue; a power of two
+  std::uint16_t queue_size = 256;          // maximum per queue; a power of two
   std::uint32_t logical_block_size = 512;  // blk_size: power of two, 512..65536
   // Topology (§5.2.4): log2(physical/logical), first aligned logical block, and the
   // minimum / optimal I/O sizes in logical blocks.
@@ -143,13 +143,15 @@ struct BlockDeviceStats {
 
 class BlockDevice final : public virtio::Device {
  public:
-  [[nodiscard]] static Result<std::unique_ptr<BlockDevice>> create(std::unique_ptr<BlockBackend> backend,
-                                                                   BlockDeviceOptions options);
+  [[nodiscard]] static Result<std::unique_ptr<BlockDevice>> create(
+      std::unique_ptr<BlockBackend> backend, BlockDeviceOptions options);
 
   [[nodiscard]] std::uint32_t device_id() const override;
   [[nodiscard]] std::uint64_t device_features() const override;
   [[nodiscard]] std::uint16_t num_queues() const override { return options_.num_queues; }
-  [[nodiscard]] std::uint16_t max_queue_size(std::uint16_t) const override { return options_.queue_size; }
+  [[nodiscard]] std::uint16_t max_queue_size(std::uint16_t) const override {
+    return options_.queue_size;
+  }
   [[nodiscard]] std::uint32_t config_size() const override { return blk::config::kSize; }
   void read_config(std::uint32_t offset, std::span<std::uint8_t> out) const override;
   void process_queue(virtio::Virtqueue& queue) override;
@@ -165,10 +167,13 @@ class BlockDevice final : public virtio::Device {
   BlockDevice(std::unique_ptr<BlockBackend> backend, BlockDeviceOptions options);
   void build_config();
   void serve(virtio::DescriptorChain& chain);
-  [[nodiscard]] std::uint8_t do_read(virtio::DescriptorChain& chain, std::uint64_t sector, std::uint64_t length);
-  [[nodiscard]] std::uint8_t do_write(virtio::DescriptorChain& chain, std::uint64_t sector, std::uint64_t length);
+  [[nodiscard]] std::uint8_t do_read(virtio::DescriptorChain& chain, std::uint64_t sector,
+                                     std::uint64_t length);
+  [[nodiscard]] std::uint8_t do_write(virtio::DescriptorChain& chain, std::uint64_t sector,
+                                      std::uint64_t length);
   [[nodiscard]] std::uint8_t do_get_id(virtio::DescriptorChain& chain, std::uint64_t length);
-  [[nodiscard]] std::uint8_t do_segments(virtio::DescriptorChain& chain, std::uint32_t type, std::uint64_t length);
+  [[nodiscard]] std::uint8_t do_segments(virtio::DescriptorChain& chain, std::uint32_t type,
+                                         std::uint64_t length);
   [[nodiscard]] bool in_range(std::uint64_t sector, std::uint64_t sectors) const {
     return sector <= capacity_ && sectors <= capacity_ - sector;
   }

@@ -1,10 +1,10 @@
 #include "devices/virtio_rng.h"
 
-#include <sys/random.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+
+#include <sys/random.h>
 
 #include "virtio/spec.h"
 
@@ -22,7 +22,9 @@ Result<std::size_t> KernelEntropySource::fill(std::span<std::uint8_t> out) {
 RngDevice::RngDevice(RngDeviceOptions options, std::unique_ptr<EntropySource> source)
     : options_(options), source_(std::move(source)) {}
 
-std::uint32_t RngDevice::device_id() const { return virtio::device_id::kEntropy; }
+std::uint32_t RngDevice::device_id() const {
+  return virtio::device_id::kEntropy;
+}
 
 void RngDevice::process_queue(virtio::Virtqueue& queue) {
   while (auto chain = queue.pop()) serve(*chain);
@@ -32,10 +34,12 @@ void RngDevice::serve(virtio::DescriptorChain& chain) {
   // §5.4.6.1: "The driver MUST NOT place device-readable buffers into the queue."
   if (chain.readable_bytes() != 0) {
     chain.fail(Error{ErrorCode::kProtocolViolation,
-                     fmt::format("entropy request {} has {} device-readable bytes", chain.id(), chain.readable_bytes())});
+                     fmt::format("entropy request {} has {} device-readable bytes", chain.id(),
+                                 chain.readable_bytes())});
     return;
   }
-  const std::uint64_t wanted = std::min<std::uint64_t>(chain.writable_bytes(), options_.max_bytes_per_request);
+  const std::uint64_t wanted =
+      std::min<std::uint64_t>(chain.writable_bytes(), options_.max_bytes_per_request);
   auto buffers = chain.writer().take_buffers(wanted);
   std::uint64_t produced = 0;
   if (buffers) {

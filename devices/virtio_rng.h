@@ -37,13 +37,15 @@ struct RngDeviceOptions {
 
 class RngDevice final : public virtio::Device {
  public:
-  explicit RngDevice(RngDeviceOptions options = {},
-                     std::unique_ptr<EntropySource> source = std::make_unique<KernelEntropySource>());
+  explicit RngDevice(RngDeviceOptions options = {}, std::unique_ptr<EntropySource> source =
+                                                        std::make_unique<KernelEntropySource>());
 
   [[nodiscard]] std::uint32_t device_id() const override;
   [[nodiscard]] std::uint64_t device_features() const override { return 0; }  // §5.4.3: none
   [[nodiscard]] std::uint16_t num_queues() const override { return 1; }
-  [[nodiscard]] std::uint16_t max_queue_size(std::uint16_t) const override { return options_.queue_size; }
+  [[nodiscard]] std::uint16_t max_queue_size(std::uint16_t) const override {
+    return options_.queue_size;
+  }
   [[nodiscard]] std::uint32_t config_size() const override { return 0; }  // §5.4.4: none
   void read_config(std::uint32_t, std::span<std::uint8_t>) const override {}
   void process_queue(virtio::Virtqueue& queue) override;

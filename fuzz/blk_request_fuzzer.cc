@@ -73,7 +73,9 @@ class CheckedBackend final : public BlockBackend {
     std::memset(bytes.data() + offset, 0, length);
     return {};
   }
-  Status write_zeroes(std::uint64_t offset, std::uint64_t length, bool) override { return discard(offset, length); }
+  Status write_zeroes(std::uint64_t offset, std::uint64_t length, bool) override {
+    return discard(offset, length);
+  }
 
   static std::uint64_t total(std::span<const std::span<std::uint8_t>> buffers) {
     std::uint64_t sum = 0;
@@ -83,7 +85,8 @@ class CheckedBackend final : public BlockBackend {
   // Requests are whole sectors at sector offsets; the guest buffers carrying them may
   // be cut anywhere.
   void check(std::uint64_t offset, std::uint64_t length) const {
-    if (offset > bytes.size() || length > bytes.size() - offset) fail("backend access outside the disk");
+    if (offset > bytes.size() || length > bytes.size() - offset)
+      fail("backend access outside the disk");
     if (offset % 512 != 0 || length % 512 != 0) fail("backend access not sector-aligned");
   }
   std::vector<std::uint8_t> bytes = std::vector<std::uint8_t>(kDiskBytes, 0x5C);
@@ -167,9 +170,11 @@ class Harness {
     if (!core_->write_status(0)) fail("reset");
     if (!core_->write_status(status::kAcknowledge | status::kDriver)) fail("status");
     if (!core_->set_driver_features(features_)) fail("features");
-    if (!core_->write_status(status::kAcknowledge | status::kDriver | status::kFeaturesOk)) fail("FEATURES_OK");
+    if (!core_->write_status(status::kAcknowledge | status::kDriver | status::kFeaturesOk))
+      fail("FEATURES_OK");
     if (!core_->set_queue_size(0, kQueueSize) || !core_->set_queue_desc(0, kDesc) ||
-        !core_->set_queue_driver(0, kAvail) || !core_->set_queue_device(0, kUsed) || !core_->enable_queue(0)) {
+        !core_->set_queue_driver(0, kAvail) || !core_->set_queue_device(0, kUsed) ||
+        !core_->enable_queue(0)) {
       fail("queue setup");
     }
     if (!core_->write_status(core_->status() | status::kDriverOk)) fail("DRIVER_OK");
@@ -197,10 +202,12 @@ class Harness {
       default: type = blk::kTypeIn; break;
     }
     // Mostly sectors near the disk (so requests often succeed), sometimes anything.
-    const std::uint64_t sector = (sector_selector & 0x80) != 0 ? in.u64() : (sector_selector & 0x7F);
+    const std::uint64_t sector =
+        (sector_selector & 0x80) != 0 ? in.u64() : (sector_selector & 0x7F);
     std::vector<std::uint8_t> out = in.bytes(out_length);
 
-    const std::vector<std::uint8_t> disk_before = read_only_ ? backend_->bytes : std::vector<std::uint8_t>{};
+    const std::vector<std::uint8_t> disk_before =
+        read_only_ ? backend_->bytes : std::vector<std::uint8_t>{};
     std::vector<Element> elements;
     next_buffer_ = kBufferArea;
     blk::RequestHeader header{to_le(type), 0, to_le(sector)};
@@ -228,7 +235,8 @@ class Harness {
       if (!needs_reset) fail("request neither completed nor failed");
     } else {
       UsedElement used{};
-      std::memcpy(&used, ram_.data() + (kUsed - kRamBase) + 4 + 8 * (last_used_ % kQueueSize), sizeof(used));
+      std::memcpy(&used, ram_.data() + (kUsed - kRamBase) + 4 + 8 * (last_used_ % kQueueSize),
+                  sizeof(used));
       ++last_used_;
       if (from_le(used.id) != head) fail("used id is not the head");
       if (from_le(used.len) > writable_total) fail("used length beyond the writable part");
@@ -238,7 +246,8 @@ class Harness {
         if (e.writable && e.length > 0) status_element = &e;
       }
       if (status_element == nullptr) fail("completed a request without a writable byte");
-      const std::uint8_t status_byte = ram_[status_element->address + status_element->length - 1 - kRamBase];
+      const std::uint8_t status_byte =
+          ram_[status_element->address + status_element->length - 1 - kRamBase];
       if (status_byte > blk::kStatusUnsupported) fail("status byte is not OK/IOERR/UNSUPP");
     }
     if (read_only_ && backend_->bytes != disk_before) fail("read-only disk changed");
@@ -257,10 +266,12 @@ class Harness {
     std::memcpy(ram_.data() + (address - kRamBase), bytes.data(), bytes.size());
     elements.push_back(Element{address, static_cast<std::uint32_t>(bytes.size()), false});
   }
-  void add_split(std::vector<Element>& elements, const std::vector<std::uint8_t>& bytes, int pieces, bool writable) {
+  void add_split(std::vector<Element>& elements, const std::vector<std::uint8_t>& bytes, int pieces,
+                 bool writable) {
     std::size_t done = 0;
     for (int p = 0; p < pieces && done < bytes.size(); ++p) {
-      const std::size_t n = p + 1 == pieces ? bytes.size() - done : std::max<std::size_t>(1, (bytes.size() - done) / 2);
+      const std::size_t n = p + 1 == pieces ? bytes.size() - done
+                                            : std::max<std::size_t>(1, (bytes.size() - done) / 2);
       const GuestAddress address = alloc(n);
       std::memcpy(ram_.data() + (address - kRamBase), bytes.data() + done, n);
       elements.push_back(Element{address, static_cast<std::uint32_t>(n), writable});
@@ -281,15 +292,17 @@ class Harness {
     if (indirect && elements.size() > 0) {
       const GuestAddress table = alloc(16 * elements.size());
       for (std::size_t i = 0; i < elements.size(); ++i) {
-        put_desc(table + 16 * i, SplitDescriptor{elements[i].address, elements[i].length, flags_of(i),
-                                                 static_cast<std::uint16_t>(i + 1)});
+        put_desc(table + 16 * i, SplitDescriptor{elements[i].address, elements[i].length,
+                                                 flags_of(i), static_cast<std::uint16_t>(i + 1)});
       }
-      put_desc(kDesc, SplitDescriptor{table, static_cast<std::uint32_t>(16 * elements.size()), desc_flags::kIndirect, 0});
+      put_desc(kDesc, SplitDescriptor{table, static_cast<std::uint32_t>(16 * elements.size()),
+                                      desc_flags::kIndirect, 0});
     } else {
       // Too many pieces for the ring would be refused by the device; keep it legal.
       const std::size_t count = std::min<std::size_t>(elements.size(), kQueueSize);
       for (std::size_t i = 0; i < count; ++i) {
-        SplitDescriptor d{elements[i].address, elements[i].length, flags_of(i), static_cast<std::uint16_t>(i + 1)};
+        SplitDescriptor d{elements[i].address, elements[i].length, flags_of(i),
+                          static_cast<std::uint16_t>(i + 1)};
         if (i + 1 == count) d.flags &= static_cast<std::uint16_t>(~desc_flags::kNext);
         put_desc(kDesc + 16 * i, d);
       }

@@ -55,7 +55,8 @@ struct Guest {
     rom_spec.size = rom.size();
     rom_spec.host = rom.data();
     rom_spec.writable = false;
-    if (!memory->add_region(std::move(ram_spec)) || !memory->add_region(std::move(rom_spec))) fail("setup");
+    if (!memory->add_region(std::move(ram_spec)) || !memory->add_region(std::move(rom_spec)))
+      fail("setup");
     memory->set_access_observer([this](const AccessRecord& record) { check_access(record); });
   }
   bool in(const std::vector<std::uint8_t>& bytes, const std::uint8_t* p, std::uint64_t n) const {
@@ -80,20 +81,24 @@ struct Guest {
   }
 };
 
-void check_chain(const Guest& guest, DescriptorChain& chain, std::uint16_t queue_size, std::uint64_t cap) {
+void check_chain(const Guest& guest, DescriptorChain& chain, std::uint16_t queue_size,
+                 std::uint64_t cap) {
   std::uint64_t readable = 0;
   std::uint64_t writable = 0;
   for (const auto& b : chain.readable_buffers()) {
-    if (b.length == 0 || !guest.mapped(b.address, b.length, false)) fail("readable buffer not mapped");
+    if (b.length == 0 || !guest.mapped(b.address, b.length, false))
+      fail("readable buffer not mapped");
     readable += b.length;
   }
   for (const auto& b : chain.writable_buffers()) {
-    if (b.length == 0 || !guest.mapped(b.address, b.length, true)) fail("writable buffer not mapped writable");
+    if (b.length == 0 || !guest.mapped(b.address, b.length, true))
+      fail("writable buffer not mapped writable");
     writable += b.length;
   }
   if (readable != chain.readable_bytes() || writable != chain.writable_bytes()) fail("byte counts");
   if (readable + writable > cap) fail("chain above the byte cap");
-  if (chain.readable_buffers().size() + chain.writable_buffers().size() > queue_size) fail("chain too long");
+  if (chain.readable_buffers().size() + chain.writable_buffers().size() > queue_size)
+    fail("chain too long");
   if (chain.id() >= queue_size) fail("split head outside the table");
   std::vector<std::uint8_t> data(static_cast<std::size_t>(readable));
   if (!chain.reader().read(data)) fail("readable part of a validated chain unreadable");
@@ -125,7 +130,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   Virtqueue queue(0, queue_size);
   if (!queue.set_layout(layout)) fail("layout refused");
-  if (!queue.enable(guest.memory, RingFormat::kSplit, options, nullptr)) fail("valid layout refused");
+  if (!queue.enable(guest.memory, RingFormat::kSplit, options, nullptr))
+    fail("valid layout refused");
 
   std::deque<DescriptorChain> held;
   std::uint64_t completed = 0;
@@ -182,9 +188,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           held.erase(held.begin() + static_cast<long>(pick));
         }
         break;
-      case 3:
-        queue.notify_driver_if_needed();
-        break;
+      case 3: queue.notify_driver_if_needed(); break;
       case 4:  // the driver changes a byte of guest RAM behind the device's back
         if (i + 2 < script_size) {
           const std::size_t offset = (script[i + 1] | (script[i + 2] << 8)) % kRamSize;

@@ -12,8 +12,8 @@ namespace vpci::virtio {
 template <typename Step>
 Status ChainCursor::advance(std::uint64_t length, Step&& step) {
   if (length > remaining()) {
-    return make_error(ErrorCode::kOutOfRange, "{} bytes requested but only {} remain in the chain", length,
-                      remaining());
+    return make_error(ErrorCode::kOutOfRange, "{} bytes requested but only {} remain in the chain",
+                      length, remaining());
   }
   while (length > 0) {
     // Zero-length buffers never enter a chain, so the current buffer has bytes left.
@@ -49,7 +49,8 @@ Status ChainReader::skip(std::uint64_t length) {
 Result<HostBufferList> ChainReader::take_buffers(std::uint64_t length) {
   HostBufferList list;
   VPCI_TRY(advance(length, [&](GuestAddress address, std::uint64_t piece) -> Status {
-    VPCI_ASSIGN_OR_RETURN(HostBufferList part, memory_->host_buffers(address, piece, Access::kRead));
+    VPCI_ASSIGN_OR_RETURN(HostBufferList part,
+                          memory_->host_buffers(address, piece, Access::kRead));
     list.spans.insert(list.spans.end(), part.spans.begin(), part.spans.end());
     for (auto& pin : part.pins) list.pins.push_back(std::move(pin));
     return {};
@@ -70,8 +71,8 @@ Status ChainWriter::write(std::span<const std::uint8_t> data) {
 
 Status ChainWriter::skip(std::uint64_t length) {
   if (length > remaining()) {
-    return make_error(ErrorCode::kOutOfRange, "{} bytes requested but only {} remain in the chain", length,
-                      remaining());
+    return make_error(ErrorCode::kOutOfRange, "{} bytes requested but only {} remain in the chain",
+                      length, remaining());
   }
   if (length > 0 && !skipped_) {
     skipped_ = true;
@@ -83,7 +84,8 @@ Status ChainWriter::skip(std::uint64_t length) {
 Result<HostBufferList> ChainWriter::take_buffers(std::uint64_t length) {
   HostBufferList list;
   VPCI_TRY(advance(length, [&](GuestAddress address, std::uint64_t piece) -> Status {
-    VPCI_ASSIGN_OR_RETURN(HostBufferList part, memory_->host_buffers(address, piece, Access::kWrite));
+    VPCI_ASSIGN_OR_RETURN(HostBufferList part,
+                          memory_->host_buffers(address, piece, Access::kWrite));
     list.spans.insert(list.spans.end(), part.spans.begin(), part.spans.end());
     for (auto& pin : part.pins) list.pins.push_back(std::move(pin));
     return {};
@@ -94,8 +96,12 @@ Result<HostBufferList> ChainWriter::take_buffers(std::uint64_t length) {
 // ---- DescriptorChain --------------------------------------------------------------------
 
 DescriptorChain::DescriptorChain(Virtqueue* queue, std::uint64_t queue_epoch,
-                                 std::shared_ptr<const MemoryMap> memory, ChainDescriptors descriptors)
-    : queue_(queue), queue_epoch_(queue_epoch), memory_(std::move(memory)), descriptors_(std::move(descriptors)),
+                                 std::shared_ptr<const MemoryMap> memory,
+                                 ChainDescriptors descriptors)
+    : queue_(queue),
+      queue_epoch_(queue_epoch),
+      memory_(std::move(memory)),
+      descriptors_(std::move(descriptors)),
       reader_(memory_.get(), descriptors_.readable, descriptors_.readable_bytes),
       writer_(memory_.get(), descriptors_.writable, descriptors_.writable_bytes) {}
 
@@ -103,9 +109,12 @@ DescriptorChain::DescriptorChain(Virtqueue* queue, std::uint64_t queue_epoch,
 // descriptors_.readable/writable stay valid, as does the MemoryMap pointer (the map
 // object itself does not move).
 DescriptorChain::DescriptorChain(DescriptorChain&& other) noexcept
-    : queue_(std::exchange(other.queue_, nullptr)), queue_epoch_(other.queue_epoch_),
-      memory_(std::move(other.memory_)), descriptors_(std::move(other.descriptors_)),
-      reader_(std::move(other.reader_)), writer_(std::move(other.writer_)) {}
+    : queue_(std::exchange(other.queue_, nullptr)),
+      queue_epoch_(other.queue_epoch_),
+      memory_(std::move(other.memory_)),
+      descriptors_(std::move(other.descriptors_)),
+      reader_(std::move(other.reader_)),
+      writer_(std::move(other.writer_)) {}
 
 DescriptorChain& DescriptorChain::operator=(DescriptorChain&& other) noexcept {
   if (this != &other) {
@@ -126,7 +135,8 @@ DescriptorChain::~DescriptorChain() {
 
 void DescriptorChain::complete() {
   const std::uint64_t written = writer_.bytes_written();
-  complete(static_cast<std::uint32_t>(std::min<std::uint64_t>(written, std::numeric_limits<std::uint32_t>::max())));
+  complete(static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(written, std::numeric_limits<std::uint32_t>::max())));
 }
 
 void DescriptorChain::complete(std::uint32_t used_length) {

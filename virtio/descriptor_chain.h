@@ -95,7 +95,8 @@ class ChainWriter : public ChainCursor {
   Status write(std::span<const std::uint8_t> data);
   template <GuestPod T>
   Status write_obj(const T& value) {
-    return write(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&value), sizeof(T)));
+    return write(
+        std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&value), sizeof(T)));
   }
   // Leaves `length` bytes untouched. The used length stops growing at the first skip,
   // because it must not claim bytes the device did not write (§2.7.8.2).
@@ -103,7 +104,9 @@ class ChainWriter : public ChainCursor {
   // The next `length` bytes as host spans the caller fills (preadv); they count as written.
   [[nodiscard]] Result<HostBufferList> take_buffers(std::uint64_t length);
   // Bytes written contiguously from the start of the writable part: the used length.
-  [[nodiscard]] std::uint64_t bytes_written() const { return skipped_ ? written_before_skip_ : position(); }
+  [[nodiscard]] std::uint64_t bytes_written() const {
+    return skipped_ ? written_before_skip_ : position();
+  }
 
  private:
   bool skipped_ = false;
@@ -112,8 +115,8 @@ class ChainWriter : public ChainCursor {
 
 class DescriptorChain {
  public:
-  DescriptorChain(Virtqueue* queue, std::uint64_t queue_epoch, std::shared_ptr<const MemoryMap> memory,
-                  ChainDescriptors descriptors);
+  DescriptorChain(Virtqueue* queue, std::uint64_t queue_epoch,
+                  std::shared_ptr<const MemoryMap> memory, ChainDescriptors descriptors);
   DescriptorChain(DescriptorChain&& other) noexcept;
   DescriptorChain& operator=(DescriptorChain&& other) noexcept;
   DescriptorChain(const DescriptorChain&) = delete;
@@ -123,8 +126,12 @@ class DescriptorChain {
   [[nodiscard]] std::uint16_t id() const { return descriptors_.id; }
   [[nodiscard]] std::uint64_t readable_bytes() const { return descriptors_.readable_bytes; }
   [[nodiscard]] std::uint64_t writable_bytes() const { return descriptors_.writable_bytes; }
-  [[nodiscard]] std::span<const ChainBuffer> readable_buffers() const { return descriptors_.readable; }
-  [[nodiscard]] std::span<const ChainBuffer> writable_buffers() const { return descriptors_.writable; }
+  [[nodiscard]] std::span<const ChainBuffer> readable_buffers() const {
+    return descriptors_.readable;
+  }
+  [[nodiscard]] std::span<const ChainBuffer> writable_buffers() const {
+    return descriptors_.writable;
+  }
   [[nodiscard]] ChainReader& reader() { return reader_; }
   [[nodiscard]] ChainWriter& writer() { return writer_; }
   [[nodiscard]] const MemoryMap& memory() const { return *memory_; }

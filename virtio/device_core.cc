@@ -9,16 +9,21 @@ namespace vpci::virtio {
 namespace {
 
 // Feature bits 24..49 belong to the transport and ring (§2.2); a device must not claim them.
-constexpr std::uint64_t kReservedFeatureMask = ((std::uint64_t{1} << 50) - 1) & ~((std::uint64_t{1} << 24) - 1);
+constexpr std::uint64_t kReservedFeatureMask =
+    ((std::uint64_t{1} << 50) - 1) & ~((std::uint64_t{1} << 24) - 1);
 // Status bits the driver may set. SUSPEND (16) needs VIRTIO_F_SUSPEND, never offered.
-constexpr std::uint8_t kDriverStatusBits =
-    status::kAcknowledge | status::kDriver | status::kFeaturesOk | status::kDriverOk | status::kFailed;
+constexpr std::uint8_t kDriverStatusBits = status::kAcknowledge | status::kDriver |
+                                           status::kFeaturesOk | status::kDriverOk |
+                                           status::kFailed;
 
 }  // namespace
 
 DeviceCore::DeviceCore(std::unique_ptr<Device> device, std::shared_ptr<GuestMemory> memory,
                        InterruptSink* interrupts, CoreOptions options)
-    : device_(std::move(device)), memory_(std::move(memory)), interrupts_(interrupts), options_(options) {
+    : device_(std::move(device)),
+      memory_(std::move(memory)),
+      interrupts_(interrupts),
+      options_(options) {
   assert(device_ != nullptr && memory_ != nullptr && interrupts_ != nullptr);
   assert((device_->device_features() & kReservedFeatureMask) == 0);
   device_->attach(this);
@@ -31,11 +36,14 @@ DeviceCore::DeviceCore(std::unique_ptr<Device> device, std::shared_ptr<GuestMemo
   }
 }
 
-DeviceCore::~DeviceCore() { device_->attach(nullptr); }
+DeviceCore::~DeviceCore() {
+  device_->attach(nullptr);
+}
 
 Status DeviceCore::set_driver_interface(DriverInterface interface) {
   if (status_ != 0) {
-    return make_error(ErrorCode::kConflict, "driver interface changed while the device is initialised (status {:#x})",
+    return make_error(ErrorCode::kConflict,
+                      "driver interface changed while the device is initialised (status {:#x})",
                       status_);
   }
   interface_ = interface;
@@ -75,11 +83,12 @@ std::uint32_t DeviceCore::driver_features_word(std::uint32_t select) const {
 Status DeviceCore::write_driver_features_word(std::uint32_t select, std::uint32_t value) {
   if (select >= 2) {
     if (value == 0) return {};
-    return make_error(ErrorCode::kProtocolViolation, "driver features word {} written with {:#x}", select, value);
+    return make_error(ErrorCode::kProtocolViolation, "driver features word {} written with {:#x}",
+                      select, value);
   }
   const unsigned shift = 32 * select;
-  const std::uint64_t merged =
-      (driver_features_ & ~(std::uint64_t{0xFFFF'FFFFu} << shift)) | (std::uint64_t{value} << shift);
+  const std::uint64_t merged = (driver_features_ & ~(std::uint64_t{0xFFFF'FFFFu} << shift)) |
+                               (std::uint64_t{value} << shift);
   return set_driver_features(merged);
 }
 
@@ -106,7 +115,8 @@ Status DeviceCore::negotiate_modern_features() {
   const std::uint64_t offered = device_features();
   // §2.2.1: "The driver MUST NOT accept a feature which the device did not offer".
   if ((driver_features_ & ~offered) != 0) {
-    return make_error(ErrorCode::kProtocolViolation, "driver accepted features {:#x} that were not offered",
+    return make_error(ErrorCode::kProtocolViolation,
+                      "driver accepted features {:#x} that were not offered",
                       driver_features_ & ~offered);
   }
   // §6.2: "A device MAY fail to operate further if VIRTIO_F_VERSION_1 is not accepted."
@@ -114,8 +124,10 @@ Status DeviceCore::negotiate_modern_features() {
   if (!has_feature(driver_features_, feature::kVersion1)) {
     return make_error(ErrorCode::kProtocolViolation, "driver did not accept VIRTIO_F_VERSION_1");
   }
-  if (options_.require_access_platform && !has_feature(driver_features_, feature::kAccessPlatform)) {
-    return make_error(ErrorCode::kProtocolViolation, "driver did not accept VIRTIO_F_ACCESS_PLATFORM");
+  if (options_.require_access_platform &&
+      !has_feature(driver_features_, feature::kAccessPlatform)) {
+    return make_error(ErrorCode::kProtocolViolation,
+                      "driver did not accept VIRTIO_F_ACCESS_PLATFORM");
   }
   VPCI_TRY(device_->accept_features(driver_features_));
   negotiated_features_ = driver_features_;
@@ -135,7 +147,8 @@ Status DeviceCore::write_status(std::uint8_t value) {
   const std::uint8_t current = status_ & static_cast<std::uint8_t>(~status::kDeviceNeedsReset);
   // §2.1.1: "The driver MUST NOT clear a device status bit."
   if ((current & ~requested) != 0) {
-    return make_error(ErrorCode::kProtocolViolation, "driver cleared status bits {:#x} (status {:#x} -> {:#x})",
+    return make_error(ErrorCode::kProtocolViolation,
+                      "driver cleared status bits {:#x} (status {:#x} -> {:#x})",
                       current & ~requested, status_, value);
   }
   std::uint8_t added = requested & static_cast<std::uint8_t>(~current);
@@ -150,12 +163,14 @@ Status DeviceCore::write_status(std::uint8_t value) {
     if (interface_ == DriverInterface::kLegacy) {
       // Legacy drivers have no FEATURES_OK step (§3.1.2); ignore the bit.
       added &= static_cast<std::uint8_t>(~status::kFeaturesOk);
-      if (result) result = make_error(ErrorCode::kProtocolViolation, "FEATURES_OK set by a legacy driver");
+      if (result)
+        result = make_error(ErrorCode::kProtocolViolation, "FEATURES_OK set by a legacy driver");
     } else if (auto negotiated = negotiate_modern_features(); !negotiated) {
       // §2.2.2: refuse by not setting FEATURES_OK; the driver sees it on re-reading
       // status (§3.1.1 step 6) and sets FAILED.
       added &= static_cast<std::uint8_t>(~status::kFeaturesOk);
-      if (result) result = tl::unexpected(std::move(negotiated).error().with_context("FEATURES_OK refused"));
+      if (result)
+        result = tl::unexpected(std::move(negotiated).error().with_context("FEATURES_OK refused"));
     }
   }
 
@@ -163,7 +178,8 @@ Status DeviceCore::write_status(std::uint8_t value) {
   if (driver_ok_now && interface_ == DriverInterface::kModern &&
       ((current | added) & status::kFeaturesOk) == 0) {
     added &= static_cast<std::uint8_t>(~status::kDriverOk);
-    if (result) result = make_error(ErrorCode::kProtocolViolation, "DRIVER_OK set without FEATURES_OK");
+    if (result)
+      result = make_error(ErrorCode::kProtocolViolation, "DRIVER_OK set without FEATURES_OK");
   }
 
   status_ |= static_cast<std::uint8_t>(added & ~status::kDriverOk);
@@ -215,8 +231,8 @@ void DeviceCore::set_needs_reset(const Error& error) {
 Status DeviceCore::read_config(std::uint32_t offset, std::span<std::uint8_t> out) {
   const std::uint64_t end = std::uint64_t{offset} + out.size();
   if (end > device_->config_size()) {
-    return make_error(ErrorCode::kOutOfRange, "config read {:#x}+{} beyond {} bytes", offset, out.size(),
-                      device_->config_size());
+    return make_error(ErrorCode::kOutOfRange, "config read {:#x}+{} beyond {} bytes", offset,
+                      out.size(), device_->config_size());
   }
   device_->read_config(offset, out);
   return {};
@@ -225,8 +241,8 @@ Status DeviceCore::read_config(std::uint32_t offset, std::span<std::uint8_t> out
 Status DeviceCore::write_config(std::uint32_t offset, std::span<const std::uint8_t> data) {
   const std::uint64_t end = std::uint64_t{offset} + data.size();
   if (end > device_->config_size()) {
-    return make_error(ErrorCode::kOutOfRange, "config write {:#x}+{} beyond {} bytes", offset, data.size(),
-                      device_->config_size());
+    return make_error(ErrorCode::kOutOfRange, "config write {:#x}+{} beyond {} bytes", offset,
+                      data.size(), device_->config_size());
   }
   device_->write_config(offset, data);
   return {};
@@ -245,22 +261,26 @@ void DeviceCore::config_changed() {
   if ((status_ & status::kDriverOk) != 0) interrupts_->raise_config_interrupt();
 }
 
-void DeviceCore::device_failed(const Error& error) { set_needs_reset(error); }
+void DeviceCore::device_failed(const Error& error) {
+  set_needs_reset(error);
+}
 
 // ---- queues ----------------------------------------------------------------------------------
 
 Result<QueueRegisters> DeviceCore::queue_registers(std::uint16_t queue) const {
   if (queue >= queues_.size()) {
-    return make_error(ErrorCode::kOutOfRange, "queue {} does not exist ({} queues)", queue, queues_.size());
+    return make_error(ErrorCode::kOutOfRange, "queue {} does not exist ({} queues)", queue,
+                      queues_.size());
   }
   const Virtqueue& q = *queues_[queue];
-  return QueueRegisters{q.max_size(), q.size(), q.layout().desc, q.layout().driver, q.layout().device,
-                        q.enabled(), q.failed()};
+  return QueueRegisters{q.max_size(),      q.size(),    q.layout().desc, q.layout().driver,
+                        q.layout().device, q.enabled(), q.failed()};
 }
 
 Result<Virtqueue*> DeviceCore::queue_for_setup(std::uint16_t queue) {
   if (queue >= queues_.size()) {
-    return make_error(ErrorCode::kOutOfRange, "queue {} does not exist ({} queues)", queue, queues_.size());
+    return make_error(ErrorCode::kOutOfRange, "queue {} does not exist ({} queues)", queue,
+                      queues_.size());
   }
   return queues_[queue].get();
 }
@@ -304,8 +324,9 @@ Status DeviceCore::enable_queue(std::uint16_t queue) {
     // but they are latched only at DRIVER_OK.
     negotiated_features_ = driver_features_;
   }
-  const RingFormat format =
-      has_feature(negotiated_features_, feature::kRingPacked) ? RingFormat::kPacked : RingFormat::kSplit;
+  const RingFormat format = has_feature(negotiated_features_, feature::kRingPacked)
+                                ? RingFormat::kPacked
+                                : RingFormat::kSplit;
   // A failure is reported through queue_failed(), which sets DEVICE_NEEDS_RESET.
   return q->enable(memory_, format, ring_options(), this);
 }
@@ -313,7 +334,8 @@ Status DeviceCore::enable_queue(std::uint16_t queue) {
 Status DeviceCore::reset_queue(std::uint16_t queue) {
   VPCI_ASSIGN_OR_RETURN(Virtqueue * q, queue_for_setup(queue));
   if (!has_feature(negotiated_features_, feature::kRingReset)) {
-    return make_error(ErrorCode::kProtocolViolation, "queue {} reset without VIRTIO_F_RING_RESET", queue);
+    return make_error(ErrorCode::kProtocolViolation, "queue {} reset without VIRTIO_F_RING_RESET",
+                      queue);
   }
   device_->reset_queue(queue);
   q->reset();
@@ -323,7 +345,8 @@ Status DeviceCore::reset_queue(std::uint16_t queue) {
 Status DeviceCore::set_legacy_queue_pfn(std::uint16_t queue, std::uint32_t pfn) {
   VPCI_ASSIGN_OR_RETURN(Virtqueue * q, queue_for_setup(queue));
   if (interface_ != DriverInterface::kLegacy) {
-    return make_error(ErrorCode::kProtocolViolation, "legacy queue address written through the modern interface");
+    return make_error(ErrorCode::kProtocolViolation,
+                      "legacy queue address written through the modern interface");
   }
   if (pfn == 0) {
     // What legacy drivers write to tear a queue down.
@@ -335,7 +358,8 @@ Status DeviceCore::set_legacy_queue_pfn(std::uint16_t queue, std::uint32_t pfn) 
     return make_error(ErrorCode::kConflict, "queue {} address written while enabled", queue);
   }
   const GuestAddress base = GuestAddress{pfn} << kLegacyQueuePfnShift;
-  VPCI_ASSIGN_OR_RETURN(QueueLayout layout, legacy_split_layout(base, q->max_size(), kLegacyQueueAlign));
+  VPCI_ASSIGN_OR_RETURN(QueueLayout layout,
+                        legacy_split_layout(base, q->max_size(), kLegacyQueueAlign));
   VPCI_TRY(q->set_layout(layout));
   return enable_queue(queue);
 }
@@ -350,7 +374,8 @@ Result<std::uint32_t> DeviceCore::legacy_queue_pfn(std::uint16_t queue) const {
 
 Status DeviceCore::notify(std::uint16_t queue) {
   if (queue >= queues_.size()) {
-    return make_error(ErrorCode::kOutOfRange, "notification for queue {} ({} queues)", queue, queues_.size());
+    return make_error(ErrorCode::kOutOfRange, "notification for queue {} ({} queues)", queue,
+                      queues_.size());
   }
   // §2.1.2: no buffers are consumed before DRIVER_OK; after FAILED the driver gave up.
   if (!running()) return {};

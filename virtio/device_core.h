@@ -61,6 +61,11 @@
 // every available chain before returning — then sends a used buffer notification if
 // the driver wants one. Asynchronous devices can complete chains later on the same
 // thread and call Virtqueue::notify_driver_if_needed() themselves.
+//
+// Never offered (a transport must not advertise what the core does not do):
+// VIRTIO_F_NOTIFICATION_DATA (doorbells carry only the queue index), IN_ORDER,
+// ORDER_PLATFORM, SR_IOV, NOTIF_CONFIG_DATA, ADMIN_VQ, SUSPEND, and the legacy-only
+// NOTIFY_ON_EMPTY / ANY_LAYOUT.
 #pragma once
 
 #include <cstdint>
@@ -119,8 +124,8 @@ inline constexpr std::uint64_t kLegacyQueueAlign = 4096;
 class DeviceCore final : private DeviceHost, private QueueEventSink {
  public:
   // `interrupts` must outlive the core.
-  DeviceCore(std::unique_ptr<Device> device, std::shared_ptr<GuestMemory> memory, InterruptSink* interrupts,
-             CoreOptions options = {});
+  DeviceCore(std::unique_ptr<Device> device, std::shared_ptr<GuestMemory> memory,
+             InterruptSink* interrupts, CoreOptions options = {});
   DeviceCore(const DeviceCore&) = delete;
   DeviceCore& operator=(const DeviceCore&) = delete;
   ~DeviceCore();
@@ -162,7 +167,9 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   [[nodiscard]] std::uint8_t config_generation();
 
   // ---- queues (§4.1.4.3) -------------------------------------------------------------------
-  [[nodiscard]] std::uint16_t num_queues() const { return static_cast<std::uint16_t>(queues_.size()); }
+  [[nodiscard]] std::uint16_t num_queues() const {
+    return static_cast<std::uint16_t>(queues_.size());
+  }
   [[nodiscard]] Result<QueueRegisters> queue_registers(std::uint16_t queue) const;
   Status set_queue_size(std::uint16_t queue, std::uint16_t size);
   Status set_queue_desc(std::uint16_t queue, GuestAddress address);

@@ -12,7 +12,9 @@ bool range_wraps(GuestAddress address, std::uint64_t length) {
   return length != 0 && address > std::numeric_limits<std::uint64_t>::max() - (length - 1);
 }
 
-const char* access_name(Access access) { return access == Access::kWrite ? "write" : "read"; }
+const char* access_name(Access access) {
+  return access == Access::kWrite ? "write" : "read";
+}
 
 }  // namespace
 
@@ -20,8 +22,9 @@ const char* access_name(Access access) { return access == Access::kWrite ? "writ
 
 const MemoryRegion* MemoryMap::find_region(GuestAddress address) const {
   // The last region whose base is <= address, if it contains address.
-  auto it = std::upper_bound(regions_.begin(), regions_.end(), address,
-                             [](GuestAddress a, const auto& region) { return a < region->guest_address(); });
+  auto it = std::upper_bound(
+      regions_.begin(), regions_.end(), address,
+      [](GuestAddress a, const auto& region) { return a < region->guest_address(); });
   if (it == regions_.begin()) return nullptr;
   const MemoryRegion* region = std::prev(it)->get();
   return region->contains(address) ? region : nullptr;
@@ -34,7 +37,8 @@ Result<MemoryMap::Chunk> MemoryMap::resolve(GuestAddress address, std::uint64_t 
     // A translator that returns nothing or more than asked breaks its contract; refuse
     // rather than loop forever or overrun.
     if (range.host.empty() || range.host.size() > length || range.host.data() == nullptr) {
-      return make_error(ErrorCode::kIoError, "address translator returned {} bytes for a {}-byte {} at {:#x}",
+      return make_error(ErrorCode::kIoError,
+                        "address translator returned {} bytes for a {}-byte {} at {:#x}",
                         range.host.size(), length, access_name(access), address);
     }
     return Chunk{range.host.data(), range.host.size(), std::move(range.pin)};
@@ -44,7 +48,8 @@ Result<MemoryMap::Chunk> MemoryMap::resolve(GuestAddress address, std::uint64_t 
     return make_error(ErrorCode::kOutOfRange, "guest address {:#x} is not mapped", address);
   }
   if (access == Access::kWrite && !region->writable()) {
-    return make_error(ErrorCode::kOutOfRange, "guest address {:#x} is in a read-only region", address);
+    return make_error(ErrorCode::kOutOfRange, "guest address {:#x} is in a read-only region",
+                      address);
   }
   const std::uint64_t offset = address - region->guest_address();
   const std::uint64_t available = region->last_address() - address + 1;  // <= size, no wrap
@@ -54,8 +59,8 @@ Result<MemoryMap::Chunk> MemoryMap::resolve(GuestAddress address, std::uint64_t 
 Status MemoryMap::collect(GuestAddress address, std::uint64_t length, Access access,
                           std::vector<Chunk>& chunks) const {
   if (range_wraps(address, length)) {
-    return make_error(ErrorCode::kOutOfRange, "guest range {:#x}+{:#x} wraps past the address space",
-                      address, length);
+    return make_error(ErrorCode::kOutOfRange,
+                      "guest range {:#x}+{:#x} wraps past the address space", address, length);
   }
   while (length > 0) {
     auto chunk = resolve(address, length, access);
@@ -97,7 +102,8 @@ Status MemoryMap::write(GuestAddress address, std::span<const std::uint8_t> data
   if (data.empty()) return {};
   if (!(translator_ && translator_->handles(address)) && !range_wraps(address, data.size())) {
     const MemoryRegion* region = find_region(address);
-    if (region != nullptr && region->writable() && data.size() - 1 <= region->last_address() - address) {
+    if (region != nullptr && region->writable() &&
+        data.size() - 1 <= region->last_address() - address) {
       std::uint8_t* host = region->host() + (address - region->guest_address());
       report(address, host, data.size(), Access::kWrite);
       std::memcpy(host, data.data(), data.size());
@@ -117,8 +123,8 @@ Status MemoryMap::write(GuestAddress address, std::span<const std::uint8_t> data
 
 Status MemoryMap::check_range(GuestAddress address, std::uint64_t length, Access access) const {
   if (range_wraps(address, length)) {
-    return make_error(ErrorCode::kOutOfRange, "guest range {:#x}+{:#x} wraps past the address space",
-                      address, length);
+    return make_error(ErrorCode::kOutOfRange,
+                      "guest range {:#x}+{:#x} wraps past the address space", address, length);
   }
   while (length > 0) {
     if (translator_ && translator_->handles(address)) {
@@ -133,7 +139,8 @@ Status MemoryMap::check_range(GuestAddress address, std::uint64_t length, Access
       return make_error(ErrorCode::kOutOfRange, "guest address {:#x} is not mapped", address);
     }
     if (access == Access::kWrite && !region->writable()) {
-      return make_error(ErrorCode::kOutOfRange, "guest address {:#x} is in a read-only region", address);
+      return make_error(ErrorCode::kOutOfRange, "guest address {:#x} is in a read-only region",
+                        address);
     }
     const std::uint64_t available = region->last_address() - address + 1;
     const std::uint64_t step = std::min(available, length);
@@ -165,21 +172,24 @@ Result<HostBufferList> MemoryMap::host_buffers(GuestAddress address, std::uint64
 std::shared_ptr<const MemoryMap> GuestMemory::replace_locked(
     std::vector<std::shared_ptr<const MemoryRegion>> regions) {
   std::shared_ptr<const MemoryMap> old = std::move(current_);
-  current_ = std::make_shared<const MemoryMap>(std::move(regions), translator_, observer_, ++generation_);
+  current_ =
+      std::make_shared<const MemoryMap>(std::move(regions), translator_, observer_, ++generation_);
   return old;
 }
 
 Status GuestMemory::add_region(MemoryRegionSpec spec) {
   if (spec.size == 0) {
-    return make_error(ErrorCode::kInvalidArgument, "memory region at {:#x} is empty", spec.guest_address);
+    return make_error(ErrorCode::kInvalidArgument, "memory region at {:#x} is empty",
+                      spec.guest_address);
   }
   if (spec.host == nullptr) {
     return make_error(ErrorCode::kInvalidArgument, "memory region at {:#x} has no host mapping",
                       spec.guest_address);
   }
   if (range_wraps(spec.guest_address, spec.size)) {
-    return make_error(ErrorCode::kOutOfRange, "memory region {:#x}+{:#x} wraps past the address space",
-                      spec.guest_address, spec.size);
+    return make_error(ErrorCode::kOutOfRange,
+                      "memory region {:#x}+{:#x} wraps past the address space", spec.guest_address,
+                      spec.size);
   }
   const GuestAddress first = spec.guest_address;
   const GuestAddress last = spec.guest_address + (spec.size - 1);
@@ -191,14 +201,15 @@ Status GuestMemory::add_region(MemoryRegionSpec spec) {
     std::lock_guard lock(mutex_);
     for (const auto& existing : current_->regions()) {
       if (first <= existing->last_address() && existing->guest_address() <= last) {
-        return make_error(ErrorCode::kConflict, "memory region {:#x}..{:#x} overlaps {:#x}..{:#x}", first,
-                          last, existing->guest_address(), existing->last_address());
+        return make_error(ErrorCode::kConflict, "memory region {:#x}..{:#x} overlaps {:#x}..{:#x}",
+                          first, last, existing->guest_address(), existing->last_address());
       }
     }
     std::vector<std::shared_ptr<const MemoryRegion>> regions(current_->regions().begin(),
                                                              current_->regions().end());
-    auto pos = std::upper_bound(regions.begin(), regions.end(), first,
-                                [](GuestAddress a, const auto& r) { return a < r->guest_address(); });
+    auto pos =
+        std::upper_bound(regions.begin(), regions.end(), first,
+                         [](GuestAddress a, const auto& r) { return a < r->guest_address(); });
     regions.insert(pos, std::move(region));
     old = replace_locked(std::move(regions));
   }
@@ -230,7 +241,8 @@ Result<std::size_t> GuestMemory::remove_range(GuestAddress address, std::uint64_
       removed.push_back(region);
     }
     if (removed.empty()) {
-      return make_error(ErrorCode::kNotFound, "no memory region inside {:#x}..{:#x}", address, last);
+      return make_error(ErrorCode::kNotFound, "no memory region inside {:#x}..{:#x}", address,
+                        last);
     }
     old = replace_locked(std::move(kept));
   }

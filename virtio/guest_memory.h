@@ -102,6 +102,8 @@ struct TranslatedRange {
   std::shared_ptr<const void> pin;
 };
 
+// Shared by every snapshot, so called from any thread that accesses guest memory:
+// implementations must be thread-safe.
 class AddressTranslator {
  public:
   virtual ~AddressTranslator() = default;
@@ -109,8 +111,8 @@ class AddressTranslator {
   [[nodiscard]] virtual bool handles(GuestAddress address) const = 0;
   // Maps [address, address + length) or a non-empty prefix of it. Called only for
   // addresses `handles()` accepted, with length > 0 and no wrap past 2^64.
-  [[nodiscard]] virtual Result<TranslatedRange> translate(GuestAddress address, std::uint64_t length,
-                                                          Access access) = 0;
+  [[nodiscard]] virtual Result<TranslatedRange> translate(GuestAddress address,
+                                                          std::uint64_t length, Access access) = 0;
 };
 
 struct AccessRecord {
@@ -119,6 +121,8 @@ struct AccessRecord {
   std::uint64_t length;
   Access access;
 };
+// Called for every host range a MemoryMap reads, writes or hands out, on the thread
+// doing the access (possibly several at once). For tests and fuzzing.
 using AccessObserver = std::function<void(const AccessRecord&)>;
 
 // Host memory for a guest range, possibly in several pieces (the range crossed regions
@@ -142,8 +146,10 @@ class MemoryMap {
   MemoryMap(std::vector<std::shared_ptr<const MemoryRegion>> regions,
             std::shared_ptr<AddressTranslator> translator,
             std::shared_ptr<const AccessObserver> observer, std::uint64_t generation)
-      : regions_(std::move(regions)), translator_(std::move(translator)),
-        observer_(std::move(observer)), generation_(generation) {}
+      : regions_(std::move(regions)),
+        translator_(std::move(translator)),
+        observer_(std::move(observer)),
+        generation_(generation) {}
 
   // Copies guest bytes [address, address + out.size()) to `out`. All or nothing.
   Status read(GuestAddress address, std::span<std::uint8_t> out) const;
@@ -153,12 +159,14 @@ class MemoryMap {
   template <GuestPod T>
   [[nodiscard]] Result<T> read_obj(GuestAddress address) const {
     T value{};
-    VPCI_TRY(read(address, std::span<std::uint8_t>(reinterpret_cast<std::uint8_t*>(&value), sizeof(T))));
+    VPCI_TRY(
+        read(address, std::span<std::uint8_t>(reinterpret_cast<std::uint8_t*>(&value), sizeof(T))));
     return value;
   }
   template <GuestPod T>
   Status write_obj(GuestAddress address, const T& value) const {
-    return write(address, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&value), sizeof(T)));
+    return write(address, std::span<const std::uint8_t>(
+                              reinterpret_cast<const std::uint8_t*>(&value), sizeof(T)));
   }
 
   // Succeeds if every byte of the range is mapped for `access`. Does not report to the
@@ -171,7 +179,9 @@ class MemoryMap {
                                                     Access access) const;
 
   [[nodiscard]] const MemoryRegion* find_region(GuestAddress address) const;
-  [[nodiscard]] std::span<const std::shared_ptr<const MemoryRegion>> regions() const { return regions_; }
+  [[nodiscard]] std::span<const std::shared_ptr<const MemoryRegion>> regions() const {
+    return regions_;
+  }
   // Increases with every change to the region set.
   [[nodiscard]] std::uint64_t generation() const { return generation_; }
 
@@ -182,11 +192,13 @@ class MemoryMap {
     std::shared_ptr<const void> pin;
   };
   // The longest host-contiguous prefix (<= length bytes, >= 1) of the range at `address`.
-  [[nodiscard]] Result<Chunk> resolve(GuestAddress address, std::uint64_t length, Access access) const;
+  [[nodiscard]] Result<Chunk> resolve(GuestAddress address, std::uint64_t length,
+                                      Access access) const;
   // Resolves the whole range into chunks; fails without side effects if any byte is bad.
   [[nodiscard]] Status collect(GuestAddress address, std::uint64_t length, Access access,
                                std::vector<Chunk>& chunks) const;
-  void report(GuestAddress address, const std::uint8_t* host, std::uint64_t length, Access access) const {
+  void report(GuestAddress address, const std::uint8_t* host, std::uint64_t length,
+              Access access) const {
     if (observer_) (*observer_)(AccessRecord{address, host, length, access});
   }
 
@@ -218,7 +230,8 @@ class GuestMemory {
 
  private:
   // Publishes a new map built from `regions`; the old map is released after unlocking.
-  std::shared_ptr<const MemoryMap> replace_locked(std::vector<std::shared_ptr<const MemoryRegion>> regions);
+  std::shared_ptr<const MemoryMap> replace_locked(
+      std::vector<std::shared_ptr<const MemoryRegion>> regions);
 
   mutable std::mutex mutex_;
   std::shared_ptr<const MemoryMap> current_;

@@ -33,25 +33,29 @@ Result<PackedRing> PackedRing::create(const MemoryMap& memory, const QueueLayout
                                       const RingOptions& options) {
   // §2.8: "Packed virtqueues support up to 2^15 entries each"; any size is allowed.
   if (layout.size == 0 || layout.size > kMaxQueueSize) {
-    return make_error(ErrorCode::kProtocolViolation, "packed queue size {} is not in 1..{}", layout.size,
-                      kMaxQueueSize);
+    return make_error(ErrorCode::kProtocolViolation, "packed queue size {} is not in 1..{}",
+                      layout.size, kMaxQueueSize);
   }
   // §2.8.10.1 alignment table. The descriptor ring must be writable: used descriptors
   // are written into it.
-  VPCI_TRY(ring_internal::check_area(memory, "descriptor ring", layout.desc, packed_layout::desc_bytes(layout.size),
+  VPCI_TRY(ring_internal::check_area(memory, "descriptor ring", layout.desc,
+                                     packed_layout::desc_bytes(layout.size),
                                      packed_layout::kDescAlign, Access::kWrite));
-  VPCI_TRY(ring_internal::check_area(memory, "driver event suppression", layout.driver, packed_layout::kEventBytes,
-                                     packed_layout::kEventAlign, Access::kRead));
-  VPCI_TRY(ring_internal::check_area(memory, "device event suppression", layout.device, packed_layout::kEventBytes,
-                                     packed_layout::kEventAlign, Access::kWrite));
+  VPCI_TRY(ring_internal::check_area(memory, "driver event suppression", layout.driver,
+                                     packed_layout::kEventBytes, packed_layout::kEventAlign,
+                                     Access::kRead));
+  VPCI_TRY(ring_internal::check_area(memory, "device event suppression", layout.device,
+                                     packed_layout::kEventBytes, packed_layout::kEventAlign,
+                                     Access::kWrite));
   // Notifications start enabled whatever the driver left in the device area.
   VPCI_TRY(memory.write_obj(layout.device, PackedEventSuppress{0, to_le(ring_event::kEnable)}));
   return PackedRing(layout, options);
 }
 
 Result<bool> PackedRing::head_available(const MemoryMap& memory) const {
-  VPCI_ASSIGN_OR_RETURN(std::uint16_t flags,
-                        memory.read_obj<std::uint16_t>(layout_.desc + 16ull * next_avail_ + kFlagsOffset));
+  VPCI_ASSIGN_OR_RETURN(
+      std::uint16_t flags,
+      memory.read_obj<std::uint16_t>(layout_.desc + 16ull * next_avail_ + kFlagsOffset));
   return is_available(from_le(flags), avail_wrap_);
 }
 
@@ -60,9 +64,11 @@ Result<std::optional<ChainDescriptors>> PackedRing::pop(const MemoryMap& memory)
   if (!available) {
     // §2.8.10 / §2.8.14: ask for a notification for the next descriptor (EVENT_IDX) or
     // any descriptor, then look again in case the driver got there first.
-    const std::uint16_t event_desc = static_cast<std::uint16_t>(next_avail_ | (avail_wrap_ ? 0x8000u : 0u));
+    const std::uint16_t event_desc =
+        static_cast<std::uint16_t>(next_avail_ | (avail_wrap_ ? 0x8000u : 0u));
     const std::uint16_t event_flags = options_.event_idx ? ring_event::kDesc : ring_event::kEnable;
-    VPCI_TRY(memory.write_obj(layout_.device, PackedEventSuppress{to_le(event_desc), to_le(event_flags)}));
+    VPCI_TRY(memory.write_obj(layout_.device,
+                              PackedEventSuppress{to_le(event_desc), to_le(event_flags)}));
     full_fence();
     VPCI_ASSIGN_OR_RETURN(available, head_available(memory));
     if (!available) return std::nullopt;
@@ -92,28 +98,29 @@ Result<ChainDescriptors> PackedRing::walk_chain(const MemoryMap& memory) const {
   for (;;) {
     // §2.8.17: "A driver MUST NOT create a descriptor list longer than the Queue Size."
     if (slots == layout_.size) {
-      return make_error(ErrorCode::kProtocolViolation, "descriptor list longer than the queue size {}",
-                        layout_.size);
+      return make_error(ErrorCode::kProtocolViolation,
+                        "descriptor list longer than the queue size {}", layout_.size);
     }
-    VPCI_ASSIGN_OR_RETURN(PackedDescriptor raw, memory.read_obj<PackedDescriptor>(layout_.desc + 16ull * index));
+    VPCI_ASSIGN_OR_RETURN(PackedDescriptor raw,
+                          memory.read_obj<PackedDescriptor>(layout_.desc + 16ull * index));
     const PackedDescriptor desc = to_host(raw);
     ++slots;
     // The head was checked before the acquire fence; every later descriptor of the
     // list must be available under the wrap counter of its own slot (§2.8.6 note).
     if (slots > 1 && !is_available(desc.flags, wrap)) {
-      return make_error(ErrorCode::kProtocolViolation, "descriptor {} continues a list but is not available",
-                        index);
+      return make_error(ErrorCode::kProtocolViolation,
+                        "descriptor {} continues a list but is not available", index);
     }
     if ((desc.flags & desc_flags::kIndirect) != 0) {
       if (!options_.indirect) {
-        return make_error(ErrorCode::kProtocolViolation, "descriptor {} is INDIRECT but INDIRECT_DESC was not negotiated",
-                          index);
+        return make_error(ErrorCode::kProtocolViolation,
+                          "descriptor {} is INDIRECT but INDIRECT_DESC was not negotiated", index);
       }
       // §2.8.19: "A driver MUST NOT write direct descriptors with DESC_F_INDIRECT set
       // in a scatter-gather list linked by VIRTQ_DESC_F_NEXT."
       if (slots > 1 || (desc.flags & desc_flags::kNext) != 0) {
-        return make_error(ErrorCode::kProtocolViolation, "INDIRECT descriptor {} is part of a NEXT-linked list",
-                          index);
+        return make_error(ErrorCode::kProtocolViolation,
+                          "INDIRECT descriptor {} is part of a NEXT-linked list", index);
       }
       VPCI_TRY(walk_indirect(memory, desc.addr, desc.len, chain));
       chain.id = desc.id;
@@ -137,25 +144,28 @@ Result<ChainDescriptors> PackedRing::walk_chain(const MemoryMap& memory) const {
 Status PackedRing::walk_indirect(const MemoryMap& memory, GuestAddress table, std::uint32_t length,
                                  ChainDescriptors& chain) const {
   if (length == 0 || length % sizeof(PackedDescriptor) != 0) {
-    return make_error(ErrorCode::kProtocolViolation, "indirect table length {} is not a non-zero multiple of 16",
-                      length);
+    return make_error(ErrorCode::kProtocolViolation,
+                      "indirect table length {} is not a non-zero multiple of 16", length);
   }
   const std::uint32_t entries = length / static_cast<std::uint32_t>(sizeof(PackedDescriptor));
   // §2.8.5: without a device limit "the maximum number of descriptors in a list is the
   // virt queue size"; all len/16 entries of a packed table are used (§2.8.7).
   if (entries > layout_.size) {
-    return make_error(ErrorCode::kProtocolViolation, "indirect table of {} entries exceeds the queue size {}",
-                      entries, layout_.size);
+    return make_error(ErrorCode::kProtocolViolation,
+                      "indirect table of {} entries exceeds the queue size {}", entries,
+                      layout_.size);
   }
   VPCI_TRY(ring_internal::check_area(memory, "indirect table", table, length, 1, Access::kRead));
   std::vector<PackedDescriptor> descriptors(entries);
-  VPCI_TRY(memory.read(table, std::span<std::uint8_t>(reinterpret_cast<std::uint8_t*>(descriptors.data()), length)));
+  VPCI_TRY(memory.read(
+      table, std::span<std::uint8_t>(reinterpret_cast<std::uint8_t*>(descriptors.data()), length)));
   for (std::uint32_t i = 0; i < entries; ++i) {
     const PackedDescriptor desc = to_host(descriptors[i]);
     // §2.8.19: only WRITE is valid in an indirect table; a nested table is refused
     // rather than ignored, because following it is exactly what a hostile ring wants.
     if ((desc.flags & desc_flags::kIndirect) != 0) {
-      return make_error(ErrorCode::kProtocolViolation, "nested indirect table in indirect entry {}", i);
+      return make_error(ErrorCode::kProtocolViolation, "nested indirect table in indirect entry {}",
+                        i);
     }
     VPCI_TRY(ring_internal::append_buffer(memory, options_, chain, desc.addr, desc.len,
                                           (desc.flags & desc_flags::kWrite) != 0));
@@ -166,15 +176,17 @@ Status PackedRing::walk_indirect(const MemoryMap& memory, GuestAddress table, st
 Status PackedRing::push_used(const MemoryMap& memory, std::uint16_t id, std::uint16_t ring_slots,
                              std::uint32_t length) {
   if (ring_slots == 0 || ring_slots > layout_.size) {
-    return make_error(ErrorCode::kInvalidArgument, "used buffer of {} ring slots in a ring of {}", ring_slots,
-                      layout_.size);
+    return make_error(ErrorCode::kInvalidArgument, "used buffer of {} ring slots in a ring of {}",
+                      ring_slots, layout_.size);
   }
   const GuestAddress slot = layout_.desc + 16ull * next_used_;
   VPCI_TRY(memory.write_obj(slot + kLenOffset, to_le(length)));
   VPCI_TRY(memory.write_obj(slot + kIdOffset, to_le(id)));
   // The driver reads id/len after it sees the flags change; publish them first.
   release_fence();
-  std::uint16_t flags = used_wrap_ ? static_cast<std::uint16_t>(desc_flags::kPackedAvail | desc_flags::kPackedUsed) : 0;
+  std::uint16_t flags =
+      used_wrap_ ? static_cast<std::uint16_t>(desc_flags::kPackedAvail | desc_flags::kPackedUsed)
+                 : 0;
   if (length > 0) flags |= desc_flags::kWrite;  // §2.8.3: WRITE in a used descriptor = data written
   VPCI_TRY(memory.write_obj(slot + kFlagsOffset, to_le(flags)));
   const std::uint32_t next = std::uint32_t{next_used_} + ring_slots;
@@ -196,7 +208,8 @@ Result<bool> PackedRing::needs_notification(const MemoryMap& memory) {
   const std::uint64_t advanced = slots_since_check_;
   slots_since_check_ = 0;
 
-  VPCI_ASSIGN_OR_RETURN(PackedEventSuppress raw, memory.read_obj<PackedEventSuppress>(layout_.driver));
+  VPCI_ASSIGN_OR_RETURN(PackedEventSuppress raw,
+                        memory.read_obj<PackedEventSuppress>(layout_.driver));
   const std::uint16_t mode = from_le(raw.flags) & 0x3;
   if (mode == ring_event::kDisable) return false;
   // ENABLE, the reserved value 3, and DESC without EVENT_IDX all notify: a spurious

@@ -43,7 +43,8 @@ class PackedRing {
 
   [[nodiscard]] Result<std::optional<ChainDescriptors>> pop(const MemoryMap& memory);
   // Writes the used descriptor for a buffer that occupied `ring_slots` ring entries.
-  Status push_used(const MemoryMap& memory, std::uint16_t id, std::uint16_t ring_slots, std::uint32_t length);
+  Status push_used(const MemoryMap& memory, std::uint16_t id, std::uint16_t ring_slots,
+                   std::uint32_t length);
   [[nodiscard]] Result<bool> needs_notification(const MemoryMap& memory);
 
   [[nodiscard]] const QueueLayout& layout() const { return layout_; }
@@ -53,7 +54,8 @@ class PackedRing {
   [[nodiscard]] bool used_wrap_counter() const { return used_wrap_; }
 
  private:
-  PackedRing(const QueueLayout& layout, const RingOptions& options) : layout_(layout), options_(options) {}
+  PackedRing(const QueueLayout& layout, const RingOptions& options)
+      : layout_(layout), options_(options) {}
 
   [[nodiscard]] Result<bool> head_available(const MemoryMap& memory) const;
   [[nodiscard]] Result<ChainDescriptors> walk_chain(const MemoryMap& memory) const;

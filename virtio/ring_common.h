@@ -16,15 +16,21 @@ namespace vpci::virtio::ring_internal {
 }
 
 // Pairs with the driver's write barrier before it publishes an index or flags word.
-inline void acquire_fence() { std::atomic_thread_fence(std::memory_order_acquire); }
+inline void acquire_fence() {
+  std::atomic_thread_fence(std::memory_order_acquire);
+}
 // Orders the device's ring writes before the index or flags word that publishes them.
-inline void release_fence() { std::atomic_thread_fence(std::memory_order_release); }
+inline void release_fence() {
+  std::atomic_thread_fence(std::memory_order_release);
+}
 // Orders a store we published before a load of the other side's suppression field.
-inline void full_fence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void full_fence() {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
 
 // A ring area must be aligned and fully mapped with the given access.
-Status check_area(const MemoryMap& memory, const char* what, GuestAddress address, std::uint64_t bytes,
-                  std::uint64_t align, Access access);
+Status check_area(const MemoryMap& memory, const char* what, GuestAddress address,
+                  std::uint64_t bytes, std::uint64_t align, Access access);
 
 // Adds one buffer descriptor to `chain`, applying the rules every format shares:
 // readable before writable (§2.7.4.2, §2.8.17), the byte cap (§2.7.5.2), and the buffer

@@ -22,8 +22,8 @@ struct QueueLayout {
 };
 
 struct RingOptions {
-  bool event_idx = false;      // VIRTIO_F_EVENT_IDX negotiated
-  bool indirect = false;       // VIRTIO_F_INDIRECT_DESC negotiated
+  bool event_idx = false;  // VIRTIO_F_EVENT_IDX negotiated
+  bool indirect = false;   // VIRTIO_F_INDIRECT_DESC negotiated
   // Cap on the bytes of one chain. §2.7.5.2 forbids chains above 2^32 bytes; used
   // lengths are 32-bit, so vpci refuses anything above 2^32 - 1.
   std::uint64_t max_chain_bytes = std::numeric_limits<std::uint32_t>::max();

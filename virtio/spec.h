@@ -72,7 +72,9 @@ inline constexpr unsigned kAdminVq = 41;
 inline constexpr unsigned kSuspend = 43;
 }  // namespace feature
 
-[[nodiscard]] constexpr std::uint64_t feature_bit(unsigned bit) { return std::uint64_t{1} << bit; }
+[[nodiscard]] constexpr std::uint64_t feature_bit(unsigned bit) {
+  return std::uint64_t{1} << bit;
+}
 [[nodiscard]] constexpr bool has_feature(std::uint64_t features, unsigned bit) {
   return (features & feature_bit(bit)) != 0;
 }
@@ -93,8 +95,8 @@ namespace desc_flags {
 inline constexpr std::uint16_t kNext = 1;      // §2.7.5 / §2.8.6
 inline constexpr std::uint16_t kWrite = 2;     // device-writable buffer
 inline constexpr std::uint16_t kIndirect = 4;  // buffer holds a descriptor table (§2.7.5.3)
-inline constexpr std::uint16_t kPackedAvail = 1u << 7;   // §2.8.1
-inline constexpr std::uint16_t kPackedUsed = 1u << 15;   // §2.8.1
+inline constexpr std::uint16_t kPackedAvail = 1u << 7;  // §2.8.1
+inline constexpr std::uint16_t kPackedUsed = 1u << 15;  // §2.8.1
 }  // namespace desc_flags
 
 // Split ring flags (§2.7.7, §2.7.10).
@@ -120,7 +122,8 @@ struct SplitDescriptor {
   std::uint16_t flags;
   std::uint16_t next;
 };
-static_assert(sizeof(SplitDescriptor) == 16 && std::has_unique_object_representations_v<SplitDescriptor>);
+static_assert(sizeof(SplitDescriptor) == 16 &&
+              std::has_unique_object_representations_v<SplitDescriptor>);
 
 // struct virtq_used_elem (§2.7.8)
 struct UsedElement {
@@ -136,7 +139,8 @@ struct PackedDescriptor {
   std::uint16_t id;
   std::uint16_t flags;
 };
-static_assert(sizeof(PackedDescriptor) == 16 && std::has_unique_object_representations_v<PackedDescriptor>);
+static_assert(sizeof(PackedDescriptor) == 16 &&
+              std::has_unique_object_representations_v<PackedDescriptor>);
 
 // struct pvirtq_event_suppress (§2.8.14): desc = off:15 | wrap:1, flags = 2-bit mode.
 struct PackedEventSuppress {
@@ -151,21 +155,33 @@ namespace split_layout {
 inline constexpr std::uint64_t kAvailFlags = 0;
 inline constexpr std::uint64_t kAvailIdx = 2;
 inline constexpr std::uint64_t kAvailRing = 4;
-[[nodiscard]] constexpr std::uint64_t used_event_offset(std::uint32_t size) { return 4 + 2ull * size; }
-[[nodiscard]] constexpr std::uint64_t avail_bytes(std::uint32_t size) { return 6 + 2ull * size; }
+[[nodiscard]] constexpr std::uint64_t used_event_offset(std::uint32_t size) {
+  return 4 + 2ull * size;
+}
+[[nodiscard]] constexpr std::uint64_t avail_bytes(std::uint32_t size) {
+  return 6 + 2ull * size;
+}
 inline constexpr std::uint64_t kUsedFlags = 0;
 inline constexpr std::uint64_t kUsedIdx = 2;
 inline constexpr std::uint64_t kUsedRing = 4;
-[[nodiscard]] constexpr std::uint64_t avail_event_offset(std::uint32_t size) { return 4 + 8ull * size; }
-[[nodiscard]] constexpr std::uint64_t used_bytes(std::uint32_t size) { return 6 + 8ull * size; }
-[[nodiscard]] constexpr std::uint64_t desc_bytes(std::uint32_t size) { return 16ull * size; }
+[[nodiscard]] constexpr std::uint64_t avail_event_offset(std::uint32_t size) {
+  return 4 + 8ull * size;
+}
+[[nodiscard]] constexpr std::uint64_t used_bytes(std::uint32_t size) {
+  return 6 + 8ull * size;
+}
+[[nodiscard]] constexpr std::uint64_t desc_bytes(std::uint32_t size) {
+  return 16ull * size;
+}
 inline constexpr std::uint64_t kDescAlign = 16;
 inline constexpr std::uint64_t kAvailAlign = 2;
 inline constexpr std::uint64_t kUsedAlign = 4;
 }  // namespace split_layout
 
 namespace packed_layout {
-[[nodiscard]] constexpr std::uint64_t desc_bytes(std::uint32_t size) { return 16ull * size; }
+[[nodiscard]] constexpr std::uint64_t desc_bytes(std::uint32_t size) {
+  return 16ull * size;
+}
 inline constexpr std::uint64_t kDescAlign = 16;
 inline constexpr std::uint64_t kEventBytes = 4;
 inline constexpr std::uint64_t kEventAlign = 4;

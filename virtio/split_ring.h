@@ -56,17 +56,19 @@ class SplitRing {
   [[nodiscard]] std::uint16_t next_used() const { return next_used_; }
 
  private:
-  SplitRing(const QueueLayout& layout, const RingOptions& options) : layout_(layout), options_(options) {}
+  SplitRing(const QueueLayout& layout, const RingOptions& options)
+      : layout_(layout), options_(options) {}
 
   [[nodiscard]] Result<std::uint16_t> read_avail_idx(const MemoryMap& memory) const;
-  [[nodiscard]] Result<ChainDescriptors> walk_chain(const MemoryMap& memory, std::uint16_t head) const;
+  [[nodiscard]] Result<ChainDescriptors> walk_chain(const MemoryMap& memory,
+                                                    std::uint16_t head) const;
 
   QueueLayout layout_;
   RingOptions options_;
-  std::uint16_t next_avail_ = 0;     // the device's last_avail_idx
-  std::uint16_t known_avail_ = 0;    // last avail idx read from the driver
-  std::uint16_t next_used_ = 0;      // the used idx the device publishes
-  std::uint16_t checked_used_ = 0;   // used idx at the last needs_notification()
+  std::uint16_t next_avail_ = 0;    // the device's last_avail_idx
+  std::uint16_t known_avail_ = 0;   // last avail idx read from the driver
+  std::uint16_t next_used_ = 0;     // the used idx the device publishes
+  std::uint16_t checked_used_ = 0;  // used idx at the last needs_notification()
   std::uint32_t used_since_check_ = 0;
 };
 

@@ -4,36 +4,42 @@
 
 namespace vpci::virtio {
 
-Virtqueue::Virtqueue(std::uint16_t index, std::uint16_t max_size) : index_(index), max_size_(max_size) {
+Virtqueue::Virtqueue(std::uint16_t index, std::uint16_t max_size)
+    : index_(index), max_size_(max_size) {
   layout_.size = max_size;
 }
 
 Status Virtqueue::set_size(std::uint16_t size) {
   if (enabled_) {
-    return make_error(ErrorCode::kConflict, "queue {}: size written while the queue is enabled", index_);
+    return make_error(ErrorCode::kConflict, "queue {}: size written while the queue is enabled",
+                      index_);
   }
   // §4.1.4.3.2: the driver may reduce queue_size but never raise it above the maximum.
   if (size == 0 || size > max_size_) {
-    return make_error(ErrorCode::kInvalidArgument, "queue {}: size {} not in 1..{}", index_, size, max_size_);
+    return make_error(ErrorCode::kInvalidArgument, "queue {}: size {} not in 1..{}", index_, size,
+                      max_size_);
   }
   layout_.size = size;
   return {};
 }
 
 Status Virtqueue::set_desc_address(GuestAddress address) {
-  if (enabled_) return make_error(ErrorCode::kConflict, "queue {}: address written while enabled", index_);
+  if (enabled_)
+    return make_error(ErrorCode::kConflict, "queue {}: address written while enabled", index_);
   layout_.desc = address;
   return {};
 }
 
 Status Virtqueue::set_driver_address(GuestAddress address) {
-  if (enabled_) return make_error(ErrorCode::kConflict, "queue {}: address written while enabled", index_);
+  if (enabled_)
+    return make_error(ErrorCode::kConflict, "queue {}: address written while enabled", index_);
   layout_.driver = address;
   return {};
 }
 
 Status Virtqueue::set_device_address(GuestAddress address) {
-  if (enabled_) return make_error(ErrorCode::kConflict, "queue {}: address written while enabled", index_);
+  if (enabled_)
+    return make_error(ErrorCode::kConflict, "queue {}: address written while enabled", index_);
   layout_.device = address;
   return {};
 }
@@ -44,8 +50,8 @@ Status Virtqueue::set_layout(const QueueLayout& layout) {
   return {};
 }
 
-Status Virtqueue::enable(std::shared_ptr<GuestMemory> memory, RingFormat format, const RingOptions& options,
-                         QueueEventSink* sink) {
+Status Virtqueue::enable(std::shared_ptr<GuestMemory> memory, RingFormat format,
+                         const RingOptions& options, QueueEventSink* sink) {
   if (enabled_) return make_error(ErrorCode::kConflict, "queue {} is already enabled", index_);
   sink_ = sink;
   error_.reset();
@@ -54,10 +60,16 @@ Status Virtqueue::enable(std::shared_ptr<GuestMemory> memory, RingFormat format,
   Status started;
   if (format == RingFormat::kSplit) {
     auto ring = SplitRing::create(*snapshot, layout_, options);
-    if (ring) ring_ = std::move(*ring); else started = tl::unexpected(std::move(ring).error());
+    if (ring)
+      ring_ = std::move(*ring);
+    else
+      started = tl::unexpected(std::move(ring).error());
   } else {
     auto ring = PackedRing::create(*snapshot, layout_, options);
-    if (ring) ring_ = std::move(*ring); else started = tl::unexpected(std::move(ring).error());
+    if (ring)
+      ring_ = std::move(*ring);
+    else
+      started = tl::unexpected(std::move(ring).error());
   }
   if (!started) {
     Error error = std::move(started).error().with_context(fmt::format("enabling queue {}", index_));
@@ -101,13 +113,15 @@ std::optional<DescriptorChain> Virtqueue::pop() {
   return DescriptorChain(this, epoch_, std::move(snapshot), std::move(**popped));
 }
 
-void Virtqueue::complete_chain(std::uint64_t epoch, const ChainDescriptors& chain, std::uint32_t used_length) {
+void Virtqueue::complete_chain(std::uint64_t epoch, const ChainDescriptors& chain,
+                               std::uint32_t used_length) {
   if (epoch != epoch_ || !running()) {
     ++stats_.stale;
     return;
   }
   // §2.7.8.2 / §2.8.4: the used length never exceeds what the device could write.
-  used_length = static_cast<std::uint32_t>(std::min<std::uint64_t>(used_length, chain.writable_bytes));
+  used_length =
+      static_cast<std::uint32_t>(std::min<std::uint64_t>(used_length, chain.writable_bytes));
   auto snapshot = memory_->snapshot();
   Status pushed;
   if (auto* split = std::get_if<SplitRing>(&ring_)) {
@@ -116,7 +130,8 @@ void Virtqueue::complete_chain(std::uint64_t epoch, const ChainDescriptors& chai
     pushed = packed->push_used(*snapshot, chain.id, chain.ring_slots, used_length);
   }
   if (!pushed) {
-    fail(std::move(pushed).error().with_context(fmt::format("queue {}: writing used entry", index_)));
+    fail(std::move(pushed).error().with_context(
+        fmt::format("queue {}: writing used entry", index_)));
     return;
   }
   ++stats_.completed;
@@ -145,7 +160,8 @@ void Virtqueue::notify_driver_if_needed() {
     needed = packed->needs_notification(*snapshot);
   }
   if (!needed) {
-    fail(std::move(needed).error().with_context(fmt::format("queue {}: reading event suppression", index_)));
+    fail(std::move(needed).error().with_context(
+        fmt::format("queue {}: reading event suppression", index_)));
     return;
   }
   if (*needed && sink_ != nullptr) {

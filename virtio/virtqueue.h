@@ -95,7 +95,8 @@ class Virtqueue {
 
  private:
   friend class DescriptorChain;
-  void complete_chain(std::uint64_t epoch, const ChainDescriptors& chain, std::uint32_t used_length);
+  void complete_chain(std::uint64_t epoch, const ChainDescriptors& chain,
+                      std::uint32_t used_length);
   void fail_chain(std::uint64_t epoch, Error error);
   void abandon_chain(std::uint64_t epoch, const ChainDescriptors& chain);
   [[nodiscard]] bool running() const { return enabled_ && !error_.has_value(); }

@@ -36,13 +36,14 @@ struct XenGrantAddress {
                          static_cast<std::uint32_t>(address & (kXenPageSize - 1))};
 }
 
-[[nodiscard]] constexpr GuestAddress encode_xen_grant_address(std::uint32_t grant_ref, std::uint32_t offset) {
+[[nodiscard]] constexpr GuestAddress encode_xen_grant_address(std::uint32_t grant_ref,
+                                                              std::uint32_t offset) {
   return kXenGrantAddressFlag | (std::uint64_t{grant_ref} << 12) | (offset & (kXenPageSize - 1));
 }
 
 struct MappedGrantPage {
-  std::span<std::uint8_t> page;        // exactly kXenPageSize bytes
-  std::shared_ptr<const void> unmap;   // unmaps the grant when the last user drops it
+  std::span<std::uint8_t> page;       // exactly kXenPageSize bytes
+  std::shared_ptr<const void> unmap;  // unmaps the grant when the last user drops it
 };
 
 class GrantMapper {
@@ -50,14 +51,17 @@ class GrantMapper {
   virtual ~GrantMapper() = default;
   // Maps one granted page of the frontend domain; writable only if `access` is kWrite
   // (to-device buffers are granted read-only, so mapping them writable must fail).
-  [[nodiscard]] virtual Result<MappedGrantPage> map_page(std::uint32_t grant_ref, Access access) = 0;
+  [[nodiscard]] virtual Result<MappedGrantPage> map_page(std::uint32_t grant_ref,
+                                                         Access access) = 0;
 };
 
 class XenGrantTranslator final : public AddressTranslator {
  public:
   explicit XenGrantTranslator(std::shared_ptr<GrantMapper> mapper) : mapper_(std::move(mapper)) {}
 
-  [[nodiscard]] bool handles(GuestAddress address) const override { return is_xen_grant_address(address); }
+  [[nodiscard]] bool handles(GuestAddress address) const override {
+    return is_xen_grant_address(address);
+  }
   [[nodiscard]] Result<TranslatedRange> translate(GuestAddress address, std::uint64_t length,
                                                   Access access) override;
 

@@ -9,13 +9,14 @@
 // ordering and acknowledgement contract (nothing is acknowledged before it reached the
 // backend, FLUSH completes only after fdatasync); surviving power loss additionally
 // relies on fdatasync, which FLUSH calls.
-#include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <random>
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include "tests/devices/blk_harness.h"
 
@@ -26,7 +27,7 @@ using testing::BlkHarness;
 using testing::Ring;
 using testing::TempFile;
 
-constexpr std::uint64_t kSectors = 4096;  // 2 MiB disk
+constexpr std::uint64_t kSectors = 4096;                 // 2 MiB disk
 constexpr std::uint64_t kMagic = 0x7670'6369'626c'6b21;  // "vpciblk!"
 constexpr std::uint64_t kSeed = 0x5eed;
 constexpr int kReportsBeforeKill = 40;
@@ -69,10 +70,12 @@ bool plan_covers(const WritePlan& plan, std::uint64_t sector) {
     for (std::uint64_t k = 0; k < batch; ++k, ++next) {
       const WritePlan plan = plan_write(next);
       std::vector<std::uint8_t> data(plan.sectors * 512);
-      for (std::uint32_t s = 0; s < plan.sectors; ++s) stamp(next, plan.sector + s, data.data() + s * 512);
+      for (std::uint32_t s = 0; s < plan.sectors; ++s)
+        stamp(next, plan.sector + s, data.data() + s * 512);
       const auto queue = static_cast<std::uint16_t>(next % 2);
       const int pieces = 1 + static_cast<int>(next % 3);
-      if (blk.submit(queue, blk::kTypeOut, plan.sector, data, 0, pieces).status != blk::kStatusOk) ::_exit(12);
+      if (blk.submit(queue, blk::kTypeOut, plan.sector, data, 0, pieces).status != blk::kStatusOk)
+        ::_exit(12);
     }
     // Every write above has completed; the flush makes them stable (§5.2.6.2 case 3).
     if (blk.flush(static_cast<std::uint16_t>(next % 2)).status != blk::kStatusOk) ::_exit(13);
@@ -121,7 +124,8 @@ TEST(BlockCrash, WritesAcknowledgedBeforeACompletedFlushSurviveSigkill) {
   ::close(fds[0]);
   int wait_status = 0;
   ASSERT_EQ(::waitpid(pid, &wait_status, 0), pid);
-  ASSERT_TRUE(WIFSIGNALED(wait_status)) << "child exited by itself with " << WEXITSTATUS(wait_status);
+  ASSERT_TRUE(WIFSIGNALED(wait_status))
+      << "child exited by itself with " << WEXITSTATUS(wait_status);
   EXPECT_EQ(WTERMSIG(wait_status), SIGKILL);
   ASSERT_GE(reports, kReportsBeforeKill);
   ASSERT_GT(flushed, 0u);
@@ -130,7 +134,8 @@ TEST(BlockCrash, WritesAcknowledgedBeforeACompletedFlushSurviveSigkill) {
   std::vector<std::int64_t> required(kSectors, -1);
   for (std::uint64_t i = 0; i < flushed; ++i) {
     const WritePlan plan = plan_write(i);
-    for (std::uint32_t s = 0; s < plan.sectors; ++s) required[plan.sector + s] = static_cast<std::int64_t>(i);
+    for (std::uint32_t s = 0; s < plan.sectors; ++s)
+      required[plan.sector + s] = static_cast<std::int64_t>(i);
   }
   const auto disk = file.contents();
   ASSERT_EQ(disk.size(), kSectors * 512);
@@ -163,8 +168,8 @@ TEST(BlockCrash, WritesAcknowledgedBeforeACompletedFlushSurviveSigkill) {
     newest_seen = std::max(newest_seen, write);
     if (required[sector] >= 0 && write < static_cast<std::uint64_t>(required[sector])) {
       ++lost;
-      ADD_FAILURE() << "sector " << sector << " holds write " << write << " older than flushed write "
-                    << required[sector];
+      ADD_FAILURE() << "sector " << sector << " holds write " << write
+                    << " older than flushed write " << required[sector];
     }
   }
   EXPECT_EQ(lost, 0);

@@ -1,12 +1,13 @@
 #include "tests/devices/blk_harness.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+
+#include <sys/stat.h>
 
 namespace vpci::devices::testing {
 
@@ -31,21 +32,26 @@ TempFile::TempFile(std::uint64_t size, std::uint8_t fill) {
   path_ = name.data();
   std::vector<std::uint8_t> chunk(1 << 16, fill);
   for (std::uint64_t done = 0; done < size;) {
-    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), size - done));
+    const std::size_t n =
+        static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), size - done));
     if (::write(fd, chunk.data(), n) != static_cast<ssize_t>(n)) die("cannot fill temp file");
     done += n;
   }
   ::close(fd);
 }
 
-TempFile::~TempFile() { ::unlink(path_.c_str()); }
+TempFile::~TempFile() {
+  ::unlink(path_.c_str());
+}
 
 std::vector<std::uint8_t> TempFile::contents() const {
   std::ifstream in(path_, std::ios::binary);
-  return std::vector<std::uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return std::vector<std::uint8_t>((std::istreambuf_iterator<char>(in)),
+                                   std::istreambuf_iterator<char>());
 }
 
-// ---- MemoryBackend -------------------------------------------------------------------------------------
+// ---- MemoryBackend
+// -------------------------------------------------------------------------------------
 
 Status MemoryBackend::read(std::uint64_t offset, std::span<const std::span<std::uint8_t>> buffers) {
   if (fail_reads) return make_error(ErrorCode::kIoError, "injected read error");
@@ -56,7 +62,8 @@ Status MemoryBackend::read(std::uint64_t offset, std::span<const std::span<std::
   return {};
 }
 
-Status MemoryBackend::write(std::uint64_t offset, std::span<const std::span<std::uint8_t>> buffers) {
+Status MemoryBackend::write(std::uint64_t offset,
+                            std::span<const std::span<std::uint8_t>> buffers) {
   if (fail_writes) return make_error(ErrorCode::kIoError, "injected write error");
   for (auto span : buffers) {
     std::memcpy(bytes.data() + offset, span.data(), span.size());
@@ -83,14 +90,17 @@ Status MemoryBackend::write_zeroes(std::uint64_t offset, std::uint64_t length, b
   return {};
 }
 
-// ---- BlkHarness ----------------------------------------------------------------------------------------
+// ---- BlkHarness
+// ----------------------------------------------------------------------------------------
 
-BlkHarness::BlkHarness(std::unique_ptr<BlockDevice> device, Ring ring, std::uint64_t extra_features) {
+BlkHarness::BlkHarness(std::unique_ptr<BlockDevice> device, Ring ring,
+                       std::uint64_t extra_features) {
   ram_ = std::make_unique<virtio::testing::FakeGuestRam>(memory_, 0x1000000, 16 << 20);
   device_ = device.get();
   const std::uint16_t queues = device->num_queues();
   core_ = std::make_unique<virtio::DeviceCore>(std::move(device), memory_, &interrupts_);
-  std::uint64_t features = core_->device_features() & ((std::uint64_t{1} << 24) - 1);  // all device bits
+  std::uint64_t features =
+      core_->device_features() & ((std::uint64_t{1} << 24) - 1);  // all device bits
   features |= extra_features | virtio::feature_bit(virtio::feature::kIndirectDesc) |
               virtio::feature_bit(virtio::feature::kEventIdx);
   if (ring == Ring::kPacked) features |= virtio::feature_bit(virtio::feature::kRingPacked);
@@ -98,10 +108,12 @@ BlkHarness::BlkHarness(std::unique_ptr<BlockDevice> device, Ring ring, std::uint
   for (std::uint16_t q = 0; q < queues; ++q) {
     if (ring == Ring::kSplit) {
       split_.push_back(std::make_unique<virtio::testing::FakeSplitDriver>(*ram_, 64));
-      if (!virtio::testing::ModernSetup::enable_split(*core_, q, *split_.back())) die("enable failed");
+      if (!virtio::testing::ModernSetup::enable_split(*core_, q, *split_.back()))
+        die("enable failed");
     } else {
       packed_.push_back(std::make_unique<virtio::testing::FakePackedDriver>(*ram_, 63));
-      if (!virtio::testing::ModernSetup::enable_packed(*core_, q, *packed_.back())) die("enable failed");
+      if (!virtio::testing::ModernSetup::enable_packed(*core_, q, *packed_.back()))
+        die("enable failed");
     }
   }
   if (!virtio::testing::ModernSetup::driver_ok(*core_)) die("DRIVER_OK failed");
@@ -122,18 +134,22 @@ BlkResult BlkHarness::submit(std::uint16_t queue, std::uint32_t type, std::uint6
   ram_->reset_allocator(ring_bytes_);  // one request at a time: recycle buffer memory
   ChainBuilder chain(*ram_);
   blk::RequestHeader header{virtio::to_le(type), 0, virtio::to_le(sector)};
-  chain.readable(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&header), sizeof(header)));
+  chain.readable(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&header),
+                                               sizeof(header)));
   auto cut = [&](std::uint64_t total, auto&& add) {
     std::uint64_t done = 0;
     for (int p = 0; p < pieces && done < total; ++p) {
       const std::uint64_t left = total - done;
-      const std::uint64_t piece = p + 1 == pieces ? left : std::max<std::uint64_t>(1, left / (pieces - p));
+      const std::uint64_t piece =
+          p + 1 == pieces ? left : std::max<std::uint64_t>(1, left / (pieces - p));
       add(done, piece);
       done += piece;
     }
   };
-  cut(out.size(), [&](std::uint64_t offset, std::uint64_t n) { chain.readable(out.subspan(offset, n)); });
-  cut(in_length, [&](std::uint64_t, std::uint64_t n) { chain.writable(static_cast<std::uint32_t>(n)); });
+  cut(out.size(),
+      [&](std::uint64_t offset, std::uint64_t n) { chain.readable(out.subspan(offset, n)); });
+  cut(in_length,
+      [&](std::uint64_t, std::uint64_t n) { chain.writable(static_cast<std::uint32_t>(n)); });
   chain.writable(1);
   chain.indirect(indirect);
   add_raw(queue, chain);
@@ -155,10 +171,12 @@ BlkResult BlkHarness::submit(std::uint16_t queue, std::uint32_t type, std::uint6
   return result;
 }
 
-BlkResult BlkHarness::segments(std::uint32_t type, const std::vector<blk::DiscardWriteZeroesSegment>& list) {
+BlkResult BlkHarness::segments(std::uint32_t type,
+                               const std::vector<blk::DiscardWriteZeroesSegment>& list) {
   std::vector<std::uint8_t> bytes(list.size() * sizeof(blk::DiscardWriteZeroesSegment));
   for (std::size_t i = 0; i < list.size(); ++i) {
-    blk::DiscardWriteZeroesSegment le{virtio::to_le(list[i].sector), virtio::to_le(list[i].num_sectors),
+    blk::DiscardWriteZeroesSegment le{virtio::to_le(list[i].sector),
+                                      virtio::to_le(list[i].num_sectors),
                                       virtio::to_le(list[i].flags)};
     std::memcpy(bytes.data() + i * sizeof(le), &le, sizeof(le));
   }

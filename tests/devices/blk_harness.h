@@ -73,7 +73,8 @@ class BlkHarness {
   BlkResult read(std::uint64_t sector, std::uint32_t bytes, std::uint16_t queue = 0) {
     return submit(queue, blk::kTypeIn, sector, {}, bytes);
   }
-  BlkResult write(std::uint64_t sector, std::span<const std::uint8_t> data, std::uint16_t queue = 0) {
+  BlkResult write(std::uint64_t sector, std::span<const std::uint8_t> data,
+                  std::uint16_t queue = 0) {
     return submit(queue, blk::kTypeOut, sector, data, 0);
   }
   BlkResult flush(std::uint16_t queue = 0) { return submit(queue, blk::kTypeFlush, 0, {}, 0); }

@@ -1,12 +1,11 @@
 // virtio-blk: configuration, every request type and status, read-only mode, error
 // mapping, multi-queue, and random workloads checked against a shadow copy.
-#include "devices/virtio_blk.h"
-
-#include <gtest/gtest.h>
-
 #include <numeric>
 #include <random>
 
+#include <gtest/gtest.h>
+
+#include "devices/virtio_blk.h"
 #include "tests/devices/blk_harness.h"
 
 namespace vpci::devices {
@@ -39,7 +38,8 @@ std::unique_ptr<BlockDevice> memory_device(MemoryBackend** out, BlockDeviceOptio
 
 std::vector<std::uint8_t> pattern(std::size_t bytes, std::uint8_t seed) {
   std::vector<std::uint8_t> data(bytes);
-  for (std::size_t i = 0; i < bytes; ++i) data[i] = static_cast<std::uint8_t>(seed + i * 7 + (i >> 9));
+  for (std::size_t i = 0; i < bytes; ++i)
+    data[i] = static_cast<std::uint8_t>(seed + i * 7 + (i >> 9));
   return data;
 }
 
@@ -52,7 +52,8 @@ T config_field(virtio::DeviceCore& core, std::uint32_t offset) {
   return virtio::from_le(value);
 }
 
-// ---- configuration ------------------------------------------------------------------------------------
+// ---- configuration
+// ------------------------------------------------------------------------------------
 
 TEST(BlockDevice, ConfigurationSpaceReflectsTheOptions) {
   TempFile file(kDiskBytes + 100);  // a partial trailing sector is not addressable
@@ -87,8 +88,9 @@ TEST(BlockDevice, ConfigurationSpaceReflectsTheOptions) {
   EXPECT_EQ(config_field<std::uint32_t>(core, blk::config::kMaxWriteZeroesSeg), 5u);
   EXPECT_EQ(config_field<std::uint8_t>(core, blk::config::kWriteZeroesMayUnmap), 1u);
   const std::uint64_t features = core.device_features();
-  for (unsigned bit : {blk::kFeatureSegMax, blk::kFeatureBlkSize, blk::kFeatureFlush, blk::kFeatureTopology,
-                       blk::kFeatureMultiQueue, blk::kFeatureDiscard, blk::kFeatureWriteZeroes}) {
+  for (unsigned bit :
+       {blk::kFeatureSegMax, blk::kFeatureBlkSize, blk::kFeatureFlush, blk::kFeatureTopology,
+        blk::kFeatureMultiQueue, blk::kFeatureDiscard, blk::kFeatureWriteZeroes}) {
     EXPECT_TRUE(virtio::has_feature(features, bit)) << bit;
   }
   EXPECT_FALSE(virtio::has_feature(features, blk::kFeatureReadOnly));
@@ -112,11 +114,12 @@ TEST(BlockDevice, BadOptionsAreRefused) {
 }
 
 TEST(BlockDevice, OpeningSomethingThatIsNotADiskFails) {
-  EXPECT_FALSE(FileBlockBackend::open("/dev/null", true));         // character device
+  EXPECT_FALSE(FileBlockBackend::open("/dev/null", true));  // character device
   EXPECT_FALSE(FileBlockBackend::open("/nonexistent/vpci", false));
 }
 
-// ---- data path ------------------------------------------------------------------------------------------
+// ---- data path
+// ------------------------------------------------------------------------------------------
 
 TEST(BlockDevice, WriteThenReadBackThroughTheFile) {
   TempFile file(kDiskBytes);
@@ -140,13 +143,14 @@ TEST(BlockDevice, RequestsOutsideTheDiskFailWithIoErr) {
   const auto data = pattern(1024, 1);
   EXPECT_EQ(blk.write(kSectors - 1, data).status, blk::kStatusIoErr);  // straddles the end
   EXPECT_EQ(blk.write(kSectors, data).status, blk::kStatusIoErr);
-  EXPECT_EQ(blk.read(kSectors - 2, 1024).status, blk::kStatusOk);       // exactly the last two
+  EXPECT_EQ(blk.read(kSectors - 2, 1024).status, blk::kStatusOk);         // exactly the last two
   EXPECT_EQ(blk.read(~std::uint64_t{0}, 512).status, blk::kStatusIoErr);  // sector * 512 overflows
   EXPECT_EQ(blk.read(std::uint64_t{1} << 55, 512).status, blk::kStatusIoErr);
   EXPECT_EQ(blk.read(0, 100).status, blk::kStatusIoErr);  // not a multiple of 512
   const auto odd = pattern(700, 1);
   EXPECT_EQ(blk.write(0, odd).status, blk::kStatusIoErr);
-  EXPECT_EQ(std::count(backend->bytes.begin(), backend->bytes.end(), 0), static_cast<long>(kDiskBytes));
+  EXPECT_EQ(std::count(backend->bytes.begin(), backend->bytes.end(), 0),
+            static_cast<long>(kDiskBytes));
   EXPECT_EQ(blk.device().stats().io_errors, 6u);
 }
 
@@ -184,7 +188,8 @@ TEST(BlockDevice, GetIdReturnsTheSerialNulPadded) {
   std::memcpy(expected.data(), "vpci-disk-0", 11);
   EXPECT_EQ(id.data, expected);
   // A short buffer gets a prefix; a long one gets 20 bytes and the rest untouched.
-  EXPECT_EQ(blk.submit(0, blk::kTypeGetId, 0, {}, 4).data, (std::vector<std::uint8_t>{'v', 'p', 'c', 'i'}));
+  EXPECT_EQ(blk.submit(0, blk::kTypeGetId, 0, {}, 4).data,
+            (std::vector<std::uint8_t>{'v', 'p', 'c', 'i'}));
   BlkResult wide = blk.submit(0, blk::kTypeGetId, 0, {}, 64);
   EXPECT_EQ(wide.status, blk::kStatusOk);
   EXPECT_EQ(wide.used_length, 20u);  // bytes 20..63 were skipped, so the status is not counted
@@ -202,7 +207,8 @@ TEST(BlockDevice, TwentyByteSerialHasNoTerminator) {
 TEST(BlockDevice, UnknownAndUnofferedRequestsAreUnsupported) {
   MemoryBackend* backend = nullptr;
   BlkHarness blk(memory_device(&backend), Ring::kSplit);
-  for (std::uint32_t type : {blk::kTypeGetLifetime, blk::kTypeSecureErase, 2u, 3u, 16u, 0xFFFFFFFFu}) {
+  for (std::uint32_t type :
+       {blk::kTypeGetLifetime, blk::kTypeSecureErase, 2u, 3u, 16u, 0xFFFFFFFFu}) {
     BlkResult result = blk.submit(0, type, 0, {}, 8);
     EXPECT_EQ(result.status, blk::kStatusUnsupported) << type;
   }
@@ -230,14 +236,16 @@ TEST(BlockDevice, ReadOnlyDeviceRefusesEveryWrite) {
   EXPECT_EQ(std::count(disk.begin(), disk.end(), 0x33), static_cast<long>(kDiskBytes));
 }
 
-// ---- discard and write zeroes ----------------------------------------------------------------------------
+// ---- discard and write zeroes
+// ----------------------------------------------------------------------------
 
 TEST(BlockDevice, DiscardAndWriteZeroesZeroTheFileRanges) {
   TempFile file(kDiskBytes, 0xAB);
   BlkHarness blk(file_device(file), Ring::kSplit);
   EXPECT_EQ(blk.segments(blk::kTypeDiscard, {{8, 16, 0}, {100, 8, 0}}).status, blk::kStatusOk);
-  EXPECT_EQ(blk.segments(blk::kTypeWriteZeroes, {{200, 8, 0}, {300, 16, blk::kSegmentFlagUnmap}}).status,
-            blk::kStatusOk);
+  EXPECT_EQ(
+      blk.segments(blk::kTypeWriteZeroes, {{200, 8, 0}, {300, 16, blk::kSegmentFlagUnmap}}).status,
+      blk::kStatusOk);
   auto disk = file.contents();
   auto zero = [&](std::uint64_t sector, std::uint64_t count) {
     return std::all_of(disk.begin() + sector * 512, disk.begin() + (sector + count) * 512,
@@ -264,20 +272,26 @@ TEST(BlockDevice, SegmentRulesAndLimits) {
   BlkHarness blk(memory_device(&backend, options), Ring::kSplit);
   std::fill(backend->bytes.begin(), backend->bytes.end(), 0x11);
   // §5.2.6.2: UNSUPP for unmap on a discard and for unknown flags.
-  EXPECT_EQ(blk.segments(blk::kTypeDiscard, {{0, 8, blk::kSegmentFlagUnmap}}).status, blk::kStatusUnsupported);
+  EXPECT_EQ(blk.segments(blk::kTypeDiscard, {{0, 8, blk::kSegmentFlagUnmap}}).status,
+            blk::kStatusUnsupported);
   EXPECT_EQ(blk.segments(blk::kTypeDiscard, {{0, 8, 0x80}}).status, blk::kStatusUnsupported);
   EXPECT_EQ(blk.segments(blk::kTypeWriteZeroes, {{0, 8, 0x2}}).status, blk::kStatusUnsupported);
   // More segments than advertised.
-  EXPECT_EQ(blk.segments(blk::kTypeDiscard, {{0, 1, 0}, {2, 1, 0}, {4, 1, 0}}).status, blk::kStatusUnsupported);
-  EXPECT_EQ(blk.segments(blk::kTypeWriteZeroes, {{0, 1, 0}, {2, 1, 0}}).status, blk::kStatusUnsupported);
+  EXPECT_EQ(blk.segments(blk::kTypeDiscard, {{0, 1, 0}, {2, 1, 0}, {4, 1, 0}}).status,
+            blk::kStatusUnsupported);
+  EXPECT_EQ(blk.segments(blk::kTypeWriteZeroes, {{0, 1, 0}, {2, 1, 0}}).status,
+            blk::kStatusUnsupported);
   // Beyond the sector limits or the disk.
   EXPECT_EQ(blk.segments(blk::kTypeDiscard, {{0, 65, 0}}).status, blk::kStatusIoErr);
   EXPECT_EQ(blk.segments(blk::kTypeWriteZeroes, {{0, 33, 0}}).status, blk::kStatusIoErr);
   EXPECT_EQ(blk.segments(blk::kTypeDiscard, {{kSectors - 4, 8, 0}}).status, blk::kStatusIoErr);
-  EXPECT_EQ(blk.segments(blk::kTypeDiscard, {{~std::uint64_t{0} - 2, 8, 0}}).status, blk::kStatusIoErr);
+  EXPECT_EQ(blk.segments(blk::kTypeDiscard, {{~std::uint64_t{0} - 2, 8, 0}}).status,
+            blk::kStatusIoErr);
   // A bad second segment stops the whole request before anything is discarded.
-  EXPECT_EQ(blk.segments(blk::kTypeDiscard, {{0, 8, 0}, {0, 8, 0x4}}).status, blk::kStatusUnsupported);
-  EXPECT_EQ(std::count(backend->bytes.begin(), backend->bytes.end(), 0x11), static_cast<long>(kDiskBytes));
+  EXPECT_EQ(blk.segments(blk::kTypeDiscard, {{0, 8, 0}, {0, 8, 0x4}}).status,
+            blk::kStatusUnsupported);
+  EXPECT_EQ(std::count(backend->bytes.begin(), backend->bytes.end(), 0x11),
+            static_cast<long>(kDiskBytes));
   // Malformed segment data.
   EXPECT_EQ(blk.submit(0, blk::kTypeDiscard, 0, pattern(20, 0), 0).status, blk::kStatusIoErr);
   EXPECT_EQ(blk.submit(0, blk::kTypeDiscard, 0, {}, 0).status, blk::kStatusIoErr);
@@ -297,14 +311,15 @@ TEST(BlockDevice, DisabledDiscardIsUnsupported) {
   EXPECT_EQ(blk.segments(blk::kTypeWriteZeroes, {{0, 8, 0}}).status, blk::kStatusUnsupported);
 }
 
-// ---- malformed framing ----------------------------------------------------------------------------------
+// ---- malformed framing
+// ----------------------------------------------------------------------------------
 
 TEST(BlockDevice, RequestWithoutStatusByteFailsTheQueue) {
   MemoryBackend* backend = nullptr;
   BlkHarness blk(memory_device(&backend), Ring::kSplit);
   blk::RequestHeader header{blk::kTypeFlush, 0, 0};
-  blk.add_raw(0, virtio::testing::ChainBuilder(blk.ram()).readable(
-                     std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&header), 16)));
+  blk.add_raw(0, virtio::testing::ChainBuilder(blk.ram()).readable(std::span<const std::uint8_t>(
+                     reinterpret_cast<const std::uint8_t*>(&header), 16)));
   ASSERT_TRUE(blk.core().notify(0));
   EXPECT_NE(blk.core().status() & virtio::status::kDeviceNeedsReset, 0);
   EXPECT_NE(blk.core().failure()->message.find("status byte"), std::string::npos);
@@ -314,7 +329,8 @@ TEST(BlockDevice, RequestWithoutStatusByteFailsTheQueue) {
 TEST(BlockDevice, RequestWithShortHeaderFailsTheQueue) {
   MemoryBackend* backend = nullptr;
   BlkHarness blk(memory_device(&backend), Ring::kPacked);
-  blk.add_raw(0, virtio::testing::ChainBuilder(blk.ram()).readable({1, 2, 3, 4, 5, 6, 7, 8}).writable(1));
+  blk.add_raw(
+      0, virtio::testing::ChainBuilder(blk.ram()).readable({1, 2, 3, 4, 5, 6, 7, 8}).writable(1));
   ASSERT_TRUE(blk.core().notify(0));
   EXPECT_NE(blk.core().status() & virtio::status::kDeviceNeedsReset, 0);
   EXPECT_NE(blk.core().failure()->message.find("less than a header"), std::string::npos);
@@ -327,7 +343,8 @@ TEST(BlockDevice, HeaderSplitAcrossDescriptorsIsFine) {
   blk::RequestHeader header{blk::kTypeIn, 0, 0};
   const auto* bytes = reinterpret_cast<const std::uint8_t*>(&header);
   virtio::testing::ChainBuilder chain(blk.ram());
-  chain.readable(std::span<const std::uint8_t>(bytes, 5)).readable(std::span<const std::uint8_t>(bytes + 5, 11));
+  chain.readable(std::span<const std::uint8_t>(bytes, 5))
+      .readable(std::span<const std::uint8_t>(bytes + 5, 11));
   chain.writable(300).writable(212).writable(1);
   blk.add_raw(0, chain);
   ASSERT_TRUE(blk.core().notify(0));
@@ -337,7 +354,8 @@ TEST(BlockDevice, HeaderSplitAcrossDescriptorsIsFine) {
   EXPECT_EQ(written[511], 0x77);
 }
 
-// ---- queues -------------------------------------------------------------------------------------------------
+// ---- queues
+// -------------------------------------------------------------------------------------------------
 
 TEST(BlockDevice, EveryQueueOfAMultiQueueDeviceServesRequests) {
   MemoryBackend* backend = nullptr;
@@ -352,7 +370,8 @@ TEST(BlockDevice, EveryQueueOfAMultiQueueDeviceServesRequests) {
   EXPECT_EQ(blk.interrupts().queue_interrupts.size(), 8u);
 }
 
-// ---- random workloads --------------------------------------------------------------------------------------
+// ---- random workloads
+// --------------------------------------------------------------------------------------
 
 struct WorkloadParams {
   Ring ring;
@@ -387,37 +406,43 @@ TEST_P(BlockWorkload, MatchesAShadowCopy) {
     if (kind < 40) {
       std::vector<std::uint8_t> data(sectors * 512);
       for (auto& b : data) b = static_cast<std::uint8_t>(rng());
-      ASSERT_EQ(blk.submit(queue, blk::kTypeOut, sector, data, 0, pieces, indirect).status, blk::kStatusOk);
+      ASSERT_EQ(blk.submit(queue, blk::kTypeOut, sector, data, 0, pieces, indirect).status,
+                blk::kStatusOk);
       std::copy(data.begin(), data.end(), shadow.begin() + static_cast<long>(sector * 512));
     } else if (kind < 80) {
-      BlkResult result = blk.submit(queue, blk::kTypeIn, sector, {}, static_cast<std::uint32_t>(sectors * 512),
-                                    pieces, indirect);
+      BlkResult result = blk.submit(queue, blk::kTypeIn, sector, {},
+                                    static_cast<std::uint32_t>(sectors * 512), pieces, indirect);
       ASSERT_EQ(result.status, blk::kStatusOk);
-      ASSERT_TRUE(std::equal(result.data.begin(), result.data.end(), shadow.begin() + static_cast<long>(sector * 512)))
+      ASSERT_TRUE(std::equal(result.data.begin(), result.data.end(),
+                             shadow.begin() + static_cast<long>(sector * 512)))
           << "op " << op << " sector " << sector;
       ++reads;
     } else if (kind < 88) {
       ASSERT_EQ(blk.flush(queue).status, blk::kStatusOk);
     } else {
       const std::uint32_t type = kind < 94 ? blk::kTypeDiscard : blk::kTypeWriteZeroes;
-      const std::uint32_t flags = type == blk::kTypeWriteZeroes && (kind & 1) ? blk::kSegmentFlagUnmap : 0;
-      ASSERT_EQ(blk.segments(type, {{sector, static_cast<std::uint32_t>(sectors), flags}}).status, blk::kStatusOk);
+      const std::uint32_t flags =
+          type == blk::kTypeWriteZeroes && (kind & 1) ? blk::kSegmentFlagUnmap : 0;
+      ASSERT_EQ(blk.segments(type, {{sector, static_cast<std::uint32_t>(sectors), flags}}).status,
+                blk::kStatusOk);
       std::fill_n(shadow.begin() + static_cast<long>(sector * 512), sectors * 512, 0);
     }
   }
   EXPECT_GT(reads, 100);
   EXPECT_EQ(blk.core().status() & virtio::status::kDeviceNeedsReset, 0);
   EXPECT_EQ(file.contents(), shadow);
-  for (std::uint16_t q = 0; q < params.queues; ++q) EXPECT_EQ(blk.core().queue(q)->stats().abandoned, 0u);
+  for (std::uint16_t q = 0; q < params.queues; ++q)
+    EXPECT_EQ(blk.core().queue(q)->stats().abandoned, 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Rings, BlockWorkload,
-                         ::testing::Values(WorkloadParams{Ring::kSplit, 1, 1}, WorkloadParams{Ring::kSplit, 3, 2},
-                                           WorkloadParams{Ring::kPacked, 1, 3}, WorkloadParams{Ring::kPacked, 2, 4}),
-                         [](const auto& param_info) {
-                           return std::string(param_info.param.ring == Ring::kSplit ? "Split" : "Packed") +
-                                  std::to_string(param_info.param.queues) + "Queues";
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Rings, BlockWorkload,
+    ::testing::Values(WorkloadParams{Ring::kSplit, 1, 1}, WorkloadParams{Ring::kSplit, 3, 2},
+                      WorkloadParams{Ring::kPacked, 1, 3}, WorkloadParams{Ring::kPacked, 2, 4}),
+    [](const auto& param_info) {
+      return std::string(param_info.param.ring == Ring::kSplit ? "Split" : "Packed") +
+             std::to_string(param_info.param.queues) + "Queues";
+    });
 
 }  // namespace
 }  // namespace vpci::devices

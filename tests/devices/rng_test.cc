@@ -1,9 +1,8 @@
-#include "devices/virtio_rng.h"
+#include <algorithm>
 
 #include <gtest/gtest.h>
 
-#include <algorithm>
-
+#include "devices/virtio_rng.h"
 #include "tests/virtio/fake_driver.h"
 #include "virtio/device_core.h"
 
@@ -79,11 +78,13 @@ TEST_F(RngTest, PartialFillsFromTheSourceAreStitchedTogether) {
   ASSERT_TRUE(core->notify(0));
   EXPECT_EQ(driver->pop_used()->length, 20u);
   auto bytes = request.written_bytes();
-  for (std::size_t i = 0; i < bytes.size(); ++i) EXPECT_EQ(bytes[i], static_cast<std::uint8_t>(i | 0x80));
+  for (std::size_t i = 0; i < bytes.size(); ++i)
+    EXPECT_EQ(bytes[i], static_cast<std::uint8_t>(i | 0x80));
 }
 
 TEST_F(RngTest, OutputPerRequestIsCapped) {
-  start(std::make_unique<KernelEntropySource>(), RngDeviceOptions{.queue_size = 8, .max_bytes_per_request = 100});
+  start(std::make_unique<KernelEntropySource>(),
+        RngDeviceOptions{.queue_size = 8, .max_bytes_per_request = 100});
   driver->add(ChainBuilder(ram).writable(4096));
   ASSERT_TRUE(core->notify(0));
   EXPECT_EQ(driver->pop_used()->length, 100u);  // §5.4.6.2: MAY use less than the buffer

@@ -3,9 +3,9 @@
 // way a transport would.
 #include "virtio/device_core.h"
 
-#include <gtest/gtest.h>
-
 #include <cstring>
+
+#include <gtest/gtest.h>
 
 #include "tests/virtio/fake_driver.h"
 
@@ -98,7 +98,8 @@ class DeviceCoreTest : public ::testing::Test {
   std::unique_ptr<FakeSplitDriver> split;
 };
 
-// ---- features ---------------------------------------------------------------------------------------
+// ---- features
+// ---------------------------------------------------------------------------------------
 
 TEST_F(DeviceCoreTest, OffersDeviceBitsPlusTheRingAndTransportBits) {
   const std::uint64_t offered = core->device_features();
@@ -154,7 +155,8 @@ TEST_F(DeviceCoreTest, UnacceptableFeaturesLeaveFeaturesOkClear) {
     EXPECT_EQ(core->status() & status::kFeaturesOk, 0) << c.name;
     EXPECT_EQ(core->negotiated_features(), 0u) << c.name;
     // The driver gives up (§3.1.1): FAILED is accepted.
-    EXPECT_TRUE(core->write_status(status::kAcknowledge | status::kDriver | status::kFailed)) << c.name;
+    EXPECT_TRUE(core->write_status(status::kAcknowledge | status::kDriver | status::kFailed))
+        << c.name;
   }
 }
 
@@ -172,7 +174,8 @@ TEST_F(DeviceCoreTest, FeaturesAreFrozenAfterFeaturesOk) {
   EXPECT_FALSE(core->write_driver_features_word(2, 1));
 }
 
-// ---- status ---------------------------------------------------------------------------------------------
+// ---- status
+// ---------------------------------------------------------------------------------------------
 
 TEST_F(DeviceCoreTest, DriverCannotClearStatusBits) {
   ASSERT_TRUE(core->write_status(status::kAcknowledge | status::kDriver));
@@ -214,7 +217,8 @@ TEST_F(DeviceCoreTest, ResetClearsStatusFeaturesAndQueues) {
   }
 }
 
-// ---- notifications and processing ------------------------------------------------------------------------
+// ---- notifications and processing
+// ------------------------------------------------------------------------
 
 TEST_F(DeviceCoreTest, NotifyProcessesTheQueueAndRaisesItsInterrupt) {
   bring_up_split();
@@ -319,7 +323,8 @@ TEST_F(DeviceCoreTest, PackedRingIsUsedWhenNegotiated) {
   EXPECT_EQ(interrupts.queue_interrupts.size(), 1u);
 }
 
-// ---- RING_RESET (§2.6.1) ------------------------------------------------------------------------------------
+// ---- RING_RESET (§2.6.1)
+// ------------------------------------------------------------------------------------
 
 TEST_F(DeviceCoreTest, RingResetNeedsTheFeature) {
   bring_up_split();
@@ -345,7 +350,8 @@ TEST_F(DeviceCoreTest, RingResetStopsOneQueueAndAllowsReEnabling) {
   EXPECT_EQ(core->status() & status::kDeviceNeedsReset, 0);
 }
 
-// ---- configuration space ---------------------------------------------------------------------------------------
+// ---- configuration space
+// ---------------------------------------------------------------------------------------
 
 TEST_F(DeviceCoreTest, ConfigAccessesAreBoundsChecked) {
   std::array<std::uint8_t, 4> out{};
@@ -371,7 +377,8 @@ TEST_F(DeviceCoreTest, ConfigGenerationChangesOncePerChange) {
   EXPECT_EQ(core->config_generation(), after);  // stable until the next change
 }
 
-// ---- legacy interface ----------------------------------------------------------------------------------------------
+// ---- legacy interface
+// ----------------------------------------------------------------------------------------------
 
 TEST_F(DeviceCoreTest, LegacyDriverSeesOnlyLowFeaturesAndUsesPfnRings) {
   ASSERT_TRUE(core->set_driver_interface(DriverInterface::kLegacy));
@@ -379,7 +386,8 @@ TEST_F(DeviceCoreTest, LegacyDriverSeesOnlyLowFeaturesAndUsesPfnRings) {
   EXPECT_FALSE(has_feature(core->device_features(), feature::kVersion1));
   ASSERT_TRUE(core->write_status(status::kAcknowledge | status::kDriver));
   EXPECT_FALSE(core->write_driver_features_word(1, 1));  // bits 32+ do not exist
-  ASSERT_TRUE(core->write_driver_features_word(0, static_cast<std::uint32_t>(kEchoFeature | feature_bit(30))));
+  ASSERT_TRUE(core->write_driver_features_word(
+      0, static_cast<std::uint32_t>(kEchoFeature | feature_bit(30))));
   EXPECT_EQ(core->driver_features(), kEchoFeature);  // unoffered bit 30 dropped
 
   // A legacy ring: one 4096-aligned block at PFN; queue size is the maximum (16).

@@ -26,7 +26,9 @@ FakeGuestRam::FakeGuestRam(std::shared_ptr<GuestMemory> memory, GuestAddress bas
   if (!memory_->add_region(std::move(spec))) die("cannot register guest RAM");
 }
 
-FakeGuestRam::~FakeGuestRam() { (void)memory_->remove_range(base_, bytes_.size()); }
+FakeGuestRam::~FakeGuestRam() {
+  (void)memory_->remove_range(base_, bytes_.size());
+}
 
 GuestAddress FakeGuestRam::alloc(std::size_t bytes, std::size_t align) {
   std::size_t start = (next_ + align - 1) / align * align;
@@ -37,7 +39,8 @@ GuestAddress FakeGuestRam::alloc(std::size_t bytes, std::size_t align) {
 }
 
 std::uint8_t* FakeGuestRam::host(GuestAddress address, std::size_t length) {
-  if (address < base_ || address - base_ + length > bytes_.size()) die("test accessed outside guest RAM");
+  if (address < base_ || address - base_ + length > bytes_.size())
+    die("test accessed outside guest RAM");
   return bytes_.data() + (address - base_);
 }
 
@@ -87,14 +90,16 @@ std::vector<std::uint8_t> ChainBuilder::written_bytes() const {
   return out;
 }
 
-// ---- FakeSplitDriver -----------------------------------------------------------------------------
+// ---- FakeSplitDriver
+// -----------------------------------------------------------------------------
 
 FakeSplitDriver::FakeSplitDriver(FakeGuestRam& ram, std::uint16_t size) : ram_(&ram) {
   layout_.size = size;
   layout_.desc = ram.alloc(split_layout::desc_bytes(size), 16);
   layout_.driver = ram.alloc(split_layout::avail_bytes(size), 2);
   layout_.device = ram.alloc(split_layout::used_bytes(size), 4);
-  for (std::uint32_t i = 0; i < size; ++i) free_.push_back(static_cast<std::uint16_t>(size - 1 - i));
+  for (std::uint32_t i = 0; i < size; ++i)
+    free_.push_back(static_cast<std::uint16_t>(size - 1 - i));
 }
 
 std::uint16_t FakeSplitDriver::take_descriptor() {
@@ -105,7 +110,8 @@ std::uint16_t FakeSplitDriver::take_descriptor() {
 }
 
 void FakeSplitDriver::write_desc(std::uint16_t index, const SplitDescriptor& desc) {
-  ram_->put(desc_address(index), SplitDescriptor{to_le(desc.addr), to_le(desc.len), to_le(desc.flags), to_le(desc.next)});
+  ram_->put(desc_address(index), SplitDescriptor{to_le(desc.addr), to_le(desc.len),
+                                                 to_le(desc.flags), to_le(desc.next)});
 }
 
 std::uint16_t FakeSplitDriver::add(const ChainBuilder& chain, bool publish_now) {
@@ -119,12 +125,14 @@ std::uint16_t FakeSplitDriver::add(const ChainBuilder& chain, bool publish_now) 
       std::uint16_t flags = elements[i].extra_flags;
       if (elements[i].writable) flags |= desc_flags::kWrite;
       if (i + 1 < elements.size()) flags |= desc_flags::kNext;
-      ram_->put(table + 16 * i, SplitDescriptor{to_le(elements[i].address), to_le(elements[i].length), to_le(flags),
-                                                to_le(static_cast<std::uint16_t>(i + 1))});
+      ram_->put(table + 16 * i,
+                SplitDescriptor{to_le(elements[i].address), to_le(elements[i].length), to_le(flags),
+                                to_le(static_cast<std::uint16_t>(i + 1))});
     }
     head = take_descriptor();
     used.push_back(head);
-    write_desc(head, SplitDescriptor{table, static_cast<std::uint32_t>(16 * elements.size()), desc_flags::kIndirect, 0});
+    write_desc(head, SplitDescriptor{table, static_cast<std::uint32_t>(16 * elements.size()),
+                                     desc_flags::kIndirect, 0});
   } else {
     std::vector<std::uint16_t> indices;
     for (std::size_t i = 0; i < elements.size(); ++i) indices.push_back(take_descriptor());
@@ -178,13 +186,15 @@ std::uint16_t FakeSplitDriver::used_idx() {
 }
 
 std::uint16_t FakeSplitDriver::avail_event() {
-  return from_le(ram_->get<std::uint16_t>(layout_.device + split_layout::avail_event_offset(layout_.size)));
+  return from_le(
+      ram_->get<std::uint16_t>(layout_.device + split_layout::avail_event_offset(layout_.size)));
 }
 
 std::optional<UsedBuffer> FakeSplitDriver::pop_used() {
   if (used_idx() == last_used_) return std::nullopt;
   std::atomic_thread_fence(std::memory_order_acquire);
-  const GuestAddress element = layout_.device + split_layout::kUsedRing + 8ull * (last_used_ % layout_.size);
+  const GuestAddress element =
+      layout_.device + split_layout::kUsedRing + 8ull * (last_used_ % layout_.size);
   const auto raw = ram_->get<UsedElement>(element);
   ++last_used_;
   UsedBuffer used{from_le(raw.id), from_le(raw.len)};
@@ -196,9 +206,11 @@ std::optional<UsedBuffer> FakeSplitDriver::pop_used() {
   return used;
 }
 
-// ---- FakePackedDriver -------------------------------------------------------------------------------
+// ---- FakePackedDriver
+// -------------------------------------------------------------------------------
 
-FakePackedDriver::FakePackedDriver(FakeGuestRam& ram, std::uint16_t size) : ram_(&ram), free_slots_(size) {
+FakePackedDriver::FakePackedDriver(FakeGuestRam& ram, std::uint16_t size)
+    : ram_(&ram), free_slots_(size) {
   layout_.size = size;
   layout_.desc = ram.alloc(packed_layout::desc_bytes(size), 16);
   layout_.driver = ram.alloc(packed_layout::kEventBytes, 4);
@@ -211,7 +223,8 @@ std::uint16_t FakePackedDriver::avail_flags(bool wrap) const {
 }
 
 void FakePackedDriver::write_desc(std::uint16_t index, const PackedDescriptor& desc) {
-  ram_->put(desc_address(index), PackedDescriptor{to_le(desc.addr), to_le(desc.len), to_le(desc.id), to_le(desc.flags)});
+  ram_->put(desc_address(index),
+            PackedDescriptor{to_le(desc.addr), to_le(desc.len), to_le(desc.id), to_le(desc.flags)});
 }
 
 std::uint16_t FakePackedDriver::add(const ChainBuilder& chain, std::optional<std::uint16_t> id) {
@@ -229,16 +242,18 @@ std::uint16_t FakePackedDriver::add(const ChainBuilder& chain, std::optional<std
     for (std::size_t i = 0; i < elements.size(); ++i) {
       std::uint16_t flags = elements[i].extra_flags;
       if (elements[i].writable) flags |= desc_flags::kWrite;
-      ram_->put(table + 16 * i, PackedDescriptor{to_le(elements[i].address), to_le(elements[i].length), 0, to_le(flags)});
+      ram_->put(table + 16 * i, PackedDescriptor{to_le(elements[i].address),
+                                                 to_le(elements[i].length), 0, to_le(flags)});
     }
-    slots.push_back({0, PackedDescriptor{table, static_cast<std::uint32_t>(16 * elements.size()), buffer_id,
-                                         desc_flags::kIndirect}});
+    slots.push_back({0, PackedDescriptor{table, static_cast<std::uint32_t>(16 * elements.size()),
+                                         buffer_id, desc_flags::kIndirect}});
   } else {
     for (std::size_t i = 0; i < elements.size(); ++i) {
       std::uint16_t flags = elements[i].extra_flags;
       if (elements[i].writable) flags |= desc_flags::kWrite;
       if (i + 1 < elements.size()) flags |= desc_flags::kNext;
-      slots.push_back({0, PackedDescriptor{elements[i].address, elements[i].length, buffer_id, flags}});
+      slots.push_back(
+          {0, PackedDescriptor{elements[i].address, elements[i].length, buffer_id, flags}});
     }
   }
   if (slots.size() > free_slots_) die("packed ring full");
@@ -252,7 +267,8 @@ std::uint16_t FakePackedDriver::add(const ChainBuilder& chain, std::optional<std
       // The head is made available last (§2.8.6): until then AVAIL = USED = 0, which is
       // not "available" under either wrap counter.
       head_flags = slots[i].desc.flags;
-      slots[i].desc.flags &= static_cast<std::uint16_t>(~(desc_flags::kPackedAvail | desc_flags::kPackedUsed));
+      slots[i].desc.flags &=
+          static_cast<std::uint16_t>(~(desc_flags::kPackedAvail | desc_flags::kPackedUsed));
     }
     write_desc(slots[i].index, slots[i].desc);
     if (++next_avail_ == layout_.size) {
@@ -276,7 +292,8 @@ std::optional<UsedBuffer> FakePackedDriver::pop_used() {
   last_used_flags_ = flags;
   UsedBuffer result{from_le(raw.id), from_le(raw.len)};
   std::uint16_t skip = 1;
-  if (auto it = slots_by_id_.find(static_cast<std::uint16_t>(result.id)); it != slots_by_id_.end()) {
+  if (auto it = slots_by_id_.find(static_cast<std::uint16_t>(result.id));
+      it != slots_by_id_.end()) {
     skip = it->second;
     slots_by_id_.erase(it);
   }
@@ -292,8 +309,9 @@ std::optional<UsedBuffer> FakePackedDriver::pop_used() {
 }
 
 void FakePackedDriver::set_driver_event(std::uint16_t flags, std::uint16_t offset, bool wrap) {
-  ram_->put(layout_.driver, PackedEventSuppress{to_le(static_cast<std::uint16_t>(offset | (wrap ? 0x8000 : 0))),
-                                                to_le(flags)});
+  ram_->put(layout_.driver,
+            PackedEventSuppress{to_le(static_cast<std::uint16_t>(offset | (wrap ? 0x8000 : 0))),
+                                to_le(flags)});
 }
 
 PackedEventSuppress FakePackedDriver::device_event() {
@@ -301,13 +319,15 @@ PackedEventSuppress FakePackedDriver::device_event() {
   return PackedEventSuppress{from_le(raw.desc), from_le(raw.flags)};
 }
 
-// ---- ModernSetup ------------------------------------------------------------------------------------------
+// ---- ModernSetup
+// ------------------------------------------------------------------------------------------
 
 Status ModernSetup::initialise(DeviceCore& core, std::uint64_t features) {
   VPCI_TRY(core.write_status(0));
   VPCI_TRY(core.write_status(status::kAcknowledge));
   VPCI_TRY(core.write_status(status::kAcknowledge | status::kDriver));
-  const std::uint64_t accepted = (features | feature_bit(feature::kVersion1)) & core.device_features();
+  const std::uint64_t accepted =
+      (features | feature_bit(feature::kVersion1)) & core.device_features();
   VPCI_TRY(core.write_driver_features_word(0, static_cast<std::uint32_t>(accepted)));
   VPCI_TRY(core.write_driver_features_word(1, static_cast<std::uint32_t>(accepted >> 32)));
   VPCI_TRY(core.write_status(status::kAcknowledge | status::kDriver | status::kFeaturesOk));
@@ -317,7 +337,8 @@ Status ModernSetup::initialise(DeviceCore& core, std::uint64_t features) {
   return {};
 }
 
-Status ModernSetup::enable_split(DeviceCore& core, std::uint16_t queue, const FakeSplitDriver& driver) {
+Status ModernSetup::enable_split(DeviceCore& core, std::uint16_t queue,
+                                 const FakeSplitDriver& driver) {
   VPCI_TRY(core.set_queue_size(queue, driver.size()));
   VPCI_TRY(core.set_queue_desc(queue, driver.layout().desc));
   VPCI_TRY(core.set_queue_driver(queue, driver.layout().driver));
@@ -325,7 +346,8 @@ Status ModernSetup::enable_split(DeviceCore& core, std::uint16_t queue, const Fa
   return core.enable_queue(queue);
 }
 
-Status ModernSetup::enable_packed(DeviceCore& core, std::uint16_t queue, const FakePackedDriver& driver) {
+Status ModernSetup::enable_packed(DeviceCore& core, std::uint16_t queue,
+                                  const FakePackedDriver& driver) {
   VPCI_TRY(core.set_queue_size(queue, driver.size()));
   VPCI_TRY(core.set_queue_desc(queue, driver.layout().desc));
   VPCI_TRY(core.set_queue_driver(queue, driver.layout().driver));

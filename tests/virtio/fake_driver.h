@@ -42,7 +42,8 @@ class FakeGuestRam {
   [[nodiscard]] std::vector<std::uint8_t> read(GuestAddress address, std::size_t length);
   template <typename T>
   void put(GuestAddress address, T value) {
-    write(address, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&value), sizeof(T)));
+    write(address,
+          std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&value), sizeof(T)));
   }
   template <typename T>
   [[nodiscard]] T get(GuestAddress address) {
@@ -116,7 +117,9 @@ class FakeSplitDriver {
   std::optional<UsedBuffer> pop_used();
 
   // ---- raw access for hostile rings -------------------------------------------------
-  [[nodiscard]] GuestAddress desc_address(std::uint16_t index) const { return layout_.desc + 16ull * index; }
+  [[nodiscard]] GuestAddress desc_address(std::uint16_t index) const {
+    return layout_.desc + 16ull * index;
+  }
   void write_desc(std::uint16_t index, const SplitDescriptor& desc);
   void set_avail_entry(std::uint16_t slot, std::uint16_t head);
   void set_avail_idx(std::uint16_t idx);
@@ -134,7 +137,7 @@ class FakeSplitDriver {
   QueueLayout layout_;
   std::vector<std::uint16_t> free_;
   std::map<std::uint16_t, std::vector<std::uint16_t>> in_flight_;  // head -> descriptors
-  std::uint16_t avail_shadow_ = 0;     // next avail idx to publish
+  std::uint16_t avail_shadow_ = 0;                                 // next avail idx to publish
   std::uint16_t last_used_ = 0;
 };
 
@@ -151,7 +154,9 @@ class FakePackedDriver {
   [[nodiscard]] std::optional<std::uint16_t> last_used_flags() const { return last_used_flags_; }
 
   // ---- raw access ------------------------------------------------------------------
-  [[nodiscard]] GuestAddress desc_address(std::uint16_t index) const { return layout_.desc + 16ull * index; }
+  [[nodiscard]] GuestAddress desc_address(std::uint16_t index) const {
+    return layout_.desc + 16ull * index;
+  }
   void write_desc(std::uint16_t index, const PackedDescriptor& desc);
   // Flags that make a descriptor available at the current driver wrap counter.
   [[nodiscard]] std::uint16_t avail_flags(bool wrap) const;
@@ -201,7 +206,8 @@ class RecordingInterrupts final : public InterruptSink {
 struct ModernSetup {
   static Status initialise(DeviceCore& core, std::uint64_t features);
   static Status enable_split(DeviceCore& core, std::uint16_t queue, const FakeSplitDriver& driver);
-  static Status enable_packed(DeviceCore& core, std::uint16_t queue, const FakePackedDriver& driver);
+  static Status enable_packed(DeviceCore& core, std::uint16_t queue,
+                              const FakePackedDriver& driver);
   static Status driver_ok(DeviceCore& core);
 };
 

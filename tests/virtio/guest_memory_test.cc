@@ -1,11 +1,11 @@
 #include "virtio/guest_memory.h"
 
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <map>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "virtio/xen_grant.h"
 
@@ -21,7 +21,9 @@ MemoryRegionSpec region(GuestAddress base, std::vector<std::uint8_t>& bytes, boo
   return spec;
 }
 
-std::span<std::uint8_t> as_span(std::vector<std::uint8_t>& v) { return v; }
+std::span<std::uint8_t> as_span(std::vector<std::uint8_t>& v) {
+  return v;
+}
 
 TEST(GuestMemory, ReadsAndWritesInsideARegion) {
   GuestMemory memory;
@@ -186,12 +188,14 @@ TEST(GuestMemory, ObserverSeesEveryHostRangeTouched) {
 class FakeGrantTable final : public GrantMapper {
  public:
   FakeGrantTable() {
-    for (std::uint32_t ref = 10; ref < 14; ++ref) pages_[ref].assign(kXenPageSize, static_cast<std::uint8_t>(ref));
+    for (std::uint32_t ref = 10; ref < 14; ++ref)
+      pages_[ref].assign(kXenPageSize, static_cast<std::uint8_t>(ref));
   }
   Result<MappedGrantPage> map_page(std::uint32_t ref, Access access) override {
     auto it = pages_.find(ref);
     if (it == pages_.end()) return make_error(ErrorCode::kNotFound, "no grant {}", ref);
-    if (ref == 12 && access == Access::kWrite) return make_error(ErrorCode::kOutOfRange, "grant {} is read-only", ref);
+    if (ref == 12 && access == Access::kWrite)
+      return make_error(ErrorCode::kOutOfRange, "grant {} is read-only", ref);
     ++maps;
     auto unmap = std::shared_ptr<const void>(nullptr, [this](const void*) { ++unmaps; });
     return MappedGrantPage{it->second, unmap};
@@ -225,8 +229,9 @@ TEST(GuestMemory, XenGrantAddressesAreResolvedByTheTranslator) {
   buffers = tl::unexpected(Error{});
   EXPECT_EQ(grants->unmaps, 4);
 
-  EXPECT_FALSE(map->write_obj<std::uint8_t>(encode_xen_grant_address(12, 0), 1));  // read-only grant
-  EXPECT_FALSE(map->read_obj<std::uint8_t>(encode_xen_grant_address(99, 0)));       // no such grant
+  EXPECT_FALSE(
+      map->write_obj<std::uint8_t>(encode_xen_grant_address(12, 0), 1));       // read-only grant
+  EXPECT_FALSE(map->read_obj<std::uint8_t>(encode_xen_grant_address(99, 0)));  // no such grant
   // Grant references are 32 bits; larger ones cannot come from a real frontend.
   EXPECT_FALSE(map->read_obj<std::uint8_t>(kXenGrantAddressFlag | (std::uint64_t{1} << 45)));
 }
@@ -235,7 +240,8 @@ class BrokenTranslator final : public AddressTranslator {
  public:
   bool handles(GuestAddress) const override { return true; }
   Result<TranslatedRange> translate(GuestAddress, std::uint64_t length, Access) override {
-    return TranslatedRange{std::span<std::uint8_t>(storage_.data(), std::min<std::size_t>(storage_.size(), length + 1)),
+    return TranslatedRange{std::span<std::uint8_t>(
+                               storage_.data(), std::min<std::size_t>(storage_.size(), length + 1)),
                            nullptr};
   }
   std::vector<std::uint8_t> storage_ = std::vector<std::uint8_t>(64);

@@ -1,9 +1,9 @@
 // Packed virtqueue, device side: wrap counters, chaining, indirect tables, event
 // suppression, and every hostile-ring rule of virtio/packed_ring.h.
-#include <gtest/gtest.h>
-
 #include <random>
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include "tests/virtio/fake_driver.h"
 #include "virtio/virtqueue.h"
@@ -21,7 +21,8 @@ constexpr GuestAddress kRamBase = 0x200000;
 
 class PackedQueueTest : public ::testing::Test {
  protected:
-  Status start(std::uint16_t size = 8, RingOptions options = {.event_idx = false, .indirect = true}) {
+  Status start(std::uint16_t size = 8,
+               RingOptions options = {.event_idx = false, .indirect = true}) {
     driver = std::make_unique<FakePackedDriver>(ram, size);
     queue = std::make_unique<Virtqueue>(0, 1024);
     VPCI_TRY(queue->set_layout(driver->layout()));
@@ -38,7 +39,9 @@ class PackedQueueTest : public ::testing::Test {
   // Writes one available descriptor at `index` under the driver's current wrap counter.
   void put_available(std::uint16_t index, GuestAddress addr, std::uint32_t len, std::uint16_t flags,
                      std::uint16_t id = 0, bool wrap = true) {
-    driver->write_desc(index, PackedDescriptor{addr, len, id, static_cast<std::uint16_t>(flags | driver->avail_flags(wrap))});
+    driver->write_desc(
+        index, PackedDescriptor{addr, len, id,
+                                static_cast<std::uint16_t>(flags | driver->avail_flags(wrap))});
   }
 
   std::shared_ptr<GuestMemory> memory = std::make_shared<GuestMemory>();
@@ -65,7 +68,8 @@ TEST_F(PackedQueueTest, ChainRoundTripUsesTheBufferIdOfTheLastDescriptor) {
   EXPECT_EQ(used->id, 5u);
   EXPECT_EQ(used->length, 4u);
   // §2.8.1 / §2.8.3: AVAIL = USED = wrap counter (1), WRITE because data was written.
-  EXPECT_EQ(*driver->last_used_flags(), desc_flags::kPackedAvail | desc_flags::kPackedUsed | desc_flags::kWrite);
+  EXPECT_EQ(*driver->last_used_flags(),
+            desc_flags::kPackedAvail | desc_flags::kPackedUsed | desc_flags::kWrite);
   EXPECT_EQ(queue->packed_ring()->next_used(), 3u);  // skipped the three ring slots
 }
 
@@ -138,7 +142,8 @@ TEST_F(PackedQueueTest, WrapCountersSurviveManyTurnsOfAnOddSizedRing) {
   EXPECT_FALSE(queue->pop().has_value());
 }
 
-// ---- enable-time validation -----------------------------------------------------------------------
+// ---- enable-time validation
+// -----------------------------------------------------------------------
 
 TEST_F(PackedQueueTest, SizeNeedNotBeAPowerOfTwoButMustBeInRange) {
   EXPECT_TRUE(start(5));
@@ -163,7 +168,8 @@ TEST_F(PackedQueueTest, MisalignedOrUnmappedAreasAreRefused) {
   }
 }
 
-// ---- hostile rings ------------------------------------------------------------------------------------
+// ---- hostile rings
+// ------------------------------------------------------------------------------------
 
 TEST_F(PackedQueueTest, ListContinuingIntoAnUnavailableDescriptorIsRefused) {
   ASSERT_TRUE(start(8));
@@ -263,7 +269,8 @@ TEST_F(PackedQueueTest, ByteCapIsEnforced) {
   expect_violation("more than 10 bytes");
 }
 
-// ---- event suppression ----------------------------------------------------------------------------------
+// ---- event suppression
+// ----------------------------------------------------------------------------------
 
 TEST_F(PackedQueueTest, DriverEventSuppressionModes) {
   ASSERT_TRUE(start(8, RingOptions{.event_idx = true, .indirect = false}));

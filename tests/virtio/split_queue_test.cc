@@ -1,10 +1,10 @@
 // Split virtqueue, device side: normal operation and every hostile-ring rule of
 // virtio/split_ring.h.
-#include <gtest/gtest.h>
-#include <sys/mman.h>
-
 #include <cstring>
 #include <string>
+
+#include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include "tests/virtio/fake_driver.h"
 #include "virtio/virtqueue.h"
@@ -22,7 +22,8 @@ constexpr GuestAddress kRamBase = 0x100000;
 
 class SplitQueueTest : public ::testing::Test {
  protected:
-  Status start(std::uint16_t size = 8, RingOptions options = {.event_idx = false, .indirect = true}) {
+  Status start(std::uint16_t size = 8,
+               RingOptions options = {.event_idx = false, .indirect = true}) {
     driver = std::make_unique<FakeSplitDriver>(ram, size);
     queue = std::make_unique<Virtqueue>(0, 256);
     VPCI_TRY(queue->set_layout(driver->layout()));
@@ -251,8 +252,8 @@ TEST_F(SplitQueueTest, RingsOutsideGuestMemoryAreRefused) {
   const GuestAddress ram_end = kRamBase + ram.size();
   for (int part = 0; part < 3; ++part) {
     QueueLayout layout = driver->layout();
-    if (part == 0) layout.desc = ram_end - 64;  // 128-byte table runs past the end
-    if (part == 1) layout.driver = 0x10;        // nothing mapped there
+    if (part == 0) layout.desc = ram_end - 64;             // 128-byte table runs past the end
+    if (part == 1) layout.driver = 0x10;                   // nothing mapped there
     if (part == 2) layout.device = ~std::uint64_t{0} - 3;  // would wrap
     Virtqueue q(0, 8);
     ASSERT_TRUE(q.set_layout(layout));
@@ -451,7 +452,8 @@ TEST_F(SplitQueueTest, ChainAboveTheByteCapIsRefused) {
 // (§2.7.5.2). The memory is PROT_NONE: any access by the device would crash the test.
 TEST_F(SplitQueueTest, ChainTotalOverflowing32BitsIsRefusedWithoutTouchingIt) {
   constexpr std::size_t kHalf = std::size_t{1} << 31;
-  void* big = ::mmap(nullptr, 2 * kHalf, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void* big =
+      ::mmap(nullptr, 2 * kHalf, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   ASSERT_NE(big, MAP_FAILED);
   MemoryRegionSpec spec;
   spec.guest_address = 0x100000000;
@@ -467,7 +469,8 @@ TEST_F(SplitQueueTest, ChainTotalOverflowing32BitsIsRefusedWithoutTouchingIt) {
   ::munmap(big, 2 * kHalf);
 }
 
-// ---- notifications --------------------------------------------------------------------------------
+// ---- notifications
+// --------------------------------------------------------------------------------
 
 TEST_F(SplitQueueTest, NoInterruptFlagSuppressesNotificationsWithoutEventIdx) {
   ASSERT_TRUE(start(8));
@@ -539,7 +542,7 @@ TEST(LegacySplitLayout, PlacesTheUsedRingOnTheNextAlignmentBoundary) {
   ASSERT_TRUE(small);
   EXPECT_EQ(small->driver, 0x20080u);
   EXPECT_EQ(small->device, 0x21000u);
-  EXPECT_FALSE(legacy_split_layout(0x10000, 100, 4096));          // not a power of two
+  EXPECT_FALSE(legacy_split_layout(0x10000, 100, 4096));                   // not a power of two
   EXPECT_FALSE(legacy_split_layout(~std::uint64_t{0} - 4095, 256, 4096));  // wraps
 }
 
