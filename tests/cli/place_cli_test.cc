@@ -590,6 +590,15 @@ TEST(PlaceCli, RawConfigFileTakesItsAddressFromDevice) {
   EXPECT_EQ(r.out.rfind("0000:03:00.1 ", 0), 0u);
 }
 
+TEST(PlaceCli, RepeatableOptionsDoNotSwallowTheSource) {
+  const RunResult r = run({VPCI_CLI_PATH, "place", "--hide", "0x1b", "--add", "vsec,id=7",
+                           (kCorpus / "intel-adl-igpu.lspci").string(), "--pasid", "width=5", "--json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto json = nlohmann::json::parse(r.out);
+  EXPECT_EQ(json["placed"].size(), 2u);
+  EXPECT_EQ(json["hidden"].size(), 1u);
+}
+
 TEST(PlaceCli, UsageErrorsExitTwo) {
   const std::string src = (kCorpus / "qemu72-q35.lspci").string();
   EXPECT_EQ(run({VPCI_CLI_PATH, "place", src, "--device", "00:02.0"}).status, 2);  // nothing to do
