@@ -63,6 +63,17 @@ fs::path scratch_dir() {
   return dir;
 }
 
+// Removes the scratch directory when the test program ends.
+class ScratchCleanup : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    std::error_code ignored;
+    fs::remove_all(scratch_dir(), ignored);
+  }
+};
+[[maybe_unused]] ::testing::Environment* const kScratchCleanup =
+    ::testing::AddGlobalTestEnvironment(new ScratchCleanup);
+
 RunResult run(const std::vector<std::string>& args) {
   static int counter = 0;
   const fs::path out = scratch_dir() / fmt::format("run{}.out", counter);
