@@ -855,7 +855,10 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
         candidate = tail >= kExtendedCapabilityStart + need ? tail - need : 0;
         placed.detail = sources.default_tail
                             ? fmt::format("tail of extended space, below the capability placed at {:#x}", tail)
-                            : fmt::format("QEMU's default: the last {} bytes of extended space", need);
+                            : cap.id == ext_cap_id::kPasid
+                                  ? fmt::format("QEMU's default: the last {} bytes of extended space", need)
+                                  : fmt::format("the last {} bytes of extended space (the tail, where QEMU puts PASID)",
+                                                need);
       }
       const Occupant* hit = candidate >= kExtendedCapabilityStart
                                 ? first_conflict(occupants, candidate, candidate + need)

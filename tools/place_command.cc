@@ -377,10 +377,12 @@ void register_place_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--pasid", options->pasid,
                   "add a PASID capability: width=N[,exec][,priv] | "
                   "iommufd,max_pasid_log2=N[,capabilities=X] | vfio,width=N[,capabilities=X]");
+  // One value per occurrence (repeat the flag), so a following SOURCE is not swallowed.
   cmd->add_option("--add", options->add,
                   "add an extended capability: vsec,id=N[,rev=N][,data=HEX][,length=N][,at=OFF] | "
                   "dvsec,vendor=N,id=N[,...] | raw,id=N[,version=N][,data=HEX][,wmask=HEX][,at=OFF] | "
-                  "free-space-gap,length=N[,at=OFF] | free-space-table,ranges=OFF+LEN[/...][,at=OFF]");
+                  "free-space-gap,length=N[,at=OFF] | free-space-table,ranges=OFF+LEN[/...][,at=OFF]")
+      ->allow_extra_args(false);
   auto* at = cmd->add_option("--at", options->at, "offset for the PASID capability (rule 1, explicit)");
   auto* table = cmd->add_option("--table", options->table,
                                 "free-space table (TOML, keyed vendor:device[:subsystem]) (rule 2)");
@@ -391,7 +393,8 @@ void register_place_command(CLI::App& app, int& exit_code) {
   table->excludes(gaps);
   cmd->add_option("--hide", options->hide,
                   "hide a capability: extended ID (0x1b), std:ID, or @OFFSET; the one at 0x100 keeps "
-                  "its next pointer with ID 0");
+                  "its next pointer with ID 0")
+      ->allow_extra_args(false);
   cmd->add_option("-o,--output", options->output,
                   "write the guest view (lspci -F decodable, overlay in comment lines) to this file; "
                   "written only on success");

@@ -63,6 +63,17 @@ fs::path scratch_dir() {
   return dir;
 }
 
+// Removes the scratch directory when the test program ends.
+class ScratchCleanup : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    std::error_code ignored;
+    fs::remove_all(scratch_dir(), ignored);
+  }
+};
+[[maybe_unused]] ::testing::Environment* const kScratchCleanup =
+    ::testing::AddGlobalTestEnvironment(new ScratchCleanup);
+
 RunResult run(const std::vector<std::string>& args) {
   static int counter = 0;
   const fs::path out = scratch_dir() / fmt::format("run{}.out", counter);
@@ -588,6 +599,15 @@ TEST(PlaceCli, RawConfigFileTakesItsAddressFromDevice) {
                      "width=20,exec", "--at", "0x104"});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out.rfind("0000:03:00.1 ", 0), 0u);
+}
+
+TEST(PlaceCli, RepeatableOptionsDoNotSwallowTheSource) {
+  const RunResult r = run({VPCI_CLI_PATH, "place", "--hide", "0x1b", "--add", "vsec,id=7",
+                           (kCorpus / "intel-adl-igpu.lspci").string(), "--pasid", "width=5", "--json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto json = nlohmann::json::parse(r.out);
+  EXPECT_EQ(json["placed"].size(), 2u);
+  EXPECT_EQ(json["hidden"].size(), 1u);
 }
 
 TEST(PlaceCli, UsageErrorsExitTwo) {
