@@ -700,7 +700,10 @@ Result<std::uint16_t> add_extended_capability(ConfigSpace& space, std::uint16_t 
   for (const Capability* cap : caps) {
     if (cap->offset < at && (previous == nullptr || cap->offset > previous->offset)) previous = cap;
   }
-  space.set_raw32(at, header | (static_cast<std::uint32_t>(previous->next) << 20));
+  // A chain whose last next pointer already names `at` (a dangling pointer to an
+  // empty header) must not get a capability that points at itself.
+  const std::uint16_t next = previous->next == at ? 0 : previous->next;
+  space.set_raw32(at, header | (static_cast<std::uint32_t>(next) << 20));
   set_extended_next(space, previous->offset, at);
   return at;
 }

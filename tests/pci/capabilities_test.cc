@@ -86,6 +86,17 @@ TEST(CapabilityBuildTest, ExtendedCapabilitiesLinkInAddressOrder) {
   EXPECT_TRUE(scan.diagnostics.empty());
 }
 
+TEST(CapabilityBuildTest, DanglingNextPointerToTheNewOffsetDoesNotLoop) {
+  ConfigSpace space = express_endpoint();
+  ASSERT_TRUE(add_extended_capability(space, ext_cap_id::kAts, 1, std::array<std::uint8_t, 4>{}).has_value());
+  space.set_raw32(0x100, space.raw32(0x100) | (0x200u << 20));  // points at an empty header
+  ASSERT_EQ(add_extended_capability(space, ext_cap_id::kPasid, 1, std::array<std::uint8_t, 4>{}, 0x200)
+                .value(),
+            0x200);
+  EXPECT_EQ(chain(space, kExt), (Chain{{0x100, 0x0F}, {0x200, 0x1B}}));
+  EXPECT_TRUE(scan_capabilities(space.bytes()).diagnostics.empty());
+}
+
 TEST(CapabilityBuildTest, EmptyExtendedListGetsANullAnchorAt0x100) {
   ConfigSpace space = express_endpoint();
   const std::array<std::uint8_t, 4> pasid{};
