@@ -396,12 +396,6 @@ void scan_extended(std::span<const std::uint8_t> c, CapabilityScan& scan) {
       break;
     }
     visited[where] = true;
-    if (where < kExtendedCapabilityStart) {
-      add_diag(scan, Severity::kError, "pointer-below-extended", kExt, static_cast<std::uint16_t>(where),
-               fmt::format("extended capability pointer {:#05x} is below 0x100; Linux stops here, "
-                           "lspci does not",
-                           where));
-    }
     const auto id = static_cast<std::uint16_t>(header & 0xFFFF);
     const auto version = static_cast<std::uint8_t>((header >> 16) & 0xF);
     const std::uint32_t raw_next = header >> 20;
@@ -412,6 +406,12 @@ void scan_extended(std::span<const std::uint8_t> c, CapabilityScan& scan) {
                            raw_next, where));
     }
     const auto next = static_cast<std::uint16_t>(raw_next & ~3u);
+    if (next != 0 && next < kExtendedCapabilityStart) {
+      add_diag(scan, Severity::kError, "pointer-below-extended", kExt, static_cast<std::uint16_t>(where),
+               fmt::format("next pointer {:#05x} of extended capability at {:#05x} is below 0x100; "
+                           "Linux stops there, lspci does not",
+                           next, where));
+    }
     scan.capabilities.push_back({kExt, static_cast<std::uint16_t>(where), id, version, next,
                                  extended_size(id, c, where)});
     if (capability_name(kExt, id) == "Unknown") {
@@ -599,19 +599,45 @@ void set_extended_next(ConfigSpace& space, std::uint16_t cap_offset, std::uint16
   space.set_raw32(cap_offset, (header & 0x000FFFFF) | (static_cast<std::uint32_t>(next) << 20));
 }
 
+// The registers of a capability define its size (MSI flags, VSEC length, ...); a
+// body shorter than that would leave a structure whose tail overlaps whatever
+// follows, so the bytes as they would be written are sized before anything is.
+Status check_body_covers_structure(const ConfigSpace& space, CapabilitySpace which,
+                                   std::uint16_t id, std::uint16_t at,
+                                   std::span<const std::uint8_t> header,
+                                   std::span<const std::uint8_t> body) {
+  std::vector<std::uint8_t> scratch(space.bytes().begin(), space.bytes().end());
+  std::copy(header.begin(), header.end(), scratch.begin() + at);
+  std::copy(body.begin(), body.end(), scratch.begin() + at + header.size());
+  const auto structure = capability_size(which, id, scratch, at);
+  const std::size_t given = header.size() + body.size();
+  if (structure && *structure > given) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "{} ({:#x}) at {:#x} is {} bytes by its own registers but only {} bytes were "
+                      "given",
+                      capability_name(which, id), id, at, *structure, given);
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<std::uint16_t> add_standard_capability(ConfigSpace& space, std::uint8_t id,
                                               std::span<const std::uint8_t> body,
                                               std::optional<std::uint16_t> offset) {
+  if (id == 0xFF) {
+    // Walkers treat ID 0xFF as the end of a broken chain (Linux, lspci).
+    return make_error(ErrorCode::kInvalidArgument, "capability ID 0xff cannot be added: it marks a broken chain");
+  }
   VPCI_ASSIGN_OR_RETURN(CapabilityScan scan, scan_for_edit(space, CapabilitySpace::kStandard));
   const std::uint32_t length = 2 + static_cast<std::uint32_t>(body.size());
   VPCI_ASSIGN_OR_RETURN(const std::uint16_t at,
                         choose_offset(scan, CapabilitySpace::kStandard, length, offset,
                                       kStandardCapabilityStart, kConventionalConfigSize,
                                       space.size()));
-  space.set_raw8(at, id);
-  space.set_raw8(at + 1u, 0);
+  const std::array<std::uint8_t, 2> header = {id, 0};
+  VPCI_TRY(check_body_covers_structure(space, CapabilitySpace::kStandard, id, at, header, body));
+  space.set_raw_bytes(at, header);
   space.set_raw_bytes(at + 2u, body);
   const auto caps = caps_in(scan, CapabilitySpace::kStandard);
   if (caps.empty()) {
@@ -635,6 +661,11 @@ Result<std::uint16_t> add_extended_capability(ConfigSpace& space, std::uint16_t 
   if (version > 0xF) {
     return make_error(ErrorCode::kInvalidArgument, "capability version {} exceeds 4 bits", version);
   }
+  if (id == ext_cap_id::kNull || id == 0xFFFF) {
+    // A Null header with next 0 reads as the end of the list, and 0xFFFF is the
+    // placeholder QEMU writes while rebuilding a chain; neither is a capability to add.
+    return make_error(ErrorCode::kInvalidArgument, "extended capability ID {:#06x} cannot be added", id);
+  }
   VPCI_ASSIGN_OR_RETURN(CapabilityScan scan, scan_for_edit(space, CapabilitySpace::kExtended));
   const std::uint32_t length = 4 + static_cast<std::uint32_t>(body.size());
   const auto caps = caps_in(scan, CapabilitySpace::kExtended);
@@ -651,6 +682,10 @@ Result<std::uint16_t> add_extended_capability(ConfigSpace& space, std::uint16_t 
                         choose_offset(with_anchor, CapabilitySpace::kExtended, length, wanted,
                                       kExtendedCapabilityStart, kExtendedConfigSize, space.size()));
   const std::uint32_t header = id | (static_cast<std::uint32_t>(version) << 16);
+  const std::array<std::uint8_t, 4> header_bytes = {
+      static_cast<std::uint8_t>(header), static_cast<std::uint8_t>(header >> 8),
+      static_cast<std::uint8_t>(header >> 16), 0};
+  VPCI_TRY(check_body_covers_structure(space, CapabilitySpace::kExtended, id, at, header_bytes, body));
   space.set_raw_bytes(at + 4u, body);
   if (caps.empty()) {
     space.set_raw32(at, header);

@@ -98,8 +98,9 @@ std::string DeviceAddress::to_string() const {
 
 Result<DeviceAddress> parse_device_address(std::string_view text) {
   DeviceAddress address;
-  const std::string with_space = std::string(text) + " ";
-  if (!parse_device_line(with_space, address) || with_space.size() != text.size() + 1 ||
+  // The device-line grammar needs its trailing space; the address itself has none.
+  const bool has_space = text.find_first_of(" \t") != std::string_view::npos;
+  if (has_space || !parse_device_line(std::string(text) + " ", address) ||
       (text.size() != 7 && text.size() != 12 && text.size() != 13)) {
     return make_error(ErrorCode::kInvalidArgument,
                       "'{}' is not a PCI address (expected BB:DD.F or DDDD:BB:DD.F)", text);
@@ -191,7 +192,12 @@ Result<std::vector<DeviceDump>> load_dump_source(const std::filesystem::path& so
   }
   VPCI_ASSIGN_OR_RETURN(auto bytes, read_file(source));
   if (!printable_text(bytes)) {
-    VPCI_ASSIGN_OR_RETURN(auto dump, parse_raw_config(bytes).map_error([&](Error e) {
+    // Raw dumps saved as "0000_00_02.0.config.bin" or "0000:00:02.0" keep their address.
+    DeviceAddress address;
+    std::string stem = source.filename().string().substr(0, 12);
+    std::replace(stem.begin(), stem.end(), '_', ':');
+    if (auto parsed = parse_device_address(stem)) address = *parsed;
+    VPCI_ASSIGN_OR_RETURN(auto dump, parse_raw_config(bytes, address).map_error([&](Error e) {
       return std::move(e).with_context(source.string());
     }));
     return std::vector<DeviceDump>{std::move(dump)};

@@ -12,14 +12,14 @@ extern "C" {
 namespace vpci::tools {
 namespace {
 
-// libpci's default error handler exits the process; names are a nicety, so a
-// missing or unreadable pci.ids must only cost us the names.
+// Names are a nicety: a missing pci.ids must only cost us the names, so warnings
+// are dropped. (libpci's fatal `error` handler stays: it is declared noreturn and
+// fires only for a corrupt pci.ids.)
 void ignore_message(char* /*format*/, ...) {}
 
 }  // namespace
 
 PciNames::PciNames() : access_(pci_alloc()) {
-  access_->error = ignore_message;
   access_->warning = ignore_message;
   access_->debug = ignore_message;
   access_->numeric_ids = 0;
@@ -32,10 +32,7 @@ std::string PciNames::device(std::uint16_t vendor_id, std::uint16_t device_id) {
   const char* name = pci_lookup_name(access_, buffer.data(), static_cast<int>(buffer.size()),
                                      PCI_LOOKUP_VENDOR | PCI_LOOKUP_DEVICE | PCI_LOOKUP_NO_NUMBERS,
                                      vendor_id, device_id);
-  if (name == nullptr) (void)vendor_id;
-  (void)device_id;
-  return "Unknown device";
-  return name;
+  return name != nullptr ? name : "Unknown device";
 }
 
 std::string PciNames::device_class(std::uint8_t base_class, std::uint8_t subclass) {

@@ -1,0 +1,208 @@
+// Fuzzes the split virtqueue (virtio/split_ring.h) from the device side: the input is
+// guest RAM holding the rings, descriptor tables and buffers, plus a script of device
+// and driver actions. Invariants checked on every input:
+//   * guest memory is only touched inside the mapped buffers, and never written in the
+//     read-only region (the access observer sees every host range);
+//   * every chain handed out is well-formed: buffers mapped for their access, byte
+//     counts consistent and within the cap, at most queue-size buffers, readable bytes
+//     readable in full;
+//   * a failed queue hands out nothing and stays failed; used idx advances exactly by
+//     the completions of a healthy queue.
+//
+// Input: [0] log2 queue size (mod 9) · [1] flags (bit0 EVENT_IDX, bit1 INDIRECT_DESC,
+// bit2 4 KiB byte cap) · [2..3] le16 image length L · L bytes copied to guest RAM at
+// kRamBase (desc table at 0, avail ring, used ring after it) · the rest: one action
+// per byte (see run_script).
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "virtio/guest_memory.h"
+#include "virtio/spec.h"
+#include "virtio/virtqueue.h"
+
+namespace {
+
+using namespace vpci::virtio;
+
+constexpr GuestAddress kRamBase = 0x10000;
+constexpr std::size_t kRamSize = 16 * 1024;
+constexpr GuestAddress kRomBase = 0x40000;
+constexpr std::size_t kRomSize = 4096;
+
+[[noreturn]] void fail(const char* what) {
+  std::fprintf(stderr, "split_chain_fuzzer invariant violated: %s\n", what);
+  std::abort();
+}
+
+struct Guest {
+  std::vector<std::uint8_t> ram = std::vector<std::uint8_t>(kRamSize, 0);
+  std::vector<std::uint8_t> rom = std::vector<std::uint8_t>(kRomSize, 0xA5);
+  std::shared_ptr<GuestMemory> memory = std::make_shared<GuestMemory>();
+
+  Guest() {
+    MemoryRegionSpec ram_spec;
+    ram_spec.guest_address = kRamBase;
+    ram_spec.size = ram.size();
+    ram_spec.host = ram.data();
+    MemoryRegionSpec rom_spec;
+    rom_spec.guest_address = kRomBase;
+    rom_spec.size = rom.size();
+    rom_spec.host = rom.data();
+    rom_spec.writable = false;
+    if (!memory->add_region(std::move(ram_spec)) || !memory->add_region(std::move(rom_spec))) fail("setup");
+    memory->set_access_observer([this](const AccessRecord& record) { check_access(record); });
+  }
+  bool in(const std::vector<std::uint8_t>& bytes, const std::uint8_t* p, std::uint64_t n) const {
+    const auto begin = reinterpret_cast<std::uintptr_t>(bytes.data());
+    const auto at = reinterpret_cast<std::uintptr_t>(p);
+    return at >= begin && n <= bytes.size() && at - begin <= bytes.size() - n;
+  }
+  void check_access(const AccessRecord& record) const {
+    if (record.length == 0) fail("empty access reported");
+    if (in(ram, record.host, record.length)) return;
+    if (in(rom, record.host, record.length)) {
+      if (record.access == Access::kWrite) fail("write into read-only memory");
+      return;
+    }
+    fail("access outside mapped memory");
+  }
+  bool mapped(GuestAddress address, std::uint64_t length, bool writable) const {
+    const auto inside = [&](GuestAddress base, std::size_t size) {
+      return address >= base && length <= size && address - base <= size - length;
+    };
+    return inside(kRamBase, kRamSize) || (!writable && inside(kRomBase, kRomSize));
+  }
+};
+
+void check_chain(const Guest& guest, DescriptorChain& chain, std::uint16_t queue_size, std::uint64_t cap) {
+  std::uint64_t readable = 0;
+  std::uint64_t writable = 0;
+  for (const auto& b : chain.readable_buffers()) {
+    if (b.length == 0 || !guest.mapped(b.address, b.length, false)) fail("readable buffer not mapped");
+    readable += b.length;
+  }
+  for (const auto& b : chain.writable_buffers()) {
+    if (b.length == 0 || !guest.mapped(b.address, b.length, true)) fail("writable buffer not mapped writable");
+    writable += b.length;
+  }
+  if (readable != chain.readable_bytes() || writable != chain.writable_bytes()) fail("byte counts");
+  if (readable + writable > cap) fail("chain above the byte cap");
+  if (chain.readable_buffers().size() + chain.writable_buffers().size() > queue_size) fail("chain too long");
+  if (chain.id() >= queue_size) fail("split head outside the table");
+  std::vector<std::uint8_t> data(static_cast<std::size_t>(readable));
+  if (!chain.reader().read(data)) fail("readable part of a validated chain unreadable");
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size < 4) return 0;
+  Guest guest;
+  const auto queue_size = static_cast<std::uint16_t>(1u << (data[0] % 9));
+  const std::uint8_t flags = data[1];
+  RingOptions options;
+  options.event_idx = (flags & 1) != 0;
+  options.indirect = (flags & 2) != 0;
+  if ((flags & 4) != 0) options.max_chain_bytes = 4096;
+  const std::uint64_t cap = std::min<std::uint64_t>(options.max_chain_bytes, 0xFFFFFFFFu);
+  std::size_t image = static_cast<std::size_t>(data[2] | (data[3] << 8));
+  image = std::min({image, size - 4, kRamSize});
+  std::memcpy(guest.ram.data(), data + 4, image);
+  const std::uint8_t* script = data + 4 + image;
+  const std::size_t script_size = size - 4 - image;
+
+  QueueLayout layout;
+  layout.size = queue_size;
+  layout.desc = kRamBase;
+  layout.driver = kRamBase + split_layout::desc_bytes(queue_size);
+  layout.device = (layout.driver + split_layout::avail_bytes(queue_size) + 3) & ~GuestAddress{3};
+
+  Virtqueue queue(0, queue_size);
+  if (!queue.set_layout(layout)) fail("layout refused");
+  if (!queue.enable(guest.memory, RingFormat::kSplit, options, nullptr)) fail("valid layout refused");
+
+  std::deque<DescriptorChain> held;
+  std::uint64_t completed = 0;
+  const auto used_idx = [&] {
+    std::uint16_t idx = 0;
+    std::memcpy(&idx, guest.ram.data() + (layout.device - kRamBase) + 2, 2);
+    return from_le(idx);
+  };
+  bool used_ring_clobbered = false;
+  const GuestAddress used_end = layout.device + split_layout::used_bytes(queue_size);
+  const auto pop_one = [&]() -> std::optional<DescriptorChain> {
+    const bool was_failed = queue.failed();
+    auto chain = queue.pop();
+    if (was_failed && chain) fail("failed queue handed out a chain");
+    if (chain) {
+      check_chain(guest, *chain, queue_size, cap);
+      for (const auto& b : chain->writable_buffers()) {
+        used_ring_clobbered |= b.address < used_end && layout.device < b.address + b.length;
+      }
+    }
+    return chain;
+  };
+  const auto finish = [&](DescriptorChain& chain, std::uint8_t fill) {
+    const std::uint64_t n = std::min<std::uint64_t>(chain.writable_bytes(), fill);
+    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(n), fill);
+    if (!chain.writer().write(bytes)) fail("writable part of a validated chain unwritable");
+    const bool healthy = !queue.failed();
+    chain.complete();
+    if (healthy && !queue.failed()) ++completed;
+  };
+
+  if (script_size == 0) {
+    for (int i = 0; i < 2 * queue_size; ++i) {
+      auto chain = pop_one();
+      if (!chain) break;
+      finish(*chain, 1);
+    }
+  }
+  for (std::size_t i = 0; i < script_size; ++i) {
+    const std::uint8_t op = script[i];
+    switch (op % 5) {
+      case 0:  // pop and complete at once
+        if (auto chain = pop_one()) finish(*chain, static_cast<std::uint8_t>(op >> 3));
+        break;
+      case 1:  // pop and keep in flight
+        if (held.size() < 8) {
+          if (auto chain = pop_one()) held.push_back(std::move(*chain));
+        }
+        break;
+      case 2:  // complete an in-flight chain, out of order
+        if (!held.empty()) {
+          const std::size_t pick = (op >> 3) % held.size();
+          finish(held[pick], static_cast<std::uint8_t>(op));
+          held.erase(held.begin() + static_cast<long>(pick));
+        }
+        break;
+      case 3:
+        queue.notify_driver_if_needed();
+        break;
+      case 4:  // the driver changes a byte of guest RAM behind the device's back
+        if (i + 2 < script_size) {
+          const std::size_t offset = (script[i + 1] | (script[i + 2] << 8)) % kRamSize;
+          guest.ram[offset] = static_cast<std::uint8_t>(op);
+          used_ring_clobbered = true;
+          i += 2;
+        }
+        break;
+    }
+  }
+  for (auto& chain : held) finish(chain, 2);
+  held.clear();
+  // Only the device writes used idx, unless the driver poked RAM or handed out a
+  // writable buffer overlapping the used ring (its own fault, but legal to do).
+  if (!queue.failed() && completed > 0 && !used_ring_clobbered &&
+      static_cast<std::uint16_t>(completed) != used_idx()) {
+    fail("used idx does not match the completions");
+  }
+  if (queue.failed() && queue.pop()) fail("failed queue handed out a chain");
+  return 0;
+}

@@ -1,0 +1,61 @@
+// Serves one PciFunction on one AF_UNIX stream socket (spec "Connection Initiation":
+// the server listens, the client connects).
+//
+// Threading: `start()` spawns one thread that owns the listening socket, accepts one
+// client at a time and runs every message through a `VfioUserSession` on that thread,
+// so all calls into the PciFunction are serialised there. Several devices in one
+// process are several VfioUserServers, each with its own socket and thread; a broken
+// peer on one never affects the others. When the client disconnects (or breaks
+// framing), the session is destroyed — which resets the function and releases all
+// DMA maps and eventfds — and the thread accepts the next client on the same socket,
+// so a guest reboot or QEMU restart just reconnects. `stop()` (also from the
+// destructor) wakes the thread through an eventfd, ends any connection and joins.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "base/error.h"
+#include "server/pci_function.h"
+#include "server/unique_fd.h"
+
+namespace vpci::server {
+
+class VfioUserServer {
+ public:
+  // Binds and listens on `socket_path`. A stale socket file left by an earlier run is
+  // replaced; any other existing file is an error.
+  static Result<std::unique_ptr<VfioUserServer>> create(std::string socket_path,
+                                                        PciFunction& function);
+  VfioUserServer(const VfioUserServer&) = delete;
+  VfioUserServer& operator=(const VfioUserServer&) = delete;
+  // Stops, joins and removes the socket file.
+  ~VfioUserServer();
+
+  void start();
+  void stop();
+
+  [[nodiscard]] const std::string& socket_path() const { return socket_path_; }
+  // Clients that connected and have gone again (tests wait on this).
+  [[nodiscard]] std::uint64_t connections_closed() const { return connections_closed_.load(); }
+  // Error replies and closes over the server's lifetime (from each session).
+  [[nodiscard]] std::uint64_t protocol_errors() const { return protocol_errors_.load(); }
+
+ private:
+  VfioUserServer(std::string socket_path, PciFunction& function, UniqueFd listener, UniqueFd stop);
+  void run();
+  void serve(int connection);
+
+  std::string socket_path_;
+  PciFunction& function_;
+  UniqueFd listener_;
+  UniqueFd stop_event_;
+  std::thread thread_;
+  std::atomic<std::uint64_t> connections_closed_{0};
+  std::atomic<std::uint64_t> protocol_errors_{0};
+};
+
+}  // namespace vpci::server

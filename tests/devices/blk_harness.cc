@@ -1,0 +1,168 @@
+#include "tests/devices/blk_harness.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+
+namespace vpci::devices::testing {
+
+using virtio::testing::ChainBuilder;
+
+namespace {
+
+[[noreturn]] void die(const char* what) {
+  std::fprintf(stderr, "blk harness: %s\n", what);
+  std::abort();
+}
+
+}  // namespace
+
+TempFile::TempFile(std::uint64_t size, std::uint8_t fill) {
+  const char* dir = std::getenv("TMPDIR");
+  std::string pattern = std::string(dir != nullptr ? dir : "/tmp") + "/vpci-blk-XXXXXX";
+  std::vector<char> name(pattern.begin(), pattern.end());
+  name.push_back('\0');
+  const int fd = ::mkstemp(name.data());
+  if (fd < 0) die("mkstemp failed");
+  path_ = name.data();
+  std::vector<std::uint8_t> chunk(1 << 16, fill);
+  for (std::uint64_t done = 0; done < size;) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), size - done));
+    if (::write(fd, chunk.data(), n) != static_cast<ssize_t>(n)) die("cannot fill temp file");
+    done += n;
+  }
+  ::close(fd);
+}
+
+TempFile::~TempFile() { ::unlink(path_.c_str()); }
+
+std::vector<std::uint8_t> TempFile::contents() const {
+  std::ifstream in(path_, std::ios::binary);
+  return std::vector<std::uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// ---- MemoryBackend -------------------------------------------------------------------------------------
+
+Status MemoryBackend::read(std::uint64_t offset, std::span<const std::span<std::uint8_t>> buffers) {
+  if (fail_reads) return make_error(ErrorCode::kIoError, "injected read error");
+  for (auto span : buffers) {
+    std::memcpy(span.data(), bytes.data() + offset, span.size());
+    offset += span.size();
+  }
+  return {};
+}
+
+Status MemoryBackend::write(std::uint64_t offset, std::span<const std::span<std::uint8_t>> buffers) {
+  if (fail_writes) return make_error(ErrorCode::kIoError, "injected write error");
+  for (auto span : buffers) {
+    std::memcpy(bytes.data() + offset, span.data(), span.size());
+    offset += span.size();
+  }
+  return {};
+}
+
+Status MemoryBackend::flush() {
+  if (fail_flush) return make_error(ErrorCode::kIoError, "injected flush error");
+  ++flushes;
+  return {};
+}
+
+Status MemoryBackend::discard(std::uint64_t offset, std::uint64_t length) {
+  if (discard_unsupported) return make_error(ErrorCode::kUnsupported, "no discard");
+  std::memset(bytes.data() + offset, 0, length);
+  return {};
+}
+
+Status MemoryBackend::write_zeroes(std::uint64_t offset, std::uint64_t length, bool) {
+  if (fail_writes) return make_error(ErrorCode::kIoError, "injected write error");
+  std::memset(bytes.data() + offset, 0, length);
+  return {};
+}
+
+// ---- BlkHarness ----------------------------------------------------------------------------------------
+
+BlkHarness::BlkHarness(std::unique_ptr<BlockDevice> device, Ring ring, std::uint64_t extra_features) {
+  ram_ = std::make_unique<virtio::testing::FakeGuestRam>(memory_, 0x1000000, 16 << 20);
+  device_ = device.get();
+  const std::uint16_t queues = device->num_queues();
+  core_ = std::make_unique<virtio::DeviceCore>(std::move(device), memory_, &interrupts_);
+  std::uint64_t features = core_->device_features() & ((std::uint64_t{1} << 24) - 1);  // all device bits
+  features |= extra_features | virtio::feature_bit(virtio::feature::kIndirectDesc) |
+              virtio::feature_bit(virtio::feature::kEventIdx);
+  if (ring == Ring::kPacked) features |= virtio::feature_bit(virtio::feature::kRingPacked);
+  if (!virtio::testing::ModernSetup::initialise(*core_, features)) die("initialisation failed");
+  for (std::uint16_t q = 0; q < queues; ++q) {
+    if (ring == Ring::kSplit) {
+      split_.push_back(std::make_unique<virtio::testing::FakeSplitDriver>(*ram_, 64));
+      if (!virtio::testing::ModernSetup::enable_split(*core_, q, *split_.back())) die("enable failed");
+    } else {
+      packed_.push_back(std::make_unique<virtio::testing::FakePackedDriver>(*ram_, 63));
+      if (!virtio::testing::ModernSetup::enable_packed(*core_, q, *packed_.back())) die("enable failed");
+    }
+  }
+  if (!virtio::testing::ModernSetup::driver_ok(*core_)) die("DRIVER_OK failed");
+  ring_bytes_ = 64 * 1024;  // the rings fit well inside the first 64 KiB
+}
+
+void BlkHarness::add_raw(std::uint16_t queue, const ChainBuilder& chain) {
+  if (!split_.empty()) {
+    split_.at(queue)->add(chain);
+  } else {
+    packed_.at(queue)->add(chain);
+  }
+}
+
+BlkResult BlkHarness::submit(std::uint16_t queue, std::uint32_t type, std::uint64_t sector,
+                             std::span<const std::uint8_t> out, std::uint32_t in_length, int pieces,
+                             bool indirect) {
+  ram_->reset_allocator(ring_bytes_);  // one request at a time: recycle buffer memory
+  ChainBuilder chain(*ram_);
+  blk::RequestHeader header{virtio::to_le(type), 0, virtio::to_le(sector)};
+  chain.readable(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&header), sizeof(header)));
+  auto cut = [&](std::uint64_t total, auto&& add) {
+    std::uint64_t done = 0;
+    for (int p = 0; p < pieces && done < total; ++p) {
+      const std::uint64_t left = total - done;
+      const std::uint64_t piece = p + 1 == pieces ? left : std::max<std::uint64_t>(1, left / (pieces - p));
+      add(done, piece);
+      done += piece;
+    }
+  };
+  cut(out.size(), [&](std::uint64_t offset, std::uint64_t n) { chain.readable(out.subspan(offset, n)); });
+  cut(in_length, [&](std::uint64_t, std::uint64_t n) { chain.writable(static_cast<std::uint32_t>(n)); });
+  chain.writable(1);
+  chain.indirect(indirect);
+  add_raw(queue, chain);
+  if (!core_->notify(queue)) die("notify failed");
+
+  std::optional<virtio::testing::UsedBuffer> used;
+  if (!split_.empty()) {
+    used = split_.at(queue)->pop_used();
+  } else {
+    used = packed_.at(queue)->pop_used();
+  }
+  BlkResult result;
+  if (!used) return result;  // status 0xFF: the request was not completed
+  auto written = chain.written_bytes();
+  result.used_length = used->length;
+  result.status = written.back();
+  written.pop_back();
+  result.data = std::move(written);
+  return result;
+}
+
+BlkResult BlkHarness::segments(std::uint32_t type, const std::vector<blk::DiscardWriteZeroesSegment>& list) {
+  std::vector<std::uint8_t> bytes(list.size() * sizeof(blk::DiscardWriteZeroesSegment));
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    blk::DiscardWriteZeroesSegment le{virtio::to_le(list[i].sector), virtio::to_le(list[i].num_sectors),
+                                      virtio::to_le(list[i].flags)};
+    std::memcpy(bytes.data() + i * sizeof(le), &le, sizeof(le));
+  }
+  return submit(0, type, 0, bytes, 0);
+}
+
+}  // namespace vpci::devices::testing

@@ -1,0 +1,75 @@
+// `vpci dump SOURCE [--device BDF] [-o FILE]`: converts any supported source (lspci
+// text, raw config file, sysfs device directory) to `lspci -xxxx` text that
+// `lspci -F FILE -vvv` decodes.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "pci/dump.h"
+#include "tools/commands.h"
+#include "tools/output_file.h"
+
+namespace vpci::tools {
+namespace {
+
+struct DumpOptions {
+  std::string source;
+  std::string device;
+  std::string output;
+};
+
+int run_dump(const DumpOptions& options) {
+  auto devices = pci::load_dump_source(options.source);
+  if (!devices) {
+    fmt::print(stderr, "vpci dump: {}\n", devices.error().message);
+    return 1;
+  }
+  std::optional<pci::DeviceAddress> wanted;
+  if (!options.device.empty()) {
+    auto parsed = pci::parse_device_address(options.device);
+    if (!parsed) {
+      fmt::print(stderr, "vpci dump: --device: {}\n", parsed.error().message);
+      return 1;
+    }
+    wanted = *parsed;
+  }
+  std::string text;
+  for (const auto& d : *devices) {
+    if (wanted && !(d.address == *wanted)) continue;
+    text += pci::format_lspci_dump(d.address, d.config, "written by vpci dump");
+  }
+  if (text.empty()) {
+    fmt::print(stderr, "vpci dump: {} has no device {}\n", options.source, options.device);
+    return 1;
+  }
+  if (options.output.empty() || options.output == "-") {
+    fmt::print("{}", text);
+    return 0;
+  }
+  if (auto written = write_file_atomically(options.output, text); !written) {
+    fmt::print(stderr, "vpci dump: {}\n", written.error().message);
+    return 1;
+  }
+  return 0;
+}
+
+void register_dump_command(CLI::App& app, int& exit_code) {
+  auto options = std::make_shared<DumpOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "dump", "Write config spaces as lspci -xxxx text (decodable with lspci -F FILE -vvv)");
+  cmd->add_option("SOURCE", options->source,
+                  "lspci -x/-xxx/-xxxx text, a raw config file, or a /sys/bus/pci/devices/... directory")
+      ->required();
+  cmd->add_option("--device", options->device, "only the device at this address");
+  cmd->add_option("-o,--output", options->output, "output file (default: stdout)");
+  cmd->callback([options, &exit_code] { exit_code = run_dump(*options); });
+}
+
+VPCI_REGISTER_COMMAND(register_dump_command);
+
+}  // namespace
+}  // namespace vpci::tools

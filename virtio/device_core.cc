@@ -1,0 +1,377 @@
+#include "virtio/device_core.h"
+
+#include <cassert>
+#include <limits>
+
+#include "virtio/spec.h"
+
+namespace vpci::virtio {
+namespace {
+
+// Feature bits 24..49 belong to the transport and ring (§2.2); a device must not claim them.
+constexpr std::uint64_t kReservedFeatureMask = ((std::uint64_t{1} << 50) - 1) & ~((std::uint64_t{1} << 24) - 1);
+// Status bits the driver may set. SUSPEND (16) needs VIRTIO_F_SUSPEND, never offered.
+constexpr std::uint8_t kDriverStatusBits =
+    status::kAcknowledge | status::kDriver | status::kFeaturesOk | status::kDriverOk | status::kFailed;
+
+}  // namespace
+
+DeviceCore::DeviceCore(std::unique_ptr<Device> device, std::shared_ptr<GuestMemory> memory,
+                       InterruptSink* interrupts, CoreOptions options)
+    : device_(std::move(device)), memory_(std::move(memory)), interrupts_(interrupts), options_(options) {
+  assert(device_ != nullptr && memory_ != nullptr && interrupts_ != nullptr);
+  assert((device_->device_features() & kReservedFeatureMask) == 0);
+  device_->attach(this);
+  const std::uint16_t count = device_->num_queues();
+  queues_.reserve(count);
+  for (std::uint16_t i = 0; i < count; ++i) {
+    const std::uint16_t max_size = device_->max_queue_size(i);
+    assert(max_size > 0 && max_size <= kMaxQueueSize);
+    queues_.push_back(std::make_unique<Virtqueue>(i, max_size));
+  }
+}
+
+DeviceCore::~DeviceCore() { device_->attach(nullptr); }
+
+Status DeviceCore::set_driver_interface(DriverInterface interface) {
+  if (status_ != 0) {
+    return make_error(ErrorCode::kConflict, "driver interface changed while the device is initialised (status {:#x})",
+                      status_);
+  }
+  interface_ = interface;
+  return {};
+}
+
+// ---- features ------------------------------------------------------------------------------
+
+std::uint64_t DeviceCore::device_features() const {
+  std::uint64_t features = device_->device_features() & ~kReservedFeatureMask;
+  if (options_.offer_indirect_desc) features |= feature_bit(feature::kIndirectDesc);
+  if (options_.offer_event_idx) features |= feature_bit(feature::kEventIdx);
+  if (interface_ == DriverInterface::kLegacy) {
+    // §4.1.4.8: the legacy interface carries feature bits 0-31 only.
+    return features & 0xFFFF'FFFFu;
+  }
+  // §6.2: "A device MUST offer VIRTIO_F_VERSION_1."
+  features |= feature_bit(feature::kVersion1);
+  if (options_.offer_access_platform || options_.require_access_platform) {
+    features |= feature_bit(feature::kAccessPlatform);
+  }
+  if (options_.offer_ring_packed) features |= feature_bit(feature::kRingPacked);
+  if (options_.offer_ring_reset) features |= feature_bit(feature::kRingReset);
+  return features;
+}
+
+std::uint32_t DeviceCore::device_features_word(std::uint32_t select) const {
+  if (select >= 2) return 0;
+  return static_cast<std::uint32_t>(device_features() >> (32 * select));
+}
+
+std::uint32_t DeviceCore::driver_features_word(std::uint32_t select) const {
+  if (select >= 2) return 0;
+  return static_cast<std::uint32_t>(driver_features_ >> (32 * select));
+}
+
+Status DeviceCore::write_driver_features_word(std::uint32_t select, std::uint32_t value) {
+  if (select >= 2) {
+    if (value == 0) return {};
+    return make_error(ErrorCode::kProtocolViolation, "driver features word {} written with {:#x}", select, value);
+  }
+  const unsigned shift = 32 * select;
+  const std::uint64_t merged =
+      (driver_features_ & ~(std::uint64_t{0xFFFF'FFFFu} << shift)) | (std::uint64_t{value} << shift);
+  return set_driver_features(merged);
+}
+
+Status DeviceCore::set_driver_features(std::uint64_t features) {
+  // §3.1.1 step 5: the driver accepts no new feature bits after FEATURES_OK; a legacy
+  // driver's features are fixed once DRIVER_OK is set.
+  if ((status_ & (status::kFeaturesOk | status::kDriverOk)) != 0) {
+    return make_error(ErrorCode::kProtocolViolation, "driver features written after {}",
+                      (status_ & status::kFeaturesOk) != 0 ? "FEATURES_OK" : "DRIVER_OK");
+  }
+  if (interface_ == DriverInterface::kLegacy) {
+    if ((features >> 32) != 0) {
+      return make_error(ErrorCode::kProtocolViolation, "legacy driver wrote feature bits above 31");
+    }
+    // Legacy devices simply drop bits they did not offer; there is no FEATURES_OK to refuse.
+    driver_features_ = features & device_features();
+    return {};
+  }
+  driver_features_ = features;  // checked against the offer when FEATURES_OK is set
+  return {};
+}
+
+Status DeviceCore::negotiate_modern_features() {
+  const std::uint64_t offered = device_features();
+  // §2.2.1: "The driver MUST NOT accept a feature which the device did not offer".
+  if ((driver_features_ & ~offered) != 0) {
+    return make_error(ErrorCode::kProtocolViolation, "driver accepted features {:#x} that were not offered",
+                      driver_features_ & ~offered);
+  }
+  // §6.2: "A device MAY fail to operate further if VIRTIO_F_VERSION_1 is not accepted."
+  // Through the modern interface a driver without VERSION_1 cannot be served.
+  if (!has_feature(driver_features_, feature::kVersion1)) {
+    return make_error(ErrorCode::kProtocolViolation, "driver did not accept VIRTIO_F_VERSION_1");
+  }
+  if (options_.require_access_platform && !has_feature(driver_features_, feature::kAccessPlatform)) {
+    return make_error(ErrorCode::kProtocolViolation, "driver did not accept VIRTIO_F_ACCESS_PLATFORM");
+  }
+  VPCI_TRY(device_->accept_features(driver_features_));
+  negotiated_features_ = driver_features_;
+  return {};
+}
+
+// ---- status --------------------------------------------------------------------------------
+
+Status DeviceCore::write_status(std::uint8_t value) {
+  if (value == 0) {
+    reset();
+    return {};
+  }
+  // DEVICE_NEEDS_RESET is the device's (§2.1); a driver writing back what it read must
+  // not be mistaken for clearing or setting it.
+  const std::uint8_t requested = value & static_cast<std::uint8_t>(~status::kDeviceNeedsReset);
+  const std::uint8_t current = status_ & static_cast<std::uint8_t>(~status::kDeviceNeedsReset);
+  // §2.1.1: "The driver MUST NOT clear a device status bit."
+  if ((current & ~requested) != 0) {
+    return make_error(ErrorCode::kProtocolViolation, "driver cleared status bits {:#x} (status {:#x} -> {:#x})",
+                      current & ~requested, status_, value);
+  }
+  std::uint8_t added = requested & static_cast<std::uint8_t>(~current);
+  Status result;
+  if ((added & ~kDriverStatusBits) != 0) {
+    result = make_error(ErrorCode::kProtocolViolation, "driver set unsupported status bits {:#x}",
+                        added & ~kDriverStatusBits);
+    added &= kDriverStatusBits;
+  }
+
+  if ((added & status::kFeaturesOk) != 0) {
+    if (interface_ == DriverInterface::kLegacy) {
+      // Legacy drivers have no FEATURES_OK step (§3.1.2); ignore the bit.
+      added &= static_cast<std::uint8_t>(~status::kFeaturesOk);
+      if (result) result = make_error(ErrorCode::kProtocolViolation, "FEATURES_OK set by a legacy driver");
+    } else if (auto negotiated = negotiate_modern_features(); !negotiated) {
+      // §2.2.2: refuse by not setting FEATURES_OK; the driver sees it on re-reading
+      // status (§3.1.1 step 6) and sets FAILED.
+      added &= static_cast<std::uint8_t>(~status::kFeaturesOk);
+      if (result) result = tl::unexpected(std::move(negotiated).error().with_context("FEATURES_OK refused"));
+    }
+  }
+
+  const bool driver_ok_now = (added & status::kDriverOk) != 0;
+  if (driver_ok_now && interface_ == DriverInterface::kModern &&
+      ((current | added) & status::kFeaturesOk) == 0) {
+    added &= static_cast<std::uint8_t>(~status::kDriverOk);
+    if (result) result = make_error(ErrorCode::kProtocolViolation, "DRIVER_OK set without FEATURES_OK");
+  }
+
+  status_ |= static_cast<std::uint8_t>(added & ~status::kDriverOk);
+  if ((added & status::kDriverOk) != 0) {
+    if (interface_ == DriverInterface::kLegacy) {
+      negotiated_features_ = driver_features_;
+      if (auto accepted = device_->accept_features(negotiated_features_); !accepted) {
+        set_needs_reset(std::move(accepted).error().with_context("legacy features refused"));
+      }
+    }
+    status_ |= status::kDriverOk;
+    if (auto activated = device_->activate(); !activated) {
+      set_needs_reset(std::move(activated).error().with_context("device activation"));
+    }
+    // Drivers may make buffers available before DRIVER_OK; serve them now rather than
+    // wait for a notification that may already have been sent (and ignored).
+    for (auto& queue : queues_) {
+      if (running()) process(*queue);
+    }
+  }
+  return result;
+}
+
+void DeviceCore::reset() {
+  status_ = 0;
+  driver_features_ = 0;
+  negotiated_features_ = 0;
+  config_dirty_ = false;
+  failure_.reset();
+  for (auto& queue : queues_) queue->reset();
+  device_->reset();
+}
+
+bool DeviceCore::running() const {
+  return (status_ & status::kDriverOk) != 0 && (status_ & status::kFailed) == 0;
+}
+
+void DeviceCore::set_needs_reset(const Error& error) {
+  if (!failure_) failure_ = error;
+  const bool already = (status_ & status::kDeviceNeedsReset) != 0;
+  status_ |= status::kDeviceNeedsReset;
+  // §2.1.2: after setting DEVICE_NEEDS_RESET with DRIVER_OK set, the device MUST send a
+  // configuration change notification.
+  if (!already && (status_ & status::kDriverOk) != 0) interrupts_->raise_config_interrupt();
+}
+
+// ---- configuration --------------------------------------------------------------------------
+
+Status DeviceCore::read_config(std::uint32_t offset, std::span<std::uint8_t> out) {
+  const std::uint64_t end = std::uint64_t{offset} + out.size();
+  if (end > device_->config_size()) {
+    return make_error(ErrorCode::kOutOfRange, "config read {:#x}+{} beyond {} bytes", offset, out.size(),
+                      device_->config_size());
+  }
+  device_->read_config(offset, out);
+  return {};
+}
+
+Status DeviceCore::write_config(std::uint32_t offset, std::span<const std::uint8_t> data) {
+  const std::uint64_t end = std::uint64_t{offset} + data.size();
+  if (end > device_->config_size()) {
+    return make_error(ErrorCode::kOutOfRange, "config write {:#x}+{} beyond {} bytes", offset, data.size(),
+                      device_->config_size());
+  }
+  device_->write_config(offset, data);
+  return {};
+}
+
+std::uint8_t DeviceCore::config_generation() {
+  if (config_dirty_) {
+    ++config_generation_;
+    config_dirty_ = false;
+  }
+  return config_generation_;
+}
+
+void DeviceCore::config_changed() {
+  config_dirty_ = true;
+  if ((status_ & status::kDriverOk) != 0) interrupts_->raise_config_interrupt();
+}
+
+void DeviceCore::device_failed(const Error& error) { set_needs_reset(error); }
+
+// ---- queues ----------------------------------------------------------------------------------
+
+Result<QueueRegisters> DeviceCore::queue_registers(std::uint16_t queue) const {
+  if (queue >= queues_.size()) {
+    return make_error(ErrorCode::kOutOfRange, "queue {} does not exist ({} queues)", queue, queues_.size());
+  }
+  const Virtqueue& q = *queues_[queue];
+  return QueueRegisters{q.max_size(), q.size(), q.layout().desc, q.layout().driver, q.layout().device,
+                        q.enabled(), q.failed()};
+}
+
+Result<Virtqueue*> DeviceCore::queue_for_setup(std::uint16_t queue) {
+  if (queue >= queues_.size()) {
+    return make_error(ErrorCode::kOutOfRange, "queue {} does not exist ({} queues)", queue, queues_.size());
+  }
+  return queues_[queue].get();
+}
+
+Status DeviceCore::set_queue_size(std::uint16_t queue, std::uint16_t size) {
+  VPCI_ASSIGN_OR_RETURN(Virtqueue * q, queue_for_setup(queue));
+  return q->set_size(size);
+}
+
+Status DeviceCore::set_queue_desc(std::uint16_t queue, GuestAddress address) {
+  VPCI_ASSIGN_OR_RETURN(Virtqueue * q, queue_for_setup(queue));
+  return q->set_desc_address(address);
+}
+
+Status DeviceCore::set_queue_driver(std::uint16_t queue, GuestAddress address) {
+  VPCI_ASSIGN_OR_RETURN(Virtqueue * q, queue_for_setup(queue));
+  return q->set_driver_address(address);
+}
+
+Status DeviceCore::set_queue_device(std::uint16_t queue, GuestAddress address) {
+  VPCI_ASSIGN_OR_RETURN(Virtqueue * q, queue_for_setup(queue));
+  return q->set_device_address(address);
+}
+
+RingOptions DeviceCore::ring_options() const {
+  RingOptions options;
+  options.event_idx = has_feature(negotiated_features_, feature::kEventIdx);
+  options.indirect = has_feature(negotiated_features_, feature::kIndirectDesc);
+  return options;
+}
+
+Status DeviceCore::enable_queue(std::uint16_t queue) {
+  VPCI_ASSIGN_OR_RETURN(Virtqueue * q, queue_for_setup(queue));
+  if (q->enabled()) return {};  // re-writing 1 is harmless
+  if (interface_ == DriverInterface::kModern && (status_ & status::kFeaturesOk) == 0) {
+    // §3.1.1 step 7 comes after FEATURES_OK; the ring format is not known before.
+    return make_error(ErrorCode::kProtocolViolation, "queue {} enabled before FEATURES_OK", queue);
+  }
+  if (interface_ == DriverInterface::kLegacy && (status_ & status::kDriverOk) == 0) {
+    // The ring rules depend on the features; a legacy driver has written them by now,
+    // but they are latched only at DRIVER_OK.
+    negotiated_features_ = driver_features_;
+  }
+  const RingFormat format =
+      has_feature(negotiated_features_, feature::kRingPacked) ? RingFormat::kPacked : RingFormat::kSplit;
+  // A failure is reported through queue_failed(), which sets DEVICE_NEEDS_RESET.
+  return q->enable(memory_, format, ring_options(), this);
+}
+
+Status DeviceCore::reset_queue(std::uint16_t queue) {
+  VPCI_ASSIGN_OR_RETURN(Virtqueue * q, queue_for_setup(queue));
+  if (!has_feature(negotiated_features_, feature::kRingReset)) {
+    return make_error(ErrorCode::kProtocolViolation, "queue {} reset without VIRTIO_F_RING_RESET", queue);
+  }
+  device_->reset_queue(queue);
+  q->reset();
+  return {};
+}
+
+Status DeviceCore::set_legacy_queue_pfn(std::uint16_t queue, std::uint32_t pfn) {
+  VPCI_ASSIGN_OR_RETURN(Virtqueue * q, queue_for_setup(queue));
+  if (interface_ != DriverInterface::kLegacy) {
+    return make_error(ErrorCode::kProtocolViolation, "legacy queue address written through the modern interface");
+  }
+  if (pfn == 0) {
+    // What legacy drivers write to tear a queue down.
+    device_->reset_queue(queue);
+    q->reset();
+    return {};
+  }
+  if (q->enabled()) {
+    return make_error(ErrorCode::kConflict, "queue {} address written while enabled", queue);
+  }
+  const GuestAddress base = GuestAddress{pfn} << kLegacyQueuePfnShift;
+  VPCI_ASSIGN_OR_RETURN(QueueLayout layout, legacy_split_layout(base, q->max_size(), kLegacyQueueAlign));
+  VPCI_TRY(q->set_layout(layout));
+  return enable_queue(queue);
+}
+
+Result<std::uint32_t> DeviceCore::legacy_queue_pfn(std::uint16_t queue) const {
+  VPCI_ASSIGN_OR_RETURN(QueueRegisters regs, queue_registers(queue));
+  if (!regs.enabled) return 0u;
+  return static_cast<std::uint32_t>(regs.desc >> kLegacyQueuePfnShift);
+}
+
+// ---- notifications ------------------------------------------------------------------------------
+
+Status DeviceCore::notify(std::uint16_t queue) {
+  if (queue >= queues_.size()) {
+    return make_error(ErrorCode::kOutOfRange, "notification for queue {} ({} queues)", queue, queues_.size());
+  }
+  // §2.1.2: no buffers are consumed before DRIVER_OK; after FAILED the driver gave up.
+  if (!running()) return {};
+  process(*queues_[queue]);
+  return {};
+}
+
+void DeviceCore::process(Virtqueue& queue) {
+  if (!queue.enabled() || queue.failed()) return;
+  device_->process_queue(queue);
+  queue.notify_driver_if_needed();
+}
+
+void DeviceCore::used_buffer_notification(std::uint16_t queue) {
+  // §2.1.2 / §2.4.1: no notifications before DRIVER_OK or after a reset.
+  if ((status_ & status::kDriverOk) != 0) interrupts_->raise_queue_interrupt(queue);
+}
+
+void DeviceCore::queue_failed(std::uint16_t queue, const Error& error) {
+  (void)queue;  // the error message names the queue
+  set_needs_reset(error);
+}
+
+}  // namespace vpci::virtio

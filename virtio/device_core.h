@@ -1,0 +1,222 @@
+// DeviceCore: the transport-independent half of a virtio device, and the one object a
+// transport (virtio-pci modern / legacy / transitional, an MMR window, vfio-user
+// region accesses, virtio-mmio) drives.
+//
+//   transport ──calls──▶ DeviceCore ──calls──▶ Device (blk, rng, ...)
+//       ▲                    │
+//       └── InterruptSink ◀──┘   (used buffer / configuration change notifications)
+//
+// What the transport maps onto it (virtio 1.3 §4.1.4.3 common configuration):
+//   device_feature_select / device_feature   → device_features_word(select)
+//   driver_feature_select / driver_feature   → write_driver_features_word(select, v),
+//                                              driver_features_word(select)
+//   device_status                            → status(), write_status(v) (0 resets)
+//   config_generation                        → config_generation()
+//   num_queues                               → num_queues()
+//   queue_select                             → the transport's own register; every
+//                                              queue call takes the queue index
+//   queue_size                               → queue_registers(q).size, set_queue_size
+//   queue_desc / queue_driver / queue_device → set_queue_desc/driver/device (64-bit;
+//                                              the transport assembles the halves)
+//   queue_enable                             → enable_queue(q), queue_registers(q).enabled
+//   queue_reset (VIRTIO_F_RING_RESET)        → reset_queue(q); reads back 0 at once
+//   notify doorbell                          → notify(q)
+//   device-specific configuration            → read_config / write_config
+// The transport owns everything transport-specific: selectors, MSI-X vectors and their
+// mapping from queue index, the ISR byte (set bit 0 in raise_queue_interrupt, bit 1 in
+// raise_config_interrupt, clear on read), INTx, BAR layout, notify_off_multiplier.
+//
+// Legacy and transitional devices (virtio 1.3 §4.1.4.8, §2.7.2): call
+// set_driver_interface(kLegacy) while the status is 0 once the driver is known to use
+// the legacy interface. Then device_features_word(0) holds bits 0-31 only (VERSION_1
+// and above are never offered), driver features apply as written, there is no
+// FEATURES_OK step (features are latched at DRIVER_OK), queues have no size
+// negotiation and are placed with set_legacy_queue_pfn(q, pfn) (descriptor table at
+// pfn << 12, available ring after it, used ring at the next 4096-byte boundary;
+// pfn 0 resets the queue).
+//
+// Status state machine (§2.1, §3.1.1): writing 0 resets the device. Otherwise the
+// driver may only add bits (§2.1.1: it MUST NOT clear one; such a write is refused).
+// FEATURES_OK is kept only if the driver's features are acceptable — a subset of the
+// offer, including VERSION_1, ACCESS_PLATFORM when required, and whatever the device
+// accepts (§2.2.2); the driver re-reads status to find out (§3.1.1 step 6). Feature
+// writes after FEATURES_OK are refused. DRIVER_OK requires FEATURES_OK (modern) and
+// activates the device; queues are processed only while DRIVER_OK is set and FAILED
+// is not (§2.1.2). DEVICE_NEEDS_RESET is device-owned: set when a queue or the device
+// fails, followed by a configuration change notification when DRIVER_OK is set
+// (§2.1.2); only a reset clears it. The failed queue stops; other queues keep running.
+//
+// Configuration generation (§2.5, §4.1.4.3): bumped lazily — a change only marks the
+// space dirty, and the next read of config_generation() increments it — so the 8-bit
+// counter advances at most once per driver read loop.
+//
+// Errors: every method taking driver input returns a Status describing a refused
+// access; transports usually just log it. Nothing here asserts on driver input.
+//
+// Threading: not thread-safe. The transport serialises all calls (one thread, or its
+// own lock); the Device runs inside notify() on that thread; interrupts are raised from
+// it too. Guest memory may change concurrently (see virtio/guest_memory.h).
+//
+// Processing model: notify(q) runs the device synchronously — it pops and completes
+// every available chain before returning — then sends a used buffer notification if
+// the driver wants one. Asynchronous devices can complete chains later on the same
+// thread and call Virtqueue::notify_driver_if_needed() themselves.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "base/error.h"
+#include "virtio/device.h"
+#include "virtio/guest_memory.h"
+#include "virtio/ring_layout.h"
+#include "virtio/virtqueue.h"
+
+namespace vpci::virtio {
+
+// Implemented by the transport.
+class InterruptSink {
+ public:
+  // Used buffer notification for `queue` (§2.3): the queue's MSI-X vector, or ISR bit 0.
+  virtual void raise_queue_interrupt(std::uint16_t queue) = 0;
+  // Configuration change notification (§2.3): the config MSI-X vector, or ISR bit 1.
+  virtual void raise_config_interrupt() = 0;
+
+ protected:
+  ~InterruptSink() = default;
+};
+
+enum class DriverInterface : std::uint8_t { kModern, kLegacy };
+
+struct CoreOptions {
+  bool offer_ring_packed = true;       // VIRTIO_F_RING_PACKED
+  bool offer_event_idx = true;         // VIRTIO_F_EVENT_IDX
+  bool offer_indirect_desc = true;     // VIRTIO_F_INDIRECT_DESC
+  bool offer_ring_reset = true;        // VIRTIO_F_RING_RESET
+  bool offer_access_platform = false;  // VIRTIO_F_ACCESS_PLATFORM (IOVA / Xen grants)
+  // Refuse FEATURES_OK unless ACCESS_PLATFORM is accepted (§6.2 allows failing): set
+  // when addresses are only meaningful through a translation (Xen grants, IOMMU).
+  bool require_access_platform = false;
+};
+
+struct QueueRegisters {
+  std::uint16_t max_size = 0;
+  std::uint16_t size = 0;
+  GuestAddress desc = 0;
+  GuestAddress driver = 0;
+  GuestAddress device = 0;
+  bool enabled = false;
+  bool failed = false;
+};
+
+// Legacy PCI queue address unit (§4.1.4.8: "queue address ... shifted right by 12").
+inline constexpr unsigned kLegacyQueuePfnShift = 12;
+inline constexpr std::uint64_t kLegacyQueueAlign = 4096;
+
+class DeviceCore final : private DeviceHost, private QueueEventSink {
+ public:
+  // `interrupts` must outlive the core.
+  DeviceCore(std::unique_ptr<Device> device, std::shared_ptr<GuestMemory> memory, InterruptSink* interrupts,
+             CoreOptions options = {});
+  DeviceCore(const DeviceCore&) = delete;
+  DeviceCore& operator=(const DeviceCore&) = delete;
+  ~DeviceCore();
+
+  [[nodiscard]] std::uint32_t device_id() const { return device_->device_id(); }
+  [[nodiscard]] Device& device() { return *device_; }
+  [[nodiscard]] const std::shared_ptr<GuestMemory>& memory() const { return memory_; }
+
+  // ---- driver interface (transitional devices) ----------------------------------------
+  // Only while status is 0; kModern after construction.
+  Status set_driver_interface(DriverInterface interface);
+  [[nodiscard]] DriverInterface driver_interface() const { return interface_; }
+
+  // ---- features (§2.2) ----------------------------------------------------------------
+  // Everything offered: device bits plus the ring/transport bits enabled in CoreOptions
+  // (VERSION_1 always, for the modern interface); bits 0-31 only for a legacy driver.
+  [[nodiscard]] std::uint64_t device_features() const;
+  // 32-bit window `select` of device_features() (0 for select >= 2).
+  [[nodiscard]] std::uint32_t device_features_word(std::uint32_t select) const;
+  Status write_driver_features_word(std::uint32_t select, std::uint32_t value);
+  Status set_driver_features(std::uint64_t features);
+  [[nodiscard]] std::uint64_t driver_features() const { return driver_features_; }
+  [[nodiscard]] std::uint32_t driver_features_word(std::uint32_t select) const;
+  [[nodiscard]] std::uint64_t negotiated_features() const override { return negotiated_features_; }
+
+  // ---- status (§2.1, §3.1) -------------------------------------------------------------
+  [[nodiscard]] std::uint8_t status() const { return status_; }
+  Status write_status(std::uint8_t value);
+  // Device reset (§2.4): status 0, features cleared, every queue reset.
+  void reset();
+  // Why DEVICE_NEEDS_RESET was set, if it was.
+  [[nodiscard]] const std::optional<Error>& failure() const { return failure_; }
+
+  // ---- device configuration (§2.5) --------------------------------------------------------
+  [[nodiscard]] std::uint32_t config_size() const { return device_->config_size(); }
+  Status read_config(std::uint32_t offset, std::span<std::uint8_t> out);
+  Status write_config(std::uint32_t offset, std::span<const std::uint8_t> data);
+  // Reading the generation applies a pending bump (see above); hence not const.
+  [[nodiscard]] std::uint8_t config_generation();
+
+  // ---- queues (§4.1.4.3) -------------------------------------------------------------------
+  [[nodiscard]] std::uint16_t num_queues() const { return static_cast<std::uint16_t>(queues_.size()); }
+  [[nodiscard]] Result<QueueRegisters> queue_registers(std::uint16_t queue) const;
+  Status set_queue_size(std::uint16_t queue, std::uint16_t size);
+  Status set_queue_desc(std::uint16_t queue, GuestAddress address);
+  Status set_queue_driver(std::uint16_t queue, GuestAddress address);
+  Status set_queue_device(std::uint16_t queue, GuestAddress address);
+  // queue_enable = 1. Refused before FEATURES_OK (modern), since the ring format
+  // depends on the negotiated features. A layout that fails validation fails the
+  // queue and sets DEVICE_NEEDS_RESET.
+  Status enable_queue(std::uint16_t queue);
+  // queue_reset = 1 (§2.6.1); requires VIRTIO_F_RING_RESET.
+  Status reset_queue(std::uint16_t queue);
+  // Legacy queue address register: pfn 0 resets the queue, anything else places a split
+  // ring of the maximum size at pfn << 12 (§2.7.2) and enables it.
+  Status set_legacy_queue_pfn(std::uint16_t queue, std::uint32_t pfn);
+  [[nodiscard]] Result<std::uint32_t> legacy_queue_pfn(std::uint16_t queue) const;
+
+  // ---- notifications (§2.3) ----------------------------------------------------------------
+  // Available buffer notification. Ignored (successfully) unless DRIVER_OK is set,
+  // FAILED is not, and the queue is enabled and healthy; out-of-range queues are an error.
+  Status notify(std::uint16_t queue);
+
+  // For tests, diagnostics and asynchronous devices.
+  [[nodiscard]] Virtqueue* queue(std::uint16_t index) {
+    return index < queues_.size() ? queues_[index].get() : nullptr;
+  }
+
+ private:
+  // DeviceHost
+  void config_changed() override;
+  void device_failed(const Error& error) override;
+  // QueueEventSink
+  void used_buffer_notification(std::uint16_t queue) override;
+  void queue_failed(std::uint16_t queue, const Error& error) override;
+
+  [[nodiscard]] Result<Virtqueue*> queue_for_setup(std::uint16_t queue);
+  [[nodiscard]] Status negotiate_modern_features();
+  [[nodiscard]] RingOptions ring_options() const;
+  [[nodiscard]] bool running() const;
+  void process(Virtqueue& queue);
+  void set_needs_reset(const Error& error);
+
+  std::unique_ptr<Device> device_;
+  std::shared_ptr<GuestMemory> memory_;
+  InterruptSink* interrupts_;
+  CoreOptions options_;
+  DriverInterface interface_ = DriverInterface::kModern;
+  std::vector<std::unique_ptr<Virtqueue>> queues_;
+
+  std::uint8_t status_ = 0;
+  std::uint64_t driver_features_ = 0;
+  std::uint64_t negotiated_features_ = 0;
+  std::uint8_t config_generation_ = 0;
+  bool config_dirty_ = false;
+  std::optional<Error> failure_;
+};
+
+}  // namespace vpci::virtio

@@ -1,0 +1,76 @@
+// The device side of a packed virtqueue (virtio 1.3 §2.8, VIRTIO_F_RING_PACKED).
+//
+// Checks made on every driver-controlled value:
+//   at enable   1 <= size <= 32768 (any value, §2.8.10.1); descriptor ring 16-aligned
+//               and writable (used descriptors overwrite it), both event suppression
+//               areas 4-aligned, the device area writable; all fully mapped.
+//   chain walk  the head is available by the wrap-counter rule (§2.8.1); every later
+//               descriptor of a NEXT list must be available too (§2.8.6: flags are
+//               set correctly in all descriptors of a list); at most `size`
+//               descriptors per list (§2.8.17); an INDIRECT descriptor only if
+//               negotiated, only alone (§2.8.19: never in a NEXT-linked list, never
+//               with NEXT), table length a non-zero multiple of 16 with at most
+//               `size` entries, fully mapped, and no INDIRECT entry inside it;
+//               readable before writable; total bytes capped; buffers mapped.
+// Each descriptor is copied once; only the copy is inspected.
+//
+// Wrap counters start at 1 (§2.8.1). A used descriptor gets id and len first, then,
+// after a release fence, flags with AVAIL = USED = the device wrap counter (§2.8.21-
+// style ordering mirrored from the driver side); the device then skips the number of
+// ring slots the chain occupied (§2.8.6).
+//
+// Event suppression (§2.8.10): when the ring runs empty the device publishes its
+// Device Event Suppression (ENABLE, or DESC at the next slot when EVENT_IDX is
+// negotiated) and re-checks. Used buffer notifications honour the driver's ENABLE /
+// DISABLE / DESC setting; DESC is evaluated on positions modulo 2 x size, where the
+// wrap counter supplies the extra bit.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "base/error.h"
+#include "virtio/descriptor_chain.h"
+#include "virtio/guest_memory.h"
+#include "virtio/ring_layout.h"
+
+namespace vpci::virtio {
+
+class PackedRing {
+ public:
+  [[nodiscard]] static Result<PackedRing> create(const MemoryMap& memory, const QueueLayout& layout,
+                                                 const RingOptions& options);
+
+  [[nodiscard]] Result<std::optional<ChainDescriptors>> pop(const MemoryMap& memory);
+  // Writes the used descriptor for a buffer that occupied `ring_slots` ring entries.
+  Status push_used(const MemoryMap& memory, std::uint16_t id, std::uint16_t ring_slots, std::uint32_t length);
+  [[nodiscard]] Result<bool> needs_notification(const MemoryMap& memory);
+
+  [[nodiscard]] const QueueLayout& layout() const { return layout_; }
+  [[nodiscard]] std::uint16_t next_avail() const { return next_avail_; }
+  [[nodiscard]] bool avail_wrap_counter() const { return avail_wrap_; }
+  [[nodiscard]] std::uint16_t next_used() const { return next_used_; }
+  [[nodiscard]] bool used_wrap_counter() const { return used_wrap_; }
+
+ private:
+  PackedRing(const QueueLayout& layout, const RingOptions& options) : layout_(layout), options_(options) {}
+
+  [[nodiscard]] Result<bool> head_available(const MemoryMap& memory) const;
+  [[nodiscard]] Result<ChainDescriptors> walk_chain(const MemoryMap& memory) const;
+  Status walk_indirect(const MemoryMap& memory, GuestAddress table, std::uint32_t length,
+                       ChainDescriptors& chain) const;
+  // Position of (index, wrap) on a circle of 2 x size slots.
+  [[nodiscard]] std::uint32_t position(std::uint16_t index, bool wrap) const {
+    return index + (wrap ? 0u : layout_.size);
+  }
+
+  QueueLayout layout_;
+  RingOptions options_;
+  std::uint16_t next_avail_ = 0;
+  bool avail_wrap_ = true;
+  std::uint16_t next_used_ = 0;
+  bool used_wrap_ = true;
+  std::uint64_t slots_since_check_ = 0;  // used slots written since needs_notification()
+};
+
+}  // namespace vpci::virtio

@@ -1,0 +1,163 @@
+#include "virtio/virtqueue.h"
+
+#include <algorithm>
+
+namespace vpci::virtio {
+
+Virtqueue::Virtqueue(std::uint16_t index, std::uint16_t max_size) : index_(index), max_size_(max_size) {
+  layout_.size = max_size;
+}
+
+Status Virtqueue::set_size(std::uint16_t size) {
+  if (enabled_) {
+    return make_error(ErrorCode::kConflict, "queue {}: size written while the queue is enabled", index_);
+  }
+  // §4.1.4.3.2: the driver may reduce queue_size but never raise it above the maximum.
+  if (size == 0 || size > max_size_) {
+    return make_error(ErrorCode::kInvalidArgument, "queue {}: size {} not in 1..{}", index_, size, max_size_);
+  }
+  layout_.size = size;
+  return {};
+}
+
+Status Virtqueue::set_desc_address(GuestAddress address) {
+  if (enabled_) return make_error(ErrorCode::kConflict, "queue {}: address written while enabled", index_);
+  layout_.desc = address;
+  return {};
+}
+
+Status Virtqueue::set_driver_address(GuestAddress address) {
+  if (enabled_) return make_error(ErrorCode::kConflict, "queue {}: address written while enabled", index_);
+  layout_.driver = address;
+  return {};
+}
+
+Status Virtqueue::set_device_address(GuestAddress address) {
+  if (enabled_) return make_error(ErrorCode::kConflict, "queue {}: address written while enabled", index_);
+  layout_.device = address;
+  return {};
+}
+
+Status Virtqueue::set_layout(const QueueLayout& layout) {
+  VPCI_TRY(set_size(layout.size));
+  layout_ = layout;
+  return {};
+}
+
+Status Virtqueue::enable(std::shared_ptr<GuestMemory> memory, RingFormat format, const RingOptions& options,
+                         QueueEventSink* sink) {
+  if (enabled_) return make_error(ErrorCode::kConflict, "queue {} is already enabled", index_);
+  sink_ = sink;
+  error_.reset();
+  ring_ = std::monostate{};
+  auto snapshot = memory->snapshot();
+  Status started;
+  if (format == RingFormat::kSplit) {
+    auto ring = SplitRing::create(*snapshot, layout_, options);
+    if (ring) ring_ = std::move(*ring); else started = tl::unexpected(std::move(ring).error());
+  } else {
+    auto ring = PackedRing::create(*snapshot, layout_, options);
+    if (ring) ring_ = std::move(*ring); else started = tl::unexpected(std::move(ring).error());
+  }
+  if (!started) {
+    Error error = std::move(started).error().with_context(fmt::format("enabling queue {}", index_));
+    fail(error);
+    return tl::unexpected(std::move(error));
+  }
+  ++epoch_;
+  format_ = format;
+  memory_ = std::move(memory);
+  enabled_ = true;
+  return {};
+}
+
+void Virtqueue::reset() {
+  ++epoch_;
+  enabled_ = false;
+  error_.reset();
+  ring_ = std::monostate{};
+  memory_.reset();
+  layout_ = QueueLayout{max_size_, 0, 0, 0};
+}
+
+std::optional<DescriptorChain> Virtqueue::pop() {
+  if (!running()) return std::nullopt;
+  auto snapshot = memory_->snapshot();
+  Result<std::optional<ChainDescriptors>> popped = std::visit(
+      [&](auto& ring) -> Result<std::optional<ChainDescriptors>> {
+        if constexpr (std::is_same_v<std::decay_t<decltype(ring)>, std::monostate>) {
+          return std::nullopt;
+        } else {
+          return ring.pop(*snapshot);
+        }
+      },
+      ring_);
+  if (!popped) {
+    fail(std::move(popped).error().with_context(fmt::format("queue {}", index_)));
+    return std::nullopt;
+  }
+  if (!popped->has_value()) return std::nullopt;
+  ++stats_.popped;
+  return DescriptorChain(this, epoch_, std::move(snapshot), std::move(**popped));
+}
+
+void Virtqueue::complete_chain(std::uint64_t epoch, const ChainDescriptors& chain, std::uint32_t used_length) {
+  if (epoch != epoch_ || !running()) {
+    ++stats_.stale;
+    return;
+  }
+  // §2.7.8.2 / §2.8.4: the used length never exceeds what the device could write.
+  used_length = static_cast<std::uint32_t>(std::min<std::uint64_t>(used_length, chain.writable_bytes));
+  auto snapshot = memory_->snapshot();
+  Status pushed;
+  if (auto* split = std::get_if<SplitRing>(&ring_)) {
+    pushed = split->push_used(*snapshot, chain.id, used_length);
+  } else if (auto* packed = std::get_if<PackedRing>(&ring_)) {
+    pushed = packed->push_used(*snapshot, chain.id, chain.ring_slots, used_length);
+  }
+  if (!pushed) {
+    fail(std::move(pushed).error().with_context(fmt::format("queue {}: writing used entry", index_)));
+    return;
+  }
+  ++stats_.completed;
+}
+
+void Virtqueue::fail_chain(std::uint64_t epoch, Error error) {
+  if (epoch != epoch_ || !running()) {
+    ++stats_.stale;
+    return;
+  }
+  fail(std::move(error).with_context(fmt::format("queue {}", index_)));
+}
+
+void Virtqueue::abandon_chain(std::uint64_t epoch, const ChainDescriptors& chain) {
+  ++stats_.abandoned;
+  complete_chain(epoch, chain, 0);
+}
+
+void Virtqueue::notify_driver_if_needed() {
+  if (!running()) return;
+  auto snapshot = memory_->snapshot();
+  Result<bool> needed = false;
+  if (auto* split = std::get_if<SplitRing>(&ring_)) {
+    needed = split->needs_notification(*snapshot);
+  } else if (auto* packed = std::get_if<PackedRing>(&ring_)) {
+    needed = packed->needs_notification(*snapshot);
+  }
+  if (!needed) {
+    fail(std::move(needed).error().with_context(fmt::format("queue {}: reading event suppression", index_)));
+    return;
+  }
+  if (*needed && sink_ != nullptr) {
+    ++stats_.notifications;
+    sink_->used_buffer_notification(index_);
+  }
+}
+
+void Virtqueue::fail(Error error) {
+  if (error_.has_value()) return;  // the first violation is the one worth reporting
+  error_ = std::move(error);
+  if (sink_ != nullptr) sink_->queue_failed(index_, *error_);
+}
+
+}  // namespace vpci::virtio
