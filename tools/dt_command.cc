@@ -145,7 +145,9 @@ struct PendingFile {
 };
 
 // Writes every file to a temporary beside its destination, then renames them all.
-// On any failure the temporaries are removed and no destination is touched.
+// On any failure the temporaries are removed and no destination is touched. (Unlike
+// write_file_atomically in output_file.h, which does one file: bind writes up to
+// three, and a failure on the last must not leave the first in place.)
 Status commit_files(std::vector<PendingFile>& files) {
   const auto cleanup = [&] {
     for (auto& f : files) {
