@@ -27,83 +27,12 @@
 #include "virtio/guest_memory.h"
 #include "virtio/spec.h"
 #include "virtio/virtqueue.h"
+#include "fuzz/virtqueue_fuzz_guest.h"
 
 namespace {
 
 using namespace vpci::virtio;
-
-constexpr GuestAddress kRamBase = 0x10000;
-constexpr std::size_t kRamSize = 16 * 1024;
-constexpr GuestAddress kRomBase = 0x40000;
-constexpr std::size_t kRomSize = 4096;
-
-[[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "packed_chain_fuzzer invariant violated: %s\n", what);
-  std::abort();
-}
-
-struct Guest {
-  std::vector<std::uint8_t> ram = std::vector<std::uint8_t>(kRamSize, 0);
-  std::vector<std::uint8_t> rom = std::vector<std::uint8_t>(kRomSize, 0xA5);
-  std::shared_ptr<GuestMemory> memory = std::make_shared<GuestMemory>();
-
-  Guest() {
-    MemoryRegionSpec ram_spec;
-    ram_spec.guest_address = kRamBase;
-    ram_spec.size = ram.size();
-    ram_spec.host = ram.data();
-    MemoryRegionSpec rom_spec;
-    rom_spec.guest_address = kRomBase;
-    rom_spec.size = rom.size();
-    rom_spec.host = rom.data();
-    rom_spec.writable = false;
-    if (!memory->add_region(std::move(ram_spec)) || !memory->add_region(std::move(rom_spec)))
-      fail("setup");
-    memory->set_access_observer([this](const AccessRecord& record) { check_access(record); });
-  }
-  bool in(const std::vector<std::uint8_t>& bytes, const std::uint8_t* p, std::uint64_t n) const {
-    const auto begin = reinterpret_cast<std::uintptr_t>(bytes.data());
-    const auto at = reinterpret_cast<std::uintptr_t>(p);
-    return at >= begin && n <= bytes.size() && at - begin <= bytes.size() - n;
-  }
-  void check_access(const AccessRecord& record) const {
-    if (record.length == 0) fail("empty access reported");
-    if (in(ram, record.host, record.length)) return;
-    if (in(rom, record.host, record.length)) {
-      if (record.access == Access::kWrite) fail("write into read-only memory");
-      return;
-    }
-    fail("access outside mapped memory");
-  }
-  bool mapped(GuestAddress address, std::uint64_t length, bool writable) const {
-    const auto inside = [&](GuestAddress base, std::size_t size) {
-      return address >= base && length <= size && address - base <= size - length;
-    };
-    return inside(kRamBase, kRamSize) || (!writable && inside(kRomBase, kRomSize));
-  }
-};
-
-void check_chain(const Guest& guest, DescriptorChain& chain, std::uint16_t queue_size,
-                 std::uint64_t cap) {
-  std::uint64_t readable = 0;
-  std::uint64_t writable = 0;
-  for (const auto& b : chain.readable_buffers()) {
-    if (b.length == 0 || !guest.mapped(b.address, b.length, false))
-      fail("readable buffer not mapped");
-    readable += b.length;
-  }
-  for (const auto& b : chain.writable_buffers()) {
-    if (b.length == 0 || !guest.mapped(b.address, b.length, true))
-      fail("writable buffer not mapped writable");
-    writable += b.length;
-  }
-  if (readable != chain.readable_bytes() || writable != chain.writable_bytes()) fail("byte counts");
-  if (readable + writable > cap) fail("chain above the byte cap");
-  if (chain.readable_buffers().size() + chain.writable_buffers().size() > queue_size)
-    fail("chain too long");
-  std::vector<std::uint8_t> data(static_cast<std::size_t>(readable));
-  if (!chain.reader().read(data)) fail("readable part of a validated chain unreadable");
-}
+using namespace vpci::virtio::fuzzing;
 
 }  // namespace
 
