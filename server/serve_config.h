@@ -1,0 +1,72 @@
+// The `vpci serve` configuration: which devices one server process runs, read from
+// TOML (docs/serve.md has the reference; `vpci serve` with no file uses
+// kDefaultServeConfig).
+//
+//   socket_dir = "/run/vpci"          # optional; each device listens on <dir>/<name>.sock
+//   [[device]]
+//   name = "blk0"                     # [A-Za-z0-9_.-], 1-64 chars, unique
+//   kind = "virtio-blk"               # virtio-rng | virtio-blk
+//   transport = "transitional"        # modern | transitional | mmr | legacy-over-mmr
+//   path = "disk.img"                 # virtio-blk only; relative to the config file
+//   read_only = false                 # virtio-blk only
+//   xen_backend_domid = 1             # optional: adds the Xen grant capability
+//
+// Every problem is reported with the file, line and key ("serve.toml:7:8:
+// device[2].kind: unknown kind \"virtio-rgn\" (did you mean \"virtio-rng\"?)"), and
+// all of them are collected, not just the first.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/error.h"
+
+namespace vpci::server {
+
+enum class DeviceKind : std::uint8_t { kVirtioRng, kVirtioBlk };
+enum class TransportKind : std::uint8_t { kModern, kTransitional, kMmr, kLegacyOverMmr };
+
+std::string_view device_kind_name(DeviceKind kind);
+std::string_view transport_kind_name(TransportKind kind);
+
+struct ServedDeviceSpec {
+  std::string name;
+  DeviceKind kind = DeviceKind::kVirtioRng;
+  TransportKind transport = TransportKind::kModern;
+  std::filesystem::path path;  // virtio-blk backing file, resolved against the config dir
+  bool read_only = false;
+  std::optional<std::uint16_t> xen_backend_domid;
+  std::uint32_t line = 0;  // where the [[device]] table starts, for later messages
+};
+
+struct ServeConfig {
+  std::string source;  // file name for messages ("<default>" for the embedded one)
+  std::optional<std::filesystem::path> socket_dir;
+  std::vector<ServedDeviceSpec> devices;
+};
+
+// Xen domain IDs a backend can have: DOMID_FIRST_RESERVED is 0x7FF0 (xen/include/public/xen.h).
+inline constexpr std::uint32_t kMaxBackendDomid = 0x7FEF;
+inline constexpr std::size_t kMaxDeviceNameLength = 64;
+// One process serves at most this many devices (SECURITY.md: resource limits).
+inline constexpr std::size_t kMaxServedDevices = 4096;
+
+// Parses and validates `text`. `source` names the file in messages; relative `path`s
+// resolve against `base_dir`. With `check_files`, virtio-blk paths must name existing
+// regular files (or block devices) — the normal case; tests of the syntax alone pass
+// false.
+Result<ServeConfig> parse_serve_config(std::string_view text, std::string source,
+                                       const std::filesystem::path& base_dir,
+                                       bool check_files = true);
+Result<ServeConfig> load_serve_config(const std::filesystem::path& file);
+
+// The configuration `vpci serve` runs without a file: a modern virtio-rng and a modern
+// virtio-blk backed by `blk_image` (which the caller creates: a fresh 64 MiB image).
+std::string default_serve_config_text(const std::filesystem::path& blk_image);
+inline constexpr std::uint64_t kDefaultImageBytes = 64ull << 20;
+
+}  // namespace vpci::server

@@ -1,0 +1,154 @@
+#include "server/serve_config.h"
+
+#include <fstream>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "../cli/cli_test_util.h"
+
+namespace vpci::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+Result<ServeConfig> parse(std::string_view text, const std::filesystem::path& dir = "/nonexistent") {
+  return parse_serve_config(text, "serve.toml", dir, /*check_files=*/false);
+}
+
+std::string error_of(std::string_view text) {
+  auto config = parse(text);
+  EXPECT_FALSE(config.has_value()) << text;
+  return config.has_value() ? std::string() : config.error().message;
+}
+
+TEST(ServeConfig, ReadsTheIssueExample) {
+  auto config = parse(R"(
+socket_dir = "/run/vpci"
+[[device]]
+name = "rng0"
+kind = "virtio-rng"
+transport = "modern"
+[[device]]
+name = "blk0"
+kind = "virtio-blk"
+transport = "transitional"
+path = "disk.img"
+read_only = false
+xen_backend_domid = 1
+)", "/etc/vpci");
+  ASSERT_TRUE(config.has_value()) << config.error().message;
+  EXPECT_EQ(config->socket_dir, std::filesystem::path("/run/vpci"));
+  ASSERT_EQ(config->devices.size(), 2u);
+  EXPECT_EQ(config->devices[0].name, "rng0");
+  EXPECT_EQ(config->devices[0].kind, DeviceKind::kVirtioRng);
+  EXPECT_EQ(config->devices[0].transport, TransportKind::kModern);
+  EXPECT_FALSE(config->devices[0].xen_backend_domid.has_value());
+  EXPECT_EQ(config->devices[1].kind, DeviceKind::kVirtioBlk);
+  EXPECT_EQ(config->devices[1].transport, TransportKind::kTransitional);
+  EXPECT_EQ(config->devices[1].path, std::filesystem::path("/etc/vpci/disk.img"));
+  EXPECT_FALSE(config->devices[1].read_only);
+  EXPECT_EQ(config->devices[1].xen_backend_domid, std::optional<std::uint16_t>(1));
+  EXPECT_EQ(config->devices[1].line, 7u);
+}
+
+TEST(ServeConfig, EveryTransportNameParses) {
+  for (auto [name, kind] : {std::pair{"modern", TransportKind::kModern},
+                            std::pair{"transitional", TransportKind::kTransitional},
+                            std::pair{"mmr", TransportKind::kMmr},
+                            std::pair{"legacy-over-mmr", TransportKind::kLegacyOverMmr}}) {
+    auto config = parse(fmt::format("[[device]]\nname = \"d\"\nkind = \"virtio-rng\"\n"
+                                    "transport = \"{}\"\n", name));
+    ASSERT_TRUE(config.has_value()) << name;
+    EXPECT_EQ(config->devices[0].transport, kind);
+    EXPECT_EQ(transport_kind_name(kind), name);
+  }
+}
+
+TEST(ServeConfig, UnknownKeyNamesFileLineKeyAndSuggests) {
+  const std::string message = error_of("[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\n"
+                                       "transport = \"modern\"\ntransprot = 1\n");
+  EXPECT_THAT(message, HasSubstr("serve.toml:5:1: device[1].transprot: unknown key"));
+  EXPECT_THAT(message, HasSubstr("did you mean \"transport\"?"));
+  EXPECT_THAT(error_of("sockets = \"/x\"\n"), HasSubstr("serve.toml:1:1: sockets: unknown key"));
+}
+
+TEST(ServeConfig, WrongTypesAreNamed) {
+  EXPECT_THAT(error_of("[[device]]\nname = 7\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"),
+              HasSubstr("serve.toml:2:8: device[1].name: expected a string, found an integer"));
+  EXPECT_THAT(error_of("[[device]]\nname = \"b\"\nkind = \"virtio-blk\"\ntransport = \"modern\"\n"
+                       "path = \"x\"\nread_only = \"yes\"\n"),
+              HasSubstr("serve.toml:6:13: device[1].read_only: expected a boolean, found a string"));
+  EXPECT_THAT(error_of("device = 3\n"),
+              HasSubstr("device: expected an array of tables ([[device]]), found an integer"));
+  EXPECT_THAT(error_of("socket_dir = true\n[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\n"
+                       "transport = \"modern\"\n"),
+              HasSubstr("socket_dir: expected a string, found a boolean"));
+}
+
+TEST(ServeConfig, UnknownKindAndTransportSuggest) {
+  EXPECT_THAT(error_of("[[device]]\nname = \"r\"\nkind = \"virtio-rgn\"\ntransport = \"modern\"\n"),
+              HasSubstr("device[1].kind: unknown kind \"virtio-rgn\" (did you mean \"virtio-rng\"?)"));
+  EXPECT_THAT(error_of("[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\ntransport = \"mdoern\"\n"),
+              HasSubstr("unknown transport \"mdoern\" (did you mean \"modern\"?)"));
+}
+
+TEST(ServeConfig, DuplicateNamesAndBadNames) {
+  const std::string dup = error_of(
+      "[[device]]\nname = \"a\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"
+      "[[device]]\nname = \"a\"\nkind = \"virtio-rng\"\ntransport = \"mmr\"\n");
+  EXPECT_THAT(dup, HasSubstr("serve.toml:6:8: device[2].name: duplicate device name \"a\""));
+  EXPECT_THAT(error_of("[[device]]\nname = \"../x\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"),
+              HasSubstr("must not start with '.'"));
+  EXPECT_THAT(error_of("[[device]]\nname = \"a/b\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"),
+              HasSubstr("has '/'"));
+  EXPECT_THAT(error_of("[[device]]\nname = \"\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"),
+              HasSubstr("1 to 64 characters, not 0"));
+}
+
+TEST(ServeConfig, MissingKeysAndKindRules) {
+  const std::string message = error_of("[[device]]\nkind = \"virtio-blk\"\n");
+  EXPECT_THAT(message, HasSubstr("device[1]: missing required key \"name\""));
+  EXPECT_THAT(message, HasSubstr("device[1]: missing required key \"transport\""));
+  EXPECT_THAT(message, HasSubstr("device[1]: missing required key \"path\""));
+  EXPECT_THAT(error_of("[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"
+                       "path = \"x\"\n"),
+              HasSubstr("device[1].path: only virtio-blk devices have a backing file"));
+  EXPECT_THAT(error_of("socket_dir = \"/tmp\"\n"), HasSubstr("no devices"));
+  EXPECT_THAT(error_of("[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"
+                       "xen_backend_domid = 32752\n"),
+              HasSubstr("32752 is not a backend domain ID"));
+}
+
+TEST(ServeConfig, SyntaxErrorsCarryPosition) {
+  EXPECT_THAT(error_of("[[device]\nname = 1\n"), HasSubstr("serve.toml:1:"));
+}
+
+TEST(ServeConfig, MissingBackingFileIsReportedWithItsLine) {
+  vpci::testing::TempDir dir;
+  const auto file = dir.path() / "serve.toml";
+  std::ofstream(file) << "[[device]]\nname = \"b\"\nkind = \"virtio-blk\"\ntransport = \"modern\"\n"
+                         "path = \"missing.img\"\n";
+  auto config = load_serve_config(file);
+  ASSERT_FALSE(config.has_value());
+  EXPECT_THAT(config.error().message, HasSubstr(file.string() + ":5:8: device[1].path: backing file"));
+  EXPECT_THAT(config.error().message, HasSubstr("missing.img does not exist"));
+  std::ofstream(dir.path() / "missing.img") << std::string(4096, '\0');
+  auto again = load_serve_config(file);
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_EQ(again->devices[0].path, dir.path() / "missing.img");
+  EXPECT_THAT(load_serve_config(dir.path() / "nope.toml").error().message,
+              HasSubstr("cannot open configuration file"));
+}
+
+TEST(ServeConfig, DefaultConfigParsesAndQuotesThePath) {
+  auto config = parse(default_serve_config_text("/tmp/dir with \"quote\"/blk0.img"));
+  ASSERT_TRUE(config.has_value()) << config.error().message;
+  ASSERT_EQ(config->devices.size(), 2u);
+  EXPECT_EQ(config->devices[0].kind, DeviceKind::kVirtioRng);
+  EXPECT_EQ(config->devices[1].kind, DeviceKind::kVirtioBlk);
+  EXPECT_EQ(config->devices[1].path, std::filesystem::path("/tmp/dir with \"quote\"/blk0.img"));
+}
+
+}  // namespace
+}  // namespace vpci::server
