@@ -1,0 +1,38 @@
+// One device of a `vpci serve` process, built from its ServedDeviceSpec: the back end
+// (entropy source or image file), the virtio device, its guest memory table, the
+// virtio-pci transport (a pci::Function) and the server::PciFunction the vfio-user
+// session drives.
+//
+//   ServedDeviceSpec ──▶ virtio::Device (rng / blk + FileBlockBackend)
+//                         └▶ virtio-pci transport (modern | transitional | mmr)
+//                             [└▶ legacy I/O → MMR mapper, for legacy-over-mmr]
+//                                 └▶ FunctionAdapter (server::PciFunction)
+//                                       ▲ VfioUserServer (socket_server.h)
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "base/error.h"
+#include "server/pci_function.h"
+#include "server/serve_config.h"
+
+namespace vpci::server {
+
+class ServedDevice {
+ public:
+  virtual ~ServedDevice() = default;
+
+  // Opens the back end and builds the device; errors name the device and the file.
+  static Result<std::unique_ptr<ServedDevice>> create(const ServedDeviceSpec& spec);
+
+  [[nodiscard]] virtual const ServedDeviceSpec& spec() const = 0;
+  // What the vfio-user server serves.
+  [[nodiscard]] virtual PciFunction& function() = 0;
+  // Makes everything the guest wrote durable (virtio-blk: fsync the image).
+  virtual Status flush() = 0;
+  // One line for the console: "blk0: virtio-blk, modern, 1af4:1042, disk.img (64 MiB)".
+  [[nodiscard]] virtual std::string describe() const = 0;
+};
+
+}  // namespace vpci::server
