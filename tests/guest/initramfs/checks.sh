@@ -100,6 +100,15 @@ check_scratch() {
     devmem $((bar + 0xfe8)) 32 16
     status=$(devmem $((bar + 0xfec)) 32)
     copied="$(devmem "$bar" 32) $(devmem $((bar + 4)) 32) $(devmem $((bar + 8)) 32) $(devmem $((bar + 12)) 32)"
+    # INTx: enable it (command 0x0006), ring the doorbell (level asserted), touch the BAR
+    # so QEMU's vfio INTx EOI path unmasks (the server re-triggers while the level is
+    # still up), then lower the level. No guest driver handles the line; the host counts
+    # the triggers in the server (SCRATCH-SUMMARY interrupts=).
+    printf '\006\000' | dd of="$dev/config" bs=1 seek=4 conv=notrunc 2>/dev/null
+    devmem $((bar + 0xffc)) 32 1
+    devmem $((bar + 0x10)) 32 >/dev/null; devmem $((bar + 0x10)) 32 >/dev/null
+    devmem $((bar + 0xffc)) 32 0
+    printf '\006\004' | dd of="$dev/config" bs=1 seek=4 conv=notrunc 2>/dev/null
     if [ $((status)) -eq 1 ] && [ "$copied" = "0x11223344 0x55667788 0x99AABBCC 0xDDEEFF00" ]; then
       result "scratch-$addr PASS bar0=$bar dma=ok"
     else
