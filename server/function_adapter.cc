@@ -27,7 +27,10 @@ FunctionAdapter::FunctionAdapter(std::shared_ptr<virtio::GuestMemory> memory)
     : memory_(std::move(memory)) {}
 
 FunctionAdapter::~FunctionAdapter() {
-  if (function_ != nullptr) function_->set_interrupt_output(nullptr);
+  // Normally disconnected() has detached already (servers end their sessions before the
+  // function goes away), and a non-owned function may be gone by now: touch it only if
+  // a session is somehow still attached.
+  if (function_ != nullptr && trigger_.load() != nullptr) function_->set_interrupt_output(nullptr);
 }
 
 void FunctionAdapter::attach(std::unique_ptr<pci::Function> function) {

@@ -58,7 +58,7 @@ class FunctionAdapter final : public PciFunction, private pci::InterruptOutput {
   FunctionAdapter& operator=(const FunctionAdapter&) = delete;
 
   [[nodiscard]] const std::shared_ptr<virtio::GuestMemory>& guest_memory() const { return memory_; }
-  // Not owned: must outlive the adapter's use by a server.
+  // Not owned: must outlive every server using the adapter.
   void attach(pci::Function& function) { function_ = &function; }
   // Owned.
   void attach(std::unique_ptr<pci::Function> function);
