@@ -18,6 +18,13 @@ cmdline_value() {
 result() { echo "VPCI-RESULT $*"; }
 attr() { cat "$1/$2" 2>/dev/null || echo "?"; }
 driver_of() { if [ -e "$1/driver" ]; then basename "$(readlink "$1/driver")"; else echo none; fi; }
+# How virtio_pci bound a device: the BAR regions it claimed are named
+# "virtio-pci-modern" or "virtio-pci-legacy" under the device in /proc/iomem or
+# /proc/ioports. "none" for anything else.
+iface_of() {
+  found=$(grep -h -A1 " : $(basename "$1")\$" /proc/iomem /proc/ioports | grep -o 'virtio-pci-[a-z]*' | head -1)
+  echo "${found#virtio-pci-}" | sed 's/^$/none/'
+}
 id_of() { echo "$(attr "$1" vendor | sed 's/^0x//'):$(attr "$1" device | sed 's/^0x//')"; }
 
 # ---- enumerate: what the guest's PCI core found, like lspci -nnk --------------------
@@ -27,7 +34,7 @@ check_enumerate() {
     [ -d "$dev/msi_irqs" ] && [ -n "$(ls "$dev/msi_irqs" 2>/dev/null)" ] && msix=yes
     echo "VPCI-DEVICE $(basename "$dev") id=$(id_of "$dev") rev=$(attr "$dev" revision)" \
       "class=$(attr "$dev" class) subsys=$(attr "$dev" subsystem_vendor):$(attr "$dev" subsystem_device)" \
-      "driver=$(driver_of "$dev") irq=$(attr "$dev" irq) msi=$msix"
+      "driver=$(driver_of "$dev") irq=$(attr "$dev" irq) msi=$msix iface=$(iface_of "$dev")"
   done
   for want in $(cmdline_value vpci.expect "" | tr ',' ' '); do
     id=${want%@*}
@@ -156,7 +163,7 @@ check_rng() {
       done
       kind=$(interrupt_kind "$v-")
       if [ "$got" -eq "$want" ] && [ "$after" -gt "$before" ] && [ "$zeros" -lt "$want" ]; then
-        result "rng-$addr PASS bytes=$got irqs=$before..$after kind=$kind rng=$current"
+        result "rng-$addr PASS bytes=$got irqs=$before..$after kind=$kind iface=$(iface_of "$dev") rng=$current"
       else
         result "rng-$addr FAIL bytes=$got/$want irqs=$before..$after kind=$kind zeros=$zeros rng=$current"
       fi
@@ -206,7 +213,7 @@ check_blk() {
       got=$(dd if="/dev/$disk" bs=4096 skip=$((offset / 4096)) count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
       after=$(interrupt_count "$v-")
       if [ "$got" = "$want" ] && [ "$after" -gt "$before" ]; then
-        result "blk-$addr PASS disk=$disk md5=$got offset=$offset sectors=$sectors irqs=$before..$after kind=$kind"
+        result "blk-$addr PASS disk=$disk md5=$got offset=$offset sectors=$sectors irqs=$before..$after kind=$kind iface=$(iface_of "$dev")"
       else
         result "blk-$addr FAIL disk=$disk md5=$got expected=$want irqs=$before..$after kind=$kind"
       fi
