@@ -24,6 +24,7 @@ namespace vpci::server {
 namespace {
 
 using namespace vfio_user;
+using testing::Payload;
 using testing::TestClient;
 
 // A pci::Function that records what reaches it: BAR0 64-bit memory 0x4000, BAR2 I/O 0x20,
@@ -244,6 +245,79 @@ TEST_F(FunctionAdapterTest, DmaMapsAppearInGuestMemoryAndUnmapWaitsForSnapshots)
   EXPECT_TRUE(dropped_before_reply);
   EXPECT_TRUE(adapter_.guest_memory()->snapshot()->regions().empty());
   ::munmap(host, kRam);
+}
+
+// The attach and early-boot sequence QEMU 11.1.3's vfio-user-pci actually sent (recorded
+// with the server's message trace, tests/guest): DMA maps before GET_INFO, an fd-less
+// ROM map, ROM BAR probing through config, INTx eventfd set/disable/set around
+// DEVICE_RESET, then the PAM/ROM churn that splits guest RAM into pieces and rejoins it.
+// Every request must succeed, and the adapter's GuestMemory must end up mirroring
+// exactly the fd-backed RAM.
+TEST_F(FunctionAdapterTest, QemuAttachSequenceReplays) {
+  constexpr std::uint64_t kRam = 0x20000000;  // -m 512, memory-backend-memfd share=on
+  UniqueFd ram(::memfd_create("guest-ram", MFD_CLOEXEC));
+  ASSERT_EQ(::ftruncate(ram.get(), kRam), 0);
+  const int fd = ram.get();
+  const auto rw = kDmaMapRead | kDmaMapWrite;
+  auto map = [&](std::uint32_t flags, std::uint64_t offset, std::uint64_t iova, std::uint64_t size,
+                 bool with_fd) {
+    call(kDmaMap, testing::dma_map(flags, offset, iova, size),
+         with_fd ? std::span<const int>(&fd, 1) : std::span<const int>());
+  };
+  auto unmap = [&](std::uint64_t iova, std::uint64_t size) {
+    call(kDmaUnmap, testing::dma_unmap(0, iova, size));
+  };
+  map(rw, 0, 0, kRam, true);
+  map(kDmaMapRead, 0, 0xFFFC0000, 0x40000, false);  // BIOS ROM: no fd
+  call(kDeviceGetInfo, Payload().add(std::uint32_t{kDeviceInfoSize}).add(std::uint32_t{0})
+                           .add(std::uint32_t{0}).add(std::uint32_t{0}));
+  for (unsigned index : {0u, 1u, 2u, 3u, 4u, 5u, 7u}) call(kDeviceGetRegionInfo, testing::region_info(index));
+  call(kDeviceGetIrqInfo, testing::irq_info(kIrqErr));
+  call(kRegionRead, testing::region_read(kRegionConfig, 0, 4096));
+  std::array<std::uint8_t, 4> rom_probe{0x00, 0xF8, 0xFF, 0xFF};
+  call(kRegionRead, testing::region_read(kRegionConfig, 0x30, 4));
+  call(kRegionWrite, testing::region_write(kRegionConfig, 0x30, rom_probe));
+  call(kRegionRead, testing::region_read(kRegionConfig, 0x30, 4));
+  call(kRegionWrite, testing::region_write(kRegionConfig, 0x30, std::array<std::uint8_t, 4>{}));
+  call(kRegionRead, testing::region_read(kRegionConfig, 0x3D, 1));
+  UniqueFd intx(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  const int intx_fd = intx.get();
+  const auto assign = kIrqSetDataEventfd | kIrqSetActionTrigger;
+  call(kDeviceSetIrqs, testing::set_irqs(assign, kIrqIntx, 0, 1), std::span(&intx_fd, 1));
+  call(kDeviceSetIrqs, testing::set_irqs(kIrqSetDataNone | kIrqSetActionTrigger, kIrqIntx, 0, 0));
+  call(kDeviceReset, Payload());
+  call(kDeviceSetIrqs, testing::set_irqs(assign, kIrqIntx, 0, 1), std::span(&intx_fd, 1));
+  // PAM reprogramming: RAM split around the ROM shadows (fd-less), twice, then rejoined.
+  unmap(0, kRam);
+  map(rw, 0, 0, 0xC0000, true);
+  map(kDmaMapRead, 0, 0xC0000, 0x20000, false);
+  map(kDmaMapRead, 0, 0xE0000, 0x20000, false);
+  map(rw, 0x100000, 0x100000, kRam - 0x100000, true);
+  unmap(0, 0xC0000);
+  unmap(0xC0000, 0x20000);
+  unmap(0xE0000, 0x20000);
+  unmap(0x100000, kRam - 0x100000);
+  map(rw, 0, 0, 0xD8000, true);
+  map(kDmaMapRead, 0, 0xD8000, 0x8000, false);
+  map(kDmaMapRead, 0, 0xE0000, 0x10000, false);
+  map(rw, 0xF0000, 0xF0000, kRam - 0xF0000, true);
+  unmap(0, 0xD8000);
+  unmap(0xD8000, 0x8000);
+  unmap(0xE0000, 0x10000);
+  unmap(0xF0000, kRam - 0xF0000);
+  map(rw, 0, 0, kRam, true);
+
+  EXPECT_EQ(server_->protocol_errors(), 0u);
+  EXPECT_EQ(function_.resets, 1);
+  const auto memory = adapter_.guest_memory()->snapshot();
+  ASSERT_EQ(memory->regions().size(), 1u);  // the fd-less ROM map is not device-visible
+  EXPECT_EQ(memory->regions()[0]->guest_address(), 0u);
+  EXPECT_EQ(memory->regions()[0]->size(), kRam);
+  const std::array<std::uint8_t, 4> word{1, 2, 3, 4};
+  ASSERT_TRUE(memory->write(kRam - 4, word).has_value());
+  std::array<std::uint8_t, 4> back{};
+  ASSERT_EQ(::pread(ram.get(), back.data(), 4, kRam - 4), 4);
+  EXPECT_EQ(back, word);
 }
 
 TEST_F(FunctionAdapterTest, DisconnectResetsDetachesAndEmptiesGuestMemory) {
