@@ -70,9 +70,10 @@ Status FunctionAdapter::region_read(unsigned region, std::uint64_t offset,
   if (region >= pci::kBarCount) {
     return make_error(ErrorCode::kInvalidArgument, "region {} is not a BAR", region);
   }
-  return split_bar_access(offset, data.size(), [&](std::uint64_t at, std::size_t from, std::size_t n) {
-    return function_->bar_read(region, at, data.subspan(from, n));
-  });
+  return split_bar_access(offset, data.size(),
+                          [&](std::uint64_t at, std::size_t from, std::size_t n) {
+                            return function_->bar_read(region, at, data.subspan(from, n));
+                          });
 }
 
 Status FunctionAdapter::region_write(unsigned region, std::uint64_t offset,
@@ -80,9 +81,10 @@ Status FunctionAdapter::region_write(unsigned region, std::uint64_t offset,
   if (region >= pci::kBarCount) {
     return make_error(ErrorCode::kInvalidArgument, "region {} is not a BAR", region);
   }
-  return split_bar_access(offset, data.size(), [&](std::uint64_t at, std::size_t from, std::size_t n) {
-    return function_->bar_write(region, at, data.subspan(from, n));
-  });
+  return split_bar_access(offset, data.size(),
+                          [&](std::uint64_t at, std::size_t from, std::size_t n) {
+                            return function_->bar_write(region, at, data.subspan(from, n));
+                          });
 }
 
 void FunctionAdapter::connected(InterruptTrigger& interrupts, const GuestMemory& /*memory*/) {

@@ -60,7 +60,8 @@ std::string describe_payload(std::uint16_t command, std::span<const std::uint8_t
     case kDeviceGetRegionInfo:
     case kDeviceGetRegionIoFds:
     case kDeviceGetIrqInfo:
-      return fmt::format("argsz {} index {}", field<std::uint32_t>(p, 0), field<std::uint32_t>(p, 8));
+      return fmt::format("argsz {} index {}", field<std::uint32_t>(p, 0),
+                         field<std::uint32_t>(p, 8));
     case kDeviceSetIrqs:
       return fmt::format("flags {:#x} index {} start {} count {}", field<std::uint32_t>(p, 4),
                          field<std::uint32_t>(p, 8), field<std::uint32_t>(p, 12),
@@ -69,22 +70,23 @@ std::string describe_payload(std::uint16_t command, std::span<const std::uint8_t
     case kRegionWrite: {
       std::string text = fmt::format("region {} offset {:#x} count {}", field<std::uint32_t>(p, 8),
                                      field<std::uint64_t>(p, 0), field<std::uint32_t>(p, 12));
-      if (command == kRegionWrite && p.size() > kRegionAccessSize && p.size() <= kRegionAccessSize + 8) {
+      if (command == kRegionWrite && p.size() > kRegionAccessSize &&
+          p.size() <= kRegionAccessSize + 8) {
         std::uint64_t value = 0;
         std::memcpy(&value, p.data() + kRegionAccessSize, p.size() - kRegionAccessSize);
         text += fmt::format(" data {:#x}", value);
       }
       return text;
     }
-    default:
-      return fmt::format("{} payload bytes", p.size());
+    default: return fmt::format("{} payload bytes", p.size());
   }
 }
 
 }  // namespace
 
 std::string describe_request(std::span<const std::uint8_t> message, std::size_t fd_count) {
-  if (message.size() < kHeaderSize) return fmt::format("<- short message of {} bytes", message.size());
+  if (message.size() < kHeaderSize)
+    return fmt::format("<- short message of {} bytes", message.size());
   const Header h = decode_header(message);
   std::string text = fmt::format("<- #{} {} {}", h.msg_id, command_name_of(h.command),
                                  describe_payload(h.command, message.subspan(kHeaderSize)));
@@ -122,7 +124,8 @@ std::string describe_reply(std::span<const std::uint8_t> reply, const std::strin
         std::memcpy(&value, p.data() + kRegionAccessSize, p.size() - kRegionAccessSize);
         detail = fmt::format("data {:#x}", value);
       } else {
-        detail = fmt::format("{} data bytes", p.size() > kRegionAccessSize ? p.size() - kRegionAccessSize : 0);
+        detail = fmt::format("{} data bytes",
+                             p.size() > kRegionAccessSize ? p.size() - kRegionAccessSize : 0);
       }
       break;
     default: detail = fmt::format("{} payload bytes", p.size()); break;

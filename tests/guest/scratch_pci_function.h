@@ -49,7 +49,8 @@ class ScratchPciFunction final : public pci::Function {
     std::memcpy(data.data(), bar_.data() + offset, data.size());
     return {};
   }
-  Status bar_write(unsigned bar, std::uint64_t offset, std::span<const std::uint8_t> data) override {
+  Status bar_write(unsigned bar, std::uint64_t offset,
+                   std::span<const std::uint8_t> data) override {
     if (bar != 0 || offset > bar_.size() || data.size() > bar_.size() - offset) {
       return make_error(ErrorCode::kOutOfRange, "BAR{} access at {:#x}", bar, offset);
     }
@@ -58,7 +59,8 @@ class ScratchPciFunction final : public pci::Function {
       std::uint32_t doorbell = 0;
       std::memcpy(&doorbell, bar_.data() + Scratch::kDoorbell, sizeof(doorbell));
       // INTx only when Interrupt Disable is clear (PCI Local Bus 3.0 §6.2.2).
-      const bool enabled = (config_.raw16(pci::reg::kCommand) & pci::command::kInterruptDisable) == 0;
+      const bool enabled =
+          (config_.raw16(pci::reg::kCommand) & pci::command::kInterruptDisable) == 0;
       set_level(doorbell != 0 && enabled);
     }
     if (offset <= Scratch::kDmaLength && offset + data.size() >= Scratch::kDmaLength + 4) run_dma();

@@ -66,7 +66,8 @@ int main(int argc, char** argv) {
   } else if (!trace_path.empty()) {
     trace_file = std::fopen(trace_path.c_str(), "w");
     if (trace_file == nullptr) {
-      std::fprintf(stderr, "scratch_server: cannot open %s: %s\n", trace_path.c_str(), std::strerror(errno));
+      std::fprintf(stderr, "scratch_server: cannot open %s: %s\n", trace_path.c_str(),
+                   std::strerror(errno));
       return 1;
     }
   }
@@ -102,7 +103,8 @@ int main(int argc, char** argv) {
   }
   for (const std::string& path : adapter_sockets) {
     adapters.push_back(std::make_unique<vpci::server::FunctionAdapter>());
-    adapted.push_back(std::make_unique<vpci::guest_test::ScratchPciFunction>(adapters.back()->guest_memory()));
+    adapted.push_back(
+        std::make_unique<vpci::guest_test::ScratchPciFunction>(adapters.back()->guest_memory()));
     adapters.back()->attach(*adapted.back());
     if (!serve(path, *adapters.back())) return 1;
   }
@@ -112,7 +114,8 @@ int main(int argc, char** argv) {
   for (auto& server : servers) server->stop();
   for (std::size_t i = 0; i < servers.size(); ++i) {
     const auto& server = *servers[i];
-    std::printf("SCRATCH-SUMMARY %s connections=%llu protocol_errors=%llu ", server.socket_path().c_str(),
+    std::printf("SCRATCH-SUMMARY %s connections=%llu protocol_errors=%llu ",
+                server.socket_path().c_str(),
                 static_cast<unsigned long long>(server.connections_closed()),
                 static_cast<unsigned long long>(server.protocol_errors()));
     if (i < functions.size()) {

@@ -3,8 +3,6 @@
 #include "server/function_adapter.h"
 
 #include <poll.h>
-#include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <array>
@@ -16,6 +14,8 @@
 #include <tuple>
 
 #include <gtest/gtest.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 
 #include "server/socket_server.h"
 #include "tests/server/test_client.h"
@@ -63,7 +63,8 @@ class RecordingFunction final : public pci::Function {
     for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::uint8_t>(offset + i);
     return {};
   }
-  Status bar_write(unsigned bar, std::uint64_t offset, std::span<const std::uint8_t> data) override {
+  Status bar_write(unsigned bar, std::uint64_t offset,
+                   std::span<const std::uint8_t> data) override {
     accesses.push_back({bar, offset, data.size(), true});
     if (bar == 0 && offset == 0x100 && data.size() == 4) {
       std::uint32_t value = 0;
@@ -71,7 +72,8 @@ class RecordingFunction final : public pci::Function {
       // Test hook: 0x100 drives the interrupt output like a device would.
       if (value == 1) output->set_intx_level(true);
       if (value == 0) output->set_intx_level(false);
-      if (value >= 0x10) output->signal_msix(static_cast<std::uint16_t>(value - 0x10), 0xFEE00000, 0);
+      if (value >= 0x10)
+        output->signal_msix(static_cast<std::uint16_t>(value - 0x10), 0xFEE00000, 0);
     }
     return {};
   }
@@ -85,8 +87,8 @@ class RecordingFunction final : public pci::Function {
 };
 
 std::string temp_socket_path(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("vpci-adapter-test-" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("vpci-adapter-test-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   return (dir / name).string();
 }
@@ -116,7 +118,8 @@ class FunctionAdapterTest : public ::testing::Test {
     client_.reset();
     server_.reset();
   }
-  std::optional<testing::ReplyMessage> call(std::uint16_t command, std::span<const std::uint8_t> payload,
+  std::optional<testing::ReplyMessage> call(std::uint16_t command,
+                                            std::span<const std::uint8_t> payload,
                                             std::span<const int> fds = {}) {
     auto reply = client_->call(command, payload, fds);
     EXPECT_TRUE(reply.has_value());
@@ -186,7 +189,7 @@ TEST_F(FunctionAdapterTest, IntxLevelIsAutomaskedAndRetriggeredOnUnmask) {
        std::span(&fd, 1));
   write_bar0_u32(0x100, 1);  // level up: one edge
   EXPECT_TRUE(eventfd_fired(fd));
-  unmask_intx();             // QEMU's EOI while the level is still up: fires again
+  unmask_intx();  // QEMU's EOI while the level is still up: fires again
   EXPECT_TRUE(eventfd_fired(fd));
   write_bar0_u32(0x100, 0);  // level down
   unmask_intx();
@@ -200,7 +203,8 @@ TEST_F(FunctionAdapterTest, MsixVectorsReachTheirEventfds) {
     irqs[i].reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     fds[i] = irqs[i].get();
   }
-  call(kDeviceSetIrqs, testing::set_irqs(kIrqSetDataEventfd | kIrqSetActionTrigger, kIrqMsix, 0, 4), fds);
+  call(kDeviceSetIrqs, testing::set_irqs(kIrqSetDataEventfd | kIrqSetActionTrigger, kIrqMsix, 0, 4),
+       fds);
   write_bar0_u32(0x100, 0x10 + 2);  // signal_msix(2)
   EXPECT_TRUE(eventfd_fired(fds[2]));
   EXPECT_FALSE(eventfd_fired(fds[0], 0));
@@ -212,7 +216,8 @@ TEST_F(FunctionAdapterTest, DmaMapsAppearInGuestMemoryAndUnmapWaitsForSnapshots)
   constexpr std::size_t kRam = 0x4000;
   UniqueFd ram(::memfd_create("guest-ram", MFD_CLOEXEC));
   ASSERT_EQ(::ftruncate(ram.get(), kRam), 0);
-  auto* host = static_cast<std::uint8_t*>(::mmap(nullptr, kRam, PROT_READ | PROT_WRITE, MAP_SHARED, ram.get(), 0));
+  auto* host = static_cast<std::uint8_t*>(
+      ::mmap(nullptr, kRam, PROT_READ | PROT_WRITE, MAP_SHARED, ram.get(), 0));
   ASSERT_NE(host, MAP_FAILED);
   std::memcpy(host + 0x1010, "vpci", 4);
   const int fd = ram.get();
@@ -269,9 +274,13 @@ TEST_F(FunctionAdapterTest, QemuAttachSequenceReplays) {
   };
   map(rw, 0, 0, kRam, true);
   map(kDmaMapRead, 0, 0xFFFC0000, 0x40000, false);  // BIOS ROM: no fd
-  call(kDeviceGetInfo, Payload().add(std::uint32_t{kDeviceInfoSize}).add(std::uint32_t{0})
-                           .add(std::uint32_t{0}).add(std::uint32_t{0}));
-  for (unsigned index : {0u, 1u, 2u, 3u, 4u, 5u, 7u}) call(kDeviceGetRegionInfo, testing::region_info(index));
+  call(kDeviceGetInfo, Payload()
+                           .add(std::uint32_t{kDeviceInfoSize})
+                           .add(std::uint32_t{0})
+                           .add(std::uint32_t{0})
+                           .add(std::uint32_t{0}));
+  for (unsigned index : {0u, 1u, 2u, 3u, 4u, 5u, 7u})
+    call(kDeviceGetRegionInfo, testing::region_info(index));
   call(kDeviceGetIrqInfo, testing::irq_info(kIrqErr));
   call(kRegionRead, testing::region_read(kRegionConfig, 0, 4096));
   std::array<std::uint8_t, 4> rom_probe{0x00, 0xF8, 0xFF, 0xFF};

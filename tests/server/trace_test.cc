@@ -38,7 +38,8 @@ TEST(TraceTest, TruncatedMessagesAreDescribedWithoutOverreading) {
   const std::vector<std::uint8_t> short_message{1, 2, 3};
   EXPECT_EQ(describe_request(short_message, 0), "<- short message of 3 bytes");
   // A VERSION JSON without its NUL stops at the end of the message.
-  EXPECT_EQ(describe_request(message(kVersion, {0, 0, 2, 0, '{', '}'}), 0), "<- #42 VERSION 0.2 {}");
+  EXPECT_EQ(describe_request(message(kVersion, {0, 0, 2, 0, '{', '}'}), 0),
+            "<- #42 VERSION 0.2 {}");
 }
 
 TEST(TraceTest, ErrorRepliesNameErrnoAndReason) {
