@@ -366,9 +366,9 @@ Status VirtioPciDriver::notify(std::uint16_t queue) {
   return function_->bar_write(probe_.notify->bar, offset, value);
 }
 
-std::uint16_t VirtioPciDriver::submit(std::uint16_t queue, const ChainBuilder& chain) {
+std::uint16_t VirtioPciDriver::submit(std::uint16_t queue, const ChainBuilder& chain, bool kick) {
   const std::uint16_t id = packed_.empty() ? split_.at(queue)->add(chain) : packed_.at(queue)->add(chain);
-  (void)notify(queue);
+  if (kick) (void)notify(queue);
   return id;
 }
 

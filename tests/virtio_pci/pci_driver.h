@@ -93,8 +93,8 @@ class VirtioPciDriver {
   [[nodiscard]] std::uint64_t negotiated_features() const { return features_; }
   [[nodiscard]] std::uint8_t status();
 
-  // Places a chain on `queue`, notifies and returns its head / buffer ID.
-  std::uint16_t submit(std::uint16_t queue, const ChainBuilder& chain);
+  // Places a chain on `queue`, notifies (unless told not to) and returns its head / buffer ID.
+  std::uint16_t submit(std::uint16_t queue, const ChainBuilder& chain, bool kick = true);
   std::optional<UsedBuffer> pop_used(std::uint16_t queue);
   Status notify(std::uint16_t queue);
   // Consumes one used-buffer interrupt for `queue`: the queue's MSI-X message, or INTx
