@@ -18,6 +18,7 @@ struct Case {
   bool packed;
   bool msix;
   std::uint32_t multiplier = 4;
+  bool mapper = false;
 };
 
 class EndToEnd : public ::testing::TestWithParam<Case> {};
@@ -27,7 +28,7 @@ TEST_P(EndToEnd, RequestsComplete) {
   pci::VirtioPciOptions options;
   options.kind = c.kind;
   options.notify_off_multiplier = c.multiplier;
-  Rig rig(c.device, options);
+  Rig rig(c.device, options, c.mapper);
   ASSERT_TRUE(rig.function);
   auto probe = rig.driver->probe();
   ASSERT_TRUE(probe.has_value()) << probe.error().message;
@@ -52,6 +53,12 @@ TEST_P(EndToEnd, RequestsComplete) {
     } else {
       run_blk_requests(*rig.driver);
     }
+  }
+  if (c.mapper) {
+    // Every legacy notify took the fast path straight to the MMR doorbell.
+    EXPECT_EQ(rig.mapper->fast_path_notifies() >= 3u, c.path == DriverPath::kLegacyIo);
+    EXPECT_EQ(probe->device_id, c.device == DeviceType::kRng ? 0x1005 : 0x1001);
+    EXPECT_EQ(probe->revision, 0);
   }
   if (c.msix) {
     EXPECT_FALSE(rig.driver->interrupts().intx);
@@ -83,6 +90,11 @@ const Case kCases[] = {
     {"mmr_rng_legacy_msix", TransportKind::kTransitionalMmr, DriverPath::kLegacyMmr, DeviceType::kRng, false, true},
     {"mmr_blk_legacy_intx", TransportKind::kTransitionalMmr, DriverPath::kLegacyMmr, DeviceType::kBlk, false, false},
     {"mmr_blk_legacy_msix", TransportKind::kTransitionalMmr, DriverPath::kLegacyMmr, DeviceType::kBlk, false, true},
+    {"mapper_rng_legacy_msix", TransportKind::kTransitionalMmr, DriverPath::kLegacyIo, DeviceType::kRng, false, true, 4, true},
+    {"mapper_rng_legacy_intx", TransportKind::kTransitionalMmr, DriverPath::kLegacyIo, DeviceType::kRng, false, false, 4, true},
+    {"mapper_blk_legacy_msix", TransportKind::kTransitionalMmr, DriverPath::kLegacyIo, DeviceType::kBlk, false, true, 0x1000, true},
+    {"mapper_blk_legacy_intx", TransportKind::kTransitionalMmr, DriverPath::kLegacyIo, DeviceType::kBlk, false, false, 0, true},
+    {"mapper_blk_modern_packed", TransportKind::kTransitionalMmr, DriverPath::kModern, DeviceType::kBlk, true, true, 4, true},
 };
 
 INSTANTIATE_TEST_SUITE_P(Transports, EndToEnd, ::testing::ValuesIn(kCases),

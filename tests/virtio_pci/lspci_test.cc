@@ -38,6 +38,7 @@ struct DumpCase {
   std::vector<const char*> expected;     // lines lspci must print
   std::vector<const char*> unexpected;   // lines it must not
   std::optional<std::uint16_t> xen_domid = std::nullopt;
+  bool mapper = false;
 };
 
 class LspciDecode : public ::testing::TestWithParam<DumpCase> {};
@@ -47,10 +48,10 @@ TEST_P(LspciDecode, ShowsIdsAndVirtioCapabilities) {
   pci::VirtioPciOptions options;
   options.kind = c.kind;
   options.xen_backend_domid = c.xen_domid;
-  Rig rig(c.device, options);
+  Rig rig(c.device, options, c.mapper);
   ASSERT_TRUE(rig.function);
-  std::vector<std::uint8_t> config(rig.function->config_size());
-  ASSERT_TRUE(rig.function->config_read(0, config).has_value());
+  std::vector<std::uint8_t> config(rig.bus_view->config_size());
+  ASSERT_TRUE(rig.bus_view->config_read(0, config).has_value());
   EXPECT_EQ(config.size(), 4096u);
   const auto scan = vpci::pci::scan_capabilities(config);
   for (const auto& d : scan.diagnostics) {
@@ -123,6 +124,15 @@ const DumpCase kCases[] = {
      {"Vendor Specific Information: ID=000a Rev=1 Len=018", "[bc] Vendor Specific Information: Len=10 <?>",
       "[cc] Vendor Specific Information: Len=14 <?>"},
      {"Region 0", "VirtIO"}},
+    // The mapper presents the MMR device as transitional: lspci decodes its virtio caps again.
+    {"mapper-rng", TransportKind::kTransitionalMmr, DeviceType::kRng, "[1af4:1005]",
+     {"Subsystem: Red Hat, Inc. Device [1af4:0004]", "Region 0: I/O ports at <unassigned>",
+      "VirtIO: CommonCfg", "VirtIO: Notify", "VirtIO: ISR", "ID=000a Rev=1 Len=018"},
+     {"(rev 01)"}, std::nullopt, true},
+    {"mapper-blk", TransportKind::kTransitionalMmr, DeviceType::kBlk, "[1af4:1001]",
+     {"Subsystem: Red Hat, Inc. Device [1af4:0002]", "Region 0: I/O ports at <unassigned>",
+      "VirtIO: DeviceCfg"},
+     {"(rev 01)"}, std::nullopt, true},
     {"modern-rng-xen-grant", TransportKind::kModern, DeviceType::kRng, "[1af4:1044]",
      // The 12-byte Xen vendor-data capability: too short for lspci's virtio decoder.
      {"VirtIO: CommonCfg", "VirtIO: <unknown>", "[d0] Vendor Specific Information: Len=0c <?>"},

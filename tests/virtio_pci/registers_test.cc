@@ -35,7 +35,7 @@ class Registers : public ::testing::Test {
     options.kind = kind;
     rig_ = std::make_unique<Rig>(type, options);
     ASSERT_TRUE(rig_->function);
-    fn_ = rig_->function.get();
+    fn_ = rig_->function;
     fn_->set_interrupt_output(&out_);
   }
   Result<std::uint64_t> rd(unsigned bar, std::uint64_t offset, unsigned width) {

@@ -11,6 +11,7 @@
 #include "devices/virtio_rng.h"
 #include "tests/devices/blk_harness.h"
 #include "tests/virtio_pci/pci_driver.h"
+#include "virtio/pci/legacy_io_mapper.h"
 #include "virtio/pci/virtio_pci_function.h"
 
 namespace vpci::virtio::testing {
@@ -40,19 +41,37 @@ struct Guest {
   FakeGuestRam ram{memory, 0x100000, 4 << 20};
 };
 
+// A device behind a transport, optionally wrapped in the legacy I/O -> MMR mapper (then
+// `function` points into the mapper's underlying MMR function).
 struct Rig {
   Guest guest;
-  std::unique_ptr<pci::VirtioPciFunction> function;
+  std::unique_ptr<pci::VirtioPciFunction> owned;
+  std::unique_ptr<pci::LegacyIoMapper> mapper;
+  pci::VirtioPciFunction* function = nullptr;
+  vpci::pci::Function* bus_view = nullptr;  // what the driver talks to
   std::unique_ptr<VirtioPciDriver> driver;
 
-  Rig(DeviceType type, pci::VirtioPciOptions options) {
+  Rig(DeviceType type, pci::VirtioPciOptions options, bool with_mapper = false) {
+    if (with_mapper) options.kind = pci::TransportKind::kTransitionalMmr;
     auto created = pci::VirtioPciFunction::create(make_device(type), guest.memory, std::move(options));
     if (!created) {
       ADD_FAILURE() << created.error().message;
       return;
     }
-    function = std::move(*created);
-    driver = std::make_unique<VirtioPciDriver>(*function, guest.ram);
+    owned = std::move(*created);
+    function = owned.get();
+    bus_view = function;
+    if (with_mapper) {
+      auto wrapped = pci::LegacyIoMapper::create(std::move(owned));
+      if (!wrapped) {
+        ADD_FAILURE() << wrapped.error().message;
+        function = nullptr;
+        return;
+      }
+      mapper = std::move(*wrapped);
+      bus_view = mapper.get();
+    }
+    driver = std::make_unique<VirtioPciDriver>(*bus_view, guest.ram);
   }
 };
 
