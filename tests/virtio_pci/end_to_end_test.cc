@@ -21,6 +21,8 @@ struct Case {
   bool mapper = false;
 };
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
 class EndToEnd : public ::testing::TestWithParam<Case> {};
 
 TEST_P(EndToEnd, RequestsComplete) {

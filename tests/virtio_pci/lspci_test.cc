@@ -41,6 +41,8 @@ struct DumpCase {
   bool mapper = false;
 };
 
+void PrintTo(const DumpCase& c, std::ostream* os) { *os << c.name; }
+
 class LspciDecode : public ::testing::TestWithParam<DumpCase> {};
 
 TEST_P(LspciDecode, ShowsIdsAndVirtioCapabilities) {
