@@ -106,7 +106,8 @@ struct Checker final : vp::InterruptOutput {
   }
 };
 
-std::vector<std::pair<std::uint16_t, std::uint16_t>> capability_list(std::span<const std::uint8_t> config) {
+std::vector<std::pair<std::uint16_t, std::uint16_t>> capability_list(
+    std::span<const std::uint8_t> config) {
   std::vector<std::pair<std::uint16_t, std::uint16_t>> list;
   const auto scan = vp::scan_capabilities(config);
   for (const auto& d : scan.diagnostics) check(d.severity != vp::Severity::kError);
@@ -120,7 +121,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::size_t pos = 0;
   auto take = [&](std::size_t n) {
     std::uint64_t v = 0;
-    for (std::size_t i = 0; i < n; ++i) v |= std::uint64_t{pos < size ? data[pos++] : 0u} << (8 * i);
+    for (std::size_t i = 0; i < n; ++i)
+      v |= std::uint64_t{pos < size ? data[pos++] : 0u} << (8 * i);
     return v;
   };
   const unsigned selector = static_cast<unsigned>(take(1)) % 5;
@@ -180,13 +182,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const auto& layout = function->layout();
 
   static constexpr std::array<unsigned, 8> kWidths = {1, 2, 4, 8, 3, 0, 16, 2};
-  static constexpr std::array<std::pair<std::uint32_t, unsigned>, 20> kCommon = {{
-      {0x00, 4}, {0x04, 4}, {0x08, 4}, {0x0C, 4}, {0x10, 2}, {0x12, 2}, {0x14, 1},
-      {0x15, 1}, {0x16, 2}, {0x18, 2}, {0x1A, 2}, {0x1C, 2}, {0x1E, 2}, {0x20, 4},
-      {0x24, 4}, {0x28, 8}, {0x30, 4}, {0x34, 4}, {0x3A, 2}, {0x38, 2}}};
-  static constexpr std::array<std::pair<std::uint32_t, unsigned>, 12> kLegacy = {{
-      {0, 4}, {4, 4}, {8, 4}, {12, 2}, {14, 2}, {16, 2}, {18, 1}, {19, 1}, {20, 2}, {22, 2},
-      {24, 1}, {26, 2}}};
+  static constexpr std::array<std::pair<std::uint32_t, unsigned>, 20> kCommon = {
+      {{0x00, 4}, {0x04, 4}, {0x08, 4}, {0x0C, 4}, {0x10, 2}, {0x12, 2}, {0x14, 1},
+       {0x15, 1}, {0x16, 2}, {0x18, 2}, {0x1A, 2}, {0x1C, 2}, {0x1E, 2}, {0x20, 4},
+       {0x24, 4}, {0x28, 8}, {0x30, 4}, {0x34, 4}, {0x3A, 2}, {0x38, 2}}};
+  static constexpr std::array<std::pair<std::uint32_t, unsigned>, 12> kLegacy = {{{0, 4},
+                                                                                  {4, 4},
+                                                                                  {8, 4},
+                                                                                  {12, 2},
+                                                                                  {14, 2},
+                                                                                  {16, 2},
+                                                                                  {18, 1},
+                                                                                  {19, 1},
+                                                                                  {20, 2},
+                                                                                  {22, 2},
+                                                                                  {24, 1},
+                                                                                  {26, 2}}};
 
   for (int ops = 0; pos < size && ops < 512; ++ops) {
     const auto op = static_cast<std::uint8_t>(take(1));
@@ -207,7 +218,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         const auto offset = static_cast<std::uint32_t>(take(2) & 0x1FFF);
         written = take(8);
         wrote = true;
-        for (unsigned i = 0; i < width; ++i) buffer[i] = static_cast<std::uint8_t>(written >> (8 * (i % 8)));
+        for (unsigned i = 0; i < width; ++i)
+          buffer[i] = static_cast<std::uint8_t>(written >> (8 * (i % 8)));
         (void)bus->config_write(offset, buffer);
         break;
       }
@@ -222,7 +234,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         const std::uint64_t offset = take(3);
         written = take(8);
         wrote = true;
-        for (unsigned i = 0; i < width; ++i) buffer[i] = static_cast<std::uint8_t>(written >> (8 * (i % 8)));
+        for (unsigned i = 0; i < width; ++i)
+          buffer[i] = static_cast<std::uint8_t>(written >> (8 * (i % 8)));
         (void)bus->bar_write(bar, offset, buffer);
         break;
       }
@@ -235,8 +248,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         written = take(8);
         wrote = true;
         std::vector<std::uint8_t> bytes(field_width);
-        for (unsigned i = 0; i < field_width; ++i) bytes[i] = static_cast<std::uint8_t>(written >> (8 * i));
-        (void)bus->bar_write(vpp::VirtioPciLayout::kMemoryBar, vpp::VirtioPciLayout::kCommonOffset + offset, bytes);
+        for (unsigned i = 0; i < field_width; ++i)
+          bytes[i] = static_cast<std::uint8_t>(written >> (8 * i));
+        (void)bus->bar_write(vpp::VirtioPciLayout::kMemoryBar,
+                             vpp::VirtioPciLayout::kCommonOffset + offset, bytes);
         break;
       }
       case 6: {
@@ -244,13 +259,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         written = take(8);
         wrote = true;
         std::vector<std::uint8_t> bytes(reg_width);
-        for (unsigned i = 0; i < reg_width; ++i) bytes[i] = static_cast<std::uint8_t>(written >> (8 * i));
+        for (unsigned i = 0; i < reg_width; ++i)
+          bytes[i] = static_cast<std::uint8_t>(written >> (8 * i));
         if (layout.legacy_window_offset && selector != 4) {
-          (void)bus->bar_write(vpp::VirtioPciLayout::kMemoryBar, *layout.legacy_window_offset + offset, bytes);
+          (void)bus->bar_write(vpp::VirtioPciLayout::kMemoryBar,
+                               *layout.legacy_window_offset + offset, bytes);
         } else {
           if (selector == 4) {
             // The mapper needs Command.I/O before it decodes BAR0.
-            const std::array<std::uint8_t, 2> command = {vp::command::kIoSpace | vp::command::kMemorySpace, 0};
+            const std::array<std::uint8_t, 2> command = {
+                vp::command::kIoSpace | vp::command::kMemorySpace, 0};
             (void)bus->config_write(vp::reg::kCommand, command);
           }
           (void)bus->bar_write(0, offset, bytes);
@@ -260,7 +278,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       default: {
         const std::size_t at = take(2) % kRamSize;
         const std::size_t length = take(1) % 64;
-        for (std::size_t i = 0; i < length && at + i < kRamSize; ++i) ram[at + i] = static_cast<std::uint8_t>(take(1));
+        for (std::size_t i = 0; i < length && at + i < kRamSize; ++i)
+          ram[at + i] = static_cast<std::uint8_t>(take(1));
         break;
       }
     }
@@ -271,7 +290,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::uint8_t status_after = function->core().status();
     if (status_after != 0) {
       std::uint8_t allowed = status_before | vt::status::kDeviceNeedsReset;
-      for (unsigned i = 0; wrote && i < 8; ++i) allowed |= static_cast<std::uint8_t>(written >> (8 * i));
+      for (unsigned i = 0; wrote && i < 8; ++i)
+        allowed |= static_cast<std::uint8_t>(written >> (8 * i));
       check((status_after & ~allowed) == 0);
       if (function->core().driver_interface() == vt::DriverInterface::kModern &&
           (status_after & vt::status::kDriverOk) != 0) {

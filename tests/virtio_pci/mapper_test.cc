@@ -45,7 +45,8 @@ class ForeignMmrFunction final : public vp::Function {
     std::vector<std::uint8_t> express(58, 0);
     express[0] = 0x02;
     (void)vp::add_standard_capability(config_, vp::cap_id::kPciExpress, express);
-    std::vector<std::uint8_t> notify = {20, cfg_type::kNotify, 2, 0, 0, 0, 0x00, 0x08, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0};
+    std::vector<std::uint8_t> notify = {
+        20, cfg_type::kNotify, 2, 0, 0, 0, 0x00, 0x08, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0};
     (void)vp::add_standard_capability(config_, vp::cap_id::kVendorSpecific, notify);
     if (shape.vsec) {
       std::vector<std::uint8_t> vsec(20, 0);
@@ -54,8 +55,10 @@ class ForeignMmrFunction final : public vp::Function {
       vsec[3] = static_cast<std::uint8_t>(mmr_vsec::kSize >> 4);
       vsec[4] = shape.cfg_type;
       vsec[5] = 2;
-      for (int i = 0; i < 4; ++i) vsec[8 + i] = static_cast<std::uint8_t>(shape.window_length >> (8 * i));
-      for (int i = 0; i < 8; ++i) vsec[12 + i] = static_cast<std::uint8_t>(shape.window_offset >> (8 * i));
+      for (int i = 0; i < 4; ++i)
+        vsec[8 + i] = static_cast<std::uint8_t>(shape.window_length >> (8 * i));
+      for (int i = 0; i < 8; ++i)
+        vsec[12 + i] = static_cast<std::uint8_t>(shape.window_offset >> (8 * i));
       (void)vp::add_extended_capability(config_, vp::ext_cap_id::kVendorSpecific, 1, vsec);
     }
   }
@@ -84,7 +87,8 @@ class ForeignMmrFunction final : public vp::Function {
     accesses.push_back({false, bar, offset, data.size(), 0});
     return {};
   }
-  Status bar_write(unsigned bar, std::uint64_t offset, std::span<const std::uint8_t> data) override {
+  Status bar_write(unsigned bar, std::uint64_t offset,
+                   std::span<const std::uint8_t> data) override {
     std::uint64_t v = 0;
     for (std::size_t i = data.size(); i-- > 0;) v = (v << 8) | data[i];
     accesses.push_back({true, bar, offset, data.size(), v});
@@ -119,9 +123,9 @@ TEST(LegacyIoMapper, FakesTransitionalIdentityAndBar0) {
   EXPECT_EQ(m.location().window_bar, 2);
   EXPECT_EQ(m.location().window_offset, 0x400u);
   EXPECT_EQ(m.location().notify_offset, 0x800u);
-  EXPECT_EQ(cfg32(m, 0), 0x10011AF4u);             // transitional blk ID
-  EXPECT_EQ(cfg32(m, 8) & 0xFF, 0u);                // revision 0
-  EXPECT_EQ(cfg32(m, 0x2C), 0x00021AF4u);          // subsystem 1af4:0002
+  EXPECT_EQ(cfg32(m, 0), 0x10011AF4u);     // transitional blk ID
+  EXPECT_EQ(cfg32(m, 8) & 0xFF, 0u);       // revision 0
+  EXPECT_EQ(cfg32(m, 0x2C), 0x00021AF4u);  // subsystem 1af4:0002
   EXPECT_EQ(m.bar_info(0).kind, vp::BarKind::kIo);
   EXPECT_EQ(m.bar_info(0).size, 32u);
   // BAR0 sizing and programming go to the shadow, never to the device.
@@ -193,10 +197,12 @@ TEST(LegacyIoMapper, RefusesFunctionsWithoutAUsableCapability) {
   EXPECT_EQ(b.error().code, ErrorCode::kMalformedInput);
   ForeignMmrFunction::Shape short_window;
   short_window.window_length = 16;
-  EXPECT_FALSE(LegacyIoMapper::create(std::make_unique<ForeignMmrFunction>(short_window)).has_value());
+  EXPECT_FALSE(
+      LegacyIoMapper::create(std::make_unique<ForeignMmrFunction>(short_window)).has_value());
   ForeignMmrFunction::Shape wrong_type;
   wrong_type.cfg_type = 9;
-  EXPECT_FALSE(LegacyIoMapper::create(std::make_unique<ForeignMmrFunction>(wrong_type)).has_value());
+  EXPECT_FALSE(
+      LegacyIoMapper::create(std::make_unique<ForeignMmrFunction>(wrong_type)).has_value());
   ForeignMmrFunction::Shape with_bar0;
   with_bar0.bar0 = true;
   auto c = LegacyIoMapper::create(std::make_unique<ForeignMmrFunction>(with_bar0));

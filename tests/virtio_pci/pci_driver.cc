@@ -139,7 +139,8 @@ Status VirtioPciDriver::common_write(std::uint32_t offset, unsigned width, std::
 Result<std::uint64_t> VirtioPciDriver::legacy_read(std::uint32_t offset, unsigned width) {
   std::vector<std::uint8_t> bytes(width);
   if (options_.path == DriverPath::kLegacyMmr) {
-    VPCI_TRY(function_->bar_read(probe_.legacy_mmr->bar, probe_.legacy_mmr->offset + offset, bytes));
+    VPCI_TRY(
+        function_->bar_read(probe_.legacy_mmr->bar, probe_.legacy_mmr->offset + offset, bytes));
   } else {
     VPCI_TRY(function_->bar_read(0, offset, bytes));
   }
@@ -178,7 +179,7 @@ bool VirtioPciDriver::legacy_msix_enabled() {
 }
 
 Result<std::vector<std::uint8_t>> VirtioPciDriver::read_device_config(std::uint32_t offset,
-                                                                     std::uint32_t length) {
+                                                                      std::uint32_t length) {
   std::vector<std::uint8_t> out(length);
   for (std::uint32_t i = 0; i < length; ++i) {
     std::span<std::uint8_t> byte(&out[i], 1);
@@ -202,8 +203,9 @@ Status VirtioPciDriver::setup_msix() {
   msix_ = false;
   if (!options_.use_msix || probe_.msix_vectors == 0) return {};
   // Command: memory + I/O decoding, bus master.
-  VPCI_TRY(config_write(vp::reg::kCommand, 2,
-                        vp::command::kIoSpace | vp::command::kMemorySpace | vp::command::kBusMaster));
+  VPCI_TRY(
+      config_write(vp::reg::kCommand, 2,
+                   vp::command::kIoSpace | vp::command::kMemorySpace | vp::command::kBusMaster));
   for (std::uint16_t v = 0; v < probe_.msix_vectors; ++v) {
     const std::uint64_t entry = probe_.msix_table_offset + 16ull * v;
     VPCI_TRY(function_->bar_write(probe_.msix_table_bar, entry, le_bytes(kMsiAddress, 4)));
@@ -222,8 +224,9 @@ Status VirtioPciDriver::initialise(const DriverOptions& options) {
   packed_.clear();
   notify_offsets_.clear();
   msix_consumed_ = interrupts_.msix.size();
-  VPCI_TRY(config_write(vp::reg::kCommand, 2,
-                        vp::command::kIoSpace | vp::command::kMemorySpace | vp::command::kBusMaster));
+  VPCI_TRY(
+      config_write(vp::reg::kCommand, 2,
+                   vp::command::kIoSpace | vp::command::kMemorySpace | vp::command::kBusMaster));
   if (options.path == DriverPath::kModern) return initialise_modern(options);
   if (options.path == DriverPath::kLegacyMmr && !probe_.legacy_mmr) {
     return make_error(ErrorCode::kNotFound, "no transitional MMR capability");
@@ -251,8 +254,8 @@ Status VirtioPciDriver::initialise_modern(const DriverOptions& options) {
     offered |= word << (32 * sel);
   }
   std::uint64_t wanted = 0xFFFFFF | feature_bit(feature::kVersion1) |
-                         feature_bit(feature::kAccessPlatform) | feature_bit(feature::kIndirectDesc) |
-                         options.extra_features;
+                         feature_bit(feature::kAccessPlatform) |
+                         feature_bit(feature::kIndirectDesc) | options.extra_features;
   if (options.packed) wanted |= feature_bit(feature::kRingPacked);
   features_ = offered & wanted;
   for (std::uint32_t sel = 0; sel < 2; ++sel) {
@@ -296,9 +299,9 @@ Status VirtioPciDriver::initialise_modern(const DriverOptions& options) {
       layout = split_.back()->layout();
     }
     // 64-bit fields as two 32-bit halves, low first (§4.1.3.1), like Linux vp_iowrite64_twopart.
-    for (auto [field, address] : {std::pair{c::kQueueDesc, layout.desc},
-                                  std::pair{c::kQueueDriver, layout.driver},
-                                  std::pair{c::kQueueDevice, layout.device}}) {
+    for (auto [field, address] :
+         {std::pair{c::kQueueDesc, layout.desc}, std::pair{c::kQueueDriver, layout.driver},
+          std::pair{c::kQueueDevice, layout.device}}) {
       VPCI_TRY(common_write(field, 4, address & 0xFFFFFFFF));
       VPCI_TRY(common_write(field + 4, 4, address >> 32));
     }
@@ -335,7 +338,8 @@ Status VirtioPciDriver::initialise_legacy(const DriverOptions& options) {
     }
     // §2.7.2 legacy layout: 4096-aligned, used ring on the next 4096 boundary.
     const auto n = static_cast<std::uint16_t>(size);
-    const std::uint64_t bytes = (16ull * n + 6 + 2ull * n + 4095) / 4096 * 4096 + (6 + 8ull * n + 4095) / 4096 * 4096;
+    const std::uint64_t bytes =
+        (16ull * n + 6 + 2ull * n + 4095) / 4096 * 4096 + (6 + 8ull * n + 4095) / 4096 * 4096;
     const GuestAddress base = ram_->alloc(bytes, 4096);
     VPCI_ASSIGN_OR_RETURN(QueueLayout layout, legacy_split_layout(base, n, 4096));
     split_.push_back(std::make_unique<FakeSplitDriver>(*ram_, layout));
@@ -361,13 +365,14 @@ Status VirtioPciDriver::notify(std::uint16_t queue) {
     // docs/transitional-mmr.md: legacy doorbells go to the notify capability's base.
     return function_->bar_write(probe_.notify->bar, probe_.notify->offset, value);
   }
-  const std::uint64_t offset =
-      probe_.notify->offset + std::uint64_t{notify_offsets_.at(queue)} * probe_.notify_off_multiplier;
+  const std::uint64_t offset = probe_.notify->offset + std::uint64_t{notify_offsets_.at(queue)} *
+                                                           probe_.notify_off_multiplier;
   return function_->bar_write(probe_.notify->bar, offset, value);
 }
 
 std::uint16_t VirtioPciDriver::submit(std::uint16_t queue, const ChainBuilder& chain, bool kick) {
-  const std::uint16_t id = packed_.empty() ? split_.at(queue)->add(chain) : packed_.at(queue)->add(chain);
+  const std::uint16_t id =
+      packed_.empty() ? split_.at(queue)->add(chain) : packed_.at(queue)->add(chain);
   if (kick) (void)notify(queue);
   return id;
 }

@@ -72,8 +72,8 @@ struct ProbeResult {
 
 struct DriverOptions {
   DriverPath path = DriverPath::kModern;
-  bool packed = false;      // VIRTIO_F_RING_PACKED (modern only)
-  bool use_msix = true;     // else INTx + ISR
+  bool packed = false;               // VIRTIO_F_RING_PACKED (modern only)
+  bool use_msix = true;              // else INTx + ISR
   std::uint64_t extra_features = 0;  // accepted if offered
   std::uint16_t queue_size = 0;      // 0: the device's maximum (modern)
 };

@@ -1,9 +1,10 @@
 // Register-level behaviour of the transports, including the hostile sequences a guest
 // can produce: every one has a defined result that these tests pin down.
+#include "pci/registers.h"
+
 #include <gtest/gtest.h>
 
 #include "pci/capabilities.h"
-#include "pci/registers.h"
 #include "tests/virtio_pci/test_devices.h"
 
 namespace vpci::virtio::testing {
@@ -31,7 +32,8 @@ std::uint64_t value_of(std::span<const std::uint8_t> bytes) {
 
 class Registers : public ::testing::Test {
  protected:
-  void make(TransportKind kind, DeviceType type = DeviceType::kRng, pci::VirtioPciOptions options = {}) {
+  void make(TransportKind kind, DeviceType type = DeviceType::kRng,
+            pci::VirtioPciOptions options = {}) {
     options.kind = kind;
     rig_ = std::make_unique<Rig>(type, options);
     ASSERT_TRUE(rig_->function);
@@ -66,12 +68,16 @@ class Registers : public ::testing::Test {
   }
   // Modern bring-up to FEATURES_OK with the given features.
   void features_ok(std::uint64_t features) {
-    ASSERT_TRUE(set_common(c::kDeviceStatus, 1, status::kAcknowledge | status::kDriver).has_value());
+    ASSERT_TRUE(
+        set_common(c::kDeviceStatus, 1, status::kAcknowledge | status::kDriver).has_value());
     for (std::uint32_t sel = 0; sel < 2; ++sel) {
       ASSERT_TRUE(set_common(c::kDriverFeatureSelect, 4, sel).has_value());
-      ASSERT_TRUE(set_common(c::kDriverFeature, 4, (features >> (32 * sel)) & 0xFFFFFFFF).has_value());
+      ASSERT_TRUE(
+          set_common(c::kDriverFeature, 4, (features >> (32 * sel)) & 0xFFFFFFFF).has_value());
     }
-    ASSERT_TRUE(set_common(c::kDeviceStatus, 1, status::kAcknowledge | status::kDriver | status::kFeaturesOk).has_value());
+    ASSERT_TRUE(set_common(c::kDeviceStatus, 1,
+                           status::kAcknowledge | status::kDriver | status::kFeaturesOk)
+                    .has_value());
     ASSERT_EQ(common(c::kDeviceStatus, 1) & status::kFeaturesOk, status::kFeaturesOk);
   }
 
@@ -84,8 +90,8 @@ class Registers : public ::testing::Test {
 TEST_F(Registers, IdsPerKind) {
   make(TransportKind::kModern);
   EXPECT_EQ(cfg(0, 4), 0x10441AF4u);
-  EXPECT_EQ(cfg(8, 1), 1u);                  // revision
-  EXPECT_GE(cfg(0x2E, 2), 0x40u);            // subsystem ID
+  EXPECT_EQ(cfg(8, 1), 1u);        // revision
+  EXPECT_GE(cfg(0x2E, 2), 0x40u);  // subsystem ID
   EXPECT_EQ(fn_->config_size(), 4096u);
   make(TransportKind::kTransitional, DeviceType::kBlk);
   EXPECT_EQ(cfg(0, 4), 0x10011AF4u);
@@ -125,9 +131,10 @@ TEST_F(Registers, CommonConfigFullLayoutAfterReset) {
 TEST_F(Registers, OddAndMisalignedCommonAccessesAreRefused) {
   make(TransportKind::kModern);
   // Partial field, straddling fields, 3-byte, misaligned: error, reads 0xFF, no effect.
-  for (auto [offset, width] : {std::pair{c::kQueueSelect, 1u}, std::pair{0x13u, 2u},
-                               std::pair{c::kDeviceStatus, 2u}, std::pair{c::kNumQueues, 4u},
-                               std::pair{c::kQueueDesc + 2, 4u}, std::pair{c::kDeviceFeature, 8u}}) {
+  for (auto [offset, width] :
+       {std::pair{c::kQueueSelect, 1u}, std::pair{0x13u, 2u}, std::pair{c::kDeviceStatus, 2u},
+        std::pair{c::kNumQueues, 4u}, std::pair{c::kQueueDesc + 2, 4u},
+        std::pair{c::kDeviceFeature, 8u}}) {
     EXPECT_FALSE(rd(kBar, offset, width).has_value()) << offset << "/" << width;
     for (auto b : last_read_) EXPECT_EQ(b, 0xFF);
     EXPECT_FALSE(wr(kBar, offset, width, 0).has_value()) << offset << "/" << width;
@@ -135,7 +142,7 @@ TEST_F(Registers, OddAndMisalignedCommonAccessesAreRefused) {
   std::vector<std::uint8_t> three(3);
   EXPECT_FALSE(fn_->bar_read(kBar, 0, three).has_value());
   EXPECT_FALSE(rd(kBar, fn_->bar_info(kBar).size - 2, 4).has_value());  // past the BAR
-  EXPECT_FALSE(rd(1, 0, 4).has_value());                                 // no BAR1
+  EXPECT_FALSE(rd(1, 0, 4).has_value());                                // no BAR1
   EXPECT_EQ(common(c::kDeviceStatus, 1), 0u);
   EXPECT_EQ(common(c::kQueueSelect, 2), 0u);
   // Read-only fields ignore writes.
@@ -194,7 +201,8 @@ TEST_F(Registers, StatusOnlyGrowsAndResetClearsTransportState) {
   ASSERT_TRUE(set_common(c::kQueueSelect, 2, 0).has_value());
   // Clearing a bit is refused (§2.1.1) and leaves the status as it was.
   EXPECT_FALSE(set_common(c::kDeviceStatus, 1, status::kAcknowledge).has_value());
-  EXPECT_EQ(common(c::kDeviceStatus, 1), status::kAcknowledge | status::kDriver | status::kFeaturesOk);
+  EXPECT_EQ(common(c::kDeviceStatus, 1),
+            status::kAcknowledge | status::kDriver | status::kFeaturesOk);
   // Feature writes after FEATURES_OK are refused.
   EXPECT_FALSE(set_common(c::kDriverFeature, 4, 0).has_value());
   // Writes during/after reset: reset, then queue registers read their reset values.
@@ -295,7 +303,8 @@ TEST_F(Registers, MsixOwnedByBusSendsUnmasked) {
   ASSERT_TRUE(driver.probe().has_value());
   ASSERT_TRUE(driver.initialise({}).has_value());
   // Even with every vector masked in our copy of the table, messages go out.
-  for (int v = 0; v < 2; ++v) ASSERT_TRUE(wr(kBar, fn_->layout().msix_table_offset + 16 * v + 12, 4, 1).has_value());
+  for (int v = 0; v < 2; ++v)
+    ASSERT_TRUE(wr(kBar, fn_->layout().msix_table_offset + 16 * v + 12, 4, 1).has_value());
   const std::size_t before = driver.interrupts().msix.size();
   ChainBuilder chain(rig_->guest.ram);
   chain.writable(16);
@@ -319,7 +328,11 @@ TEST_F(Registers, PciCfgWindowSemantics) {
   set_cfg(cap + 16u, 4, 0x0005);
   EXPECT_EQ(common(c::kQueueSelect, 2), 5u);
   // Garbage windows do nothing: bad BAR, bad length, misaligned, past the BAR.
-  struct Bad { std::uint8_t bar; std::uint32_t offset; std::uint32_t length; };
+  struct Bad {
+    std::uint8_t bar;
+    std::uint32_t offset;
+    std::uint32_t length;
+  };
   for (const Bad& bad : {Bad{7, c::kQueueSelect, 2}, Bad{1, 0, 4}, Bad{kBar, c::kQueueSelect, 3},
                          Bad{kBar, c::kQueueSelect + 1, 2}, Bad{kBar, 0xFFFFFFFC, 4},
                          Bad{kBar, c::kQueueSelect, 0}, Bad{kBar, c::kQueueSelect, 8}}) {
@@ -356,7 +369,9 @@ TEST_F(Registers, PciCfgWindowDoorbellKicksQueue) {
 TEST_F(Registers, NotifyMultiplierValidationAndDoorbellAddresses) {
   pci::VirtioPciOptions options;
   options.notify_off_multiplier = 3;
-  EXPECT_FALSE(pci::VirtioPciFunction::create(make_device(DeviceType::kRng), std::make_shared<GuestMemory>(), options).has_value());
+  EXPECT_FALSE(pci::VirtioPciFunction::create(make_device(DeviceType::kRng),
+                                              std::make_shared<GuestMemory>(), options)
+                   .has_value());
   options.notify_off_multiplier = 0x1000;
   make(TransportKind::kModern, DeviceType::kRng, options);
   EXPECT_EQ(fn_->layout().notify_length, 4u);
@@ -448,7 +463,8 @@ TEST_F(Registers, CapabilityChainIsClean) {
     const auto scan = vpci::pci::scan_capabilities(config);
     EXPECT_TRUE(scan.extended_walked);
     for (const auto& d : scan.diagnostics) {
-      EXPECT_NE(d.severity, vpci::pci::Severity::kError) << pci::transport_kind_name(kind) << ": " << d.message;
+      EXPECT_NE(d.severity, vpci::pci::Severity::kError)
+          << pci::transport_kind_name(kind) << ": " << d.message;
     }
   }
 }
@@ -469,16 +485,20 @@ TEST_F(Registers, SharedMemoryAndVendorCapabilities) {
   for (const auto& cap : vpci::pci::scan_capabilities(config).capabilities) {
     if (cap.id != 9) continue;
     if (config[cap.offset + 3] == 8) {
-      shm = config[cap.offset + 2] == 24 && config[cap.offset + 4] == 2 && config[cap.offset + 5] == 3;
+      shm = config[cap.offset + 2] == 24 && config[cap.offset + 4] == 2 &&
+            config[cap.offset + 5] == 3;
     }
     if (config[cap.offset + 3] == 9) {
-      vendor = config[cap.offset + 2] == 12 && config[cap.offset + 4] == 0x34 && config[cap.offset + 6] == 1;
+      vendor = config[cap.offset + 2] == 12 && config[cap.offset + 4] == 0x34 &&
+               config[cap.offset + 6] == 1;
     }
   }
   EXPECT_TRUE(shm);
   EXPECT_TRUE(vendor);
   options.vendor_capabilities = {{0x1AF4, {}}};  // must not be the virtio vendor
-  EXPECT_FALSE(pci::VirtioPciFunction::create(make_device(DeviceType::kRng), std::make_shared<GuestMemory>(), options).has_value());
+  EXPECT_FALSE(pci::VirtioPciFunction::create(make_device(DeviceType::kRng),
+                                              std::make_shared<GuestMemory>(), options)
+                   .has_value());
 }
 
 TEST_F(Registers, QueueResetWithRingReset) {
@@ -491,7 +511,7 @@ TEST_F(Registers, QueueResetWithRingReset) {
   ASSERT_TRUE(has_feature(driver.negotiated_features(), feature::kRingReset));
   EXPECT_EQ(common(c::kQueueEnable, 2), 1u);
   ASSERT_TRUE(set_common(c::kQueueReset, 2, 1).has_value());
-  EXPECT_EQ(common(c::kQueueReset, 2), 0u);   // completes at once
+  EXPECT_EQ(common(c::kQueueReset, 2), 0u);  // completes at once
   EXPECT_EQ(common(c::kQueueEnable, 2), 0u);
 }
 

@@ -2,10 +2,10 @@
 // a transport, and the request helpers the end-to-end tests run through the driver.
 #pragma once
 
-#include <gtest/gtest.h>
-
 #include <memory>
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include "devices/virtio_blk.h"
 #include "devices/virtio_rng.h"
@@ -27,8 +27,8 @@ inline std::unique_ptr<Device> make_device(DeviceType type, std::uint16_t queue_
   devices::BlockDeviceOptions options;
   options.queue_size = queue_size;
   options.serial = "vpci-transport";
-  auto device =
-      devices::BlockDevice::create(std::make_unique<devices::testing::MemoryBackend>(1 << 20), options);
+  auto device = devices::BlockDevice::create(
+      std::make_unique<devices::testing::MemoryBackend>(1 << 20), options);
   if (!device) {
     ADD_FAILURE() << device.error().message;
     return nullptr;
@@ -53,7 +53,8 @@ struct Rig {
 
   Rig(DeviceType type, pci::VirtioPciOptions options, bool with_mapper = false) {
     if (with_mapper) options.kind = pci::TransportKind::kTransitionalMmr;
-    auto created = pci::VirtioPciFunction::create(make_device(type), guest.memory, std::move(options));
+    auto created =
+        pci::VirtioPciFunction::create(make_device(type), guest.memory, std::move(options));
     if (!created) {
       ADD_FAILURE() << created.error().message;
       return;
@@ -124,7 +125,8 @@ inline BlkReply run_blk_request(VirtioPciDriver& driver, std::uint32_t type, std
 // device config (1 MiB = 2048 sectors).
 inline void run_blk_requests(VirtioPciDriver& driver) {
   std::vector<std::uint8_t> pattern(1024);
-  for (std::size_t i = 0; i < pattern.size(); ++i) pattern[i] = static_cast<std::uint8_t>(i * 7 + 1);
+  for (std::size_t i = 0; i < pattern.size(); ++i)
+    pattern[i] = static_cast<std::uint8_t>(i * 7 + 1);
   auto written = run_blk_request(driver, devices::blk::kTypeOut, 3, pattern, 0);
   EXPECT_EQ(written.status, devices::blk::kStatusOk);
   auto read = run_blk_request(driver, devices::blk::kTypeIn, 3, {}, 1024);

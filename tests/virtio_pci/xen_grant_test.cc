@@ -17,11 +17,13 @@ std::vector<std::uint8_t> config_of(vpci::pci::Function& f) {
   return config;
 }
 
-std::unique_ptr<pci::VirtioPciFunction> xen_device(std::uint16_t domid, TransportKind kind = TransportKind::kModern) {
+std::unique_ptr<pci::VirtioPciFunction> xen_device(std::uint16_t domid,
+                                                   TransportKind kind = TransportKind::kModern) {
   pci::VirtioPciOptions options;
   options.kind = kind;
   options.xen_backend_domid = domid;
-  auto f = pci::VirtioPciFunction::create(make_device(DeviceType::kRng), std::make_shared<GuestMemory>(), options);
+  auto f = pci::VirtioPciFunction::create(make_device(DeviceType::kRng),
+                                          std::make_shared<GuestMemory>(), options);
   if (!f) {
     ADD_FAILURE() << f.error().message;
     return nullptr;
@@ -30,7 +32,8 @@ std::unique_ptr<pci::VirtioPciFunction> xen_device(std::uint16_t domid, Transpor
 }
 
 TEST(XenGrantCapability, ParserFindsBackendDomain) {
-  for (auto kind : {TransportKind::kModern, TransportKind::kTransitional, TransportKind::kTransitionalMmr}) {
+  for (auto kind :
+       {TransportKind::kModern, TransportKind::kTransitional, TransportKind::kTransitionalMmr}) {
     auto f = xen_device(0x7EF, kind);
     ASSERT_TRUE(f);
     auto parsed = pci::parse_xen_grant_capability(config_of(*f));
@@ -39,12 +42,12 @@ TEST(XenGrantCapability, ParserFindsBackendDomain) {
     EXPECT_EQ((*parsed)->backend_domid, 0x7EF);
     const auto config = config_of(*f);
     const std::uint16_t at = (*parsed)->config_offset;
-    EXPECT_EQ(config[at], 0x09);       // vendor-specific capability
-    EXPECT_EQ(config[at + 2], 12);     // cap_len
-    EXPECT_EQ(config[at + 3], 9);      // VIRTIO_PCI_CAP_VENDOR_CFG
-    EXPECT_EQ(config[at + 4], 0x53);   // vendor 0x5853
+    EXPECT_EQ(config[at], 0x09);      // vendor-specific capability
+    EXPECT_EQ(config[at + 2], 12);    // cap_len
+    EXPECT_EQ(config[at + 3], 9);     // VIRTIO_PCI_CAP_VENDOR_CFG
+    EXPECT_EQ(config[at + 4], 0x53);  // vendor 0x5853
     EXPECT_EQ(config[at + 5], 0x58);
-    EXPECT_EQ(config[at + 6], 1);      // version
+    EXPECT_EQ(config[at + 6], 1);  // version
   }
 }
 
@@ -64,10 +67,12 @@ TEST(XenGrantCapability, DeviceOffersAndRequiresAccessPlatform) {
   // A driver that does not accept ACCESS_PLATFORM does not get FEATURES_OK.
   ASSERT_TRUE(rig.driver->probe().has_value());
   namespace c = pci::common;
-  ASSERT_TRUE(rig.driver->common_write(c::kDeviceStatus, 1, status::kAcknowledge | status::kDriver).has_value());
+  ASSERT_TRUE(rig.driver->common_write(c::kDeviceStatus, 1, status::kAcknowledge | status::kDriver)
+                  .has_value());
   ASSERT_TRUE(rig.driver->common_write(c::kDriverFeatureSelect, 4, 1).has_value());
   ASSERT_TRUE(rig.driver->common_write(c::kDriverFeature, 4, 1).has_value());  // VERSION_1 only
-  (void)rig.driver->common_write(c::kDeviceStatus, 1, status::kAcknowledge | status::kDriver | status::kFeaturesOk);
+  (void)rig.driver->common_write(c::kDeviceStatus, 1,
+                                 status::kAcknowledge | status::kDriver | status::kFeaturesOk);
   EXPECT_EQ(rig.driver->common_read(c::kDeviceStatus, 1).value_or(0xFF) & status::kFeaturesOk, 0u);
   // The test driver accepts it and gets through.
   ASSERT_TRUE(rig.driver->initialise({}).has_value());
@@ -78,10 +83,14 @@ TEST(XenGrantCapability, DeviceRefusesBadConfigurations) {
   pci::VirtioPciOptions options;
   options.kind = TransportKind::kLegacy;  // no ACCESS_PLATFORM in the legacy interface
   options.xen_backend_domid = 1;
-  EXPECT_FALSE(pci::VirtioPciFunction::create(make_device(DeviceType::kRng), std::make_shared<GuestMemory>(), options).has_value());
+  EXPECT_FALSE(pci::VirtioPciFunction::create(make_device(DeviceType::kRng),
+                                              std::make_shared<GuestMemory>(), options)
+                   .has_value());
   options.kind = TransportKind::kModern;
   options.xen_backend_domid = pci::kXenFirstReservedDomid;  // DOMID_FIRST_RESERVED
-  EXPECT_FALSE(pci::VirtioPciFunction::create(make_device(DeviceType::kRng), std::make_shared<GuestMemory>(), options).has_value());
+  EXPECT_FALSE(pci::VirtioPciFunction::create(make_device(DeviceType::kRng),
+                                              std::make_shared<GuestMemory>(), options)
+                   .has_value());
 }
 
 TEST(XenGrantCapability, ParserRejectsMalformedCapabilities) {
@@ -122,13 +131,15 @@ TEST(XenGrantCapability, TwoCapabilitiesMustAgree) {
   pci::VirtioPciOptions options;
   options.xen_backend_domid = 3;
   options.vendor_capabilities = {{pci::kXenPciVendorId, pci::xen_grant_capability_data(3)}};
-  auto same = pci::VirtioPciFunction::create(make_device(DeviceType::kRng), std::make_shared<GuestMemory>(), options);
+  auto same = pci::VirtioPciFunction::create(make_device(DeviceType::kRng),
+                                             std::make_shared<GuestMemory>(), options);
   ASSERT_TRUE(same.has_value());
   auto parsed = pci::parse_xen_grant_capability(config_of(**same));
   ASSERT_TRUE(parsed.has_value());
   EXPECT_EQ((*parsed)->backend_domid, 3);
   options.vendor_capabilities = {{pci::kXenPciVendorId, pci::xen_grant_capability_data(4)}};
-  auto differ = pci::VirtioPciFunction::create(make_device(DeviceType::kRng), std::make_shared<GuestMemory>(), options);
+  auto differ = pci::VirtioPciFunction::create(make_device(DeviceType::kRng),
+                                               std::make_shared<GuestMemory>(), options);
   ASSERT_TRUE(differ.has_value());
   auto conflict = pci::parse_xen_grant_capability(config_of(**differ));
   ASSERT_FALSE(conflict.has_value());

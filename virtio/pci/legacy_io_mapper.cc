@@ -29,23 +29,26 @@ bool bar_range_ok(const vp::BarInfo& bar, std::uint64_t offset, std::uint64_t le
 Result<MmrLocation> locate_mmr(std::span<const std::uint8_t> config,
                                std::span<const vp::BarInfo, vp::kBarCount> bars) {
   if (config.size() < vp::kExtendedConfigSize) {
-    return make_error(ErrorCode::kUnsupported, "an MMR device is PCIe: need 4096 bytes of config, got {}",
-                      config.size());
+    return make_error(ErrorCode::kUnsupported,
+                      "an MMR device is PCIe: need 4096 bytes of config, got {}", config.size());
   }
   const auto le16 = [&](std::uint32_t at) {
     return static_cast<std::uint16_t>(config[at] | (config[at + 1] << 8));
   };
-  const auto le32 = [&](std::uint32_t at) { return static_cast<std::uint32_t>(load_le(config.subspan(at, 4))); };
+  const auto le32 = [&](std::uint32_t at) {
+    return static_cast<std::uint32_t>(load_le(config.subspan(at, 4)));
+  };
   if (le16(vp::reg::kVendorId) != kVendorId) {
-    return make_error(ErrorCode::kNotFound, "vendor {:#06x} is not virtio", le16(vp::reg::kVendorId));
+    return make_error(ErrorCode::kNotFound, "vendor {:#06x} is not virtio",
+                      le16(vp::reg::kVendorId));
   }
   MmrLocation loc;
   const std::uint16_t device_id = le16(vp::reg::kDeviceId);
   loc.virtio_id = virtio_id_from_mmr_device_id(device_id).value_or(le16(vp::reg::kSubsystemId));
   const auto transitional = transitional_device_id(loc.virtio_id);
   if (!transitional) {
-    return make_error(ErrorCode::kUnsupported, "virtio device type {} has no transitional device ID",
-                      loc.virtio_id);
+    return make_error(ErrorCode::kUnsupported,
+                      "virtio device type {} has no transitional device ID", loc.virtio_id);
   }
   loc.transitional_device_id = *transitional;
 
@@ -61,8 +64,9 @@ Result<MmrLocation> locate_mmr(std::span<const std::uint8_t> config,
       loc.notify_offset = le32(cap.offset + cap::kOffset);
       // The fast path writes 2 bytes at the notify region's base (docs/transitional-mmr.md §4).
       if (!bar_range_ok(bars[loc.notify_bar], loc.notify_offset, 2)) {
-        return make_error(ErrorCode::kMalformedInput, "notify capability at {:#x} points outside BAR{}",
-                          cap.offset, loc.notify_bar);
+        return make_error(ErrorCode::kMalformedInput,
+                          "notify capability at {:#x} points outside BAR{}", cap.offset,
+                          loc.notify_bar);
       }
       have_notify = true;
     }
@@ -96,12 +100,13 @@ Result<MmrLocation> locate_mmr(std::span<const std::uint8_t> config,
     }
     // The legacy header with MSI-X vectors is 24 bytes; an I/O BAR is at most 256.
     if (loc.window_length < legacy::kConfigOffsetMsix || loc.window_length > 256) {
-      return make_error(ErrorCode::kMalformedInput, "MMR VSEC at {:#x}: window length {} not in 24-256",
-                        at, loc.window_length);
+      return make_error(ErrorCode::kMalformedInput,
+                        "MMR VSEC at {:#x}: window length {} not in 24-256", at, loc.window_length);
     }
     have_vsec = true;
   }
-  if (!have_vsec) return make_error(ErrorCode::kNotFound, "no transitional MMR capability (VSEC cfg_type 10)");
+  if (!have_vsec)
+    return make_error(ErrorCode::kNotFound, "no transitional MMR capability (VSEC cfg_type 10)");
   if (!have_notify) return make_error(ErrorCode::kNotFound, "no virtio notify capability");
   return loc;
 }
@@ -118,7 +123,8 @@ Result<std::unique_ptr<LegacyIoMapper>> LegacyIoMapper::create(std::unique_ptr<v
   std::array<vp::BarInfo, vp::kBarCount> bars{};
   for (unsigned i = 0; i < vp::kBarCount; ++i) bars[i] = mmr->bar_info(i);
   if (bars[0].kind != vp::BarKind::kAbsent) {
-    return make_error(ErrorCode::kConflict, "the MMR function implements BAR0; the mapper needs that slot");
+    return make_error(ErrorCode::kConflict,
+                      "the MMR function implements BAR0; the mapper needs that slot");
   }
   VPCI_ASSIGN_OR_RETURN(MmrLocation location, locate_mmr(config, bars));
   return std::unique_ptr<LegacyIoMapper>(new LegacyIoMapper(std::move(mmr), location));
@@ -135,7 +141,8 @@ std::uint8_t LegacyIoMapper::faked_byte(std::uint32_t offset, std::uint8_t under
   };
   switch (offset) {
     case vp::reg::kDeviceId:
-    case vp::reg::kDeviceId + 1: return byte_of(location_.transitional_device_id, vp::reg::kDeviceId);
+    case vp::reg::kDeviceId + 1:
+      return byte_of(location_.transitional_device_id, vp::reg::kDeviceId);
     case vp::reg::kRevisionId: return 0;  // §4.1.2.1: transitional devices have revision 0
     case vp::reg::kSubsystemVendorId:
     case vp::reg::kSubsystemVendorId + 1: return byte_of(kVendorId, vp::reg::kSubsystemVendorId);
@@ -165,13 +172,15 @@ Status LegacyIoMapper::config_read(std::uint32_t offset, std::span<std::uint8_t>
 
 Status LegacyIoMapper::config_write(std::uint32_t offset, std::span<const std::uint8_t> data) {
   if (offset > config_size() || data.size() > config_size() - offset) {
-    return make_error(ErrorCode::kOutOfRange, "config write of {} bytes at {:#x}", data.size(), offset);
+    return make_error(ErrorCode::kOutOfRange, "config write of {} bytes at {:#x}", data.size(),
+                      offset);
   }
   const std::uint32_t end = offset + static_cast<std::uint32_t>(data.size());
   if (offset <= vp::reg::kCommand && end > vp::reg::kCommand) {
     io_enabled_ = (data[vp::reg::kCommand - offset] & vp::command::kIoSpace) != 0;
   }
-  if (end <= vp::reg::kBar0 || offset >= vp::reg::kBar0 + 4) return mmr_->config_write(offset, data);
+  if (end <= vp::reg::kBar0 || offset >= vp::reg::kBar0 + 4)
+    return mmr_->config_write(offset, data);
   // Split around the BAR0 shadow.
   for (std::uint32_t at = offset; at < end; ++at) {
     const std::uint8_t byte = data[at - offset];
@@ -187,8 +196,8 @@ Status LegacyIoMapper::config_write(std::uint32_t offset, std::span<const std::u
 
 Status LegacyIoMapper::bar_read(unsigned bar, std::uint64_t offset, std::span<std::uint8_t> data) {
   if (bar != 0) return mmr_->bar_read(bar, offset, data);
-  if (!io_enabled_ || offset >= location_.window_length || data.size() > location_.window_length - offset ||
-      data.size() > 4) {
+  if (!io_enabled_ || offset >= location_.window_length ||
+      data.size() > location_.window_length - offset || data.size() > 4) {
     std::fill(data.begin(), data.end(), 0xFF);
     return make_error(io_enabled_ ? ErrorCode::kOutOfRange : ErrorCode::kConflict,
                       "legacy I/O read of {} bytes at {} (I/O decoding {})", data.size(), offset,
@@ -200,10 +209,11 @@ Status LegacyIoMapper::bar_read(unsigned bar, std::uint64_t offset, std::span<st
   return mmr_->bar_read(location_.window_bar, location_.window_offset + offset, data);
 }
 
-Status LegacyIoMapper::bar_write(unsigned bar, std::uint64_t offset, std::span<const std::uint8_t> data) {
+Status LegacyIoMapper::bar_write(unsigned bar, std::uint64_t offset,
+                                 std::span<const std::uint8_t> data) {
   if (bar != 0) return mmr_->bar_write(bar, offset, data);
-  if (!io_enabled_ || offset >= location_.window_length || data.size() > location_.window_length - offset ||
-      data.size() > 4) {
+  if (!io_enabled_ || offset >= location_.window_length ||
+      data.size() > location_.window_length - offset || data.size() > 4) {
     return make_error(io_enabled_ ? ErrorCode::kOutOfRange : ErrorCode::kConflict,
                       "legacy I/O write of {} bytes at {} (I/O decoding {})", data.size(), offset,
                       io_enabled_ ? "on" : "off");

@@ -52,7 +52,9 @@ class LegacyIoMapper final : public vpci::pci::Function {
 
   [[nodiscard]] std::uint32_t config_size() const override { return mmr_->config_size(); }
   [[nodiscard]] vpci::pci::BarInfo bar_info(unsigned bar) const override;
-  [[nodiscard]] std::uint16_t msix_vector_count() const override { return mmr_->msix_vector_count(); }
+  [[nodiscard]] std::uint16_t msix_vector_count() const override {
+    return mmr_->msix_vector_count();
+  }
   Status config_read(std::uint32_t offset, std::span<std::uint8_t> data) override;
   Status config_write(std::uint32_t offset, std::span<const std::uint8_t> data) override;
   Status bar_read(unsigned bar, std::uint64_t offset, std::span<std::uint8_t> data) override;

@@ -82,7 +82,8 @@ Status MsixController::pba_read(std::uint64_t offset, std::span<std::uint8_t> da
 
 void MsixController::signal(std::uint16_t vector) {
   if (!enabled_ || vector >= vectors_) return;
-  if (owner_ == vpci::pci::MsixTableOwner::kFunction && (function_masked_ || vector_masked(vector))) {
+  if (owner_ == vpci::pci::MsixTableOwner::kFunction &&
+      (function_masked_ || vector_masked(vector))) {
     pba_[vector / 64] |= std::uint64_t{1} << (vector % 64);
     return;
   }

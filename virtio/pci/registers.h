@@ -9,10 +9,10 @@
 
 namespace vpci::virtio::pci {
 
-inline constexpr std::uint16_t kVendorId = 0x1AF4;           // §4.1.2
+inline constexpr std::uint16_t kVendorId = 0x1AF4;            // §4.1.2
 inline constexpr std::uint16_t kModernDeviceIdBase = 0x1040;  // §4.1.2: 0x1040 + device ID
-inline constexpr std::uint16_t kNoVector = 0xFFFF;           // VIRTIO_MSI_NO_VECTOR (§4.1.4.3)
-inline constexpr std::uint16_t kMaxMsixVectors = 0x800;      // MSI-X table size limit (PCI §7.7.2)
+inline constexpr std::uint16_t kNoVector = 0xFFFF;            // VIRTIO_MSI_NO_VECTOR (§4.1.4.3)
+inline constexpr std::uint16_t kMaxMsixVectors = 0x800;  // MSI-X table size limit (PCI §7.7.2)
 
 // cfg_type of the virtio vendor capability (§4.1.4).
 namespace cfg_type {
@@ -94,7 +94,8 @@ inline constexpr std::uint8_t kIsrQueue = 1;
 inline constexpr std::uint8_t kIsrConfig = 2;
 
 // Transitional PCI device IDs (§4.1.2.1): fixed per device type, not 0x1000 + id.
-[[nodiscard]] constexpr std::optional<std::uint16_t> transitional_device_id(std::uint32_t virtio_id) {
+[[nodiscard]] constexpr std::optional<std::uint16_t> transitional_device_id(
+    std::uint32_t virtio_id) {
   switch (virtio_id) {
     case 1: return 0x1000;  // network
     case 2: return 0x1001;  // block
@@ -121,7 +122,8 @@ inline constexpr std::uint8_t kIsrConfig = 2;
     default: return std::nullopt;
   }
 }
-[[nodiscard]] constexpr std::optional<std::uint32_t> virtio_id_from_mmr_device_id(std::uint16_t id) {
+[[nodiscard]] constexpr std::optional<std::uint32_t> virtio_id_from_mmr_device_id(
+    std::uint16_t id) {
   for (std::uint32_t type : {1u, 2u, 3u, 4u, 5u, 8u, 9u}) {
     if (mmr_device_id(type) == id) return type;
   }

@@ -35,7 +35,9 @@ void store_le(std::span<std::uint8_t> data, std::uint64_t value) {
   }
 }
 
-bool valid_width(std::size_t size) { return size == 1 || size == 2 || size == 4 || size == 8; }
+bool valid_width(std::size_t size) {
+  return size == 1 || size == 2 || size == 4 || size == 8;
+}
 
 Status refuse_read(std::span<std::uint8_t> data, Error error) {
   std::fill(data.begin(), data.end(), 0xFF);
@@ -49,9 +51,9 @@ std::uint32_t class_code_for(std::uint32_t virtio_id) {
     case 1: return 0x020000;  // Ethernet controller
     case 2:                   // block: SCSI storage controller (QEMU's choice)
     case 8: return 0x010000;
-    case 3: return 0x078000;  // simple communication controller
-    case 5: return 0x050000;  // memory controller (balloon)
-    default: return 0x00FF00; // unclassified
+    case 3: return 0x078000;   // simple communication controller
+    case 5: return 0x050000;   // memory controller (balloon)
+    default: return 0x00FF00;  // unclassified
   }
 }
 
@@ -60,16 +62,16 @@ struct CommonField {
   unsigned size;
 };
 constexpr std::array<CommonField, 20> kCommonFields = {{
-    {common::kDeviceFeatureSelect, 4}, {common::kDeviceFeature, 4},
-    {common::kDriverFeatureSelect, 4}, {common::kDriverFeature, 4},
-    {common::kConfigMsixVector, 2},    {common::kNumQueues, 2},
-    {common::kDeviceStatus, 1},        {common::kConfigGeneration, 1},
-    {common::kQueueSelect, 2},         {common::kQueueSize, 2},
-    {common::kQueueMsixVector, 2},     {common::kQueueEnable, 2},
-    {common::kQueueNotifyOff, 2},      {common::kQueueDesc, 8},
-    {common::kQueueDriver, 8},         {common::kQueueDevice, 8},
+    {common::kDeviceFeatureSelect, 4},  {common::kDeviceFeature, 4},
+    {common::kDriverFeatureSelect, 4},  {common::kDriverFeature, 4},
+    {common::kConfigMsixVector, 2},     {common::kNumQueues, 2},
+    {common::kDeviceStatus, 1},         {common::kConfigGeneration, 1},
+    {common::kQueueSelect, 2},          {common::kQueueSize, 2},
+    {common::kQueueMsixVector, 2},      {common::kQueueEnable, 2},
+    {common::kQueueNotifyOff, 2},       {common::kQueueDesc, 8},
+    {common::kQueueDriver, 8},          {common::kQueueDevice, 8},
     {common::kQueueNotifConfigData, 2}, {common::kQueueReset, 2},
-    {common::kAdminQueueIndex, 2},     {common::kAdminQueueNum, 2},
+    {common::kAdminQueueIndex, 2},      {common::kAdminQueueNum, 2},
 }};
 
 // The field an access addresses and the byte shift inside it; nullopt when the access is
@@ -186,7 +188,8 @@ Status VirtioPciFunction::build(std::unique_ptr<Device> device) {
 
   InterruptSink* sink = this;
   core_ = std::make_unique<DeviceCore>(std::move(device), memory_, sink, options_.core);
-  if (kind == TransportKind::kLegacy) VPCI_TRY(core_->set_driver_interface(DriverInterface::kLegacy));
+  if (kind == TransportKind::kLegacy)
+    VPCI_TRY(core_->set_driver_interface(DriverInterface::kLegacy));
   const std::uint16_t queues = core_->num_queues();
   queue_vectors_.assign(queues, kNoVector);
 
@@ -203,9 +206,8 @@ Status VirtioPciFunction::build(std::unique_ptr<Device> device) {
   std::uint64_t next = 0;
   if (modern_interface) {
     layout_.device_cfg_length = device_cfg;
-    layout_.notify_length = mult == 0 || queues == 0
-                                ? 4
-                                : static_cast<std::uint64_t>(queues - 1) * mult + 4;
+    layout_.notify_length =
+        mult == 0 || queues == 0 ? 4 : static_cast<std::uint64_t>(queues - 1) * mult + 4;
     if (layout_.notify_length > kMaxNotifyRegion) {
       return make_error(ErrorCode::kInvalidArgument,
                         "notify region of {:#x} bytes ({} queues x {:#x}) is too large",
@@ -236,15 +238,16 @@ Status VirtioPciFunction::build(std::unique_ptr<Device> device) {
   layout_.has_memory_bar = next > 0;
   layout_.memory_bar_size = next > 0 ? std::bit_ceil(next) : 0;
   if (kind == TransportKind::kTransitional || kind == TransportKind::kLegacy) {
-    layout_.legacy_bar_size = std::max<std::uint32_t>(
-        32, std::bit_ceil(legacy::kConfigOffsetMsix + device_cfg));
+    layout_.legacy_bar_size =
+        std::max<std::uint32_t>(32, std::bit_ceil(legacy::kConfigOffsetMsix + device_cfg));
   }
   std::uint64_t shm_next = 0;
   for (const auto& region : options_.shared_memory) {
     if (region.size < kPage || !std::has_single_bit(region.size) || region.size > (1ull << 40)) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        "shared memory region {} of {:#x} bytes is not a power of two in 4 KiB-1 TiB",
-                        region.id, region.size);
+      return make_error(
+          ErrorCode::kInvalidArgument,
+          "shared memory region {} of {:#x} bytes is not a power of two in 4 KiB-1 TiB", region.id,
+          region.size);
     }
     for (std::size_t i = 0; i < layout_.shared_memory_offsets.size(); ++i) {
       if (options_.shared_memory[i].id == region.id) {
@@ -289,9 +292,8 @@ Status VirtioPciFunction::build_config_space(std::uint32_t virtio_id) {
       const auto id = kind == TransportKind::kTransitionalMmr ? mmr_device_id(virtio_id)
                                                               : transitional_device_id(virtio_id);
       if (!id) {
-        return make_error(ErrorCode::kUnsupported,
-                          "virtio device id {} has no {} PCI device ID", virtio_id,
-                          transport_kind_name(kind));
+        return make_error(ErrorCode::kUnsupported, "virtio device id {} has no {} PCI device ID",
+                          virtio_id, transport_kind_name(kind));
       }
       ids.device_id = *id;
       ids.revision = 0;  // §4.1.2.1: transitional devices MUST have revision 0
@@ -302,7 +304,8 @@ Status VirtioPciFunction::build_config_space(std::uint32_t virtio_id) {
   config_ = vp::ConfigSpace::make_endpoint(vp::kExtendedConfigSize, ids);
   auto& cs = config_;
   if (layout_.legacy_bar_size) {
-    VPCI_TRY(cs.define_bar(VirtioPciLayout::kLegacyBar, {vp::BarType::kIo, layout_.legacy_bar_size}));
+    VPCI_TRY(
+        cs.define_bar(VirtioPciLayout::kLegacyBar, {vp::BarType::kIo, layout_.legacy_bar_size}));
   }
   if (layout_.shared_memory_bar_size) {
     VPCI_TRY(cs.define_bar(VirtioPciLayout::kSharedMemoryBar,
@@ -314,17 +317,19 @@ Status VirtioPciFunction::build_config_space(std::uint32_t virtio_id) {
   }
 
   // PCI Express endpoint: lets the function have 4 KiB of config space.
-  VPCI_ASSIGN_OR_RETURN(layout_.express_cap,
-                        vp::add_standard_capability(cs, vp::cap_id::kPciExpress, express_cap_body()));
+  VPCI_ASSIGN_OR_RETURN(layout_.express_cap, vp::add_standard_capability(
+                                                 cs, vp::cap_id::kPciExpress, express_cap_body()));
   cs.set_bit_kind(layout_.express_cap + 0x08u, 2, 0x7FFF, vp::BitKind::kReadWrite);  // DevCtl
   cs.set_bit_kind(layout_.express_cap + 0x10u, 2, 0x00C3, vp::BitKind::kReadWrite);  // LnkCtl
 
   if (msix_) {
     std::vector<std::uint8_t> body(10, 0);
     store_le(std::span(body).subspan(0, 2), msix_->vector_count() - 1u);  // table size - 1
-    store_le(std::span(body).subspan(2, 4), layout_.msix_table_offset | VirtioPciLayout::kMemoryBar);
+    store_le(std::span(body).subspan(2, 4),
+             layout_.msix_table_offset | VirtioPciLayout::kMemoryBar);
     store_le(std::span(body).subspan(6, 4), layout_.msix_pba_offset | VirtioPciLayout::kMemoryBar);
-    VPCI_ASSIGN_OR_RETURN(layout_.msix_cap, vp::add_standard_capability(cs, vp::cap_id::kMsiX, body));
+    VPCI_ASSIGN_OR_RETURN(layout_.msix_cap,
+                          vp::add_standard_capability(cs, vp::cap_id::kMsiX, body));
     // Message Control: MSI-X Enable (15) and Function Mask (14) are RW (PCIe 6.0 §7.7.2.2).
     cs.set_bit_kind(layout_.msix_cap + 2u, 2, 0xC000, vp::BitKind::kReadWrite);
     cs.add_write_observer(layout_.msix_cap + 2u, 2,
@@ -340,38 +345,41 @@ Status VirtioPciFunction::build_config_space(std::uint32_t virtio_id) {
                                         VirtioPciLayout::kCommonOffset, common::kSize)));
     auto notify = virtio_cap_body(cap::kNotifySize, cfg_type::kNotify, bar, 0,
                                   VirtioPciLayout::kNotifyOffset, layout_.notify_length);
-    store_le(std::span(notify).subspan(cap::kNotifyMultiplier - 2, 4), options_.notify_off_multiplier);
+    store_le(std::span(notify).subspan(cap::kNotifyMultiplier - 2, 4),
+             options_.notify_off_multiplier);
     VPCI_TRY(add_vendor(std::move(notify)));
     VPCI_TRY(add_vendor(
         virtio_cap_body(cap::kSize, cfg_type::kIsr, bar, 0, VirtioPciLayout::kIsrOffset, 1)));
     if (layout_.device_cfg_length > 0) {
-      VPCI_TRY(add_vendor(virtio_cap_body(cap::kSize, cfg_type::kDevice, bar, 0,
-                                          VirtioPciLayout::kDeviceOffset,
-                                          layout_.device_cfg_length)));
+      VPCI_TRY(
+          add_vendor(virtio_cap_body(cap::kSize, cfg_type::kDevice, bar, 0,
+                                     VirtioPciLayout::kDeviceOffset, layout_.device_cfg_length)));
     }
-    VPCI_ASSIGN_OR_RETURN(layout_.pci_cfg_cap,
-                          add_vendor(virtio_cap_body(cap::kPciCfgSize, cfg_type::kPciCfg, 0, 0, 0, 0)));
+    VPCI_ASSIGN_OR_RETURN(
+        layout_.pci_cfg_cap,
+        add_vendor(virtio_cap_body(cap::kPciCfgSize, cfg_type::kPciCfg, 0, 0, 0, 0)));
     // §4.1.4.9: the driver programs bar, offset and length; pci_cfg_data is the window.
     cs.set_bit_kind(layout_.pci_cfg_cap + cap::kBar, 1, 0xFF, vp::BitKind::kReadWrite);
     cs.set_bit_kind(layout_.pci_cfg_cap + cap::kOffset, 4, 0xFFFFFFFF, vp::BitKind::kReadWrite);
     cs.set_bit_kind(layout_.pci_cfg_cap + cap::kLength, 4, 0xFFFFFFFF, vp::BitKind::kReadWrite);
-    VPCI_TRY(cs.set_hooks(layout_.pci_cfg_cap + cap::kPciCfgData, 4,
-                          vp::RegisterHooks{
-                              [this](std::uint32_t offset, unsigned width) {
-                                return pci_cfg_read(offset, width);
-                              },
-                              [this](std::uint32_t offset, unsigned width, std::uint32_t value) {
-                                pci_cfg_write(offset, width, value);
-                              }}));
+    VPCI_TRY(cs.set_hooks(
+        layout_.pci_cfg_cap + cap::kPciCfgData, 4,
+        vp::RegisterHooks{
+            [this](std::uint32_t offset, unsigned width) { return pci_cfg_read(offset, width); },
+            [this](std::uint32_t offset, unsigned width, std::uint32_t value) {
+              pci_cfg_write(offset, width, value);
+            }}));
     for (std::size_t i = 0; i < options_.shared_memory.size(); ++i) {
-      VPCI_TRY(add_vendor(virtio_cap_body(
-          cap::kCap64Size, cfg_type::kSharedMemory,
-          static_cast<std::uint8_t>(VirtioPciLayout::kSharedMemoryBar), options_.shared_memory[i].id,
-          layout_.shared_memory_offsets[i], options_.shared_memory[i].size)));
+      VPCI_TRY(
+          add_vendor(virtio_cap_body(cap::kCap64Size, cfg_type::kSharedMemory,
+                                     static_cast<std::uint8_t>(VirtioPciLayout::kSharedMemoryBar),
+                                     options_.shared_memory[i].id, layout_.shared_memory_offsets[i],
+                                     options_.shared_memory[i].size)));
     }
     auto vendor_caps = options_.vendor_capabilities;
     if (options_.xen_backend_domid) {
-      vendor_caps.push_back({kXenPciVendorId, xen_grant_capability_data(*options_.xen_backend_domid)});
+      vendor_caps.push_back(
+          {kXenPciVendorId, xen_grant_capability_data(*options_.xen_backend_domid)});
     }
     for (const auto& vendor : vendor_caps) {
       if (vendor.vendor_id == kVendorId) {
@@ -404,8 +412,8 @@ Status VirtioPciFunction::build_config_space(std::uint32_t virtio_id) {
     put(mmr_vsec::kBar, VirtioPciLayout::kMemoryBar, 1);
     put(mmr_vsec::kLength, layout_.legacy_window_length, 4);
     put(mmr_vsec::kOffset, *layout_.legacy_window_offset, 8);
-    VPCI_ASSIGN_OR_RETURN(layout_.mmr_vsec,
-                          vp::add_extended_capability(cs, vp::ext_cap_id::kVendorSpecific, 1, body));
+    VPCI_ASSIGN_OR_RETURN(layout_.mmr_vsec, vp::add_extended_capability(
+                                                cs, vp::ext_cap_id::kVendorSpecific, 1, body));
   }
 
   cs.add_write_observer(vp::reg::kCommand, 2, [this](std::uint32_t, unsigned) { update_intx(); });
@@ -430,8 +438,9 @@ vp::BarInfo VirtioPciFunction::bar_info(unsigned bar) const {
 
 Status VirtioPciFunction::config_read(std::uint32_t offset, std::span<std::uint8_t> data) {
   if (offset > config_.size() || data.size() > config_.size() - offset) {
-    return refuse_read(data, Error{ErrorCode::kOutOfRange,
-                                   fmt::format("config read of {} bytes at {:#x}", data.size(), offset)});
+    return refuse_read(data,
+                       Error{ErrorCode::kOutOfRange,
+                             fmt::format("config read of {} bytes at {:#x}", data.size(), offset)});
   }
   std::size_t done = 0;
   while (done < data.size()) {
@@ -456,18 +465,21 @@ Status VirtioPciFunction::config_write(std::uint32_t offset, std::span<const std
     const std::uint32_t at = offset + static_cast<std::uint32_t>(done);
     unsigned width = 4;
     while (width > 1 && (at % width != 0 || data.size() - done < width)) width /= 2;
-    VPCI_TRY(config_.write(at, width, static_cast<std::uint32_t>(load_le(data.subspan(done, width)))));
+    VPCI_TRY(
+        config_.write(at, width, static_cast<std::uint32_t>(load_le(data.subspan(done, width)))));
     done += width;
   }
   return {};
 }
 
-Status VirtioPciFunction::bar_read(unsigned bar, std::uint64_t offset, std::span<std::uint8_t> data) {
+Status VirtioPciFunction::bar_read(unsigned bar, std::uint64_t offset,
+                                   std::span<std::uint8_t> data) {
   const auto info = bar_info(bar);
   if (info.kind == vp::BarKind::kAbsent || !valid_width(data.size()) || offset > info.size ||
       data.size() > info.size - offset) {
-    return refuse_read(data, Error{ErrorCode::kOutOfRange,
-                                   fmt::format("BAR{} read of {} bytes at {:#x}", bar, data.size(), offset)});
+    return refuse_read(
+        data, Error{ErrorCode::kOutOfRange,
+                    fmt::format("BAR{} read of {} bytes at {:#x}", bar, data.size(), offset)});
   }
   if (bar == VirtioPciLayout::kLegacyBar) return legacy_read(offset, data);
   if (bar == VirtioPciLayout::kMemoryBar) return memory_read(offset, data);
@@ -579,7 +591,8 @@ std::uint16_t VirtioPciFunction::checked_vector(std::uint16_t vector) const {
   return msix_ && vector < msix_->vector_count() ? vector : kNoVector;
 }
 
-// ---- transport state -----------------------------------------------------------------------------
+// ---- transport state
+// -----------------------------------------------------------------------------
 
 void VirtioPciFunction::reset_transport_state() {
   device_feature_select_ = 0;
@@ -651,11 +664,13 @@ Status VirtioPciFunction::memory_read(std::uint64_t offset, std::span<std::uint8
     if (!fits(VirtioPciLayout::kDeviceOffset, layout_.device_cfg_length)) {
       return refuse_read(data, Error{ErrorCode::kOutOfRange, "device config read past its end"});
     }
-    auto status = core_->read_config(static_cast<std::uint32_t>(offset - VirtioPciLayout::kDeviceOffset), data);
+    auto status = core_->read_config(
+        static_cast<std::uint32_t>(offset - VirtioPciLayout::kDeviceOffset), data);
     if (!status) return refuse_read(data, status.error());
     return {};
   }
-  if (layout_.legacy_window_offset && inside(*layout_.legacy_window_offset, layout_.legacy_window_length)) {
+  if (layout_.legacy_window_offset &&
+      inside(*layout_.legacy_window_offset, layout_.legacy_window_length)) {
     if (!fits(*layout_.legacy_window_offset, layout_.legacy_window_length)) {
       return refuse_read(data, Error{ErrorCode::kOutOfRange, "legacy window read past its end"});
     }
@@ -715,7 +730,8 @@ Status VirtioPciFunction::notify_write(std::uint64_t offset, std::span<const std
   const bool doorbell = mult == 0 ? offset == 0 : offset % mult == 0 && offset / mult < queues;
   if (!doorbell || (data.size() != 2 && data.size() != 4)) {
     return make_error(ErrorCode::kInvalidArgument,
-                      "{}-byte write at notify offset {:#x} is not a doorbell", data.size(), offset);
+                      "{}-byte write at notify offset {:#x} is not a doorbell", data.size(),
+                      offset);
   }
   // §4.1.5.2: the driver writes the queue index (NOTIFICATION_DATA is never offered).
   return core_->notify(static_cast<std::uint16_t>(load_le(data.first(2))));
@@ -771,10 +787,15 @@ Status VirtioPciFunction::common_write(std::uint32_t offset, unsigned width, std
     return (current & ~mask) | ((value << access->shift) & mask);
   };
   switch (field) {
-    case common::kDeviceFeatureSelect: device_feature_select_ = static_cast<std::uint32_t>(value); return {};
-    case common::kDriverFeatureSelect: driver_feature_select_ = static_cast<std::uint32_t>(value); return {};
+    case common::kDeviceFeatureSelect:
+      device_feature_select_ = static_cast<std::uint32_t>(value);
+      return {};
+    case common::kDriverFeatureSelect:
+      driver_feature_select_ = static_cast<std::uint32_t>(value);
+      return {};
     case common::kDriverFeature:
-      return core_->write_driver_features_word(driver_feature_select_, static_cast<std::uint32_t>(value));
+      return core_->write_driver_features_word(driver_feature_select_,
+                                               static_cast<std::uint32_t>(value));
     case common::kConfigMsixVector:
       config_vector_ = checked_vector(static_cast<std::uint16_t>(value));
       return {};
@@ -806,7 +827,8 @@ Status VirtioPciFunction::common_write(std::uint32_t offset, unsigned width, std
       return core_->set_queue_device(q, merge(regs.device));
     }
     case common::kQueueReset:
-      if (value != 1) return make_error(ErrorCode::kProtocolViolation, "queue_reset written with {}", value);
+      if (value != 1)
+        return make_error(ErrorCode::kProtocolViolation, "queue_reset written with {}", value);
       return core_->reset_queue(q);
     default:
       return make_error(ErrorCode::kInvalidArgument, "common config field at {:#x} is read-only",
@@ -817,10 +839,12 @@ Status VirtioPciFunction::common_write(std::uint32_t offset, unsigned width, std
 // ---- legacy registers (I/O BAR0, MMR window) ---------------------------------------------------
 
 Status VirtioPciFunction::legacy_read(std::uint64_t offset, std::span<std::uint8_t> data) {
-  const std::uint32_t header = msix_enabled() ? legacy::kConfigOffsetMsix : legacy::kConfigOffsetNoMsix;
+  const std::uint32_t header =
+      msix_enabled() ? legacy::kConfigOffsetMsix : legacy::kConfigOffsetNoMsix;
   const std::size_t size = data.size();
   if (offset >= header) {
-    if (size == 8) return refuse_read(data, Error{ErrorCode::kInvalidArgument, "8-byte legacy access"});
+    if (size == 8)
+      return refuse_read(data, Error{ErrorCode::kInvalidArgument, "8-byte legacy access"});
     auto status = core_->read_config(static_cast<std::uint32_t>(offset - header), data);
     if (!status) return refuse_read(data, status.error());
     return {};
@@ -828,7 +852,9 @@ Status VirtioPciFunction::legacy_read(std::uint64_t offset, std::span<std::uint8
   const std::uint16_t q = queue_select_;
   const auto regs = core_->queue_registers(q);
   std::uint64_t value = 0;
-  const auto reg = [&](std::uint32_t at, std::size_t width) { return offset == at && size == width; };
+  const auto reg = [&](std::uint32_t at, std::size_t width) {
+    return offset == at && size == width;
+  };
   if (reg(legacy::kHostFeatures, 4)) {
     value = core_->device_features_word(0);
   } else if (reg(legacy::kGuestFeatures, 4)) {
@@ -850,15 +876,17 @@ Status VirtioPciFunction::legacy_read(std::uint64_t offset, std::span<std::uint8
   } else if (header == legacy::kConfigOffsetMsix && reg(legacy::kQueueVector, 2)) {
     value = regs ? queue_vectors_[q] : kNoVector;
   } else {
-    return refuse_read(data, Error{ErrorCode::kInvalidArgument,
-                                   fmt::format("{}-byte legacy read at {} matches no register", size, offset)});
+    return refuse_read(
+        data, Error{ErrorCode::kInvalidArgument,
+                    fmt::format("{}-byte legacy read at {} matches no register", size, offset)});
   }
   store_le(data, value);
   return {};
 }
 
 Status VirtioPciFunction::legacy_write(std::uint64_t offset, std::span<const std::uint8_t> data) {
-  const std::uint32_t header = msix_enabled() ? legacy::kConfigOffsetMsix : legacy::kConfigOffsetNoMsix;
+  const std::uint32_t header =
+      msix_enabled() ? legacy::kConfigOffsetMsix : legacy::kConfigOffsetNoMsix;
   const std::size_t size = data.size();
   if (offset >= header) {
     if (size == 8) return make_error(ErrorCode::kInvalidArgument, "8-byte legacy access");
@@ -866,7 +894,9 @@ Status VirtioPciFunction::legacy_write(std::uint64_t offset, std::span<const std
     return core_->write_config(static_cast<std::uint32_t>(offset - header), data);
   }
   const std::uint64_t value = load_le(data);
-  const auto reg = [&](std::uint32_t at, std::size_t width) { return offset == at && size == width; };
+  const auto reg = [&](std::uint32_t at, std::size_t width) {
+    return offset == at && size == width;
+  };
   if (reg(legacy::kQueueNotify, 2)) {
     return core_->notify(static_cast<std::uint16_t>(value));
   }
@@ -884,10 +914,13 @@ Status VirtioPciFunction::legacy_write(std::uint64_t offset, std::span<const std
   switch (offset) {
     case legacy::kGuestFeatures:
       return core_->write_driver_features_word(0, static_cast<std::uint32_t>(value));
-    case legacy::kQueuePfn: return core_->set_legacy_queue_pfn(q, static_cast<std::uint32_t>(value));
+    case legacy::kQueuePfn:
+      return core_->set_legacy_queue_pfn(q, static_cast<std::uint32_t>(value));
     case legacy::kQueueSelect: queue_select_ = static_cast<std::uint16_t>(value); return {};
     case legacy::kStatus: return write_status(static_cast<std::uint8_t>(value));
-    case legacy::kConfigVector: config_vector_ = checked_vector(static_cast<std::uint16_t>(value)); return {};
+    case legacy::kConfigVector:
+      config_vector_ = checked_vector(static_cast<std::uint16_t>(value));
+      return {};
     case legacy::kQueueVector:
       if (q >= queue_vectors_.size()) {
         return make_error(ErrorCode::kOutOfRange, "queue_select {} is not a queue", q);
@@ -898,7 +931,8 @@ Status VirtioPciFunction::legacy_write(std::uint64_t offset, std::span<const std
   }
 }
 
-// ---- PCI_CFG window (§4.1.4.9) -------------------------------------------------------------------
+// ---- PCI_CFG window (§4.1.4.9)
+// -------------------------------------------------------------------
 
 std::uint32_t VirtioPciFunction::pci_cfg_read(std::uint32_t offset, unsigned width) {
   const std::uint32_t cap = layout_.pci_cfg_cap;
@@ -906,8 +940,9 @@ std::uint32_t VirtioPciFunction::pci_cfg_read(std::uint32_t offset, unsigned wid
   const std::uint32_t window = config_.raw32(cap + cap::kOffset);
   const std::uint32_t length = config_.raw32(cap + cap::kLength);
   const auto info = bar < vp::kBarCount ? bar_info(bar) : vp::BarInfo{};
-  const bool valid = info.kind != vp::BarKind::kAbsent && (length == 1 || length == 2 || length == 4) &&
-                     window % length == 0 && window + std::uint64_t{length} <= info.size;
+  const bool valid = info.kind != vp::BarKind::kAbsent &&
+                     (length == 1 || length == 2 || length == 4) && window % length == 0 &&
+                     window + std::uint64_t{length} <= info.size;
   if (valid) {
     // "execute a read access of length cap.length at offset cap.offset at BAR cap.bar and
     // store the first cap.length bytes in pci_cfg_data"
@@ -917,23 +952,27 @@ std::uint32_t VirtioPciFunction::pci_cfg_read(std::uint32_t offset, unsigned wid
   }
   const std::uint32_t at = offset - (cap + cap::kPciCfgData);
   std::uint32_t value = 0;
-  for (unsigned i = 0; i < width && at + i < 4; ++i) value |= std::uint32_t{pci_cfg_data_[at + i]} << (8 * i);
+  for (unsigned i = 0; i < width && at + i < 4; ++i)
+    value |= std::uint32_t{pci_cfg_data_[at + i]} << (8 * i);
   return value;
 }
 
 void VirtioPciFunction::pci_cfg_write(std::uint32_t offset, unsigned width, std::uint32_t value) {
   const std::uint32_t cap = layout_.pci_cfg_cap;
   const std::uint32_t at = offset - (cap + cap::kPciCfgData);
-  for (unsigned i = 0; i < width && at + i < 4; ++i) pci_cfg_data_[at + i] = static_cast<std::uint8_t>(value >> (8 * i));
+  for (unsigned i = 0; i < width && at + i < 4; ++i)
+    pci_cfg_data_[at + i] = static_cast<std::uint8_t>(value >> (8 * i));
   const unsigned bar = config_.raw8(cap + cap::kBar);
   const std::uint32_t window = config_.raw32(cap + cap::kOffset);
   const std::uint32_t length = config_.raw32(cap + cap::kLength);
   const auto info = bar < vp::kBarCount ? bar_info(bar) : vp::BarInfo{};
-  const bool valid = info.kind != vp::BarKind::kAbsent && (length == 1 || length == 2 || length == 4) &&
-                     window % length == 0 && window + std::uint64_t{length} <= info.size;
+  const bool valid = info.kind != vp::BarKind::kAbsent &&
+                     (length == 1 || length == 2 || length == 4) && window % length == 0 &&
+                     window + std::uint64_t{length} <= info.size;
   // "execute a write access at offset cap.offset at BAR cap.bar using the first cap.length
   // bytes from pci_cfg_data"; an invalid window drops the write.
-  if (valid) (void)bar_write(bar, window, std::span<const std::uint8_t>(pci_cfg_data_).first(length));
+  if (valid)
+    (void)bar_write(bar, window, std::span<const std::uint8_t>(pci_cfg_data_).first(length));
 }
 
 }  // namespace vpci::virtio::pci

@@ -23,7 +23,7 @@
 //   BAR2 (only with shared-memory regions): 64-bit prefetchable memory, the regions
 //   back to back at 4 KiB-aligned offsets (SHARED_MEMORY_CFG caps, cfg_type 8)
 //
-//   BAR4 (every kind but kLegacy): 64-bit memory, size = pow2(end of last region)
+//   BAR4 (kLegacy: only with MSI-X, table and PBA only): 64-bit memory, size = pow2(end)
 //   0x0000 ┌──────────────────────────┐ COMMON_CFG (cfg_type 1), 0x40 bytes
 //          │ common configuration     │
 //   0x1000 ├──────────────────────────┤ ISR_CFG (cfg_type 3), 1 byte, read clears
@@ -39,8 +39,9 @@
 //          └──────────────────────────┘
 //
 // Register access rules (what a hostile driver gets):
-//   * common config: each access must be exactly one field, or one 32-bit half of a
-//     64-bit field; anything else is refused (error; reads 0xFF). A queue_select beyond
+//   * common config: each access must be exactly one field (8 bytes for the 64-bit
+//     queue addresses), or one 32-bit half of a 64-bit field; anything else is refused
+//     (error; reads 0xFF). A queue_select beyond
 //     num_queues reads queue_size 0 and NO_VECTOR; writes to its queue fields are refused.
 //   * doorbells: a 2- or 4-byte write at a doorbell address; the value's low 16 bits
 //     name the queue (§4.1.5.2), so one address can serve every queue (multiplier 0, and
@@ -93,8 +94,8 @@ struct SharedMemoryRegionSpec {
 };
 
 struct VendorCapabilitySpec {
-  std::uint16_t vendor_id = 0;      // PCI-SIG vendor ID, not 0x1AF4 (§4.1.4.10)
-  std::vector<std::uint8_t> data;   // after the vendor ID; padded to make cap_len % 4 == 0
+  std::uint16_t vendor_id = 0;     // PCI-SIG vendor ID, not 0x1AF4 (§4.1.4.10)
+  std::vector<std::uint8_t> data;  // after the vendor ID; padded to make cap_len % 4 == 0
 };
 
 struct VirtioPciOptions {

@@ -6,8 +6,12 @@
 namespace vpci::virtio::pci {
 
 std::vector<std::uint8_t> xen_grant_capability_data(std::uint16_t backend_domid) {
-  return {kXenGrantCapabilityVersion, 0, static_cast<std::uint8_t>(backend_domid),
-          static_cast<std::uint8_t>(backend_domid >> 8), 0, 0};
+  return {kXenGrantCapabilityVersion,
+          0,
+          static_cast<std::uint8_t>(backend_domid),
+          static_cast<std::uint8_t>(backend_domid >> 8),
+          0,
+          0};
 }
 
 Result<std::optional<XenGrantInfo>> parse_xen_grant_capability(

@@ -27,11 +27,11 @@ inline constexpr std::uint8_t kXenGrantCapabilityLength = 12;  // cap_len
 inline constexpr std::uint16_t kXenFirstReservedDomid = 0x7FF0;
 
 namespace xen_grant_cap {
-inline constexpr std::uint32_t kVendorId = 4;  // le16, 0x5853
-inline constexpr std::uint32_t kVersion = 6;   // u8, 1
-inline constexpr std::uint32_t kFlags = 7;     // u8, 0 (no flags defined; nonzero refused)
-inline constexpr std::uint32_t kDomid = 8;     // le16 backend domain ID
-inline constexpr std::uint32_t kReserved = 10; // le16, 0
+inline constexpr std::uint32_t kVendorId = 4;   // le16, 0x5853
+inline constexpr std::uint32_t kVersion = 6;    // u8, 1
+inline constexpr std::uint32_t kFlags = 7;      // u8, 0 (no flags defined; nonzero refused)
+inline constexpr std::uint32_t kDomid = 8;      // le16 backend domain ID
+inline constexpr std::uint32_t kReserved = 10;  // le16, 0
 }  // namespace xen_grant_cap
 
 struct XenGrantInfo {
@@ -47,6 +47,7 @@ std::vector<std::uint8_t> xen_grant_capability_data(std::uint16_t backend_domid)
 // grant capability; nullopt when there is none. Errors for a malformed capability (short
 // cap_len, unknown version, nonzero flags or reserved bytes, reserved domain ID), or two
 // capabilities that disagree.
-Result<std::optional<XenGrantInfo>> parse_xen_grant_capability(std::span<const std::uint8_t> config);
+Result<std::optional<XenGrantInfo>> parse_xen_grant_capability(
+    std::span<const std::uint8_t> config);
 
 }  // namespace vpci::virtio::pci
