@@ -517,3 +517,32 @@ TEST_F(Registers, QueueResetWithRingReset) {
 
 }  // namespace
 }  // namespace vpci::virtio::testing
+
+namespace vpci::virtio::testing {
+namespace {
+
+TEST(ConfigChange, MsixConfigVectorAndGeneration) {
+  Rig rig(DeviceType::kBlk, {});
+  ASSERT_TRUE(rig.function);
+  ASSERT_TRUE(rig.driver->probe().has_value());
+  ASSERT_TRUE(rig.driver->initialise({}).has_value());
+  const auto generation = rig.driver->common_read(pci::common::kConfigGeneration, 1);
+  ASSERT_TRUE(generation.has_value());
+  const std::size_t before = rig.driver->interrupts().msix.size();
+  auto& device = static_cast<devices::BlockDevice&>(rig.function->core().device());
+  static_cast<devices::testing::MemoryBackend&>(device.backend()).bytes.resize(4 << 20);
+  device.refresh_capacity();
+  // §4.1.5.3 with MSI-X: the configuration vector (0, as the driver mapped it), no ISR/INTx.
+  ASSERT_EQ(rig.driver->interrupts().msix.size(), before + 1);
+  EXPECT_EQ(rig.driver->interrupts().msix.back().vector, 0u);
+  EXPECT_FALSE(rig.driver->interrupts().intx);
+  EXPECT_EQ(rig.function->isr(), 0u);
+  EXPECT_NE(rig.driver->common_read(pci::common::kConfigGeneration, 1).value_or(*generation),
+            *generation);
+  auto capacity = rig.driver->read_device_config(devices::blk::config::kCapacity, 4);
+  ASSERT_TRUE(capacity.has_value());
+  EXPECT_EQ((*capacity)[1], 0x20);  // 8192 sectors = 0x2000
+}
+
+}  // namespace
+}  // namespace vpci::virtio::testing
