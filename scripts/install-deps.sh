@@ -11,6 +11,8 @@ packages=(
   libfdt-dev libpci-dev pciutils
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev device-tree-compiler python3
+  # real-guest test (tests/guest/): Debian tree with QEMU, busybox initramfs
+  debootstrap busybox-static cpio
 )
 
 missing=()

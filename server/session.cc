@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "server/trace.h"
+
 namespace vpci::server {
 
 using namespace vfio_user;
@@ -38,27 +40,6 @@ int errno_for(ErrorCode code) {
 }
 
 namespace {
-
-std::string_view command_name(std::uint16_t command) {
-  switch (command) {
-    case kVersion: return "VERSION";
-    case kDmaMap: return "DMA_MAP";
-    case kDmaUnmap: return "DMA_UNMAP";
-    case kDeviceGetInfo: return "DEVICE_GET_INFO";
-    case kDeviceGetRegionInfo: return "DEVICE_GET_REGION_INFO";
-    case kDeviceGetRegionIoFds: return "DEVICE_GET_REGION_IO_FDS";
-    case kDeviceGetIrqInfo: return "DEVICE_GET_IRQ_INFO";
-    case kDeviceSetIrqs: return "DEVICE_SET_IRQS";
-    case kRegionRead: return "REGION_READ";
-    case kRegionWrite: return "REGION_WRITE";
-    case kDmaRead: return "DMA_READ";
-    case kDmaWrite: return "DMA_WRITE";
-    case kDeviceReset: return "DEVICE_RESET";
-    case kRegionWriteMulti: return "REGION_WRITE_MULTI";
-    case kDeviceFeature: return "DEVICE_FEATURE";
-    default: return "unknown command";
-  }
-}
 
 // A payload must hold at least `size` bytes, and its argsz field (always the first
 // u32 of an argsz-style structure, spec "Message Format") must cover them too.
@@ -209,7 +190,7 @@ DispatchResult VfioUserSession::handle(IncomingMessage message) {
     reply = make_error(ErrorCode::kInvalidArgument, "more than {} file descriptors", kMaxMsgFds);
   } else if (!negotiated_ && header.command != kVersion) {
     reply = make_error(ErrorCode::kProtocolViolation, "{} before VERSION",
-                       command_name(header.command));
+                       command_name_of(header.command));
   } else {
     reply = dispatch(header, bytes.subspan(kHeaderSize), message.fds);
   }
@@ -217,7 +198,7 @@ DispatchResult VfioUserSession::handle(IncomingMessage message) {
   message.fds.clear();
 
   if (!reply) {
-    last_error_ = fmt::format("{} (msg_id {}): {}", command_name(header.command), header.msg_id,
+    last_error_ = fmt::format("{} (msg_id {}): {}", command_name_of(header.command), header.msg_id,
                               reply.error().message);
     ++error_count_;
   }

@@ -15,6 +15,7 @@
 
 #include "server/protocol.h"
 #include "server/session.h"
+#include "server/trace.h"
 
 namespace vpci::server {
 namespace {
@@ -145,6 +146,13 @@ void VfioUserServer::run() {
 }
 
 void VfioUserServer::serve(int connection) {
+  if (trace_) trace_("connected");
+  struct TraceDisconnect {
+    const TraceSink& sink;
+    ~TraceDisconnect() {
+      if (sink) sink("disconnected");
+    }
+  } trace_disconnect{trace_};
   VfioUserSession session(function_);
   std::uint64_t reported_errors = 0;
   auto account_errors = [&] {
@@ -171,8 +179,18 @@ void VfioUserServer::serve(int connection) {
                    header.message_size - vfio_user::kHeaderSize, message) != ReadStatus::kOk) {
       return;  // disconnect mid-message: the session's destructor cleans up
     }
+    if (trace_) trace_(describe_request(message.bytes, message.fds.size()));
+    const std::uint64_t errors_before = session.error_count();
     DispatchResult result = session.handle(std::move(message));
     account_errors();
+    if (trace_) {
+      if (result.reply) {
+        trace_(describe_reply(*result.reply, session.last_error()));
+      } else if (session.error_count() != errors_before) {
+        trace_("-> (no reply sent) error: " + session.last_error());
+      }
+      if (result.close_connection) trace_("closing: " + session.last_error());
+    }
     if (result.reply && !write_all(connection, *result.reply)) return;
     if (result.close_connection) return;
   }

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -35,6 +36,11 @@ class VfioUserServer {
   // Stops, joins and removes the socket file.
   ~VfioUserServer();
 
+  // Message trace for interop debugging: every request, reply, connect and disconnect
+  // as one line (server/trace.h). Set before start(); called on the server thread.
+  using TraceSink = std::function<void(const std::string& line)>;
+  void set_trace(TraceSink sink) { trace_ = std::move(sink); }
+
   void start();
   void stop();
 
@@ -53,6 +59,7 @@ class VfioUserServer {
   PciFunction& function_;
   UniqueFd listener_;
   UniqueFd stop_event_;
+  TraceSink trace_;
   std::thread thread_;
   std::atomic<std::uint64_t> connections_closed_{0};
   std::atomic<std::uint64_t> protocol_errors_{0};

@@ -102,6 +102,12 @@ FakeSplitDriver::FakeSplitDriver(FakeGuestRam& ram, std::uint16_t size) : ram_(&
     free_.push_back(static_cast<std::uint16_t>(size - 1 - i));
 }
 
+FakeSplitDriver::FakeSplitDriver(FakeGuestRam& ram, const QueueLayout& layout)
+    : ram_(&ram), layout_(layout) {
+  for (std::uint32_t i = 0; i < layout.size; ++i)
+    free_.push_back(static_cast<std::uint16_t>(layout.size - 1 - i));
+}
+
 std::uint16_t FakeSplitDriver::take_descriptor() {
   if (free_.empty()) die("split ring out of descriptors");
   const std::uint16_t index = free_.back();

@@ -106,6 +106,8 @@ struct UsedBuffer {
 class FakeSplitDriver {
  public:
   FakeSplitDriver(FakeGuestRam& ram, std::uint16_t size);
+  // A ring at a layout the caller placed (legacy PCI: legacy_split_layout at PFN << 12).
+  FakeSplitDriver(FakeGuestRam& ram, const QueueLayout& layout);
   [[nodiscard]] QueueLayout layout() const { return layout_; }
   [[nodiscard]] std::uint16_t size() const { return layout_.size; }
 

@@ -1,0 +1,126 @@
+#include "server/served_device.h"
+
+#include <fmt/format.h>
+
+#include "devices/block_backend.h"
+#include "devices/virtio_blk.h"
+#include "devices/virtio_rng.h"
+#include "server/function_adapter.h"
+#include "virtio/pci/legacy_io_mapper.h"
+#include "virtio/pci/virtio_pci_function.h"
+
+namespace vpci::server {
+namespace {
+
+std::string format_bytes(std::uint64_t bytes) {
+  if (bytes >= (1ull << 30) && bytes % (1ull << 30) == 0) return fmt::format("{} GiB", bytes >> 30);
+  if (bytes >= (1ull << 20) && bytes % (1ull << 20) == 0) return fmt::format("{} MiB", bytes >> 20);
+  return fmt::format("{} bytes", bytes);
+}
+
+virtio::pci::TransportKind pci_transport(TransportKind kind) {
+  switch (kind) {
+    case TransportKind::kModern: return virtio::pci::TransportKind::kModern;
+    case TransportKind::kTransitional: return virtio::pci::TransportKind::kTransitional;
+    case TransportKind::kMmr:
+    case TransportKind::kLegacyOverMmr: return virtio::pci::TransportKind::kTransitionalMmr;
+  }
+  return virtio::pci::TransportKind::kModern;
+}
+
+class VirtioServedDevice final : public ServedDevice {
+ public:
+  VirtioServedDevice(ServedDeviceSpec spec, devices::FileBlockBackend* backend)
+      : spec_(std::move(spec)), backend_(backend) {}
+
+  Status build(std::unique_ptr<virtio::Device> device) {
+    virtio::pci::VirtioPciOptions options;
+    // QEMU's vfio-user client emulates the MSI-X table and never forwards table
+    // writes (reference vfio-user.md §5): vector messages leave unmasked and QEMU
+    // applies the guest's masks.
+    options.msix_owner = pci::MsixTableOwner::kBus;
+    options.xen_backend_domid = spec_.xen_backend_domid;
+    VPCI_ASSIGN_OR_RETURN(auto function,
+                          virtio::pci::make_virtio_pci_function(pci_transport(spec_.transport),
+                                                                std::move(device),
+                                                                adapter_.guest_memory(), options));
+    ids_ = read_ids(*function);
+    if (spec_.transport == TransportKind::kLegacyOverMmr) {
+      // The guest sees the mapper's transitional device; the MMR device behind it is
+      // only reachable through the mapper (seed 004's hypervisor-side variant driver).
+      VPCI_ASSIGN_OR_RETURN(auto mapper, virtio::pci::LegacyIoMapper::create(std::move(function)));
+      ids_ = read_ids(*mapper);
+      adapter_.attach(std::unique_ptr<pci::Function>(std::move(mapper)));
+    } else {
+      adapter_.attach(std::unique_ptr<pci::Function>(std::move(function)));
+    }
+    return {};
+  }
+
+  [[nodiscard]] const ServedDeviceSpec& spec() const override { return spec_; }
+  [[nodiscard]] PciFunction& function() override { return adapter_; }
+
+  Status flush() override {
+    if (backend_ == nullptr || spec_.read_only) return {};
+    return backend_->flush().map_error(
+        [&](Error e) { return std::move(e).with_context(spec_.path.string()); });
+  }
+
+  [[nodiscard]] std::string describe() const override {
+    std::string text = fmt::format("{}: {}, {}, {:04x}:{:04x} rev {}", spec_.name,
+                                   device_kind_name(spec_.kind),
+                                   transport_kind_name(spec_.transport), ids_.vendor, ids_.device,
+                                   ids_.revision);
+    if (backend_ != nullptr) {
+      text += fmt::format(", {} ({}{})", spec_.path.string(), format_bytes(backend_->size_bytes()),
+                          spec_.read_only ? ", read-only" : "");
+    }
+    if (spec_.xen_backend_domid) text += fmt::format(", Xen grants to domain {}", *spec_.xen_backend_domid);
+    return text;
+  }
+
+ private:
+  struct Ids {
+    std::uint16_t vendor = 0;
+    std::uint16_t device = 0;
+    std::uint8_t revision = 0;
+  };
+  static Ids read_ids(pci::Function& function) {
+    std::array<std::uint8_t, 9> header{};
+    (void)function.config_read(0, header);
+    return Ids{static_cast<std::uint16_t>(header[0] | header[1] << 8),
+               static_cast<std::uint16_t>(header[2] | header[3] << 8), header[8]};
+  }
+
+  ServedDeviceSpec spec_;
+  devices::FileBlockBackend* backend_;  // owned by the device inside the function
+  FunctionAdapter adapter_;
+  Ids ids_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<ServedDevice>> ServedDevice::create(const ServedDeviceSpec& spec) {
+  std::unique_ptr<virtio::Device> device;
+  devices::FileBlockBackend* backend = nullptr;
+  switch (spec.kind) {
+    case DeviceKind::kVirtioRng:
+      device = std::make_unique<devices::RngDevice>();
+      break;
+    case DeviceKind::kVirtioBlk: {
+      VPCI_ASSIGN_OR_RETURN(auto file,
+                            devices::FileBlockBackend::open(spec.path.string(), spec.read_only));
+      backend = file.get();
+      devices::BlockDeviceOptions options;
+      options.read_only = spec.read_only;
+      options.serial = spec.name.substr(0, 20);
+      VPCI_ASSIGN_OR_RETURN(device, devices::BlockDevice::create(std::move(file), options));
+      break;
+    }
+  }
+  auto served = std::make_unique<VirtioServedDevice>(spec, backend);
+  VPCI_TRY(served->build(std::move(device)));
+  return std::unique_ptr<ServedDevice>(std::move(served));
+}
+
+}  // namespace vpci::server

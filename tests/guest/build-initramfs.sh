@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds the guest initramfs (newc cpio, gzip) from the prepared cache (prepare.sh):
+# busybox-static, the kernel's virtio modules and tests/guest/initramfs/{init,checks.sh}.
+# Usage: build-initramfs.sh OUTPUT   (cache: $VPCI_GUEST_CACHE, default /var/cache/vpci-guest)
+set -euo pipefail
+out=${1:?usage: build-initramfs.sh OUTPUT}
+cache=${VPCI_GUEST_CACHE:-/var/cache/vpci-guest}
+here=$(cd "$(dirname "$0")" && pwd)
+[[ -x $cache/busybox && -s $cache/kernel/modules.order ]] ||
+  { echo "build-initramfs: cache $cache is not prepared (run tests/guest/prepare.sh)" >&2; exit 1; }
+
+staging=$(mktemp -d)
+trap 'rm -rf "$staging"' EXIT
+mkdir -p "$staging"/{bin,dev,proc,sys,tmp,lib/modules}
+cp "$cache/busybox" "$staging/bin/busybox"
+ln -s busybox "$staging/bin/sh"
+cp "$cache/kernel/modules.order" "$cache"/kernel/*.ko "$staging/lib/modules/"
+install -m 0755 "$here/initramfs/init" "$staging/init"
+install -m 0755 "$here/initramfs/checks.sh" "$staging/checks.sh"
+# The kernel needs /dev/console before /init runs to give it stdout.
+mknod -m 600 "$staging/dev/console" c 5 1
+(cd "$staging" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 >"$out"

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# CTest driver of the real-guest test (label "guest", issue 6): prepares the cache,
+# serves a ScratchFunction directly and its pci::Function twin through FunctionAdapter
+# (server/function_adapter.h) from one vpci_scratch_server process, boots the guest twice
+# against them (the second boot proves disconnect + reconnect on the same sockets) and
+# asserts the guest's verdict lines, the host-side decode of the dumped config space and
+# the server's own counters. VPCI_SKIP_GUEST=1 skips it (exit 77); anything else that
+# keeps it from running is a failure.
+# Usage: guest-test.sh SCRATCH_SERVER_BINARY
+set -euo pipefail
+server_bin=${1:?usage: guest-test.sh SCRATCH_SERVER_BINARY}
+here=$(cd "$(dirname "$0")" && pwd)
+if [[ ${VPCI_SKIP_GUEST:-0} == 1 ]]; then
+  echo "guest-test: SKIPPED because VPCI_SKIP_GUEST=1"
+  exit 77
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "guest-test: FAILED: needs root (debootstrap, chroot, mounts); set VPCI_SKIP_GUEST=1 to skip" >&2
+  exit 1
+fi
+
+failures=0
+fail() { echo "guest-test: FAIL: $*" >&2; failures=$((failures + 1)); }
+expect_line() {  # expect_line FILE REGEX WHAT
+  grep -Eq "$2" "$1" || fail "$3 (no line matching '$2' in $1)"
+}
+
+started=$SECONDS
+"$here/prepare.sh"
+echo "guest-test: cache ready in $((SECONDS - started)) s"
+
+work=$(mktemp -d /tmp/vpci-guest-test.XXXXXX)
+server_pid=""
+cleanup() {
+  if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  if ((failures == 0)); then rm -rf "$work"; else echo "guest-test: artifacts kept in $work" >&2; fi
+}
+trap cleanup EXIT
+
+"$server_bin" --socket "$work/scratch0.sock" --adapter-socket "$work/scratch1.sock" \
+  --trace "$work/trace.log" >"$work/summary.txt" 2>"$work/server.err" &
+server_pid=$!
+
+for boot in 1 2; do
+  status=0
+  "$here/run-guest.sh" --socket "$work/scratch0.sock" --socket "$work/scratch1.sock" \
+    --checks enumerate,config,scratch --expect 1b36:0005 --timeout 300 \
+    --log "$work/console$boot.log" || status=$?
+  log="$work/console$boot.log"
+  if ((status != 0)); then
+    fail "boot $boot: run-guest.sh exited $status"
+    sed 's/^/  | /' "$log" >&2
+    continue
+  fi
+  [[ $(grep -c '^VPCI-RESULT enumerate-1b36:0005 PASS' "$log") -eq 2 ]] ||
+    fail "boot $boot: expected two enumerated 1b36:0005 functions"
+  [[ $(grep -c '^VPCI-RESULT scratch-[^ ]* PASS .*dma=ok' "$log") -eq 2 ]] ||
+    fail "boot $boot: expected BAR and DMA to work on both functions"
+  expect_line "$log" '^VPCI-DEVICE [^ ]* id=1b36:0005 rev=0x01 class=0xff0000 subsys=0x1b36:0x1100' \
+    "boot $boot: identity of the direct ScratchFunction"
+  expect_line "$log" '^VPCI-DEVICE [^ ]* id=1b36:0005 rev=0x01 class=0xff0000 subsys=0x1b36:0x1101' \
+    "boot $boot: identity of the adapter-served ScratchPciFunction"
+  decoded=$("$here/decode-config.sh" "$log" -nn -vv) || fail "boot $boot: lspci -F failed"
+  grep -q '\[1b36:0005\] (rev 01)' <<<"$decoded" || fail "boot $boot: lspci -F does not decode the device: $decoded"
+  grep -q 'Region 0: Memory at [0-9a-f]* (64-bit, non-prefetchable)' <<<"$decoded" ||
+    fail "boot $boot: lspci -F shows no 64-bit BAR0: $decoded"
+done
+
+kill "$server_pid"
+wait "$server_pid" || fail "server exited with status $?"
+server_pid=""
+cat "$work/summary.txt"
+summary() { grep "^SCRATCH-SUMMARY $work/$1.sock " "$work/summary.txt" || true; }
+value() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$2"; }
+for sock in scratch0 scratch1; do
+  line=$(summary $sock)
+  [[ -n $line ]] || { fail "no server summary for $sock"; continue; }
+  [[ $(value connections "$line") -eq 2 ]] || fail "$sock: expected 2 connections (boot + reconnect): $line"
+  [[ $(value protocol_errors "$line") -eq 0 ]] || fail "$sock: protocol errors: $line (trace: $work/trace.log)"
+done
+line=$(summary scratch0)
+[[ $(value dma_added "$line") -gt 0 && $(value dma_added "$line") -eq $(value dma_removed "$line") ]] ||
+  fail "scratch0: DMA maps not all released: $line"
+# Doorbell + two BAR reads per boot: the first trigger, then re-triggers after QEMU's
+# INTx unmasks while the level was still asserted.
+[[ $(value interrupts "$line") -ge 4 ]] || fail "scratch0: INTx automask/unmask cycle not seen: $line"
+line=$(summary scratch1)
+[[ $(value dma_copies "$line") -ge 2 ]] || fail "scratch1: DMA through the adapter's GuestMemory: $line"
+[[ $(value intx_asserts "$line") -ge 2 ]] || fail "scratch1: INTx level never asserted: $line"
+[[ $(value guest_memory_regions "$line") -eq 0 ]] || fail "scratch1: guest memory not emptied on disconnect: $line"
+# QEMU's INTx EOI reaches the adapter as UNMASK (DATA_NONE|ACTION_UNMASK = 0x11).
+grep -q '^\[scratch1.sock\] <- #[0-9]* DEVICE_SET_IRQS flags 0x11 index 0' "$work/trace.log" ||
+  fail "scratch1: no INTx unmask from QEMU in the trace"
+
+echo "guest-test: total $((SECONDS - started)) s, $failures failure(s)"
+((failures == 0))

@@ -1,0 +1,230 @@
+#!/bin/sh
+# Guest-side checks of the vpci real-guest test. Usage: checks.sh CHECK[,CHECK...]
+# Each check finds its devices itself (through /sys/bus/pci/devices) and prints
+#   VPCI-RESULT <check>[-<pci address>] PASS|FAIL <key=value detail...>
+# plus informational VPCI-DEVICE / VPCI-CONFIG lines for the host. Kernel command line
+# options (all optional):
+#   vpci.expect=VVVV:DDDD[@driver],...  devices "enumerate" must find (and their driver)
+#   vpci.blk_offset=BYTES  where "blk" writes its pattern (default 1048576)
+#   vpci.blk_tag=WORD      pattern tag, so the host can regenerate it (default vpci)
+#   vpci.rng_bytes=N       bytes "rng" reads from /dev/hwrng (default 256)
+cmdline=$(cat /proc/cmdline)
+cmdline_value() {
+  for word in $cmdline; do
+    case $word in "$1"=*) echo "${word#*=}"; return;; esac
+  done
+  echo "$2"
+}
+result() { echo "VPCI-RESULT $*"; }
+attr() { cat "$1/$2" 2>/dev/null || echo "?"; }
+driver_of() { if [ -e "$1/driver" ]; then basename "$(readlink "$1/driver")"; else echo none; fi; }
+# How virtio_pci bound a device: the BAR regions it claimed are named
+# "virtio-pci-modern" or "virtio-pci-legacy" under the device in /proc/iomem or
+# /proc/ioports. "none" for anything else.
+iface_of() {
+  found=$(grep -h -A1 " : $(basename "$1")\$" /proc/iomem /proc/ioports | grep -o 'virtio-pci-[a-z]*' | head -1)
+  echo "${found#virtio-pci-}" | sed 's/^$/none/'
+}
+id_of() { echo "$(attr "$1" vendor | sed 's/^0x//'):$(attr "$1" device | sed 's/^0x//')"; }
+
+# ---- enumerate: what the guest's PCI core found, like lspci -nnk --------------------
+check_enumerate() {
+  for dev in /sys/bus/pci/devices/*; do
+    msix=no
+    [ -d "$dev/msi_irqs" ] && [ -n "$(ls "$dev/msi_irqs" 2>/dev/null)" ] && msix=yes
+    echo "VPCI-DEVICE $(basename "$dev") id=$(id_of "$dev") rev=$(attr "$dev" revision)" \
+      "class=$(attr "$dev" class) subsys=$(attr "$dev" subsystem_vendor):$(attr "$dev" subsystem_device)" \
+      "driver=$(driver_of "$dev") irq=$(attr "$dev" irq) msi=$msix iface=$(iface_of "$dev")"
+  done
+  for want in $(cmdline_value vpci.expect "" | tr ',' ' '); do
+    id=${want%@*}
+    driver=""
+    case $want in *@*) driver=${want#*@};; esac
+    found=""
+    for dev in /sys/bus/pci/devices/*; do
+      [ "$(id_of "$dev")" = "$id" ] || continue
+      found=$(basename "$dev")
+      if [ -n "$driver" ] && [ "$(driver_of "$dev")" != "$driver" ]; then
+        result "enumerate-$id FAIL address=$found driver=$(driver_of "$dev") expected=$driver"
+      else
+        result "enumerate-$id PASS address=$found driver=$(driver_of "$dev")" \
+          "rev=$(attr "$dev" revision) subsys=$(attr "$dev" subsystem_vendor):$(attr "$dev" subsystem_device)"
+      fi
+    done
+    [ -n "$found" ] || result "enumerate-$id FAIL not-found"
+  done
+}
+
+# Devices worth dumping/poking: everything not on QEMU's own q35 platform (vendor 8086
+# host bridge/LPC/SATA/SMBus, 1234 VGA).
+interesting_devices() {
+  for dev in /sys/bus/pci/devices/*; do
+    case $(attr "$dev" vendor) in 0x8086|0x1234) continue;; esac
+    echo "$dev"
+  done
+}
+
+# ---- config: full config space of each interesting device, in lspci -xxxx layout ----
+# The host turns "VPCI-CONFIG <addr> <off>: <16 bytes>" back into a file for lspci -F.
+check_config() {
+  for dev in $(interesting_devices); do
+    addr=$(basename "$dev")
+    size=$(wc -c <"$dev/config")
+    od -A x -t x1 -v "$dev/config" | awk -v a="$addr" 'NF > 1 {
+      line = substr($1, length($1) - 2) ":"; for (i = 2; i <= NF; i++) line = line " " $i
+      print "VPCI-CONFIG " a " " line }'
+    if [ "$size" -ge 256 ]; then
+      result "config-$addr PASS bytes=$size"
+    else
+      result "config-$addr FAIL bytes=$size"
+    fi
+  done
+}
+
+# ---- scratch: the test-only ScratchFunction (1b36:0005, server/scratch_function.h) ----
+# BAR0 read/write through REGION_READ/REGION_WRITE, then the device's DMA engine copies
+# 16 bytes of guest RAM (written by us at a low physical address the kernel reserves)
+# into BAR0 through the server's DMA_MAP view of guest memory.
+check_scratch() {
+  any=""
+  for dev in /sys/bus/pci/devices/*; do
+    [ "$(id_of "$dev")" = "1b36:0005" ] || continue
+    addr=$(basename "$dev"); any=1
+    bar=$(head -1 "$dev/resource" | cut -d' ' -f1)
+    if [ $((bar)) -eq 0 ]; then result "scratch-$addr FAIL bar0-unassigned"; continue; fi
+    # Memory space + bus master + INTx disabled (no driver would handle the line):
+    # command register 0x0406 at config offset 4 (PCI Local Bus 3.0 §6.2.2).
+    printf '\006\004' | dd of="$dev/config" bs=1 seek=4 conv=notrunc 2>/dev/null
+    devmem $((bar + 0x10)) 32 0x5ca7c40e
+    got=$(devmem $((bar + 0x10)) 32)
+    if [ "$((got))" -ne $((0x5ca7c40e)) ]; then
+      result "scratch-$addr FAIL bar-readback=$got"; continue
+    fi
+    ram=0x600
+    devmem $ram 32 0x11223344; devmem $((ram + 4)) 32 0x55667788
+    devmem $((ram + 8)) 32 0x99aabbcc; devmem $((ram + 12)) 32 0xddeeff00
+    devmem $((bar + 0xfe0)) 32 $ram; devmem $((bar + 0xfe4)) 32 0
+    devmem $((bar + 0xfe8)) 32 16
+    status=$(devmem $((bar + 0xfec)) 32)
+    copied="$(devmem "$bar" 32) $(devmem $((bar + 4)) 32) $(devmem $((bar + 8)) 32) $(devmem $((bar + 12)) 32)"
+    # INTx: enable it (command 0x0006), ring the doorbell (level asserted), touch the BAR
+    # so QEMU's vfio INTx EOI path unmasks (the server re-triggers while the level is
+    # still up), then lower the level. No guest driver handles the line; the host counts
+    # the triggers in the server (SCRATCH-SUMMARY interrupts=).
+    printf '\006\000' | dd of="$dev/config" bs=1 seek=4 conv=notrunc 2>/dev/null
+    devmem $((bar + 0xffc)) 32 1
+    devmem $((bar + 0x10)) 32 >/dev/null; devmem $((bar + 0x10)) 32 >/dev/null
+    devmem $((bar + 0xffc)) 32 0
+    printf '\006\004' | dd of="$dev/config" bs=1 seek=4 conv=notrunc 2>/dev/null
+    if [ $((status)) -eq 1 ] && [ "$copied" = "0x11223344 0x55667788 0x99AABBCC 0xDDEEFF00" ]; then
+      result "scratch-$addr PASS bar0=$bar dma=ok"
+    else
+      result "scratch-$addr FAIL bar0=$bar dma-status=$status copied=$(echo "$copied" | tr ' ' ,)"
+    fi
+  done
+  [ -n "$any" ] || result "scratch FAIL no-1b36:0005-device"
+}
+
+# Sum of the counts on every /proc/interrupts line naming $1 (e.g. "virtio0-").
+interrupt_count() {
+  awk -v name="$1" 'NR == 1 { cpus = NF; next }
+    index($0, name) { for (i = 2; i <= cpus + 1; i++) n += $i } END { print n + 0 }' /proc/interrupts
+}
+interrupt_kind() {
+  grep "$1" /proc/interrupts | grep -q MSI && echo msix || echo intx
+}
+
+# virtio functions of PCI device $1 bound to virtio driver $2: prints "virtioN" names.
+virtio_children() {
+  for v in "$1"/virtio*; do
+    [ -e "$v/driver" ] && [ "$(basename "$(readlink "$v/driver")")" = "$2" ] && basename "$v"
+  done
+}
+
+# ---- rng: /dev/hwrng delivers bytes, interrupts counted --------------------------------
+check_rng() {
+  want=$(cmdline_value vpci.rng_bytes 256)
+  any=""
+  for dev in /sys/bus/pci/devices/*; do
+    for v in $(virtio_children "$dev" virtio_rng); do
+      addr=$(basename "$dev"); any=1
+      # With several RNGs the hwrng core reads only the current one, and its names
+      # (virtio_rng.N) are not the virtio device names: try each until this device's
+      # interrupt count moves.
+      got=0; before=0; after=0; zeros=0; current=none
+      for name in $(tr ' ' '\n' </sys/class/misc/hw_random/rng_available | grep '^virtio_rng'); do
+        echo "$name" >/sys/class/misc/hw_random/rng_current
+        current=$name
+        before=$(interrupt_count "$v-")
+        got=$(timeout 20 dd if=/dev/hwrng bs="$want" count=1 iflag=fullblock 2>/dev/null | tee /tmp/rng | wc -c)
+        after=$(interrupt_count "$v-")
+        zeros=$(od -A n -t x1 -v /tmp/rng | tr -s ' ' '\n' | grep -c '^00$')
+        [ "$after" -gt "$before" ] && break
+      done
+      kind=$(interrupt_kind "$v-")
+      if [ "$got" -eq "$want" ] && [ "$after" -gt "$before" ] && [ "$zeros" -lt "$want" ]; then
+        result "rng-$addr PASS bytes=$got irqs=$before..$after kind=$kind iface=$(iface_of "$dev") rng=$current"
+      else
+        result "rng-$addr FAIL bytes=$got/$want irqs=$before..$after kind=$kind zeros=$zeros rng=$current"
+      fi
+    done
+  done
+  [ -n "$any" ] || result "rng FAIL no-virtio-rng-device"
+}
+
+# The pattern "blk" writes: 1024 lines of 64 bytes. The host regenerates it with the same
+# printf to check the backing file (tests/guest/guest-test.sh).
+make_pattern() {
+  i=0
+  while [ $i -lt 1024 ]; do printf '%-63s\n' "vpci-pattern $1 line $i"; i=$((i + 1)); done
+}
+
+# ---- blk: write a pattern, drop caches, read back with direct I/O, compare ------------
+check_blk() {
+  offset=$(cmdline_value vpci.blk_offset 1048576)
+  tag=$(cmdline_value vpci.blk_tag vpci)
+  make_pattern "$tag" >/tmp/pattern
+  want=$(md5sum </tmp/pattern | cut -d' ' -f1)
+  any=""
+  for dev in /sys/bus/pci/devices/*; do
+    for v in $(virtio_children "$dev" virtio_blk); do
+      addr=$(basename "$dev"); any=1
+      disk=$(ls "/sys/bus/virtio/devices/$v/block" 2>/dev/null | head -1)
+      n=0
+      while [ -z "$disk" ] || [ ! -b "/dev/$disk" ]; do
+        [ $n -ge 50 ] && break
+        sleep 0.1; n=$((n + 1))
+        disk=$(ls "/sys/bus/virtio/devices/$v/block" 2>/dev/null | head -1)
+      done
+      if [ -z "$disk" ] || [ ! -b "/dev/$disk" ]; then result "blk-$addr FAIL no-block-device"; continue; fi
+      sectors=$(cat "/sys/block/$disk/size")
+      before=$(interrupt_count "$v-")
+      kind=$(interrupt_kind "$v-")
+      if [ "$(cat "/sys/block/$disk/ro")" = 1 ]; then
+        got=$(dd if="/dev/$disk" bs=4096 count=16 iflag=direct 2>/dev/null | wc -c)
+        after=$(interrupt_count "$v-")
+        [ "$got" -eq 65536 ] && result "blk-$addr PASS disk=$disk read-only read=$got sectors=$sectors irqs=$before..$after kind=$kind" ||
+          result "blk-$addr FAIL disk=$disk read-only read=$got"
+        continue
+      fi
+      dd if=/tmp/pattern of="/dev/$disk" bs=4096 seek=$((offset / 4096)) oflag=direct conv=fsync 2>/tmp/dd.err ||
+        { result "blk-$addr FAIL disk=$disk write: $(tail -1 /tmp/dd.err)"; continue; }
+      echo 3 >/proc/sys/vm/drop_caches
+      got=$(dd if="/dev/$disk" bs=4096 skip=$((offset / 4096)) count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+      after=$(interrupt_count "$v-")
+      if [ "$got" = "$want" ] && [ "$after" -gt "$before" ]; then
+        result "blk-$addr PASS disk=$disk md5=$got offset=$offset sectors=$sectors irqs=$before..$after kind=$kind iface=$(iface_of "$dev")"
+      else
+        result "blk-$addr FAIL disk=$disk md5=$got expected=$want irqs=$before..$after kind=$kind"
+      fi
+    done
+  done
+  [ -n "$any" ] || result "blk FAIL no-virtio-blk-device"
+}
+
+for check in $(echo "$1" | tr ',' ' '); do
+  case $check in
+    enumerate|config|scratch|rng|blk) "check_$check" ;;
+    *) result "$check FAIL unknown-check" ;;
+  esac
+done

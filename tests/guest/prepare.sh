@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Prepares the cache the real-guest test boots from (issue 6). Idempotent: each part has a
+# stamp and a health check; a part that fails its check is rebuilt. Everything lives outside
+# the repository, in $VPCI_GUEST_CACHE (default /var/cache/vpci-guest):
+#   root/          Debian tree (trixie + trixie-backports, or sid) with qemu-system-x86 >= 10.1
+#                  whose vfio-user-pci device is our server's client; QEMU runs chrooted in it.
+#   kernel/        Debian 12 linux-image-cloud-amd64: vmlinuz + the virtio modules (uncompressed
+#                  .ko, loadable by busybox insmod in a tiny initramfs).
+#   busybox        busybox-static, the whole guest userland.
+# Needs root (debootstrap, chroot) and the host packages in scripts/install-deps.sh.
+set -euo pipefail
+
+cache=${VPCI_GUEST_CACHE:-/var/cache/vpci-guest}
+suite=${VPCI_GUEST_SUITE:-trixie}   # trixie (+backports) or sid
+log() { printf 'prepare: %s\n' "$*" >&2; }
+die() { printf 'prepare: error: %s\n' "$*" >&2; exit 1; }
+
+[[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap and chroot)"
+for tool in debootstrap chroot apt-get dpkg-deb; do
+  command -v "$tool" >/dev/null || die "$tool missing: run scripts/install-deps.sh"
+done
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9   # two preparers at once (parallel ctest runs) would corrupt the tree
+
+# --- Debian tree with QEMU ---------------------------------------------------------------
+root="$cache/root"
+root_stamp="$cache/root.stamp"
+
+tree_ok() {
+  [[ -f $root_stamp && -x $root/usr/bin/qemu-system-x86_64 ]] || return 1
+  # -device help needs no /proc or /dev; a broken tree (missing libs, wrong binary) fails here.
+  chroot "$root" /usr/bin/qemu-system-x86_64 -device help 2>/dev/null | grep -q '"vfio-user-pci"'
+}
+
+mounted_proc=""
+cleanup_tree_mounts() {
+  if [[ -n $mounted_proc ]]; then umount "$mounted_proc" 2>/dev/null || umount -l "$mounted_proc"; fi
+  mounted_proc=""
+}
+trap cleanup_tree_mounts EXIT
+
+# rm -rf of a tree with /proc (or a runner's bind mounts) still mounted in it would
+# recurse into the host's /proc, /dev or /sys: refuse instead.
+remove_tree() {
+  local dir=$1
+  [[ -e $dir ]] || return 0
+  if awk -v d="$(realpath "$dir")/" 'index($2, d) == 1 { found = 1 } END { exit !found }' /proc/mounts; then
+    die "$dir has mounts below it (a guest run in progress?); not removing it"
+  fi
+  rm -rf "$dir"
+}
+
+build_tree() {
+  local target="$cache/root.new" started=$SECONDS
+  remove_tree "$target"
+  if [[ $suite == trixie ]]; then
+    log "debootstrap --variant=minbase trixie $target (default mirror)"
+    debootstrap --variant=minbase trixie "$target" >"$cache/debootstrap.log" 2>&1 ||
+      { tail -20 "$cache/debootstrap.log" >&2; return 1; }
+    # Reuse the mirror debootstrap wrote into the tree's own sources instead of naming one.
+    local uri
+    uri=$(awk '$1 == "deb" { print $2; exit }' "$target/etc/apt/sources.list" 2>/dev/null || true)
+    if [[ -z $uri ]]; then
+      uri=$(awk '/^URIs:/ { print $2; exit }' "$target"/etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+    fi
+    [[ -n $uri ]] || { log "no mirror URI found in the tree's apt sources"; return 1; }
+    log "adding trixie-backports from $uri"
+    echo "deb $uri trixie-backports main" >"$target/etc/apt/sources.list.d/backports.list"
+    mount -t proc proc "$target/proc"; mounted_proc="$target/proc"
+    # -t (not pkg/suite): QEMU's own dependencies (qemu-system-common, seabios) must come
+    # from backports too.
+    log "installing qemu-system-x86 from trixie-backports in the tree"
+    if ! chroot "$target" /usr/bin/env DEBIAN_FRONTEND=noninteractive sh -c \
+        'apt-get update -q && apt-get install -y -q --no-install-recommends -t trixie-backports qemu-system-x86' \
+        >"$cache/apt.log" 2>&1; then
+      tail -20 "$cache/apt.log" >&2; cleanup_tree_mounts; return 1
+    fi
+  else
+    log "debootstrap --variant=minbase --include=qemu-system-x86 $suite $target"
+    debootstrap --variant=minbase --include=qemu-system-x86 "$suite" "$target" \
+      >"$cache/debootstrap.log" 2>&1 || { tail -20 "$cache/debootstrap.log" >&2; return 1; }
+    mount -t proc proc "$target/proc"; mounted_proc="$target/proc"
+  fi
+  chroot "$target" apt-get clean >/dev/null 2>&1 || true
+  cleanup_tree_mounts
+  remove_tree "$root"
+  mv "$target" "$root"
+  local version
+  version=$(chroot "$root" /usr/bin/qemu-system-x86_64 --version | head -1)
+  echo "$suite $version" >"$root_stamp"
+  log "tree ready in $((SECONDS - started)) s: $version"
+}
+
+if tree_ok; then
+  log "tree ok: $(cat "$root_stamp") ($root)"
+else
+  [[ -e $root || -e $root_stamp ]] && log "tree missing or broken: rebuilding"
+  rm -f "$root_stamp"
+  if ! build_tree; then
+    if [[ $suite == trixie && -z ${VPCI_GUEST_SUITE:-} ]]; then
+      log "trixie-backports failed; falling back to sid"
+      suite=sid
+      build_tree || die "could not build the Debian tree (logs in $cache)"
+    else
+      die "could not build the Debian tree (logs in $cache)"
+    fi
+  fi
+  tree_ok || die "tree built but qemu-system-x86_64 in it has no vfio-user-pci device"
+fi
+
+# --- guest kernel and modules ---------------------------------------------------------------
+kernel_dir="$cache/kernel"
+kernel_stamp="$cache/kernel.stamp"
+# Modules the guest's /init loads, in order; their dependencies come from modules.dep.
+guest_modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
+  rng-core virtio-rng virtio_blk)
+
+kernel_ok() {
+  [[ -f $kernel_stamp && -s $kernel_dir/vmlinuz && -s $kernel_dir/modules.order ]] || return 1
+  local m
+  while read -r m; do [[ -s $kernel_dir/$m ]] || return 1; done <"$kernel_dir/modules.order"
+}
+
+build_kernel() {
+  local work="$cache/kernel.work" started=$SECONDS
+  rm -rf "$work" "$kernel_dir.new"; mkdir -p "$work" "$kernel_dir.new"
+  # The metapackage names the real image package; resolve it with the host's apt (Debian 12).
+  local image
+  image=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+  [[ -n $image ]] || die "apt-cache cannot resolve linux-image-cloud-amd64 (run apt-get update?)"
+  log "apt-get download $image"
+  (cd "$work" && apt-get download -q -o APT::Sandbox::User=root "$image" >/dev/null) || die "apt-get download $image failed"
+  dpkg-deb -x "$work"/*.deb "$work/x"
+  local kver
+  kver=$(ls "$work/x/lib/modules")
+  cp "$work/x/boot/vmlinuz-$kver" "$kernel_dir.new/vmlinuz"
+  local moddir="$work/x/lib/modules/$kver"
+  # modules.dep is generated by depmod at install time, so it is not in the package: read each
+  # wanted module's "depends=" string from its .modinfo section instead (NUL-separated).
+  declare -A seen=()
+  local order=()
+  add_module() {
+    local name=$1 file dep
+    [[ -n ${seen[$name]:-} ]] && return 0
+    seen[$name]=1
+    file=$(find "$moddir/kernel" -name "$name.ko" -o -name "${name//-/_}.ko" -o -name "${name//_/-}.ko" | head -1)
+    if [[ -z $file ]]; then
+      # Built into the image (e.g. rng-core on some configs): nothing to load.
+      if grep -qE "/${name//[-_]/[-_]}\.ko$" "$moddir/modules.builtin" 2>/dev/null; then return 0; fi
+      die "module $name not found in $image"
+    fi
+    for dep in $(tr '\0' '\n' <"$file" | sed -n 's/^depends=//p' | head -1 | tr ',' ' '); do add_module "$dep"; done
+    cp "$file" "$kernel_dir.new/"
+    order+=("$(basename "$file")")
+  }
+  for m in "${guest_modules[@]}"; do add_module "$m"; done
+  printf '%s\n' "${order[@]}" >"$kernel_dir.new/modules.order"
+  rm -rf "$kernel_dir"; mv "$kernel_dir.new" "$kernel_dir"; rm -rf "$work"
+  echo "$image $kver" >"$kernel_stamp"
+  log "kernel ready in $((SECONDS - started)) s: $kver, modules: ${order[*]}"
+}
+
+if kernel_ok; then log "kernel ok: $(cat "$kernel_stamp")"; else build_kernel; fi
+
+# --- busybox ---------------------------------------------------------------------------------
+busybox_bin=$(command -v busybox || true)
+if [[ ! -x $cache/busybox ]] || ! "$cache/busybox" true 2>/dev/null; then
+  # The initramfs has no libc: the binary must have no program interpreter.
+  [[ -n $busybox_bin ]] && ! readelf -l "$busybox_bin" 2>/dev/null | grep -q 'interpreter' ||
+    die "a static busybox is needed: apt-get install busybox-static (scripts/install-deps.sh)"
+  cp "$busybox_bin" "$cache/busybox"
+  log "busybox copied from $busybox_bin"
+else
+  log "busybox ok"
+fi
+log "cache ready: $cache"

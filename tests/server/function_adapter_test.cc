@@ -1,0 +1,350 @@
+// FunctionAdapter over a real socket: a pci::Function test double served by
+// VfioUserServer, driven by TestClient the way QEMU drives it.
+#include "server/function_adapter.h"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+#include <tuple>
+
+#include <gtest/gtest.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+
+#include "server/socket_server.h"
+#include "tests/server/test_client.h"
+
+namespace vpci::server {
+namespace {
+
+using namespace vfio_user;
+using testing::Payload;
+using testing::TestClient;
+
+// A pci::Function that records what reaches it: BAR0 64-bit memory 0x4000, BAR2 I/O 0x20,
+// 4 KiB config space, four MSI-X vectors.
+class RecordingFunction final : public pci::Function {
+ public:
+  struct BarAccess {
+    unsigned bar;
+    std::uint64_t offset;
+    std::size_t size;
+    bool write;
+    bool operator==(const BarAccess&) const = default;
+  };
+
+  RecordingFunction() : config_(4096, 0) {
+    config_[0] = 0xF4;  // vendor 0x1AF4 at offset 0
+    config_[1] = 0x1A;
+  }
+  [[nodiscard]] std::uint32_t config_size() const override { return 4096; }
+  [[nodiscard]] pci::BarInfo bar_info(unsigned bar) const override {
+    if (bar == 0) return {pci::BarKind::kMemory64, 0x4000, false};
+    if (bar == 2) return {pci::BarKind::kIo, 0x20, false};
+    return {};
+  }
+  [[nodiscard]] std::uint16_t msix_vector_count() const override { return 4; }
+  Status config_read(std::uint32_t offset, std::span<std::uint8_t> data) override {
+    std::memcpy(data.data(), config_.data() + offset, data.size());
+    return {};
+  }
+  Status config_write(std::uint32_t offset, std::span<const std::uint8_t> data) override {
+    std::memcpy(config_.data() + offset, data.data(), data.size());
+    return {};
+  }
+  Status bar_read(unsigned bar, std::uint64_t offset, std::span<std::uint8_t> data) override {
+    accesses.push_back({bar, offset, data.size(), false});
+    for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::uint8_t>(offset + i);
+    return {};
+  }
+  Status bar_write(unsigned bar, std::uint64_t offset,
+                   std::span<const std::uint8_t> data) override {
+    accesses.push_back({bar, offset, data.size(), true});
+    if (bar == 0 && offset == 0x100 && data.size() == 4) {
+      std::uint32_t value = 0;
+      std::memcpy(&value, data.data(), 4);
+      // Test hook: 0x100 drives the interrupt output like a device would.
+      if (value == 1) output->set_intx_level(true);
+      if (value == 0) output->set_intx_level(false);
+      if (value >= 0x10)
+        output->signal_msix(static_cast<std::uint16_t>(value - 0x10), 0xFEE00000, 0);
+    }
+    return {};
+  }
+  void set_interrupt_output(pci::InterruptOutput* out) override { output = out; }
+  void reset() override { ++resets; }
+
+  std::vector<std::uint8_t> config_;
+  std::vector<BarAccess> accesses;
+  pci::InterruptOutput* output = nullptr;
+  int resets = 0;
+};
+
+std::string temp_socket_path(const std::string& name) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("vpci-adapter-test-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  return (dir / name).string();
+}
+
+bool eventfd_fired(int fd, int timeout_ms = 1000) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, timeout_ms) != 1) return false;
+  std::uint64_t value = 0;
+  return ::read(fd, &value, sizeof(value)) == sizeof(value) && value > 0;
+}
+
+class FunctionAdapterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    adapter_.attach(function_);
+    path_ = temp_socket_path("adapter.sock");
+    auto server = VfioUserServer::create(path_, adapter_);
+    ASSERT_TRUE(server.has_value()) << server.error().message;
+    server_ = std::move(*server);
+    server_->start();
+    auto client = TestClient::connect(path_);
+    ASSERT_TRUE(client.has_value());
+    client_.emplace(std::move(*client));
+    ASSERT_TRUE(client_->negotiate());
+  }
+  void TearDown() override {
+    client_.reset();
+    server_.reset();
+  }
+  std::optional<testing::ReplyMessage> call(std::uint16_t command,
+                                            std::span<const std::uint8_t> payload,
+                                            std::span<const int> fds = {}) {
+    auto reply = client_->call(command, payload, fds);
+    EXPECT_TRUE(reply.has_value());
+    if (reply) {
+      EXPECT_FALSE(reply->is_error()) << "errno " << reply->header.error;
+    }
+    return reply;
+  }
+  void write_bar0_u32(std::uint64_t offset, std::uint32_t value) {
+    std::array<std::uint8_t, 4> bytes{};
+    std::memcpy(bytes.data(), &value, 4);
+    call(kRegionWrite, testing::region_write(0, offset, bytes));
+  }
+  void unmask_intx() {
+    call(kDeviceSetIrqs, testing::set_irqs(kIrqSetDataNone | kIrqSetActionUnmask, kIrqIntx, 0, 1));
+  }
+
+  RecordingFunction function_;
+  FunctionAdapter adapter_;
+  std::string path_;
+  std::unique_ptr<VfioUserServer> server_;
+  std::optional<TestClient> client_;
+};
+
+TEST_F(FunctionAdapterTest, RegionsComeFromBarsAndConfigSize) {
+  const std::array<std::uint64_t, kRegionCount> sizes{0x4000, 0, 0x20, 0, 0, 0, 0, 4096, 0};
+  for (unsigned i = 0; i < kRegionCount; ++i) {
+    auto reply = call(kDeviceGetRegionInfo, testing::region_info(i));
+    ASSERT_TRUE(reply && reply->payload.size() >= kRegionInfoSize);
+    EXPECT_EQ(load<std::uint64_t>(reply->payload, 16), sizes[i]) << "region " << i;
+    const std::uint32_t flags = load<std::uint32_t>(reply->payload, 4);
+    EXPECT_EQ(flags, sizes[i] != 0 ? kRegionFlagRead | kRegionFlagWrite : 0u) << "region " << i;
+  }
+}
+
+TEST_F(FunctionAdapterTest, IrqCounts) {
+  // INTx 1, MSI 0, MSI-X = vectors, ERR 1 (QEMU enables error recovery), REQ 0.
+  const std::array<std::uint32_t, kIrqIndexCount> counts{1, 0, 4, 1, 0};
+  for (unsigned i = 0; i < kIrqIndexCount; ++i) {
+    auto reply = call(kDeviceGetIrqInfo, testing::irq_info(i));
+    ASSERT_TRUE(reply && reply->payload.size() >= kIrqInfoSize);
+    EXPECT_EQ(load<std::uint32_t>(reply->payload, 12), counts[i]) << "irq index " << i;
+  }
+}
+
+TEST_F(FunctionAdapterTest, AccessesAreForwardedAndOddSizesSplitNaturally) {
+  auto config = call(kRegionRead, testing::region_read(kRegionConfig, 0, 4096));
+  ASSERT_TRUE(config && config->payload.size() == kRegionAccessSize + 4096);
+  EXPECT_EQ(config->payload[kRegionAccessSize], 0xF4);
+  EXPECT_EQ(config->payload[kRegionAccessSize + 1], 0x1A);
+
+  auto io = call(kRegionRead, testing::region_read(2, 4, 2));
+  ASSERT_TRUE(io && io->payload.size() == kRegionAccessSize + 2);
+  EXPECT_EQ(io->payload[kRegionAccessSize], 4);  // the double returns offset-derived bytes
+  // 11 bytes at offset 3: 1 @3, 4 @4, 2 @8, 1 @10... naturally aligned, in order.
+  std::array<std::uint8_t, 11> data{};
+  call(kRegionWrite, testing::region_write(0, 3, data));
+  const std::vector<RecordingFunction::BarAccess> expected{
+      {2, 4, 2, false}, {0, 3, 1, true}, {0, 4, 4, true}, {0, 8, 4, true}, {0, 12, 2, true}};
+  EXPECT_EQ(function_.accesses, expected);
+}
+
+TEST_F(FunctionAdapterTest, IntxLevelIsAutomaskedAndRetriggeredOnUnmask) {
+  UniqueFd irq(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  const int fd = irq.get();
+  call(kDeviceSetIrqs, testing::set_irqs(kIrqSetDataEventfd | kIrqSetActionTrigger, kIrqIntx, 0, 1),
+       std::span(&fd, 1));
+  write_bar0_u32(0x100, 1);  // level up: one edge
+  EXPECT_TRUE(eventfd_fired(fd));
+  unmask_intx();  // QEMU's EOI while the level is still up: fires again
+  EXPECT_TRUE(eventfd_fired(fd));
+  write_bar0_u32(0x100, 0);  // level down
+  unmask_intx();
+  EXPECT_FALSE(eventfd_fired(fd, 100));
+}
+
+TEST_F(FunctionAdapterTest, MsixVectorsReachTheirEventfds) {
+  std::array<UniqueFd, 4> irqs;
+  std::array<int, 4> fds{};
+  for (std::size_t i = 0; i < 4; ++i) {
+    irqs[i].reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    fds[i] = irqs[i].get();
+  }
+  call(kDeviceSetIrqs, testing::set_irqs(kIrqSetDataEventfd | kIrqSetActionTrigger, kIrqMsix, 0, 4),
+       fds);
+  write_bar0_u32(0x100, 0x10 + 2);  // signal_msix(2)
+  EXPECT_TRUE(eventfd_fired(fds[2]));
+  EXPECT_FALSE(eventfd_fired(fds[0], 0));
+  EXPECT_FALSE(eventfd_fired(fds[1], 0));
+  EXPECT_FALSE(eventfd_fired(fds[3], 0));
+}
+
+TEST_F(FunctionAdapterTest, DmaMapsAppearInGuestMemoryAndUnmapWaitsForSnapshots) {
+  constexpr std::size_t kRam = 0x4000;
+  UniqueFd ram(::memfd_create("guest-ram", MFD_CLOEXEC));
+  ASSERT_EQ(::ftruncate(ram.get(), kRam), 0);
+  auto* host = static_cast<std::uint8_t*>(
+      ::mmap(nullptr, kRam, PROT_READ | PROT_WRITE, MAP_SHARED, ram.get(), 0));
+  ASSERT_NE(host, MAP_FAILED);
+  std::memcpy(host + 0x1010, "vpci", 4);
+  const int fd = ram.get();
+  call(kDmaMap, testing::dma_map(kDmaMapRead | kDmaMapWrite, 0, 0x80000, kRam), std::span(&fd, 1));
+  // An fd-less map (QEMU's ROM areas) is not guest memory the device can use.
+  call(kDmaMap, testing::dma_map(kDmaMapRead, 0, 0xFFFC0000, 0x1000));
+
+  std::shared_ptr<const virtio::MemoryMap> in_flight = adapter_.guest_memory()->snapshot();
+  ASSERT_EQ(in_flight->regions().size(), 1u);
+  std::array<std::uint8_t, 4> word{};
+  ASSERT_TRUE(in_flight->read(0x81010, word).has_value());
+  EXPECT_EQ(std::memcmp(word.data(), "vpci", 4), 0);
+  ASSERT_TRUE(in_flight->write(0x81020, std::span<const std::uint8_t>(word)).has_value());
+  EXPECT_EQ(std::memcmp(host + 0x1020, "vpci", 4), 0);
+
+  // DMA_UNMAP while a "request" still holds the snapshot: the reply must not come before
+  // the snapshot is dropped, since the server munmaps right after dma_region_removed.
+  std::atomic<bool> snapshot_dropped{false};
+  std::atomic<bool> dropped_before_reply{false};
+  std::thread unmapper([&] {
+    auto reply = client_->call(kDmaUnmap, testing::dma_unmap(0, 0x80000, kRam));
+    dropped_before_reply = snapshot_dropped.load();
+    EXPECT_TRUE(reply && !reply->is_error());
+  });
+  // Give a non-waiting implementation ample time to reply early (no effect on a correct one).
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  snapshot_dropped = true;
+  in_flight.reset();
+  unmapper.join();
+  EXPECT_TRUE(dropped_before_reply);
+  EXPECT_TRUE(adapter_.guest_memory()->snapshot()->regions().empty());
+  ::munmap(host, kRam);
+}
+
+// The attach and early-boot sequence QEMU 11.1.3's vfio-user-pci actually sent (recorded
+// with the server's message trace, tests/guest): DMA maps before GET_INFO, an fd-less
+// ROM map, ROM BAR probing through config, INTx eventfd set/disable/set around
+// DEVICE_RESET, then the PAM/ROM churn that splits guest RAM into pieces and rejoins it.
+// Every request must succeed, and the adapter's GuestMemory must end up mirroring
+// exactly the fd-backed RAM.
+TEST_F(FunctionAdapterTest, QemuAttachSequenceReplays) {
+  constexpr std::uint64_t kRam = 0x20000000;  // -m 512, memory-backend-memfd share=on
+  UniqueFd ram(::memfd_create("guest-ram", MFD_CLOEXEC));
+  ASSERT_EQ(::ftruncate(ram.get(), kRam), 0);
+  const int fd = ram.get();
+  const auto rw = kDmaMapRead | kDmaMapWrite;
+  auto map = [&](std::uint32_t flags, std::uint64_t offset, std::uint64_t iova, std::uint64_t size,
+                 bool with_fd) {
+    call(kDmaMap, testing::dma_map(flags, offset, iova, size),
+         with_fd ? std::span<const int>(&fd, 1) : std::span<const int>());
+  };
+  auto unmap = [&](std::uint64_t iova, std::uint64_t size) {
+    call(kDmaUnmap, testing::dma_unmap(0, iova, size));
+  };
+  map(rw, 0, 0, kRam, true);
+  map(kDmaMapRead, 0, 0xFFFC0000, 0x40000, false);  // BIOS ROM: no fd
+  call(kDeviceGetInfo, Payload()
+                           .add(std::uint32_t{kDeviceInfoSize})
+                           .add(std::uint32_t{0})
+                           .add(std::uint32_t{0})
+                           .add(std::uint32_t{0}));
+  for (unsigned index : {0u, 1u, 2u, 3u, 4u, 5u, 7u})
+    call(kDeviceGetRegionInfo, testing::region_info(index));
+  call(kDeviceGetIrqInfo, testing::irq_info(kIrqErr));
+  call(kRegionRead, testing::region_read(kRegionConfig, 0, 4096));
+  std::array<std::uint8_t, 4> rom_probe{0x00, 0xF8, 0xFF, 0xFF};
+  call(kRegionRead, testing::region_read(kRegionConfig, 0x30, 4));
+  call(kRegionWrite, testing::region_write(kRegionConfig, 0x30, rom_probe));
+  call(kRegionRead, testing::region_read(kRegionConfig, 0x30, 4));
+  call(kRegionWrite, testing::region_write(kRegionConfig, 0x30, std::array<std::uint8_t, 4>{}));
+  call(kRegionRead, testing::region_read(kRegionConfig, 0x3D, 1));
+  UniqueFd intx(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  const int intx_fd = intx.get();
+  const auto assign = kIrqSetDataEventfd | kIrqSetActionTrigger;
+  call(kDeviceSetIrqs, testing::set_irqs(assign, kIrqIntx, 0, 1), std::span(&intx_fd, 1));
+  call(kDeviceSetIrqs, testing::set_irqs(kIrqSetDataNone | kIrqSetActionTrigger, kIrqIntx, 0, 0));
+  call(kDeviceReset, Payload());
+  call(kDeviceSetIrqs, testing::set_irqs(assign, kIrqIntx, 0, 1), std::span(&intx_fd, 1));
+  // PAM reprogramming: RAM split around the ROM shadows (fd-less), twice, then rejoined.
+  unmap(0, kRam);
+  map(rw, 0, 0, 0xC0000, true);
+  map(kDmaMapRead, 0, 0xC0000, 0x20000, false);
+  map(kDmaMapRead, 0, 0xE0000, 0x20000, false);
+  map(rw, 0x100000, 0x100000, kRam - 0x100000, true);
+  unmap(0, 0xC0000);
+  unmap(0xC0000, 0x20000);
+  unmap(0xE0000, 0x20000);
+  unmap(0x100000, kRam - 0x100000);
+  map(rw, 0, 0, 0xD8000, true);
+  map(kDmaMapRead, 0, 0xD8000, 0x8000, false);
+  map(kDmaMapRead, 0, 0xE0000, 0x10000, false);
+  map(rw, 0xF0000, 0xF0000, kRam - 0xF0000, true);
+  unmap(0, 0xD8000);
+  unmap(0xD8000, 0x8000);
+  unmap(0xE0000, 0x10000);
+  unmap(0xF0000, kRam - 0xF0000);
+  map(rw, 0, 0, kRam, true);
+
+  EXPECT_EQ(server_->protocol_errors(), 0u);
+  EXPECT_EQ(function_.resets, 1);
+  const auto memory = adapter_.guest_memory()->snapshot();
+  ASSERT_EQ(memory->regions().size(), 1u);  // the fd-less ROM map is not device-visible
+  EXPECT_EQ(memory->regions()[0]->guest_address(), 0u);
+  EXPECT_EQ(memory->regions()[0]->size(), kRam);
+  const std::array<std::uint8_t, 4> word{1, 2, 3, 4};
+  ASSERT_TRUE(memory->write(kRam - 4, word).has_value());
+  std::array<std::uint8_t, 4> back{};
+  ASSERT_EQ(::pread(ram.get(), back.data(), 4, kRam - 4), 4);
+  EXPECT_EQ(back, word);
+}
+
+TEST_F(FunctionAdapterTest, DisconnectResetsDetachesAndEmptiesGuestMemory) {
+  UniqueFd ram(::memfd_create("guest-ram", MFD_CLOEXEC));
+  ASSERT_EQ(::ftruncate(ram.get(), 0x1000), 0);
+  const int fd = ram.get();
+  call(kDmaMap, testing::dma_map(kDmaMapRead, 0, 0x1000, 0x1000), std::span(&fd, 1));
+  ASSERT_EQ(adapter_.guest_memory()->snapshot()->regions().size(), 1u);
+  EXPECT_NE(function_.output, nullptr);
+  client_->close();
+  for (int i = 0; i < 500 && server_->connections_closed() < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(server_->connections_closed(), 1u);
+  EXPECT_EQ(function_.resets, 1);
+  EXPECT_EQ(function_.output, nullptr);
+  EXPECT_TRUE(adapter_.guest_memory()->snapshot()->regions().empty());
+}
+
+}  // namespace
+}  // namespace vpci::server
