@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# CTest driver of the real-guest test of `vpci serve` (label "guest", issue 6): one
+# `vpci serve` process runs six devices over every transport, and an unmodified Linux
+# guest under QEMU >= 10.1 (vfio-user-pci) drives them. Two boots against the same
+# server process:
+#   1. the guest's default (modern) interface: modern virtio-rng gives /dev/hwrng bytes
+#      with MSI-X interrupts counted; modern and transitional virtio-blk write, read back
+#      and compare a pattern; the MMR device is present with its capabilities; after
+#      power-off the host finds each pattern in its backing file.
+#   2. virtio_pci.force_legacy=1: the transitional devices and the legacy-over-mmr device
+#      bind through the legacy interface and pass the same checks (new pattern tag, so
+#      the host knows boot 2 wrote it).
+# Finally SIGTERM: the server must exit 0 and remove its sockets.
+# VPCI_SKIP_GUEST=1 skips it (exit 77); anything else that keeps it from running fails.
+# Usage: serve-test.sh VPCI_BINARY
+set -euo pipefail
+vpci_bin=${1:?usage: serve-test.sh VPCI_BINARY}
+here=$(cd "$(dirname "$0")" && pwd)
+if [[ ${VPCI_SKIP_GUEST:-0} == 1 ]]; then
+  echo "serve-test: SKIPPED because VPCI_SKIP_GUEST=1"
+  exit 77
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "serve-test: FAILED: needs root (debootstrap, chroot, mounts); set VPCI_SKIP_GUEST=1 to skip" >&2
+  exit 1
+fi
+
+failures=0
+fail() { echo "serve-test: FAIL: $*" >&2; failures=$((failures + 1)); }
+expect_line() {  # expect_line FILE REGEX WHAT
+  grep -Eq "$2" "$1" || fail "$3 (no line matching '$2' in $1)"
+}
+
+started=$SECONDS
+"$here/prepare.sh"
+echo "serve-test: cache ready in $((SECONDS - started)) s"
+
+work=$(mktemp -d /tmp/vpci-serve-test.XXXXXX)
+server_pid=""
+cleanup() {
+  if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  if ((failures == 0)); then rm -rf "$work"; else echo "serve-test: artifacts kept in $work" >&2; fi
+}
+trap cleanup EXIT
+
+for image in modern transitional mmr lom; do truncate -s 64M "$work/$image.img"; done
+cat >"$work/serve.toml" <<'EOF'
+socket_dir = "sockets"
+[[device]]
+name = "rng0"
+kind = "virtio-rng"
+transport = "modern"
+[[device]]
+name = "blk0"
+kind = "virtio-blk"
+transport = "modern"
+path = "modern.img"
+[[device]]
+name = "blk1"
+kind = "virtio-blk"
+transport = "transitional"
+path = "transitional.img"
+[[device]]
+name = "rng1"
+kind = "virtio-rng"
+transport = "transitional"
+[[device]]
+name = "mmr0"
+kind = "virtio-blk"
+transport = "mmr"
+path = "mmr.img"
+[[device]]
+name = "lom0"
+kind = "virtio-blk"
+transport = "legacy-over-mmr"
+path = "lom.img"
+EOF
+names=(rng0 blk0 blk1 rng1 mmr0 lom0)
+"$vpci_bin" serve "$work/serve.toml" >"$work/serve.log" 2>&1 &
+server_pid=$!
+for ((i = 0; i < 100; i++)); do
+  grep -q '^vpci serve: ready' "$work/serve.log" && break
+  kill -0 "$server_pid" 2>/dev/null || break
+  sleep 0.1
+done
+if ! grep -q '^vpci serve: ready (6 device(s))' "$work/serve.log"; then
+  fail "vpci serve did not become ready"
+  cat "$work/serve.log" >&2
+  exit 1
+fi
+sockets=()
+for name in "${names[@]}"; do sockets+=(--socket "$work/sockets/$name.sock"); done
+# Guest PCI addresses follow the -device order: 00:01.0 rng0 ... 00:06.0 lom0.
+
+boot() {  # boot N EXTRA-APPEND EXPECT
+  local n=$1 status=0
+  "$here/run-guest.sh" "${sockets[@]}" --checks enumerate,config,rng,blk --expect "$3" \
+    --append "vpci.blk_tag=boot$n $2" --timeout 300 --log "$work/console$n.log" || status=$?
+  if ((status != 0)); then
+    fail "boot $n: run-guest.sh exited $status"
+    sed 's/^/  | /' "$work/console$n.log" >&2
+    return 1
+  fi
+}
+
+# ---- boot 1: modern interface --------------------------------------------------------
+if boot 1 "" "1af4:1044@virtio-pci,1af4:1042@virtio-pci,1af4:1001@virtio-pci,1af4:1005@virtio-pci,1af4:10fa"; then
+  log=$work/console1.log
+  expect_line "$log" '^VPCI-RESULT rng-0000:00:01.0 PASS .*kind=msix iface=modern' "boot 1: modern rng with MSI-X"
+  expect_line "$log" '^VPCI-RESULT blk-0000:00:02.0 PASS .*iface=modern' "boot 1: modern blk"
+  expect_line "$log" '^VPCI-RESULT blk-0000:00:03.0 PASS .*iface=modern' "boot 1: transitional blk, modern interface"
+  expect_line "$log" '^VPCI-RESULT rng-0000:00:04.0 PASS .*iface=modern' "boot 1: transitional rng, modern interface"
+  expect_line "$log" '^VPCI-RESULT blk-0000:00:06.0 PASS' "boot 1: legacy-over-mmr blk (modern capabilities of the MMR device behind the mapper)"
+  expect_line "$log" '^VPCI-DEVICE 0000:00:05.0 id=1af4:10fa rev=0x00 .*subsys=0x1af4:0x0002 driver=none' \
+    "boot 1: MMR device present, no stock driver binds it"
+  expect_line "$log" '^VPCI-DEVICE 0000:00:06.0 id=1af4:1001 rev=0x00 .*subsys=0x1af4:0x0002 driver=virtio-pci' \
+    "boot 1: legacy-over-mmr device bound"
+  decoded=$("$here/decode-config.sh" "$log" -nn -vv) || fail "boot 1: lspci -F failed"
+  mmr=$(sed -n '/\[1af4:10fa\]/,/^$/p' <<<"$decoded")
+  grep -q 'Capabilities: \[100 v1\] Vendor Specific Information: ID=000a Rev=1' <<<"$mmr" ||
+    fail "boot 1: the MMR device's vendor-specific extended capability (cfg_type 10) is missing: $mmr"
+  grep -q 'Region 4: Memory at .* (64-bit' <<<"$mmr" || fail "boot 1: MMR memory BAR missing: $mmr"
+  grep -q 'VirtIO: CommonCfg' <<<"$decoded" || fail "boot 1: lspci shows no virtio capabilities"
+  for image in modern transitional; do
+    "$here/check-pattern.sh" "$work/$image.img" 1048576 boot1 || fail "boot 1: pattern not in $image.img"
+  done
+fi
+
+# ---- boot 2: legacy interface ---------------------------------------------------------
+if boot 2 "virtio_pci.force_legacy=1" "1af4:1001@virtio-pci,1af4:1005@virtio-pci"; then
+  log=$work/console2.log
+  expect_line "$log" '^VPCI-RESULT blk-0000:00:03.0 PASS .*iface=legacy' "boot 2: transitional blk through legacy I/O"
+  expect_line "$log" '^VPCI-RESULT rng-0000:00:04.0 PASS .*iface=legacy' "boot 2: transitional rng through legacy I/O"
+  expect_line "$log" '^VPCI-RESULT blk-0000:00:06.0 PASS .*iface=legacy' "boot 2: legacy-over-mmr blk through legacy I/O"
+  for image in transitional lom; do
+    "$here/check-pattern.sh" "$work/$image.img" 1048576 boot2 || fail "boot 2: pattern not in $image.img"
+  done
+fi
+
+kill -TERM "$server_pid"
+status=0
+wait "$server_pid" || status=$?
+server_pid=""
+((status == 0)) || fail "vpci serve exited $status on SIGTERM"
+grep -q '^vpci serve: stopped' "$work/serve.log" || fail "vpci serve did not report a clean stop"
+for name in "${names[@]}"; do
+  [[ ! -e $work/sockets/$name.sock ]] || fail "socket $name.sock left behind"
+done
+sed -n 's/^VPCI-TIMING/serve-test: boot timing:/p' "$work"/console*.log
+echo "serve-test: total $((SECONDS - started)) s, $failures failure(s)"
+((failures == 0))
