@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test: installs dependencies, then builds and tests with GCC 12
-# (release), Clang 14 (clang) and ASan+UBSan (asan), and runs each libFuzzer target
+# (release), Clang 14 (clang) and ASan+UBSan (asan) — each including the real-guest
+# tests (label "guest": QEMU >= 10.1 + Linux driving `vpci serve`; needs root) —
+# runs the server and guest tests again under TSan, and runs each libFuzzer target
 # for a bounded time. Fails on the first failing step. CI runs exactly this.
 #
 #   VPCI_FUZZ_SECONDS   seconds per fuzz target (default 30)
+#   VPCI_SKIP_GUEST=1   skip the real-guest tests (no root or no network)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzz_seconds=${VPCI_FUZZ_SECONDS:-30}
@@ -20,6 +23,14 @@ for preset in release clang asan; do
   cmake --build --preset "$preset" -j "$jobs"
   ctest --preset "$preset" -j "$jobs"
 done
+
+# The vfio-user server is the multi-threaded part (a thread per socket, interrupts
+# from any thread): its tests, the serve CLI tests and the real guest run under TSan.
+step "build and test: tsan (server, serve, guest)"
+cmake --preset tsan >/dev/null
+cmake --build --preset tsan -j "$jobs" --target server_test serve_config_test serve_cli_test vpci \
+  vpci_scratch_server
+ctest --preset tsan -L 'server|guest'
 
 step "fuzz: every target for ${fuzz_seconds}s"
 cmake --preset fuzz >/dev/null
