@@ -70,10 +70,10 @@ class RecordingFunction final : public pci::Function {
       std::uint32_t value = 0;
       std::memcpy(&value, data.data(), 4);
       // Test hook: 0x100 drives the interrupt output like a device would.
-      if (value == 1) output->set_intx_level(true);
-      if (value == 0) output->set_intx_level(false);
+      if (value == 1) output.load()->set_intx_level(true);
+      if (value == 0) output.load()->set_intx_level(false);
       if (value >= 0x10)
-        output->signal_msix(static_cast<std::uint16_t>(value - 0x10), 0xFEE00000, 0);
+        output.load()->signal_msix(static_cast<std::uint16_t>(value - 0x10), 0xFEE00000, 0);
     }
     return {};
   }
@@ -82,8 +82,10 @@ class RecordingFunction final : public pci::Function {
 
   std::vector<std::uint8_t> config_;
   std::vector<BarAccess> accesses;
-  pci::InterruptOutput* output = nullptr;
-  int resets = 0;
+  // Written on the server thread when the session ends while the test thread may be
+  // reading them (the socket orders them in practice, but TSan cannot see that).
+  std::atomic<pci::InterruptOutput*> output{nullptr};
+  std::atomic<int> resets{0};
 };
 
 std::string temp_socket_path(const std::string& name) {
@@ -317,7 +319,7 @@ TEST_F(FunctionAdapterTest, QemuAttachSequenceReplays) {
   map(rw, 0, 0, kRam, true);
 
   EXPECT_EQ(server_->protocol_errors(), 0u);
-  EXPECT_EQ(function_.resets, 1);
+  EXPECT_EQ(function_.resets.load(), 1);
   const auto memory = adapter_.guest_memory()->snapshot();
   ASSERT_EQ(memory->regions().size(), 1u);  // the fd-less ROM map is not device-visible
   EXPECT_EQ(memory->regions()[0]->guest_address(), 0u);
@@ -335,14 +337,14 @@ TEST_F(FunctionAdapterTest, DisconnectResetsDetachesAndEmptiesGuestMemory) {
   const int fd = ram.get();
   call(kDmaMap, testing::dma_map(kDmaMapRead, 0, 0x1000, 0x1000), std::span(&fd, 1));
   ASSERT_EQ(adapter_.guest_memory()->snapshot()->regions().size(), 1u);
-  EXPECT_NE(function_.output, nullptr);
+  EXPECT_NE(function_.output.load(), nullptr);
   client_->close();
   for (int i = 0; i < 500 && server_->connections_closed() < 1; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   ASSERT_EQ(server_->connections_closed(), 1u);
-  EXPECT_EQ(function_.resets, 1);
-  EXPECT_EQ(function_.output, nullptr);
+  EXPECT_EQ(function_.resets.load(), 1);
+  EXPECT_EQ(function_.output.load(), nullptr);
   EXPECT_TRUE(adapter_.guest_memory()->snapshot()->regions().empty());
 }
 
