@@ -12,6 +12,7 @@
 #include <toml++/toml.h>
 
 #include "base/suggestion.h"
+#include "base/toml_text.h"
 #include "domain/rules.h"
 #include "domain/xen_abi.h"
 
@@ -25,21 +26,6 @@ SourcePosition position_from(const toml::source_position& position) {
   return SourcePosition{position.line, position.column};
 }
 
-std::string_view type_phrase(toml::node_type type) {
-  switch (type) {
-    case toml::node_type::none: return "nothing";
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a floating-point number";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::date: return "a date";
-    case toml::node_type::time: return "a time";
-    case toml::node_type::date_time: return "a date-time";
-  }
-  return "an unknown TOML type";
-}
 
 std::vector<std::string_view> emulation_names() {
   std::vector<std::string_view> names;
@@ -59,7 +45,7 @@ class Reader {
 
   void wrong_type(std::string_view key, const toml::node& node, std::string_view expected) {
     problem(std::string(key), position_from(node.source().begin),
-            fmt::format("expected {}, found {}", expected, type_phrase(node.type())));
+            fmt::format("expected {}, found {}", expected, toml_type_phrase(node.type())));
   }
 
   void read(const toml::table& table) {

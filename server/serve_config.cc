@@ -13,6 +13,7 @@
 #include <toml++/toml.h>
 
 #include "base/suggestion.h"
+#include "base/toml_text.h"
 
 namespace vpci::server {
 namespace {
@@ -24,21 +25,6 @@ constexpr std::array<std::string_view, 2> kKindNames = {"virtio-rng", "virtio-bl
 constexpr std::array<std::string_view, 4> kTransportNames = {"modern", "transitional", "mmr",
                                                              "legacy-over-mmr"};
 
-std::string_view type_phrase(toml::node_type type) {
-  switch (type) {
-    case toml::node_type::none: return "nothing";
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a floating-point number";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::date: return "a date";
-    case toml::node_type::time: return "a time";
-    case toml::node_type::date_time: return "a date-time";
-  }
-  return "an unknown TOML type";
-}
 
 bool valid_name_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
@@ -95,7 +81,7 @@ class Reader {
 
   const std::string* expect_string(const toml::node& node, const std::string& key) {
     if (const auto* value = node.as_string()) return &value->get();
-    problem(node, key, fmt::format("expected a string, found {}", type_phrase(node.type())));
+    problem(node, key, fmt::format("expected a string, found {}", toml_type_phrase(node.type())));
     return nullptr;
   }
 
@@ -124,7 +110,7 @@ class Reader {
     if (devices == nullptr || !devices->is_array_of_tables()) {
       problem(node, "device",
               fmt::format("expected an array of tables ([[device]]), found {}",
-                          type_phrase(node.type())));
+                          toml_type_phrase(node.type())));
       return;
     }
     if (devices->size() > kMaxServedDevices) {
@@ -190,14 +176,14 @@ class Reader {
           spec.read_only = flag->get();
         } else {
           problem(value, full,
-                  fmt::format("expected a boolean, found {}", type_phrase(value.type())));
+                  fmt::format("expected a boolean, found {}", toml_type_phrase(value.type())));
           ok = false;
         }
       } else if (name == "xen_backend_domid") {
         const auto* number = value.as_integer();
         if (number == nullptr) {
           problem(value, full,
-                  fmt::format("expected an integer, found {}", type_phrase(value.type())));
+                  fmt::format("expected an integer, found {}", toml_type_phrase(value.type())));
           ok = false;
         } else if (number->get() < 0 || number->get() > kMaxBackendDomid) {
           problem(value, full,

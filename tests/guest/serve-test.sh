@@ -16,20 +16,9 @@
 set -euo pipefail
 vpci_bin=${1:?usage: serve-test.sh VPCI_BINARY}
 here=$(cd "$(dirname "$0")" && pwd)
-if [[ ${VPCI_SKIP_GUEST:-0} == 1 ]]; then
-  echo "serve-test: SKIPPED because VPCI_SKIP_GUEST=1"
-  exit 77
-fi
-if [[ $(id -u) -ne 0 ]]; then
-  echo "serve-test: FAILED: needs root (debootstrap, chroot, mounts); set VPCI_SKIP_GUEST=1 to skip" >&2
-  exit 1
-fi
-
-failures=0
-fail() { echo "serve-test: FAIL: $*" >&2; failures=$((failures + 1)); }
-expect_line() {  # expect_line FILE REGEX WHAT
-  grep -Eq "$2" "$1" || fail "$3 (no line matching '$2' in $1)"
-}
+test_name=serve-test
+# shellcheck source=test-lib.sh
+source "$here/test-lib.sh"
 
 started=$SECONDS
 "$here/prepare.sh"
