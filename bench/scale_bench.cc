@@ -5,17 +5,23 @@
 //     (idle), and again with a negotiated client on every device;
 //   * register round-trip latency (4-byte config-space REGION_READ) p50/p99 while
 //     every device has a client and kClientThreads threads issue requests round-robin
-//     over all of them; and the same for a raw AF_UNIX ping-pong (bench_client.h) of
-//     the same sizes in the same run, as the floor.
+//     over all of them; and the same against N raw AF_UNIX echo peers (bench_client.h,
+//     a thread and a socket pair each, no protocol) in the same run, as the floor.
+//     Client threads run on CPU 0, all server (and raw peer) threads on CPU 1.
 //
 // The serving side runs in a forked child (so its RSS contains nothing of the
 // clients), the clients in the parent. Not a Google Benchmark program: each figure is
 // one whole-process measurement; bench/run-all.sh repeats it and takes medians.
 //
-//   scale_bench [--devices=1,64,1024,4096] [--requests=N] [--json]
+//   scale_bench [--devices=1,64,1024,4096] [--requests=N] [--socket-dir=DIR] [--json]
+//
+// Sockets are created under --socket-dir (default: $TMPDIR or /tmp). Where that is
+// matters: bind() of an AF_UNIX socket creates an inode, about 0.35 ms each on this
+// machine's ext4 /tmp against 0.03 ms on tmpfs (/dev/shm, /run on most systems).
 //
 // The devices come from make_device(), the single place to change when another
 // function type (virtio-rng over virtio-pci) should be measured.
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -66,6 +72,18 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// Clients on CPU 0, every server thread on CPU 1 (when there are two CPUs): otherwise
+// the scheduler's placement, not the server, decides the latency on a 2-vCPU VM.
+void pin_to(unsigned cpu) {
+  if (::sysconf(_SC_NPROCESSORS_ONLN) < 2) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  ::sched_setaffinity(0, sizeof(set), &set);
+}
+constexpr unsigned kClientCpu = 0;
+constexpr unsigned kServerCpu = 1;
+
 void raise_fd_limit() {
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
@@ -87,7 +105,8 @@ std::string read_line(int fd) {
 }
 
 struct ServerFigures {
-  double startup_s = 0;
+  double startup_s = 0;  // functions + sockets + threads
+  double create_s = 0;   // functions + sockets only
   long rss_before_kib = 0;
   long rss_idle_kib = 0;
   long rss_connected_kib = 0;
@@ -96,6 +115,7 @@ struct ServerFigures {
 
 // The serving process: reports startup and RSS on `report`, takes orders on `orders`.
 [[noreturn]] void serve_devices(unsigned devices, const std::string& dir, int orders, int report) {
+  pin_to(kServerCpu);  // inherited by every server thread
   std::vector<std::unique_ptr<PciFunction>> functions;
   std::vector<std::unique_ptr<VfioUserServer>> servers;
   functions.reserve(devices);
@@ -110,13 +130,14 @@ struct ServerFigures {
       write_line(report, "error");
       std::_Exit(1);
     }
-    (*server)->start();
     servers.push_back(std::move(*server));
   }
+  const double created = seconds_since(start);
+  for (auto& server : servers) server->start();
   // Sockets accept once listen() ran (inside create); the servers' threads are running.
   const double startup = seconds_since(start);
-  write_line(report, std::to_string(startup) + " " + std::to_string(before) + " " +
-                         std::to_string(vm_rss_kib()));
+  write_line(report, std::to_string(startup) + " " + std::to_string(created) + " " +
+                         std::to_string(before) + " " + std::to_string(vm_rss_kib()));
   // "connected": every client negotiated; measure again.
   if (read_line(orders) != "measure") std::_Exit(1);
   write_line(report, std::to_string(vm_rss_kib()));
@@ -156,6 +177,7 @@ Latencies measure(std::vector<BenchClient>& clients, std::size_t requests) {
   std::vector<std::thread> workers;
   for (unsigned t = 0; t < threads; ++t) {
     workers.emplace_back([&, t] {
+      pin_to(kClientCpu);
       std::vector<std::size_t> mine;
       for (std::size_t i = t; i < clients.size(); i += threads) mine.push_back(i);
       const std::size_t count = requests / threads;
@@ -186,10 +208,10 @@ struct Row {
   bool ok = false;
 };
 
-Row run(unsigned devices, std::size_t requests) {
+Row run(unsigned devices, std::size_t requests, const std::filesystem::path& socket_parent) {
   Row row;
   row.devices = devices;
-  std::string dir = (std::filesystem::temp_directory_path() / "vpci-scale-XXXXXX").string();
+  std::string dir = (socket_parent / "vpci-scale-XXXXXX").string();
   if (::mkdtemp(dir.data()) == nullptr) return row;
   int orders[2];
   int report[2];
@@ -204,7 +226,8 @@ Row run(unsigned devices, std::size_t requests) {
   ::close(report[1]);
   {
     std::istringstream first(read_line(report[0]));
-    first >> row.server.startup_s >> row.server.rss_before_kib >> row.server.rss_idle_kib;
+    first >> row.server.startup_s >> row.server.create_s >> row.server.rss_before_kib >>
+        row.server.rss_idle_kib;
     if (first.fail()) {
       ::waitpid(child, nullptr, 0);
       return row;
@@ -230,16 +253,21 @@ Row run(unsigned devices, std::size_t requests) {
   ::waitpid(child, &status, 0);
   std::filesystem::remove_all(dir);
 
-  // The floor for the same client threads: one raw echo peer per client thread.
+  // The floor: as many raw echo peers (a thread and a socket each) as devices, used by
+  // the same client threads the same way, so the cost of touching thousands of cold
+  // threads and sockets is in the floor too and the ratio shows only the protocol.
   {
-    const unsigned threads = std::min<unsigned>(kClientThreads, devices);
     std::vector<std::unique_ptr<RawEchoPeer>> peers;
     std::vector<BenchClient> raw_clients;
-    for (unsigned t = 0; t < threads; ++t) {
+    peers.reserve(devices);
+    raw_clients.reserve(devices);
+    pin_to(kServerCpu);  // the peers' threads inherit it
+    for (unsigned t = 0; t < devices; ++t) {
       peers.push_back(std::make_unique<RawEchoPeer>(vu::kHeaderSize + vu::kRegionAccessSize,
                                                     vu::kHeaderSize + vu::kRegionAccessSize + 4));
       raw_clients.emplace_back(peers.back()->take_client());
     }
+    pin_to(kClientCpu);
     row.raw = measure(raw_clients, requests);
     raw_clients.clear();
   }
@@ -253,6 +281,7 @@ int main(int argc, char** argv) {
   std::vector<unsigned> device_counts{1, 64, 1024, 4096};
   std::size_t requests = 20000;
   bool json = false;
+  std::filesystem::path socket_parent = std::filesystem::temp_directory_path();
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg.rfind("--devices=", 0) == 0) {
@@ -262,10 +291,14 @@ int main(int argc, char** argv) {
       while (std::getline(list, item, ',')) device_counts.push_back(static_cast<unsigned>(std::stoul(item)));
     } else if (arg.rfind("--requests=", 0) == 0) {
       requests = std::stoul(arg.substr(11));
+    } else if (arg.rfind("--socket-dir=", 0) == 0) {
+      socket_parent = arg.substr(13);
     } else if (arg == "--json") {
       json = true;
     } else {
-      std::fprintf(stderr, "usage: scale_bench [--devices=1,64,1024,4096] [--requests=N] [--json]\n");
+      std::fprintf(stderr,
+                   "usage: scale_bench [--devices=1,64,1024,4096] [--requests=N] "
+                   "[--socket-dir=DIR] [--json]\n");
       return 2;
     }
   }
@@ -273,7 +306,7 @@ int main(int argc, char** argv) {
   if (!json) std::printf("device: %s; %u client threads; %zu requests\n", kDeviceName, kClientThreads, requests);
   int failures = 0;
   for (const unsigned devices : device_counts) {
-    const Row row = run(devices, requests);
+    const Row row = run(devices, requests, socket_parent);
     if (!row.ok) ++failures;
     const double per_device_idle =
         static_cast<double>(row.server.rss_idle_kib - row.server.rss_before_kib) / devices;
@@ -281,19 +314,22 @@ int main(int argc, char** argv) {
         static_cast<double>(row.server.rss_connected_kib - row.server.rss_before_kib) / devices;
     if (json) {
       std::printf(
-          "{\"devices\": %u, \"ok\": %s, \"startup_s\": %.6f, \"stop_s\": %.6f, "
+          "{\"socket_dir\": \"%s\", \"devices\": %u, \"ok\": %s, \"startup_s\": %.6f, \"create_s\": %.6f, \"stop_s\": %.6f, "
           "\"rss_before_kib\": %ld, \"rss_idle_kib\": %ld, \"rss_connected_kib\": %ld, "
           "\"kib_per_device_idle\": %.2f, \"kib_per_device_connected\": %.2f, "
           "\"p50_us\": %.2f, \"p99_us\": %.2f, \"raw_p50_us\": %.2f, \"raw_p99_us\": %.2f}\n",
-          devices, row.ok ? "true" : "false", row.server.startup_s, row.server.stop_s,
+          socket_parent.c_str(), devices, row.ok ? "true" : "false", row.server.startup_s,
+          row.server.create_s,
+          row.server.stop_s,
           row.server.rss_before_kib, row.server.rss_idle_kib, row.server.rss_connected_kib,
           per_device_idle, per_device_connected, row.vpci.p50_us, row.vpci.p99_us, row.raw.p50_us,
           row.raw.p99_us);
     } else {
       std::printf(
-          "%5u devices: %s startup %.3f s, stop %.3f s, RSS/device %.1f KiB idle, %.1f KiB "
+          "%5u devices: %s startup %.3f s (sockets %.3f s), stop %.3f s, RSS/device %.1f KiB idle, %.1f KiB "
           "connected; latency p50 %.1f us p99 %.1f us (raw p50 %.1f us p99 %.1f us)\n",
-          devices, row.ok ? "ok" : "FAILED", row.server.startup_s, row.server.stop_s,
+          devices, row.ok ? "ok" : "FAILED", row.server.startup_s, row.server.create_s,
+          row.server.stop_s,
           per_device_idle, per_device_connected, row.vpci.p50_us, row.vpci.p99_us, row.raw.p50_us,
           row.raw.p99_us);
     }

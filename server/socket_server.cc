@@ -79,7 +79,7 @@ class MessageReader {
   }
 
  private:
-  static constexpr std::size_t kInitialSize = 8 * 1024;
+  static constexpr std::size_t kInitialSize = 4 * 1024;
   static constexpr std::size_t kKeepSize = 64 * 1024;
 
   struct ReceivedFds {
