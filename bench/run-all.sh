@@ -7,8 +7,9 @@
 #
 # Builds the benchmark targets first (configuring the release preset if BUILD_DIR is
 # build/release and does not exist yet). Raw JSON and the tables are kept in
-# BUILD_DIR/bench-results/. Takes about 5 minutes on 2 vCPUs.
-#   VPCI_BENCH_SKIP_DT=1   skip the dtc comparison (the longest part, ~90 s)
+# BUILD_DIR/bench-results/. Takes about 10 minutes on 2 vCPUs.
+#   VPCI_BENCH_SKIP_DT=1       skip the dtc comparison (the longest part, ~90 s)
+#   VPCI_BENCH_SOCKET_DIR=DIR  where scale_bench binds its sockets (default /dev/shm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,10 +34,14 @@ echo "virtqueue_bench..." >&2
 echo "vfio_user_bench..." >&2
 "$bin/vfio_user_bench" "${gbench[@]}" --benchmark_min_time=0.3 --benchmark_out="$out/vfio_user.json" >/dev/null
 echo "scale_bench..." >&2
+# Sockets on tmpfs (where a serving host keeps them, e.g. /run), plus one 4096-device
+# run in $TMPDIR or /tmp to show what a disk file system costs bind().
+socket_dir=${VPCI_BENCH_SOCKET_DIR:-/dev/shm}
 : >"$out/scale.jsonl"
 for ((r = 0; r < (reps + 1) / 2; r++)); do
-  "$bin/scale_bench" --json >>"$out/scale.jsonl"
+  "$bin/scale_bench" --json --socket-dir="$socket_dir" >>"$out/scale.jsonl"
 done
+"$bin/scale_bench" --json --devices=4096 --socket-dir="${TMPDIR:-/tmp}" >>"$out/scale.jsonl"
 echo "dt_bind_bench..." >&2
 "$bin/dt_bind_bench" "${gbench[@]}" --benchmark_out="$out/dt_bind.json" >/dev/null
 if [[ ${VPCI_BENCH_SKIP_DT:-0} != 1 ]] && command -v dtc >/dev/null; then

@@ -23,6 +23,7 @@
 // function type (virtio-rng over virtio-pci) should be measured.
 #include <sched.h>
 #include <sys/resource.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -83,6 +84,20 @@ void pin_to(unsigned cpu) {
 }
 constexpr unsigned kClientCpu = 0;
 constexpr unsigned kServerCpu = 1;
+
+// The file system of the socket directory, which decides bind()'s cost.
+std::string filesystem_of(const std::filesystem::path& dir) {
+  struct statfs info {};
+  if (::statfs(dir.c_str(), &info) != 0) return "unknown";
+  switch (static_cast<unsigned long>(info.f_type)) {
+    case 0x01021994: return "tmpfs";
+    case 0xEF53: return "ext4";
+    case 0x58465342: return "xfs";
+    case 0x9123683E: return "btrfs";
+    case 0x794C7630: return "overlayfs";
+    default: return "other";
+  }
+}
 
 void raise_fd_limit() {
   rlimit limit{};
@@ -169,35 +184,58 @@ Latencies percentiles(std::vector<double>& samples_us) {
 }
 
 // kClientThreads threads, thread t using clients t, t + T, t + 2T, ... round-robin,
-// `requests` round trips in all; every client is used at least once when possible.
-Latencies measure(std::vector<BenchClient>& clients, std::size_t requests) {
-  const unsigned threads = std::min<unsigned>(kClientThreads, static_cast<unsigned>(clients.size()));
-  std::vector<std::vector<double>> samples(threads);
+// `requests` round trips in all on each side. Every thread alternates between the two
+// sides in chunks of kChunk requests, so vpci and the raw floor see the same machine
+// state (the shared VM's latency swings by 3x within seconds).
+constexpr std::size_t kChunk = 64;
+
+struct LatencyPair {
+  Latencies vpci;
+  Latencies raw;
+};
+
+LatencyPair measure(std::vector<BenchClient>& vpci_clients, std::vector<BenchClient>& raw_clients,
+                    std::size_t requests) {
+  const unsigned threads =
+      std::min<unsigned>(kClientThreads, static_cast<unsigned>(vpci_clients.size()));
+  std::vector<std::vector<double>> samples[2];
+  samples[0].resize(threads);
+  samples[1].resize(threads);
   std::atomic<bool> failed{false};
   std::vector<std::thread> workers;
   for (unsigned t = 0; t < threads; ++t) {
     workers.emplace_back([&, t] {
       pin_to(kClientCpu);
       std::vector<std::size_t> mine;
-      for (std::size_t i = t; i < clients.size(); i += threads) mine.push_back(i);
+      for (std::size_t i = t; i < vpci_clients.size(); i += threads) mine.push_back(i);
       const std::size_t count = requests / threads;
-      samples[t].reserve(count);
-      for (std::size_t r = 0; r < count; ++r) {
-        BenchClient& client = clients[mine[r % mine.size()]];
-        const auto start = Clock::now();
-        if (!client.region_read(vpci::server::kRegionConfig, 0, 4)) {
-          failed = true;
-          return;
+      std::size_t next[2] = {0, 0};
+      for (int side : {0, 1}) samples[side][t].reserve(count);
+      while (next[0] < count && !failed) {
+        for (int side : {0, 1}) {
+          std::vector<BenchClient>& clients = side == 0 ? vpci_clients : raw_clients;
+          for (std::size_t k = 0; k < kChunk && next[side] < count; ++k, ++next[side]) {
+            BenchClient& client = clients[mine[next[side] % mine.size()]];
+            const auto start = Clock::now();
+            if (!client.region_read(vpci::server::kRegionConfig, 0, 4)) {
+              failed = true;
+              return;
+            }
+            samples[side][t].push_back(seconds_since(start) * 1e6);
+          }
         }
-        samples[t].push_back(seconds_since(start) * 1e6);
       }
     });
   }
   for (auto& w : workers) w.join();
-  std::vector<double> all;
-  for (auto& s : samples) all.insert(all.end(), s.begin(), s.end());
-  if (failed) return Latencies{};
-  return percentiles(all);
+  if (failed) return LatencyPair{};
+  LatencyPair out;
+  for (int side : {0, 1}) {
+    std::vector<double> all;
+    for (auto& s : samples[side]) all.insert(all.end(), s.begin(), s.end());
+    (side == 0 ? out.vpci : out.raw) = percentiles(all);
+  }
+  return out;
 }
 
 struct Row {
@@ -243,16 +281,6 @@ Row run(unsigned devices, std::size_t requests, const std::filesystem::path& soc
   }
   write_line(orders[1], "measure");
   row.server.rss_connected_kib = std::strtol(read_line(report[0]).c_str(), nullptr, 10);
-  if (connected) row.vpci = measure(clients, requests);
-  clients.clear();
-  write_line(orders[1], "stop");
-  row.server.stop_s = std::strtod(read_line(report[0]).c_str(), nullptr);
-  ::close(orders[1]);
-  ::close(report[0]);
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  std::filesystem::remove_all(dir);
-
   // The floor: as many raw echo peers (a thread and a socket each) as devices, used by
   // the same client threads the same way, so the cost of touching thousands of cold
   // threads and sockets is in the floor too and the ratio shows only the protocol.
@@ -268,9 +296,21 @@ Row run(unsigned devices, std::size_t requests, const std::filesystem::path& soc
       raw_clients.emplace_back(peers.back()->take_client());
     }
     pin_to(kClientCpu);
-    row.raw = measure(raw_clients, requests);
+    if (connected) {
+      const LatencyPair latencies = measure(clients, raw_clients, requests);
+      row.vpci = latencies.vpci;
+      row.raw = latencies.raw;
+    }
     raw_clients.clear();
   }
+  clients.clear();
+  write_line(orders[1], "stop");
+  row.server.stop_s = std::strtod(read_line(report[0]).c_str(), nullptr);
+  ::close(orders[1]);
+  ::close(report[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  std::filesystem::remove_all(dir);
   row.ok = connected && WIFEXITED(status) && WEXITSTATUS(status) == 0 && row.vpci.samples > 0;
   return row;
 }
@@ -303,7 +343,10 @@ int main(int argc, char** argv) {
     }
   }
   raise_fd_limit();
-  if (!json) std::printf("device: %s; %u client threads; %zu requests\n", kDeviceName, kClientThreads, requests);
+  if (!json) {
+    std::printf("device: %s; %u client threads; %zu requests; sockets in %s (%s)\n", kDeviceName,
+                kClientThreads, requests, socket_parent.c_str(), filesystem_of(socket_parent).c_str());
+  }
   int failures = 0;
   for (const unsigned devices : device_counts) {
     const Row row = run(devices, requests, socket_parent);
@@ -314,11 +357,11 @@ int main(int argc, char** argv) {
         static_cast<double>(row.server.rss_connected_kib - row.server.rss_before_kib) / devices;
     if (json) {
       std::printf(
-          "{\"socket_dir\": \"%s\", \"devices\": %u, \"ok\": %s, \"startup_s\": %.6f, \"create_s\": %.6f, \"stop_s\": %.6f, "
+          "{\"socket_dir\": \"%s\", \"socket_fs\": \"%s\", \"devices\": %u, \"ok\": %s, \"startup_s\": %.6f, \"create_s\": %.6f, \"stop_s\": %.6f, "
           "\"rss_before_kib\": %ld, \"rss_idle_kib\": %ld, \"rss_connected_kib\": %ld, "
           "\"kib_per_device_idle\": %.2f, \"kib_per_device_connected\": %.2f, "
           "\"p50_us\": %.2f, \"p99_us\": %.2f, \"raw_p50_us\": %.2f, \"raw_p99_us\": %.2f}\n",
-          socket_parent.c_str(), devices, row.ok ? "true" : "false", row.server.startup_s,
+          socket_parent.c_str(), filesystem_of(socket_parent).c_str(), devices, row.ok ? "true" : "false", row.server.startup_s,
           row.server.create_s,
           row.server.stop_s,
           row.server.rss_before_kib, row.server.rss_idle_kib, row.server.rss_connected_kib,

@@ -80,15 +80,16 @@ def scale_table(path):
     for line in Path(path).read_text().splitlines():
         if line.startswith("{"):
             r = json.loads(line)
-            rows.setdefault(r["devices"], []).append(r)
-    out = ["| devices | startup s | stop s | KiB/device idle | KiB/device connected | p50 µs | p99 µs "
+            rows.setdefault((r.get("socket_fs", "?"), r["devices"]), []).append(r)
+    out = ["| sockets on | devices | startup s | of which sockets s | stop s | KiB/device idle | KiB/device connected | p50 µs | p99 µs "
            "| raw p50 µs | raw p99 µs | p50 / raw p50 | runs ok |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for devices in sorted(rows):
-        rs = rows[devices]
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for key in sorted(rows, key=lambda k: (k[0] != "tmpfs", k[1])):
+        fs, devices = key
+        rs = rows[key]
         med = lambda key: statistics.median(r[key] for r in rs)
         ok = sum(1 for r in rs if r["ok"])
-        out.append(f"| {devices} | {med('startup_s'):.3f} | {med('stop_s'):.3f} | "
+        out.append(f"| {fs} | {devices} | {med('startup_s'):.3f} | {med('create_s'):.3f} | {med('stop_s'):.3f} | "
                    f"{med('kib_per_device_idle'):.1f} | {med('kib_per_device_connected'):.1f} | "
                    f"{med('p50_us'):.1f} | {med('p99_us'):.1f} | {med('raw_p50_us'):.1f} | "
                    f"{med('raw_p99_us'):.1f} | {med('p50_us') / med('raw_p50_us'):.2f} | {ok}/{len(rs)} |")
