@@ -17,22 +17,15 @@ def medians(path):
     return {b["run_name"]: b for b in data["benchmarks"] if b.get("aggregate_name") == "median"}
 
 
-def seconds(bench):
-    scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[bench["time_unit"]]
-    return bench["real_time"] * scale
-
-
 def virtqueue_table(path):
     runs = medians(path)
-    out = ["| chain × buffer | memcpy GB/s | ring | device | Mdesc/s | GB/s | of memcpy |",
-           "|---|---:|---|---|---:|---:|---:|"]
+    out = ["| chain × buffer | ring | device | Mdesc/s | GB/s | memcpy GB/s (same batches) | of memcpy |",
+           "|---|---|---|---:|---:|---:|---:|"]
     shapes = []
     for name in runs:
-        if name.startswith("BM_Memcpy/"):
-            shapes.append(name[len("BM_Memcpy/"):])
+        if name.startswith("BM_SplitDeviceReads/"):
+            shapes.append(name[len("BM_SplitDeviceReads/"):])
     for shape in shapes:
-        memcpy = runs[f"BM_Memcpy/{shape}"]
-        memcpy_gbs = memcpy["bytes"] / seconds(memcpy) / 1e9
         parts = dict(p.split(":") for p in shape.split("/") if ":" in p)
         label = f"{parts['chain']} × {int(parts['buf']) // 1024} KiB" if int(parts["buf"]) >= 1024 \
             else f"{parts['chain']} × {parts['buf']} B"
@@ -42,11 +35,12 @@ def virtqueue_table(path):
                 b = runs.get(f"BM_{ring}Device{direction}/{shape}")
                 if b is None:
                     continue
-                t = seconds(b)
+                t = b["device_s"]
                 gbs = b["bytes"] / t / 1e9
-                out.append(f"| {label if first else ''} | {f'{memcpy_gbs:.1f}' if first else ''} | "
-                           f"{ring.lower()} | {what} | {b['descriptors'] / t / 1e6:.2f} | {gbs:.2f} | "
-                           f"{gbs / memcpy_gbs:.2f} |")
+                memcpy_gbs = b["bytes"] / b["memcpy_s"] / 1e9
+                out.append(f"| {label if first else ''} | {ring.lower()} | {what} | "
+                           f"{b['descriptors'] / t / 1e6:.2f} | {gbs:.2f} | {memcpy_gbs:.1f} | "
+                           f"**{b['of_memcpy']:.2f}** |")
                 first = False
     return "\n".join(out)
 
@@ -59,7 +53,7 @@ def vfio_user_table(path, before_path=None):
     header = "| request | CPUs | bytes | raw µs/msg | vpci µs/msg | vpci / raw |"
     rule = "|---|---|---:|---:|---:|---:|"
     if before:
-        header += " before |"
+        header += " before (35bbd94) |"
         rule += "---:|"
     out = [header, rule]
     for name, b in runs.items():
@@ -110,7 +104,12 @@ def main():
     print("### Virtqueue path (`virtqueue_bench`)\n")
     print(virtqueue_table(results / "virtqueue.json"))
     print("\n### vfio-user path (`vfio_user_bench`)\n")
+    # The ratios the server had before the changes of docs/PERFORMANCE.md (same
+    # benchmark, server of commit 35bbd94, 3 repetitions); a file in the results
+    # directory takes precedence.
     before = results / "vfio_user_before.json"
+    if not before.exists():
+        before = Path(__file__).resolve().parent / "baseline" / "vfio_user_before.json"
     print(vfio_user_table(results / "vfio_user.json", before if before.exists() else None))
     print("\n### Scale (`scale_bench`)\n")
     print(scale_table(results / "scale.jsonl"))

@@ -282,6 +282,11 @@ void VfioUserServer::serve(int connection) {
     }
     if (disposition == VfioUserSession::Disposition::kClose) return;
     if (disposition == VfioUserSession::Disposition::kReply && !write_all(connection, reply)) return;
+    // A rare large REGION_READ grew the reply buffer; do not keep that per connection.
+    if (reply.capacity() > 64 * 1024) {
+      reply.clear();
+      reply.shrink_to_fit();
+    }
   }
 }
 
