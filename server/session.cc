@@ -6,6 +6,7 @@
 #include <array>
 #include <bit>
 #include <cerrno>
+#include <cstring>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -160,20 +161,35 @@ VfioUserSession::~VfioUserSession() {
 
 DispatchResult VfioUserSession::handle(IncomingMessage message) {
   DispatchResult result;
-  const std::span<const std::uint8_t> bytes = message.bytes;
+  std::vector<std::uint8_t> out;
+  switch (handle(message.bytes, message.fds, message.fds_truncated, out)) {
+    case Disposition::kReply: result.reply = std::move(out); break;
+    case Disposition::kNoReply: break;
+    case Disposition::kClose: result.close_connection = true; break;
+  }
+  return result;
+}
+
+VfioUserSession::Disposition VfioUserSession::handle(std::span<const std::uint8_t> bytes,
+                                                     std::vector<UniqueFd>& fds,
+                                                     bool fds_truncated,
+                                                     std::vector<std::uint8_t>& out) {
+  // Whatever fds the handler does not take are closed on every path (UniqueFd).
+  struct CloseFds {
+    std::vector<UniqueFd>& fds;
+    ~CloseFds() { fds.clear(); }
+  } close_fds{fds};
   if (bytes.size() < kHeaderSize) {
     last_error_ = "message shorter than the header";
     ++error_count_;
-    result.close_connection = true;
-    return result;
+    return Disposition::kClose;
   }
   const Header header = decode_header(bytes);
   if (header.message_size != bytes.size()) {
     last_error_ = fmt::format("message_size {} but {} bytes received", header.message_size,
                               bytes.size());
     ++error_count_;
-    result.close_connection = true;
-    return result;
+    return Disposition::kClose;
   }
   if ((header.flags & kFlagTypeMask) != kTypeCommand) {
     // This server sends no commands, so a reply (or an unknown type) means the peer
@@ -181,43 +197,57 @@ DispatchResult VfioUserSession::handle(IncomingMessage message) {
     last_error_ = fmt::format("message type {} where a command was expected",
                               header.flags & kFlagTypeMask);
     ++error_count_;
-    result.close_connection = true;
-    return result;
+    return Disposition::kClose;
   }
 
-  Reply reply = make_error(ErrorCode::kInvalidArgument, "unset");
-  if (message.fds_truncated) {
-    reply = make_error(ErrorCode::kInvalidArgument, "more than {} file descriptors", kMaxMsgFds);
+  // The reply payload is built in place after room for the header, so the common
+  // requests (REGION_READ/WRITE) cost no allocation once `out` has grown.
+  out.resize(kHeaderSize);
+  Status status;
+  if (fds_truncated) {
+    status = make_error(ErrorCode::kInvalidArgument, "more than {} file descriptors", kMaxMsgFds);
   } else if (!negotiated_ && header.command != kVersion) {
-    reply = make_error(ErrorCode::kProtocolViolation, "{} before VERSION",
-                       command_name_of(header.command));
+    status = make_error(ErrorCode::kProtocolViolation, "{} before VERSION",
+                        command_name_of(header.command));
   } else {
-    reply = dispatch(header, bytes.subspan(kHeaderSize), message.fds);
+    status = dispatch_into(header, bytes.subspan(kHeaderSize), fds, out);
   }
-  // Whatever fds the handler did not take are closed here (UniqueFd).
-  message.fds.clear();
+  fds.clear();
 
-  if (!reply) {
+  if (!status) {
     last_error_ = fmt::format("{} (msg_id {}): {}", command_name_of(header.command), header.msg_id,
-                              reply.error().message);
+                              status.error().message);
     ++error_count_;
   }
-  if ((header.flags & kFlagNoReply) != 0) return result;  // spec "Header": No_reply
+  if ((header.flags & kFlagNoReply) != 0) return Disposition::kNoReply;  // spec "Header": No_reply
 
-  std::vector<std::uint8_t> out;
   Header reply_header{header.msg_id, header.command, 0, kTypeReply, 0};
-  if (reply) {
-    out.resize(kHeaderSize);
-    out.insert(out.end(), reply->begin(), reply->end());
-  } else {
+  if (!status) {
     out.resize(kHeaderSize);
     reply_header.flags |= kFlagError;
-    reply_header.error = static_cast<std::uint32_t>(errno_for(reply.error().code));
+    reply_header.error = static_cast<std::uint32_t>(errno_for(status.error().code));
   }
   reply_header.message_size = static_cast<std::uint32_t>(out.size());
   encode_header(out, reply_header);
-  result.reply = std::move(out);
-  return result;
+  return Disposition::kReply;
+}
+
+Status VfioUserSession::dispatch_into(const Header& header, Payload payload,
+                                      std::vector<UniqueFd>& fds, std::vector<std::uint8_t>& out) {
+  switch (header.command) {
+    // The register path writes its reply straight into `out`.
+    case kRegionRead:
+      VPCI_TRY(check_no_fds(fds));
+      return handle_region_read(payload, out);
+    case kRegionWrite:
+      VPCI_TRY(check_no_fds(fds));
+      return handle_region_write(payload, out);
+    default: {
+      VPCI_ASSIGN_OR_RETURN(const std::vector<std::uint8_t> reply, dispatch(header, payload, fds));
+      out.insert(out.end(), reply.begin(), reply.end());
+      return {};
+    }
+  }
 }
 
 VfioUserSession::Reply VfioUserSession::dispatch(const Header& header, Payload payload,
@@ -234,8 +264,6 @@ VfioUserSession::Reply VfioUserSession::dispatch(const Header& header, Payload p
     case kDeviceGetRegionIoFds: return handle_region_io_fds(payload);
     case kDeviceGetIrqInfo: return handle_irq_info(payload);
     case kDeviceSetIrqs: return handle_set_irqs(payload, fds);
-    case kRegionRead: return handle_region_read(payload);
-    case kRegionWrite: return handle_region_write(payload);
     case kDeviceReset: return handle_device_reset(payload);
     case kDmaRead:
     case kDmaWrite:
@@ -549,7 +577,7 @@ Result<RegionInfo> VfioUserSession::checked_region_access(std::uint32_t region, 
 
 // Spec "VFIO_USER_REGION_READ": offset, region, count; the reply repeats them and
 // carries `count` bytes.
-VfioUserSession::Reply VfioUserSession::handle_region_read(Payload payload) {
+Status VfioUserSession::handle_region_read(Payload payload, std::vector<std::uint8_t>& out) {
   if (payload.size() != kRegionAccessSize) {
     return make_error(ErrorCode::kMalformedInput, "REGION_READ payload of {} bytes, need {}",
                       payload.size(), kRegionAccessSize);
@@ -558,20 +586,22 @@ VfioUserSession::Reply VfioUserSession::handle_region_read(Payload payload) {
   const auto region = load<std::uint32_t>(payload, 8);
   const auto count = load<std::uint32_t>(payload, 12);
   VPCI_TRY(checked_region_access(region, offset, count, /*write=*/false));
-  std::vector<std::uint8_t> out(payload.begin(), payload.end());
-  out.resize(kRegionAccessSize + count);
-  const std::span<std::uint8_t> data(out.data() + kRegionAccessSize, count);
+  // Reply payload: the request's offset/region/count, then the data.
+  const std::size_t at = out.size();
+  out.resize(at + kRegionAccessSize + count);
+  std::memcpy(out.data() + at, payload.data(), kRegionAccessSize);
+  const std::span<std::uint8_t> data(out.data() + at + kRegionAccessSize, count);
   if (region == kRegionConfig) {
     VPCI_TRY(function_.config_read(static_cast<std::uint32_t>(offset), data));
   } else {
     VPCI_TRY(function_.region_read(region, offset, data));
   }
-  return out;
+  return {};
 }
 
 // Spec "VFIO_USER_REGION_WRITE": offset, region, count, data; the reply repeats the
 // first three. The message length must agree with count exactly.
-VfioUserSession::Reply VfioUserSession::handle_region_write(Payload payload) {
+Status VfioUserSession::handle_region_write(Payload payload, std::vector<std::uint8_t>& out) {
   if (payload.size() < kRegionAccessSize) {
     return make_error(ErrorCode::kMalformedInput, "REGION_WRITE payload of {} bytes, need {}",
                       payload.size(), kRegionAccessSize);
@@ -590,7 +620,9 @@ VfioUserSession::Reply VfioUserSession::handle_region_write(Payload payload) {
   } else {
     VPCI_TRY(function_.region_write(region, offset, data));
   }
-  return std::vector<std::uint8_t>(payload.begin(), payload.begin() + kRegionAccessSize);
+  // Reply payload: the request's offset/region/count, no data.
+  out.insert(out.end(), payload.begin(), payload.begin() + kRegionAccessSize);
+  return {};
 }
 
 // Spec "VFIO_USER_DEVICE_RESET": no payload.

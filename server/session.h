@@ -86,6 +86,13 @@ class VfioUserSession {
 
   DispatchResult handle(IncomingMessage message);
 
+  // The same without allocating per message, for the socket server: `bytes` is one
+  // whole message, `fds` the descriptors that came with it (taken or closed before
+  // returning). The reply, if any, is written to `reply` (its capacity is reused).
+  enum class Disposition { kReply, kNoReply, kClose };
+  Disposition handle(std::span<const std::uint8_t> bytes, std::vector<UniqueFd>& fds,
+                     bool fds_truncated, std::vector<std::uint8_t>& reply);
+
   [[nodiscard]] bool negotiated() const { return negotiated_; }
   [[nodiscard]] const DmaMappings& memory() const { return memory_; }
   [[nodiscard]] IrqEventfds& interrupts() { return irqs_; }
@@ -97,6 +104,8 @@ class VfioUserSession {
   using Payload = std::span<const std::uint8_t>;
   using Reply = Result<std::vector<std::uint8_t>>;  // reply payload (after the header)
 
+  Status dispatch_into(const vfio_user::Header& header, Payload payload, std::vector<UniqueFd>& fds,
+                       std::vector<std::uint8_t>& out);
   Reply dispatch(const vfio_user::Header& header, Payload payload, std::vector<UniqueFd>& fds);
   Reply handle_version(Payload payload);
   Reply handle_dma_map(Payload payload, std::vector<UniqueFd>& fds);
@@ -106,8 +115,8 @@ class VfioUserSession {
   Reply handle_region_io_fds(Payload payload);
   Reply handle_irq_info(Payload payload);
   Reply handle_set_irqs(Payload payload, std::vector<UniqueFd>& fds);
-  Reply handle_region_read(Payload payload);
-  Reply handle_region_write(Payload payload);
+  Status handle_region_read(Payload payload, std::vector<std::uint8_t>& out);
+  Status handle_region_write(Payload payload, std::vector<std::uint8_t>& out);
   Reply handle_device_reset(Payload payload);
   Result<RegionInfo> checked_region_access(std::uint32_t region, std::uint64_t offset,
                                            std::uint32_t count, bool write) const;

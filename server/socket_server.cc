@@ -34,41 +34,140 @@ ReadStatus wait_readable(int fd, int stop_fd) {
   }
 }
 
-// Reads exactly `length` bytes into `out`, collecting every SCM_RIGHTS fd that arrives
-// with them. fds are taken with MSG_CMSG_CLOEXEC and owned at once; if the peer sends
-// more than fit, the kernel drops the rest and reports MSG_CTRUNC.
-ReadStatus read_exact(int fd, int stop_fd, std::uint8_t* out, std::size_t length,
-                      IncomingMessage& message) {
-  std::size_t done = 0;
-  while (done < length) {
-    if (const ReadStatus s = wait_readable(fd, stop_fd); s != ReadStatus::kOk) return s;
-    iovec iov{out + done, length - done};
-    alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * vfio_user::kMaxMsgFds)> control{};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.data();
-    msg.msg_controllen = control.size();
-    const ssize_t n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    // Take ownership of the fds before anything else so no path leaks them.
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (std::size_t i = 0; i < count; ++i) {
-        int received = -1;
-        std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-        message.fds.emplace_back(received);
+// The receiving half of one connection: reads as much as the socket holds with one
+// recvmsg into a reused buffer and cuts whole messages out of it, so a request costs
+// one recvmsg (not header + payload) and a burst of posted writes one recvmsg for
+// many messages.
+//
+// File descriptors: SCM_RIGHTS fds belong to the message that contains the last byte
+// of the recvmsg that returned them. Linux ends a stream recvmsg right after the
+// segment that carried fds (af_unix stream reads stop once fds were collected), and
+// that segment starts the sendmsg the fds were sent with; a client sending one
+// message per sendmsg (QEMU does) therefore gets its fds attached to that message,
+// exactly as when the header and payload were read separately.
+class MessageReader {
+ public:
+  enum class Status { kMessage, kClosed, kTooLarge };
+
+  // Blocks until one whole message is buffered; `message` then views it (valid until
+  // the next call) and `fds` holds the descriptors that belong to it.
+  Status next(int fd, std::span<const std::uint8_t>& message, std::vector<UniqueFd>& fds,
+              bool& fds_truncated) {
+    consume_previous();
+    while (true) {
+      const std::size_t available = end_ - begin_;
+      if (available >= vfio_user::kHeaderSize) {
+        const vfio_user::Header header = vfio_user::decode_header(
+            std::span<const std::uint8_t>(buffer_.data() + begin_, vfio_user::kHeaderSize));
+        // Framing: a size the header cannot describe, or larger than any valid request,
+        // leaves no way to find the next message, so the connection ends (spec "Header").
+        if (header.message_size < vfio_user::kHeaderSize ||
+            header.message_size > vfio_user::kMaxMessageSize) {
+          return Status::kTooLarge;
+        }
+        if (available >= header.message_size) {
+          message = std::span<const std::uint8_t>(buffer_.data() + begin_, header.message_size);
+          take_fds(stream_offset_ + header.message_size, fds, fds_truncated);
+          pending_consume_ = header.message_size;
+          return Status::kMessage;
+        }
+        make_room(header.message_size);
+      } else {
+        make_room(vfio_user::kHeaderSize);
+      }
+      if (!receive(fd)) return Status::kClosed;  // EOF (maybe mid-message) or an error
+    }
+  }
+
+ private:
+  static constexpr std::size_t kInitialSize = 4 * 1024;
+  static constexpr std::size_t kKeepSize = 64 * 1024;
+
+  struct ReceivedFds {
+    std::uint64_t last_byte;  // stream offset of the last byte received with them
+    std::vector<UniqueFd> fds;
+    bool truncated;
+  };
+
+  void consume_previous() {
+    begin_ += pending_consume_;
+    stream_offset_ += pending_consume_;
+    pending_consume_ = 0;
+    if (begin_ == end_) {
+      begin_ = end_ = 0;
+      // A rare large message grew the buffer; give the memory back once it is gone.
+      if (buffer_.size() > kKeepSize) {
+        buffer_.resize(kInitialSize);
+        buffer_.shrink_to_fit();
       }
     }
-    if ((msg.msg_flags & MSG_CTRUNC) != 0) message.fds_truncated = true;
-    if (n <= 0) return ReadStatus::kClosed;  // EOF mid-message or a socket error
-    done += static_cast<std::size_t>(n);
   }
-  return ReadStatus::kOk;
-}
 
-bool write_all(int fd, const std::vector<std::uint8_t>& bytes) {
+  // Ensures the buffer can hold `message_size` bytes from begin_.
+  void make_room(std::size_t message_size) {
+    if (buffer_.size() < kInitialSize) buffer_.resize(kInitialSize);
+    if (begin_ + message_size <= buffer_.size() && end_ < buffer_.size()) return;
+    if (begin_ > 0) {
+      std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    if (buffer_.size() < message_size) buffer_.resize(message_size);
+  }
+
+  // Moves the fds of the message ending before stream offset `message_end` to `fds`.
+  void take_fds(std::uint64_t message_end, std::vector<UniqueFd>& fds, bool& truncated) {
+    fds.clear();
+    truncated = false;
+    while (!received_fds_.empty() && received_fds_.front().last_byte < message_end) {
+      ReceivedFds& front = received_fds_.front();
+      for (UniqueFd& received : front.fds) fds.push_back(std::move(received));
+      truncated = truncated || front.truncated;
+      received_fds_.erase(received_fds_.begin());
+    }
+  }
+
+  bool receive(int fd) {
+    while (true) {
+      iovec iov{buffer_.data() + end_, buffer_.size() - end_};
+      alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * vfio_user::kMaxMsgFds)> control;
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control.data();
+      msg.msg_controllen = control.size();
+      const ssize_t n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+      if (n < 0 && errno == EINTR) continue;
+      // Take ownership of the fds before anything else so no path leaks them.
+      ReceivedFds received{stream_offset_ + (end_ - begin_) + (n > 0 ? n - 1 : 0), {},
+                           (msg.msg_flags & MSG_CTRUNC) != 0};
+      if (n >= 0) {
+        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+          if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+          const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+          for (std::size_t i = 0; i < count; ++i) {
+            int fd_received = -1;
+            std::memcpy(&fd_received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            received.fds.emplace_back(fd_received);
+          }
+        }
+      }
+      if (n <= 0) return false;
+      if (!received.fds.empty() || received.truncated) received_fds_.push_back(std::move(received));
+      end_ += static_cast<std::size_t>(n);
+      return true;
+    }
+  }
+
+  std::vector<std::uint8_t> buffer_;
+  std::size_t begin_ = 0;  // first unconsumed byte
+  std::size_t end_ = 0;    // one past the last received byte
+  std::size_t pending_consume_ = 0;
+  std::uint64_t stream_offset_ = 0;  // stream offset of buffer_[begin_]
+  std::vector<ReceivedFds> received_fds_;
+};
+
+bool write_all(int fd, std::span<const std::uint8_t> bytes) {
   std::size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t n = ::send(fd, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
@@ -129,6 +228,14 @@ void VfioUserServer::start() {
 
 void VfioUserServer::stop() {
   if (!thread_.joinable()) return;
+  {
+    // The connection is read with blocking recvmsg (no poll per message); shutting it
+    // down makes that recvmsg (or a send blocked on a client that stopped reading)
+    // return at once. The lock keeps the fd from being closed and reused meanwhile.
+    const std::lock_guard lock(connection_mutex_);
+    stopping_ = true;
+    if (connection_ >= 0) ::shutdown(connection_, SHUT_RDWR);
+  }
   const std::uint64_t one = 1;
   [[maybe_unused]] const ssize_t n = ::write(stop_event_.get(), &one, sizeof(one));
   thread_.join();
@@ -139,7 +246,17 @@ void VfioUserServer::run() {
     if (wait_readable(listener_.get(), stop_event_.get()) != ReadStatus::kOk) return;
     UniqueFd connection(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
     if (!connection.valid()) continue;  // the client gave up before we accepted
+    {
+      const std::lock_guard lock(connection_mutex_);
+      if (stopping_) return;
+      connection_ = connection.get();
+    }
     serve(connection.get());
+    {
+      const std::lock_guard lock(connection_mutex_);
+      connection_ = -1;
+      connection.reset();
+    }
     connections_closed_.fetch_add(1);
     // A stop request ends the connection and the loop: the next wait sees it.
   }
@@ -155,44 +272,39 @@ void VfioUserServer::serve(int connection) {
   } trace_disconnect{trace_};
   VfioUserSession session(function_);
   std::uint64_t reported_errors = 0;
-  auto account_errors = [&] {
-    protocol_errors_.fetch_add(session.error_count() - reported_errors);
-    reported_errors = session.error_count();
-  };
+  MessageReader reader;
+  std::vector<UniqueFd> fds;
+  std::vector<std::uint8_t> reply;
   while (true) {
-    IncomingMessage message;
-    message.bytes.resize(vfio_user::kHeaderSize);
-    if (read_exact(connection, stop_event_.get(), message.bytes.data(), vfio_user::kHeaderSize,
-                   message) != ReadStatus::kOk) {
-      return;
+    std::span<const std::uint8_t> message;
+    bool fds_truncated = false;
+    switch (reader.next(connection, message, fds, fds_truncated)) {
+      case MessageReader::Status::kMessage: break;
+      case MessageReader::Status::kTooLarge: protocol_errors_.fetch_add(1); return;
+      case MessageReader::Status::kClosed: return;  // the session's destructor cleans up
     }
-    const vfio_user::Header header = vfio_user::decode_header(message.bytes);
-    // Framing: a size the header cannot describe, or larger than any valid request,
-    // leaves no way to find the next message, so the connection ends (spec "Header").
-    if (header.message_size < vfio_user::kHeaderSize ||
-        header.message_size > vfio_user::kMaxMessageSize) {
-      protocol_errors_.fetch_add(1);
-      return;
-    }
-    message.bytes.resize(header.message_size);
-    if (read_exact(connection, stop_event_.get(), message.bytes.data() + vfio_user::kHeaderSize,
-                   header.message_size - vfio_user::kHeaderSize, message) != ReadStatus::kOk) {
-      return;  // disconnect mid-message: the session's destructor cleans up
-    }
-    if (trace_) trace_(describe_request(message.bytes, message.fds.size()));
+    if (trace_) trace_(describe_request(message, fds.size()));
     const std::uint64_t errors_before = session.error_count();
-    DispatchResult result = session.handle(std::move(message));
-    account_errors();
+    const auto disposition = session.handle(message, fds, fds_truncated, reply);
+    if (session.error_count() != reported_errors) {
+      protocol_errors_.fetch_add(session.error_count() - reported_errors);
+      reported_errors = session.error_count();
+    }
     if (trace_) {
-      if (result.reply) {
-        trace_(describe_reply(*result.reply, session.last_error()));
+      if (disposition == VfioUserSession::Disposition::kReply) {
+        trace_(describe_reply(reply, session.last_error()));
       } else if (session.error_count() != errors_before) {
         trace_("-> (no reply sent) error: " + session.last_error());
       }
-      if (result.close_connection) trace_("closing: " + session.last_error());
+      if (disposition == VfioUserSession::Disposition::kClose) trace_("closing: " + session.last_error());
     }
-    if (result.reply && !write_all(connection, *result.reply)) return;
-    if (result.close_connection) return;
+    if (disposition == VfioUserSession::Disposition::kClose) return;
+    if (disposition == VfioUserSession::Disposition::kReply && !write_all(connection, reply)) return;
+    // A rare large REGION_READ grew the reply buffer; do not keep that per connection.
+    if (reply.capacity() > 64 * 1024) {
+      reply.clear();
+      reply.shrink_to_fit();
+    }
   }
 }
 

@@ -575,6 +575,80 @@ TEST_F(ProtocolTest, BrokenFramingClosesOnlyThatConnection) {
   ASSERT_TRUE(client_->negotiate());
 }
 
+// The server reads whatever the socket holds in one go and cuts messages out of it;
+// fds must still land on the message they were sent with.
+TEST_F(ProtocolTest, FdSentAfterABurstOfPostedWritesBelongsToItsDmaMap) {
+  ASSERT_TRUE(client_->negotiate());
+  constexpr std::size_t kRam = 0x4000;
+  UniqueFd ram = make_memfd(kRam);
+  auto* host = static_cast<std::uint8_t*>(
+      ::mmap(nullptr, kRam, PROT_READ | PROT_WRITE, MAP_SHARED, ram.get(), 0));
+  ASSERT_NE(host, MAP_FAILED);
+  for (std::size_t i = 0; i < 16; ++i) host[0x100 + i] = static_cast<std::uint8_t>(0x40 + i);
+  for (std::uint32_t i = 0; i < 300; ++i) {
+    std::array<std::uint8_t, 4> value{};
+    std::memcpy(value.data(), &i, 4);
+    client_->send_command(kRegionWrite, testing::region_write(0, 0x20, value), {}, kFlagNoReply);
+  }
+  const int fd = ram.get();
+  client_->send_command(kDmaMap, testing::dma_map(kDmaMapRead, 0, 0x200000, kRam), std::span(&fd, 1));
+  // A posted write right behind the map, in the same burst, must not take its fd.
+  const std::array<std::uint8_t, 4> tail{1, 2, 3, 4};
+  client_->send_command(kRegionWrite, testing::region_write(0, 0x24, tail), {}, kFlagNoReply);
+  expect_ok(client_->receive());  // the DMA_MAP reply: the only reply so far
+  EXPECT_EQ(server_->protocol_errors(), 0u);
+  EXPECT_EQ(read_bar(0x20, 8), (std::vector<std::uint8_t>{0x2B, 0x01, 0, 0, 1, 2, 3, 4}));  // 299
+  write_u32(kRegionConfig, 0x04, 0x0006);  // memory + bus master
+  write_u64(0, ScratchFunction::kDmaAddress, 0x200100);
+  write_u32(0, ScratchFunction::kDmaLength, 16);
+  EXPECT_EQ(read_bar(ScratchFunction::kDmaStatus, 4), (std::vector<std::uint8_t>{1, 0, 0, 0}));
+  const auto copied = read_bar(0, 16);
+  ASSERT_EQ(copied.size(), 16u);
+  EXPECT_EQ(std::memcmp(copied.data(), host + 0x100, 16), 0);
+  ::munmap(host, kRam);
+}
+
+// Messages larger than the receive buffer, and messages arriving in pieces, are
+// reassembled.
+TEST_F(ProtocolTest, LargeAndFragmentedMessagesAreReassembled) {
+  ASSERT_TRUE(client_->negotiate());
+  std::vector<std::uint8_t> data(0xFE0);
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::uint8_t>(i * 7 + 1);
+  // A 4,096-byte REGION_WRITE sent as three pieces with pauses between them.
+  const Payload payload = testing::region_write(0, 0, data);
+  std::vector<std::uint8_t> bytes(kHeaderSize);
+  encode_header(bytes, Header{77, kRegionWrite,
+                              static_cast<std::uint32_t>(kHeaderSize + payload.bytes().size()),
+                              kTypeCommand, 0});
+  bytes.insert(bytes.end(), payload.bytes().begin(), payload.bytes().end());
+  const std::span<const std::uint8_t> all(bytes);
+  ASSERT_TRUE(client_->send_raw(all.subspan(0, 10)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(client_->send_raw(all.subspan(10, 2000)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(client_->send_raw(all.subspan(2010)));
+  expect_ok(client_->receive());
+  EXPECT_EQ(read_bar(0, 0xFE0), data);
+  // Config space read whole and written back whole: 4,128 bytes on the wire.
+  auto config = client_->call(kRegionRead, testing::region_read(kRegionConfig, 0, 4096));
+  expect_ok(config);
+  ASSERT_EQ(config->payload.size(), kRegionAccessSize + 4096);
+  const std::vector<std::uint8_t> image(config->payload.begin() + kRegionAccessSize,
+                                        config->payload.end());
+  expect_ok(client_->call(kRegionWrite, testing::region_write(kRegionConfig, 0, image)));
+  EXPECT_EQ(read_bar(0, 0xFE0), data);
+  EXPECT_EQ(server_->protocol_errors(), 0u);
+}
+
+// Reads block in recvmsg (no poll per message); stop() must still end an idle
+// connection at once.
+TEST_F(ProtocolTest, StopEndsAnIdleConnection) {
+  ASSERT_TRUE(client_->negotiate());
+  server_->stop();
+  EXPECT_TRUE(client_->wait_closed());
+  EXPECT_FALSE(function_.is_connected());
+}
+
 TEST_F(ProtocolTest, DisconnectMidMessageResetsDeviceAndAcceptsNextClient) {
   ASSERT_TRUE(client_->negotiate());
   UniqueFd ram = make_memfd(0x4000);
