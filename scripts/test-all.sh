@@ -28,7 +28,7 @@ done
 # from any thread): its tests, the serve CLI tests and the real guest run under TSan.
 step "build and test: tsan (server, serve, guest)"
 cmake --preset tsan >/dev/null
-cmake --build --preset tsan -j "$jobs" --target server_test serve_config_test serve_cli_test vpci \
+cmake --build --preset tsan -j "$jobs" --target server_test serve_config_test serve_cli_test hostile_guest_test hostile_peer_test vpci \
   vpci_scratch_server
 ctest --preset tsan -L 'server|guest'
 

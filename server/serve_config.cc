@@ -45,6 +45,9 @@ class Reader {
         if (const std::string* dir = expect_string(node, "socket_dir")) {
           if (dir->empty()) {
             problem(node, "socket_dir", "must not be empty");
+          } else if (dir->find('\0') != std::string::npos) {
+            // The OS would stop at the NUL and use a different directory.
+            problem(node, "socket_dir", "must not contain a NUL character");
           } else {
             config_.socket_dir = resolve(*dir);
           }
@@ -163,6 +166,11 @@ class Reader {
         if (const std::string* text = expect_string(value, full)) {
           if (text->empty()) {
             problem(value, full, "must not be empty");
+            ok = false;
+          } else if (text->find('\0') != std::string::npos) {
+            // open() would stop at the NUL and serve a different file (found by
+            // serve_config_fuzzer).
+            problem(value, full, "must not contain a NUL character");
             ok = false;
           } else {
             spec.path = resolve(*text);

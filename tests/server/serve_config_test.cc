@@ -120,6 +120,19 @@ TEST(ServeConfig, MissingKeysAndKindRules) {
               HasSubstr("32752 is not a backend domain ID"));
 }
 
+TEST(ServeConfig, NulInPathsIsRefused) {
+  // Found by serve_config_fuzzer: a TOML "\u0000" escape made open() serve "disk.img".
+  auto config = parse(
+      "[[device]]\nname = \"b\"\nkind = \"virtio-blk\"\ntransport = \"modern\"\n"
+      "path = \"disk.img\\u0000/etc/shadow\"\n");
+  ASSERT_FALSE(config.has_value());
+  EXPECT_THAT(config.error().message, HasSubstr("serve.toml:5:8: device[1].path: must not contain a NUL"));
+  auto dir = parse("socket_dir = \"/run\\u0000x\"\n[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\n"
+                   "transport = \"modern\"\n");
+  ASSERT_FALSE(dir.has_value());
+  EXPECT_THAT(dir.error().message, HasSubstr("socket_dir: must not contain a NUL"));
+}
+
 TEST(ServeConfig, SyntaxErrorsCarryPosition) {
   EXPECT_THAT(error_of("[[device]\nname = 1\n"), HasSubstr("serve.toml:1:"));
 }

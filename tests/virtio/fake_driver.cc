@@ -18,30 +18,40 @@ namespace {
 // ---- FakeGuestRam ----------------------------------------------------------------------------
 
 FakeGuestRam::FakeGuestRam(std::shared_ptr<GuestMemory> memory, GuestAddress base, std::size_t size)
-    : memory_(std::move(memory)), base_(base), bytes_(size, 0) {
+    : memory_(std::move(memory)), base_(base), owned_(size, 0), data_(owned_.data()), size_(size) {
   MemoryRegionSpec spec;
   spec.guest_address = base;
   spec.size = size;
-  spec.host = bytes_.data();
+  spec.host = data_;
+  if (!memory_->add_region(std::move(spec))) die("cannot register guest RAM");
+}
+
+FakeGuestRam::FakeGuestRam(std::shared_ptr<GuestMemory> memory, GuestAddress base,
+                           std::span<std::uint8_t> external)
+    : memory_(std::move(memory)), base_(base), data_(external.data()), size_(external.size()) {
+  MemoryRegionSpec spec;
+  spec.guest_address = base;
+  spec.size = size_;
+  spec.host = data_;
   if (!memory_->add_region(std::move(spec))) die("cannot register guest RAM");
 }
 
 FakeGuestRam::~FakeGuestRam() {
-  (void)memory_->remove_range(base_, bytes_.size());
+  (void)memory_->remove_range(base_, size_);
 }
 
 GuestAddress FakeGuestRam::alloc(std::size_t bytes, std::size_t align) {
   std::size_t start = (next_ + align - 1) / align * align;
-  if (start + bytes > bytes_.size()) die("guest RAM exhausted");
+  if (start + bytes > size_) die("guest RAM exhausted");
   next_ = start + bytes;
-  std::memset(bytes_.data() + start, 0, bytes);
+  std::memset(data_ + start, 0, bytes);
   return base_ + start;
 }
 
 std::uint8_t* FakeGuestRam::host(GuestAddress address, std::size_t length) {
-  if (address < base_ || address - base_ + length > bytes_.size())
+  if (address < base_ || address - base_ + length > size_)
     die("test accessed outside guest RAM");
-  return bytes_.data() + (address - base_);
+  return data_ + (address - base_);
 }
 
 void FakeGuestRam::write(GuestAddress address, std::span<const std::uint8_t> data) {
@@ -55,9 +65,9 @@ std::vector<std::uint8_t> FakeGuestRam::read(GuestAddress address, std::size_t l
 }
 
 bool FakeGuestRam::owns(const std::uint8_t* host_ptr, std::uint64_t length) const {
-  const auto begin = reinterpret_cast<std::uintptr_t>(bytes_.data());
+  const auto begin = reinterpret_cast<std::uintptr_t>(data_);
   const auto p = reinterpret_cast<std::uintptr_t>(host_ptr);
-  return p >= begin && length <= bytes_.size() && p - begin <= bytes_.size() - length;
+  return p >= begin && length <= size_ && p - begin <= size_ - length;
 }
 
 // ---- ChainBuilder ------------------------------------------------------------------------------

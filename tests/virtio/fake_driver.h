@@ -26,12 +26,15 @@ namespace vpci::virtio::testing {
 class FakeGuestRam {
  public:
   FakeGuestRam(std::shared_ptr<GuestMemory> memory, GuestAddress base, std::size_t size);
+  // RAM the caller owns (e.g. a memfd mapping shared with a vfio-user server); it must
+  // outlive this object. Registered in `memory` like owned RAM.
+  FakeGuestRam(std::shared_ptr<GuestMemory> memory, GuestAddress base, std::span<std::uint8_t> external);
   ~FakeGuestRam();
   FakeGuestRam(const FakeGuestRam&) = delete;
   FakeGuestRam& operator=(const FakeGuestRam&) = delete;
 
   [[nodiscard]] GuestAddress base() const { return base_; }
-  [[nodiscard]] std::size_t size() const { return bytes_.size(); }
+  [[nodiscard]] std::size_t size() const { return size_; }
   [[nodiscard]] const std::shared_ptr<GuestMemory>& memory() const { return memory_; }
   // Zeroed guest memory, `align`-aligned; aborts the test program when RAM runs out.
   GuestAddress alloc(std::size_t bytes, std::size_t align = 16);
@@ -58,7 +61,9 @@ class FakeGuestRam {
  private:
   std::shared_ptr<GuestMemory> memory_;
   GuestAddress base_;
-  std::vector<std::uint8_t> bytes_;
+  std::vector<std::uint8_t> owned_;  // empty for external RAM
+  std::uint8_t* data_ = nullptr;
+  std::size_t size_ = 0;
   std::size_t next_ = 0;
 };
 

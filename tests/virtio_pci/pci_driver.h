@@ -96,6 +96,14 @@ class VirtioPciDriver {
   // Places a chain on `queue`, notifies (unless told not to) and returns its head / buffer ID.
   std::uint16_t submit(std::uint16_t queue, const ChainBuilder& chain, bool kick = true);
   std::optional<UsedBuffer> pop_used(std::uint16_t queue);
+  // The ring drivers behind `queue` (nullptr if it is of the other format or absent),
+  // for tests that write hostile descriptors and indices directly.
+  [[nodiscard]] FakeSplitDriver* split_ring(std::uint16_t queue) {
+    return queue < split_.size() ? split_[queue].get() : nullptr;
+  }
+  [[nodiscard]] FakePackedDriver* packed_ring(std::uint16_t queue) {
+    return queue < packed_.size() ? packed_[queue].get() : nullptr;
+  }
   Status notify(std::uint16_t queue);
   // Consumes one used-buffer interrupt for `queue`: the queue's MSI-X message, or INTx
   // asserted and ISR bit 0 set (the ISR read de-asserts INTx; checked).
