@@ -1,6 +1,9 @@
 #include "server/function_adapter.h"
 
 #include <array>
+#include <cstdio>
+
+#include <fmt/format.h>
 
 namespace vpci::server {
 namespace {
@@ -104,7 +107,18 @@ void FunctionAdapter::reset() {
 }
 
 void FunctionAdapter::dma_region_added(const GuestMemoryRegion& region) {
-  if (region.host == nullptr) return;  // no fd: nothing the device could access
+  if (region.host == nullptr) {
+    // No fd: virtio devices reach guest memory only through virtio::GuestMemory host
+    // views (rings and buffers are used in place), which a DMA_READ/DMA_WRITE round
+    // trip per access cannot provide. The range stays out of the device's map, so a
+    // ring or buffer there fails translation with an error naming the address and the
+    // queue goes to NEEDS_RESET. Said once per map so the cause is visible.
+    fmt::print(stderr,
+               "vpci: guest memory [{:#x}, +{:#x}) was mapped without a file descriptor; virtio "
+               "devices cannot use it (give the guest memory-backend-memfd,share=on)\n",
+               region.iova, region.size);
+    return;
+  }
   auto latch = std::make_shared<ReleaseLatch>();
   virtio::MemoryRegionSpec spec;
   spec.guest_address = region.iova;

@@ -24,7 +24,11 @@
 // every snapshot that still lists it is gone (its on_release hook ran) before returning,
 // because the server munmaps it right after (virtio/guest_memory.h threading contract).
 // A device must therefore not hold a snapshot across an unbounded wait. Maps without an
-// fd (QEMU's ROM areas) have no host memory and are not added.
+// fd (QEMU's ROM areas, or guest RAM that is not memory-backend-memfd,share=on) have no
+// host memory and are not added: virtio devices stay fd-only (they use rings in place,
+// which message-based DMA cannot offer); a warning is printed once per such map, and a
+// ring or buffer there fails translation, so the queue goes to NEEDS_RESET with an error
+// naming the address.
 //
 // Threading: every PciFunction call comes from the server thread (pci_function.h). The
 // InterruptOutput calls may come from any thread (a block device completing on a worker);

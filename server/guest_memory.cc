@@ -100,6 +100,16 @@ void DmaMappings::erase(std::size_t index) {
   mappings_.erase(mappings_.begin() + static_cast<std::ptrdiff_t>(index));
 }
 
+Status DmaMappings::read_unbacked(std::uint64_t iova, std::span<std::uint8_t> data) const {
+  if (message_dma_ == nullptr) return GuestMemory::read_unbacked(iova, data);
+  return message_dma_->dma_read(iova, data);
+}
+
+Status DmaMappings::write_unbacked(std::uint64_t iova, std::span<const std::uint8_t> data) const {
+  if (message_dma_ == nullptr) return GuestMemory::write_unbacked(iova, data);
+  return message_dma_->dma_write(iova, data);
+}
+
 void DmaMappings::clear() {
   while (!regions_.empty()) erase(regions_.size() - 1);
 }

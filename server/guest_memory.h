@@ -1,8 +1,11 @@
 // The server's table of guest memory mapped with DMA_MAP: it owns the mmaps and
-// presents them to the device as a `GuestMemory` (pci_function.h).
+// presents them to the device as a `GuestMemory` (pci_function.h). Maps that came
+// without an fd are reached through a `MessageDma` (the session, which sends
+// DMA_READ/DMA_WRITE to the client); without one they stay inaccessible.
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "base/error.h"
@@ -10,7 +13,19 @@
 
 namespace vpci::server {
 
-class DmaMappings : public GuestMemory {
+// Moves bytes of an fd-less map over the connection (spec "VFIO_USER_DMA_READ",
+// "VFIO_USER_DMA_WRITE"). [iova, iova + data.size()) lies inside one map and has been
+// checked against its permissions.
+class MessageDma {
+ public:
+  virtual Status dma_read(std::uint64_t iova, std::span<std::uint8_t> data) = 0;
+  virtual Status dma_write(std::uint64_t iova, std::span<const std::uint8_t> data) = 0;
+
+ protected:
+  ~MessageDma() = default;
+};
+
+class DmaMappings final : public GuestMemory {
  public:
   DmaMappings() = default;
   DmaMappings(const DmaMappings&) = delete;
@@ -19,8 +34,8 @@ class DmaMappings : public GuestMemory {
 
   // Adds [iova, iova + size). With `fd` >= 0, maps [file_offset, file_offset + size) of
   // it MAP_SHARED (the caller keeps ownership of the fd; the mapping outlives it). With
-  // fd < 0 the range is recorded but not accessible (the client would serve it through
-  // DMA_READ/DMA_WRITE, which this server does not use).
+  // fd < 0 the range is recorded with host == nullptr: translate() refuses it and
+  // read()/write() go through the MessageDma, if one is set.
   // Spec "VFIO_USER_DMA_MAP": iova, size and offset must be multiples of the page size
   // advertised in pgsizes; a range overlapping an existing one is refused (EEXIST);
   // the file range must lie inside the file.
@@ -33,8 +48,14 @@ class DmaMappings : public GuestMemory {
   void erase(std::size_t index);
   void clear();
   [[nodiscard]] std::size_t size() const { return regions_.size(); }
+  // The message path for fd-less maps; nullptr (the default) leaves them inaccessible.
+  void set_message_dma(MessageDma* dma) { message_dma_ = dma; }
 
  private:
+  Status read_unbacked(std::uint64_t iova, std::span<std::uint8_t> data) const override;
+  Status write_unbacked(std::uint64_t iova, std::span<const std::uint8_t> data) const override;
+
+  MessageDma* message_dma_ = nullptr;
   struct Mapping {
     void* base = nullptr;  // what mmap returned, page/block aligned below `host`
     std::size_t length = 0;

@@ -1,6 +1,7 @@
 #include "server/pci_function.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace vpci::server {
 namespace {
@@ -13,6 +14,88 @@ unsigned access_width(std::uint32_t offset, std::size_t remaining) {
 }
 
 }  // namespace
+
+namespace {
+
+// The pieces of [iova, iova + length) per map, checked before any byte moves: every
+// byte mapped, contiguous across adjacent maps, writable when `for_write`.
+struct Piece {
+  const GuestMemoryRegion* region;
+  std::uint64_t iova;
+  std::size_t offset;  // into the caller's buffer
+  std::size_t length;
+};
+
+Result<std::vector<Piece>> split_by_region(const std::vector<GuestMemoryRegion>& regions,
+                                           std::uint64_t iova, std::size_t length, bool for_write) {
+  std::vector<Piece> pieces;
+  if (length == 0) return pieces;
+  if (iova + length < iova) {
+    return make_error(ErrorCode::kOutOfRange, "guest range [{:#x}, +{:#x}) wraps around", iova, length);
+  }
+  auto it = std::upper_bound(regions.begin(), regions.end(), iova,
+                             [](std::uint64_t a, const GuestMemoryRegion& r) { return a < r.iova; });
+  if (it == regions.begin()) {
+    return make_error(ErrorCode::kOutOfRange, "guest address {:#x} is not mapped", iova);
+  }
+  --it;
+  std::size_t done = 0;
+  while (done < length) {
+    const std::uint64_t at = iova + done;
+    if (it == regions.end() || at < it->iova || at - it->iova >= it->size) {
+      return make_error(ErrorCode::kOutOfRange, "guest address {:#x} is not mapped", at);
+    }
+    if (for_write && !it->writable) {
+      return make_error(ErrorCode::kInvalidArgument, "guest range at {:#x} is read-only", at);
+    }
+    const std::uint64_t in_region = it->size - (at - it->iova);
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(in_region, length - done));
+    pieces.push_back(Piece{&*it, at, done, n});
+    done += n;
+    ++it;
+  }
+  return pieces;
+}
+
+}  // namespace
+
+Status GuestMemory::read(std::uint64_t iova, std::span<std::uint8_t> data) const {
+  VPCI_ASSIGN_OR_RETURN(const std::vector<Piece> pieces,
+                        split_by_region(regions_, iova, data.size(), /*for_write=*/false));
+  for (const Piece& piece : pieces) {
+    const auto part = data.subspan(piece.offset, piece.length);
+    if (piece.region->host != nullptr) {
+      std::memcpy(part.data(), piece.region->host + (piece.iova - piece.region->iova), part.size());
+    } else {
+      VPCI_TRY(read_unbacked(piece.iova, part));
+    }
+  }
+  return {};
+}
+
+Status GuestMemory::write(std::uint64_t iova, std::span<const std::uint8_t> data) const {
+  VPCI_ASSIGN_OR_RETURN(const std::vector<Piece> pieces,
+                        split_by_region(regions_, iova, data.size(), /*for_write=*/true));
+  for (const Piece& piece : pieces) {
+    const auto part = data.subspan(piece.offset, piece.length);
+    if (piece.region->host != nullptr) {
+      std::memcpy(piece.region->host + (piece.iova - piece.region->iova), part.data(), part.size());
+    } else {
+      VPCI_TRY(write_unbacked(piece.iova, part));
+    }
+  }
+  return {};
+}
+
+Status GuestMemory::read_unbacked(std::uint64_t iova, std::span<std::uint8_t> /*data*/) const {
+  return make_error(ErrorCode::kUnsupported,
+                    "guest range at {:#x} was mapped without a file descriptor", iova);
+}
+
+Status GuestMemory::write_unbacked(std::uint64_t iova, std::span<const std::uint8_t> /*data*/) const {
+  return make_error(ErrorCode::kUnsupported,
+                    "guest range at {:#x} was mapped without a file descriptor", iova);
+}
 
 Result<std::span<std::uint8_t>> GuestMemory::translate(std::uint64_t iova, std::uint64_t length,
                                                        bool for_write) const {

@@ -50,20 +50,40 @@ struct RegionInfo {
 struct GuestMemoryRegion {
   std::uint64_t iova = 0;     // guest-physical (I/O virtual) start
   std::uint64_t size = 0;
-  std::uint8_t* host = nullptr;  // nullptr: the client gave no fd; not accessible
+  std::uint8_t* host = nullptr;  // nullptr: the client gave no fd; only GuestMemory::read/write
+                                 // reach it (through DMA_READ/DMA_WRITE messages)
   bool writable = false;
 };
 
-// The guest memory the client has mapped into this process, owned by the server.
+// The guest memory the client has mapped, owned by the server.
 class GuestMemory {
  public:
+  virtual ~GuestMemory() = default;
   [[nodiscard]] const std::vector<GuestMemoryRegion>& regions() const { return regions_; }
-  // A host view of [iova, iova + length) if it lies within one accessible region (and
-  // that region is writable when `for_write`); an error naming the address otherwise.
+  // A host view of [iova, iova + length) if it lies within one accessible (fd-backed)
+  // region (and that region is writable when `for_write`); an error naming the address
+  // otherwise. Zero-copy, usable from any thread (see the threading model above).
   [[nodiscard]] Result<std::span<std::uint8_t>> translate(std::uint64_t iova, std::uint64_t length,
                                                           bool for_write) const;
 
+  // Copies guest memory [iova, iova + data.size()) into `data` / from `data`. The range
+  // may span adjacent maps; every byte must be mapped (and, for write(), in a map with
+  // the WRITE flag) or nothing is transferred and nothing is sent. Fd-backed maps are
+  // copied directly. Maps the client gave no fd for are reached with DMA_READ/DMA_WRITE
+  // messages to the client (spec "VFIO_USER_DMA_READ"/"VFIO_USER_DMA_WRITE"): that only
+  // works on the server thread while it is inside a call into the PciFunction, blocks
+  // until the client answers (or the session's timeout fails the access), and any
+  // command the client sends meanwhile runs after the current call returns — the
+  // function is never reentered. Elsewhere such accesses fail (kUnsupported).
+  Status read(std::uint64_t iova, std::span<std::uint8_t> data) const;
+  Status write(std::uint64_t iova, std::span<const std::uint8_t> data) const;
+
  protected:
+  // The message path for a piece of read()/write() inside one fd-less map; the server's
+  // table (server/guest_memory.h) forwards it to the session. Default: unsupported.
+  virtual Status read_unbacked(std::uint64_t iova, std::span<std::uint8_t> data) const;
+  virtual Status write_unbacked(std::uint64_t iova, std::span<const std::uint8_t> data) const;
+
   std::vector<GuestMemoryRegion> regions_;  // sorted by iova, non-overlapping
 };
 

@@ -75,10 +75,12 @@ void ScratchFunction::run_dma(std::uint32_t length) {
   // Bus mastering must be on for a device to issue DMA (PCI Local Bus 3.0 §6.2.2).
   const bool bus_master = (config_.raw16(pci::reg::kCommand) & pci::command::kBusMaster) != 0;
   if (memory_ != nullptr && bus_master && length <= kDmaAddress) {
-    if (auto view = memory_->translate(address, length, /*for_write=*/false)) {
-      std::memcpy(bar_.data(), view->data(), length);
-      status = 1;
-    }
+    std::uint32_t control = 0;
+    std::memcpy(&control, bar_.data() + kDmaControl, sizeof(control));
+    const std::span<std::uint8_t> buffer(bar_.data(), length);
+    const Status done = (control & kDmaToGuest) != 0 ? memory_->write(address, buffer)
+                                                     : memory_->read(address, buffer);
+    if (done) status = 1;
   }
   std::memcpy(bar_.data() + kDmaStatus, &status, sizeof(status));
 }

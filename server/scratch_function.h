@@ -5,10 +5,12 @@
 // BAR0 layout: bytes [0, kDoorbell) are scratch memory the guest reads and writes.
 // Writing any value to the 4-byte doorbell at kDoorbell asserts INTx (a level that
 // stays asserted until the guest writes 0 there) — enough to exercise SET_IRQS,
-// automasking and unmask/re-trigger end to end. A tiny DMA engine reads guest memory
-// through GuestMemory: write a guest address to kDmaAddress (u64), then a length to
-// kDmaLength (u32, at most kDmaAddress); that many bytes are copied from guest memory
-// to the start of BAR0 and kDmaStatus reads 1 on success, 2 on failure.
+// automasking and unmask/re-trigger end to end. A tiny DMA engine moves bytes through
+// GuestMemory::read/write (so fd-less maps work through DMA_READ/DMA_WRITE messages):
+// write a guest address to kDmaAddress (u64), the direction to kDmaControl (u32: 0
+// copies guest memory to the start of BAR0, kDmaToGuest copies the start of BAR0 to
+// guest memory), then a length to kDmaLength (u32, at most kDmaAddress), which starts
+// the transfer; kDmaStatus then reads 1 on success, 2 on failure.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +28,8 @@ class ScratchFunction : public PciFunction {
   static constexpr std::uint64_t kDmaAddress = 0xFE0;
   static constexpr std::uint64_t kDmaLength = 0xFE8;
   static constexpr std::uint64_t kDmaStatus = 0xFEC;
+  static constexpr std::uint64_t kDmaControl = 0xFF0;
+  static constexpr std::uint32_t kDmaToGuest = 1;
   // The IDs of QEMU's own PCI test device (Red Hat 1b36:0005, "pci-testdev"): a
   // test-only identity no guest driver binds to, recognisable in the guest's lspci.
   // Never used for a device vpci ships.

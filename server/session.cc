@@ -151,6 +151,9 @@ VfioUserSession::VfioUserSession(PciFunction& function) : function_(function), i
 }
 
 VfioUserSession::~VfioUserSession() {
+  // The client is gone (or being dropped): nothing may wait on it any more.
+  channel_ = nullptr;
+  memory_.set_message_dma(nullptr);
   // Reset first so the device stops DMA and interrupts, then take memory away.
   function_.reset();
   for (const GuestMemoryRegion& region : memory_.regions()) function_.dma_region_removed(region);
@@ -219,6 +222,9 @@ VfioUserSession::Disposition VfioUserSession::handle(std::span<const std::uint8_
                               status.error().message);
     ++error_count_;
   }
+  // A DMA exchange inside the command found the connection unusable (last_error_ says
+  // why): nothing more can be said on it.
+  if (channel_lost_) return Disposition::kClose;
   if ((header.flags & kFlagNoReply) != 0) return Disposition::kNoReply;  // spec "Header": No_reply
 
   Header reply_header{header.msg_id, header.command, 0, kTypeReply, 0};
@@ -311,6 +317,14 @@ VfioUserSession::Reply VfioUserSession::handle_version(Payload payload) {
             return make_error(ErrorCode::kMalformedInput, "capability \"{}\" is not an unsigned number",
                               key);
           }
+        }
+        // Our DMA_READ/DMA_WRITE pieces must fit the client's limit (spec "Version":
+        // max_data_xfer_size, default 1 MiB).
+        if (auto it = caps->find("max_data_xfer_size"); it != caps->end()) {
+          if (it->get<std::uint64_t>() == 0) {
+            return make_error(ErrorCode::kInvalidArgument, "max_data_xfer_size 0");
+          }
+          client_max_data_xfer_ = it->get<std::uint64_t>();
         }
         // The client's DMA page sizes must include ours (spec "Version": pgsizes).
         if (auto it = caps->find("pgsizes"); it != caps->end() &&
@@ -632,6 +646,174 @@ VfioUserSession::Reply VfioUserSession::handle_device_reset(Payload payload) {
   }
   function_.reset();
   return std::vector<std::uint8_t>{};
+}
+
+// ---- message-based DMA (spec "VFIO_USER_DMA_READ", "VFIO_USER_DMA_WRITE") ---------
+
+void VfioUserSession::set_client_channel(ClientChannel* channel) {
+  channel_ = channel;
+  channel_thread_ = std::this_thread::get_id();
+  memory_.set_message_dma(channel == nullptr ? nullptr : this);
+}
+
+Status VfioUserSession::check_message_dma() const {
+  if (channel_ == nullptr) {
+    return make_error(ErrorCode::kUnsupported,
+                      "guest memory without a file descriptor needs a client connection");
+  }
+  if (std::this_thread::get_id() != channel_thread_) {
+    return make_error(ErrorCode::kUnsupported,
+                      "guest memory without a file descriptor is only reachable from the server "
+                      "thread");
+  }
+  if (channel_lost_) return make_error(ErrorCode::kIoError, "the client connection is gone");
+  if (in_dma_exchange_) {
+    return make_error(ErrorCode::kProtocolViolation, "nested DMA exchange");  // cannot happen
+  }
+  return {};
+}
+
+Error VfioUserSession::dma_protocol_error(Error error) {
+  last_error_ = error.message;
+  ++error_count_;
+  return error;
+}
+
+namespace {
+
+// The server's transfer size: the client's max_data_xfer_size, capped by our own
+// receive limit (a DMA_READ reply must fit kMaxMessageSize).
+std::size_t dma_piece(std::uint64_t client_max) {
+  return static_cast<std::size_t>(std::min<std::uint64_t>(client_max, kMaxDataXferSize));
+}
+
+}  // namespace
+
+Status VfioUserSession::dma_read(std::uint64_t iova, std::span<std::uint8_t> data) {
+  VPCI_TRY(check_message_dma());
+  const std::size_t piece = dma_piece(client_max_data_xfer_);
+  for (std::size_t done = 0; done < data.size(); done += piece) {
+    const std::size_t n = std::min(piece, data.size() - done);
+    VPCI_TRY(dma_read_transfer(iova + done, data.subspan(done, n)));
+  }
+  return {};
+}
+
+Status VfioUserSession::dma_write(std::uint64_t iova, std::span<const std::uint8_t> data) {
+  VPCI_TRY(check_message_dma());
+  if (dma_layout_ == DmaLayout::kUnknown && !data.empty()) {
+    // Learn the client's layout before sending data it could misplace (see session.h).
+    std::uint8_t probe = 0;
+    VPCI_TRY(dma_read_transfer(iova, std::span(&probe, 1)));
+  }
+  const std::size_t piece = dma_piece(client_max_data_xfer_);
+  for (std::size_t done = 0; done < data.size(); done += piece) {
+    const std::size_t n = std::min(piece, data.size() - done);
+    VPCI_TRY(dma_write_transfer(iova + done, data.subspan(done, n)));
+  }
+  return {};
+}
+
+Result<VfioUserSession::Payload> VfioUserSession::dma_exchange(std::uint16_t command) {
+  const std::uint16_t msg_id = next_dma_msg_id_++;
+  encode_header(dma_request_, Header{msg_id, command, static_cast<std::uint32_t>(dma_request_.size()),
+                                     kTypeCommand, 0});
+  std::size_t reply_fds = 0;
+  std::string detail;
+  in_dma_exchange_ = true;
+  ++dma_requests_sent_;
+  const ClientChannel::Outcome outcome =
+      channel_->exchange(dma_request_, msg_id, dma_reply_, reply_fds, detail);
+  in_dma_exchange_ = false;
+  switch (outcome) {
+    case ClientChannel::Outcome::kReply: break;
+    case ClientChannel::Outcome::kTimedOut:
+      return tl::unexpected(dma_protocol_error(Error{
+          ErrorCode::kIoError,
+          fmt::format("{} msg_id {}: no reply from the client in time", command_name_of(command),
+                      msg_id)}));
+    case ClientChannel::Outcome::kLost:
+      channel_lost_ = true;
+      return tl::unexpected(dma_protocol_error(Error{
+          ErrorCode::kIoError,
+          fmt::format("{} msg_id {}: {}", command_name_of(command), msg_id, detail)}));
+  }
+  // The channel guarantees a whole reply message with our msg_id.
+  const Header header = decode_header(dma_reply_);
+  const Payload payload = Payload(dma_reply_).subspan(kHeaderSize);
+  if (header.command != command || reply_fds != 0) {
+    return tl::unexpected(dma_protocol_error(Error{
+        ErrorCode::kMalformedInput,
+        fmt::format("{} msg_id {}: reply for command {} with {} fds", command_name_of(command),
+                    msg_id, header.command, reply_fds)}));
+  }
+  if ((header.flags & kFlagError) != 0) {
+    // A well-formed refusal (QEMU: EFAULT/ENODEV/EPERM from its DMA API): the access
+    // fails, the conversation is fine.
+    last_error_ = fmt::format("{} msg_id {}: the client answered errno {}", command_name_of(command),
+                              msg_id, header.error);
+    return make_error(ErrorCode::kIoError, "{}", last_error_);
+  }
+  return payload;
+}
+
+Status VfioUserSession::dma_read_transfer(std::uint64_t iova, std::span<std::uint8_t> data) {
+  const std::size_t n = data.size();
+  dma_request_.resize(kHeaderSize);
+  append(dma_request_, iova);
+  append(dma_request_, static_cast<std::uint64_t>(n));  // spec layout; QEMU reads the low u32
+  VPCI_ASSIGN_OR_RETURN(const Payload payload, dma_exchange(kDmaRead));
+  // Layout detection rule: see session.h.
+  std::size_t data_offset = 0;
+  if (payload.size() == 16 + n && load<std::uint64_t>(payload, 8) == n) {
+    data_offset = 16;
+    dma_layout_ = DmaLayout::kSpec;
+  } else if (payload.size() == 12 + n && load<std::uint32_t>(payload, 8) == n) {
+    data_offset = 12;
+    dma_layout_ = DmaLayout::kQemu;
+  } else {
+    return tl::unexpected(dma_protocol_error(Error{
+        ErrorCode::kMalformedInput,
+        fmt::format("DMA_READ reply of {} payload bytes for {} bytes at {:#x}", payload.size(), n,
+                    iova)}));
+  }
+  if (load<std::uint64_t>(payload, 0) != iova) {
+    return tl::unexpected(dma_protocol_error(Error{
+        ErrorCode::kMalformedInput,
+        fmt::format("DMA_READ reply for address {:#x}, asked {:#x}", load<std::uint64_t>(payload, 0),
+                    iova)}));
+  }
+  std::memcpy(data.data(), payload.data() + data_offset, n);
+  return {};
+}
+
+Status VfioUserSession::dma_write_transfer(std::uint64_t iova, std::span<const std::uint8_t> data) {
+  const std::size_t n = data.size();
+  dma_request_.resize(kHeaderSize);
+  append(dma_request_, iova);
+  if (dma_layout_ == DmaLayout::kQemu) {
+    append(dma_request_, static_cast<std::uint32_t>(n));
+  } else {
+    append(dma_request_, static_cast<std::uint64_t>(n));
+  }
+  const std::size_t at = dma_request_.size();
+  dma_request_.resize(at + n);
+  std::memcpy(dma_request_.data() + at, data.data(), n);
+  VPCI_ASSIGN_OR_RETURN(const Payload payload, dma_exchange(kDmaWrite));
+  // QEMU replies with the header only; otherwise address and count are echoed.
+  bool valid = payload.empty();
+  if (payload.size() == 12) {
+    valid = load<std::uint64_t>(payload, 0) == iova && load<std::uint32_t>(payload, 8) == n;
+  } else if (payload.size() == 16) {
+    valid = load<std::uint64_t>(payload, 0) == iova && load<std::uint64_t>(payload, 8) == n;
+  }
+  if (!valid) {
+    return tl::unexpected(dma_protocol_error(Error{
+        ErrorCode::kMalformedInput,
+        fmt::format("DMA_WRITE reply of {} payload bytes does not echo {} bytes at {:#x}",
+                    payload.size(), n, iova)}));
+  }
+  return {};
 }
 
 }  // namespace vpci::server

@@ -7,11 +7,17 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
+#include <deque>
+#include <optional>
 #include <cstdio>
 #include <cstring>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "server/protocol.h"
 #include "server/session.h"
@@ -45,14 +51,23 @@ ReadStatus wait_readable(int fd, int stop_fd) {
 // that segment starts the sendmsg the fds were sent with; a client sending one
 // message per sendmsg (QEMU does) therefore gets its fds attached to that message,
 // exactly as when the header and payload were read separately.
+//
+// Nested reads: while a command is being handled it may need a DMA reply from the
+// client (ClientChannel), so the reader must read on while the handler still views that
+// command in buffer_. detach_current() moves the whole buffer aside (parked_: the
+// vector's heap block, and so the view, stay put) and continues in a fresh buffer with
+// the bytes after the command; release_parked() drops it once the command is done.
+// Only the DMA path pays for this.
 class MessageReader {
  public:
-  enum class Status { kMessage, kClosed, kTooLarge };
+  enum class Status { kMessage, kClosed, kTooLarge, kTimedOut };
+  using Clock = std::chrono::steady_clock;
 
-  // Blocks until one whole message is buffered; `message` then views it (valid until
-  // the next call) and `fds` holds the descriptors that belong to it.
+  // Blocks until one whole message is buffered (or `deadline`, if given, passes);
+  // `message` then views it (valid until the next call) and `fds` holds the
+  // descriptors that belong to it.
   Status next(int fd, std::span<const std::uint8_t>& message, std::vector<UniqueFd>& fds,
-              bool& fds_truncated) {
+              bool& fds_truncated, std::optional<Clock::time_point> deadline = std::nullopt) {
     consume_previous();
     while (true) {
       const std::size_t available = end_ - begin_;
@@ -75,11 +90,53 @@ class MessageReader {
       } else {
         make_room(vfio_user::kHeaderSize);
       }
+      if (deadline && !wait_until(fd, *deadline)) return Status::kTimedOut;
       if (!receive(fd)) return Status::kClosed;  // EOF (maybe mid-message) or an error
     }
   }
 
+  // The message last returned stays valid (parked) while reading continues.
+  void detach_current() {
+    if (pending_consume_ == 0) return;
+    if (parked_valid_) {
+      // The command being handled is parked already; what is viewed now is a nested
+      // message that has been dealt with.
+      consume_previous();
+      return;
+    }
+    const std::size_t rest_begin = begin_ + pending_consume_;
+    std::vector<std::uint8_t> fresh(std::max(kInitialSize, end_ - rest_begin));
+    std::memcpy(fresh.data(), buffer_.data() + rest_begin, end_ - rest_begin);
+    stream_offset_ += pending_consume_;
+    end_ -= rest_begin;
+    begin_ = 0;
+    pending_consume_ = 0;
+    parked_ = std::move(buffer_);
+    buffer_ = std::move(fresh);
+    parked_valid_ = true;
+  }
+  // The command that was being handled is finished.
+  void release_parked() {
+    if (!parked_valid_) return;
+    std::vector<std::uint8_t>().swap(parked_);
+    parked_valid_ = false;
+  }
+  // The nested message last returned has been copied out.
+  void consume_current() { consume_previous(); }
+
  private:
+  // Waits for `fd` to become readable; false once `deadline` has passed.
+  static bool wait_until(int fd, Clock::time_point deadline) {
+    while (true) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) return false;
+      pollfd p{fd, POLLIN, 0};
+      const int n = ::poll(&p, 1, static_cast<int>(std::min<std::int64_t>(left.count(), 60000)));
+      if (n < 0 && errno == EINTR) continue;
+      if (n != 0) return true;  // readable, hung up or an error: recvmsg tells which
+    }
+  }
+
   static constexpr std::size_t kInitialSize = 4 * 1024;
   static constexpr std::size_t kKeepSize = 64 * 1024;
 
@@ -165,6 +222,8 @@ class MessageReader {
   std::size_t pending_consume_ = 0;
   std::uint64_t stream_offset_ = 0;  // stream offset of buffer_[begin_]
   std::vector<ReceivedFds> received_fds_;
+  std::vector<std::uint8_t> parked_;
+  bool parked_valid_ = false;
 };
 
 bool write_all(int fd, std::span<const std::uint8_t> bytes) {
@@ -177,6 +236,103 @@ bool write_all(int fd, std::span<const std::uint8_t> bytes) {
   }
   return true;
 }
+
+// One client connection as the session's ClientChannel: sends server-to-client requests
+// and, while waiting for the reply, queues the client's commands (with their fds) for
+// the serve loop to run after the current one (session.h, "Message-based DMA").
+class Connection final : public ClientChannel {
+ public:
+  struct Queued {
+    std::vector<std::uint8_t> bytes;
+    std::vector<UniqueFd> fds;
+    bool fds_truncated = false;
+  };
+  // A client flooding commands while we wait is cut off rather than buffered without
+  // bound: generous for posted doorbell writes, far below memory trouble.
+  static constexpr std::size_t kMaxQueuedMessages = 4096;
+  static constexpr std::size_t kMaxQueuedBytes = 8u << 20;
+  // msg_ids of requests that timed out, whose late replies are dropped.
+  static constexpr std::size_t kAbandonedKept = 64;
+
+  Connection(int fd, std::chrono::milliseconds timeout, const VfioUserServer::TraceSink& trace)
+      : fd_(fd), timeout_(timeout), trace_(trace) {}
+
+  MessageReader& reader() { return reader_; }
+  std::deque<Queued>& queue() { return queue_; }
+  [[nodiscard]] bool abandoned(std::uint16_t msg_id) const {
+    return std::find(abandoned_.begin(), abandoned_.end(), msg_id) != abandoned_.end();
+  }
+
+  Outcome exchange(std::span<const std::uint8_t> request, std::uint16_t msg_id,
+                   std::vector<std::uint8_t>& reply, std::size_t& reply_fds,
+                   std::string& detail) override {
+    if (trace_) trace_("server " + describe_request(request, 0));
+    if (!write_all(fd_, request)) {
+      detail = "sending the request failed";
+      return Outcome::kLost;
+    }
+    const auto deadline = MessageReader::Clock::now() + timeout_;
+    std::vector<UniqueFd> fds;
+    while (true) {
+      reader_.detach_current();
+      std::span<const std::uint8_t> message;
+      bool fds_truncated = false;
+      switch (reader_.next(fd_, message, fds, fds_truncated, deadline)) {
+        case MessageReader::Status::kMessage: break;
+        case MessageReader::Status::kTimedOut:
+          if (abandoned_.size() == kAbandonedKept) abandoned_.pop_front();
+          abandoned_.push_back(msg_id);
+          if (trace_) trace_(fmt::format("no reply to server request #{} in time", msg_id));
+          return Outcome::kTimedOut;
+        case MessageReader::Status::kTooLarge:
+          detail = "broken framing while waiting for a reply";
+          return Outcome::kLost;
+        case MessageReader::Status::kClosed:
+          detail = "the client closed the connection while a reply was pending";
+          return Outcome::kLost;
+      }
+      const vfio_user::Header header = vfio_user::decode_header(message);
+      if ((header.flags & vfio_user::kFlagTypeMask) == vfio_user::kTypeReply) {
+        if (header.msg_id == msg_id) {
+          if (trace_) trace_("client " + describe_reply(message, {}));
+          reply.assign(message.begin(), message.end());
+          reply_fds = fds.size();
+          fds.clear();
+          reader_.consume_current();
+          return Outcome::kReply;
+        }
+        if (abandoned(header.msg_id)) {
+          if (trace_) trace_(fmt::format("dropping a late reply to server request #{}", header.msg_id));
+          continue;
+        }
+        detail = fmt::format("reply with msg_id {} while waiting for {}", header.msg_id, msg_id);
+        return Outcome::kLost;
+      }
+      if (queue_.size() >= kMaxQueuedMessages || queued_bytes() + message.size() > kMaxQueuedBytes) {
+        detail = fmt::format("more than {} messages or {} bytes sent while a reply was pending",
+                             kMaxQueuedMessages, kMaxQueuedBytes);
+        return Outcome::kLost;
+      }
+      queue_.push_back(Queued{std::vector<std::uint8_t>(message.begin(), message.end()),
+                              std::move(fds), fds_truncated});
+      fds.clear();  // moved-from: make it empty for the next message
+    }
+  }
+
+ private:
+  [[nodiscard]] std::size_t queued_bytes() const {
+    std::size_t total = 0;
+    for (const Queued& q : queue_) total += q.bytes.size();
+    return total;
+  }
+
+  int fd_;
+  std::chrono::milliseconds timeout_;
+  const VfioUserServer::TraceSink& trace_;
+  MessageReader reader_;
+  std::deque<Queued> queue_;
+  std::deque<std::uint16_t> abandoned_;
+};
 
 }  // namespace
 
@@ -270,18 +426,40 @@ void VfioUserServer::serve(int connection) {
       if (sink) sink("disconnected");
     }
   } trace_disconnect{trace_};
+  // The channel outlives the session (the session stops using it in its destructor).
+  Connection channel(connection, dma_timeout_, trace_);
   VfioUserSession session(function_);
+  session.set_client_channel(&channel);
   std::uint64_t reported_errors = 0;
-  MessageReader reader;
+  MessageReader& reader = channel.reader();
   std::vector<UniqueFd> fds;
   std::vector<std::uint8_t> reply;
+  Connection::Queued current;
   while (true) {
+    reader.release_parked();
     std::span<const std::uint8_t> message;
     bool fds_truncated = false;
-    switch (reader.next(connection, message, fds, fds_truncated)) {
-      case MessageReader::Status::kMessage: break;
-      case MessageReader::Status::kTooLarge: protocol_errors_.fetch_add(1); return;
-      case MessageReader::Status::kClosed: return;  // the session's destructor cleans up
+    if (!channel.queue().empty()) {
+      // Commands that arrived while a DMA reply was awaited, in arrival order.
+      current = std::move(channel.queue().front());
+      channel.queue().pop_front();
+      message = current.bytes;
+      fds = std::move(current.fds);
+      fds_truncated = current.fds_truncated;
+    } else {
+      switch (reader.next(connection, message, fds, fds_truncated)) {
+        case MessageReader::Status::kMessage: break;
+        case MessageReader::Status::kTooLarge: protocol_errors_.fetch_add(1); return;
+        case MessageReader::Status::kTimedOut:  // no deadline here
+        case MessageReader::Status::kClosed: return;  // the session's destructor cleans up
+      }
+      const vfio_user::Header header = vfio_user::decode_header(message);
+      if ((header.flags & vfio_user::kFlagTypeMask) == vfio_user::kTypeReply &&
+          channel.abandoned(header.msg_id)) {
+        // A DMA reply that came after its request timed out (session.h).
+        if (trace_) trace_(fmt::format("dropping a late reply to server request #{}", header.msg_id));
+        continue;
+      }
     }
     if (trace_) trace_(describe_request(message, fds.size()));
     const std::uint64_t errors_before = session.error_count();

@@ -11,6 +11,13 @@
 // so a guest reboot or QEMU restart just reconnects. `stop()` (also from the
 // destructor) wakes the thread through an eventfd, ends any connection and joins.
 //
+// Message-based DMA (guest memory mapped without an fd, session.h): while a call into
+// the function waits for a DMA_READ/DMA_WRITE reply, the same thread reads the
+// connection with a deadline (set_dma_timeout, 5 s like QEMU's x-msg-timeout) and queues
+// the client's commands; the serve loop runs them afterwards, in order. A client that
+// never answers costs its own device one timeout per access; other sockets have their
+// own threads and are unaffected.
+//
 // Per message the thread makes one blocking recvmsg (which may carry several
 // messages: they are cut out of a reused per-connection buffer) and one send for the
 // reply, and allocates nothing once the buffers have grown (bench/vfio_user_bench.cc,
@@ -20,6 +27,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -49,6 +57,10 @@ class VfioUserServer {
   using TraceSink = std::function<void(const std::string& line)>;
   void set_trace(TraceSink sink) { trace_ = std::move(sink); }
 
+  // How long a DMA_READ/DMA_WRITE to the client may take before the access fails.
+  // Set before start().
+  void set_dma_timeout(std::chrono::milliseconds timeout) { dma_timeout_ = timeout; }
+
   void start();
   void stop();
 
@@ -68,6 +80,7 @@ class VfioUserServer {
   UniqueFd listener_;
   UniqueFd stop_event_;
   TraceSink trace_;
+  std::chrono::milliseconds dma_timeout_{5000};
   std::thread thread_;
   std::mutex connection_mutex_;  // guards connection_ and stopping_ against stop()
   int connection_ = -1;          // the connection being served, for stop() to shut down

@@ -114,9 +114,10 @@ bool TestClient::wait_closed(int timeout_ms) {
   }
 }
 
-bool TestClient::negotiate() {
+bool TestClient::negotiate(std::uint64_t max_data_xfer_size) {
   const std::string json =
-      R"({"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576,"pgsizes":4096,)"
+      R"({"capabilities":{"max_msg_fds":16,"max_data_xfer_size":)" +
+      std::to_string(max_data_xfer_size) + R"(,"pgsizes":4096,)"
       R"("max_dma_maps":65535,"migration":{"pgsize":4096,"max_bitmap_size":268435456},)"
       R"("write_multiple":true}})";
   Payload p;

@@ -39,8 +39,8 @@ class TestClient {
                                    std::span<const int> fds = {});
   // True if the server closed the connection (recv returns 0) within `timeout_ms`.
   bool wait_closed(int timeout_ms = 5000);
-  // VERSION 0.0 with a typical QEMU capability object.
-  bool negotiate();
+  // VERSION 0.0 with a typical QEMU capability object (max_data_xfer_size as given).
+  bool negotiate(std::uint64_t max_data_xfer_size = 1048576);
   void close() { fd_.reset(); }
 
  private:
