@@ -53,6 +53,10 @@ class PackedRing {
   [[nodiscard]] std::uint16_t next_used() const { return next_used_; }
   [[nodiscard]] bool used_wrap_counter() const { return used_wrap_; }
 
+  // True once entries were pushed since the last needs_notification() (which then has
+  // something to decide).
+  [[nodiscard]] bool used_since_check() const { return slots_since_check_ != 0; }
+
  private:
   PackedRing(const QueueLayout& layout, const RingOptions& options)
       : layout_(layout), options_(options) {}

@@ -53,10 +53,16 @@ Result<std::optional<ChainDescriptors>> SplitRing::pop(const MemoryMap& memory) 
     VPCI_ASSIGN_OR_RETURN(known_avail_, read_avail_idx(memory));
     if (known_avail_ == next_avail_) {
       if (!options_.event_idx) return std::nullopt;
+      // Already asked for exactly this entry, and looked again after asking: the driver
+      // will notify when it fills it, so a doorbell on an empty ring costs one read, not a
+      // write, a full fence and a second read.
+      if (avail_event_published_ && published_avail_event_ == next_avail_) return std::nullopt;
       // §2.7.10.2: ask for a notification when the driver fills entry next_avail,
       // then look again in case it did so before seeing our avail_event.
       VPCI_TRY(memory.write_obj(layout_.device + split_layout::avail_event_offset(layout_.size),
                                 to_le(next_avail_)));
+      avail_event_published_ = true;
+      published_avail_event_ = next_avail_;
       full_fence();
       VPCI_ASSIGN_OR_RETURN(known_avail_, read_avail_idx(memory));
       if (known_avail_ == next_avail_) return std::nullopt;

@@ -54,6 +54,9 @@ class SplitRing {
   [[nodiscard]] const QueueLayout& layout() const { return layout_; }
   [[nodiscard]] std::uint16_t next_avail() const { return next_avail_; }
   [[nodiscard]] std::uint16_t next_used() const { return next_used_; }
+  // True once entries were pushed since the last needs_notification() (which then has
+  // something to decide).
+  [[nodiscard]] bool used_since_check() const { return used_since_check_ != 0; }
 
  private:
   SplitRing(const QueueLayout& layout, const RingOptions& options)
@@ -70,6 +73,9 @@ class SplitRing {
   std::uint16_t next_used_ = 0;     // the used idx the device publishes
   std::uint16_t checked_used_ = 0;  // used idx at the last needs_notification()
   std::uint32_t used_since_check_ = 0;
+  // The avail_event the device last wrote (EVENT_IDX), to skip rewriting the same value.
+  bool avail_event_published_ = false;
+  std::uint16_t published_avail_event_ = 0;
 };
 
 }  // namespace vpci::virtio

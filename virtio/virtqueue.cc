@@ -152,6 +152,18 @@ void Virtqueue::abandon_chain(std::uint64_t epoch, const ChainDescriptors& chain
 
 void Virtqueue::notify_driver_if_needed() {
   if (!running()) return;
+  // Nothing used since the last check (a doorbell that found the ring empty): nothing to
+  // decide, so no guest-memory snapshot either.
+  const bool used = std::visit(
+      [](const auto& ring) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(ring)>, std::monostate>) {
+          return false;
+        } else {
+          return ring.used_since_check();
+        }
+      },
+      ring_);
+  if (!used) return;
   auto snapshot = memory_->snapshot();
   Result<bool> needed = false;
   if (auto* split = std::get_if<SplitRing>(&ring_)) {
