@@ -41,10 +41,12 @@ class SplitRing {
   [[nodiscard]] static Result<SplitRing> create(const MemoryMap& memory, const QueueLayout& layout,
                                                 const RingOptions& options);
 
-  // The next available chain, or nullopt when the driver has made none available.
+  // Fills `chain` (empty on entry) with the next available chain and returns true, or
+  // returns false when the driver has made none available. (An out-parameter, so the
+  // chain's inline buffer lists are built in place rather than moved through results.)
   // When the ring is empty and EVENT_IDX is negotiated, publishes avail_event so the
   // driver notifies for the next buffer (§2.7.10.2) and re-checks once.
-  [[nodiscard]] Result<std::optional<ChainDescriptors>> pop(const MemoryMap& memory);
+  [[nodiscard]] Result<bool> pop(const MemoryMap& memory, ChainDescriptors& chain);
   // Appends {id, length} to the used ring and publishes the new used idx.
   Status push_used(const MemoryMap& memory, std::uint16_t id, std::uint32_t length);
   // Whether the driver wants a used buffer notification for the entries pushed since
@@ -63,8 +65,8 @@ class SplitRing {
       : layout_(layout), options_(options) {}
 
   [[nodiscard]] Result<std::uint16_t> read_avail_idx(const MemoryMap& memory) const;
-  [[nodiscard]] Result<ChainDescriptors> walk_chain(const MemoryMap& memory,
-                                                    std::uint16_t head) const;
+  [[nodiscard]] Status walk_chain(const MemoryMap& memory, std::uint16_t head,
+                                  ChainDescriptors& chain) const;
 
   QueueLayout layout_;
   RingOptions options_;
