@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every vpci benchmark and prints the Markdown tables of docs/PERFORMANCE.md,
 # with the machine description. Each figure is a median over REPETITIONS; each ratio
-# is against a baseline measured in the same run (memcpy, a raw AF_UNIX peer, dtc).
+# is against a baseline measured in the same run (a plain load/store, memcpy, a raw
+# AF_UNIX peer, dtc).
 #
 #   bench/run-all.sh [BUILD_DIR] [REPETITIONS]      defaults: build/release 5
 #
@@ -21,7 +22,8 @@ out="$build/bench-results"
 if [[ ! -d $build && $build == build/release ]]; then
   cmake --preset release >/dev/null
 fi
-cmake --build "$build" -j2 --target vpci dt_bind_bench virtqueue_bench vfio_user_bench scale_bench >&2
+cmake --build "$build" -j2 --target vpci dt_bind_bench register_path_bench virtqueue_bench \
+  vfio_user_bench scale_bench >&2
 mkdir -p "$out"
 
 gbench=(--benchmark_repetitions="$reps" --benchmark_report_aggregates_only=true
@@ -29,6 +31,8 @@ gbench=(--benchmark_repetitions="$reps" --benchmark_report_aggregates_only=true
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 load_start=$(load)
 
+echo "register_path_bench..." >&2
+"$bin/register_path_bench" "${gbench[@]}" --benchmark_min_time=0.1 --benchmark_out="$out/register_path.json" >/dev/null
 echo "virtqueue_bench..." >&2
 "$bin/virtqueue_bench" "${gbench[@]}" --benchmark_min_time=0.2 --benchmark_out="$out/virtqueue.json" >/dev/null
 echo "vfio_user_bench..." >&2
@@ -42,6 +46,8 @@ for ((r = 0; r < (reps + 1) / 2; r++)); do
   "$bin/scale_bench" --json --socket-dir="$socket_dir" >>"$out/scale.jsonl"
 done
 "$bin/scale_bench" --json --devices=4096 --socket-dir="${TMPDIR:-/tmp}" >>"$out/scale.jsonl"
+# The bare ScratchFunction for comparison: what the virtio device adds per device.
+"$bin/scale_bench" --json --device=scratch --devices=1024,4096 --socket-dir="$socket_dir" >>"$out/scale.jsonl"
 echo "dt_bind_bench..." >&2
 "$bin/dt_bind_bench" "${gbench[@]}" --benchmark_out="$out/dt_bind.json" >/dev/null
 if [[ ${VPCI_BENCH_SKIP_DT:-0} != 1 ]] && command -v dtc >/dev/null; then

@@ -13,14 +13,15 @@
 // clients), the clients in the parent. Not a Google Benchmark program: each figure is
 // one whole-process measurement; bench/run-all.sh repeats it and takes medians.
 //
-//   scale_bench [--devices=1,64,1024,4096] [--requests=N] [--socket-dir=DIR] [--json]
+//   scale_bench [--devices=1,64,1024,4096] [--requests=N] [--socket-dir=DIR]
+//               [--device=virtio-rng|scratch] [--json]
 //
 // Sockets are created under --socket-dir (default: $TMPDIR or /tmp). Where that is
 // matters: bind() of an AF_UNIX socket creates an inode, about 0.35 ms each on this
 // machine's ext4 /tmp against 0.03 ms on tmpfs (/dev/shm, /run on most systems).
 //
-// The devices come from make_device(), the single place to change when another
-// function type (virtio-rng over virtio-pci) should be measured.
+// The devices come from make_device(): by default a modern virtio-rng exactly as
+// `vpci serve` builds it; --device=scratch serves the bare ScratchFunction.
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/vfs.h>
@@ -43,6 +44,7 @@
 
 #include "bench/bench_client.h"
 #include "server/scratch_function.h"
+#include "server/served_device.h"
 #include "server/socket_server.h"
 
 namespace {
@@ -56,9 +58,44 @@ using Clock = std::chrono::steady_clock;
 
 constexpr unsigned kClientThreads = 4;
 
-// The device every socket serves.
-std::unique_ptr<PciFunction> make_device() { return std::make_unique<vpci::server::ScratchFunction>(); }
-constexpr const char* kDeviceName = "ScratchFunction (4 KiB config space, 4 KiB BAR0)";
+// The device every socket serves: by default what `vpci serve` builds for a
+// `kind = "virtio-rng"`, `transport = "modern"` entry (ServedDevice: RngDevice, its
+// DeviceCore and queue, VirtioPciFunction with MSI-X, FunctionAdapter, GuestMemory);
+// --device=scratch serves the bare ScratchFunction instead, for comparison.
+enum class DeviceType { kVirtioRng, kScratch };
+DeviceType g_device_type = DeviceType::kVirtioRng;
+
+class ServedScratch final : public vpci::server::ServedDevice {
+ public:
+  const vpci::server::ServedDeviceSpec& spec() const override { return spec_; }
+  PciFunction& function() override { return function_; }
+  vpci::Status flush() override { return {}; }
+  std::string describe() const override { return "scratch"; }
+
+ private:
+  vpci::server::ServedDeviceSpec spec_;
+  vpci::server::ScratchFunction function_;
+};
+
+std::unique_ptr<vpci::server::ServedDevice> make_device(unsigned index) {
+  if (g_device_type == DeviceType::kScratch) return std::make_unique<ServedScratch>();
+  vpci::server::ServedDeviceSpec spec;
+  spec.name = "rng" + std::to_string(index);
+  spec.kind = vpci::server::DeviceKind::kVirtioRng;
+  spec.transport = vpci::server::TransportKind::kModern;
+  auto device = vpci::server::ServedDevice::create(spec);
+  if (!device) {
+    std::fprintf(stderr, "scale_bench: device %u: %s\n", index, device.error().message.c_str());
+    return nullptr;
+  }
+  return std::move(*device);
+}
+const char* device_name() {
+  return g_device_type == DeviceType::kScratch
+             ? "ScratchFunction (4 KiB config space, 4 KiB BAR0)"
+             : "virtio-rng, modern virtio-pci (ServedDevice, as vpci serve builds it)";
+}
+const char* device_key() { return g_device_type == DeviceType::kScratch ? "scratch" : "virtio-rng"; }
 
 long vm_rss_kib() {
   std::ifstream status("/proc/self/status");
@@ -131,15 +168,20 @@ struct ServerFigures {
 // The serving process: reports startup and RSS on `report`, takes orders on `orders`.
 [[noreturn]] void serve_devices(unsigned devices, const std::string& dir, int orders, int report) {
   pin_to(kServerCpu);  // inherited by every server thread
-  std::vector<std::unique_ptr<PciFunction>> functions;
+  std::vector<std::unique_ptr<vpci::server::ServedDevice>> functions;
   std::vector<std::unique_ptr<VfioUserServer>> servers;
   functions.reserve(devices);
   servers.reserve(devices);
   const long before = vm_rss_kib();
   const auto start = Clock::now();
   for (unsigned i = 0; i < devices; ++i) {
-    functions.push_back(make_device());
-    auto server = VfioUserServer::create(dir + "/dev" + std::to_string(i) + ".sock", *functions.back());
+    functions.push_back(make_device(i));
+    if (!functions.back()) {
+      write_line(report, "error");
+      std::_Exit(1);
+    }
+    auto server = VfioUserServer::create(dir + "/dev" + std::to_string(i) + ".sock",
+                                         functions.back()->function());
     if (!server) {
       std::fprintf(stderr, "scale_bench: device %u: %s\n", i, server.error().message.c_str());
       write_line(report, "error");
@@ -333,18 +375,22 @@ int main(int argc, char** argv) {
       requests = std::stoul(arg.substr(11));
     } else if (arg.rfind("--socket-dir=", 0) == 0) {
       socket_parent = arg.substr(13);
+    } else if (arg == "--device=virtio-rng") {
+      g_device_type = DeviceType::kVirtioRng;
+    } else if (arg == "--device=scratch") {
+      g_device_type = DeviceType::kScratch;
     } else if (arg == "--json") {
       json = true;
     } else {
       std::fprintf(stderr,
                    "usage: scale_bench [--devices=1,64,1024,4096] [--requests=N] "
-                   "[--socket-dir=DIR] [--json]\n");
+                   "[--socket-dir=DIR] [--device=virtio-rng|scratch] [--json]\n");
       return 2;
     }
   }
   raise_fd_limit();
   if (!json) {
-    std::printf("device: %s; %u client threads; %zu requests; sockets in %s (%s)\n", kDeviceName,
+    std::printf("device: %s; %u client threads; %zu requests; sockets in %s (%s)\n", device_name(),
                 kClientThreads, requests, socket_parent.c_str(), filesystem_of(socket_parent).c_str());
   }
   int failures = 0;
@@ -357,11 +403,11 @@ int main(int argc, char** argv) {
         static_cast<double>(row.server.rss_connected_kib - row.server.rss_before_kib) / devices;
     if (json) {
       std::printf(
-          "{\"socket_dir\": \"%s\", \"socket_fs\": \"%s\", \"devices\": %u, \"ok\": %s, \"startup_s\": %.6f, \"create_s\": %.6f, \"stop_s\": %.6f, "
+          "{\"device\": \"%s\", \"socket_dir\": \"%s\", \"socket_fs\": \"%s\", \"devices\": %u, \"ok\": %s, \"startup_s\": %.6f, \"create_s\": %.6f, \"stop_s\": %.6f, "
           "\"rss_before_kib\": %ld, \"rss_idle_kib\": %ld, \"rss_connected_kib\": %ld, "
           "\"kib_per_device_idle\": %.2f, \"kib_per_device_connected\": %.2f, "
           "\"p50_us\": %.2f, \"p99_us\": %.2f, \"raw_p50_us\": %.2f, \"raw_p99_us\": %.2f}\n",
-          socket_parent.c_str(), filesystem_of(socket_parent).c_str(), devices, row.ok ? "true" : "false", row.server.startup_s,
+          device_key(), socket_parent.c_str(), filesystem_of(socket_parent).c_str(), devices, row.ok ? "true" : "false", row.server.startup_s,
           row.server.create_s,
           row.server.stop_s,
           row.server.rss_before_kib, row.server.rss_idle_kib, row.server.rss_connected_kib,

@@ -45,6 +45,30 @@ def virtqueue_table(path):
     return "\n".join(out)
 
 
+def register_table(path, before_path=None):
+    """register_path_bench: one row per access, direct and through FunctionAdapter."""
+    runs = medians(path)
+    before = medians(before_path) if before_path else {}
+    out = ["| access | bytes | floor ns | direct ns | direct / floor | adapter ns | adapter / floor |"
+           + (" direct ns before (ddfca28) | adapter ns before |" if before else ""),
+           "|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if before else "")]
+    for name, b in runs.items():
+        if not name.startswith("direct/"):
+            continue
+        access = name[len("direct/"):].removesuffix("/manual_time")
+        kind, what, width = access.split("/")
+        adapter = runs.get(f"adapter/{access}/manual_time")
+        floor = statistics.median([b["floor_ns"]] + ([adapter["floor_ns"]] if adapter else []))
+        row = (f"| {kind} {what} | {width} | {floor:.2f} | {b['ns']:.1f} | **{b['ns'] / floor:.0f}** | "
+               + (f"{adapter['ns']:.1f} | **{adapter['ns'] / floor:.0f}** |" if adapter else " | |"))
+        if before:
+            old = before.get(name)
+            old_adapter = before.get(f"adapter/{access}/manual_time")
+            row += (f" {old['ns']:.1f} |" if old else " |") + (f" {old_adapter['ns']:.1f} |" if old_adapter else " |")
+        out.append(row)
+    return "\n".join(out)
+
+
 def vfio_user_table(path, before_path=None):
     runs = medians(path)
     before = medians(before_path) if before_path else {}
@@ -74,16 +98,16 @@ def scale_table(path):
     for line in Path(path).read_text().splitlines():
         if line.startswith("{"):
             r = json.loads(line)
-            rows.setdefault((r.get("socket_fs", "?"), r["devices"]), []).append(r)
-    out = ["| sockets on | devices | startup s | of which sockets s | stop s | KiB/device idle | KiB/device connected | p50 µs | p99 µs "
+            rows.setdefault((r.get("device", "scratch"), r.get("socket_fs", "?"), r["devices"]), []).append(r)
+    out = ["| device | sockets on | devices | startup s | of which sockets s | stop s | KiB/device idle | KiB/device connected | p50 µs | p99 µs "
            "| raw p50 µs | raw p99 µs | p50 / raw p50 | runs ok |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for key in sorted(rows, key=lambda k: (k[0] != "tmpfs", k[1])):
-        fs, devices = key
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for key in sorted(rows, key=lambda k: (k[0] != "virtio-rng", k[1] != "tmpfs", k[2])):
+        device, fs, devices = key
         rs = rows[key]
         med = lambda key: statistics.median(r[key] for r in rs)
         ok = sum(1 for r in rs if r["ok"])
-        out.append(f"| {fs} | {devices} | {med('startup_s'):.3f} | {med('create_s'):.3f} | {med('stop_s'):.3f} | "
+        out.append(f"| {device} | {fs} | {devices} | {med('startup_s'):.3f} | {med('create_s'):.3f} | {med('stop_s'):.3f} | "
                    f"{med('kib_per_device_idle'):.1f} | {med('kib_per_device_connected'):.1f} | "
                    f"{med('p50_us'):.1f} | {med('p99_us'):.1f} | {med('raw_p50_us'):.1f} | "
                    f"{med('raw_p99_us'):.1f} | {med('p50_us') / med('raw_p50_us'):.2f} | {ok}/{len(rs)} |")
@@ -101,7 +125,12 @@ def dt_table(path):
 
 def main():
     results = Path(sys.argv[1])
-    print("### Virtqueue path (`virtqueue_bench`)\n")
+    print("### Register path, in process (`register_path_bench`)\n")
+    before = results / "register_path_before.json"
+    if not before.exists():
+        before = Path(__file__).resolve().parent / "baseline" / "register_path_before.json"
+    print(register_table(results / "register_path.json", before if before.exists() else None))
+    print("\n### Virtqueue path (`virtqueue_bench`)\n")
     print(virtqueue_table(results / "virtqueue.json"))
     print("\n### vfio-user path (`vfio_user_bench`)\n")
     # The ratios the server had before the changes of docs/PERFORMANCE.md (same

@@ -139,6 +139,10 @@ void ConfigSpace::write_byte(std::uint32_t offset, std::uint8_t value) {
     if (range->hooks.write) range->hooks.write(offset, 1, value);
     return;
   }
+  apply_write(offset, value);
+}
+
+void ConfigSpace::apply_write(std::uint32_t offset, std::uint8_t value) {
   const std::uint8_t old = bytes_[offset];
   std::uint8_t next = static_cast<std::uint8_t>((old & ~rw_[offset]) | (value & rw_[offset]));
   next = static_cast<std::uint8_t>(next & ~(value & w1c_[offset]));
@@ -147,12 +151,20 @@ void ConfigSpace::write_byte(std::uint32_t offset, std::uint8_t value) {
 
 Result<std::uint32_t> ConfigSpace::read(std::uint32_t offset, unsigned width) const {
   VPCI_TRY(check_access(offset, width));
-  if (const HookedRange* range = hook_for(offset, width);
-      range != nullptr && range->hooks.read && offset >= range->begin &&
+  const HookedRange* range = hook_for(offset, width);
+  if (range != nullptr && range->hooks.read && offset >= range->begin &&
       offset + width <= range->end) {
     return range->hooks.read(offset, width);
   }
   std::uint32_t value = 0;
+  if (range == nullptr) {
+    // No hook anywhere in the access (the common case): stored bytes through the RsvdZ
+    // mask, without looking for a hook once per byte.
+    for (unsigned i = 0; i < width; ++i) {
+      value |= static_cast<std::uint32_t>(bytes_[offset + i] & ~rsvdz_[offset + i]) << (8 * i);
+    }
+    return value;
+  }
   for (unsigned i = 0; i < width; ++i) {
     value |= static_cast<std::uint32_t>(read_byte(offset + i)) << (8 * i);
   }
@@ -161,9 +173,12 @@ Result<std::uint32_t> ConfigSpace::read(std::uint32_t offset, unsigned width) co
 
 Status ConfigSpace::write(std::uint32_t offset, unsigned width, std::uint32_t value) {
   VPCI_TRY(check_access(offset, width));
-  if (const HookedRange* range = hook_for(offset, width);
-      range != nullptr && offset >= range->begin && offset + width <= range->end) {
+  const HookedRange* range = hook_for(offset, width);
+  if (range != nullptr && offset >= range->begin && offset + width <= range->end) {
     if (range->hooks.write) range->hooks.write(offset, width, value);
+  } else if (range == nullptr) {
+    // No hook anywhere in the access: apply the masks without a hook look-up per byte.
+    for (unsigned i = 0; i < width; ++i) apply_write(offset + i, static_cast<std::uint8_t>(value >> (8 * i)));
   } else {
     for (unsigned i = 0; i < width; ++i) {
       write_byte(offset + i, static_cast<std::uint8_t>(value >> (8 * i)));

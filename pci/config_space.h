@@ -153,6 +153,8 @@ class ConfigSpace {
   [[nodiscard]] const HookedRange* hook_for(std::uint32_t offset, unsigned width) const;
   [[nodiscard]] std::uint8_t read_byte(std::uint32_t offset) const;
   void write_byte(std::uint32_t offset, std::uint8_t value);
+  // A guest write of one byte through the RW and RW1C masks (no hooks).
+  void apply_write(std::uint32_t offset, std::uint8_t value);
   void set_mask_bits(std::vector<std::uint8_t>& masks, std::uint32_t offset, unsigned width,
                      std::uint32_t mask, bool on);
   [[nodiscard]] std::uint32_t rom_register() const;

@@ -24,6 +24,12 @@ Status split_bar_access(std::uint64_t offset, std::size_t length, Access&& acces
   return {};
 }
 
+// A 1/2/4/8-byte naturally aligned access: what QEMU forwards for guest register
+// accesses, and exactly the single piece split_bar_access would produce.
+bool single_piece(std::uint64_t offset, std::size_t length) {
+  return (length == 1 || length == 2 || length == 4 || length == 8) && offset % length == 0;
+}
+
 }  // namespace
 
 FunctionAdapter::FunctionAdapter(std::shared_ptr<virtio::GuestMemory> memory)
@@ -73,6 +79,7 @@ Status FunctionAdapter::region_read(unsigned region, std::uint64_t offset,
   if (region >= pci::kBarCount) {
     return make_error(ErrorCode::kInvalidArgument, "region {} is not a BAR", region);
   }
+  if (single_piece(offset, data.size())) return function_->bar_read(region, offset, data);
   return split_bar_access(offset, data.size(),
                           [&](std::uint64_t at, std::size_t from, std::size_t n) {
                             return function_->bar_read(region, at, data.subspan(from, n));
@@ -84,6 +91,7 @@ Status FunctionAdapter::region_write(unsigned region, std::uint64_t offset,
   if (region >= pci::kBarCount) {
     return make_error(ErrorCode::kInvalidArgument, "region {} is not a BAR", region);
   }
+  if (single_piece(offset, data.size())) return function_->bar_write(region, offset, data);
   return split_bar_access(offset, data.size(),
                           [&](std::uint64_t at, std::size_t from, std::size_t n) {
                             return function_->bar_write(region, at, data.subspan(from, n));

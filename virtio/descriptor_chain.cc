@@ -97,7 +97,7 @@ Result<HostBufferList> ChainWriter::take_buffers(std::uint64_t length) {
 
 DescriptorChain::DescriptorChain(Virtqueue* queue, std::uint64_t queue_epoch,
                                  std::shared_ptr<const MemoryMap> memory,
-                                 ChainDescriptors descriptors)
+                                 ChainDescriptors&& descriptors)
     : queue_(queue),
       queue_epoch_(queue_epoch),
       memory_(std::move(memory)),
@@ -105,32 +105,36 @@ DescriptorChain::DescriptorChain(Virtqueue* queue, std::uint64_t queue_epoch,
       reader_(memory_.get(), descriptors_.readable, descriptors_.readable_bytes),
       writer_(memory_.get(), descriptors_.writable, descriptors_.writable_bytes) {}
 
-// Moving a std::vector transfers its buffer, so the cursors' spans into
-// descriptors_.readable/writable stay valid, as does the MemoryMap pointer (the map
-// object itself does not move).
+// Inline buffers are copied by a move, so the cursors are re-pointed at this object's
+// lists; the MemoryMap pointer stays valid (the map object itself does not move).
 DescriptorChain::DescriptorChain(DescriptorChain&& other) noexcept
     : queue_(std::exchange(other.queue_, nullptr)),
       queue_epoch_(other.queue_epoch_),
       memory_(std::move(other.memory_)),
       descriptors_(std::move(other.descriptors_)),
       reader_(std::move(other.reader_)),
-      writer_(std::move(other.writer_)) {}
+      writer_(std::move(other.writer_)) {
+  reader_.rebind(descriptors_.readable);
+  writer_.rebind(descriptors_.writable);
+}
 
 DescriptorChain& DescriptorChain::operator=(DescriptorChain&& other) noexcept {
   if (this != &other) {
-    if (queue_ != nullptr) queue_->abandon_chain(queue_epoch_, descriptors_);
+    if (queue_ != nullptr) queue_->abandon_chain(queue_epoch_, descriptors_, *memory_);
     queue_ = std::exchange(other.queue_, nullptr);
     queue_epoch_ = other.queue_epoch_;
     memory_ = std::move(other.memory_);
     descriptors_ = std::move(other.descriptors_);
     reader_ = std::move(other.reader_);
     writer_ = std::move(other.writer_);
+    reader_.rebind(descriptors_.readable);
+    writer_.rebind(descriptors_.writable);
   }
   return *this;
 }
 
 DescriptorChain::~DescriptorChain() {
-  if (queue_ != nullptr) queue_->abandon_chain(queue_epoch_, descriptors_);
+  if (queue_ != nullptr) queue_->abandon_chain(queue_epoch_, descriptors_, *memory_);
 }
 
 void DescriptorChain::complete() {
@@ -141,7 +145,7 @@ void DescriptorChain::complete() {
 
 void DescriptorChain::complete(std::uint32_t used_length) {
   if (queue_ == nullptr) return;
-  std::exchange(queue_, nullptr)->complete_chain(queue_epoch_, descriptors_, used_length);
+  std::exchange(queue_, nullptr)->complete_chain(queue_epoch_, descriptors_, *memory_, used_length);
 }
 
 void DescriptorChain::fail(Error error) {

@@ -14,6 +14,7 @@
 // used on the queue's thread and must not outlive the queue (the device owns both).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -32,12 +33,47 @@ struct ChainBuffer {
   std::uint32_t length;
 };
 
+// The buffers of one direction of a chain. The first kInline live inside the object,
+// so the usual chain (a virtio-blk request: header, data, status; an rng buffer) costs
+// no heap allocation; longer chains move everything to a vector. Moving a list with
+// inline buffers copies them, so spans into it do not survive a move (DescriptorChain
+// re-points its cursors).
+class ChainBufferList {
+ public:
+  static constexpr std::size_t kInline = 4;
+
+  void push_back(const ChainBuffer& buffer) {
+    if (size_ < kInline) {
+      inline_[size_++] = buffer;
+      return;
+    }
+    if (size_ == kInline) overflow_.assign(inline_.begin(), inline_.end());
+    overflow_.push_back(buffer);
+    ++size_;
+  }
+  [[nodiscard]] bool empty() const { return size_ == 0; }
+  [[nodiscard]] std::size_t size() const { return size_; }
+  [[nodiscard]] const ChainBuffer* data() const {
+    return size_ <= kInline ? inline_.data() : overflow_.data();
+  }
+  [[nodiscard]] const ChainBuffer* begin() const { return data(); }
+  [[nodiscard]] const ChainBuffer* end() const { return data() + size_; }
+  [[nodiscard]] const ChainBuffer& operator[](std::size_t i) const { return data()[i]; }
+  // NOLINTNEXTLINE(google-explicit-constructor): a list is a span of its buffers
+  operator std::span<const ChainBuffer>() const { return {data(), size_}; }
+
+ private:
+  std::array<ChainBuffer, kInline> inline_{};
+  std::size_t size_ = 0;
+  std::vector<ChainBuffer> overflow_;  // every buffer, once there are more than kInline
+};
+
 // The validated content of one available buffer, as produced by a ring.
 struct ChainDescriptors {
   std::uint16_t id = 0;          // split: head descriptor index; packed: buffer ID
   std::uint16_t ring_slots = 1;  // packed: ring descriptors the chain occupied (skip on use)
-  std::vector<ChainBuffer> readable;
-  std::vector<ChainBuffer> writable;
+  ChainBufferList readable;
+  ChainBufferList writable;
   std::uint64_t readable_bytes = 0;
   std::uint64_t writable_bytes = 0;
 };
@@ -52,6 +88,8 @@ class ChainCursor {
   [[nodiscard]] std::uint64_t position() const { return position_; }
   [[nodiscard]] std::uint64_t total() const { return total_; }
   [[nodiscard]] std::uint64_t remaining() const { return total_ - position_; }
+  // The same buffers at a new address (their owner moved); the position is kept.
+  void rebind(std::span<const ChainBuffer> buffers) { buffers_ = buffers; }
 
  protected:
   // Calls step(address, length) for consecutive pieces covering the next `length`
@@ -116,7 +154,7 @@ class ChainWriter : public ChainCursor {
 class DescriptorChain {
  public:
   DescriptorChain(Virtqueue* queue, std::uint64_t queue_epoch,
-                  std::shared_ptr<const MemoryMap> memory, ChainDescriptors descriptors);
+                  std::shared_ptr<const MemoryMap> memory, ChainDescriptors&& descriptors);
   DescriptorChain(DescriptorChain&& other) noexcept;
   DescriptorChain& operator=(DescriptorChain&& other) noexcept;
   DescriptorChain(const DescriptorChain&) = delete;

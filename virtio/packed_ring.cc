@@ -59,7 +59,7 @@ Result<bool> PackedRing::head_available(const MemoryMap& memory) const {
   return is_available(from_le(flags), avail_wrap_);
 }
 
-Result<std::optional<ChainDescriptors>> PackedRing::pop(const MemoryMap& memory) {
+Result<bool> PackedRing::pop(const MemoryMap& memory, ChainDescriptors& chain) {
   VPCI_ASSIGN_OR_RETURN(bool available, head_available(memory));
   if (!available) {
     // §2.8.10 / §2.8.14: ask for a notification for the next descriptor (EVENT_IDX) or
@@ -71,27 +71,26 @@ Result<std::optional<ChainDescriptors>> PackedRing::pop(const MemoryMap& memory)
                               PackedEventSuppress{to_le(event_desc), to_le(event_flags)}));
     full_fence();
     VPCI_ASSIGN_OR_RETURN(available, head_available(memory));
-    if (!available) return std::nullopt;
+    if (!available) return false;
   }
   // The driver wrote the list before the head's flags (§2.8.21 "Updating flags").
   acquire_fence();
-  auto chain = walk_chain(memory);
-  if (!chain) {
-    return tl::unexpected(std::move(chain).error().with_context(
+  auto walked = walk_chain(memory, chain);
+  if (!walked) {
+    return tl::unexpected(std::move(walked).error().with_context(
         fmt::format("list at descriptor {} (wrap {})", next_avail_, avail_wrap_ ? 1 : 0)));
   }
-  const std::uint32_t next = std::uint32_t{next_avail_} + chain->ring_slots;
+  const std::uint32_t next = std::uint32_t{next_avail_} + chain.ring_slots;
   if (next >= layout_.size) {
     next_avail_ = static_cast<std::uint16_t>(next - layout_.size);
     avail_wrap_ = !avail_wrap_;
   } else {
     next_avail_ = static_cast<std::uint16_t>(next);
   }
-  return std::optional<ChainDescriptors>(std::move(*chain));
+  return true;
 }
 
-Result<ChainDescriptors> PackedRing::walk_chain(const MemoryMap& memory) const {
-  ChainDescriptors chain;
+Status PackedRing::walk_chain(const MemoryMap& memory, ChainDescriptors& chain) const {
   std::uint32_t index = next_avail_;
   bool wrap = avail_wrap_;
   std::uint32_t slots = 0;
@@ -138,7 +137,7 @@ Result<ChainDescriptors> PackedRing::walk_chain(const MemoryMap& memory) const {
     }
   }
   chain.ring_slots = static_cast<std::uint16_t>(slots);
-  return chain;
+  return {};
 }
 
 Status PackedRing::walk_indirect(const MemoryMap& memory, GuestAddress table, std::uint32_t length,

@@ -41,7 +41,9 @@ class PackedRing {
   [[nodiscard]] static Result<PackedRing> create(const MemoryMap& memory, const QueueLayout& layout,
                                                  const RingOptions& options);
 
-  [[nodiscard]] Result<std::optional<ChainDescriptors>> pop(const MemoryMap& memory);
+  // Fills `chain` (empty on entry) with the next available buffer and returns true, or
+  // returns false when there is none (see SplitRing::pop).
+  [[nodiscard]] Result<bool> pop(const MemoryMap& memory, ChainDescriptors& chain);
   // Writes the used descriptor for a buffer that occupied `ring_slots` ring entries.
   Status push_used(const MemoryMap& memory, std::uint16_t id, std::uint16_t ring_slots,
                    std::uint32_t length);
@@ -53,12 +55,16 @@ class PackedRing {
   [[nodiscard]] std::uint16_t next_used() const { return next_used_; }
   [[nodiscard]] bool used_wrap_counter() const { return used_wrap_; }
 
+  // True once entries were pushed since the last needs_notification() (which then has
+  // something to decide).
+  [[nodiscard]] bool used_since_check() const { return slots_since_check_ != 0; }
+
  private:
   PackedRing(const QueueLayout& layout, const RingOptions& options)
       : layout_(layout), options_(options) {}
 
   [[nodiscard]] Result<bool> head_available(const MemoryMap& memory) const;
-  [[nodiscard]] Result<ChainDescriptors> walk_chain(const MemoryMap& memory) const;
+  [[nodiscard]] Status walk_chain(const MemoryMap& memory, ChainDescriptors& chain) const;
   Status walk_indirect(const MemoryMap& memory, GuestAddress table, std::uint32_t length,
                        ChainDescriptors& chain) const;
   // Position of (index, wrap) on a circle of 2 x size slots.

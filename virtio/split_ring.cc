@@ -48,18 +48,24 @@ Result<std::uint16_t> SplitRing::read_avail_idx(const MemoryMap& memory) const {
   return idx;
 }
 
-Result<std::optional<ChainDescriptors>> SplitRing::pop(const MemoryMap& memory) {
+Result<bool> SplitRing::pop(const MemoryMap& memory, ChainDescriptors& chain) {
   if (known_avail_ == next_avail_) {
     VPCI_ASSIGN_OR_RETURN(known_avail_, read_avail_idx(memory));
     if (known_avail_ == next_avail_) {
-      if (!options_.event_idx) return std::nullopt;
+      if (!options_.event_idx) return false;
+      // Already asked for exactly this entry, and looked again after asking: the driver
+      // will notify when it fills it, so a doorbell on an empty ring costs one read, not a
+      // write, a full fence and a second read.
+      if (avail_event_published_ && published_avail_event_ == next_avail_) return false;
       // §2.7.10.2: ask for a notification when the driver fills entry next_avail,
       // then look again in case it did so before seeing our avail_event.
       VPCI_TRY(memory.write_obj(layout_.device + split_layout::avail_event_offset(layout_.size),
                                 to_le(next_avail_)));
+      avail_event_published_ = true;
+      published_avail_event_ = next_avail_;
       full_fence();
       VPCI_ASSIGN_OR_RETURN(known_avail_, read_avail_idx(memory));
-      if (known_avail_ == next_avail_) return std::nullopt;
+      if (known_avail_ == next_avail_) return false;
     }
     // Ring entries and descriptors were written before idx (§2.7.13 step 4).
     acquire_fence();
@@ -68,21 +74,21 @@ Result<std::optional<ChainDescriptors>> SplitRing::pop(const MemoryMap& memory) 
       layout_.driver + split_layout::kAvailRing + 2ull * (next_avail_ % layout_.size);
   VPCI_ASSIGN_OR_RETURN(std::uint16_t raw_head, memory.read_obj<std::uint16_t>(entry));
   const std::uint16_t head = from_le(raw_head);
-  auto chain = walk_chain(memory, head);
-  if (!chain) {
-    return tl::unexpected(std::move(chain).error().with_context(
+  auto walked = walk_chain(memory, head, chain);
+  if (!walked) {
+    return tl::unexpected(std::move(walked).error().with_context(
         fmt::format("chain at avail[{}] (head {})", next_avail_, head)));
   }
   ++next_avail_;
-  return std::optional<ChainDescriptors>(std::move(*chain));
+  return true;
 }
 
-Result<ChainDescriptors> SplitRing::walk_chain(const MemoryMap& memory, std::uint16_t head) const {
+Status SplitRing::walk_chain(const MemoryMap& memory, std::uint16_t head,
+                             ChainDescriptors& chain) const {
   if (head >= layout_.size) {
     return make_error(ErrorCode::kProtocolViolation, "head descriptor {} outside a table of {}",
                       head, layout_.size);
   }
-  ChainDescriptors chain;
   chain.id = head;
 
   GuestAddress table = layout_.desc;
@@ -148,7 +154,7 @@ Result<ChainDescriptors> SplitRing::walk_chain(const MemoryMap& memory, std::uin
     }
     index = desc.next;
   }
-  return chain;
+  return {};
 }
 
 Status SplitRing::push_used(const MemoryMap& memory, std::uint16_t id, std::uint32_t length) {

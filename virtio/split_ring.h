@@ -41,10 +41,12 @@ class SplitRing {
   [[nodiscard]] static Result<SplitRing> create(const MemoryMap& memory, const QueueLayout& layout,
                                                 const RingOptions& options);
 
-  // The next available chain, or nullopt when the driver has made none available.
+  // Fills `chain` (empty on entry) with the next available chain and returns true, or
+  // returns false when the driver has made none available. (An out-parameter, so the
+  // chain's inline buffer lists are built in place rather than moved through results.)
   // When the ring is empty and EVENT_IDX is negotiated, publishes avail_event so the
   // driver notifies for the next buffer (§2.7.10.2) and re-checks once.
-  [[nodiscard]] Result<std::optional<ChainDescriptors>> pop(const MemoryMap& memory);
+  [[nodiscard]] Result<bool> pop(const MemoryMap& memory, ChainDescriptors& chain);
   // Appends {id, length} to the used ring and publishes the new used idx.
   Status push_used(const MemoryMap& memory, std::uint16_t id, std::uint32_t length);
   // Whether the driver wants a used buffer notification for the entries pushed since
@@ -54,14 +56,17 @@ class SplitRing {
   [[nodiscard]] const QueueLayout& layout() const { return layout_; }
   [[nodiscard]] std::uint16_t next_avail() const { return next_avail_; }
   [[nodiscard]] std::uint16_t next_used() const { return next_used_; }
+  // True once entries were pushed since the last needs_notification() (which then has
+  // something to decide).
+  [[nodiscard]] bool used_since_check() const { return used_since_check_ != 0; }
 
  private:
   SplitRing(const QueueLayout& layout, const RingOptions& options)
       : layout_(layout), options_(options) {}
 
   [[nodiscard]] Result<std::uint16_t> read_avail_idx(const MemoryMap& memory) const;
-  [[nodiscard]] Result<ChainDescriptors> walk_chain(const MemoryMap& memory,
-                                                    std::uint16_t head) const;
+  [[nodiscard]] Status walk_chain(const MemoryMap& memory, std::uint16_t head,
+                                  ChainDescriptors& chain) const;
 
   QueueLayout layout_;
   RingOptions options_;
@@ -70,6 +75,9 @@ class SplitRing {
   std::uint16_t next_used_ = 0;     // the used idx the device publishes
   std::uint16_t checked_used_ = 0;  // used idx at the last needs_notification()
   std::uint32_t used_since_check_ = 0;
+  // The avail_event the device last wrote (EVENT_IDX), to skip rewriting the same value.
+  bool avail_event_published_ = false;
+  std::uint16_t published_avail_event_ = 0;
 };
 
 }  // namespace vpci::virtio

@@ -95,12 +95,13 @@ void Virtqueue::reset() {
 std::optional<DescriptorChain> Virtqueue::pop() {
   if (!running()) return std::nullopt;
   auto snapshot = memory_->snapshot();
-  Result<std::optional<ChainDescriptors>> popped = std::visit(
-      [&](auto& ring) -> Result<std::optional<ChainDescriptors>> {
+  ChainDescriptors descriptors;
+  Result<bool> popped = std::visit(
+      [&](auto& ring) -> Result<bool> {
         if constexpr (std::is_same_v<std::decay_t<decltype(ring)>, std::monostate>) {
-          return std::nullopt;
+          return false;
         } else {
-          return ring.pop(*snapshot);
+          return ring.pop(*snapshot, descriptors);
         }
       },
       ring_);
@@ -108,13 +109,14 @@ std::optional<DescriptorChain> Virtqueue::pop() {
     fail(std::move(popped).error().with_context(fmt::format("queue {}", index_)));
     return std::nullopt;
   }
-  if (!popped->has_value()) return std::nullopt;
+  if (!*popped) return std::nullopt;
   ++stats_.popped;
-  return DescriptorChain(this, epoch_, std::move(snapshot), std::move(**popped));
+  return std::optional<DescriptorChain>(std::in_place, this, epoch_, std::move(snapshot),
+                                        std::move(descriptors));
 }
 
 void Virtqueue::complete_chain(std::uint64_t epoch, const ChainDescriptors& chain,
-                               std::uint32_t used_length) {
+                               const MemoryMap& memory, std::uint32_t used_length) {
   if (epoch != epoch_ || !running()) {
     ++stats_.stale;
     return;
@@ -122,12 +124,15 @@ void Virtqueue::complete_chain(std::uint64_t epoch, const ChainDescriptors& chai
   // §2.7.8.2 / §2.8.4: the used length never exceeds what the device could write.
   used_length =
       static_cast<std::uint32_t>(std::min<std::uint64_t>(used_length, chain.writable_bytes));
-  auto snapshot = memory_->snapshot();
+  // Through the chain's snapshot, not a fresh one (saves a lock and two reference counts
+  // per chain). It keeps every region it lists mapped, so the write is as safe; a ring
+  // range removed since the pop is written as it was mapped then, as if the completion
+  // had come just before the removal (a vfio-user DMA_UNMAP waits for this snapshot).
   Status pushed;
   if (auto* split = std::get_if<SplitRing>(&ring_)) {
-    pushed = split->push_used(*snapshot, chain.id, used_length);
+    pushed = split->push_used(memory, chain.id, used_length);
   } else if (auto* packed = std::get_if<PackedRing>(&ring_)) {
-    pushed = packed->push_used(*snapshot, chain.id, chain.ring_slots, used_length);
+    pushed = packed->push_used(memory, chain.id, chain.ring_slots, used_length);
   }
   if (!pushed) {
     fail(std::move(pushed).error().with_context(
@@ -145,13 +150,26 @@ void Virtqueue::fail_chain(std::uint64_t epoch, Error error) {
   fail(std::move(error).with_context(fmt::format("queue {}", index_)));
 }
 
-void Virtqueue::abandon_chain(std::uint64_t epoch, const ChainDescriptors& chain) {
+void Virtqueue::abandon_chain(std::uint64_t epoch, const ChainDescriptors& chain,
+                              const MemoryMap& memory) {
   ++stats_.abandoned;
-  complete_chain(epoch, chain, 0);
+  complete_chain(epoch, chain, memory, 0);
 }
 
 void Virtqueue::notify_driver_if_needed() {
   if (!running()) return;
+  // Nothing used since the last check (a doorbell that found the ring empty): nothing to
+  // decide, so no guest-memory snapshot either.
+  const bool used = std::visit(
+      [](const auto& ring) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(ring)>, std::monostate>) {
+          return false;
+        } else {
+          return ring.used_since_check();
+        }
+      },
+      ring_);
+  if (!used) return;
   auto snapshot = memory_->snapshot();
   Result<bool> needed = false;
   if (auto* split = std::get_if<SplitRing>(&ring_)) {

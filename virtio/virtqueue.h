@@ -95,10 +95,12 @@ class Virtqueue {
 
  private:
   friend class DescriptorChain;
-  void complete_chain(std::uint64_t epoch, const ChainDescriptors& chain,
+  // `memory` is the snapshot the chain was popped with (and still holds): the used
+  // entry is written through it rather than through a fresh snapshot per completion.
+  void complete_chain(std::uint64_t epoch, const ChainDescriptors& chain, const MemoryMap& memory,
                       std::uint32_t used_length);
   void fail_chain(std::uint64_t epoch, Error error);
-  void abandon_chain(std::uint64_t epoch, const ChainDescriptors& chain);
+  void abandon_chain(std::uint64_t epoch, const ChainDescriptors& chain, const MemoryMap& memory);
   [[nodiscard]] bool running() const { return enabled_ && !error_.has_value(); }
 
   const std::uint16_t index_;

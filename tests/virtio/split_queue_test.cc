@@ -77,6 +77,50 @@ TEST_F(SplitQueueTest, ChainRoundTripThroughReaderAndWriter) {
   EXPECT_FALSE(queue->pop().has_value());
 }
 
+// Chains of up to ChainBufferList::kInline buffers per direction keep them inline, longer
+// ones on the heap; either kind must survive being moved between DescriptorChain objects
+// with the reader and writer part-way through (their cursors are re-pointed).
+TEST_F(SplitQueueTest, ShortAndLongChainsSurviveMovesMidway) {
+  ASSERT_TRUE(start(16));
+  for (const std::size_t buffers : {std::size_t{2}, ChainBufferList::kInline, ChainBufferList::kInline + 3}) {
+    ChainBuilder request = chain();
+    std::vector<std::uint8_t> expected;
+    for (std::size_t i = 0; i < buffers; ++i) {
+      const std::uint8_t a = static_cast<std::uint8_t>(10 * i);
+      const std::uint8_t b = static_cast<std::uint8_t>(10 * i + 1);
+      request.readable({a, b});
+      expected.insert(expected.end(), {a, b});
+    }
+    for (std::size_t i = 0; i < buffers; ++i) request.writable(2);
+    const std::uint16_t head = driver->add(request);
+    auto popped = queue->pop();
+    ASSERT_TRUE(popped.has_value());
+    EXPECT_EQ(popped->readable_buffers().size(), buffers);
+    EXPECT_EQ(popped->writable_buffers().size(), buffers);
+    std::vector<std::uint8_t> got(expected.size());
+    // Read and write one byte, move the chain, then the rest.
+    ASSERT_TRUE(popped->reader().read(std::span(got).first(1)));
+    ASSERT_TRUE(popped->writer().write_obj<std::uint8_t>(0xA0));
+    DescriptorChain moved(std::move(*popped));
+    ASSERT_TRUE(moved.reader().read(std::span(got).subspan(1)));
+    EXPECT_EQ(got, expected) << buffers << " buffers";
+    std::optional<DescriptorChain> assigned;
+    assigned.emplace(std::move(moved));
+    std::vector<std::uint8_t> rest(2 * buffers - 1, 0xA1);
+    ASSERT_TRUE(assigned->writer().write(rest));
+    EXPECT_EQ(assigned->writer().remaining(), 0u);
+    assigned->complete();
+    auto used = driver->pop_used();
+    ASSERT_TRUE(used.has_value());
+    EXPECT_EQ(used->id, head);
+    EXPECT_EQ(used->length, 2 * buffers);
+    const auto written = request.written_bytes();
+    ASSERT_EQ(written.size(), 2 * buffers);
+    EXPECT_EQ(written[0], 0xA0);
+    EXPECT_EQ(written.back(), 0xA1);
+  }
+}
+
 TEST_F(SplitQueueTest, IndirectChainIsWalkedLikeADirectOne) {
   ASSERT_TRUE(start());
   ChainBuilder request = chain().readable({1, 2, 3, 4}).readable({5, 6}).writable(4).indirect();

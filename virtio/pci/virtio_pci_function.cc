@@ -80,14 +80,27 @@ struct FieldAccess {
   CommonField field;
   unsigned shift;
 };
-std::optional<FieldAccess> common_field(std::uint32_t offset, unsigned width) {
-  for (const auto& f : kCommonFields) {
-    if (offset < f.offset || offset >= f.offset + f.size) continue;
-    if (offset == f.offset && width == f.size) return FieldAccess{f, 0};
-    if (f.size == 8 && width == 4 && (offset - f.offset) % 4 == 0) {
-      return FieldAccess{f, (offset - f.offset) * 8};
+// Which field (index into kCommonFields) holds each byte of the structure; kNoField for
+// the bytes no field covers. Built at compile time so a register access is one look-up
+// instead of a scan of the field list.
+constexpr std::uint8_t kNoField = 0xFF;
+constexpr auto kFieldOfByte = [] {
+  std::array<std::uint8_t, common::kSize> table{};
+  table.fill(kNoField);
+  for (std::size_t i = 0; i < kCommonFields.size(); ++i) {
+    for (unsigned b = 0; b < kCommonFields[i].size; ++b) {
+      table[kCommonFields[i].offset + b] = static_cast<std::uint8_t>(i);
     }
-    return std::nullopt;
+  }
+  return table;
+}();
+
+std::optional<FieldAccess> common_field(std::uint32_t offset, unsigned width) {
+  if (offset >= common::kSize || kFieldOfByte[offset] == kNoField) return std::nullopt;
+  const CommonField& f = kCommonFields[kFieldOfByte[offset]];
+  if (offset == f.offset && width == f.size) return FieldAccess{f, 0};
+  if (f.size == 8 && width == 4 && (offset - f.offset) % 4 == 0) {
+    return FieldAccess{f, (offset - f.offset) * 8};
   }
   return std::nullopt;
 }
@@ -746,7 +759,13 @@ Result<std::uint64_t> VirtioPciFunction::common_read(std::uint32_t offset, unsig
                       "{}-byte common config read at {:#x} does not match a field", width, offset);
   }
   const std::uint16_t q = queue_select_;
-  const auto regs = core_->queue_registers(q);  // error for an out-of-range queue_select
+  // Only the queue fields need the selected queue's registers; nullopt for an
+  // out-of-range queue_select (checked here, so no error is built on this path).
+  std::optional<QueueRegisters> regs;
+  if (access->field.offset >= common::kQueueSize && access->field.offset <= common::kQueueDevice &&
+      q < core_->num_queues()) {
+    regs = *core_->queue_registers(q);
+  }
   std::uint64_t value = 0;
   switch (access->field.offset) {
     case common::kDeviceFeatureSelect: value = device_feature_select_; break;
