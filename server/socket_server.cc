@@ -7,10 +7,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <span>
 #include <vector>
 
 #include "server/protocol.h"
@@ -81,6 +84,32 @@ bool write_all(int fd, const std::vector<std::uint8_t>& bytes) {
 
 }  // namespace
 
+// Counters indexed by [command][region slot][posted]; commands and regions past the
+// table share its last slot (REGION_READ/WRITE of an unknown region are errors anyway).
+struct VfioUserServer::Stats {
+  static constexpr std::size_t kCommands = 18;  // 0 to DEVICE_FEATURE (16), other
+  static constexpr std::size_t kRegions = 11;   // VFIO PCI regions 0-9 (BARs, ROM, config, VGA), other
+  struct Cell {
+    std::atomic<std::uint64_t> messages{0};
+    std::atomic<std::uint64_t> nanoseconds{0};
+  };
+  std::array<std::array<std::array<Cell, 2>, kRegions>, kCommands> cells;
+
+  Cell& cell(const vfio_user::Header& header, std::span<const std::uint8_t> message) {
+    const std::size_t command = std::min<std::size_t>(header.command, kCommands - 1);
+    std::size_t region = 0;
+    if ((header.command == vfio_user::kRegionRead || header.command == vfio_user::kRegionWrite) &&
+        message.size() >= vfio_user::kHeaderSize + 12) {
+      // Payload: offset (u64), region (u32), count (u32) — spec "VFIO_USER_REGION_READ".
+      std::uint32_t index = 0;
+      std::memcpy(&index, message.data() + vfio_user::kHeaderSize + 8, sizeof(index));
+      region = std::min<std::size_t>(index, kRegions - 1);
+    }
+    const std::size_t posted = (header.flags & vfio_user::kFlagNoReply) != 0 ? 1 : 0;
+    return cells[command][region][posted];
+  }
+};
+
 Result<std::unique_ptr<VfioUserServer>> VfioUserServer::create(std::string socket_path,
                                                                PciFunction& function) {
   sockaddr_un addr{};
@@ -123,6 +152,35 @@ VfioUserServer::~VfioUserServer() {
   ::unlink(socket_path_.c_str());
 }
 
+void VfioUserServer::enable_stats() {
+  if (!stats_) stats_ = std::make_unique<Stats>();
+}
+
+std::vector<VfioUserServer::StatsRow> VfioUserServer::stats() const {
+  std::vector<StatsRow> rows;
+  if (!stats_) return rows;
+  for (std::size_t command = 0; command < Stats::kCommands; ++command) {
+    for (std::size_t region = 0; region < Stats::kRegions; ++region) {
+      for (std::size_t posted = 0; posted < 2; ++posted) {
+        const Stats::Cell& cell = stats_->cells[command][region][posted];
+        const std::uint64_t messages = cell.messages.load(std::memory_order_relaxed);
+        if (messages == 0) continue;
+        std::string what = command + 1 == Stats::kCommands
+                               ? "other"
+                               : command_name_of(static_cast<std::uint16_t>(command));
+        if (command == vfio_user::kRegionRead || command == vfio_user::kRegionWrite) {
+          what += region + 1 == Stats::kRegions ? " region other"
+                                                 : " region " + std::to_string(region);
+        }
+        if (posted != 0) what += " posted";
+        rows.push_back(
+            StatsRow{std::move(what), messages, cell.nanoseconds.load(std::memory_order_relaxed)});
+      }
+    }
+  }
+  return rows;
+}
+
 void VfioUserServer::start() {
   if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
 }
@@ -154,6 +212,11 @@ void VfioUserServer::serve(int connection) {
     }
   } trace_disconnect{trace_};
   VfioUserSession session(function_);
+  struct CountInterrupts {
+    std::atomic<std::uint64_t>& total;
+    const VfioUserSession& session;
+    ~CountInterrupts() { total.fetch_add(session.interrupts_signalled()); }
+  } count_interrupts{interrupts_signalled_, session};
   std::uint64_t reported_errors = 0;
   auto account_errors = [&] {
     protocol_errors_.fetch_add(session.error_count() - reported_errors);
@@ -180,6 +243,9 @@ void VfioUserServer::serve(int connection) {
       return;  // disconnect mid-message: the session's destructor cleans up
     }
     if (trace_) trace_(describe_request(message.bytes, message.fds.size()));
+    Stats::Cell* stats_cell = stats_ ? &stats_->cell(header, message.bytes) : nullptr;
+    const auto handling_started = stats_cell != nullptr ? std::chrono::steady_clock::now()
+                                                        : std::chrono::steady_clock::time_point{};
     const std::uint64_t errors_before = session.error_count();
     DispatchResult result = session.handle(std::move(message));
     account_errors();
@@ -191,8 +257,15 @@ void VfioUserServer::serve(int connection) {
       }
       if (result.close_connection) trace_("closing: " + session.last_error());
     }
-    if (result.reply && !write_all(connection, *result.reply)) return;
-    if (result.close_connection) return;
+    const bool sent = !result.reply || write_all(connection, *result.reply);
+    if (stats_cell != nullptr) {
+      const auto spent = std::chrono::steady_clock::now() - handling_started;
+      stats_cell->messages.fetch_add(1, std::memory_order_relaxed);
+      stats_cell->nanoseconds.fetch_add(
+          static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(spent).count()),
+          std::memory_order_relaxed);
+    }
+    if (!sent || result.close_connection) return;
   }
 }
 
