@@ -186,15 +186,18 @@ DispatchResult VfioUserSession::handle(IncomingMessage message) {
     return result;
   }
 
-  Reply reply = make_error(ErrorCode::kInvalidArgument, "unset");
-  if (message.fds_truncated) {
-    reply = make_error(ErrorCode::kInvalidArgument, "more than {} file descriptors", kMaxMsgFds);
-  } else if (!negotiated_ && header.command != kVersion) {
-    reply = make_error(ErrorCode::kProtocolViolation, "{} before VERSION",
-                       command_name_of(header.command));
-  } else {
-    reply = dispatch(header, bytes.subspan(kHeaderSize), message.fds);
-  }
+  // Built in place: no placeholder error, whose formatting would cost every message an
+  // allocation (docs/PERFORMANCE.md, "Real guest").
+  Reply reply = [&]() -> Reply {
+    if (message.fds_truncated) {
+      return make_error(ErrorCode::kInvalidArgument, "more than {} file descriptors", kMaxMsgFds);
+    }
+    if (!negotiated_ && header.command != kVersion) {
+      return make_error(ErrorCode::kProtocolViolation, "{} before VERSION",
+                        command_name_of(header.command));
+    }
+    return dispatch(header, bytes.subspan(kHeaderSize), message.fds);
+  }();
   // Whatever fds the handler did not take are closed here (UniqueFd).
   message.fds.clear();
 
