@@ -8,12 +8,16 @@
 #     ROUNDS       boots per variant, default 3; the variants are interleaved round by
 #                  round so load from other users of the machine hits them alike
 #   env: PERF_SECONDS  time cap of each guest test (default 3)
+#        VARIANTS      which variants, in boot order (default "qemu-none qemu-wb
+#                      qemu-wb-packed vpci")
 #        KEEP=1        keep the work directory (console logs, server stats)
 #
 # Variants (one boot each per round, the guest runs the "blkperf" check of
 # tests/guest/initramfs/checks.sh: O_DIRECT sequential 1 MiB and 4 KiB, random 4 KiB):
 #   qemu-none  -drive cache=none (host O_DIRECT) + -device virtio-blk-pci,disable-legacy=on
 #   qemu-wb    -drive cache=writeback (host page cache, QEMU's default)
+#   qemu-wb-packed  the same with packed=on (vpci offers VIRTIO_F_RING_PACKED and the
+#              guest takes it; QEMU's default is packed=off)
 #   vpci       `vpci serve --stats` modern virtio-blk on the same image (buffered
 #              pread/pwrite on the host, like cache=writeback), vfio-user-pci
 # Prints a markdown table of the medians (MB/s and IOPS) with vpci/QEMU ratios, the
@@ -68,17 +72,19 @@ qemu_of() {
 boot() {
   local variant=$1 round=$2 log="$work/$1-$2.log" args=() pid qpid qcpu="" scpu=""
   case $variant in
-    qemu-none|qemu-wb)
-      local cache=none
-      [[ $variant == qemu-wb ]] && cache=writeback
+    qemu-none|qemu-wb|qemu-wb-packed)
+      local cache=none packed=off
+      [[ $variant == qemu-wb* ]] && cache=writeback
+      [[ $variant == *-packed ]] && packed=on
       args=(--bind "$work" --qemu-arg -drive
             --qemu-arg "file=$work/disk.img,if=none,id=d,format=raw,cache=$cache"
-            --qemu-arg -device --qemu-arg virtio-blk-pci,drive=d,disable-legacy=on) ;;
+            --qemu-arg -device --qemu-arg "virtio-blk-pci,drive=d,disable-legacy=on,packed=$packed") ;;
     vpci)
       "$vpci_bin" serve "$work/serve.toml" --stats >"$work/serve-$round.log" 2>&1 &
       server_pid=$!
       for _ in $(seq 100); do grep -q '^vpci serve: ready' "$work/serve-$round.log" && break; sleep 0.1; done
       args=(--socket "$work/sock/blk0.sock") ;;
+    *) echo "guest-blk: unknown variant $variant" >&2; exit 2 ;;
   esac
   "$repo/tests/guest/run-guest.sh" "${args[@]}" --checks blkperf --timeout 300 \
     --append "vpci.perf_seconds=$seconds" --log "$log" >/dev/null 2>"$log.err" &
@@ -102,7 +108,7 @@ boot() {
   echo "guest-blk: round $round $variant: $(grep '^VPCI-PERF ' "$log" | awk '{ printf "%s %s MB/s; ", $2, $3 }')qemu cpu ${qcpu:-?} s${scpu:+, server cpu $scpu s}" >&2
 }
 
-variants=(qemu-none qemu-wb vpci)
+read -r -a variants <<<"${VARIANTS:-qemu-none qemu-wb qemu-wb-packed vpci}"
 for ((r = 1; r <= rounds; r++)); do
   for v in "${variants[@]}"; do boot "$v" "$r"; done
 done
@@ -111,22 +117,53 @@ median() {  # median VARIANT TEST COLUMN(3 = MB/s, 4 = IOPS)
   awk -v v="$1" -v t="$2" -v c="$3" '$1 == v && $2 == t { print $c }' "$work/results" | sort -g |
     awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "" }'
 }
+title() {
+  case $1 in
+    qemu-none) echo "QEMU cache=none" ;; qemu-wb) echo "QEMU cache=writeback" ;;
+    qemu-wb-packed) echo "QEMU writeback packed=on" ;; vpci) echo "vpci" ;;
+  esac
+}
+qemu_variants=()
+for v in "${variants[@]}"; do [[ $v == qemu-* ]] && qemu_variants+=("$v"); done
+have_vpci=0
+for v in "${variants[@]}"; do [[ $v == vpci ]] && have_vpci=1; done
 echo
 echo "Medians of $rounds boots per variant (interleaved), $seconds s cap per test; MB = 10^6 B."
 echo
-echo "| test | QEMU cache=none MB/s (IOPS) | QEMU cache=writeback MB/s (IOPS) | vpci MB/s (IOPS) | vpci / QEMU none | vpci / QEMU writeback |"
-echo "|---|---:|---:|---:|---:|---:|"
+header="| test |" rule="|---|"
+for v in "${variants[@]}"; do header+=" $(title "$v") MB/s (IOPS) |"; rule+="---:|"; done
+if ((have_vpci)); then
+  for v in "${qemu_variants[@]}"; do header+=" vpci / $(title "$v") |"; rule+="---:|"; done
+fi
+echo "$header"
+echo "$rule"
 for t in seqwrite-1M seqread-1M seqwrite-4k seqread-4k randwrite-4k randread-4k; do
-  awk -v t="$t" -v a="$(median qemu-none "$t" 3)" -v ai="$(median qemu-none "$t" 4)" \
-      -v b="$(median qemu-wb "$t" 3)" -v bi="$(median qemu-wb "$t" 4)" \
-      -v c="$(median vpci "$t" 3)" -v ci="$(median vpci "$t" 4)" 'BEGIN {
-    printf "| %s | %.1f (%d) | %.1f (%d) | %.1f (%d) | %.2f | %.2f |\n", t, a, ai, b, bi, c, ci, c / a, c / b }'
+  line="| $t |"
+  for v in "${variants[@]}"; do
+    line+=$(awk -v m="$(median "$v" "$t" 3)" -v i="$(median "$v" "$t" 4)" 'BEGIN { printf " %.1f (%d) |", m, i }')
+  done
+  if ((have_vpci)); then
+    ours=$(median vpci "$t" 3)
+    for v in "${qemu_variants[@]}"; do
+      line+=$(awk -v a="$ours" -v b="$(median "$v" "$t" 3)" 'BEGIN { printf " %.2f |", (b > 0 ? a / b : 0) }')
+    done
+  fi
+  echo "$line"
 done
 echo
-echo "| CPU seconds per boot (median; boot + all tests) | QEMU cache=none | QEMU cache=writeback | vpci |"
-echo "|---|---:|---:|---:|"
-echo "| QEMU process | $(median qemu-none cpu-qemu 3) | $(median qemu-wb cpu-qemu 3) | $(median vpci cpu-qemu 3) |"
-echo "| vpci serve process | | | $(median vpci cpu-server 3) |"
+header="| CPU seconds per boot (median; boot + all tests) |" rule="|---|"
+for v in "${variants[@]}"; do header+=" $(title "$v") |"; rule+="---:|"; done
+echo "$header"
+echo "$rule"
+line="| QEMU process |"
+for v in "${variants[@]}"; do line+=" $(median "$v" cpu-qemu 3) |"; done
+echo "$line"
+if ((have_vpci)); then
+  line="| vpci serve process |"
+  for v in "${variants[@]}"; do line+=" $(median "$v" cpu-server 3) |"; done
+  echo "$line"
+fi
+((have_vpci)) || exit 0
 echo
 echo "Server statistics of the last vpci boot (vpci serve --stats):"
 grep '^vpci serve: stats' "$work/serve-$rounds.log" | sed 's/^vpci serve: stats /    /'
