@@ -10,10 +10,12 @@
 #   env: PERF_SECONDS  time cap of each guest test (default 3)
 #        VARIANTS      which variants, in boot order (default "qemu-none qemu-wb
 #                      qemu-wb-packed vpci")
+#        PERF_TESTS    comma list of guest tests to run (default all; see the table)
 #        KEEP=1        keep the work directory (console logs, server stats)
 #
 # Variants (one boot each per round, the guest runs the "blkperf" check of
-# tests/guest/initramfs/checks.sh: O_DIRECT sequential 1 MiB and 4 KiB, random 4 KiB):
+# tests/guest/initramfs/checks.sh: O_DIRECT sequential 1 MiB and 4 KiB, random 4 KiB,
+# at queue depth 1 and random 4 KiB at queue depth 4):
 #   qemu-none  -drive cache=none (host O_DIRECT) + -device virtio-blk-pci,disable-legacy=on
 #   qemu-wb    -drive cache=writeback (host page cache, QEMU's default)
 #   qemu-wb-packed  the same with packed=on (vpci offers VIRTIO_F_RING_PACKED and the
@@ -87,7 +89,7 @@ boot() {
     *) echo "guest-blk: unknown variant $variant" >&2; exit 2 ;;
   esac
   "$repo/tests/guest/run-guest.sh" "${args[@]}" --checks blkperf --timeout 300 \
-    --append "vpci.perf_seconds=$seconds" --log "$log" >/dev/null 2>"$log.err" &
+    --append "vpci.perf_seconds=$seconds vpci.perf_tests=${PERF_TESTS:-all}" --log "$log" >/dev/null 2>"$log.err" &
   pid=$!
   qpid=""
   while kill -0 "$pid" 2>/dev/null; do
@@ -137,7 +139,8 @@ if ((have_vpci)); then
 fi
 echo "$header"
 echo "$rule"
-for t in seqwrite-1M seqread-1M seqwrite-4k seqread-4k randwrite-4k randread-4k; do
+for t in seqwrite-1M seqread-1M seqwrite-4k seqread-4k randwrite-4k randread-4k randwrite-4k-qd4 randread-4k-qd4; do
+  [[ ,${PERF_TESTS:-all}, == ,all, || ,${PERF_TESTS:-all}, == *,$t,* ]] || continue
   line="| $t |"
   for v in "${variants[@]}"; do
     line+=$(awk -v m="$(median "$v" "$t" 3)" -v i="$(median "$v" "$t" 4)" 'BEGIN { printf " %.1f (%d) |", m, i }')

@@ -20,7 +20,7 @@ install -m 0755 "$here/initramfs/init" "$staging/init"
 install -m 0755 "$here/initramfs/checks.sh" "$staging/checks.sh"
 # The "blkperf" check's timing tool (blkperf.c): static, so it needs no libc in the guest.
 if command -v gcc >/dev/null; then
-  gcc -static -O2 -o "$staging/bin/blkperf" "$here/blkperf.c"
+  gcc -static -O2 -pthread -o "$staging/bin/blkperf" "$here/blkperf.c"
 else
   echo "build-initramfs: no gcc: the guest has no blkperf tool (the blkperf check fails)" >&2
 fi

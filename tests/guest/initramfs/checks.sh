@@ -9,7 +9,8 @@
 #   vpci.blk_tag=WORD      pattern tag, so the host can regenerate it (default vpci)
 #   vpci.rng_bytes=N       bytes "rng" reads from /dev/hwrng (default 256)
 #   vpci.perf_seconds=S    time cap of each "blkperf" test (default 4)
-#   vpci.perf_mib=N        size cap of the 1 MiB-block tests, and span of all (default 32)
+#   vpci.perf_mib=N        span of the "blkperf" tests; each moves at most 8 x N MiB (default 32)
+#   vpci.perf_tests=A,B    run only these "blkperf" tests (default all)
 cmdline=$(cat /proc/cmdline)
 cmdline_value() {
   for word in $cmdline; do
@@ -226,7 +227,8 @@ check_blk() {
 
 # ---- blkperf: O_DIRECT throughput on the first virtio-blk disk (bench/guest-blk.sh) ----
 # DESTROYS the first perf_mib MiB of the disk. Each test is one /bin/blkperf run
-# (blkperf.c) that prints "VPCI-PERF <test> <MB/s> <IOPS> ...". Writes come before the
+# (blkperf.c) that prints "VPCI-PERF <test> <MB/s> <IOPS> ...": queue depth 1 like dd,
+# and the -qd4 tests with 4 threads (4 requests in flight). Writes come before the
 # reads of the same region so the reads find written (allocated) blocks.
 check_blkperf() {
   seconds=$(cmdline_value vpci.perf_seconds 4)
@@ -248,12 +250,15 @@ check_blkperf() {
   span=$((mib * 1048576))
   before=$(interrupt_count "$virtio-")
   failed=""
-  # name pattern block total
-  for test in "seqwrite-1M seqwrite 1M $((span * 8))" "seqread-1M seqread 1M $((span * 8))" \
-              "seqwrite-4k seqwrite 4k $((span * 8))" "seqread-4k seqread 4k $((span * 8))" \
-              "randwrite-4k randwrite 4k $((span * 8))" "randread-4k randread 4k $((span * 8))"; do
+  only=",$(cmdline_value vpci.perf_tests all),"
+  # name pattern block jobs (queue depth); each moves at most 8 x span bytes
+  for test in "seqwrite-1M seqwrite 1M 1" "seqread-1M seqread 1M 1" \
+              "seqwrite-4k seqwrite 4k 1" "seqread-4k seqread 4k 1" \
+              "randwrite-4k randwrite 4k 1" "randread-4k randread 4k 1" \
+              "randwrite-4k-qd4 randwrite 4k 4" "randread-4k-qd4 randread 4k 4"; do
     set -- $test
-    blkperf "/dev/$disk" "$1" "$2" "$3" "$4" "$span" "$seconds" || failed="$failed $1"
+    case $only in ,all,|*,"$1",*) ;; *) continue ;; esac
+    blkperf "/dev/$disk" "$1" "$2" "$3" $((span * 8)) "$span" "$seconds" "$4" || failed="$failed $1"
   done
   after=$(interrupt_count "$virtio-")
   if [ -z "$failed" ]; then
