@@ -94,6 +94,7 @@ bool IrqEventfds::signal_locked(unsigned irq_index, Vector& vector) {
   // An eventfd write only fails when the counter would overflow, i.e. the client has
   // not consumed ~2^64 signals: the interrupt is pending anyway.
   [[maybe_unused]] const ssize_t written = ::write(vector.eventfd.get(), &one, sizeof(one));
+  signalled_.fetch_add(1, std::memory_order_relaxed);
   // vfio INTx is automasked (GET_IRQ_INFO reports AUTOMASKED): masked until unmask.
   if (irq_index == kIrqIntx) vector.masked = true;
   return true;

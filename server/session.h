@@ -44,6 +44,7 @@
 // The server never sends fds: no region is mmappable and there is no twin socket.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -84,6 +85,8 @@ class IrqEventfds final : public InterruptTrigger {
   [[nodiscard]] bool has_eventfd(unsigned irq_index, std::uint32_t vector) const;
   [[nodiscard]] bool masked(unsigned irq_index, std::uint32_t vector) const;
   void clear();
+  // Eventfd writes so far (interrupts delivered to the client), for profiling.
+  [[nodiscard]] std::uint64_t signalled() const { return signalled_.load(std::memory_order_relaxed); }
 
  private:
   struct Vector {
@@ -95,6 +98,7 @@ class IrqEventfds final : public InterruptTrigger {
 
   mutable std::mutex mutex_;  // trigger() may come from device worker threads
   std::vector<std::vector<Vector>> vectors_;  // [irq_index][vector]
+  std::atomic<std::uint64_t> signalled_{0};
 };
 
 // The connection half the session needs for server-to-client requests.
@@ -145,6 +149,7 @@ class VfioUserSession final : private MessageDma {
   [[nodiscard]] std::uint64_t dma_requests_sent() const { return dma_requests_sent_; }
   [[nodiscard]] const DmaMappings& memory() const { return memory_; }
   [[nodiscard]] IrqEventfds& interrupts() { return irqs_; }
+  [[nodiscard]] std::uint64_t interrupts_signalled() const { return irqs_.signalled(); }
   // The reason for the most recent error reply or close, for logs and tests.
   [[nodiscard]] const std::string& last_error() const { return last_error_; }
   [[nodiscard]] std::uint64_t error_count() const { return error_count_; }

@@ -336,6 +336,63 @@ class Connection final : public ClientChannel {
 
 }  // namespace
 
+// Counters indexed by [command][region slot][posted]; commands and regions past the
+// table share its last slot (REGION_READ/WRITE of an unknown region are errors anyway).
+struct VfioUserServer::Stats {
+  static constexpr std::size_t kCommands = 18;  // 0 to DEVICE_FEATURE (16), other
+  static constexpr std::size_t kRegions = 11;   // VFIO PCI regions 0-9 (BARs, ROM, config, VGA), other
+  struct Cell {
+    std::atomic<std::uint64_t> messages{0};
+    std::atomic<std::uint64_t> nanoseconds{0};
+  };
+  std::array<std::array<std::array<Cell, 2>, kRegions>, kCommands> cells;
+
+  Cell& cell(std::span<const std::uint8_t> message) {
+    const vfio_user::Header header =
+        vfio_user::decode_header(message.subspan(0, vfio_user::kHeaderSize));
+    const std::size_t command = std::min<std::size_t>(header.command, kCommands - 1);
+    std::size_t region = 0;
+    if ((header.command == vfio_user::kRegionRead || header.command == vfio_user::kRegionWrite) &&
+        message.size() >= vfio_user::kHeaderSize + 12) {
+      // Payload: offset (u64), region (u32), count (u32) — spec "VFIO_USER_REGION_READ".
+      std::uint32_t index = 0;
+      std::memcpy(&index, message.data() + vfio_user::kHeaderSize + 8, sizeof(index));
+      region = std::min<std::size_t>(index, kRegions - 1);
+    }
+    const std::size_t posted = (header.flags & vfio_user::kFlagNoReply) != 0 ? 1 : 0;
+    return cells[command][region][posted];
+  }
+};
+
+void VfioUserServer::enable_stats() {
+  if (!stats_) stats_ = std::make_unique<Stats>();
+}
+
+std::vector<VfioUserServer::StatsRow> VfioUserServer::stats() const {
+  std::vector<StatsRow> rows;
+  if (!stats_) return rows;
+  for (std::size_t command = 0; command < Stats::kCommands; ++command) {
+    for (std::size_t region = 0; region < Stats::kRegions; ++region) {
+      for (std::size_t posted = 0; posted < 2; ++posted) {
+        const Stats::Cell& cell = stats_->cells[command][region][posted];
+        const std::uint64_t messages = cell.messages.load(std::memory_order_relaxed);
+        if (messages == 0) continue;
+        std::string what = command + 1 == Stats::kCommands
+                               ? "other"
+                               : command_name_of(static_cast<std::uint16_t>(command));
+        if (command == vfio_user::kRegionRead || command == vfio_user::kRegionWrite) {
+          what += region + 1 == Stats::kRegions ? " region other"
+                                                 : " region " + std::to_string(region);
+        }
+        if (posted != 0) what += " posted";
+        rows.push_back(
+            StatsRow{std::move(what), messages, cell.nanoseconds.load(std::memory_order_relaxed)});
+      }
+    }
+  }
+  return rows;
+}
+
 Result<std::unique_ptr<VfioUserServer>> VfioUserServer::create(std::string socket_path,
                                                                PciFunction& function) {
   sockaddr_un addr{};
@@ -430,6 +487,11 @@ void VfioUserServer::serve(int connection) {
   Connection channel(connection, dma_timeout_, trace_);
   VfioUserSession session(function_);
   session.set_client_channel(&channel);
+  struct CountInterrupts {
+    std::atomic<std::uint64_t>& total;
+    const VfioUserSession& session;
+    ~CountInterrupts() { total.fetch_add(session.interrupts_signalled()); }
+  } count_interrupts{interrupts_signalled_, session};
   std::uint64_t reported_errors = 0;
   MessageReader& reader = channel.reader();
   std::vector<UniqueFd> fds;
@@ -462,6 +524,9 @@ void VfioUserServer::serve(int connection) {
       }
     }
     if (trace_) trace_(describe_request(message, fds.size()));
+    Stats::Cell* stats_cell = stats_ ? &stats_->cell(message) : nullptr;
+    const auto handling_started = stats_cell != nullptr ? std::chrono::steady_clock::now()
+                                                        : std::chrono::steady_clock::time_point{};
     const std::uint64_t errors_before = session.error_count();
     const auto disposition = session.handle(message, fds, fds_truncated, reply);
     if (session.error_count() != reported_errors) {
@@ -476,8 +541,17 @@ void VfioUserServer::serve(int connection) {
       }
       if (disposition == VfioUserSession::Disposition::kClose) trace_("closing: " + session.last_error());
     }
-    if (disposition == VfioUserSession::Disposition::kClose) return;
-    if (disposition == VfioUserSession::Disposition::kReply && !write_all(connection, reply)) return;
+    const bool sent =
+        disposition != VfioUserSession::Disposition::kReply || write_all(connection, reply);
+    if (stats_cell != nullptr) {
+      const auto spent = std::chrono::steady_clock::now() - handling_started;
+      stats_cell->messages.fetch_add(1, std::memory_order_relaxed);
+      stats_cell->nanoseconds.fetch_add(
+          static_cast<std::uint64_t>(
+              std::chrono::duration_cast<std::chrono::nanoseconds>(spent).count()),
+          std::memory_order_relaxed);
+    }
+    if (disposition == VfioUserSession::Disposition::kClose || !sent) return;
     // A rare large REGION_READ grew the reply buffer; do not keep that per connection.
     if (reply.capacity() > 64 * 1024) {
       reply.clear();

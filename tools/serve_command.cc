@@ -1,4 +1,4 @@
-// `vpci serve [CONFIG] [--socket-dir DIR] [--check]`
+// `vpci serve [CONFIG] [--socket-dir DIR] [--check] [--trace FILE] [--stats]`
 //
 // Runs the devices CONFIG names (server/serve_config.h; docs/serve.md), each on its
 // own vfio-user socket <socket_dir>/<name>.sock, until SIGINT or SIGTERM. Without
@@ -10,17 +10,24 @@
 // main thread, so no handler runs inside the servers. The servers stop (ending any
 // connection, which resets the devices and drops guest memory), the images are synced
 // and the socket files removed before exit.
+//
+// --trace FILE writes every vfio-user message of every device as one line (server/
+// trace.h), prefixed by the device name; --stats prints, at shutdown, each device's
+// messages and server-side time by command and the interrupts it signalled
+// (docs/PERFORMANCE.md uses both to profile a real guest).
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -40,7 +47,34 @@ struct ServeOptions {
   std::string config;
   std::string socket_dir;
   bool check_only = false;
+  std::string trace;  // file, or "-" for stderr; empty: no trace
+  bool stats = false;
 };
+
+// One line per device: "<name>: N messages, T s handling (U us each), K interrupts",
+// then one line per kind of message, busiest first.
+void print_stats(const std::string& name, const server::VfioUserServer& served) {
+  auto rows = served.stats();
+  std::uint64_t messages = 0;
+  std::uint64_t nanoseconds = 0;
+  for (const auto& row : rows) {
+    messages += row.messages;
+    nanoseconds += row.nanoseconds;
+  }
+  const auto per_message_us = [](std::uint64_t ns, std::uint64_t count) {
+    return count == 0 ? 0.0 : static_cast<double>(ns) / 1e3 / static_cast<double>(count);
+  };
+  fmt::print("vpci serve: stats {}: {} messages, {:.3f} s handling ({:.2f} us each), {} interrupts signalled\n",
+             name, messages, static_cast<double>(nanoseconds) / 1e9,
+             per_message_us(nanoseconds, messages), served.interrupts_signalled());
+  std::sort(rows.begin(), rows.end(),
+            [](const auto& a, const auto& b) { return a.messages > b.messages; });
+  for (const auto& row : rows) {
+    fmt::print("vpci serve: stats {}:   {:<32} {:>10} messages {:>10.3f} s {:>8.2f} us each\n", name,
+               row.what, row.messages, static_cast<double>(row.nanoseconds) / 1e9,
+               per_message_us(row.nanoseconds, row.messages));
+  }
+}
 
 // $XDG_RUNTIME_DIR/vpci when the session has one (private to the user), else
 // /tmp/vpci-<uid>.
@@ -164,6 +198,25 @@ int run_serve(const ServeOptions& options) {
     return 1;
   }
 
+  std::FILE* trace_file = nullptr;
+  if (options.trace == "-") {
+    trace_file = stderr;
+  } else if (!options.trace.empty()) {
+    trace_file = std::fopen(options.trace.c_str(), "we");
+    if (trace_file == nullptr) {
+      fmt::print(stderr, "vpci serve: cannot open trace file {}: {}\n", options.trace,
+                 std::strerror(errno));
+      return 1;
+    }
+  }
+  struct CloseTrace {
+    std::FILE* file;
+    ~CloseTrace() {
+      if (file != nullptr && file != stderr) std::fclose(file);
+    }
+  } close_trace{trace_file};
+  std::mutex trace_mutex;  // one line at a time from every server thread
+
   std::vector<std::unique_ptr<server::VfioUserServer>> servers;
   std::vector<std::string> sockets;
   for (const auto& device : devices) {
@@ -174,6 +227,14 @@ int run_serve(const ServeOptions& options) {
                  served.error().message);
       return 1;  // servers created so far remove their sockets as they are destroyed
     }
+    if (trace_file != nullptr) {
+      (*served)->set_trace([trace_file, &trace_mutex, name = device->spec().name](const std::string& line) {
+        std::lock_guard lock(trace_mutex);
+        fmt::print(trace_file, "[{}] {}\n", name, line);
+        if (trace_file == stderr) std::fflush(trace_file);
+      });
+    }
+    if (options.stats) (*served)->enable_stats();
     servers.push_back(std::move(*served));
     sockets.push_back(socket);
   }
@@ -191,7 +252,11 @@ int run_serve(const ServeOptions& options) {
   fmt::print("vpci serve: {} received, shutting down\n", strsignal(signal_number));
 
   int status = 0;
-  servers.clear();  // stops every connection and removes the socket files
+  for (auto& served : servers) served->stop();  // ends every connection
+  if (options.stats) {
+    for (std::size_t i = 0; i < servers.size(); ++i) print_stats(devices[i]->spec().name, *servers[i]);
+  }
+  servers.clear();  // removes the socket files
   for (const auto& device : devices) {
     if (auto flushed = device->flush(); !flushed) {
       fmt::print(stderr, "vpci serve: device \"{}\": {}\n", device->spec().name,
@@ -215,6 +280,10 @@ void register_serve(CLI::App& app, int& exit_code) {
                     "default $XDG_RUNTIME_DIR/vpci or /tmp/vpci-<uid>)");
   serve->add_flag("--check", options->check_only,
                   "Validate the configuration, open the back ends, print the devices and exit");
+  serve->add_option("--trace", options->trace,
+                    "Write every vfio-user message as one line to FILE (\"-\": stderr)");
+  serve->add_flag("--stats", options->stats,
+                  "At shutdown, print each device's messages and handling time by command");
   serve->callback([options, &exit_code] { exit_code = run_serve(*options); });
 }
 

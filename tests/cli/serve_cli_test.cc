@@ -206,5 +206,32 @@ TEST(ServeCli, DefaultDevicesOnAFreshImageAndSigint) {
   EXPECT_FALSE(std::filesystem::exists(sockets / "rng0.sock"));
 }
 
+TEST(ServeCli, TraceFileAndStatsAtShutdown) {
+  TempDir dir;
+  const auto sockets = dir.path() / "run";
+  const auto trace = dir.path() / "trace.log";
+  ServeProcess serve({"serve", "--socket-dir", sockets.string(), "--trace", trace.string(), "--stats"},
+                     dir.path() / "serve.log");
+  ASSERT_TRUE(serve.wait_ready()) << serve.output();
+  {
+    auto client = server::testing::TestClient::connect((sockets / "rng0.sock").string());
+    ASSERT_TRUE(client.has_value());
+    ASSERT_TRUE(client->negotiate());
+    EXPECT_EQ(read_config_dword(*client, 0), 0x10441af4u);
+    EXPECT_EQ(read_config_dword(*client, 0), 0x10441af4u);
+  }
+  EXPECT_EQ(serve.stop(SIGTERM), 0);
+  const std::string output = serve.output();
+  // Exactly this client's traffic on rng0; blk0 saw none.
+  EXPECT_THAT(output, HasSubstr("vpci serve: stats rng0: 3 messages"));
+  EXPECT_THAT(output, HasSubstr("vpci serve: stats blk0: 0 messages"));
+  EXPECT_THAT(output, ::testing::ContainsRegex("stats rng0: +REGION_READ region 7 +2 messages"));
+  const std::string traced = read_text_file(trace);
+  EXPECT_THAT(traced, HasSubstr("[rng0] connected"));
+  EXPECT_THAT(traced, HasSubstr("[rng0] <- #"));
+  EXPECT_THAT(traced, HasSubstr("REGION_READ region 7 offset 0x0 count 4"));
+  EXPECT_THAT(traced, HasSubstr("[rng0] disconnected"));
+}
+
 }  // namespace
 }  // namespace vpci

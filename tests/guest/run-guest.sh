@@ -5,11 +5,14 @@
 #   run-guest.sh --socket S1 [--socket S2 ...] [--checks enumerate,config,rng,blk]
 #                [--expect 1af4:1044@virtio-pci,...] [--append "virtio_pci.force_legacy=1"]
 #                [--timeout 300] [--memory 512] [--log FILE] [--verbose] [--qemu-arg ARG ...]
+#                [--bind DIR ...]
 #
 # QEMU runs chrooted in the cached Debian tree (its own QEMU >= 10.1 with vfio-user-pci)
 # under TCG, in a private mount namespace: /dev, /proc, /sys and each socket's directory
 # are bind-mounted into the tree there, so every mount disappears with the run whatever
-# happens. Prints the guest's VPCI-* lines as they arrive and a VPCI-TIMING line.
+# happens; --bind DIR mounts DIR at the same absolute path inside the tree (e.g. the
+# directory of an image given to QEMU's own -drive through --qemu-arg). Prints the
+# guest's VPCI-* lines as they arrive and a VPCI-TIMING line.
 # Exit status: 0 every check passed, 1 some check failed, 2 no verdict (boot failure,
 # timeout, QEMU error) — then the console log is printed.
 set -euo pipefail
@@ -18,7 +21,7 @@ cache=${VPCI_GUEST_CACHE:-/var/cache/vpci-guest}
 here=$(cd "$(dirname "$0")" && pwd)
 die() { printf 'run-guest: error: %s\n' "$*" >&2; exit 2; }
 
-sockets=() qemu_args=() append="" checks="enumerate,config" expect="" timeout=300
+sockets=() qemu_args=() binds=() append="" checks="enumerate,config" expect="" timeout=300
 memory=512 log="" verbose=0
 while (($#)); do
   case $1 in
@@ -31,7 +34,8 @@ while (($#)); do
     --log) log=${2:?}; shift 2 ;;
     --verbose) verbose=1; shift ;;
     --qemu-arg) qemu_args+=("${2:?}"); shift 2 ;;
-    -h|--help) sed -n '2,16s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    --bind) binds+=("${2:?}"); shift 2 ;;
+    -h|--help) sed -n '2,17s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -46,6 +50,7 @@ if [[ -z ${VPCI_GUEST_IN_NAMESPACE:-} ]]; then
   restore_args=()
   for s in "${sockets[@]}"; do restore_args+=(--socket "$s"); done
   for a in "${qemu_args[@]}"; do restore_args+=(--qemu-arg "$a"); done
+  for b in "${binds[@]}"; do restore_args+=(--bind "$b"); done
   ((verbose)) && restore_args+=(--verbose)
   [[ -n $log ]] && restore_args+=(--log "$log")
   VPCI_GUEST_IN_NAMESPACE=1 exec unshare --mount --propagation private "$0" "${restore_args[@]}" \
@@ -68,6 +73,11 @@ bind() {  # bind SOURCE TARGET-INSIDE-ROOT
 bind /dev /dev
 bind /proc /proc
 bind /sys /sys
+for b in "${binds[@]}"; do
+  [[ -d $b ]] || die "--bind $b: not a directory"
+  b=$(realpath "$b")
+  bind "$b" "$b"
+done
 
 # Kernel and initramfs: built fresh each run (it takes well under a second) so edits to
 # the guest scripts always take effect.

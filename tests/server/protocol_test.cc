@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -730,6 +731,58 @@ TEST(MultiDeviceTest, DevicesOnSeparateSocketsAreIndependent) {
   auto read = good->call(kRegionRead, testing::region_read(0, 0, 4));
   ASSERT_TRUE(read && !read->is_error());
   EXPECT_EQ(read->payload[kRegionAccessSize], 9);
+}
+
+// The payload is read without polling first when the header has arrived; a payload
+// that comes later must still be waited for, not mistaken for a closed connection.
+TEST_F(ProtocolTest, PayloadArrivingAfterTheHeaderIsWaitedFor) {
+  ASSERT_TRUE(client_->negotiate());
+  const std::array<std::uint8_t, 4> data{1, 2, 3, 4};
+  const auto payload = testing::region_write(0, 0x20, data);
+  const std::uint16_t id = 77;
+  const std::uint16_t command = kRegionWrite;
+  const auto size = static_cast<std::uint32_t>(kHeaderSize + payload.bytes().size());
+  std::array<std::uint8_t, kHeaderSize> head{};
+  std::memcpy(head.data() + 0, &id, 2);
+  std::memcpy(head.data() + 2, &command, 2);
+  std::memcpy(head.data() + 4, &size, 4);
+  ASSERT_TRUE(client_->send_raw(head));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(client_->send_raw(payload));
+  auto reply = client_->receive();
+  expect_ok(reply);
+  EXPECT_EQ(reply->header.msg_id, id);
+  EXPECT_EQ(read_bar(0x20, 4), std::vector<std::uint8_t>(data.begin(), data.end()));
+}
+
+TEST(ServerStatsTest, CountsMessagesByCommandRegionAndPosted) {
+  ScratchFunction function;
+  const std::string path = temp_socket_path("stats.sock");
+  auto server = VfioUserServer::create(path, function);
+  ASSERT_TRUE(server);
+  EXPECT_TRUE((*server)->stats().empty());  // off until enabled
+  (*server)->enable_stats();
+  (*server)->start();
+  auto client = TestClient::connect(path);
+  ASSERT_TRUE(client && client->negotiate());
+  const std::array<std::uint8_t, 4> data{5, 6, 7, 8};
+  for (int i = 0; i < 3; ++i) {
+    client->send_command(kRegionWrite, testing::region_write(0, 0x40, data), {}, kFlagNoReply);
+  }
+  auto read = client->call(kRegionRead, testing::region_read(0, 0x40, 4));
+  ASSERT_TRUE(read && !read->is_error());
+  auto config = client->call(kRegionRead, testing::region_read(kRegionConfig, 0, 4));
+  ASSERT_TRUE(config && !config->is_error());
+  client->close();
+  (*server)->stop();
+  std::map<std::string, std::uint64_t> counts;
+  for (const auto& row : (*server)->stats()) counts[row.what] = row.messages;
+  EXPECT_EQ(counts, (std::map<std::string, std::uint64_t>{
+                        {"VERSION", 1},
+                        {"REGION_WRITE region 0 posted", 3},
+                        {"REGION_READ region 0", 1},
+                        {"REGION_READ region 7", 1}}));
+  EXPECT_EQ((*server)->interrupts_signalled(), 0u);  // the scratch device raised none
 }
 
 TEST(ServerCreateTest, RefusesPathsThatAreNotSockets) {

@@ -8,6 +8,9 @@
 #   vpci.blk_offset=BYTES  where "blk" writes its pattern (default 1048576)
 #   vpci.blk_tag=WORD      pattern tag, so the host can regenerate it (default vpci)
 #   vpci.rng_bytes=N       bytes "rng" reads from /dev/hwrng (default 256)
+#   vpci.perf_seconds=S    time cap of each "blkperf" test (default 4)
+#   vpci.perf_mib=N        span of the "blkperf" tests; each moves at most 8 x N MiB (default 32)
+#   vpci.perf_tests=A,B    run only these "blkperf" tests (default all)
 cmdline=$(cat /proc/cmdline)
 cmdline_value() {
   for word in $cmdline; do
@@ -222,9 +225,52 @@ check_blk() {
   [ -n "$any" ] || result "blk FAIL no-virtio-blk-device"
 }
 
+# ---- blkperf: O_DIRECT throughput on the first virtio-blk disk (bench/guest-blk.sh) ----
+# DESTROYS the first perf_mib MiB of the disk. Each test is one /bin/blkperf run
+# (blkperf.c) that prints "VPCI-PERF <test> <MB/s> <IOPS> ...": queue depth 1 like dd,
+# and the -qd4 tests with 4 threads (4 requests in flight). Writes come before the
+# reads of the same region so the reads find written (allocated) blocks.
+check_blkperf() {
+  seconds=$(cmdline_value vpci.perf_seconds 4)
+  mib=$(cmdline_value vpci.perf_mib 32)
+  disk=""
+  n=0
+  while [ -z "$disk" ] && [ $n -lt 50 ]; do
+    for dev in /sys/bus/pci/devices/*; do
+      for v in $(virtio_children "$dev" virtio_blk); do
+        [ -n "$disk" ] && break
+        d=$(ls "/sys/bus/virtio/devices/$v/block" 2>/dev/null | head -1)
+        [ -n "$d" ] && [ -b "/dev/$d" ] && disk=$d addr=$(basename "$dev") virtio=$v
+      done
+    done
+    [ -z "$disk" ] && { sleep 0.1; n=$((n + 1)); }
+  done
+  if [ -z "$disk" ]; then result "blkperf FAIL no-virtio-blk-disk"; return; fi
+  if [ ! -x /bin/blkperf ]; then result "blkperf FAIL no-blkperf-tool"; return; fi
+  span=$((mib * 1048576))
+  before=$(interrupt_count "$virtio-")
+  failed=""
+  only=",$(cmdline_value vpci.perf_tests all),"
+  # name pattern block jobs (queue depth); each moves at most 8 x span bytes
+  for test in "seqwrite-1M seqwrite 1M 1" "seqread-1M seqread 1M 1" \
+              "seqwrite-4k seqwrite 4k 1" "seqread-4k seqread 4k 1" \
+              "randwrite-4k randwrite 4k 1" "randread-4k randread 4k 1" \
+              "randwrite-4k-qd4 randwrite 4k 4" "randread-4k-qd4 randread 4k 4"; do
+    set -- $test
+    case $only in ,all,|*,"$1",*) ;; *) continue ;; esac
+    blkperf "/dev/$disk" "$1" "$2" "$3" $((span * 8)) "$span" "$seconds" "$4" || failed="$failed $1"
+  done
+  after=$(interrupt_count "$virtio-")
+  if [ -z "$failed" ]; then
+    result "blkperf-$addr PASS disk=$disk span=${mib}MiB seconds=$seconds irqs=$before..$after kind=$(interrupt_kind "$virtio-")"
+  else
+    result "blkperf-$addr FAIL disk=$disk failed:$failed"
+  fi
+}
+
 for check in $(echo "$1" | tr ',' ' '); do
   case $check in
-    enumerate|config|scratch|rng|blk) "check_$check" ;;
+    enumerate|config|scratch|rng|blk|blkperf) "check_$check" ;;
     *) result "$check FAIL unknown-check" ;;
   esac
 done
