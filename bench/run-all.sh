@@ -10,6 +10,8 @@
 # build/release and does not exist yet). Raw JSON and the tables are kept in
 # BUILD_DIR/bench-results/. Takes about 10 minutes on 2 vCPUs.
 #   VPCI_BENCH_SKIP_DT=1       skip the dtc comparison (the longest part, ~90 s)
+#   VPCI_BENCH_SKIP_GUEST=1    skip the real-guest virtio-blk comparison (bench/guest-blk.sh;
+#                              runs only as root, ~10 minutes with 3 rounds)
 #   VPCI_BENCH_SOCKET_DIR=DIR  where scale_bench binds its sockets (default /dev/shm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +58,13 @@ if [[ ${VPCI_BENCH_SKIP_DT:-0} != 1 ]] && command -v dtc >/dev/null; then
 else
   rm -f "$out/dt_vs_dtc.md"
 fi
+if [[ ${VPCI_BENCH_SKIP_GUEST:-0} != 1 && $(id -u) -eq 0 ]]; then
+  echo "guest-blk.sh..." >&2
+  cmake --build "$build" --target vpci >/dev/null
+  bench/guest-blk.sh "$bin/vpci" 3 >"$out/guest_blk.md"
+else
+  echo "guest-blk.sh skipped (needs root; VPCI_BENCH_SKIP_GUEST=1 skips it)" >"$out/guest_blk.md"
+fi
 load_end=$(load)
 
 {
@@ -68,4 +77,8 @@ load_end=$(load)
   echo "- Figures: medians of $reps repetitions (scale: $(((reps + 1) / 2)) whole runs)"
   echo
   python3 bench/tables.py "$out"
+  echo
+  echo "## Real guest: virtio-blk, QEMU vs vpci over vfio-user"
+  echo
+  cat "$out/guest_blk.md"
 } | tee "$out/tables.md"
