@@ -17,18 +17,12 @@
 #include "domain/config_file.h"
 #include "domain/rules.h"
 #include "domain/xen_abi.h"
+#include "fuzz/fuzz_support.h"
 
 namespace {
 
 using namespace vpci::domain;
 
-#define FUZZ_CHECK(condition)                                                                \
-  do {                                                                                       \
-    if (!(condition)) {                                                                      \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #condition); \
-      std::abort();                                                                          \
-    }                                                                                        \
-  } while (false)
 
 // Reference §2/§6: (emflags & ~optional) == required for the domain's row.
 bool emulation_row_accepts(const DomainConfig& config, Profile profile, std::uint32_t emulation) {

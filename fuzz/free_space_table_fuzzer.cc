@@ -16,18 +16,12 @@
 #include <string_view>
 
 #include "pci/free_space_table.h"
+#include "fuzz/fuzz_support.h"
 
 namespace {
 
 using namespace vpci::pci;
 
-#define FUZZ_CHECK(condition)                                                                \
-  do {                                                                                       \
-    if (!(condition)) {                                                                      \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #condition); \
-      std::abort();                                                                          \
-    }                                                                                        \
-  } while (false)
 
 constexpr std::string_view kSource = "fuzz-table.toml";
 

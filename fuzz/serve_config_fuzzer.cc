@@ -24,18 +24,12 @@
 #include <toml++/toml.h>
 
 #include "server/serve_config.h"
+#include "fuzz/fuzz_support.h"
 
 namespace {
 
 using namespace vpci::server;
 
-#define FUZZ_CHECK(condition)                                                                \
-  do {                                                                                       \
-    if (!(condition)) {                                                                      \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #condition); \
-      std::abort();                                                                          \
-    }                                                                                        \
-  } while (false)
 
 const std::filesystem::path kBaseDir = "/fuzz-base";
 constexpr std::string_view kSource = "fuzz.toml";
