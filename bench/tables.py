@@ -14,7 +14,12 @@ from pathlib import Path
 def medians(path):
     """{run_name: median aggregate} of a Google Benchmark JSON file."""
     data = json.loads(Path(path).read_text())
-    return {b["run_name"]: b for b in data["benchmarks"] if b.get("aggregate_name") == "median"}
+    runs = {b["run_name"]: b for b in data["benchmarks"] if b.get("aggregate_name") == "median"}
+    if not runs:
+        # One repetition: Google Benchmark writes no aggregates, the single run is the median.
+        runs = {b.get("run_name", b["name"]): b for b in data["benchmarks"]
+                if b.get("run_type", "iteration") == "iteration"}
+    return runs
 
 
 def virtqueue_table(path):
