@@ -12,12 +12,11 @@
 // Input: [0] log2 queue size (mod 9) · [1] flags (bit0 EVENT_IDX, bit1 INDIRECT_DESC,
 // bit2 4 KiB byte cap) · [2..3] le16 image length L · L bytes copied to guest RAM at
 // kRamBase (desc table at 0, avail ring, used ring after it) · the rest: one action
-// per byte (see run_script).
+// per byte (see run_chain_script in virtqueue_fuzz_guest.h).
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -68,7 +67,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!queue.enable(guest.memory, RingFormat::kSplit, options, nullptr))
     fail("valid layout refused");
 
-  std::deque<DescriptorChain> held;
   std::uint64_t completed = 0;
   const auto used_idx = [&] {
     std::uint16_t idx = 0;
@@ -98,44 +96,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (healthy && !queue.failed()) ++completed;
   };
 
-  if (script_size == 0) {
-    for (int i = 0; i < 2 * queue_size; ++i) {
-      auto chain = pop_one();
-      if (!chain) break;
-      finish(*chain, 1);
-    }
-  }
-  for (std::size_t i = 0; i < script_size; ++i) {
-    const std::uint8_t op = script[i];
-    switch (op % 5) {
-      case 0:  // pop and complete at once
-        if (auto chain = pop_one()) finish(*chain, static_cast<std::uint8_t>(op >> 3));
-        break;
-      case 1:  // pop and keep in flight
-        if (held.size() < 8) {
-          if (auto chain = pop_one()) held.push_back(std::move(*chain));
-        }
-        break;
-      case 2:  // complete an in-flight chain, out of order
-        if (!held.empty()) {
-          const std::size_t pick = (op >> 3) % held.size();
-          finish(held[pick], static_cast<std::uint8_t>(op));
-          held.erase(held.begin() + static_cast<long>(pick));
-        }
-        break;
-      case 3: queue.notify_driver_if_needed(); break;
-      case 4:  // the driver changes a byte of guest RAM behind the device's back
-        if (i + 2 < script_size) {
-          const std::size_t offset = (script[i + 1] | (script[i + 2] << 8)) % kRamSize;
-          guest.ram[offset] = static_cast<std::uint8_t>(op);
-          used_ring_clobbered = true;
-          i += 2;
-        }
-        break;
-    }
-  }
-  for (auto& chain : held) finish(chain, 2);
-  held.clear();
+  run_chain_script(std::span<const std::uint8_t>(script, script_size), queue_size, guest, queue,
+                   pop_one, finish, [&] { used_ring_clobbered = true; });
   // Only the device writes used idx, unless the driver poked RAM or handed out a
   // writable buffer overlapping the used ring (its own fault, but legal to do).
   if (!queue.failed() && completed > 0 && !used_ring_clobbered &&

@@ -8,7 +8,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <memory>
+#include <optional>
+#include <span>
 #include <vector>
 
 #include "virtio/guest_memory.h"
@@ -87,6 +90,54 @@ inline void check_chain(const Guest& guest, DescriptorChain& chain, std::uint16_
     fail("chain too long");
   std::vector<std::uint8_t> data(static_cast<std::size_t>(readable));
   if (!chain.reader().read(data)) fail("readable part of a validated chain unreadable");
+}
+
+// Runs the fuzzer's operation script against `queue`, one byte per operation: pop and
+// complete, pop and hold (at most 8 in flight), complete a held chain out of order,
+// send a used-buffer notification, or poke a byte of guest RAM behind the device's
+// back (`on_ram_poke` runs after each poke). An empty script pops and completes
+// everything available. Held chains are completed at the end.
+template <typename PopOne, typename Finish, typename OnRamPoke>
+void run_chain_script(std::span<const std::uint8_t> script, int queue_size, Guest& guest,
+                      Virtqueue& queue, PopOne pop_one, Finish finish, OnRamPoke on_ram_poke) {
+  std::deque<DescriptorChain> held;
+  if (script.empty()) {
+    for (int i = 0; i < 2 * queue_size; ++i) {
+      auto chain = pop_one();
+      if (!chain) break;
+      finish(*chain, 1);
+    }
+  }
+  for (std::size_t i = 0; i < script.size(); ++i) {
+    const std::uint8_t op = script[i];
+    switch (op % 5) {
+      case 0:  // pop and complete at once
+        if (auto chain = pop_one()) finish(*chain, static_cast<std::uint8_t>(op >> 3));
+        break;
+      case 1:  // pop and keep in flight
+        if (held.size() < 8) {
+          if (auto chain = pop_one()) held.push_back(std::move(*chain));
+        }
+        break;
+      case 2:  // complete an in-flight chain, out of order
+        if (!held.empty()) {
+          const std::size_t pick = (op >> 3) % held.size();
+          finish(held[pick], static_cast<std::uint8_t>(op));
+          held.erase(held.begin() + static_cast<long>(pick));
+        }
+        break;
+      case 3: queue.notify_driver_if_needed(); break;
+      case 4:  // the driver changes a byte of guest RAM behind the device's back
+        if (i + 2 < script.size()) {
+          const std::size_t offset = (script[i + 1] | (script[i + 2] << 8)) % kRamSize;
+          guest.ram[offset] = static_cast<std::uint8_t>(op);
+          on_ram_poke();
+          i += 2;
+        }
+        break;
+    }
+  }
+  for (auto& chain : held) finish(chain, 2);
 }
 
 }  // namespace vpci::virtio::fuzzing
