@@ -11,6 +11,7 @@
 // exceptions on); parse_domain_config() catches it, so nothing escapes this file.
 #include <toml++/toml.h>
 
+#include "base/input_file.h"
 #include "base/suggestion.h"
 #include "base/toml_text.h"
 #include "domain/rules.h"
@@ -266,18 +267,16 @@ ConfigFileResult parse_domain_config(std::string_view text, std::string_view fil
 }
 
 ConfigFileResult load_domain_config(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  const auto unreadable = [&](std::string message) {
+  auto text = read_input_file(path, kConfigurationInput);
+  if (!text) {
+    // read_input_file's message starts with the path, which the problem carries.
+    std::string message = std::move(text).error().message;
+    const std::string prefix = path.string() + ": ";
+    if (message.starts_with(prefix)) message.erase(0, prefix.size());
     return tl::unexpected(std::vector<ConfigFileProblem>{ConfigFileProblem{
         path.string(), std::string(rule::kFileRead), "", {}, std::move(message)}});
-  };
-  if (!in) {
-    return unreadable(
-        fmt::format("cannot open: {}", std::error_code(errno, std::generic_category()).message()));
   }
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return unreadable("read error");
-  return parse_domain_config(text, path.string());
+  return parse_domain_config(*text, path.string());
 }
 
 Error to_error(const std::vector<ConfigFileProblem>& problems) {

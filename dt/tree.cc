@@ -11,6 +11,7 @@ extern "C" {
 #include <libfdt.h>
 }
 
+#include "base/input_file.h"
 #include "dt/dtc.h"
 
 namespace vpci::dt {
@@ -555,10 +556,8 @@ Result<Tree> parse_dts(std::string_view text, std::string_view origin) {
 }
 
 Result<Tree> load_tree_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_error(ErrorCode::kNotFound, "cannot open {}", path.string());
-  std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return make_error(ErrorCode::kIoError, "cannot read {}", path.string());
+  VPCI_ASSIGN_OR_RETURN(const std::string text, read_input_file(path, kDeviceTreeInput));
+  const std::vector<std::uint8_t> bytes(text.begin(), text.end());
   if (bytes.size() >= 4 && load_be32(bytes.data()) == FDT_MAGIC) {
     auto tree = parse_dtb(bytes);
     if (!tree) return tl::unexpected(std::move(tree).error().with_context(path.string()));

@@ -7,6 +7,7 @@
 #include <iterator>
 #include <system_error>
 
+#include "base/input_file.h"
 #include "pci/registers.h"
 
 namespace vpci::pci {
@@ -77,17 +78,8 @@ bool printable_text(std::span<const std::uint8_t> bytes) {
 }
 
 Result<std::vector<std::uint8_t>> read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return make_error(ErrorCode::kNotFound, "cannot open {}: {}", path.string(),
-                      std::error_code(errno, std::generic_category()).message());
-  }
-  std::vector<std::uint8_t> data((std::istreambuf_iterator<char>(in)),
-                                 std::istreambuf_iterator<char>());
-  if (in.bad()) {
-    return make_error(ErrorCode::kIoError, "error reading {}", path.string());
-  }
-  return data;
+  VPCI_ASSIGN_OR_RETURN(const std::string text, read_input_file(path, kConfigSpaceInput));
+  return std::vector<std::uint8_t>(text.begin(), text.end());
 }
 
 }  // namespace

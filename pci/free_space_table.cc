@@ -8,6 +8,7 @@
 
 #include <toml++/toml.h>
 
+#include "base/input_file.h"
 #include "pci/registers.h"
 
 namespace vpci::pci {
@@ -219,12 +220,7 @@ Result<FreeSpaceTable> parse_free_space_table(std::string_view text, std::string
 }
 
 Result<FreeSpaceTable> load_free_space_table(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return make_error(ErrorCode::kNotFound, "cannot open free-space table {}", path.string());
-  }
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return make_error(ErrorCode::kIoError, "error reading {}", path.string());
+  VPCI_ASSIGN_OR_RETURN(const std::string text, read_input_file(path, kConfigurationInput));
   return parse_free_space_table(text, path.string());
 }
 

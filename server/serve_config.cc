@@ -12,6 +12,7 @@
 // exceptions on); parse_serve_config() catches it, so nothing escapes this file.
 #include <toml++/toml.h>
 
+#include "base/input_file.h"
 #include "base/suggestion.h"
 #include "base/toml_text.h"
 
@@ -309,14 +310,7 @@ Result<ServeConfig> parse_serve_config(std::string_view text, std::string source
 }
 
 Result<ServeConfig> load_serve_config(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
-    return make_error(ErrorCode::kNotFound, "cannot open configuration file {}", file.string());
-  }
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) {
-    return make_error(ErrorCode::kIoError, "cannot read configuration file {}", file.string());
-  }
+  VPCI_ASSIGN_OR_RETURN(const std::string text, read_input_file(file, kConfigurationInput));
   return parse_serve_config(text, file.string(), file.parent_path());
 }
 

@@ -20,6 +20,7 @@
 
 #include <fmt/format.h>
 
+#include "base/input_file.h"
 #include "pci/dump.h"
 #include "pci/placement.h"
 #include "tools/commands.h"
@@ -126,14 +127,12 @@ Status write_atomically(const std::string& path, const std::string& text) {
 }
 
 bool is_binary_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  char c = 0;
-  while (in.get(c)) {
+  const auto text = read_input_file(path, kConfigSpaceInput);
+  if (!text) return false;
+  return !std::all_of(text->begin(), text->end(), [](char c) {
     const auto b = static_cast<unsigned char>(c);
-    if (!(b == '\n' || b == '\r' || b == '\t' || (b >= 0x20 && b < 0x7F))) return true;
-  }
-  return false;
+    return b == '\n' || b == '\r' || b == '\t' || (b >= 0x20 && b < 0x7F);
+  });
 }
 
 nlohmann::json ranges_json(const std::vector<pci::ConfigRange>& ranges) {

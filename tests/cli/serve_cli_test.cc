@@ -121,7 +121,7 @@ TEST(ServeCli, MissingBackingFileAndMissingConfig) {
   result = run_command(std::string(VPCI_CLI_PATH) + " serve " +
                        shell_quote((dir.path() / "none.toml").string()));
   EXPECT_EQ(result.exit_code, 1);
-  EXPECT_THAT(result.err, HasSubstr("cannot open configuration file"));
+  EXPECT_THAT(result.err, HasSubstr("none.toml: cannot open: No such file"));
 }
 
 TEST(ServeCli, CheckOpensBackEndsAndListsDevicesWithoutSockets) {

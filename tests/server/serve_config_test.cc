@@ -151,7 +151,7 @@ TEST(ServeConfig, MissingBackingFileIsReportedWithItsLine) {
   ASSERT_TRUE(again.has_value()) << again.error().message;
   EXPECT_EQ(again->devices[0].path, dir.path() / "missing.img");
   EXPECT_THAT(load_serve_config(dir.path() / "nope.toml").error().message,
-              HasSubstr("cannot open configuration file"));
+              HasSubstr("nope.toml: cannot open: No such file"));
 }
 
 TEST(ServeConfig, DefaultConfigParsesAndQuotesThePath) {
