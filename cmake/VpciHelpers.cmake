@@ -21,6 +21,8 @@ function(vpci_library name)
 endfunction()
 
 # vpci_test(NAME SOURCES ... DEPS ...): a GoogleTest binary registered with CTest.
+# GoogleTest tests form the fast tier (`ctest --preset fast`): they need no root, no
+# network and no guest. Tests that do carry the label "guest" or "root" instead.
 function(vpci_test name)
   cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
@@ -28,7 +30,7 @@ function(vpci_test name)
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
   target_compile_definitions(${name} PRIVATE
     VPCI_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
-    VPCI_CORPUS_DIR="${PROJECT_SOURCE_DIR}/../shared/corpus"
+    VPCI_CORPUS_DIR="${PROJECT_SOURCE_DIR}/tests/data/corpus"
     VPCI_CLI_PATH="$<TARGET_FILE:vpci>")
   gtest_discover_tests(${name} PROPERTIES LABELS "${ARG_LABELS}" DISCOVERY_TIMEOUT 60)
 endfunction()

@@ -20,13 +20,17 @@ fi
 scripts/install-deps.sh
 cmake --preset release >/dev/null
 cmake --build --preset release --target vpci
+echo "==== guest cache (the first run debootstraps a Debian tree: a minute or two)"
 tests/guest/prepare.sh
 
 work=$(mktemp -d /tmp/vpci-demo.XXXXXX)
 server_pid=""
+# The logs stay (the guest's console log is what a failure message points to); only
+# the 64 MiB image goes.
 cleanup() {
   if [[ -n $server_pid ]]; then kill -TERM "$server_pid" 2>/dev/null || true; wait "$server_pid" || true; fi
-  rm -rf "$work"
+  rm -f "$work/blk0.img"
+  echo "demo: logs kept in $work (console.log: the guest's console, serve.log: vpci serve)"
 }
 trap cleanup EXIT
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of fuzz/placement_fuzzer.cc from ../shared/corpus/pci.
+"""Writes the seed corpus of fuzz/placement_fuzzer.cc from tests/data/corpus/pci.
 
 Each seed is the fuzzer's 12-byte request header followed by one device's config
 image. Run from the repository root: scripts/make-placement-seeds.py
@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus" / "pci"
+CORPUS = ROOT / "tests" / "data" / "corpus" / "pci"
 OUT = ROOT / "fuzz" / "corpus" / "placement_fuzzer"
 VPCI = ROOT / "build" / "release" / "bin" / "vpci"
 

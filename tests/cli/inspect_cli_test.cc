@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/cli/cli_test_util.h"
+#include "tests/support/lspci.h"
 
 namespace vpci::testing {
 namespace {
@@ -58,7 +59,7 @@ std::string fmt_bdf(const std::string& domain, const std::string& bus, const std
 }
 
 std::map<std::string, LspciDevice> run_lspci(const std::filesystem::path& dump) {
-  const auto result = run_command("lspci -F " + shell_quote(dump.string()) + " -vvv");
+  const auto result = run_command(std::string(testing::kLspci) + " -F " + shell_quote(dump.string()) + " -vvv");
   EXPECT_EQ(result.exit_code, 0) << result.err;
   std::map<std::string, LspciDevice> devices;
   static const std::regex kDevice(R"(^(([0-9a-f]{4,5}):)?([0-9a-f]{2}):([0-9a-f]{2})\.([0-7]) )");
@@ -145,8 +146,8 @@ TEST_P(InspectCorpusTest, RoundTripThroughOurWriterDecodesIdentically) {
   const auto dumped = run_command(vpci_cli() + " dump " + shell_quote(original.string()) + " -o " +
                                   shell_quote(rewritten.string()));
   ASSERT_EQ(dumped.exit_code, 0) << dumped.err;
-  const auto before = run_command("lspci -F " + shell_quote(original.string()) + " -vvv");
-  const auto after = run_command("lspci -F " + shell_quote(rewritten.string()) + " -vvv");
+  const auto before = run_command(std::string(testing::kLspci) + " -F " + shell_quote(original.string()) + " -vvv");
+  const auto after = run_command(std::string(testing::kLspci) + " -F " + shell_quote(rewritten.string()) + " -vvv");
   ASSERT_EQ(before.exit_code, 0);
   ASSERT_EQ(after.exit_code, 0) << after.err;
   EXPECT_FALSE(after.out.empty());

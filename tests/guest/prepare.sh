@@ -15,6 +15,23 @@ suite=${VPCI_GUEST_SUITE:-trixie}   # trixie (+backports) or sid
 log() { printf 'prepare: %s\n' "$*" >&2; }
 die() { printf 'prepare: error: %s\n' "$*" >&2; exit 1; }
 
+# with_progress LOG COMMAND...: runs COMMAND with its output in LOG and, every 10 s
+# until it ends, prints the elapsed time and LOG's latest line, so a first run (a
+# minute or more of debootstrap and apt) never looks hung. Returns COMMAND's status.
+with_progress() {
+  local logfile=$1 started=$SECONDS pid status=0 last
+  shift
+  "$@" >"$logfile" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break 2; sleep 0.1; done
+    last=$(tail -n 1 "$logfile" 2>/dev/null | tr -d '\r' | cut -c1-100)
+    log "  ... $((SECONDS - started)) s: ${last:-(no output yet)}"
+  done
+  wait "$pid" || status=$?
+  return "$status"
+}
+
 [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap and chroot)"
 for tool in debootstrap chroot apt-get dpkg-deb; do
   command -v "$tool" >/dev/null || die "$tool missing: run scripts/install-deps.sh"
@@ -56,7 +73,7 @@ build_tree() {
   remove_tree "$target"
   if [[ $suite == trixie ]]; then
     log "debootstrap --variant=minbase trixie $target (default mirror)"
-    debootstrap --variant=minbase trixie "$target" >"$cache/debootstrap.log" 2>&1 ||
+    with_progress "$cache/debootstrap.log" debootstrap --variant=minbase trixie "$target" ||
       { tail -20 "$cache/debootstrap.log" >&2; return 1; }
     # Reuse the mirror debootstrap wrote into the tree's own sources instead of naming one.
     local uri
@@ -71,15 +88,15 @@ build_tree() {
     # -t (not pkg/suite): QEMU's own dependencies (qemu-system-common, seabios) must come
     # from backports too.
     log "installing qemu-system-x86 from trixie-backports in the tree"
-    if ! chroot "$target" /usr/bin/env DEBIAN_FRONTEND=noninteractive sh -c \
-        'apt-get update -q && apt-get install -y -q --no-install-recommends -t trixie-backports qemu-system-x86' \
-        >"$cache/apt.log" 2>&1; then
+    if ! with_progress "$cache/apt.log" chroot "$target" /usr/bin/env DEBIAN_FRONTEND=noninteractive sh -c \
+        'apt-get update -q && apt-get install -y -q --no-install-recommends -t trixie-backports qemu-system-x86'; then
       tail -20 "$cache/apt.log" >&2; cleanup_tree_mounts; return 1
     fi
   else
     log "debootstrap --variant=minbase --include=qemu-system-x86 $suite $target"
-    debootstrap --variant=minbase --include=qemu-system-x86 "$suite" "$target" \
-      >"$cache/debootstrap.log" 2>&1 || { tail -20 "$cache/debootstrap.log" >&2; return 1; }
+    with_progress "$cache/debootstrap.log" \
+      debootstrap --variant=minbase --include=qemu-system-x86 "$suite" "$target" ||
+      { tail -20 "$cache/debootstrap.log" >&2; return 1; }
     mount -t proc proc "$target/proc"; mounted_proc="$target/proc"
   fi
   chroot "$target" apt-get clean >/dev/null 2>&1 || true

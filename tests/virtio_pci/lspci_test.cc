@@ -13,6 +13,7 @@
 
 #include "pci/capabilities.h"
 #include "pci/dump.h"
+#include "tests/support/lspci.h"
 #include "tests/virtio_pci/test_devices.h"
 
 namespace vpci::virtio::testing {
@@ -80,7 +81,7 @@ TEST_P(LspciDecode, ShowsIdsAndVirtioCapabilities) {
   const auto tmp = std::filesystem::temp_directory_path() /
                    ("vpci-lspci-" + std::to_string(getpid()) + "-" + c.name + ".lspci");
   std::ofstream(tmp) << text;
-  const std::string output = run("lspci -F " + tmp.string() + " -vvnn 2>&1");
+  const std::string output = run(std::string(vpci::testing::kLspci) + " -F " + tmp.string() + " -vvnn 2>&1");
   std::filesystem::remove(tmp);
   EXPECT_NE(output.find(c.id_line), std::string::npos) << output;
   for (const char* line : c.expected)
