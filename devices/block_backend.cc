@@ -31,8 +31,13 @@ bool is_unsupported(int err) {
 
 Result<std::unique_ptr<FileBlockBackend>> FileBlockBackend::open(const std::string& path,
                                                                  bool read_only) {
-  const int fd = ::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO read-only would wait for a writer; adopt() refuses it.
+  const int fd = ::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return tl::unexpected(os_error("opening", path, errno));
+  return adopt(fd, path);
+}
+
+Result<std::unique_ptr<FileBlockBackend>> FileBlockBackend::adopt(int fd, std::string path) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     const int err = errno;
@@ -54,7 +59,13 @@ Result<std::unique_ptr<FileBlockBackend>> FileBlockBackend::open(const std::stri
     return make_error(ErrorCode::kInvalidArgument,
                       "{} is neither a regular file nor a block device", path);
   }
-  return std::unique_ptr<FileBlockBackend>(new FileBlockBackend(fd, size, block_device, path));
+  // Regular files and block devices ignore O_NONBLOCK, but drop it so nothing depends
+  // on how the caller opened the descriptor.
+  if (const int flags = ::fcntl(fd, F_GETFL); flags >= 0 && (flags & O_NONBLOCK) != 0) {
+    (void)::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  }
+  return std::unique_ptr<FileBlockBackend>(
+      new FileBlockBackend(fd, size, block_device, std::move(path)));
 }
 
 FileBlockBackend::~FileBlockBackend() {

@@ -42,6 +42,10 @@ class FileBlockBackend final : public BlockBackend {
   // size with BLKGETSIZE64.
   [[nodiscard]] static Result<std::unique_ptr<FileBlockBackend>> open(const std::string& path,
                                                                       bool read_only);
+  // Takes ownership of `fd`, already open on a regular file or block device (closed on
+  // every path); `path` names it in messages. `vpci serve` opens and locks its images
+  // itself (server/image_lock.h) and hands the descriptor over.
+  [[nodiscard]] static Result<std::unique_ptr<FileBlockBackend>> adopt(int fd, std::string path);
   ~FileBlockBackend() override;
   FileBlockBackend(const FileBlockBackend&) = delete;
   FileBlockBackend& operator=(const FileBlockBackend&) = delete;

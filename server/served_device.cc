@@ -6,6 +6,7 @@
 #include "devices/virtio_blk.h"
 #include "devices/virtio_rng.h"
 #include "server/function_adapter.h"
+#include "server/image_lock.h"
 #include "virtio/pci/legacy_io_mapper.h"
 #include "virtio/pci/virtio_pci_function.h"
 
@@ -100,7 +101,8 @@ class VirtioServedDevice final : public ServedDevice {
 
 }  // namespace
 
-Result<std::unique_ptr<ServedDevice>> ServedDevice::create(const ServedDeviceSpec& spec) {
+Result<std::unique_ptr<ServedDevice>> ServedDevice::create(const ServedDeviceSpec& spec,
+                                                           UniqueFd image) {
   std::unique_ptr<virtio::Device> device;
   devices::FileBlockBackend* backend = nullptr;
   switch (spec.kind) {
@@ -108,8 +110,11 @@ Result<std::unique_ptr<ServedDevice>> ServedDevice::create(const ServedDeviceSpe
       device = std::make_unique<devices::RngDevice>();
       break;
     case DeviceKind::kVirtioBlk: {
+      if (!image.valid()) {
+        VPCI_ASSIGN_OR_RETURN(image, open_locked_image(spec.path, spec.read_only));
+      }
       VPCI_ASSIGN_OR_RETURN(auto file,
-                            devices::FileBlockBackend::open(spec.path.string(), spec.read_only));
+                            devices::FileBlockBackend::adopt(image.release(), spec.path.string()));
       backend = file.get();
       devices::BlockDeviceOptions options;
       options.read_only = spec.read_only;

@@ -16,6 +16,7 @@
 #include "base/error.h"
 #include "server/pci_function.h"
 #include "server/serve_config.h"
+#include "server/unique_fd.h"
 
 namespace vpci::server {
 
@@ -24,7 +25,11 @@ class ServedDevice {
   virtual ~ServedDevice() = default;
 
   // Opens the back end and builds the device; errors name the device and the file.
-  static Result<std::unique_ptr<ServedDevice>> create(const ServedDeviceSpec& spec);
+  // A virtio-blk image is opened and locked for as long as the device lives (shared
+  // when read-only, else exclusive: server/image_lock.h), unless `image` already holds
+  // it opened and locked by the caller (the default image of `vpci serve`).
+  static Result<std::unique_ptr<ServedDevice>> create(const ServedDeviceSpec& spec,
+                                                      UniqueFd image = UniqueFd());
 
   [[nodiscard]] virtual const ServedDeviceSpec& spec() const = 0;
   // What the vfio-user server serves.
