@@ -1,7 +1,9 @@
 #include "server/socket_server.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -12,9 +14,11 @@
 #include <cerrno>
 #include <chrono>
 #include <deque>
+#include <filesystem>
 #include <optional>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -25,6 +29,60 @@
 
 namespace vpci::server {
 namespace {
+
+// An exclusive flock on the directory of a socket path, for the time it takes to
+// probe, replace and bind (or remove) that socket, so vpci processes do not race each
+// other over one path. Waits at most ~2 s for another holder; without the lock (a
+// directory we cannot open, a holder that never lets go) the probe still protects a
+// listening server, only not against that narrow race.
+class DirectoryLock {
+ public:
+  explicit DirectoryLock(const std::string& socket_path) {
+    const std::string dir = std::filesystem::path(socket_path).parent_path().string();
+    fd_.reset(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd_.valid()) return;
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      if (::flock(fd_.get(), LOCK_EX | LOCK_NB) == 0) return;
+      if (errno != EWOULDBLOCK && errno != EINTR) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    fd_.reset();
+  }
+  // Closing the descriptor releases the lock.
+
+ private:
+  UniqueFd fd_;
+};
+
+// An existing socket file is stale (its server is gone) when nothing accepts a
+// connection on it; a listening socket belongs to a running server and is left alone.
+// The probe connection, if it gets through, is closed at once: the server accepts it
+// after its current client (if any) and sees an empty session.
+Status check_socket_stale(const sockaddr_un& addr, const std::string& socket_path) {
+  UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!probe.valid()) return make_error(ErrorCode::kIoError, "socket: {}", std::strerror(errno));
+  int rc = -1;
+  do {
+    rc = ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0 && (errno == ECONNREFUSED || errno == ENOENT)) return {};  // stale or gone
+  if (rc == 0 || errno == EAGAIN || errno == EINPROGRESS) {
+    // EAGAIN: the listen backlog is full, which only a live listener has.
+    return make_error(ErrorCode::kConflict, "socket {} is in use by a running server", socket_path);
+  }
+  return make_error(ErrorCode::kIoError, "cannot tell whether socket {} is in use: {}", socket_path,
+                    std::strerror(errno));
+}
+
+// Unlinks `socket_path` if it is still the socket this process bound.
+void remove_if_ours(const std::string& socket_path, const BoundSocket& bound) {
+  struct stat st {};
+  if (::lstat(socket_path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_dev != bound.dev ||
+      st.st_ino != bound.ino) {
+    return;
+  }
+  ::unlink(socket_path.c_str());
+}
 
 enum class ReadStatus { kOk, kClosed, kStopped };
 
@@ -402,11 +460,16 @@ Result<std::unique_ptr<VfioUserServer>> VfioUserServer::create(std::string socke
                       socket_path, sizeof(addr.sun_path) - 1);
   }
   std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  // Probe, replace, bind and listen as one step against other vpci processes doing the
+  // same in this directory: otherwise two servers starting together could both find
+  // a stale socket, and the second would unlink the one the first just bound.
+  const DirectoryLock directory_lock(socket_path);
   struct stat st {};
   if (::lstat(socket_path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
       return make_error(ErrorCode::kAlreadyExists, "{} exists and is not a socket", socket_path);
     }
+    VPCI_TRY(check_socket_stale(addr, socket_path));
     ::unlink(socket_path.c_str());  // stale socket of an earlier run
   }
   UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -414,25 +477,40 @@ Result<std::unique_ptr<VfioUserServer>> VfioUserServer::create(std::string socke
   if (::bind(listener.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
     return make_error(ErrorCode::kIoError, "bind {}: {}", socket_path, std::strerror(errno));
   }
+  // From here on the file is ours: remember which inode it is, so that the destructor
+  // removes this socket and never one that replaced it.
+  struct stat bound {};
+  if (::lstat(socket_path.c_str(), &bound) != 0) {
+    return make_error(ErrorCode::kIoError, "stat {}: {}", socket_path, std::strerror(errno));
+  }
+  const BoundSocket identity{bound.st_dev, bound.st_ino};
   if (::listen(listener.get(), 4) != 0) {
-    return make_error(ErrorCode::kIoError, "listen {}: {}", socket_path, std::strerror(errno));
+    const int saved = errno;
+    remove_if_ours(socket_path, identity);
+    return make_error(ErrorCode::kIoError, "listen {}: {}", socket_path, std::strerror(saved));
   }
   UniqueFd stop(::eventfd(0, EFD_CLOEXEC));
-  if (!stop.valid()) return make_error(ErrorCode::kIoError, "eventfd: {}", std::strerror(errno));
-  return std::unique_ptr<VfioUserServer>(
-      new VfioUserServer(std::move(socket_path), function, std::move(listener), std::move(stop)));
+  if (!stop.valid()) {
+    const int saved = errno;
+    remove_if_ours(socket_path, identity);
+    return make_error(ErrorCode::kIoError, "eventfd: {}", std::strerror(saved));
+  }
+  return std::unique_ptr<VfioUserServer>(new VfioUserServer(
+      std::move(socket_path), function, std::move(listener), std::move(stop), identity));
 }
 
 VfioUserServer::VfioUserServer(std::string socket_path, PciFunction& function, UniqueFd listener,
-                               UniqueFd stop)
+                               UniqueFd stop, BoundSocket bound)
     : socket_path_(std::move(socket_path)),
       function_(function),
       listener_(std::move(listener)),
-      stop_event_(std::move(stop)) {}
+      stop_event_(std::move(stop)),
+      bound_(bound) {}
 
 VfioUserServer::~VfioUserServer() {
   stop();
-  ::unlink(socket_path_.c_str());
+  const DirectoryLock directory_lock(socket_path_);
+  remove_if_ours(socket_path_, bound_);
 }
 
 void VfioUserServer::start() {

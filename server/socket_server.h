@@ -26,6 +26,8 @@
 // (bench/scale_bench.cc).
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -42,15 +44,24 @@
 
 namespace vpci::server {
 
+// The inode a server bound at its socket path.
+struct BoundSocket {
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
+
 class VfioUserServer {
  public:
-  // Binds and listens on `socket_path`. A stale socket file left by an earlier run is
-  // replaced; any other existing file is an error.
+  // Binds and listens on `socket_path`. An existing socket file is replaced only when
+  // nothing listens on it (a stale file of an earlier run: connect() is refused);
+  // a socket a running server listens on is refused with kConflict, and any other
+  // existing file with kAlreadyExists.
   static Result<std::unique_ptr<VfioUserServer>> create(std::string socket_path,
                                                         PciFunction& function);
   VfioUserServer(const VfioUserServer&) = delete;
   VfioUserServer& operator=(const VfioUserServer&) = delete;
-  // Stops, joins and removes the socket file.
+  // Stops, joins and removes the socket file, if it is still the one this server bound
+  // (never a file that replaced it).
   ~VfioUserServer();
 
   // Message trace for interop debugging: every request, reply, connect and disconnect
@@ -90,7 +101,8 @@ class VfioUserServer {
   [[nodiscard]] std::uint64_t protocol_errors() const { return protocol_errors_.load(); }
 
  private:
-  VfioUserServer(std::string socket_path, PciFunction& function, UniqueFd listener, UniqueFd stop);
+  VfioUserServer(std::string socket_path, PciFunction& function, UniqueFd listener, UniqueFd stop,
+                 BoundSocket bound);
   void run();
   void serve(int connection);
 
@@ -98,6 +110,7 @@ class VfioUserServer {
   PciFunction& function_;
   UniqueFd listener_;
   UniqueFd stop_event_;
+  BoundSocket bound_;
   TraceSink trace_;
   std::chrono::milliseconds dma_timeout_{5000};
   std::thread thread_;
