@@ -311,7 +311,12 @@ Result<ServeConfig> parse_serve_config(std::string_view text, std::string source
 
 Result<ServeConfig> load_serve_config(const std::filesystem::path& file) {
   VPCI_ASSIGN_OR_RETURN(const std::string text, read_input_file(file, kConfigurationInput));
-  return parse_serve_config(text, file.string(), file.parent_path());
+  // Relative paths inside resolve against the file's absolute directory, so a socket
+  // path printed for QEMU (which may run elsewhere) is absolute too.
+  std::error_code ec;
+  std::filesystem::path base = std::filesystem::absolute(file, ec).parent_path();
+  if (ec) base = file.parent_path();
+  return parse_serve_config(text, file.string(), base);
 }
 
 std::string default_serve_config_text(const std::filesystem::path& blk_image) {

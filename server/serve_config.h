@@ -62,6 +62,8 @@ inline constexpr std::size_t kMaxServedDevices = 4096;
 Result<ServeConfig> parse_serve_config(std::string_view text, std::string source,
                                        const std::filesystem::path& base_dir,
                                        bool check_files = true);
+// Reads `file` (base/input_file.h) and parses it; relative paths resolve against the
+// file's directory, made absolute.
 Result<ServeConfig> load_serve_config(const std::filesystem::path& file);
 
 // The configuration `vpci serve` runs without a file: a modern virtio-rng and a modern

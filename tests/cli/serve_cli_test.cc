@@ -1,7 +1,9 @@
 // `vpci serve` end to end through the real CLI: configuration errors, --check, and a
 // running server whose sockets a vfio-user test client talks to, stopped by SIGTERM.
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,14 +12,17 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <thread>
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "../server/test_client.h"
 #include "cli_test_util.h"
 #include "server/protocol.h"
+#include "server/serve_config.h"
 
 namespace vpci {
 namespace {
@@ -27,6 +32,7 @@ using testing::read_text_file;
 using testing::run_command;
 using testing::shell_quote;
 using testing::TempDir;
+using testing::vpci_cli;
 
 void write_file(const std::filesystem::path& path, const std::string& text) {
   std::ofstream(path) << text;
@@ -35,9 +41,13 @@ void write_file(const std::filesystem::path& path, const std::string& text) {
 // A `vpci serve` child process with stdout+stderr in a file.
 class ServeProcess {
  public:
-  ServeProcess(const std::vector<std::string>& args, std::filesystem::path log) : log_(std::move(log)) {
+  // `cwd`, if given, is the child's working directory.
+  ServeProcess(const std::vector<std::string>& args, std::filesystem::path log,
+               const std::filesystem::path& cwd = {})
+      : log_(std::move(log)) {
     pid_ = ::fork();
     if (pid_ == 0) {
+      if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) ::_exit(126);
       const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
@@ -72,17 +82,36 @@ class ServeProcess {
   }
   // Sends `signal` and returns the exit status.
   int stop(int signal) {
+    if (pid_ <= 0) return exit_status_.value_or(-1);  // never kill(-1, ...)
     ::kill(pid_, signal);
     int status = 0;
     ::waitpid(pid_, &status, 0);
     pid_ = -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
+  // The exit status (128 + signal if killed) once the process has ended, or nullopt
+  // if it still runs after `timeout`.
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (pid_ > 0) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        break;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return exit_status_;
+  }
+  [[nodiscard]] pid_t pid() const { return pid_; }
   [[nodiscard]] std::string output() const { return read_text_file(log_); }
 
  private:
   std::filesystem::path log_;
   pid_t pid_ = -1;
+  std::optional<int> exit_status_;
 };
 
 std::uint32_t read_config_dword(server::testing::TestClient& client, std::uint32_t offset) {
@@ -231,6 +260,275 @@ TEST(ServeCli, TraceFileAndStatsAtShutdown) {
   EXPECT_THAT(traced, HasSubstr("[rng0] <- #"));
   EXPECT_THAT(traced, HasSubstr("REGION_READ region 7 offset 0x0 count 4"));
   EXPECT_THAT(traced, HasSubstr("[rng0] disconnected"));
+}
+
+// --- Another server is never disturbed (issue 20) ---
+
+std::string file_bytes(const std::filesystem::path& path) {
+  return read_text_file(path);
+}
+
+// Config dword 0 (vendor and device ID) of the device behind `socket`, or 0xFFFFFFFF.
+std::uint32_t ids_on(const std::filesystem::path& socket) {
+  auto client = server::testing::TestClient::connect(socket.string());
+  if (!client || !client->negotiate()) return 0xFFFFFFFF;
+  return read_config_dword(*client, 0);
+}
+
+constexpr auto kExitWait = std::chrono::seconds(10);
+
+TEST(ServeCli, ASecondServerOnTheSameConfigExits1AndTheFirstKeepsServing) {
+  TempDir dir;
+  std::string image_bytes(1 << 20, '\0');
+  for (std::size_t i = 0; i < image_bytes.size(); i += 4096) image_bytes.replace(i, 8, "precious");
+  std::ofstream(dir.path() / "d.img", std::ios::binary) << image_bytes;
+  const auto config = dir.path() / "serve.toml";
+  write_file(config,
+             "socket_dir = \"s\"\n"
+             "[[device]]\nname = \"rng0\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"
+             "[[device]]\nname = \"blk0\"\nkind = \"virtio-blk\"\ntransport = \"modern\"\n"
+             "path = \"d.img\"\n");
+  ServeProcess first({"serve", config.string()}, dir.path() / "first.log");
+  ASSERT_TRUE(first.wait_ready()) << first.output();
+
+  ServeProcess second({"serve", config.string()}, dir.path() / "second.log");
+  EXPECT_EQ(second.wait_exit(kExitWait), std::optional<int>(1)) << second.output();
+  EXPECT_THAT(second.output(), HasSubstr("cannot lock image " + (dir.path() / "d.img").string() +
+                                         " for writing: process " + std::to_string(first.pid())));
+  // --check opens the back ends too, so it tells the same.
+  const auto check = run_command(vpci_cli() + " serve --check " + shell_quote(config.string()));
+  EXPECT_EQ(check.exit_code, 1);
+  EXPECT_THAT(check.err, HasSubstr("holds a lock on it"));
+
+  EXPECT_EQ(file_bytes(dir.path() / "d.img"), image_bytes);
+  EXPECT_EQ(ids_on(dir.path() / "s" / "rng0.sock"), 0x10441af4u);
+  EXPECT_EQ(ids_on(dir.path() / "s" / "blk0.sock"), 0x10421af4u);
+  EXPECT_EQ(first.stop(SIGTERM), 0);
+  EXPECT_EQ(file_bytes(dir.path() / "d.img"), image_bytes);
+}
+
+TEST(ServeCli, ASecondServerOnTheDefaultDevicesNeverEmptiesTheFirstOnesImage) {
+  TempDir dir;
+  const auto sockets = dir.path() / "run";
+  ServeProcess first({"serve", "--socket-dir", sockets.string()}, dir.path() / "first.log");
+  ASSERT_TRUE(first.wait_ready()) << first.output();
+  {
+    // What a guest wrote through the first server.
+    std::fstream image(sockets / "blk0.img", std::ios::in | std::ios::out | std::ios::binary);
+    image.seekp(8192);
+    image << "written by the guest";
+  }
+  const std::string before = file_bytes(sockets / "blk0.img");
+  ASSERT_EQ(before.size(), 64u << 20);
+
+  ServeProcess second({"serve", "--socket-dir", sockets.string()}, dir.path() / "second.log");
+  EXPECT_EQ(second.wait_exit(kExitWait), std::optional<int>(1)) << second.output();
+  EXPECT_THAT(second.output(), HasSubstr("cannot lock image " + (sockets / "blk0.img").string() +
+                                         " for writing: process " + std::to_string(first.pid())));
+  const auto check =
+      run_command(vpci_cli() + " serve --check --socket-dir " + shell_quote(sockets.string()));
+  EXPECT_EQ(check.exit_code, 1);
+  EXPECT_THAT(check.err, HasSubstr("blk0.img for writing: process"));
+
+  EXPECT_EQ(file_bytes(sockets / "blk0.img"), before);
+  EXPECT_EQ(ids_on(sockets / "rng0.sock"), 0x10441af4u);
+  EXPECT_EQ(ids_on(sockets / "blk0.sock"), 0x10421af4u);
+  EXPECT_EQ(first.stop(SIGTERM), 0);
+}
+
+TEST(ServeCli, ALiveSocketIsRefusedAndAStaleOneReplaced) {
+  TempDir dir;
+  const auto config = dir.path() / "serve.toml";
+  write_file(config,
+             "socket_dir = \"s\"\n"
+             "[[device]]\nname = \"rng0\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n");
+  std::filesystem::create_directories(dir.path() / "s");
+  const auto socket = dir.path() / "s" / "rng0.sock";
+  {
+    // A stale socket file: bound, never listened on, closed.
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, socket.c_str());
+    ASSERT_EQ(::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0);
+    ::close(fd);
+  }
+  ServeProcess first({"serve", config.string()}, dir.path() / "first.log");
+  ASSERT_TRUE(first.wait_ready()) << first.output();
+
+  ServeProcess second({"serve", config.string()}, dir.path() / "second.log");
+  EXPECT_EQ(second.wait_exit(kExitWait), std::optional<int>(1)) << second.output();
+  EXPECT_THAT(second.output(), HasSubstr("device \"rng0\": socket " + socket.string() +
+                                         " is in use by a running server"));
+  EXPECT_EQ(ids_on(socket), 0x10441af4u);
+
+  // At shutdown only the socket this server bound is removed, not what replaced it.
+  std::filesystem::remove(socket);
+  write_file(socket, "someone else's file");
+  EXPECT_EQ(first.stop(SIGTERM), 0);
+  EXPECT_EQ(read_text_file(socket), "someone else's file");
+}
+
+TEST(ServeCli, TwoWritableDevicesOnOneImageAreRefusedReadOnlyOnesShareIt) {
+  TempDir dir;
+  std::filesystem::resize_file((write_file(dir.path() / "d.img", ""), dir.path() / "d.img"),
+                               1 << 20);
+  const auto device = [](const char* name, bool read_only) {
+    return fmt::format(
+        "[[device]]\nname = \"{}\"\nkind = \"virtio-blk\"\ntransport = \"modern\"\n"
+        "path = \"d.img\"\nread_only = {}\n",
+        name, read_only);
+  };
+  const auto config = dir.path() / "serve.toml";
+  write_file(config, "socket_dir = \"s\"\n" + device("a", false) + device("b", false));
+  ServeProcess serve({"serve", config.string()}, dir.path() / "serve.log");
+  EXPECT_EQ(serve.wait_exit(kExitWait), std::optional<int>(1)) << serve.output();
+  EXPECT_THAT(serve.output(),
+              HasSubstr(":8: device \"b\": cannot lock image " + (dir.path() / "d.img").string() +
+                        " for writing: another device of this configuration uses it"));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "s"));
+  auto check = run_command(vpci_cli() + " serve --check " + shell_quote(config.string()));
+  EXPECT_EQ(check.exit_code, 1);
+
+  write_file(config, "socket_dir = \"s\"\n" + device("a", true) + device("b", false));
+  check = run_command(vpci_cli() + " serve --check " + shell_quote(config.string()));
+  EXPECT_EQ(check.exit_code, 1);
+  EXPECT_THAT(check.err, HasSubstr("device \"b\": cannot lock image"));
+
+  write_file(config, "socket_dir = \"s\"\n" + device("a", true) + device("b", true));
+  check = run_command(vpci_cli() + " serve --check " + shell_quote(config.string()));
+  EXPECT_EQ(check.exit_code, 0) << check.err;
+  EXPECT_THAT(check.out, HasSubstr("2 device(s) OK"));
+}
+
+// --- Socket directories (issue 20 item 5) ---
+
+TEST(ServeCli, CheckOfTheDefaultDevicesCreatesNothing) {
+  TempDir dir;
+  const auto fresh = dir.path() / "fresh";
+  auto result =
+      run_command(vpci_cli() + " serve --check --socket-dir " + shell_quote(fresh.string()));
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_THAT(result.out, HasSubstr("<default>: 2 device(s) OK"));
+  EXPECT_THAT(result.out, HasSubstr("blk0: virtio-blk, modern, 1af4:1042 rev 1, " +
+                                    (fresh / "blk0.img").string() + " (64 MiB)"));
+  EXPECT_FALSE(std::filesystem::exists(fresh));
+  // In an existing directory no image appears either.
+  result =
+      run_command(vpci_cli() + " serve --check --socket-dir " + shell_quote(dir.path().string()));
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "blk0.img"));
+}
+
+TEST(ServeCli, ARelativeSocketDirServesAbsolutePaths) {
+  TempDir dir;
+  ServeProcess serve({"serve", "--socket-dir", "rel"}, dir.path() / "serve.log", dir.path());
+  ASSERT_TRUE(serve.wait_ready()) << serve.output();
+  const auto rel = dir.path() / "rel";
+  const std::string output = serve.output();
+  EXPECT_THAT(output, HasSubstr("\"path\":\"" + (rel / "rng0.sock").string() + "\""));
+  EXPECT_THAT(output, HasSubstr("\"path\":\"" + (rel / "blk0.sock").string() + "\""));
+  EXPECT_THAT(output, HasSubstr("blk0: virtio-blk, modern, 1af4:1042 rev 1, " +
+                                (rel / "blk0.img").string() + " (64 MiB) on " +
+                                (rel / "blk0.sock").string()));
+  EXPECT_EQ(std::filesystem::file_size(rel / "blk0.img"), 64u << 20);
+  EXPECT_FALSE(std::filesystem::exists(rel / "rel"));
+  EXPECT_EQ(ids_on(rel / "rng0.sock"), 0x10441af4u);
+  EXPECT_EQ(serve.stop(SIGTERM), 0);
+  // What a clean run leaves: the directory and the image, no sockets.
+  std::vector<std::string> left;
+  for (const auto& entry : std::filesystem::directory_iterator(rel)) {
+    left.push_back(entry.path().filename().string());
+  }
+  EXPECT_EQ(left, std::vector<std::string>{"blk0.img"});
+}
+
+TEST(ServeCli, ASocketDirWhoseParentIsMissingIsAnError) {
+  TempDir dir;
+  const auto missing = dir.path() / "missing" / "x";
+  ServeProcess defaults({"serve", "--socket-dir", missing.string()}, dir.path() / "a.log");
+  EXPECT_EQ(defaults.wait_exit(kExitWait), std::optional<int>(1)) << defaults.output();
+  EXPECT_THAT(defaults.output(),
+              HasSubstr("cannot create socket directory " + missing.string() + ": " +
+                        (dir.path() / "missing").string() + " does not exist"));
+  const auto config = dir.path() / "serve.toml";
+  write_file(config,
+             "socket_dir = \"missing/x\"\n"
+             "[[device]]\nname = \"rng0\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n");
+  ServeProcess configured({"serve", config.string()}, dir.path() / "b.log");
+  EXPECT_EQ(configured.wait_exit(kExitWait), std::optional<int>(1)) << configured.output();
+  EXPECT_THAT(configured.output(), HasSubstr("cannot create socket directory " + missing.string()));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "missing"));
+}
+
+// --- Signals before ready (issue 20 item 4) ---
+
+TEST(ServeCli, SigtermWhileReadingAFifoConfigEndsItAtOnce) {
+  TempDir dir;
+  const auto fifo = dir.path() / "serve.toml";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const auto sockets = dir.path() / "s";
+  ServeProcess serve({"serve", fifo.string(), "--socket-dir", sockets.string()},
+                     dir.path() / "serve.log");
+  // The writer's end, once serve has opened the FIFO for reading (ENXIO until then).
+  int writer = -1;
+  for (int i = 0; i < 500 && writer < 0; ++i) {
+    writer = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (writer < 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_GE(writer, 0) << serve.output();
+  // A write after serve has gone must not kill this test with SIGPIPE.
+  sigset_t pipe_signal;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
+  const auto trickle = [&] {
+    // A writer that keeps sending, never finishing: the read never ends by itself.
+    (void)::write(writer, "\n", 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  };
+  (void)::write(writer, "[[device]]\n", 11);
+  for (int i = 0; i < 5; ++i) trickle();
+  ::kill(serve.pid(), SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  std::optional<int> status;
+  while (!(status = serve.wait_exit(std::chrono::milliseconds(0))) &&
+         std::chrono::steady_clock::now() < deadline) {
+    trickle();
+  }
+  ::close(writer);
+  const timespec now{};
+  while (sigtimedwait(&pipe_signal, nullptr, &now) > 0) {
+  }
+  pthread_sigmask(SIG_UNBLOCK, &pipe_signal, nullptr);
+  ASSERT_TRUE(status.has_value()) << "still running 2 s after SIGTERM";
+  EXPECT_EQ(*status, 128 + SIGTERM);
+  EXPECT_FALSE(std::filesystem::exists(sockets));
+}
+
+TEST(ServeCli, SigtermWhileStartingRemovesWhatItCreated) {
+  TempDir dir;
+  // Enough devices that binding their sockets takes a while (about 1 s here).
+  std::string text = "socket_dir = \"many\"\n";
+  for (std::size_t i = 0; i < server::kMaxServedDevices; ++i) {
+    text += fmt::format(
+        "[[device]]\nname = \"r{}\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n", i);
+  }
+  const auto config = dir.path() / "serve.toml";
+  write_file(config, text);
+  const auto sockets = dir.path() / "many";
+  ServeProcess serve({"serve", config.string()}, dir.path() / "serve.log");
+  // The directory is made after every device is built, before the first socket.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!std::filesystem::exists(sockets) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(std::filesystem::exists(sockets)) << serve.output();
+  ::kill(serve.pid(), SIGTERM);
+  EXPECT_EQ(serve.wait_exit(kExitWait), std::optional<int>(128 + SIGTERM)) << serve.output();
+  EXPECT_THAT(serve.output(), HasSubstr("vpci serve: Terminated while starting"));
+  EXPECT_THAT(serve.output(), ::testing::Not(HasSubstr("ready")));
+  EXPECT_FALSE(std::filesystem::exists(sockets));
 }
 
 }  // namespace
