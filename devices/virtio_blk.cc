@@ -1,6 +1,7 @@
 #include "devices/virtio_blk.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <vector>
 
@@ -19,10 +20,6 @@ void put_le(std::array<std::uint8_t, blk::config::kSize>& config, std::uint32_t 
   std::memcpy(config.data() + offset, &le, sizeof(T));
 }
 
-bool is_power_of_two(std::uint64_t v) {
-  return v != 0 && (v & (v - 1)) == 0;
-}
-
 }  // namespace
 
 Result<std::unique_ptr<BlockDevice>> BlockDevice::create(std::unique_ptr<BlockBackend> backend,
@@ -31,12 +28,12 @@ Result<std::unique_ptr<BlockDevice>> BlockDevice::create(std::unique_ptr<BlockBa
     return make_error(ErrorCode::kInvalidArgument, "virtio-blk needs a backend");
   if (options.num_queues == 0)
     return make_error(ErrorCode::kInvalidArgument, "virtio-blk needs at least one queue");
-  if (!is_power_of_two(options.queue_size) || options.queue_size > virtio::kMaxQueueSize ||
+  if (!std::has_single_bit(options.queue_size) || options.queue_size > virtio::kMaxQueueSize ||
       options.queue_size < 4) {
     return make_error(ErrorCode::kInvalidArgument,
                       "queue size {} is not a power of two in 4..32768", options.queue_size);
   }
-  if (!is_power_of_two(options.logical_block_size) ||
+  if (!std::has_single_bit(options.logical_block_size) ||
       options.logical_block_size < blk::kSectorSize || options.logical_block_size > 65536) {
     return make_error(ErrorCode::kInvalidArgument,
                       "block size {} is not a power of two in 512..65536",

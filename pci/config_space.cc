@@ -5,12 +5,6 @@
 #include <cassert>
 
 namespace vpci::pci {
-namespace {
-
-bool is_power_of_two(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
-
-}  // namespace
-
 ConfigSpace::ConfigSpace(std::uint32_t size)
     : bytes_(size, 0), reset_bytes_(size, 0), rw_(size, 0), w1c_(size, 0), rsvdz_(size, 0),
       hwinit_(size, 0), rsvdp_(size, 0) {
@@ -272,7 +266,7 @@ Status ConfigSpace::define_bar(unsigned index, const BarSpec& spec) {
     return make_error(ErrorCode::kOutOfRange, "BAR{}{} does not exist in a type {} header", index,
                       slots == 2 ? " (64-bit pair)" : "", header_layout());
   }
-  if (!is_power_of_two(spec.size)) {
+  if (!std::has_single_bit(spec.size)) {
     return make_error(ErrorCode::kInvalidArgument, "BAR{} size {:#x} is not a power of two",
                       index, spec.size);
   }
@@ -328,7 +322,7 @@ Status ConfigSpace::define_expansion_rom(std::uint32_t size) {
   if (header_layout() != header_type::kEndpoint && header_layout() != header_type::kBridge) {
     return make_error(ErrorCode::kUnsupported, "an expansion ROM needs a type 0 or type 1 header");
   }
-  if (!is_power_of_two(size) || size < 2048) {
+  if (!std::has_single_bit(size) || size < 2048) {
     return make_error(ErrorCode::kInvalidArgument,
                       "expansion ROM size {:#x} must be a power of two >= 2 KiB", size);
   }

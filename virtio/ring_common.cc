@@ -1,6 +1,7 @@
 #include "virtio/ring_common.h"
 
 #include <algorithm>
+#include <bit>
 #include <limits>
 
 #include "virtio/spec.h"
@@ -9,12 +10,12 @@ namespace vpci::virtio {
 
 Result<QueueLayout> legacy_split_layout(GuestAddress base, std::uint16_t size,
                                         std::uint64_t align) {
-  if (!ring_internal::is_power_of_two(size) || size > kMaxQueueSize) {
+  if (!std::has_single_bit(size) || size > kMaxQueueSize) {
     return make_error(ErrorCode::kInvalidArgument,
                       "legacy queue size {} is not a power of two <= {}", size, kMaxQueueSize);
   }
   if (align == 0 || align > (1u << 16) ||
-      !ring_internal::is_power_of_two(static_cast<std::uint32_t>(align))) {
+      !std::has_single_bit(static_cast<std::uint32_t>(align))) {
     return make_error(ErrorCode::kInvalidArgument,
                       "legacy queue alignment {} is not a power of two", align);
   }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <bit>
 #include <cstdint>
 
 #include "base/error.h"
@@ -10,10 +11,6 @@
 #include "virtio/ring_layout.h"
 
 namespace vpci::virtio::ring_internal {
-
-[[nodiscard]] constexpr bool is_power_of_two(std::uint32_t value) {
-  return value != 0 && (value & (value - 1)) == 0;
-}
 
 // Pairs with the driver's write barrier before it publishes an index or flags word.
 inline void acquire_fence() {

@@ -1,6 +1,7 @@
 #include "virtio/split_ring.h"
 
 #include <algorithm>
+#include <bit>
 
 #include "virtio/ring_common.h"
 #include "virtio/spec.h"
@@ -14,7 +15,7 @@ using ring_internal::release_fence;
 Result<SplitRing> SplitRing::create(const MemoryMap& memory, const QueueLayout& layout,
                                     const RingOptions& options) {
   // §2.7: "Queue Size value is always a power of 2. The maximum Queue Size value is 32768."
-  if (!ring_internal::is_power_of_two(layout.size) || layout.size > kMaxQueueSize) {
+  if (!std::has_single_bit(layout.size) || layout.size > kMaxQueueSize) {
     return make_error(ErrorCode::kProtocolViolation,
                       "split queue size {} is not a power of two <= {}", layout.size,
                       kMaxQueueSize);
