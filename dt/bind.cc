@@ -10,6 +10,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "domain/xen_abi.h"
 #include "dt/iommu.h"
 
 namespace vpci::dt {
@@ -363,7 +364,7 @@ class Binder {
                           kBackendDomidProperty);
       }
       if (domid) {
-        if (*domid >= kFirstReservedDomid) {
+        if (*domid >= domain::xen::kDomidFirstReserved) {
           return make_error(ErrorCode::kOutOfRange, "{}: backend domain ID {:#x} is a reserved Xen domain ID", path,
                             *domid);
         }

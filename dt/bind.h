@@ -45,10 +45,6 @@ namespace vpci::dt {
 inline constexpr std::uint32_t kXenReservedPhandleFirst = 65000;
 inline constexpr std::uint32_t kXenReservedPhandleLast = 65002;
 
-// Xen domain IDs at and above DOMID_FIRST_RESERVED (0x7ff0, xen/include/public/xen.h)
-// name special domains, not backends.
-inline constexpr std::uint32_t kFirstReservedDomid = 0x7ff0;
-
 struct VirtualIommuOptions {
   // GUEST_VSMMUV3_BASE / size of the unmerged Xen vSMMUv3 series.
   std::uint64_t base = 0x04040000;

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "domain/xen_abi.h"
 
 namespace vpci::server {
 
@@ -49,8 +50,8 @@ struct ServeConfig {
   std::vector<ServedDeviceSpec> devices;
 };
 
-// Xen domain IDs a backend can have: DOMID_FIRST_RESERVED is 0x7FF0 (xen/include/public/xen.h).
-inline constexpr std::uint32_t kMaxBackendDomid = 0x7FEF;
+// Xen domain IDs a backend can have: those below DOMID_FIRST_RESERVED.
+inline constexpr std::uint32_t kMaxBackendDomid = domain::xen::kDomidFirstReserved - 1;
 inline constexpr std::size_t kMaxDeviceNameLength = 64;
 // One process serves at most this many devices (SECURITY.md: resource limits).
 inline constexpr std::size_t kMaxServedDevices = 4096;

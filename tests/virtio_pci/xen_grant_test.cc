@@ -3,6 +3,7 @@
 // exactly what is malformed.
 #include <gtest/gtest.h>
 
+#include "domain/xen_abi.h"
 #include "tests/virtio_pci/test_devices.h"
 #include "virtio/pci/xen_grant_capability.h"
 
@@ -87,7 +88,7 @@ TEST(XenGrantCapability, DeviceRefusesBadConfigurations) {
                                               std::make_shared<GuestMemory>(), options)
                    .has_value());
   options.kind = TransportKind::kModern;
-  options.xen_backend_domid = pci::kXenFirstReservedDomid;  // DOMID_FIRST_RESERVED
+  options.xen_backend_domid = domain::xen::kDomidFirstReserved;  // DOMID_FIRST_RESERVED
   EXPECT_FALSE(pci::VirtioPciFunction::create(make_device(DeviceType::kRng),
                                               std::make_shared<GuestMemory>(), options)
                    .has_value());

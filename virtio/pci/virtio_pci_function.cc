@@ -4,6 +4,7 @@
 #include <bit>
 #include <cstring>
 
+#include "domain/xen_abi.h"
 #include "pci/capabilities.h"
 #include "pci/registers.h"
 #include "virtio/pci/xen_grant_capability.h"
@@ -185,7 +186,7 @@ Status VirtioPciFunction::build(std::unique_ptr<Device> device) {
       return make_error(ErrorCode::kInvalidArgument,
                         "Xen grants need VIRTIO_F_ACCESS_PLATFORM, which a legacy device lacks");
     }
-    if (*options_.xen_backend_domid >= kXenFirstReservedDomid) {
+    if (*options_.xen_backend_domid >= domain::xen::kDomidFirstReserved) {
       return make_error(ErrorCode::kInvalidArgument, "Xen domain ID {:#x} is reserved",
                         *options_.xen_backend_domid);
     }

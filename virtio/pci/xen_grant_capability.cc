@@ -1,5 +1,6 @@
 #include "virtio/pci/xen_grant_capability.h"
 
+#include "domain/xen_abi.h"
 #include "pci/capabilities.h"
 #include "virtio/pci/registers.h"
 
@@ -52,7 +53,7 @@ Result<std::optional<XenGrantInfo>> parse_xen_grant_capability(
                         "Xen grant capability at {:#x}: reserved flags or bytes are not zero", at);
     }
     const std::uint16_t domid = le16(at + xen_grant_cap::kDomid);
-    if (domid >= kXenFirstReservedDomid) {
+    if (domid >= domain::xen::kDomidFirstReserved) {
       return make_error(ErrorCode::kMalformedInput,
                         "Xen grant capability at {:#x}: domain ID {:#x} is reserved", at, domid);
     }

@@ -22,9 +22,6 @@ namespace vpci::virtio::pci {
 inline constexpr std::uint16_t kXenPciVendorId = 0x5853;
 inline constexpr std::uint8_t kXenGrantCapabilityVersion = 1;
 inline constexpr std::uint8_t kXenGrantCapabilityLength = 12;  // cap_len
-// DOMID_FIRST_RESERVED (xen/include/public/xen.h): IDs from here on are special
-// (DOMID_SELF, DOMID_IO, ...) and never name a backend.
-inline constexpr std::uint16_t kXenFirstReservedDomid = 0x7FF0;
 
 namespace xen_grant_cap {
 inline constexpr std::uint32_t kVendorId = 4;   // le16, 0x5853
