@@ -169,6 +169,14 @@ Result<std::vector<DeviceDump>> load_dump_source(const std::filesystem::path& so
   std::error_code ec;
   if (std::filesystem::is_directory(source, ec)) {
     const auto config_path = source / "config";
+    // Any directory other than a sysfs device's is a mistake about the path; say so
+    // rather than report a "config" file the user never named.
+    if (!std::filesystem::exists(config_path, ec)) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "{}: is a directory, expected a config-space source (lspci -x text, a "
+                        "raw config file, or a sysfs PCI device directory holding 'config')",
+                        source.string());
+    }
     VPCI_ASSIGN_OR_RETURN(auto bytes, read_file(config_path));
     auto name = std::filesystem::canonical(source, ec).filename().string();
     if (ec) name = source.filename().string();

@@ -212,7 +212,7 @@ Result<FreeSpaceTable> parse_free_space_table(std::string_view text, std::string
     const toml::table document = toml::parse(text, source);
     return parse_document(document, std::move(source));
   } catch (const toml::parse_error& e) {
-    return make_error(ErrorCode::kMalformedInput, "{}:{}:{}: {}", source, e.source().begin.line,
+    return make_error(ErrorCode::kMalformedInput, "{}:{}:{}: not valid TOML: {}", source, e.source().begin.line,
                       e.source().begin.column, e.description());
   } catch (const std::exception& e) {
     return make_error(ErrorCode::kMalformedInput, "{}: {}", source, e.what());
