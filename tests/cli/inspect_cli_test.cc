@@ -262,7 +262,7 @@ TEST(InspectCliTest, BadInputGivesClearErrors) {
   std::ofstream(tmp.path() / "bad2.lspci") << "00:02.0 x\n00: 86 8\n";
   auto malformed = run_command(vpci_cli() + " inspect " + shell_quote((tmp.path() / "bad2.lspci").string()));
   EXPECT_EQ(malformed.exit_code, 1);
-  EXPECT_NE(malformed.err.find("bad2.lspci:2:7: malformed data '8'"), std::string::npos) << malformed.err;
+  EXPECT_NE(malformed.err.find("bad2.lspci:2:8: malformed data '8'"), std::string::npos) << malformed.err;
 }
 
 }  // namespace
