@@ -71,6 +71,7 @@ class Inputs {
     fs::copy_file(dt_data / "soc-host.dts", tmp_.path() / "host.dts");
     fs::copy_file(dt_data / "soc-partial.dts", tmp_.path() / "partial.dts");
     // Well-formed command lines over files that are wrong in content.
+    std::ofstream(tmp_.path() / "bad.lspci") << "00:02.0 x\n00: 86 8\n";
     std::ofstream(tmp_.path() / "bad.dts") << "/dts-v1/;\n/ {\n  a = <1 2;\n};\n";
     std::ofstream(tmp_.path() / "bad-serve.toml")
         << "[[device]]\nname = \"r\"\nkind = \"virtio-rgn\"\ntransport = \"modern\"\n";
@@ -346,6 +347,10 @@ INSTANTIATE_TEST_SUITE_P(
                      "inspect",
                      {"inspect", "@source.lspci", "--device", "00:1f.6"},
                      "no device 0000:00:1f.6"},
+        RejectedCase{"inspect_malformed_data",
+                     "inspect",
+                     {"inspect", "@bad.lspci"},
+                     "@bad.lspci:2:8: malformed data '8'"},
         RejectedCase{"dump_absent_device",
                      "dump",
                      {"dump", "@source.lspci", "--device", "00:1f.6"},
