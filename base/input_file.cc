@@ -62,7 +62,7 @@ Result<std::string> read_input_file(const std::filesystem::path& path, const Inp
   }
   const bool regular = S_ISREG(info.st_mode);
   if (!regular && !S_ISFIFO(info.st_mode) && !S_ISCHR(info.st_mode)) {
-    return make_error(ErrorCode::kInvalidArgument, "{}: is {}, expected a {} file", path.string(),
+    return make_error(ErrorCode::kInvalidArgument, "{}: is {}, expected a {}", path.string(),
                       file_type_name(info.st_mode), kind.noun);
   }
   // A regular file says its size up front (a huge sparse file is refused unread).

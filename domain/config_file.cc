@@ -248,7 +248,7 @@ std::string ConfigFileProblem::to_string() const {
   out += ": ";
   if (!key.empty()) out += fmt::format("key {}: ", key);
   out += message;
-  if (!rule.empty() && rule != rule::kFileFormat) out += fmt::format(" [{}]", rule);
+  if (!rule.empty() && rule != rule::kFileFormat && rule != rule::kFileRead) out += fmt::format(" [{}]", rule);
   return out;
 }
 
@@ -275,6 +275,12 @@ ConfigFileResult load_domain_config(const std::filesystem::path& path) {
     if (message.starts_with(prefix)) message.erase(0, prefix.size());
     return tl::unexpected(std::vector<ConfigFileProblem>{ConfigFileProblem{
         path.string(), std::string(rule::kFileRead), "", {}, std::move(message)}});
+  }
+  if (text->empty()) {
+    // Would otherwise be one "missing required key" per key: say what is wrong once.
+    return tl::unexpected(std::vector<ConfigFileProblem>{ConfigFileProblem{
+        path.string(), std::string(rule::kFileFormat), "", {},
+        "the file is empty (expected a TOML domain configuration, docs/domain-check.md)"}});
   }
   return parse_domain_config(*text, path.string());
 }

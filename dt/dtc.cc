@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <regex>
 
 extern char** environ;
 
@@ -164,6 +165,47 @@ Result<ProcessOutput> run_process(const std::string& program, const std::vector<
     return make_error(ErrorCode::kIoError, "cannot run {} (is it installed and on PATH?)", program);
   }
   return result;
+}
+
+}  // namespace vpci::dt
+
+namespace vpci::dt {
+
+std::string describe_dtc_failure(std::string_view err, std::string_view origin) {
+  // dtc positions are "<stdin>:LINE.COL" with an optional "-END" range, then either
+  // " message" (parser errors, after "Error: ") or ": ERROR (check): message".
+  static const std::regex kPositioned(R"(^(?:Error: )?<stdin>:(\d+)\.(\d+)(?:-[0-9.]+)?:? (.*)$)");
+  std::string first;
+  std::size_t more = 0;
+  std::string unpositioned;
+  while (!err.empty()) {
+    const auto newline = err.find('\n');
+    const std::string line(err.substr(0, newline));
+    err.remove_prefix(newline == std::string_view::npos ? err.size() : newline + 1);
+    if (line.empty()) continue;
+    std::smatch match;
+    if (std::regex_match(line, match, kPositioned)) {
+      if (first.empty()) {
+        first = fmt::format("{}:{}:{}: {}", origin, match[1].str(), match[2].str(), match[3].str());
+      } else {
+        ++more;
+      }
+      continue;
+    }
+    if (line.starts_with("FATAL ERROR: Unable to parse") || line.starts_with("ERROR: Input tree has errors")) {
+      continue;  // summaries of the errors above
+    }
+    std::string text = line;
+    for (auto at = text.find("<stdin>"); at != std::string::npos; at = text.find("<stdin>", at + origin.size())) {
+      text.replace(at, 7, origin);
+    }
+    unpositioned += (unpositioned.empty() ? "" : "; ") + text;
+  }
+  if (first.empty()) {
+    return fmt::format("{}: {}", origin, unpositioned.empty() ? "dtc failed without a message" : unpositioned);
+  }
+  if (more != 0) first += fmt::format(" (and {} more error{})", more, more == 1 ? "" : "s");
+  return first;
 }
 
 }  // namespace vpci::dt

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/error.h"
@@ -26,5 +27,15 @@ Result<ProcessOutput> run_process(const std::string& program, const std::vector<
 
 // The `dtc` program to run: $VPCI_DTC when set, else "dtc".
 std::string dtc_program();
+
+}  // namespace vpci::dt
+
+namespace vpci::dt {
+
+// dtc's stderr for a failed compile of stdin, as one line about the user's file:
+// "Error: <stdin>:1.21-22 syntax error\nFATAL ERROR: ..." from origin "a.dts" becomes
+// "a.dts:1:21: syntax error". The first positioned error is kept (dtc's later ones
+// often follow from it), with a count of the rest; summary lines are dropped.
+std::string describe_dtc_failure(std::string_view err, std::string_view origin);
 
 }  // namespace vpci::dt

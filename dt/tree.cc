@@ -546,24 +546,56 @@ Result<Tree> parse_dts(std::string_view text, std::string_view origin) {
   // fail the compile and are reported.
   VPCI_ASSIGN_OR_RETURN(auto output, run_process(dtc_program(), {"-q", "-I", "dts", "-O", "dtb", "-"}, input));
   if (output.exit_status != 0) {
-    std::string err = output.err;
-    while (!err.empty() && err.back() == '\n') err.pop_back();
-    return make_error(ErrorCode::kMalformedInput, "{}: dtc could not compile it: {}", origin, err);
+    return make_error(ErrorCode::kMalformedInput, "{} (dtc could not compile it)",
+                      describe_dtc_failure(output.err, origin));
   }
   auto tree = parse_dtb(output.out);
   if (!tree) return tl::unexpected(std::move(tree).error().with_context(origin));
   return tree;
 }
 
+namespace {
+
+// Where `bytes` stops being text a DTS could hold (printable ASCII, whitespace,
+// UTF-8 in strings and comments), or npos.
+std::size_t first_non_text_byte(std::span<const std::uint8_t> bytes) {
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    const std::uint8_t b = bytes[i];
+    if (b < 0x20 && b != '\n' && b != '\r' && b != '\t' && b != '\f' && b != '\v') return i;
+    if (b == 0x7F) return i;
+  }
+  return std::string_view::npos;
+}
+
+}  // namespace
+
+// A failure says which of the two formats the file looked like, so that a user who
+// passed the wrong file (or a DTB cut short) is not shown a DTS syntax error.
 Result<Tree> load_tree_file(const std::filesystem::path& path) {
   VPCI_ASSIGN_OR_RETURN(const std::string text, read_input_file(path, kDeviceTreeInput));
   const std::vector<std::uint8_t> bytes(text.begin(), text.end());
+  if (bytes.empty()) {
+    return make_error(ErrorCode::kMalformedInput, "{}: the file is empty (expected a DTB or DTS)", path.string());
+  }
   if (bytes.size() >= 4 && load_be32(bytes.data()) == FDT_MAGIC) {
     auto tree = parse_dtb(bytes);
-    if (!tree) return tl::unexpected(std::move(tree).error().with_context(path.string()));
+    if (!tree) {
+      return tl::unexpected(std::move(tree).error().with_context(path.string() + ": a DTB (magic 0xd00dfeed), but"));
+    }
     return tree;
   }
-  return parse_dts(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), path.string());
+  if (const auto at = first_non_text_byte(bytes); at != std::string_view::npos) {
+    return make_error(ErrorCode::kMalformedInput,
+                      "{}: neither a DTB (no magic 0xd00dfeed) nor a DTS (byte {:#04x} at offset {} is not text)",
+                      path.string(), bytes[at], at);
+  }
+  auto tree = parse_dts(text, path.string());
+  if (!tree && text.find("/dts-v1/") == std::string::npos) {
+    tree.error().message += "; neither a DTB (no magic 0xd00dfeed) nor a DTS (no /dts-v1/ tag)";
+  } else if (!tree) {
+    tree.error().message += "; looked like a DTS (text with /dts-v1/, no DTB magic)";
+  }
+  return tree;
 }
 
 Result<std::string> dtb_to_dts(std::span<const std::uint8_t> blob, bool sorted) {

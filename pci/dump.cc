@@ -104,6 +104,13 @@ Result<DeviceAddress> parse_device_address(std::string_view text) {
   return address;
 }
 
+namespace {
+// The 1-based column of `rest`, a suffix of `line`.
+std::size_t column(std::string_view line, std::string_view rest) {
+  return static_cast<std::size_t>(rest.data() - line.data()) + 1;
+}
+}  // namespace
+
 Result<std::vector<DeviceDump>> parse_lspci_text(std::string_view text) {
   std::vector<DeviceDump> devices;
   bool in_device = false;
@@ -115,7 +122,7 @@ Result<std::vector<DeviceDump>> parse_lspci_text(std::string_view text) {
     text.remove_prefix(newline == std::string_view::npos ? text.size() : newline + 1);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.size() > 254) {
-      return make_error(ErrorCode::kMalformedInput, "line {}: longer than 254 characters",
+      return make_error(ErrorCode::kMalformedInput, "{}:255: longer than 254 characters",
                         line_number);
     }
     DeviceAddress address;
@@ -137,8 +144,8 @@ Result<std::vector<DeviceDump>> parse_lspci_text(std::string_view text) {
            (bytes.size() == 2 || bytes[2] == ' ')) {
       if (offset >= kExtendedConfigSize) {
         return make_error(ErrorCode::kMalformedInput,
-                          "line {}: offset {:#x} beyond 4096 bytes of config space", line_number,
-                          offset);
+                          "{}:{}: offset {:#x} beyond 4096 bytes of config space", line_number,
+                          column(line, bytes), offset);
       }
       if (offset >= config.size()) config.resize(offset + 1, 0xFF);
       config[offset++] = static_cast<std::uint8_t>(parse_hex(bytes.substr(0, 2)));
@@ -146,9 +153,9 @@ Result<std::vector<DeviceDump>> parse_lspci_text(std::string_view text) {
     }
     if (!bytes.empty()) {
       return make_error(ErrorCode::kMalformedInput,
-                        "line {}: malformed data '{}' (expected two-digit hex bytes separated by "
+                        "{}:{}: malformed data '{}' (expected two-digit hex bytes separated by "
                         "single spaces)",
-                        line_number, bytes);
+                        line_number, column(line, bytes), bytes);
     }
   }
   return devices;
@@ -169,6 +176,14 @@ Result<std::vector<DeviceDump>> load_dump_source(const std::filesystem::path& so
   std::error_code ec;
   if (std::filesystem::is_directory(source, ec)) {
     const auto config_path = source / "config";
+    // Any directory other than a sysfs device's is a mistake about the path; say so
+    // rather than report a "config" file the user never named.
+    if (!std::filesystem::exists(config_path, ec)) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "{}: is a directory, expected a config-space source (lspci -x text, a "
+                        "raw config file, or a sysfs PCI device directory holding 'config')",
+                        source.string());
+    }
     VPCI_ASSIGN_OR_RETURN(auto bytes, read_file(config_path));
     auto name = std::filesystem::canonical(source, ec).filename().string();
     if (ec) name = source.filename().string();
@@ -195,8 +210,11 @@ Result<std::vector<DeviceDump>> load_dump_source(const std::filesystem::path& so
     return std::vector<DeviceDump>{std::move(dump)};
   }
   const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  // Errors of the text start with "line:col: ", so the file joins them as
+  // "file:line:col: " (README, "Exit status and messages").
   VPCI_ASSIGN_OR_RETURN(auto devices, parse_lspci_text(text).map_error([&](Error e) {
-    return std::move(e).with_context(source.string());
+    e.message = fmt::format("{}:{}", source.string(), e.message);
+    return e;
   }));
   if (devices.empty()) {
     return make_error(ErrorCode::kMalformedInput,

@@ -47,7 +47,7 @@ struct DeviceDump {
 };
 
 // Parses lspci text. A device line without data yields a device with no bytes.
-// Malformed data lines are errors naming the line number and what was wrong.
+// Malformed data lines are errors starting "LINE:COL: " and saying what was wrong.
 Result<std::vector<DeviceDump>> parse_lspci_text(std::string_view text);
 
 // Wraps raw config bytes (a sysfs config file) as one device.

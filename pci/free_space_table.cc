@@ -212,7 +212,7 @@ Result<FreeSpaceTable> parse_free_space_table(std::string_view text, std::string
     const toml::table document = toml::parse(text, source);
     return parse_document(document, std::move(source));
   } catch (const toml::parse_error& e) {
-    return make_error(ErrorCode::kMalformedInput, "{}:{}:{}: {}", source, e.source().begin.line,
+    return make_error(ErrorCode::kMalformedInput, "{}:{}:{}: not valid TOML: {}", source, e.source().begin.line,
                       e.source().begin.column, e.description());
   } catch (const std::exception& e) {
     return make_error(ErrorCode::kMalformedInput, "{}: {}", source, e.what());
@@ -221,6 +221,11 @@ Result<FreeSpaceTable> parse_free_space_table(std::string_view text, std::string
 
 Result<FreeSpaceTable> load_free_space_table(const std::filesystem::path& path) {
   VPCI_ASSIGN_OR_RETURN(const std::string text, read_input_file(path, kConfigurationInput));
+  // An empty file is a valid empty TOML table, but never what a user meant to name.
+  if (text.empty()) {
+    return make_error(ErrorCode::kMalformedInput, "{}: the file is empty (expected a free-space table)",
+                      path.string());
+  }
   return parse_free_space_table(text, path.string());
 }
 

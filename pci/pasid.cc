@@ -34,12 +34,15 @@ Result<std::uint64_t> parse_number(std::string_view text, std::uint64_t max) {
   }
   std::uint64_t value = 0;
   const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value, base);
+  // The limit is said in the base the user wrote the number in.
+  const auto limit = [&] { return base == 16 ? fmt::format("{:#x}", max) : fmt::format("{}", max); };
+  if (!digits.empty() && ec == std::errc::result_out_of_range) {
+    return make_error(ErrorCode::kOutOfRange, "{} exceeds the maximum {}", text, limit());
+  }
   if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size()) {
     return make_error(ErrorCode::kInvalidArgument, "'{}' is not a number (decimal or 0x hex)", text);
   }
-  if (value > max) {
-    return make_error(ErrorCode::kOutOfRange, "{} exceeds the maximum {:#x}", text, max);
-  }
+  if (value > max) return make_error(ErrorCode::kOutOfRange, "{} exceeds the maximum {}", text, limit());
   return value;
 }
 

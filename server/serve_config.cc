@@ -302,7 +302,7 @@ Result<ServeConfig> parse_serve_config(std::string_view text, std::string source
     const toml::table document = toml::parse(text, source);
     return Reader(std::move(source), base_dir, check_files).read(document);
   } catch (const toml::parse_error& e) {
-    return make_error(ErrorCode::kMalformedInput, "{}:{}:{}: {}", source, e.source().begin.line,
+    return make_error(ErrorCode::kMalformedInput, "{}:{}:{}: not valid TOML: {}", source, e.source().begin.line,
                       e.source().begin.column, e.description());
   } catch (const std::exception& e) {
     return make_error(ErrorCode::kMalformedInput, "{}: {}", source, e.what());

@@ -12,6 +12,7 @@
 #include "domain/config_file.h"
 #include "domain/rules.h"
 #include "domain/xen_abi.h"
+#include "tools/cli_error.h"
 #include "tools/commands.h"
 
 namespace vpci::tools {
@@ -155,10 +156,9 @@ int run_domain_check(const DomainCheckOptions& options) {
       for (const auto& p : config.error()) out["diagnostics"].push_back(problem_json(p));
       fmt::print("{}\n", out.dump(2));
     } else {
-      for (const auto& p : config.error())
-        fmt::print(stderr, "vpci domain check: {}\n", p.to_string());
+      for (const auto& p : config.error()) print_error("domain check", p.to_string());
     }
-    return 1;
+    return kExitRejected;
   }
   const CheckReport report = domain::check_domain_config(*config, profile);
   if (options.json) {
@@ -174,7 +174,7 @@ int run_domain_check(const DomainCheckOptions& options) {
   } else {
     print_report_text(*config, report);
   }
-  return report.accepted() ? 0 : 1;
+  return report.accepted() ? kExitSuccess : kExitRejected;
 }
 
 void register_domain_command(CLI::App& app, int& exit_code) {

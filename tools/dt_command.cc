@@ -5,14 +5,8 @@
 // bind writes nothing unless the whole bind succeeded: every output is produced in
 // memory first, written to a temporary file beside its destination and renamed into
 // place only when all of them were written.
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <charconv>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -27,7 +21,10 @@
 #include "dt/dts.h"
 #include "dt/iommu.h"
 #include "dt/tree.h"
+#include "pci/pasid.h"
+#include "tools/cli_error.h"
 #include "tools/commands.h"
+#include "tools/output_file.h"
 
 namespace vpci::tools {
 namespace {
@@ -55,19 +52,11 @@ struct ShowCommandOptions {
   bool json = false;
 };
 
+// Numbers as pci::parse_number reads them (decimal or 0x hex), named by their option.
 Result<std::uint64_t> parse_number(std::string_view text, std::string_view option) {
-  std::string_view digits = text;
-  int base = 10;
-  if (digits.starts_with("0x") || digits.starts_with("0X")) {
-    digits.remove_prefix(2);
-    base = 16;
-  }
-  std::uint64_t value = 0;
-  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value, base);
-  if (digits.empty() || ec != std::errc{} || end != digits.data() + digits.size()) {
-    return make_error(ErrorCode::kInvalidArgument, "{}: \"{}\" is not a number (decimal or 0x-hex)", option, text);
-  }
-  return value;
+  return pci::parse_number(text, ~std::uint64_t{0}).map_error([&](Error e) {
+    return std::move(e).with_context(option);
+  });
 }
 
 // "BASE,SIZE"
@@ -82,9 +71,9 @@ Result<std::pair<std::uint64_t, std::uint64_t>> parse_window(std::string_view te
 }
 
 Result<std::uint32_t> parse_u32(std::string_view text, std::string_view option) {
-  VPCI_ASSIGN_OR_RETURN(const auto value, parse_number(text, option));
-  if (value > 0xffffffffu) return make_error(ErrorCode::kOutOfRange, "{}: {} does not fit 32 bits", option, text);
-  return static_cast<std::uint32_t>(value);
+  return pci::parse_number(text, 0xffffffffu)
+      .map([](std::uint64_t value) { return static_cast<std::uint32_t>(value); })
+      .map_error([&](Error e) { return std::move(e).with_context(option); });
 }
 
 Result<dt::BindOptions> make_bind_options(const BindCommandOptions& o) {
@@ -138,59 +127,7 @@ Result<dt::BindOptions> make_bind_options(const BindCommandOptions& o) {
   return options;
 }
 
-struct PendingFile {
-  std::filesystem::path destination;
-  std::string temporary;
-  std::vector<std::uint8_t> bytes;
-};
-
-// Writes every file to a temporary beside its destination, then renames them all.
-// On any failure the temporaries are removed and no destination is touched. (Unlike
-// write_file_atomically in output_file.h, which does one file: bind writes up to
-// three, and a failure on the last must not leave the first in place.)
-Status commit_files(std::vector<PendingFile>& files) {
-  const auto cleanup = [&] {
-    for (auto& f : files) {
-      if (!f.temporary.empty()) ::unlink(f.temporary.c_str());
-    }
-  };
-  for (auto& f : files) {
-    std::string pattern = f.destination.string() + ".vpci-tmp-XXXXXX";
-    const int fd = ::mkstemp(pattern.data());
-    if (fd < 0) {
-      cleanup();
-      return make_error(ErrorCode::kIoError, "cannot create a file beside {}: {}", f.destination.string(),
-                        std::strerror(errno));
-    }
-    f.temporary = pattern;
-    std::size_t written = 0;
-    while (written < f.bytes.size()) {
-      const ssize_t n = ::write(fd, f.bytes.data() + written, f.bytes.size() - written);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      written += static_cast<std::size_t>(n);
-    }
-    // mkstemp creates 0600; outputs are ordinary files.
-    const bool ok = written == f.bytes.size() && ::fchmod(fd, 0644) == 0 && ::fsync(fd) == 0;
-    const int saved = errno;
-    if (::close(fd) != 0 || !ok) {
-      cleanup();
-      return make_error(ErrorCode::kIoError, "cannot write {}: {}", f.destination.string(), std::strerror(saved));
-    }
-  }
-  for (auto& f : files) {
-    if (::rename(f.temporary.c_str(), f.destination.c_str()) != 0) {
-      const int saved = errno;
-      cleanup();
-      return make_error(ErrorCode::kIoError, "cannot rename into {}: {}", f.destination.string(), std::strerror(saved));
-    }
-    f.temporary.clear();
-  }
-  return {};
-}
-
-Status run_bind(const BindCommandOptions& o) {
-  VPCI_ASSIGN_OR_RETURN(const auto options, make_bind_options(o));
+Status bind_and_write(const BindCommandOptions& o, const dt::BindOptions& options) {
   auto host = dt::load_tree_file(o.host);
   if (!host) return tl::unexpected(std::move(host).error().with_context("--host"));
   auto partial = dt::load_tree_file(o.partial);
@@ -198,22 +135,22 @@ Status run_bind(const BindCommandOptions& o) {
   VPCI_ASSIGN_OR_RETURN(auto result, dt::bind_partial_tree(*host, *partial, options));
   VPCI_ASSIGN_OR_RETURN(auto blob, dt::serialize_dtb(result.guest));
 
-  std::vector<PendingFile> files;
-  if (!o.dtb_out.empty()) files.push_back({o.dtb_out, {}, blob});
+  std::vector<OutputFile> files;
+  if (!o.dtb_out.empty()) files.push_back({o.dtb_out, std::string(blob.begin(), blob.end())});
   if (!o.dts_out.empty() || (o.dtb_out.empty() && o.map_out.empty())) {
     const std::string dts = dt::to_dts(result.guest);
     if (o.dts_out.empty()) {
       // No output named: the guest tree as DTS on stdout.
       fmt::print("{}", dts);
     } else {
-      files.push_back({o.dts_out, {}, std::vector<std::uint8_t>(dts.begin(), dts.end())});
+      files.push_back({o.dts_out, dts});
     }
   }
   if (!o.map_out.empty()) {
     const auto json = dt::bind_map_json(result);
-    files.push_back({o.map_out, {}, std::vector<std::uint8_t>(json.begin(), json.end())});
+    files.push_back({o.map_out, json});
   }
-  VPCI_TRY(commit_files(files));
+  VPCI_TRY(write_output_files(files));
   if (!files.empty()) {
     fmt::print(stderr, "vpci dt bind: {} stream(s) bound to {} (phandle {:#x}){}{}\n", result.streams.size(),
                result.viommu_path.empty() ? "no vIOMMU" : result.viommu_path, result.viommu_phandle,
@@ -221,6 +158,15 @@ Status run_bind(const BindCommandOptions& o) {
                result.grants.empty() ? "" : fmt::format(", {} virtio-pci grant route(s)", result.grants.size()));
   }
   return {};
+}
+
+// Option values that do not parse are usage errors; everything found wrong in the
+// trees or while writing is rejected input (tools/cli_error.h).
+int run_bind(const BindCommandOptions& o) {
+  const auto options = make_bind_options(o);
+  if (!options) return usage_error("dt bind", options.error().message);
+  if (auto status = bind_and_write(o, *options); !status) return rejected("dt bind", status.error());
+  return kExitSuccess;
 }
 
 std::string format_specifier(const dt::Topology& topology, const dt::IommuSpecifier& s) {
@@ -343,12 +289,7 @@ void register_dt_command(CLI::App& app, int& exit_code) {
   bind_cmd->add_option("--pci-mem32", bind->pci_mem32, "32-bit memory window BASE,SIZE (default 0x23000000,0x10000000)");
   bind_cmd->add_option("--pci-mem64", bind->pci_mem64,
                        "64-bit prefetchable window BASE,SIZE (default 0x100000000,0x100000000; SIZE 0 omits it)");
-  bind_cmd->callback([bind, &exit_code] {
-    if (auto status = run_bind(*bind); !status) {
-      fmt::print(stderr, "vpci dt bind: {}\n", status.error().message);
-      exit_code = 1;
-    }
-  });
+  bind_cmd->callback([bind, &exit_code] { exit_code = run_bind(*bind); });
 
   auto show = std::make_shared<ShowCommandOptions>();
   CLI::App* show_cmd =
@@ -356,10 +297,7 @@ void register_dt_command(CLI::App& app, int& exit_code) {
   show_cmd->add_option("FILE", show->file, "device tree (DTB or DTS)")->required();
   show_cmd->add_flag("--json", show->json, "machine-readable output");
   show_cmd->callback([show, &exit_code] {
-    if (auto status = run_show(*show); !status) {
-      fmt::print(stderr, "vpci dt show: {}\n", status.error().message);
-      exit_code = 1;
-    }
+    if (auto status = run_show(*show); !status) exit_code = rejected("dt show", status.error());
   });
 }
 

@@ -3,13 +3,13 @@
 // `lspci -F FILE -vvv` decodes.
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <optional>
 
 #include <fmt/format.h>
 
 #include "pci/dump.h"
+#include "tools/cli_error.h"
 #include "tools/commands.h"
 #include "tools/output_file.h"
 
@@ -23,38 +23,27 @@ struct DumpOptions {
 };
 
 int run_dump(const DumpOptions& options) {
-  auto devices = pci::load_dump_source(options.source);
-  if (!devices) {
-    fmt::print(stderr, "vpci dump: {}\n", devices.error().message);
-    return 1;
-  }
+  // A malformed --device is a usage error whatever SOURCE holds (tools/cli_error.h).
   std::optional<pci::DeviceAddress> wanted;
   if (!options.device.empty()) {
     auto parsed = pci::parse_device_address(options.device);
-    if (!parsed) {
-      fmt::print(stderr, "vpci dump: --device: {}\n", parsed.error().message);
-      return 1;
-    }
+    if (!parsed) return usage_error("dump", "--device: " + parsed.error().message);
     wanted = *parsed;
   }
+  auto devices = pci::load_dump_source(options.source);
+  if (!devices) return rejected("dump", devices.error());
   std::string text;
   for (const auto& d : *devices) {
     if (wanted && !(d.address == *wanted)) continue;
     text += pci::format_lspci_dump(d.address, d.config, "written by vpci dump");
   }
-  if (text.empty()) {
-    fmt::print(stderr, "vpci dump: {} has no device {}\n", options.source, options.device);
-    return 1;
-  }
+  if (text.empty()) return rejected("dump", fmt::format("{}: no device {}", options.source, wanted->to_string()));
   if (options.output.empty() || options.output == "-") {
     fmt::print("{}", text);
-    return 0;
+    return kExitSuccess;
   }
-  if (auto written = write_file_atomically(options.output, text); !written) {
-    fmt::print(stderr, "vpci dump: {}\n", written.error().message);
-    return 1;
-  }
-  return 0;
+  if (auto written = write_file_atomically(options.output, text); !written) return rejected("dump", written.error());
+  return kExitSuccess;
 }
 
 void register_dump_command(CLI::App& app, int& exit_code) {

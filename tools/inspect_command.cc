@@ -1,10 +1,12 @@
 // `vpci inspect SOURCE [--device BDF] [--json] [--map]`
 #include <cstdio>
 #include <memory>
+#include <optional>
 
 #include <fmt/format.h>
 
 #include "pci/dump.h"
+#include "tools/cli_error.h"
 #include "tools/commands.h"
 #include "tools/device_report.h"
 
@@ -19,24 +21,22 @@ struct InspectOptions {
 };
 
 int run_inspect(const InspectOptions& options) {
-  auto devices = pci::load_dump_source(options.source);
-  if (!devices) {
-    fmt::print(stderr, "vpci inspect: {}\n", devices.error().message);
-    return 1;
-  }
-  std::vector<pci::DeviceDump> selected;
+  // A malformed --device is a usage error whatever SOURCE holds (tools/cli_error.h).
+  std::optional<pci::DeviceAddress> wanted;
   if (!options.device.empty()) {
-    auto wanted = pci::parse_device_address(options.device);
-    if (!wanted) {
-      fmt::print(stderr, "vpci inspect: --device: {}\n", wanted.error().message);
-      return 1;
-    }
+    auto parsed = pci::parse_device_address(options.device);
+    if (!parsed) return usage_error("inspect", "--device: " + parsed.error().message);
+    wanted = *parsed;
+  }
+  auto devices = pci::load_dump_source(options.source);
+  if (!devices) return rejected("inspect", devices.error());
+  std::vector<pci::DeviceDump> selected;
+  if (wanted) {
     for (auto& d : *devices) {
       if (d.address == *wanted) selected.push_back(std::move(d));
     }
     if (selected.empty()) {
-      fmt::print(stderr, "vpci inspect: {} has no device {}\n", options.source, wanted->to_string());
-      return 1;
+      return rejected("inspect", fmt::format("{}: no device {}", options.source, wanted->to_string()));
     }
   } else {
     selected = std::move(*devices);

@@ -6,14 +6,8 @@
 // result as an lspci -F decodable dump whose TAB-indented comment lines carry the
 // placements and the emulated-register overlay (lspci and our reader skip such lines,
 // pciutils lib/dump.c). docs/placement.md is the user documentation.
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
 #include <iterator>
 #include <memory>
 #include <optional>
@@ -23,14 +17,13 @@
 #include "base/input_file.h"
 #include "pci/dump.h"
 #include "pci/placement.h"
+#include "tools/cli_error.h"
 #include "tools/commands.h"
 #include "tools/device_report.h"
+#include "tools/output_file.h"
 
 namespace vpci::tools {
 namespace {
-
-constexpr int kExitRejected = 1;
-constexpr int kExitUsage = 2;
 
 struct PlaceOptions {
   std::string source;
@@ -87,43 +80,6 @@ std::string annotated_dump(const pci::DeviceAddress& address, const pci::Placeme
                                                   fmt::format("guest view by vpci place from {}", source));
   const std::size_t first_line = dump.find('\n') + 1;
   return dump.substr(0, first_line) + comments + dump.substr(first_line);
-}
-
-// Writes `text` to `path` through a temporary file in the same directory and a rename,
-// so an existing OUT is either untouched or wholly replaced.
-Status write_atomically(const std::string& path, const std::string& text) {
-  std::string temp = path + ".vpci-XXXXXX";
-  const int fd = ::mkstemp(temp.data());
-  if (fd < 0) {
-    return make_error(ErrorCode::kIoError, "cannot create a temporary file next to {}: {}", path,
-                      std::strerror(errno));
-  }
-  std::size_t written = 0;
-  while (written < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + written, text.size() - written);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int saved = errno;
-      ::close(fd);
-      ::unlink(temp.c_str());
-      return make_error(ErrorCode::kIoError, "writing {}: {}", temp, std::strerror(saved));
-    }
-    written += static_cast<std::size_t>(n);
-  }
-  // mkstemp creates 0600; give the dump the mode any new file would get.
-  const mode_t umask_bits = ::umask(0);
-  ::umask(umask_bits);
-  if (::fchmod(fd, 0666 & ~umask_bits) != 0 || ::fsync(fd) != 0 || ::close(fd) != 0) {
-    const int saved = errno;
-    ::unlink(temp.c_str());
-    return make_error(ErrorCode::kIoError, "finishing {}: {}", temp, std::strerror(saved));
-  }
-  if (::rename(temp.c_str(), path.c_str()) != 0) {
-    const int saved = errno;
-    ::unlink(temp.c_str());
-    return make_error(ErrorCode::kIoError, "renaming {} to {}: {}", temp, path, std::strerror(saved));
-  }
-  return {};
 }
 
 bool is_binary_file(const std::string& path) {
@@ -260,10 +216,8 @@ std::string result_text(const pci::DeviceDump& dump, const PlaceOptions& options
   return out;
 }
 
-int usage_error(const std::string& message) {
-  fmt::print(stderr, "vpci place: {}\n", message);
-  return kExitUsage;
-}
+int usage_error(const std::string& message) { return tools::usage_error("place", message); }
+int rejected(const Error& error) { return tools::rejected("place", error); }
 
 int run_place(const PlaceOptions& options) {
   if (options.pasid.empty() && options.add.empty() && options.hide.empty()) {
@@ -296,25 +250,23 @@ int run_place(const PlaceOptions& options) {
     if (!hide) return usage_error(hide.error().message);
     request.hide.push_back(*hide);
   }
+  std::optional<pci::DeviceAddress> wanted;
+  if (!options.device.empty()) {
+    auto parsed = pci::parse_device_address(options.device);
+    if (!parsed) return usage_error(fmt::format("--device: {}", parsed.error().message));
+    wanted = *parsed;
+  }
   request.search_gaps = options.search_gaps;
   if (!options.table.empty()) {
     auto table = pci::load_free_space_table(options.table);
-    if (!table) {
-      fmt::print(stderr, "vpci place: {}\n", table.error().message);
-      return kExitRejected;
-    }
+    if (!table) return rejected(table.error());
     request.table = std::move(*table);
   }
 
   auto devices = pci::load_dump_source(options.source);
-  if (!devices) {
-    fmt::print(stderr, "vpci place: {}\n", devices.error().message);
-    return kExitRejected;
-  }
+  if (!devices) return rejected(devices.error());
   std::optional<pci::DeviceDump> selected;
-  if (!options.device.empty()) {
-    auto wanted = pci::parse_device_address(options.device);
-    if (!wanted) return usage_error(fmt::format("--device: {}", wanted.error().message));
+  if (wanted) {
     for (auto& d : *devices) {
       if (d.address == *wanted) selected = std::move(d);
     }
@@ -324,30 +276,24 @@ int run_place(const PlaceOptions& options) {
       selected->address = *wanted;
     }
     if (!selected) {
-      fmt::print(stderr, "vpci place: {} has no device {}\n", options.source, wanted->to_string());
-      return kExitRejected;
+      return tools::rejected("place", fmt::format("{}: no device {}", options.source, wanted->to_string()));
     }
   } else if (devices->size() == 1) {
     selected = std::move(devices->front());
   } else {
     std::string list;
     for (const auto& d : *devices) list += (list.empty() ? "" : ", ") + d.address.to_string();
-    return usage_error(fmt::format("{} holds {} devices ({}); choose one with --device", options.source,
-                                   devices->size(), list));
+    // Rejected, not usage: the same command line is right for a file with one device.
+    return tools::rejected("place", fmt::format("{}: holds {} devices ({}); choose one with --device", options.source,
+                                                devices->size(), list));
   }
 
   auto result = pci::place_capabilities(selected->config, request);
-  if (!result) {
-    fmt::print(stderr, "vpci place: {}: {}\n", selected->address.to_string(), result.error().message);
-    return kExitRejected;
-  }
+  if (!result) return tools::rejected("place", result.error().with_context(selected->address.to_string()));
   for (const auto& warning : result->warnings) fmt::print(stderr, "vpci place: warning: {}\n", warning);
   const std::string dump = annotated_dump(selected->address, *result, options.source);
   if (!options.output.empty()) {
-    if (auto written = write_atomically(options.output, dump); !written) {
-      fmt::print(stderr, "vpci place: {}\n", written.error().message);
-      return kExitRejected;
-    }
+    if (auto written = write_file_atomically(options.output, dump); !written) return rejected(written.error());
   }
   if (options.json) {
     fmt::print("{}\n", result_json(*selected, options, pasid, *result).dump(2));

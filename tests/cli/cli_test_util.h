@@ -2,16 +2,22 @@
 // such as lspci and dtc.
 #pragma once
 
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
-
-#include <sys/wait.h>
-#include <unistd.h>
 
 namespace vpci::testing {
 
@@ -101,6 +107,77 @@ inline std::vector<std::filesystem::path> pci_corpus_files() {
   }
   std::sort(files.begin(), files.end());
   return files;
+}
+
+
+// What a bounded run of a program did: how it ended, what it printed, and what it
+// cost (the issue-20 bounds are wall time and peak RSS).
+struct BoundedResult {
+  bool started = false;
+  bool killed = false;         // still running at the deadline
+  int exit_code = -1;          // when it exited
+  int signal = 0;              // when a signal ended it
+  long max_rss_kib = 0;        // wait4's ru_maxrss (KiB on Linux)
+  std::chrono::milliseconds elapsed{0};
+  std::string out;
+  std::string err;
+};
+
+// Runs `argv` (argv[0] a path) with stdin from /dev/null, killing it at `deadline`.
+// `as_nobody`: when running as root, the child drops to uid/gid 65534 before exec,
+// so that files without read permission are unreadable to it too.
+inline BoundedResult run_bounded(const std::vector<std::string>& argv, std::chrono::milliseconds deadline,
+                                 bool as_nobody = false) {
+  static int counter = 0;
+  const auto stem = std::filesystem::temp_directory_path() /
+                    ("vpci-bounded-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+  const std::string out_path = stem.string() + ".out";
+  const std::string err_path = stem.string() + ".err";
+  BoundedResult result;
+  const auto start = std::chrono::steady_clock::now();
+  const pid_t pid = ::fork();
+  if (pid < 0) return result;
+  if (pid == 0) {
+    const int in = ::open("/dev/null", O_RDONLY);
+    const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    if (in < 0 || out < 0 || err < 0) ::_exit(126);
+    ::dup2(in, 0);
+    ::dup2(out, 1);
+    ::dup2(err, 2);
+    if (as_nobody && ::geteuid() == 0) {
+      if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(126);
+    }
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  result.started = true;
+  int status = 0;
+  rusage usage{};
+  for (;;) {
+    const pid_t done = ::wait4(pid, &status, WNOHANG, &usage);
+    if (done == pid) break;
+    if (std::chrono::steady_clock::now() - start > deadline) {
+      ::kill(pid, SIGKILL);
+      ::wait4(pid, &status, 0, &usage);
+      result.killed = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  result.elapsed =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+  result.max_rss_kib = usage.ru_maxrss;
+  if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) result.signal = WTERMSIG(status);
+  result.out = read_text_file(out_path);
+  result.err = read_text_file(err_path);
+  std::filesystem::remove(out_path);
+  std::filesystem::remove(err_path);
+  return result;
 }
 
 }  // namespace vpci::testing
