@@ -2,11 +2,12 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+
+#include <sys/stat.h>
 
 namespace vpci {
 namespace {
@@ -58,7 +59,8 @@ Result<std::string> read_input_file(const std::filesystem::path& path, const Inp
   const ScopedFd fd(raw_fd);
   struct stat info {};
   if (::fstat(fd.get(), &info) != 0) {
-    return make_error(ErrorCode::kIoError, "{}: cannot stat: {}", path.string(), std::strerror(errno));
+    return make_error(ErrorCode::kIoError, "{}: cannot stat: {}", path.string(),
+                      std::strerror(errno));
   }
   const bool regular = S_ISREG(info.st_mode);
   if (!regular && !S_ISFIFO(info.st_mode) && !S_ISCHR(info.st_mode)) {
@@ -68,7 +70,8 @@ Result<std::string> read_input_file(const std::filesystem::path& path, const Inp
   // A regular file says its size up front (a huge sparse file is refused unread).
   // sysfs attributes report a nominal size (4096) unrelated to what a read returns,
   // so the size is a bound, never a promise.
-  if (regular && static_cast<std::uintmax_t>(info.st_size) > kind.max_bytes) return too_large(path, kind);
+  if (regular && static_cast<std::uintmax_t>(info.st_size) > kind.max_bytes)
+    return too_large(path, kind);
 
   // A FIFO reads 0 both when its writer has finished and when no writer has opened
   // it yet; only after poll() has seen a writer (data or a hang-up) is 0 the end.
@@ -88,7 +91,8 @@ Result<std::string> read_input_file(const std::filesystem::path& path, const Inp
     } else if (errno == EINTR) {
       continue;
     } else if (errno != EAGAIN) {
-      return make_error(ErrorCode::kIoError, "{}: read error: {}", path.string(), std::strerror(errno));
+      return make_error(ErrorCode::kIoError, "{}: read error: {}", path.string(),
+                        std::strerror(errno));
     }
     pollfd waiter{fd.get(), POLLIN, 0};
     const int ready = ::poll(&waiter, 1, static_cast<int>(kInputIdleTimeout.count()));
