@@ -7,8 +7,8 @@
 // enabled split queue (EVENT_IDX negotiated) and MSI-X. Two views of the same device:
 //   * direct:  pci::Function::config_read/write, bar_read/write (what an in-process bus
 //              or the MMR mapper calls);
-//   * adapter: server::PciFunction::config_read/write, region_read/write through
-//              FunctionAdapter (what the vfio-user session calls for REGION_READ/WRITE).
+//   * server:  pci::Function::config_read/write and server::bar_read/bar_write (the
+//              access splitting the vfio-user session applies to REGION_READ/WRITE).
 //
 // Accesses: config space (vendor/device ID, Command, cache line size), common config
 // (device_feature_select, queue_select, queue_size, num_queues, device_status), the
@@ -29,7 +29,7 @@
 #include <benchmark/benchmark.h>
 
 #include "devices/virtio_blk.h"
-#include "server/function_adapter.h"
+#include "server/vfio_regions.h"
 #include "tests/devices/blk_harness.h"
 #include "tests/virtio_pci/pci_driver.h"
 #include "virtio/pci/registers.h"
@@ -54,8 +54,8 @@ constexpr unsigned kMemoryBar = vp::VirtioPciLayout::kMemoryBar;
 struct Rig {
   std::shared_ptr<GuestMemory> memory = std::make_shared<GuestMemory>();
   FakeGuestRam ram{memory, 0x100000, 1 << 20};
-  vpci::server::FunctionAdapter adapter{memory};
   vp::VirtioPciFunction* function = nullptr;
+  std::unique_ptr<vp::VirtioPciFunction> owned;
   std::unique_ptr<VirtioPciDriver> driver;
   std::uint64_t notify_offset = 0;  // BAR offset of queue 0's doorbell
   std::string error;
@@ -75,7 +75,7 @@ struct Rig {
       return;
     }
     function = created->get();
-    adapter.attach(std::move(*created));
+    owned = std::move(*created);
     driver = std::make_unique<VirtioPciDriver>(*function, ram);
     if (auto probed = driver->probe(); !probed) {
       error = probed.error().message;
@@ -95,7 +95,7 @@ Rig& rig() {
   return instance;
 }
 
-enum class Path { kDirect, kAdapter };
+enum class Path { kDirect, kServer };
 enum class Space { kConfig, kBar };
 enum class Op { kRead, kWrite };
 
@@ -149,13 +149,13 @@ vpci::Status access_once(Rig& r, Path path, const Access& a, std::span<std::uint
     return a.op == Op::kRead ? r.function->bar_read(kMemoryBar, a.offset, data)
                              : r.function->bar_write(kMemoryBar, a.offset, data);
   }
-  vpci::server::PciFunction& f = r.adapter;
+  vpci::pci::Function& f = *r.function;
   if (a.space == Space::kConfig) {
     return a.op == Op::kRead ? f.config_read(static_cast<std::uint32_t>(a.offset), data)
                              : f.config_write(static_cast<std::uint32_t>(a.offset), data);
   }
-  return a.op == Op::kRead ? f.region_read(kMemoryBar, a.offset, data)
-                           : f.region_write(kMemoryBar, a.offset, data);
+  return a.op == Op::kRead ? vpci::server::bar_read(f, kMemoryBar, a.offset, data)
+                           : vpci::server::bar_write(f, kMemoryBar, a.offset, data);
 }
 
 void run_access(benchmark::State& state, Path path, Access a) {
@@ -232,9 +232,9 @@ void register_all() {
       {"device_read/capacity_lo/4", {Space::kBar, Op::kRead, kDevice + 0, 4}},
   };
   for (const auto& [name, access] : accesses) {
-    for (const Path path : {Path::kDirect, Path::kAdapter}) {
+    for (const Path path : {Path::kDirect, Path::kServer}) {
       const std::string full =
-          std::string(path == Path::kDirect ? "direct/" : "adapter/") + name;
+          std::string(path == Path::kDirect ? "direct/" : "server/") + name;
       benchmark::RegisterBenchmark(full.c_str(), [path, access = access](benchmark::State& s) {
         run_access(s, path, access);
       })->UseManualTime()->Unit(benchmark::kNanosecond);

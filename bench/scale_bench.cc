@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "bench/bench_client.h"
+#include "server/vfio_regions.h"
 #include "server/scratch_function.h"
 #include "server/served_device.h"
 #include "server/socket_server.h"
@@ -51,7 +52,6 @@ namespace {
 
 using vpci::bench::BenchClient;
 using vpci::bench::RawEchoPeer;
-using vpci::server::PciFunction;
 using vpci::server::VfioUserServer;
 namespace vu = vpci::server::vfio_user;
 using Clock = std::chrono::steady_clock;
@@ -60,7 +60,7 @@ constexpr unsigned kClientThreads = 4;
 
 // The device every socket serves: by default what `vpci serve` builds for a
 // `kind = "virtio-rng"`, `transport = "modern"` entry (ServedDevice: RngDevice, its
-// DeviceCore and queue, VirtioPciFunction with MSI-X, FunctionAdapter, GuestMemory);
+// DeviceCore and queue, VirtioPciFunction with MSI-X, GuestMemory);
 // --device=scratch serves the bare ScratchFunction instead, for comparison.
 enum class DeviceType { kVirtioRng, kScratch };
 DeviceType g_device_type = DeviceType::kVirtioRng;
@@ -68,7 +68,10 @@ DeviceType g_device_type = DeviceType::kVirtioRng;
 class ServedScratch final : public vpci::server::ServedDevice {
  public:
   const vpci::server::ServedDeviceSpec& spec() const override { return spec_; }
-  PciFunction& function() override { return function_; }
+  vpci::pci::Function& function() override { return function_; }
+  const std::shared_ptr<vpci::virtio::GuestMemory>& guest_memory() const override {
+    return function_.guest_memory();
+  }
   vpci::Status flush() override { return {}; }
   std::string describe() const override { return "scratch"; }
 
@@ -181,7 +184,8 @@ struct ServerFigures {
       std::_Exit(1);
     }
     auto server = VfioUserServer::create(dir + "/dev" + std::to_string(i) + ".sock",
-                                         functions.back()->function());
+                                         functions.back()->function(),
+                                         functions.back()->guest_memory());
     if (!server) {
       std::fprintf(stderr, "scale_bench: device %u: %s\n", i, server.error().message.c_str());
       write_line(report, "error");

@@ -27,6 +27,7 @@
 #include <benchmark/benchmark.h>
 
 #include "bench/bench_client.h"
+#include "server/vfio_regions.h"
 #include "server/scratch_function.h"
 #include "server/socket_server.h"
 
@@ -57,7 +58,7 @@ std::string socket_dir() {
 // One served ScratchFunction and a negotiated client.
 struct ServedDevice {
   ServedDevice() {
-    auto created = VfioUserServer::create(socket_dir() + "/bench.sock", function);
+    auto created = VfioUserServer::create(socket_dir() + "/bench.sock", function, function.guest_memory());
     if (!created) return;
     server = std::move(*created);
     server->start();

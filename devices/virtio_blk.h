@@ -167,6 +167,13 @@ class BlockDevice final : public virtio::Device {
   BlockDevice(std::unique_ptr<BlockBackend> backend, BlockDeviceOptions options);
   void build_config();
   void serve(virtio::DescriptorChain& chain);
+  // Largest piece a request moves through a bounce buffer when guest memory is not
+  // host-mapped (message-based DMA).
+  static constexpr std::uint64_t kBouncePiece = 128 * 1024;
+  [[nodiscard]] std::uint8_t bounce_read(virtio::DescriptorChain& chain, std::uint64_t sector,
+                                         std::uint64_t length);
+  [[nodiscard]] std::uint8_t bounce_write(virtio::DescriptorChain& chain, std::uint64_t sector,
+                                          std::uint64_t length);
   [[nodiscard]] std::uint8_t do_read(virtio::DescriptorChain& chain, std::uint64_t sector,
                                      std::uint64_t length);
   [[nodiscard]] std::uint8_t do_write(virtio::DescriptorChain& chain, std::uint64_t sector,

@@ -1,5 +1,7 @@
 #include "devices/virtio_rng.h"
 
+#include <vector>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -40,8 +42,24 @@ void RngDevice::serve(virtio::DescriptorChain& chain) {
   }
   const std::uint64_t wanted =
       std::min<std::uint64_t>(chain.writable_bytes(), options_.max_bytes_per_request);
-  auto buffers = chain.writer().take_buffers(wanted);
   std::uint64_t produced = 0;
+  if (!chain.memory().all_host_mapped()) {
+    // Guest memory the server cannot map (message-based DMA): fill a bounce buffer of at
+    // most max_bytes_per_request and copy it through the chain writer.
+    std::vector<std::uint8_t> bounce(static_cast<std::size_t>(wanted));
+    std::span<std::uint8_t> rest(bounce);
+    while (!rest.empty()) {
+      auto got = source_->fill(rest);
+      if (!got || *got == 0) break;  // the entropy source failed: hand back what we have
+      rest = rest.subspan(*got);
+    }
+    produced = bounce.size() - rest.size();
+    if (!chain.writer().write(std::span<const std::uint8_t>(bounce.data(), produced))) produced = 0;
+    bytes_produced_ += produced;
+    chain.complete(static_cast<std::uint32_t>(produced));
+    return;
+  }
+  auto buffers = chain.writer().take_buffers(wanted);
   if (buffers) {
     for (auto span : buffers->spans) {
       while (!span.empty()) {

@@ -43,7 +43,7 @@ int lowest_free_fd() {
 
 void run(const std::uint8_t* data, std::size_t size) {
   ScratchFunction function;
-  VfioUserSession session(function);
+  VfioUserSession session(function, function.guest_memory());
   std::size_t pos = 0;
   while (pos + 3 <= size) {
     const std::uint8_t control = data[pos];

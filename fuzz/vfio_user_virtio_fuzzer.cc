@@ -1,6 +1,6 @@
 // Fuzzes the vfio-user dispatcher with a real DMA-capable device behind it: a virtio-rng
 // or virtio-blk on a modern, transitional, MMR or legacy-over-MMR transport, wrapped in
-// FunctionAdapter (exactly what `vpci serve` runs), with guest RAM in memfds that the
+// the transport (exactly what `vpci serve` runs), with guest RAM in memfds that the
 // fuzzer hands over with DMA_MAP and writes rings into, the way QEMU shares guest RAM.
 // (vfio_user_dispatch_fuzzer covers raw message bytes against the scratch function;
 // this target gets deep: maps, rings, notifies, unmaps under live queues, resets.)
@@ -47,7 +47,6 @@
 #include "fuzz/fuzz_support.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_rng.h"
-#include "server/function_adapter.h"
 #include "server/protocol.h"
 #include "server/session.h"
 #include "virtio/pci/legacy_io_mapper.h"
@@ -121,20 +120,20 @@ class Harness {
     vpp::VirtioPciOptions options;
     options.msix_owner = pci::MsixTableOwner::kBus;  // as `vpci serve` builds it
     auto function = vpp::make_virtio_pci_function(kKinds[transport], std::move(device),
-                                                  adapter_.guest_memory(), options);
+                                                  memory_, options);
     FUZZ_CHECK(function.has_value());
     if (transport == 3) {
       auto mapper = vpp::LegacyIoMapper::create(std::move(*function));
       FUZZ_CHECK(mapper.has_value());
-      adapter_.attach(std::unique_ptr<pci::Function>(std::move(*mapper)));
+      function_ = std::move(*mapper);
     } else {
-      adapter_.attach(std::unique_ptr<pci::Function>(std::move(*function)));
+      function_ = std::move(*function);
     }
     connect();
   }
 
   void connect() {
-    session_ = std::make_unique<VfioUserSession>(adapter_);
+    session_ = std::make_unique<VfioUserSession>(*function_, memory_);
     maps_.clear();
     std::vector<std::uint8_t> payload;
     vu::append(payload, std::uint16_t{0});
@@ -301,12 +300,17 @@ class Harness {
       }
       std::memcpy(r.shadow.data(), r.bytes, r.size);
     }
-    // The device sees exactly the live fd-backed maps.
-    const auto snapshot = adapter_.guest_memory()->snapshot();
+    // The device sees exactly the live maps: fd-backed ones host-mapped, the others
+    // message-backed.
+    const auto snapshot = memory_->snapshot();
     const auto fd_backed = static_cast<std::size_t>(
         std::count_if(maps_.begin(), maps_.end(), [](const LiveMap& m) { return m.ram >= 0; }));
-    FUZZ_CHECK(snapshot->regions().size() == fd_backed);
-    if (session_) FUZZ_CHECK(session_->memory().size() == maps_.size());
+    FUZZ_CHECK(snapshot->regions().size() == maps_.size());
+    const auto host_mapped = static_cast<std::size_t>(
+        std::count_if(snapshot->regions().begin(), snapshot->regions().end(),
+                      [](const auto& region) { return region->host() != nullptr; }));
+    FUZZ_CHECK(host_mapped == fd_backed);
+    if (session_) FUZZ_CHECK(session_->dma_maps().size() == maps_.size());
   }
 
  private:
@@ -319,7 +323,8 @@ class Harness {
 
   Ram main_;
   Ram small_;
-  FunctionAdapter adapter_;
+  std::shared_ptr<virtio::GuestMemory> memory_ = std::make_shared<virtio::GuestMemory>();
+  std::unique_ptr<pci::Function> function_;
   std::unique_ptr<VfioUserSession> session_;
   std::vector<LiveMap> maps_;
   std::uint16_t next_id_ = 0;

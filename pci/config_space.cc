@@ -143,6 +143,48 @@ void ConfigSpace::apply_write(std::uint32_t offset, std::uint8_t value) {
   bytes_[offset] = next;
 }
 
+namespace {
+
+// The widest naturally aligned access (4, 2 or 1) at `offset` that fits in `remaining`.
+unsigned piece_width(std::uint32_t offset, std::size_t remaining) {
+  if (offset % 4 == 0 && remaining >= 4) return 4;
+  if (offset % 2 == 0 && remaining >= 2) return 2;
+  return 1;
+}
+
+}  // namespace
+
+Status ConfigSpace::read_bytes(std::uint32_t offset, std::span<std::uint8_t> out) const {
+  if (offset > size() || out.size() > size() - offset) {
+    return make_error(ErrorCode::kOutOfRange, "config read of {} bytes at {:#x} (space of {})",
+                      out.size(), offset, size());
+  }
+  for (std::size_t done = 0; done < out.size();) {
+    const auto at = static_cast<std::uint32_t>(offset + done);
+    const unsigned width = piece_width(at, out.size() - done);
+    VPCI_ASSIGN_OR_RETURN(const std::uint32_t value, read(at, width));
+    for (unsigned i = 0; i < width; ++i) out[done + i] = static_cast<std::uint8_t>(value >> (8 * i));
+    done += width;
+  }
+  return {};
+}
+
+Status ConfigSpace::write_bytes(std::uint32_t offset, std::span<const std::uint8_t> data) {
+  if (offset > size() || data.size() > size() - offset) {
+    return make_error(ErrorCode::kOutOfRange, "config write of {} bytes at {:#x} (space of {})",
+                      data.size(), offset, size());
+  }
+  for (std::size_t done = 0; done < data.size();) {
+    const auto at = static_cast<std::uint32_t>(offset + done);
+    const unsigned width = piece_width(at, data.size() - done);
+    std::uint32_t value = 0;
+    for (unsigned i = 0; i < width; ++i) value |= std::uint32_t{data[done + i]} << (8 * i);
+    VPCI_TRY(write(at, width, value));
+    done += width;
+  }
+  return {};
+}
+
 Result<std::uint32_t> ConfigSpace::read(std::uint32_t offset, unsigned width) const {
   VPCI_TRY(check_access(offset, width));
   const HookedRange* range = hook_for(offset, width);

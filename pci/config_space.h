@@ -96,6 +96,11 @@ class ConfigSpace {
   // `width` must be 1, 2 or 4 and [offset, offset + width) inside the space.
   [[nodiscard]] Result<std::uint32_t> read(std::uint32_t offset, unsigned width) const;
   Status write(std::uint32_t offset, unsigned width, std::uint32_t value);
+  // An access of any length inside the space, split into the naturally aligned 4-, 2-
+  // and 1-byte accesses above, in address order (a bus may read the whole space in one
+  // request: vfio-user REGION_READ, lspci over sysfs). Little-endian.
+  Status read_bytes(std::uint32_t offset, std::span<std::uint8_t> out) const;
+  Status write_bytes(std::uint32_t offset, std::span<const std::uint8_t> data);
 
   // ---- device-model view (no masks; offsets must be in range) --------------------
   [[nodiscard]] std::uint8_t raw8(std::uint32_t offset) const;

@@ -7,7 +7,7 @@ packages=(
   # toolchains and build
   build-essential cmake ninja-build clang-14 libclang-rt-14-dev clang-format clang-tidy
   # libraries (see DEVELOPERS.md for why each one)
-  libexpected-dev libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
+  libexpected-dev libfmt-dev libspdlog-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   libfdt-dev libpci-dev pciutils
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev device-tree-compiler python3

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "pci/registers.h"
+
 namespace vpci::server {
 namespace {
 
@@ -13,7 +15,7 @@ pci::ConfigSpace make_config() {
   ids.revision = 1;
   ids.class_code = 0xFF0000;  // unassigned class: no guest driver binds to it
   ids.subsystem_vendor_id = ScratchFunction::kVendorId;
-  ids.subsystem_id = 0x1100;
+  ids.subsystem_id = ScratchFunction::kSubsystemId;
   ids.interrupt_pin = 1;  // INTA#
   auto space = pci::ConfigSpace::make_endpoint(pci::kExtendedConfigSize, ids);
   [[maybe_unused]] const auto defined =
@@ -24,41 +26,45 @@ pci::ConfigSpace make_config() {
 
 }  // namespace
 
-ScratchFunction::ScratchFunction() : config_(make_config()), bar_(kBarSize, 0) {}
+ScratchFunction::ScratchFunction(std::shared_ptr<virtio::GuestMemory> memory)
+    : memory_(std::move(memory)), config_(make_config()), bar_(kBarSize, 0) {}
 
-RegionInfo ScratchFunction::region_info(unsigned index) const {
-  if (index == 0) return RegionInfo{kBarSize, true, true};
-  if (index == kRegionConfig) return RegionInfo{config_.size(), true, true};
-  return RegionInfo{0, false, false};
-}
-
-std::uint32_t ScratchFunction::irq_count(unsigned irq_index) const {
-  return irq_index == kIrqIntx ? 1 : 0;
+pci::BarInfo ScratchFunction::bar_info(unsigned bar) const {
+  if (bar == 0) return {pci::BarKind::kMemory64, kBarSize, false};
+  return {};
 }
 
 Status ScratchFunction::config_read(std::uint32_t offset, std::span<std::uint8_t> data) {
-  return read_config_bytes(config_, offset, data);
+  return config_.read_bytes(offset, data);
 }
 
 Status ScratchFunction::config_write(std::uint32_t offset, std::span<const std::uint8_t> data) {
-  return write_config_bytes(config_, offset, data);
+  VPCI_TRY(config_.write_bytes(offset, data));
+  update_intx();  // Command.InterruptDisable may have changed
+  return {};
 }
 
-Status ScratchFunction::region_read(unsigned region, std::uint64_t offset, std::span<std::uint8_t> data) {
-  if (region != 0) return make_error(ErrorCode::kInvalidArgument, "no region {}", region);
+Status ScratchFunction::bar_read(unsigned bar, std::uint64_t offset, std::span<std::uint8_t> data) {
+  if (bar != 0 || offset > bar_.size() || data.size() > bar_.size() - offset) {
+    return make_error(ErrorCode::kOutOfRange, "BAR{} access of {} bytes at {:#x}", bar, data.size(),
+                      offset);
+  }
   std::memcpy(data.data(), bar_.data() + offset, data.size());
   return {};
 }
 
-Status ScratchFunction::region_write(unsigned region, std::uint64_t offset,
-                                     std::span<const std::uint8_t> data) {
-  if (region != 0) return make_error(ErrorCode::kInvalidArgument, "no region {}", region);
+Status ScratchFunction::bar_write(unsigned bar, std::uint64_t offset,
+                                  std::span<const std::uint8_t> data) {
+  if (bar != 0 || offset > bar_.size() || data.size() > bar_.size() - offset) {
+    return make_error(ErrorCode::kOutOfRange, "BAR{} access of {} bytes at {:#x}", bar, data.size(),
+                      offset);
+  }
   std::memcpy(bar_.data() + offset, data.data(), data.size());
   if (offset <= kDoorbell + 3 && offset + data.size() > kDoorbell) {
     std::uint32_t doorbell = 0;
     std::memcpy(&doorbell, bar_.data() + kDoorbell, sizeof(doorbell));
-    intx_level_ = doorbell != 0;
-    if (intx_level_) raise_intx();
+    doorbell_set_ = doorbell != 0;
+    update_intx();
   }
   if (offset <= kDmaLength && offset + data.size() >= kDmaLength + 4) {
     std::uint32_t length = 0;
@@ -74,45 +80,34 @@ void ScratchFunction::run_dma(std::uint32_t length) {
   std::uint32_t status = 2;
   // Bus mastering must be on for a device to issue DMA (PCI Local Bus 3.0 §6.2.2).
   const bool bus_master = (config_.raw16(pci::reg::kCommand) & pci::command::kBusMaster) != 0;
-  if (memory_ != nullptr && bus_master && length <= kDmaAddress) {
+  if (bus_master && length <= kDmaAddress) {
     std::uint32_t control = 0;
     std::memcpy(&control, bar_.data() + kDmaControl, sizeof(control));
     const std::span<std::uint8_t> buffer(bar_.data(), length);
-    const Status done = (control & kDmaToGuest) != 0 ? memory_->write(address, buffer)
-                                                     : memory_->read(address, buffer);
+    const auto map = memory_->snapshot();
+    const Status done =
+        (control & kDmaToGuest) != 0 ? map->write(address, buffer) : map->read(address, buffer);
     if (done) status = 1;
   }
   std::memcpy(bar_.data() + kDmaStatus, &status, sizeof(status));
 }
 
-void ScratchFunction::raise_intx() {
+void ScratchFunction::update_intx() {
   // Interrupt Disable in Command blocks INTx (PCI Local Bus 3.0 §6.2.2).
-  if ((config_.raw16(pci::reg::kCommand) & pci::command::kInterruptDisable) != 0) return;
-  if (interrupts_ != nullptr && interrupts_->trigger(kIrqIntx, 0)) ++interrupts_delivered_;
-}
-
-void ScratchFunction::connected(InterruptTrigger& interrupts, const GuestMemory& memory) {
-  interrupts_ = &interrupts;
-  memory_ = &memory;
-}
-
-void ScratchFunction::disconnected() {
-  interrupts_ = nullptr;
-  memory_ = nullptr;
+  const bool disabled = (config_.raw16(pci::reg::kCommand) & pci::command::kInterruptDisable) != 0;
+  const bool level = doorbell_set_ && !disabled;
+  if (level == intx_level_) return;
+  intx_level_ = level;
+  if (level) ++interrupts_raised_;
+  if (output_ != nullptr) output_->set_intx_level(level);
 }
 
 void ScratchFunction::reset() {
   config_.reset();
   std::fill(bar_.begin(), bar_.end(), 0);
-  intx_level_ = false;
+  doorbell_set_ = false;
+  intx_level_ = false;  // no output call: the bus resets its view of the line itself
   ++reset_count_;
-}
-
-void ScratchFunction::dma_region_added(const GuestMemoryRegion& /*region*/) { ++dma_regions_added_; }
-void ScratchFunction::dma_region_removed(const GuestMemoryRegion& /*region*/) { ++dma_regions_removed_; }
-
-void ScratchFunction::irq_unmasked(unsigned irq_index, unsigned /*vector*/) {
-  if (irq_index == kIrqIntx && intx_level_) raise_intx();
 }
 
 }  // namespace vpci::server

@@ -1,27 +1,32 @@
-// A minimal PCI function for protocol tests, the dispatch fuzzer and the real-guest
-// smoke test: a PCIe endpoint (4 KiB config space) with one 64-bit memory BAR0 backed
-// by plain bytes and INTx, no MSI/MSI-X, no virtio.
+// A minimal PCI function for protocol tests, the dispatch fuzzer, the scale benchmark
+// and the real-guest smoke test: a PCIe endpoint (4 KiB config space) with one 64-bit
+// memory BAR0 backed by plain bytes and INTx, no MSI/MSI-X, no virtio. It is a
+// pci::Function like every device vpci serves, so it takes the same path through the
+// server.
 //
 // BAR0 layout: bytes [0, kDoorbell) are scratch memory the guest reads and writes.
 // Writing any value to the 4-byte doorbell at kDoorbell asserts INTx (a level that
 // stays asserted until the guest writes 0 there) — enough to exercise SET_IRQS,
 // automasking and unmask/re-trigger end to end. A tiny DMA engine moves bytes through
-// GuestMemory::read/write (so fd-less maps work through DMA_READ/DMA_WRITE messages):
-// write a guest address to kDmaAddress (u64), the direction to kDmaControl (u32: 0
-// copies guest memory to the start of BAR0, kDmaToGuest copies the start of BAR0 to
-// guest memory), then a length to kDmaLength (u32, at most kDmaAddress), which starts
-// the transfer; kDmaStatus then reads 1 on success, 2 on failure.
+// the device's virtio::GuestMemory (so maps without an fd work through DMA_READ/
+// DMA_WRITE messages): write a guest address to kDmaAddress (u64), the direction to
+// kDmaControl (u32: 0 copies guest memory to the start of BAR0, kDmaToGuest copies the
+// start of BAR0 to guest memory), then a length to kDmaLength (u32, at most
+// kDmaAddress), which starts the transfer; kDmaStatus then reads 1 on success, 2 on
+// failure.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "pci/config_space.h"
-#include "server/pci_function.h"
+#include "pci/function.h"
+#include "virtio/guest_memory.h"
 
 namespace vpci::server {
 
-class ScratchFunction : public PciFunction {
+class ScratchFunction final : public pci::Function {
  public:
   static constexpr std::uint64_t kBarSize = 0x1000;
   static constexpr std::uint64_t kDoorbell = 0xFFC;
@@ -35,45 +40,45 @@ class ScratchFunction : public PciFunction {
   // Never used for a device vpci ships.
   static constexpr std::uint16_t kVendorId = 0x1B36;
   static constexpr std::uint16_t kDeviceId = 0x0005;
+  static constexpr std::uint16_t kSubsystemId = 0x1100;
 
-  ScratchFunction();
+  explicit ScratchFunction(
+      std::shared_ptr<virtio::GuestMemory> memory = std::make_shared<virtio::GuestMemory>());
 
-  [[nodiscard]] RegionInfo region_info(unsigned index) const override;
-  [[nodiscard]] std::uint32_t irq_count(unsigned irq_index) const override;
+  // pci::Function
+  [[nodiscard]] std::uint32_t config_size() const override { return config_.size(); }
+  [[nodiscard]] pci::BarInfo bar_info(unsigned bar) const override;
+  [[nodiscard]] std::uint16_t msix_vector_count() const override { return 0; }
   Status config_read(std::uint32_t offset, std::span<std::uint8_t> data) override;
   Status config_write(std::uint32_t offset, std::span<const std::uint8_t> data) override;
-  Status region_read(unsigned region, std::uint64_t offset, std::span<std::uint8_t> data) override;
-  Status region_write(unsigned region, std::uint64_t offset, std::span<const std::uint8_t> data) override;
-  void connected(InterruptTrigger& interrupts, const GuestMemory& memory) override;
-  void disconnected() override;
+  Status bar_read(unsigned bar, std::uint64_t offset, std::span<std::uint8_t> data) override;
+  Status bar_write(unsigned bar, std::uint64_t offset, std::span<const std::uint8_t> data) override;
+  void set_interrupt_output(pci::InterruptOutput* output) override { output_ = output; }
   void reset() override;
-  void dma_region_added(const GuestMemoryRegion& region) override;
-  void dma_region_removed(const GuestMemoryRegion& region) override;
-  void irq_unmasked(unsigned irq_index, unsigned vector) override;
+
+  // What the server feeds with DMA_MAP/UNMAP.
+  [[nodiscard]] const std::shared_ptr<virtio::GuestMemory>& guest_memory() const { return memory_; }
 
   // Observations for tests.
   [[nodiscard]] const pci::ConfigSpace& config() const { return config_; }
   [[nodiscard]] const std::vector<std::uint8_t>& bar() const { return bar_; }
-  [[nodiscard]] const GuestMemory* memory() const { return memory_; }
   [[nodiscard]] unsigned reset_count() const { return reset_count_; }
-  [[nodiscard]] unsigned interrupts_delivered() const { return interrupts_delivered_; }
-  [[nodiscard]] unsigned dma_regions_added() const { return dma_regions_added_; }
-  [[nodiscard]] unsigned dma_regions_removed() const { return dma_regions_removed_; }
-  [[nodiscard]] bool is_connected() const { return interrupts_ != nullptr; }
+  // Rising edges of the INTx level the function asserted.
+  [[nodiscard]] unsigned interrupts_raised() const { return interrupts_raised_; }
+  [[nodiscard]] bool is_connected() const { return output_ != nullptr; }
 
  private:
-  void raise_intx();
+  void update_intx();
   void run_dma(std::uint32_t length);
 
+  std::shared_ptr<virtio::GuestMemory> memory_;
   pci::ConfigSpace config_;
   std::vector<std::uint8_t> bar_;
+  bool doorbell_set_ = false;
   bool intx_level_ = false;
-  InterruptTrigger* interrupts_ = nullptr;
-  const GuestMemory* memory_ = nullptr;
+  pci::InterruptOutput* output_ = nullptr;
   unsigned reset_count_ = 0;
-  unsigned interrupts_delivered_ = 0;
-  unsigned dma_regions_added_ = 0;
-  unsigned dma_regions_removed_ = 0;
+  unsigned interrupts_raised_ = 0;
 };
 
 }  // namespace vpci::server

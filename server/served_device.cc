@@ -5,7 +5,6 @@
 #include "devices/block_backend.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_rng.h"
-#include "server/function_adapter.h"
 #include "server/image_lock.h"
 #include "virtio/pci/legacy_io_mapper.h"
 #include "virtio/pci/virtio_pci_function.h"
@@ -44,22 +43,25 @@ class VirtioServedDevice final : public ServedDevice {
     VPCI_ASSIGN_OR_RETURN(auto function,
                           virtio::pci::make_virtio_pci_function(pci_transport(spec_.transport),
                                                                 std::move(device),
-                                                                adapter_.guest_memory(), options));
+                                                                memory_, options));
     ids_ = read_ids(*function);
     if (spec_.transport == TransportKind::kLegacyOverMmr) {
       // The guest sees the mapper's transitional device; the MMR device behind it is
       // only reachable through the mapper (seed 004's hypervisor-side variant driver).
       VPCI_ASSIGN_OR_RETURN(auto mapper, virtio::pci::LegacyIoMapper::create(std::move(function)));
       ids_ = read_ids(*mapper);
-      adapter_.attach(std::unique_ptr<pci::Function>(std::move(mapper)));
+      function_ = std::move(mapper);
     } else {
-      adapter_.attach(std::unique_ptr<pci::Function>(std::move(function)));
+      function_ = std::move(function);
     }
     return {};
   }
 
   [[nodiscard]] const ServedDeviceSpec& spec() const override { return spec_; }
-  [[nodiscard]] PciFunction& function() override { return adapter_; }
+  [[nodiscard]] pci::Function& function() override { return *function_; }
+  [[nodiscard]] const std::shared_ptr<virtio::GuestMemory>& guest_memory() const override {
+    return memory_;
+  }
 
   Status flush() override {
     if (backend_ == nullptr || spec_.read_only) return {};
@@ -95,7 +97,8 @@ class VirtioServedDevice final : public ServedDevice {
 
   ServedDeviceSpec spec_;
   devices::FileBlockBackend* backend_;  // owned by the device inside the function
-  FunctionAdapter adapter_;
+  std::shared_ptr<virtio::GuestMemory> memory_ = std::make_shared<virtio::GuestMemory>();
+  std::unique_ptr<pci::Function> function_;  // the transport (or the mapper around it)
   Ids ids_;
 };
 

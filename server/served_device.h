@@ -1,22 +1,22 @@
 // One device of a `vpci serve` process, built from its ServedDeviceSpec: the back end
 // (entropy source or image file), the virtio device, its guest memory table, the
-// virtio-pci transport (a pci::Function) and the server::PciFunction the vfio-user
-// session drives.
+// virtio-pci transport: the pci::Function the vfio-user session drives.
 //
 //   ServedDeviceSpec ──▶ virtio::Device (rng / blk + FileBlockBackend)
 //                         └▶ virtio-pci transport (modern | transitional | mmr)
 //                             [└▶ legacy I/O → MMR mapper, for legacy-over-mmr]
-//                                 └▶ FunctionAdapter (server::PciFunction)
-//                                       ▲ VfioUserServer (socket_server.h)
+//                                 ▲ VfioUserServer (socket_server.h), which feeds the
+//                                   device's virtio::GuestMemory from DMA_MAP/UNMAP
 #pragma once
 
 #include <memory>
 #include <string>
 
 #include "base/error.h"
-#include "server/pci_function.h"
+#include "pci/function.h"
 #include "server/serve_config.h"
 #include "server/unique_fd.h"
+#include "virtio/guest_memory.h"
 
 namespace vpci::server {
 
@@ -33,7 +33,9 @@ class ServedDevice {
 
   [[nodiscard]] virtual const ServedDeviceSpec& spec() const = 0;
   // What the vfio-user server serves.
-  [[nodiscard]] virtual PciFunction& function() = 0;
+  [[nodiscard]] virtual pci::Function& function() = 0;
+  // The guest memory the device reads: what the server feeds with DMA_MAP/UNMAP.
+  [[nodiscard]] virtual const std::shared_ptr<virtio::GuestMemory>& guest_memory() const = 0;
   // Makes everything the guest wrote durable (virtio-blk: fsync the image).
   virtual Status flush() = 0;
   // One line for the console: "blk0: virtio-blk, modern, 1af4:1042, disk.img (64 MiB)".

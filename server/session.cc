@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/log.h"
 #include "server/trace.h"
 
 namespace vpci::server {
@@ -22,20 +23,13 @@ int errno_for(ErrorCode code) {
     case ErrorCode::kInvalidArgument:
     case ErrorCode::kOutOfRange:
     case ErrorCode::kMalformedInput:
-    case ErrorCode::kProtocolViolation:
-      return EINVAL;
-    case ErrorCode::kNotFound:
-      return ENOENT;
-    case ErrorCode::kAlreadyExists:
-      return EEXIST;
-    case ErrorCode::kNoSpace:
-      return ENOSPC;
-    case ErrorCode::kConflict:
-      return EBUSY;
-    case ErrorCode::kUnsupported:
-      return ENOTSUP;
-    case ErrorCode::kIoError:
-      return EIO;
+    case ErrorCode::kProtocolViolation: return EINVAL;
+    case ErrorCode::kNotFound: return ENOENT;
+    case ErrorCode::kAlreadyExists: return EEXIST;
+    case ErrorCode::kNoSpace: return ENOSPC;
+    case ErrorCode::kConflict: return EBUSY;
+    case ErrorCode::kUnsupported: return ENOTSUP;
+    case ErrorCode::kIoError: return EIO;
   }
   return EINVAL;
 }
@@ -70,97 +64,53 @@ bool is_eventfd(int fd) {
   std::array<char, 64> link{};
   const std::string path = "/proc/self/fd/" + std::to_string(fd);
   const ssize_t n = ::readlink(path.c_str(), link.data(), link.size() - 1);
-  return n > 0 && std::string_view(link.data(), static_cast<std::size_t>(n)) == "anon_inode:[eventfd]";
+  return n > 0 &&
+         std::string_view(link.data(), static_cast<std::size_t>(n)) == "anon_inode:[eventfd]";
 }
 
 }  // namespace
 
-// ---- IrqEventfds ------------------------------------------------------------------
-
-IrqEventfds::IrqEventfds(const PciFunction& function) {
-  vectors_.resize(kIrqIndexCount);
-  for (unsigned i = 0; i < kIrqIndexCount; ++i) vectors_[i].resize(function.irq_count(i));
-}
-
-bool IrqEventfds::signal_locked(unsigned irq_index, Vector& vector) {
-  if (!vector.eventfd.valid()) return false;
-  if (vector.masked) {
-    // INTx is level-triggered: the source re-asserts from irq_unmasked() instead of
-    // being remembered, or the guest would see one spurious interrupt per EOI.
-    if (irq_index != kIrqIntx) vector.pending = true;
-    return false;
-  }
-  const std::uint64_t one = 1;
-  // An eventfd write only fails when the counter would overflow, i.e. the client has
-  // not consumed ~2^64 signals: the interrupt is pending anyway.
-  [[maybe_unused]] const ssize_t written = ::write(vector.eventfd.get(), &one, sizeof(one));
-  signalled_.fetch_add(1, std::memory_order_relaxed);
-  // vfio INTx is automasked (GET_IRQ_INFO reports AUTOMASKED): masked until unmask.
-  if (irq_index == kIrqIntx) vector.masked = true;
-  return true;
-}
-
-bool IrqEventfds::trigger(unsigned irq_index, unsigned vector) {
-  std::lock_guard lock(mutex_);
-  if (irq_index >= vectors_.size() || vector >= vectors_[irq_index].size()) return false;
-  return signal_locked(irq_index, vectors_[irq_index][vector]);
-}
-
-void IrqEventfds::assign(unsigned irq_index, std::uint32_t start, std::vector<UniqueFd> fds) {
-  std::lock_guard lock(mutex_);
-  for (std::size_t i = 0; i < fds.size(); ++i) {
-    vectors_[irq_index][start + i].eventfd = std::move(fds[i]);
-  }
-}
-
-void IrqEventfds::disable(unsigned irq_index) {
-  std::lock_guard lock(mutex_);
-  for (Vector& v : vectors_[irq_index]) v = Vector{};
-}
-
-void IrqEventfds::set_masked(unsigned irq_index, std::uint32_t vector, bool masked) {
-  std::lock_guard lock(mutex_);
-  Vector& v = vectors_[irq_index][vector];
-  v.masked = masked;
-  if (!masked && v.pending) {
-    v.pending = false;
-    signal_locked(irq_index, v);
-  }
-}
-
-bool IrqEventfds::has_eventfd(unsigned irq_index, std::uint32_t vector) const {
-  std::lock_guard lock(mutex_);
-  return vectors_[irq_index][vector].eventfd.valid();
-}
-
-bool IrqEventfds::masked(unsigned irq_index, std::uint32_t vector) const {
-  std::lock_guard lock(mutex_);
-  return vectors_[irq_index][vector].masked;
-}
-
-void IrqEventfds::clear() {
-  std::lock_guard lock(mutex_);
-  for (auto& index : vectors_) {
-    for (Vector& v : index) v = Vector{};
-  }
-}
-
 // ---- VfioUserSession -------------------------------------------------------------
 
-VfioUserSession::VfioUserSession(PciFunction& function) : function_(function), irqs_(function) {
-  function_.connected(irqs_, memory_);
+VfioUserSession::VfioUserSession(pci::Function& function,
+                                 std::shared_ptr<virtio::GuestMemory> memory, std::string label)
+    : function_(function),
+      label_(std::move(label)),
+      messages_(std::make_shared<MessageDma>()),
+      maps_(std::move(memory), messages_),
+      irqs_(function) {
+  messages_->set_first_use_hook([this](std::uint64_t address) { notice_unshared_memory(address); });
+  function_.set_interrupt_output(this);
 }
 
 VfioUserSession::~VfioUserSession() {
   // The client is gone (or being dropped): nothing may wait on it any more.
-  channel_ = nullptr;
-  memory_.set_message_dma(nullptr);
+  messages_->attach(nullptr);
   // Reset first so the device stops DMA and interrupts, then take memory away.
   function_.reset();
-  for (const GuestMemoryRegion& region : memory_.regions()) function_.dma_region_removed(region);
-  memory_.clear();
+  function_.set_interrupt_output(nullptr);
+  maps_.clear();
   irqs_.clear();
-  function_.disconnected();
+}
+
+void VfioUserSession::notice_unshared_memory(std::uint64_t address) {
+  logger().info(
+      "{}{}guest memory at {:#x} is not shared with vpci (the client mapped it without a file "
+      "descriptor): every ring and buffer access costs a DMA_READ/DMA_WRITE round trip over the "
+      "socket. For the fast path give QEMU shared guest RAM: -object "
+      "memory-backend-memfd,id=mem,size=<RAM>,share=on -machine memory-backend=mem",
+      label_, label_.empty() ? "" : ": ", address);
+}
+
+void VfioUserSession::set_intx_level(bool asserted) {
+  intx_asserted_ = asserted;
+  if (asserted) irqs_.trigger(kIrqIntx, 0);  // vfio has no de-assert: QEMU lowers the line at EOI
+}
+
+void VfioUserSession::signal_msix(std::uint16_t vector, std::uint64_t /*address*/,
+                                  std::uint32_t /*data*/) {
+  // QEMU owns the MSI-X table (address/data, masking): only the vector number travels.
+  irqs_.trigger(kIrqMsix, vector);
 }
 
 DispatchResult VfioUserSession::handle(IncomingMessage message) {
@@ -175,8 +125,7 @@ DispatchResult VfioUserSession::handle(IncomingMessage message) {
 }
 
 VfioUserSession::Disposition VfioUserSession::handle(std::span<const std::uint8_t> bytes,
-                                                     std::vector<UniqueFd>& fds,
-                                                     bool fds_truncated,
+                                                     std::vector<UniqueFd>& fds, bool fds_truncated,
                                                      std::vector<std::uint8_t>& out) {
   // Whatever fds the handler does not take are closed on every path (UniqueFd).
   struct CloseFds {
@@ -190,16 +139,16 @@ VfioUserSession::Disposition VfioUserSession::handle(std::span<const std::uint8_
   }
   const Header header = decode_header(bytes);
   if (header.message_size != bytes.size()) {
-    last_error_ = fmt::format("message_size {} but {} bytes received", header.message_size,
-                              bytes.size());
+    last_error_ =
+        fmt::format("message_size {} but {} bytes received", header.message_size, bytes.size());
     ++error_count_;
     return Disposition::kClose;
   }
   if ((header.flags & kFlagTypeMask) != kTypeCommand) {
     // This server sends no commands, so a reply (or an unknown type) means the peer
     // has lost track of the conversation.
-    last_error_ = fmt::format("message type {} where a command was expected",
-                              header.flags & kFlagTypeMask);
+    last_error_ =
+        fmt::format("message type {} where a command was expected", header.flags & kFlagTypeMask);
     ++error_count_;
     return Disposition::kClose;
   }
@@ -223,9 +172,13 @@ VfioUserSession::Disposition VfioUserSession::handle(std::span<const std::uint8_
                               status.error().message);
     ++error_count_;
   }
+  if (messages_->error_count() != dma_errors_seen_) {
+    dma_errors_seen_ = messages_->error_count();
+    last_error_ = messages_->last_error();
+  }
   // A DMA exchange inside the command found the connection unusable (last_error_ says
   // why): nothing more can be said on it.
-  if (channel_lost_) return Disposition::kClose;
+  if (messages_->lost()) return Disposition::kClose;
   if ((header.flags & kFlagNoReply) != 0) return Disposition::kNoReply;  // spec "Header": No_reply
 
   Header reply_header{header.msg_id, header.command, 0, kTypeReply, 0};
@@ -243,12 +196,8 @@ Status VfioUserSession::dispatch_into(const Header& header, Payload payload,
                                       std::vector<UniqueFd>& fds, std::vector<std::uint8_t>& out) {
   switch (header.command) {
     // The register path writes its reply straight into `out`.
-    case kRegionRead:
-      VPCI_TRY(check_no_fds(fds));
-      return handle_region_read(payload, out);
-    case kRegionWrite:
-      VPCI_TRY(check_no_fds(fds));
-      return handle_region_write(payload, out);
+    case kRegionRead: VPCI_TRY(check_no_fds(fds)); return handle_region_read(payload, out);
+    case kRegionWrite: VPCI_TRY(check_no_fds(fds)); return handle_region_write(payload, out);
     default: {
       VPCI_ASSIGN_OR_RETURN(const std::vector<std::uint8_t> reply, dispatch(header, payload, fds));
       out.insert(out.end(), reply.begin(), reply.end());
@@ -275,8 +224,7 @@ VfioUserSession::Reply VfioUserSession::dispatch(const Header& header, Payload p
     case kDmaRead:
     case kDmaWrite:
       return make_error(ErrorCode::kUnsupported,
-                        "DMA_READ/DMA_WRITE are server-to-client commands; this server uses "
-                        "fd-backed guest memory only");
+                        "DMA_READ/DMA_WRITE are server-to-client commands");
     default:
       return make_error(ErrorCode::kUnsupported, "command {} is not supported", header.command);
   }
@@ -315,8 +263,8 @@ VfioUserSession::Reply VfioUserSession::handle_version(Payload payload) {
         }
         for (const char* key : {"max_msg_fds", "max_data_xfer_size", "max_dma_maps", "pgsizes"}) {
           if (auto it = caps->find(key); it != caps->end() && !it->is_number_unsigned()) {
-            return make_error(ErrorCode::kMalformedInput, "capability \"{}\" is not an unsigned number",
-                              key);
+            return make_error(ErrorCode::kMalformedInput,
+                              "capability \"{}\" is not an unsigned number", key);
           }
         }
         // Our DMA_READ/DMA_WRITE pieces must fit the client's limit (spec "Version":
@@ -325,11 +273,11 @@ VfioUserSession::Reply VfioUserSession::handle_version(Payload payload) {
           if (it->get<std::uint64_t>() == 0) {
             return make_error(ErrorCode::kInvalidArgument, "max_data_xfer_size 0");
           }
-          client_max_data_xfer_ = it->get<std::uint64_t>();
+          messages_->set_client_max_transfer(it->get<std::uint64_t>());
         }
         // The client's DMA page sizes must include ours (spec "Version": pgsizes).
-        if (auto it = caps->find("pgsizes"); it != caps->end() &&
-                                             (it->get<std::uint64_t>() & kPageSize) == 0) {
+        if (auto it = caps->find("pgsizes");
+            it != caps->end() && (it->get<std::uint64_t>() & kPageSize) == 0) {
           return make_error(ErrorCode::kUnsupported, "client pgsizes {:#x} lack {:#x}",
                             it->get<std::uint64_t>(), kPageSize);
         }
@@ -338,12 +286,11 @@ VfioUserSession::Reply VfioUserSession::handle_version(Payload payload) {
       }
     }
   }
-  const nlohmann::json reply_caps = {
-      {"capabilities",
-       {{"max_msg_fds", kMaxMsgFds},
-        {"max_data_xfer_size", kMaxDataXferSize},
-        {"max_dma_maps", kMaxDmaMaps},
-        {"pgsizes", kPageSize}}}};
+  const nlohmann::json reply_caps = {{"capabilities",
+                                      {{"max_msg_fds", kMaxMsgFds},
+                                       {"max_data_xfer_size", kMaxDataXferSize},
+                                       {"max_dma_maps", kMaxDmaMaps},
+                                       {"pgsizes", kPageSize}}}};
   const std::string text = reply_caps.dump();
   std::vector<std::uint8_t> out;
   append(out, kMajorVersion);
@@ -355,7 +302,8 @@ VfioUserSession::Reply VfioUserSession::handle_version(Payload payload) {
 }
 
 // Spec "VFIO_USER_DMA_MAP": argsz, flags, offset, address, size; 0 or 1 fd.
-VfioUserSession::Reply VfioUserSession::handle_dma_map(Payload payload, std::vector<UniqueFd>& fds) {
+VfioUserSession::Reply VfioUserSession::handle_dma_map(Payload payload,
+                                                       std::vector<UniqueFd>& fds) {
   VPCI_TRY(check_argsz_payload(payload, kDmaMapSize));
   const auto flags = load<std::uint32_t>(payload, 4);
   const auto file_offset = load<std::uint64_t>(payload, 8);
@@ -368,9 +316,7 @@ VfioUserSession::Reply VfioUserSession::handle_dma_map(Payload payload, std::vec
     return make_error(ErrorCode::kInvalidArgument, "DMA map flags {:#x}", flags);
   }
   const int fd = fds.empty() ? -1 : fds[0].get();
-  VPCI_ASSIGN_OR_RETURN(const GuestMemoryRegion region,
-                        memory_.add(iova, size, file_offset, fd, (flags & kDmaMapWrite) != 0));
-  function_.dma_region_added(region);
+  VPCI_TRY(maps_.add(iova, size, file_offset, fd, (flags & kDmaMapWrite) != 0));
   return std::vector<std::uint8_t>{};  // spec: the reply has no payload
 }
 
@@ -391,13 +337,10 @@ VfioUserSession::Reply VfioUserSession::handle_dma_unmap(Payload payload) {
       return make_error(ErrorCode::kInvalidArgument, "unmap-all with address {:#x} size {:#x}",
                         iova, size);
     }
-    // Drop every reference before replying (spec: the client may reuse the memory).
-    for (const GuestMemoryRegion& region : memory_.regions()) function_.dma_region_removed(region);
-    memory_.clear();
+    // Every map is gone before the reply (spec: the client may reuse the memory).
+    maps_.clear();
   } else {
-    VPCI_ASSIGN_OR_RETURN(const std::size_t index, memory_.find_exact(iova, size));
-    function_.dma_region_removed(memory_.regions()[index]);
-    memory_.erase(index);
+    VPCI_TRY(maps_.remove(iova, size));
   }
   std::vector<std::uint8_t> out(payload.begin(), payload.begin() + kDmaUnmapSize);
   store(out, 0, static_cast<std::uint32_t>(kDmaUnmapSize));
@@ -427,7 +370,7 @@ VfioUserSession::Reply VfioUserSession::handle_region_info(Payload payload) {
     return make_error(ErrorCode::kInvalidArgument, "region index {} (device has {})", index,
                       kRegionCount);
   }
-  const RegionInfo info = function_.region_info(index);
+  const RegionInfo info = region_info(function_, index);
   std::uint32_t flags = 0;
   if (info.size != 0) {
     flags |= info.readable ? kRegionFlagRead : 0;
@@ -448,7 +391,7 @@ VfioUserSession::Reply VfioUserSession::handle_region_info(Payload payload) {
 VfioUserSession::Reply VfioUserSession::handle_region_io_fds(Payload payload) {
   VPCI_TRY(check_argsz_payload(payload, kRegionIoFdsSize));
   const auto index = load<std::uint32_t>(payload, 8);
-  if (index >= kRegionCount || function_.region_info(index).size == 0) {
+  if (index >= kRegionCount || region_info(function_, index).size == 0) {
     return make_error(ErrorCode::kInvalidArgument, "region index {} does not exist", index);
   }
   std::vector<std::uint8_t> out;
@@ -477,7 +420,7 @@ VfioUserSession::Reply VfioUserSession::handle_irq_info(Payload payload) {
   append(out, static_cast<std::uint32_t>(kIrqInfoSize));
   append(out, flags);
   append(out, index);
-  append(out, function_.irq_count(index));
+  append(out, irq_count(function_, index));
   return out;
 }
 
@@ -485,7 +428,8 @@ VfioUserSession::Reply VfioUserSession::handle_irq_info(Payload payload) {
 // exactly one DATA_ and one ACTION_ flag; [start, start + count) within the index;
 // DATA_NONE + TRIGGER with count 0 disables the index; DATA_EVENTFD carries `count`
 // fds (none de-assigns the range); DATA_BOOL carries `count` bytes.
-VfioUserSession::Reply VfioUserSession::handle_set_irqs(Payload payload, std::vector<UniqueFd>& fds) {
+VfioUserSession::Reply VfioUserSession::handle_set_irqs(Payload payload,
+                                                        std::vector<UniqueFd>& fds) {
   VPCI_TRY(check_argsz_payload(payload, kSetIrqsSize));
   const auto flags = load<std::uint32_t>(payload, 4);
   const auto index = load<std::uint32_t>(payload, 8);
@@ -512,7 +456,7 @@ VfioUserSession::Reply VfioUserSession::handle_set_irqs(Payload payload, std::ve
     }
     return make_error(ErrorCode::kInvalidArgument, "SET_IRQS count 0 with flags {:#x}", flags);
   }
-  const std::uint64_t vectors = function_.irq_count(index);
+  const std::uint64_t vectors = irq_count(function_, index);
   if (std::uint64_t{start} + count > vectors) {
     return make_error(ErrorCode::kInvalidArgument,
                       "SET_IRQS vectors [{}, +{}) of IRQ index {} with {} vectors", start, count,
@@ -531,7 +475,8 @@ VfioUserSession::Reply VfioUserSession::handle_set_irqs(Payload payload, std::ve
     }
     for (const UniqueFd& fd : fds) {
       if (!is_eventfd(fd.get())) {
-        return make_error(ErrorCode::kInvalidArgument, "SET_IRQS file descriptor is not an eventfd");
+        return make_error(ErrorCode::kInvalidArgument,
+                          "SET_IRQS file descriptor is not an eventfd");
       }
     }
     if (fds.empty()) {
@@ -561,14 +506,17 @@ VfioUserSession::Reply VfioUserSession::handle_set_irqs(Payload payload, std::ve
       irqs_.set_masked(index, vector, true);
     } else {
       irqs_.set_masked(index, vector, false);
-      function_.irq_unmasked(index, vector);
+      // vfio INTx is automasked: QEMU unmasks at the guest's EOI; a level still asserted
+      // means the device still wants service, so it fires again.
+      if (index == kIrqIntx && intx_asserted_) irqs_.trigger(kIrqIntx, 0);
     }
   }
   return std::vector<std::uint8_t>{};
 }
 
-Result<RegionInfo> VfioUserSession::checked_region_access(std::uint32_t region, std::uint64_t offset,
-                                                          std::uint32_t count, bool write) const {
+Result<RegionInfo> VfioUserSession::checked_region_access(std::uint32_t region,
+                                                          std::uint64_t offset, std::uint32_t count,
+                                                          bool write) const {
   if (region >= kRegionCount) {
     return make_error(ErrorCode::kInvalidArgument, "region index {} (device has {})", region,
                       kRegionCount);
@@ -577,15 +525,17 @@ Result<RegionInfo> VfioUserSession::checked_region_access(std::uint32_t region, 
     return make_error(ErrorCode::kInvalidArgument, "count {} exceeds max_data_xfer_size {}", count,
                       kMaxDataXferSize);
   }
-  const RegionInfo info = function_.region_info(region);
-  if (info.size == 0) return make_error(ErrorCode::kInvalidArgument, "region {} does not exist", region);
+  const RegionInfo info = region_info(function_, region);
+  if (info.size == 0)
+    return make_error(ErrorCode::kInvalidArgument, "region {} does not exist", region);
   if (write ? !info.writable : !info.readable) {
     return make_error(ErrorCode::kInvalidArgument, "region {} is not {}", region,
                       write ? "writable" : "readable");
   }
   if (offset > info.size || count > info.size - offset) {
-    return make_error(ErrorCode::kOutOfRange, "access [{:#x}, +{:#x}) outside region {} of {:#x} bytes",
-                      offset, count, region, info.size);
+    return make_error(ErrorCode::kOutOfRange,
+                      "access [{:#x}, +{:#x}) outside region {} of {:#x} bytes", offset, count,
+                      region, info.size);
   }
   return info;
 }
@@ -609,7 +559,7 @@ Status VfioUserSession::handle_region_read(Payload payload, std::vector<std::uin
   if (region == kRegionConfig) {
     VPCI_TRY(function_.config_read(static_cast<std::uint32_t>(offset), data));
   } else {
-    VPCI_TRY(function_.region_read(region, offset, data));
+    VPCI_TRY(bar_read(function_, region, offset, data));
   }
   return {};
 }
@@ -633,7 +583,7 @@ Status VfioUserSession::handle_region_write(Payload payload, std::vector<std::ui
   if (region == kRegionConfig) {
     VPCI_TRY(function_.config_write(static_cast<std::uint32_t>(offset), data));
   } else {
-    VPCI_TRY(function_.region_write(region, offset, data));
+    VPCI_TRY(bar_write(function_, region, offset, data));
   }
   // Reply payload: the request's offset/region/count, no data.
   out.insert(out.end(), payload.begin(), payload.begin() + kRegionAccessSize);
@@ -643,178 +593,16 @@ Status VfioUserSession::handle_region_write(Payload payload, std::vector<std::ui
 // Spec "VFIO_USER_DEVICE_RESET": no payload.
 VfioUserSession::Reply VfioUserSession::handle_device_reset(Payload payload) {
   if (!payload.empty()) {
-    return make_error(ErrorCode::kMalformedInput, "DEVICE_RESET with {} payload bytes", payload.size());
+    return make_error(ErrorCode::kMalformedInput, "DEVICE_RESET with {} payload bytes",
+                      payload.size());
   }
   function_.reset();
+  intx_asserted_ = false;
   return std::vector<std::uint8_t>{};
 }
 
-// ---- message-based DMA (spec "VFIO_USER_DMA_READ", "VFIO_USER_DMA_WRITE") ---------
-
 void VfioUserSession::set_client_channel(ClientChannel* channel) {
-  channel_ = channel;
-  channel_thread_ = std::this_thread::get_id();
-  memory_.set_message_dma(channel == nullptr ? nullptr : this);
-}
-
-Status VfioUserSession::check_message_dma() const {
-  if (channel_ == nullptr) {
-    return make_error(ErrorCode::kUnsupported,
-                      "guest memory without a file descriptor needs a client connection");
-  }
-  if (std::this_thread::get_id() != channel_thread_) {
-    return make_error(ErrorCode::kUnsupported,
-                      "guest memory without a file descriptor is only reachable from the server "
-                      "thread");
-  }
-  if (channel_lost_) return make_error(ErrorCode::kIoError, "the client connection is gone");
-  if (in_dma_exchange_) {
-    return make_error(ErrorCode::kProtocolViolation, "nested DMA exchange");  // cannot happen
-  }
-  return {};
-}
-
-Error VfioUserSession::dma_protocol_error(Error error) {
-  last_error_ = error.message;
-  ++error_count_;
-  return error;
-}
-
-namespace {
-
-// The server's transfer size: the client's max_data_xfer_size, capped by our own
-// receive limit (a DMA_READ reply must fit kMaxMessageSize).
-std::size_t dma_piece(std::uint64_t client_max) {
-  return static_cast<std::size_t>(std::min<std::uint64_t>(client_max, kMaxDataXferSize));
-}
-
-}  // namespace
-
-Status VfioUserSession::dma_read(std::uint64_t iova, std::span<std::uint8_t> data) {
-  VPCI_TRY(check_message_dma());
-  const std::size_t piece = dma_piece(client_max_data_xfer_);
-  for (std::size_t done = 0; done < data.size(); done += piece) {
-    const std::size_t n = std::min(piece, data.size() - done);
-    VPCI_TRY(dma_read_transfer(iova + done, data.subspan(done, n)));
-  }
-  return {};
-}
-
-Status VfioUserSession::dma_write(std::uint64_t iova, std::span<const std::uint8_t> data) {
-  VPCI_TRY(check_message_dma());
-  if (dma_layout_ == DmaLayout::kUnknown && !data.empty()) {
-    // Learn the client's layout before sending data it could misplace (see session.h).
-    std::uint8_t probe = 0;
-    VPCI_TRY(dma_read_transfer(iova, std::span(&probe, 1)));
-  }
-  const std::size_t piece = dma_piece(client_max_data_xfer_);
-  for (std::size_t done = 0; done < data.size(); done += piece) {
-    const std::size_t n = std::min(piece, data.size() - done);
-    VPCI_TRY(dma_write_transfer(iova + done, data.subspan(done, n)));
-  }
-  return {};
-}
-
-Result<VfioUserSession::Payload> VfioUserSession::dma_exchange(std::uint16_t command) {
-  const std::uint16_t msg_id = next_dma_msg_id_++;
-  encode_header(dma_request_, Header{msg_id, command, static_cast<std::uint32_t>(dma_request_.size()),
-                                     kTypeCommand, 0});
-  std::size_t reply_fds = 0;
-  std::string detail;
-  in_dma_exchange_ = true;
-  ++dma_requests_sent_;
-  const ClientChannel::Outcome outcome =
-      channel_->exchange(dma_request_, msg_id, dma_reply_, reply_fds, detail);
-  in_dma_exchange_ = false;
-  switch (outcome) {
-    case ClientChannel::Outcome::kReply: break;
-    case ClientChannel::Outcome::kTimedOut:
-      return tl::unexpected(dma_protocol_error(Error{
-          ErrorCode::kIoError,
-          fmt::format("{} msg_id {}: no reply from the client in time", command_name_of(command),
-                      msg_id)}));
-    case ClientChannel::Outcome::kLost:
-      channel_lost_ = true;
-      return tl::unexpected(dma_protocol_error(Error{
-          ErrorCode::kIoError,
-          fmt::format("{} msg_id {}: {}", command_name_of(command), msg_id, detail)}));
-  }
-  // The channel guarantees a whole reply message with our msg_id.
-  const Header header = decode_header(dma_reply_);
-  const Payload payload = Payload(dma_reply_).subspan(kHeaderSize);
-  if (header.command != command || reply_fds != 0) {
-    return tl::unexpected(dma_protocol_error(Error{
-        ErrorCode::kMalformedInput,
-        fmt::format("{} msg_id {}: reply for command {} with {} fds", command_name_of(command),
-                    msg_id, header.command, reply_fds)}));
-  }
-  if ((header.flags & kFlagError) != 0) {
-    // A well-formed refusal (QEMU: EFAULT/ENODEV/EPERM from its DMA API): the access
-    // fails, the conversation is fine.
-    last_error_ = fmt::format("{} msg_id {}: the client answered errno {}", command_name_of(command),
-                              msg_id, header.error);
-    return make_error(ErrorCode::kIoError, "{}", last_error_);
-  }
-  return payload;
-}
-
-Status VfioUserSession::dma_read_transfer(std::uint64_t iova, std::span<std::uint8_t> data) {
-  const std::size_t n = data.size();
-  dma_request_.resize(kHeaderSize);
-  append(dma_request_, iova);
-  append(dma_request_, static_cast<std::uint64_t>(n));  // spec layout; QEMU reads the low u32
-  VPCI_ASSIGN_OR_RETURN(const Payload payload, dma_exchange(kDmaRead));
-  // Layout detection rule: see session.h.
-  std::size_t data_offset = 0;
-  if (payload.size() == 16 + n && load<std::uint64_t>(payload, 8) == n) {
-    data_offset = 16;
-    dma_layout_ = DmaLayout::kSpec;
-  } else if (payload.size() == 12 + n && load<std::uint32_t>(payload, 8) == n) {
-    data_offset = 12;
-    dma_layout_ = DmaLayout::kQemu;
-  } else {
-    return tl::unexpected(dma_protocol_error(Error{
-        ErrorCode::kMalformedInput,
-        fmt::format("DMA_READ reply of {} payload bytes for {} bytes at {:#x}", payload.size(), n,
-                    iova)}));
-  }
-  if (load<std::uint64_t>(payload, 0) != iova) {
-    return tl::unexpected(dma_protocol_error(Error{
-        ErrorCode::kMalformedInput,
-        fmt::format("DMA_READ reply for address {:#x}, asked {:#x}", load<std::uint64_t>(payload, 0),
-                    iova)}));
-  }
-  std::memcpy(data.data(), payload.data() + data_offset, n);
-  return {};
-}
-
-Status VfioUserSession::dma_write_transfer(std::uint64_t iova, std::span<const std::uint8_t> data) {
-  const std::size_t n = data.size();
-  dma_request_.resize(kHeaderSize);
-  append(dma_request_, iova);
-  if (dma_layout_ == DmaLayout::kQemu) {
-    append(dma_request_, static_cast<std::uint32_t>(n));
-  } else {
-    append(dma_request_, static_cast<std::uint64_t>(n));
-  }
-  const std::size_t at = dma_request_.size();
-  dma_request_.resize(at + n);
-  std::memcpy(dma_request_.data() + at, data.data(), n);
-  VPCI_ASSIGN_OR_RETURN(const Payload payload, dma_exchange(kDmaWrite));
-  // QEMU replies with the header only; otherwise address and count are echoed.
-  bool valid = payload.empty();
-  if (payload.size() == 12) {
-    valid = load<std::uint64_t>(payload, 0) == iova && load<std::uint32_t>(payload, 8) == n;
-  } else if (payload.size() == 16) {
-    valid = load<std::uint64_t>(payload, 0) == iova && load<std::uint64_t>(payload, 8) == n;
-  }
-  if (!valid) {
-    return tl::unexpected(dma_protocol_error(Error{
-        ErrorCode::kMalformedInput,
-        fmt::format("DMA_WRITE reply of {} payload bytes does not echo {} bytes at {:#x}",
-                    payload.size(), n, iova)}));
-  }
-  return {};
+  messages_->attach(channel);
 }
 
 }  // namespace vpci::server

@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <filesystem>
 #include <optional>
 #include <cstdio>
@@ -296,8 +297,18 @@ bool write_all(int fd, std::span<const std::uint8_t> bytes) {
 }
 
 // One client connection as the session's ClientChannel: sends server-to-client requests
-// and, while waiting for the reply, queues the client's commands (with their fds) for
-// the serve loop to run after the current one (session.h, "Message-based DMA").
+// and, while waiting for the reply, serves the client's commands.
+//
+// Why serve them at once: QEMU answers DMA_READ/DMA_WRITE in a bottom half under its
+// big lock, while a vCPU waiting for the reply to a register read holds that lock — so
+// if the device waited for its DMA reply before answering the read, both sides would
+// wait for each other until a timeout (seen with a Linux guest on unshared RAM). Register
+// accesses, IRQ and info commands therefore run nested, in arrival order; the device
+// core defers queue notifications that arrive meanwhile (virtio/device_core.h), so the
+// device itself is never reentered. Commands that change the memory or the device under
+// the waiting access — DMA_MAP, DMA_UNMAP (which would wait for the very snapshot the
+// access holds), DEVICE_RESET, VERSION — are queued for the serve loop to run after the
+// current one, in order.
 class Connection final : public ClientChannel {
  public:
   struct Queued {
@@ -312,8 +323,14 @@ class Connection final : public ClientChannel {
   // msg_ids of requests that timed out, whose late replies are dropped.
   static constexpr std::size_t kAbandonedKept = 64;
 
+  // Runs one command nested inside an exchange; false: close the connection.
+  using NestedHandler =
+      std::function<bool(std::span<const std::uint8_t> message, std::vector<UniqueFd>& fds,
+                         bool fds_truncated)>;
+
   Connection(int fd, std::chrono::milliseconds timeout, const VfioUserServer::TraceSink& trace)
       : fd_(fd), timeout_(timeout), trace_(trace) {}
+  void set_nested_handler(NestedHandler handler) { nested_ = std::move(handler); }
 
   MessageReader& reader() { return reader_; }
   std::deque<Queued>& queue() { return queue_; }
@@ -366,6 +383,14 @@ class Connection final : public ClientChannel {
         detail = fmt::format("reply with msg_id {} while waiting for {}", header.msg_id, msg_id);
         return Outcome::kLost;
       }
+      if (nested_ && !must_wait_for_current(header.command)) {
+        if (!nested_(message, fds, fds_truncated)) {
+          detail = "the connection ended while a reply was pending";
+          return Outcome::kLost;
+        }
+        fds.clear();
+        continue;
+      }
       if (queue_.size() >= kMaxQueuedMessages || queued_bytes() + message.size() > kMaxQueuedBytes) {
         detail = fmt::format("more than {} messages or {} bytes sent while a reply was pending",
                              kMaxQueuedMessages, kMaxQueuedBytes);
@@ -384,9 +409,16 @@ class Connection final : public ClientChannel {
     return total;
   }
 
+  // See the class comment.
+  static bool must_wait_for_current(std::uint16_t command) {
+    return command == vfio_user::kDmaMap || command == vfio_user::kDmaUnmap ||
+           command == vfio_user::kDeviceReset || command == vfio_user::kVersion;
+  }
+
   int fd_;
   std::chrono::milliseconds timeout_;
   const VfioUserServer::TraceSink& trace_;
+  NestedHandler nested_;
   MessageReader reader_;
   std::deque<Queued> queue_;
   std::deque<std::uint16_t> abandoned_;
@@ -451,8 +483,8 @@ std::vector<VfioUserServer::StatsRow> VfioUserServer::stats() const {
   return rows;
 }
 
-Result<std::unique_ptr<VfioUserServer>> VfioUserServer::create(std::string socket_path,
-                                                               PciFunction& function) {
+Result<std::unique_ptr<VfioUserServer>> VfioUserServer::create(
+    std::string socket_path, pci::Function& function, std::shared_ptr<virtio::GuestMemory> memory) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path.empty() || socket_path.size() >= sizeof(addr.sun_path)) {
@@ -495,14 +527,17 @@ Result<std::unique_ptr<VfioUserServer>> VfioUserServer::create(std::string socke
     remove_if_ours(socket_path, identity);
     return make_error(ErrorCode::kIoError, "eventfd: {}", std::strerror(saved));
   }
-  return std::unique_ptr<VfioUserServer>(new VfioUserServer(
-      std::move(socket_path), function, std::move(listener), std::move(stop), identity));
+  return std::unique_ptr<VfioUserServer>(new VfioUserServer(std::move(socket_path), function,
+                                                            std::move(memory), std::move(listener),
+                                                            std::move(stop), identity));
 }
 
-VfioUserServer::VfioUserServer(std::string socket_path, PciFunction& function, UniqueFd listener,
+VfioUserServer::VfioUserServer(std::string socket_path, pci::Function& function,
+                               std::shared_ptr<virtio::GuestMemory> memory, UniqueFd listener,
                                UniqueFd stop, BoundSocket bound)
     : socket_path_(std::move(socket_path)),
       function_(function),
+      memory_(std::move(memory)),
       listener_(std::move(listener)),
       stop_event_(std::move(stop)),
       bound_(bound) {}
@@ -563,14 +598,58 @@ void VfioUserServer::serve(int connection) {
   } trace_disconnect{trace_};
   // The channel outlives the session (the session stops using it in its destructor).
   Connection channel(connection, dma_timeout_, trace_);
-  VfioUserSession session(function_);
+  VfioUserSession session(function_, memory_, socket_path_);
   session.set_client_channel(&channel);
   struct CountInterrupts {
-    std::atomic<std::uint64_t>& total;
+    std::atomic<std::uint64_t>& interrupts;
+    std::atomic<std::uint64_t>& dma_requests;
     const VfioUserSession& session;
-    ~CountInterrupts() { total.fetch_add(session.interrupts_signalled()); }
-  } count_interrupts{interrupts_signalled_, session};
+    ~CountInterrupts() {
+      interrupts.fetch_add(session.interrupts_signalled());
+      dma_requests.fetch_add(session.dma_requests_sent());
+    }
+  } count_interrupts{interrupts_signalled_, dma_requests_sent_, session};
   std::uint64_t reported_errors = 0;
+  // Runs one command and sends its reply; false when the connection must end.
+  auto handle_one = [&](std::span<const std::uint8_t> message, std::vector<UniqueFd>& fds,
+                        bool fds_truncated, std::vector<std::uint8_t>& reply) {
+    if (trace_) trace_(describe_request(message, fds.size()));
+    Stats::Cell* stats_cell = stats_ ? &stats_->cell(message) : nullptr;
+    const auto handling_started = stats_cell != nullptr ? std::chrono::steady_clock::now()
+                                                        : std::chrono::steady_clock::time_point{};
+    const std::uint64_t errors_before = session.error_count();
+    const auto disposition = session.handle(message, fds, fds_truncated, reply);
+    if (session.error_count() != reported_errors) {
+      protocol_errors_.fetch_add(session.error_count() - reported_errors);
+      reported_errors = session.error_count();
+    }
+    if (trace_) {
+      if (disposition == VfioUserSession::Disposition::kReply) {
+        trace_(describe_reply(reply, session.last_error()));
+      } else if (session.error_count() != errors_before) {
+        trace_("-> (no reply sent) error: " + session.last_error());
+      }
+      if (disposition == VfioUserSession::Disposition::kClose) trace_("closing: " + session.last_error());
+    }
+    const bool sent =
+        disposition != VfioUserSession::Disposition::kReply || write_all(connection, reply);
+    if (stats_cell != nullptr) {
+      const auto spent = std::chrono::steady_clock::now() - handling_started;
+      stats_cell->messages.fetch_add(1, std::memory_order_relaxed);
+      stats_cell->nanoseconds.fetch_add(
+          static_cast<std::uint64_t>(
+              std::chrono::duration_cast<std::chrono::nanoseconds>(spent).count()),
+          std::memory_order_relaxed);
+    }
+    return disposition != VfioUserSession::Disposition::kClose && sent;
+  };
+  // Commands served while the device waits for a DMA reply (Connection) reply from
+  // their own buffer: the outer command's reply is still being built.
+  std::vector<std::uint8_t> nested_reply;
+  channel.set_nested_handler([&](std::span<const std::uint8_t> message, std::vector<UniqueFd>& fds,
+                                 bool fds_truncated) {
+    return handle_one(message, fds, fds_truncated, nested_reply);
+  });
   MessageReader& reader = channel.reader();
   std::vector<UniqueFd> fds;
   std::vector<std::uint8_t> reply;
@@ -601,35 +680,7 @@ void VfioUserServer::serve(int connection) {
         continue;
       }
     }
-    if (trace_) trace_(describe_request(message, fds.size()));
-    Stats::Cell* stats_cell = stats_ ? &stats_->cell(message) : nullptr;
-    const auto handling_started = stats_cell != nullptr ? std::chrono::steady_clock::now()
-                                                        : std::chrono::steady_clock::time_point{};
-    const std::uint64_t errors_before = session.error_count();
-    const auto disposition = session.handle(message, fds, fds_truncated, reply);
-    if (session.error_count() != reported_errors) {
-      protocol_errors_.fetch_add(session.error_count() - reported_errors);
-      reported_errors = session.error_count();
-    }
-    if (trace_) {
-      if (disposition == VfioUserSession::Disposition::kReply) {
-        trace_(describe_reply(reply, session.last_error()));
-      } else if (session.error_count() != errors_before) {
-        trace_("-> (no reply sent) error: " + session.last_error());
-      }
-      if (disposition == VfioUserSession::Disposition::kClose) trace_("closing: " + session.last_error());
-    }
-    const bool sent =
-        disposition != VfioUserSession::Disposition::kReply || write_all(connection, reply);
-    if (stats_cell != nullptr) {
-      const auto spent = std::chrono::steady_clock::now() - handling_started;
-      stats_cell->messages.fetch_add(1, std::memory_order_relaxed);
-      stats_cell->nanoseconds.fetch_add(
-          static_cast<std::uint64_t>(
-              std::chrono::duration_cast<std::chrono::nanoseconds>(spent).count()),
-          std::memory_order_relaxed);
-    }
-    if (disposition == VfioUserSession::Disposition::kClose || !sent) return;
+    if (!handle_one(message, fds, fds_truncated, reply)) return;
     // A rare large REGION_READ grew the reply buffer; do not keep that per connection.
     if (reply.capacity() > 64 * 1024) {
       reply.clear();

@@ -1,9 +1,9 @@
-// Serves one PciFunction on one AF_UNIX stream socket (spec "Connection Initiation":
+// Serves one pci::Function on one AF_UNIX stream socket (spec "Connection Initiation":
 // the server listens, the client connects).
 //
 // Threading: `start()` spawns one thread that owns the listening socket, accepts one
 // client at a time and runs every message through a `VfioUserSession` on that thread,
-// so all calls into the PciFunction are serialised there. Several devices in one
+// so all calls into the function are serialised there. Several devices in one
 // process are several VfioUserServers, each with its own socket and thread; a broken
 // peer on one never affects the others. When the client disconnects (or breaks
 // framing), the session is destroyed — which resets the function and releases all
@@ -39,8 +39,9 @@
 #include <vector>
 
 #include "base/error.h"
-#include "server/pci_function.h"
+#include "pci/function.h"
 #include "server/unique_fd.h"
+#include "virtio/guest_memory.h"
 
 namespace vpci::server {
 
@@ -56,8 +57,10 @@ class VfioUserServer {
   // nothing listens on it (a stale file of an earlier run: connect() is refused);
   // a socket a running server listens on is refused with kConflict, and any other
   // existing file with kAlreadyExists.
+  // `memory` is the guest memory `function`'s device reads (fed from DMA_MAP/UNMAP).
   static Result<std::unique_ptr<VfioUserServer>> create(std::string socket_path,
-                                                        PciFunction& function);
+                                                        pci::Function& function,
+                                                        std::shared_ptr<virtio::GuestMemory> memory);
   VfioUserServer(const VfioUserServer&) = delete;
   VfioUserServer& operator=(const VfioUserServer&) = delete;
   // Stops, joins and removes the socket file, if it is still the one this server bound
@@ -90,6 +93,9 @@ class VfioUserServer {
   // Interrupts signalled by sessions that have ended, plus the current one's so far
   // once it ends (counted in every mode).
   [[nodiscard]] std::uint64_t interrupts_signalled() const { return interrupts_signalled_.load(); }
+  // DMA_READ/DMA_WRITE requests sent by sessions that have ended (message-based DMA for
+  // guest memory mapped without an fd, server/message_dma.h).
+  [[nodiscard]] std::uint64_t dma_requests_sent() const { return dma_requests_sent_.load(); }
 
   void start();
   void stop();
@@ -101,13 +107,15 @@ class VfioUserServer {
   [[nodiscard]] std::uint64_t protocol_errors() const { return protocol_errors_.load(); }
 
  private:
-  VfioUserServer(std::string socket_path, PciFunction& function, UniqueFd listener, UniqueFd stop,
+  VfioUserServer(std::string socket_path, pci::Function& function,
+                 std::shared_ptr<virtio::GuestMemory> memory, UniqueFd listener, UniqueFd stop,
                  BoundSocket bound);
   void run();
   void serve(int connection);
 
   std::string socket_path_;
-  PciFunction& function_;
+  pci::Function& function_;
+  std::shared_ptr<virtio::GuestMemory> memory_;
   UniqueFd listener_;
   UniqueFd stop_event_;
   BoundSocket bound_;
@@ -120,6 +128,7 @@ class VfioUserServer {
   std::atomic<std::uint64_t> connections_closed_{0};
   std::atomic<std::uint64_t> protocol_errors_{0};
   std::atomic<std::uint64_t> interrupts_signalled_{0};
+  std::atomic<std::uint64_t> dma_requests_sent_{0};
   struct Stats;
   std::unique_ptr<Stats> stats_;
 };

@@ -405,7 +405,7 @@ int run_serve(const ServeOptions& options, int& interrupted_by) {
   std::vector<std::string> sockets;
   for (const auto& device : devices) {
     const std::string socket = (plan->socket_dir / (device->spec().name + ".sock")).string();
-    auto served = server::VfioUserServer::create(socket, device->function());
+    auto served = server::VfioUserServer::create(socket, device->function(), device->guest_memory());
     if (!served) {
       fmt::print(stderr, "vpci serve: device \"{}\": {}\n", device->spec().name,
                  served.error().message);

@@ -384,9 +384,27 @@ Status DeviceCore::notify(std::uint16_t queue) {
 }
 
 void DeviceCore::process(Virtqueue& queue) {
-  if (!queue.enabled() || queue.failed()) return;
-  device_->process_queue(queue);
-  queue.notify_driver_if_needed();
+  if (processing_) {
+    // A register access that arrived while the device waited inside its own queue work
+    // (a DMA_READ/DMA_WRITE round trip: the server answers the client's accesses
+    // meanwhile, server/message_dma.h). The device is never reentered: the kick is
+    // remembered and served when the current work returns.
+    pending_kicks_.insert(queue.index());
+    return;
+  }
+  processing_ = true;
+  std::uint16_t next = queue.index();
+  while (true) {
+    Virtqueue& current = *queues_[next];
+    if (current.enabled() && !current.failed() && running()) {
+      device_->process_queue(current);
+      current.notify_driver_if_needed();
+    }
+    if (pending_kicks_.empty()) break;
+    next = *pending_kicks_.begin();
+    pending_kicks_.erase(pending_kicks_.begin());
+  }
+  processing_ = false;
 }
 
 void DeviceCore::used_buffer_notification(std::uint16_t queue) {

@@ -60,7 +60,10 @@
 // Processing model: notify(q) runs the device synchronously — it pops and completes
 // every available chain before returning — then sends a used buffer notification if
 // the driver wants one. Asynchronous devices can complete chains later on the same
-// thread and call Virtqueue::notify_driver_if_needed() themselves.
+// thread and call Virtqueue::notify_driver_if_needed() themselves. The device is never
+// reentered: a notification that arrives while the device is working (the transport
+// served a register access while the device waited for message-based DMA) is
+// remembered and served, in queue order, when the current work returns.
 //
 // Never offered (a transport must not advertise what the core does not do):
 // VIRTIO_F_NOTIFICATION_DATA (doorbells carry only the queue index), IN_ORDER,
@@ -71,6 +74,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <vector>
 
@@ -224,6 +228,8 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   std::uint8_t config_generation_ = 0;
   bool config_dirty_ = false;
   std::optional<Error> failure_;
+  bool processing_ = false;                  // inside Device::process_queue
+  std::set<std::uint16_t> pending_kicks_;   // notifications that arrived meanwhile
 };
 
 }  // namespace vpci::virtio

@@ -53,6 +53,9 @@ Result<MemoryMap::Chunk> MemoryMap::resolve(GuestAddress address, std::uint64_t 
   }
   const std::uint64_t offset = address - region->guest_address();
   const std::uint64_t available = region->last_address() - address + 1;  // <= size, no wrap
+  if (region->host() == nullptr) {
+    return Chunk{nullptr, std::min(available, length), nullptr, region->messages()};
+  }
   return Chunk{region->host() + offset, std::min(available, length), nullptr};
 }
 
@@ -80,7 +83,8 @@ Status MemoryMap::read(GuestAddress address, std::span<std::uint8_t> out) const 
   // Fast path: one region holds the whole range (the common case for ring fields).
   if (!(translator_ && translator_->handles(address)) && !range_wraps(address, out.size())) {
     const MemoryRegion* region = find_region(address);
-    if (region != nullptr && out.size() - 1 <= region->last_address() - address) {
+    if (region != nullptr && region->host() != nullptr &&
+        out.size() - 1 <= region->last_address() - address) {
       const std::uint8_t* host = region->host() + (address - region->guest_address());
       report(address, host, out.size(), Access::kRead);
       std::memcpy(out.data(), host, out.size());
@@ -91,8 +95,13 @@ Status MemoryMap::read(GuestAddress address, std::span<std::uint8_t> out) const 
   VPCI_TRY(collect(address, out.size(), Access::kRead, chunks));
   std::size_t done = 0;
   for (const Chunk& chunk : chunks) {
-    report(address + done, chunk.host, chunk.length, Access::kRead);
-    std::memcpy(out.data() + done, chunk.host, chunk.length);
+    const auto piece = out.subspan(done, static_cast<std::size_t>(chunk.length));
+    if (chunk.host == nullptr) {
+      VPCI_TRY(chunk.messages->read(address + done, piece));
+    } else {
+      report(address + done, chunk.host, chunk.length, Access::kRead);
+      std::memcpy(piece.data(), chunk.host, piece.size());
+    }
     done += chunk.length;
   }
   return {};
@@ -102,7 +111,7 @@ Status MemoryMap::write(GuestAddress address, std::span<const std::uint8_t> data
   if (data.empty()) return {};
   if (!(translator_ && translator_->handles(address)) && !range_wraps(address, data.size())) {
     const MemoryRegion* region = find_region(address);
-    if (region != nullptr && region->writable() &&
+    if (region != nullptr && region->host() != nullptr && region->writable() &&
         data.size() - 1 <= region->last_address() - address) {
       std::uint8_t* host = region->host() + (address - region->guest_address());
       report(address, host, data.size(), Access::kWrite);
@@ -113,9 +122,16 @@ Status MemoryMap::write(GuestAddress address, std::span<const std::uint8_t> data
   std::vector<Chunk> chunks;
   VPCI_TRY(collect(address, data.size(), Access::kWrite, chunks));
   std::size_t done = 0;
+  // All-or-nothing holds for mapped memory; a message that fails midway may leave the
+  // pieces before it written (the peer owns that memory and already failed us).
   for (const Chunk& chunk : chunks) {
-    report(address + done, chunk.host, chunk.length, Access::kWrite);
-    std::memcpy(chunk.host, data.data() + done, chunk.length);
+    const auto piece = data.subspan(done, static_cast<std::size_t>(chunk.length));
+    if (chunk.host == nullptr) {
+      VPCI_TRY(chunk.messages->write(address + done, piece));
+    } else {
+      report(address + done, chunk.host, chunk.length, Access::kWrite);
+      std::memcpy(chunk.host, piece.data(), piece.size());
+    }
     done += chunk.length;
   }
   return {};
@@ -158,6 +174,12 @@ Result<HostBufferList> MemoryMap::host_buffers(GuestAddress address, std::uint64
   list.spans.reserve(chunks.size());
   std::uint64_t done = 0;
   for (Chunk& chunk : chunks) {
+    if (chunk.host == nullptr) {
+      return make_error(ErrorCode::kUnsupported,
+                        "guest address {:#x} is not shared with this process (mapped without a "
+                        "file descriptor): no zero-copy access",
+                        address + done);
+    }
     report(address + done, chunk.host, chunk.length, access);
     list.spans.emplace_back(chunk.host, static_cast<std::size_t>(chunk.length));
     // A pin may own a mapping while pointing at nothing (a deleter-only token).
@@ -182,8 +204,10 @@ Status GuestMemory::add_region(MemoryRegionSpec spec) {
     return make_error(ErrorCode::kInvalidArgument, "memory region at {:#x} is empty",
                       spec.guest_address);
   }
-  if (spec.host == nullptr) {
-    return make_error(ErrorCode::kInvalidArgument, "memory region at {:#x} has no host mapping",
+  if ((spec.host == nullptr) == (spec.messages == nullptr)) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "memory region at {:#x} needs exactly one of a host mapping and a message "
+                      "path",
                       spec.guest_address);
   }
   if (range_wraps(spec.guest_address, spec.size)) {

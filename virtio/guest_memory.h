@@ -22,6 +22,12 @@
 //     copy (no double fetch); ring code adds the acquire/release fences of virtio 1.3
 //     §2.7.13 and §2.8.21.
 //
+// Memory the host cannot map (a vfio-user client that sent DMA_MAP without an fd, as
+// QEMU does for guest RAM that is not memory-backend-memfd,share=on) is a region with a
+// `MessageMemory` instead of a host pointer: read() and write() reach it through that
+// object (DMA_READ/DMA_WRITE messages), one round trip per piece; host_buffers() refuses
+// it, so zero-copy users check `all_host_mapped()` and fall back to bounce buffers.
+//
 // Address translation: a pluggable `AddressTranslator` is consulted first for the
 // addresses it claims (for Xen, bit 63 set: a grant reference and offset, see
 // virtio/xen_grant.h); all other addresses are looked up in the regions.
@@ -56,10 +62,25 @@ enum class Access : std::uint8_t { kRead, kWrite };
 template <typename T>
 concept GuestPod = std::is_trivially_copyable_v<T> && std::has_unique_object_representations_v<T>;
 
+// Moves the bytes of a region that has no host mapping (see the file comment). The
+// range lies inside one region and its permissions have been checked. Implementations
+// decide from which threads they can be used and fail (kUnsupported) elsewhere.
+class MessageMemory {
+ public:
+  virtual Status read(GuestAddress address, std::span<std::uint8_t> out) = 0;
+  virtual Status write(GuestAddress address, std::span<const std::uint8_t> data) = 0;
+
+ protected:
+  ~MessageMemory() = default;
+};
+
 struct MemoryRegionSpec {
   GuestAddress guest_address = 0;  // first bus address of the region
   std::uint64_t size = 0;          // bytes; > 0 and guest_address + size - 1 must not wrap
-  std::uint8_t* host = nullptr;    // host mapping of all `size` bytes; valid until on_release
+  // Exactly one of `host` and `messages`: the host mapping of all `size` bytes (valid
+  // until on_release), or the message path to memory this process cannot map.
+  std::uint8_t* host = nullptr;
+  std::shared_ptr<MessageMemory> messages;
   bool writable = true;            // false: device writes fail (vfio-user DMA_MAP without WRITE)
   // Optional description of the backing, for forwarding the mapping elsewhere (a
   // vhost-user backend, a sandboxed device process). Not owned: close it in on_release.
@@ -86,7 +107,9 @@ class MemoryRegion {
   [[nodiscard]] bool contains(GuestAddress address) const {
     return address >= spec_.guest_address && address <= last_address();
   }
+  // nullptr for a message-backed region.
   [[nodiscard]] std::uint8_t* host() const { return spec_.host; }
+  [[nodiscard]] MessageMemory* messages() const { return spec_.messages.get(); }
   [[nodiscard]] bool writable() const { return spec_.writable; }
   [[nodiscard]] int fd() const { return spec_.fd; }
   [[nodiscard]] std::uint64_t fd_offset() const { return spec_.fd_offset; }
@@ -149,7 +172,11 @@ class MemoryMap {
       : regions_(std::move(regions)),
         translator_(std::move(translator)),
         observer_(std::move(observer)),
-        generation_(generation) {}
+        generation_(generation) {
+    for (const auto& region : regions_) {
+      if (region->host() == nullptr) all_host_mapped_ = false;
+    }
+  }
 
   // Copies guest bytes [address, address + out.size()) to `out`. All or nothing.
   Status read(GuestAddress address, std::span<std::uint8_t> out) const;
@@ -174,9 +201,14 @@ class MemoryMap {
   [[nodiscard]] Status check_range(GuestAddress address, std::uint64_t length, Access access) const;
 
   // Host memory for the guest range, for zero-copy I/O (preadv/pwritev). The spans stay
-  // valid while this snapshot (and the returned pins) live.
+  // valid while this snapshot (and the returned pins) live. A range touching a
+  // message-backed region fails with kUnsupported.
   [[nodiscard]] Result<HostBufferList> host_buffers(GuestAddress address, std::uint64_t length,
                                                     Access access) const;
+
+  // False if some region is message-backed: host_buffers() may then fail where read()
+  // and write() work, so zero-copy users should copy through a bounce buffer instead.
+  [[nodiscard]] bool all_host_mapped() const { return all_host_mapped_; }
 
   [[nodiscard]] const MemoryRegion* find_region(GuestAddress address) const;
   [[nodiscard]] std::span<const std::shared_ptr<const MemoryRegion>> regions() const {
@@ -187,9 +219,10 @@ class MemoryMap {
 
  private:
   struct Chunk {
-    std::uint8_t* host;
+    std::uint8_t* host;  // nullptr: reach the bytes through `messages`
     std::uint64_t length;
     std::shared_ptr<const void> pin;
+    MessageMemory* messages = nullptr;
   };
   // The longest host-contiguous prefix (<= length bytes, >= 1) of the range at `address`.
   [[nodiscard]] Result<Chunk> resolve(GuestAddress address, std::uint64_t length,
@@ -206,6 +239,7 @@ class MemoryMap {
   std::shared_ptr<AddressTranslator> translator_;
   std::shared_ptr<const AccessObserver> observer_;
   std::uint64_t generation_ = 0;
+  bool all_host_mapped_ = true;
 };
 
 // The mutable, thread-safe owner of the region set.
@@ -213,7 +247,8 @@ class GuestMemory {
  public:
   GuestMemory() : current_(std::make_shared<const MemoryMap>()) {}
 
-  // Adds a region; refuses empty, null, wrapping or overlapping regions.
+  // Adds a region; refuses empty, wrapping or overlapping regions, and regions with
+  // neither or both of a host mapping and a message path.
   Status add_region(MemoryRegionSpec spec);
   // Removes every region inside [address, address + size). A region that only partly
   // overlaps the range is refused (regions are never split) and nothing is removed;

@@ -62,7 +62,9 @@ class BlkHarness {
  public:
   // Brings the device up with the modern sequence. `extra_features` are accepted if
   // offered (all device features are accepted anyway).
-  BlkHarness(std::unique_ptr<BlockDevice> device, Ring ring, std::uint64_t extra_features = 0);
+  // `backing` says how the device reaches guest RAM (tests/virtio/fake_driver.h).
+  BlkHarness(std::unique_ptr<BlockDevice> device, Ring ring, std::uint64_t extra_features = 0,
+             virtio::testing::RamBacking backing = virtio::testing::RamBacking::kMapped);
 
   // Submits one request on `queue` and runs it. `out` is the data after the header;
   // `in_length` the device-writable bytes before the status byte. Data buffers are cut

@@ -82,6 +82,30 @@ TEST_F(RngTest, PartialFillsFromTheSourceAreStitchedTogether) {
     EXPECT_EQ(bytes[i], static_cast<std::uint8_t>(i | 0x80));
 }
 
+// Guest RAM reached through messages (vfio-user maps without an fd): the same bytes
+// arrive, through the bounce buffer and the message path.
+TEST(RngMessageMemory, FillsBuffersInMessageBackedMemory) {
+  auto memory = std::make_shared<virtio::GuestMemory>();
+  FakeGuestRam ram{memory, 0x10000, 1 << 20, virtio::testing::RamBacking::kMessages};
+  RecordingInterrupts interrupts;
+  auto core = std::make_unique<virtio::DeviceCore>(
+      std::make_unique<RngDevice>(RngDeviceOptions{}, std::make_unique<CountingSource>()), memory,
+      &interrupts);
+  ASSERT_TRUE(ModernSetup::initialise(*core, 0));
+  FakeSplitDriver driver(ram, 8);
+  ASSERT_TRUE(ModernSetup::enable_split(*core, 0, driver));
+  ASSERT_TRUE(ModernSetup::driver_ok(*core));
+  ChainBuilder request = ChainBuilder(ram).writable(10).writable(10);
+  driver.add(request);
+  ASSERT_TRUE(core->notify(0));
+  EXPECT_EQ(driver.pop_used()->length, 20u);
+  auto bytes = request.written_bytes();
+  for (std::size_t i = 0; i < bytes.size(); ++i)
+    EXPECT_EQ(bytes[i], static_cast<std::uint8_t>(i | 0x80));
+  EXPECT_GT(ram.message_accesses(), 4u);
+  EXPECT_EQ(interrupts.queue_interrupts.size(), 1u);
+}
+
 TEST_F(RngTest, OutputPerRequestIsCapped) {
   start(std::make_unique<KernelEntropySource>(),
         RngDeviceOptions{.queue_size = 8, .max_bytes_per_request = 100});

@@ -4,9 +4,12 @@
 #
 #   run-guest.sh --socket S1 [--socket S2 ...] [--checks enumerate,config,rng,blk]
 #                [--expect 1af4:1044@virtio-pci,...] [--append "virtio_pci.force_legacy=1"]
-#                [--timeout 300] [--memory 512] [--log FILE] [--verbose] [--qemu-arg ARG ...]
-#                [--bind DIR ...]
+#                [--timeout 300] [--memory 512] [--plain-memory] [--log FILE] [--verbose]
+#                [--qemu-arg ARG ...] [--bind DIR ...]
 #
+# Guest RAM is a shared memfd (memory-backend-memfd,share=on: DMA_MAP carries an fd)
+# unless --plain-memory gives QEMU's default, unshared RAM (DMA_MAP without an fd: the
+# device reaches guest memory only through DMA_READ/DMA_WRITE messages).
 # QEMU runs chrooted in the cached Debian tree (its own QEMU >= 10.1 with vfio-user-pci)
 # under TCG, in a private mount namespace: /dev, /proc, /sys and each socket's directory
 # are bind-mounted into the tree there, so every mount disappears with the run whatever
@@ -22,7 +25,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 die() { printf 'run-guest: error: %s\n' "$*" >&2; exit 2; }
 
 sockets=() qemu_args=() binds=() append="" checks="enumerate,config" expect="" timeout=300
-memory=512 log="" verbose=0
+memory=512 log="" verbose=0 plain_memory=0
 while (($#)); do
   case $1 in
     --socket) sockets+=("${2:?}"); shift 2 ;;
@@ -31,11 +34,12 @@ while (($#)); do
     --expect) expect=${2?}; shift 2 ;;
     --timeout) timeout=${2:?}; shift 2 ;;
     --memory) memory=${2:?}; shift 2 ;;
+    --plain-memory) plain_memory=1; shift ;;
     --log) log=${2:?}; shift 2 ;;
     --verbose) verbose=1; shift ;;
     --qemu-arg) qemu_args+=("${2:?}"); shift 2 ;;
     --bind) binds+=("${2:?}"); shift 2 ;;
-    -h|--help) sed -n '2,17s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -52,6 +56,7 @@ if [[ -z ${VPCI_GUEST_IN_NAMESPACE:-} ]]; then
   for a in "${qemu_args[@]}"; do restore_args+=(--qemu-arg "$a"); done
   for b in "${binds[@]}"; do restore_args+=(--bind "$b"); done
   ((verbose)) && restore_args+=(--verbose)
+  ((plain_memory)) && restore_args+=(--plain-memory)
   [[ -n $log ]] && restore_args+=(--log "$log")
   VPCI_GUEST_IN_NAMESPACE=1 exec unshare --mount --propagation private "$0" "${restore_args[@]}" \
     --checks "$checks" --expect "$expect" --append "$append" --timeout "$timeout" --memory "$memory"
@@ -102,11 +107,14 @@ kernel_args="console=ttyS0 panic=-1 loglevel=4 vpci.checks=$checks"
 kernel_args="$kernel_args$append"
 echo "run-guest: $(cat "$cache/root.stamp"), ${#sockets[@]} vfio-user device(s), append: $kernel_args" >&2
 
+memory_args=(-machine q35,memory-backend=mem -object "memory-backend-memfd,id=mem,size=${memory}M,share=on")
+((plain_memory)) && memory_args=(-machine q35)
+echo "run-guest: guest RAM ${memory} MiB, $( ((plain_memory)) && echo "plain (not shared)" || echo "shared memfd")" >&2
+
 started=$(date +%s.%N)
 set +e
 timeout --kill-after=10 "$timeout" chroot "$root" /usr/bin/qemu-system-x86_64 \
-  -machine q35,memory-backend=mem -accel tcg -m "${memory}M" -smp 1 \
-  -object "memory-backend-memfd,id=mem,size=${memory}M,share=on" \
+  "${memory_args[@]}" -accel tcg -m "${memory}M" -smp 1 \
   -nographic -no-reboot -nic none -vga none \
   -kernel /run/vpci-guest/work/vmlinuz -initrd /run/vpci-guest/work/initrd.gz \
   -append "$kernel_args" "${devices[@]}" "${qemu_args[@]}" </dev/null 2>&1 |

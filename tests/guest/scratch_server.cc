@@ -1,13 +1,10 @@
 // Test-only vfio-user server for the real-guest harness: serves one ScratchFunction
-// (server/scratch_function.h) per --socket, and one ScratchPciFunction through
-// server::FunctionAdapter per --adapter-socket, until SIGINT/SIGTERM, optionally tracing
-// every message (--trace FILE, "-" for stderr). On exit it prints one summary line per
-// device that the guest test asserts on:
-//   SCRATCH-SUMMARY <socket> connections=N protocol_errors=N resets=N dma_added=N
-//     dma_removed=N interrupts=N          (direct ScratchFunction)
-//   SCRATCH-SUMMARY <socket> connections=N protocol_errors=N resets=N dma_copies=N
-//     intx_asserts=N guest_memory_regions=N   (through the adapter)
-// Usage: vpci_scratch_server [--socket PATH...] [--adapter-socket PATH...] [--trace FILE]
+// (server/scratch_function.h, a pci::Function served like every vpci device) per
+// --socket until SIGINT/SIGTERM, optionally tracing every message (--trace FILE, "-" for
+// stderr). On exit it prints one summary line per device that the guest test asserts on:
+//   SCRATCH-SUMMARY <socket> connections=N protocol_errors=N dma_requests=N interrupts=N
+//     resets=N intx_raised=N guest_memory_regions=N
+// Usage: vpci_scratch_server --socket PATH... [--trace FILE]
 #include <pthread.h>
 #include <signal.h>
 
@@ -19,17 +16,14 @@
 #include <string>
 #include <vector>
 
-#include "server/function_adapter.h"
 #include "server/scratch_function.h"
 #include "server/socket_server.h"
-#include "tests/guest/scratch_pci_function.h"
 
 namespace {
 
 int usage() {
   std::fprintf(stderr,
-               "usage: vpci_scratch_server [--socket PATH...] [--adapter-socket PATH...] "
-               "[--trace FILE|-]\n");
+               "usage: vpci_scratch_server --socket PATH... [--trace FILE|-]\n");
   return 2;
 }
 
@@ -37,21 +31,18 @@ int usage() {
 
 int main(int argc, char** argv) {
   std::vector<std::string> sockets;
-  std::vector<std::string> adapter_sockets;
   std::string trace_path;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--socket" && i + 1 < argc) {
       sockets.emplace_back(argv[++i]);
-    } else if (arg == "--adapter-socket" && i + 1 < argc) {
-      adapter_sockets.emplace_back(argv[++i]);
     } else if (arg == "--trace" && i + 1 < argc) {
       trace_path = argv[++i];
     } else {
       return usage();
     }
   }
-  if (sockets.empty() && adapter_sockets.empty()) return usage();
+  if (sockets.empty()) return usage();
 
   // Block the stop signals before any server thread exists so only sigwait sees them.
   sigset_t stop_signals;
@@ -74,12 +65,10 @@ int main(int argc, char** argv) {
   std::mutex trace_mutex;  // several server threads share one trace file
 
   std::vector<std::unique_ptr<vpci::server::ScratchFunction>> functions;
-  // Destroyed in reverse: servers first, then adapters, then the functions they serve.
-  std::vector<std::unique_ptr<vpci::guest_test::ScratchPciFunction>> adapted;
-  std::vector<std::unique_ptr<vpci::server::FunctionAdapter>> adapters;
+  // Destroyed in reverse: servers first, then the functions they serve.
   std::vector<std::unique_ptr<vpci::server::VfioUserServer>> servers;
-  auto serve = [&](const std::string& path, vpci::server::PciFunction& function) {
-    auto server = vpci::server::VfioUserServer::create(path, function);
+  auto serve = [&](const std::string& path, vpci::server::ScratchFunction& function) {
+    auto server = vpci::server::VfioUserServer::create(path, function, function.guest_memory());
     if (!server) {
       std::fprintf(stderr, "scratch_server: %s\n", server.error().message.c_str());
       return false;
@@ -101,34 +90,22 @@ int main(int argc, char** argv) {
     functions.push_back(std::make_unique<vpci::server::ScratchFunction>());
     if (!serve(path, *functions.back())) return 1;
   }
-  for (const std::string& path : adapter_sockets) {
-    adapters.push_back(std::make_unique<vpci::server::FunctionAdapter>());
-    adapted.push_back(
-        std::make_unique<vpci::guest_test::ScratchPciFunction>(adapters.back()->guest_memory()));
-    adapters.back()->attach(*adapted.back());
-    if (!serve(path, *adapters.back())) return 1;
-  }
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   for (auto& server : servers) server->stop();
   for (std::size_t i = 0; i < servers.size(); ++i) {
     const auto& server = *servers[i];
-    std::printf("SCRATCH-SUMMARY %s connections=%llu protocol_errors=%llu ",
+    std::printf("SCRATCH-SUMMARY %s connections=%llu protocol_errors=%llu dma_requests=%llu "
+                "interrupts=%llu ",
                 server.socket_path().c_str(),
                 static_cast<unsigned long long>(server.connections_closed()),
-                static_cast<unsigned long long>(server.protocol_errors()));
-    if (i < functions.size()) {
-      const auto& f = *functions[i];
-      std::printf("resets=%u dma_added=%u dma_removed=%u interrupts=%u\n", f.reset_count(),
-                  f.dma_regions_added(), f.dma_regions_removed(), f.interrupts_delivered());
-    } else {
-      const std::size_t a = i - functions.size();
-      const auto& f = *adapted[a];
-      std::printf("resets=%u dma_copies=%u intx_asserts=%u guest_memory_regions=%zu\n", f.resets(),
-                  f.dma_copies(), f.intx_asserts(),
-                  adapters[a]->guest_memory()->snapshot()->regions().size());
-    }
+                static_cast<unsigned long long>(server.protocol_errors()),
+                static_cast<unsigned long long>(server.dma_requests_sent()),
+                static_cast<unsigned long long>(server.interrupts_signalled()));
+    const auto& f = *functions[i];
+    std::printf("resets=%u intx_raised=%u guest_memory_regions=%zu\n", f.reset_count(),
+                f.interrupts_raised(), f.guest_memory()->snapshot()->regions().size());
   }
   std::fflush(stdout);
   servers.clear();

@@ -10,6 +10,10 @@
 #   2. virtio_pci.force_legacy=1: the transitional devices and the legacy-over-mmr device
 #      bind through the legacy interface and pass the same checks (new pattern tag, so
 #      the host knows boot 2 wrote it).
+#   3. QEMU's default guest RAM (not shared: DMA_MAP without fds), modern interface:
+#      every ring access and buffer copy goes through DMA_READ/DMA_WRITE messages; rng
+#      bytes and blk patterns must work exactly as in boot 1, and the server says once
+#      per device that memory is not shared.
 # Finally SIGTERM: the server must exit 0 and remove its sockets.
 # VPCI_SKIP_GUEST=1 skips it (exit 77); anything else that keeps it from running fails.
 # Usage: serve-test.sh VPCI_BINARY
@@ -81,10 +85,11 @@ sockets=()
 for name in "${names[@]}"; do sockets+=(--socket "$work/sockets/$name.sock"); done
 # Guest PCI addresses follow the -device order: 00:01.0 rng0 ... 00:06.0 lom0.
 
-boot() {  # boot N EXTRA-APPEND EXPECT
-  local n=$1 status=0
-  "$here/run-guest.sh" "${sockets[@]}" --checks enumerate,config,rng,blk --expect "$3" \
-    --append "vpci.blk_tag=boot$n $2" --timeout 300 --log "$work/console$n.log" || status=$?
+boot() {  # boot N EXTRA-APPEND EXPECT [RUN-GUEST-ARG...]
+  local n=$1 append=$2 expect=$3 status=0
+  shift 3
+  "$here/run-guest.sh" "${sockets[@]}" --checks enumerate,config,rng,blk --expect "$expect" \
+    --append "vpci.blk_tag=boot$n $append" --timeout 300 --log "$work/console$n.log" "$@" || status=$?
   if ((status != 0)); then
     fail "boot $n: run-guest.sh exited $status"
     sed 's/^/  | /' "$work/console$n.log" >&2
@@ -125,6 +130,23 @@ if boot 2 "virtio_pci.force_legacy=1" "1af4:1001@virtio-pci,1af4:1005@virtio-pci
     "$here/check-pattern.sh" "$work/$image.img" 1048576 boot2 || fail "boot 2: pattern not in $image.img"
   done
 fi
+
+# ---- boot 3: plain (unshared) guest RAM ------------------------------------------------
+notices_before=$(grep -c 'is not shared with vpci' "$work/serve.log" || true)
+if boot 3 "" "1af4:1044@virtio-pci,1af4:1042@virtio-pci,1af4:1001@virtio-pci,1af4:1005@virtio-pci" --plain-memory; then
+  log=$work/console3.log
+  expect_line "$log" '^VPCI-RESULT rng-0000:00:01.0 PASS .*kind=msix iface=modern' "boot 3: rng over message DMA"
+  expect_line "$log" '^VPCI-RESULT blk-0000:00:02.0 PASS .*iface=modern' "boot 3: modern blk over message DMA"
+  expect_line "$log" '^VPCI-RESULT blk-0000:00:03.0 PASS .*iface=modern' "boot 3: transitional blk over message DMA"
+  expect_line "$log" '^VPCI-RESULT blk-0000:00:06.0 PASS' "boot 3: legacy-over-mmr blk over message DMA"
+  for image in modern transitional lom; do
+    "$here/check-pattern.sh" "$work/$image.img" 1048576 boot3 || fail "boot 3: pattern not in $image.img"
+  done
+fi
+notices=$(($(grep -c 'is not shared with vpci' "$work/serve.log" || true) - notices_before))
+# rng0, blk0, blk1, rng1 and lom0 touch guest memory; mmr0 has no driver. None before boot 3.
+((notices_before == 0 && notices == 5)) ||
+  fail "expected one unshared-memory notice per active device in boot 3 only (before: $notices_before, boot 3: $notices)"
 
 kill -TERM "$server_pid"
 status=0

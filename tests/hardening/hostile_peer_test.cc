@@ -1,5 +1,5 @@
 // A hostile vfio-user peer (issue 10, SECURITY.md): a virtio-blk (modern) and a
-// virtio-rng (transitional) served the way `vpci serve` serves them — FunctionAdapter +
+// virtio-rng (transitional) served the way `vpci serve` serves them — the transport
 // VfioUserServer on real AF_UNIX sockets, guest RAM in a memfd handed over with DMA_MAP —
 // and driven by the test virtio-pci driver through REGION_READ/WRITE. The peer then
 // truncates messages, lies about sizes (message_size vs payload, argsz, counts), sends
@@ -31,8 +31,8 @@
 
 #include "devices/virtio_blk.h"
 #include "devices/virtio_rng.h"
-#include "server/function_adapter.h"
 #include "server/socket_server.h"
+#include "server/vfio_regions.h"
 #include "tests/devices/blk_harness.h"
 #include "tests/server/test_client.h"
 #include "tests/virtio_pci/pci_driver.h"
@@ -130,7 +130,8 @@ struct SharedRam {
 
 // One served device and a client + driver for it.
 struct Served {
-  FunctionAdapter adapter;
+  std::shared_ptr<virtio::GuestMemory> memory = std::make_shared<virtio::GuestMemory>();
+  std::unique_ptr<pci::Function> function;
   std::unique_ptr<VfioUserServer> server;
   std::string path;
   SharedRam ram;
@@ -143,13 +144,13 @@ struct Served {
     virtio::pci::VirtioPciOptions options;
     options.kind = kind;
     options.msix_owner = pci::MsixTableOwner::kBus;
-    auto function = virtio::pci::make_virtio_pci_function(kind, std::move(device), adapter.guest_memory(), options);
-    EXPECT_TRUE(function.has_value());
-    if (!function) return;
-    remote = std::make_unique<RemoteFunction>(**function);
-    adapter.attach(std::unique_ptr<pci::Function>(std::move(*function)));
+    auto made = virtio::pci::make_virtio_pci_function(kind, std::move(device), memory, options);
+    EXPECT_TRUE(made.has_value());
+    if (!made) return;
+    remote = std::make_unique<RemoteFunction>(**made);
+    function = std::move(*made);
     path = socket_path(name);
-    auto created = VfioUserServer::create(path, adapter);
+    auto created = VfioUserServer::create(path, *function, memory);
     EXPECT_TRUE(created.has_value());
     if (!created) return;
     server = std::move(*created);

@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "server/vfio_regions.h"
 #include "server/scratch_function.h"
 #include "server/socket_server.h"
 #include "tests/server/test_client.h"
@@ -73,7 +74,7 @@ class ProtocolTest : public ::testing::Test {
  protected:
   void SetUp() override {
     path_ = temp_socket_path("scratch.sock");
-    auto server = VfioUserServer::create(path_, function_);
+    auto server = VfioUserServer::create(path_, function_, function_.guest_memory());
     ASSERT_TRUE(server.has_value()) << server.error().message;
     server_ = std::move(*server);
     server_->start();
@@ -663,7 +664,7 @@ TEST_F(ProtocolTest, DisconnectMidMessageResetsDeviceAndAcceptsNextClient) {
   client_->close();
   wait_connections_closed(1);
   EXPECT_FALSE(function_.is_connected());
-  EXPECT_EQ(function_.dma_regions_removed(), 1u);
+  EXPECT_TRUE(function_.guest_memory()->snapshot()->regions().empty());
   EXPECT_GE(function_.reset_count(), 1u);
   // A new client on the same socket sees a freshly reset device.
   auto next = TestClient::connect(path_);
@@ -703,7 +704,7 @@ TEST_F(ProtocolTest, ThousandConnectionsLeakNoFds) {
   }
   wait_connections_closed(1 + kCycles);
   EXPECT_EQ(testing::open_fd_count(), before);
-  EXPECT_EQ(function_.dma_regions_added(), function_.dma_regions_removed());
+  EXPECT_TRUE(function_.guest_memory()->snapshot()->regions().empty());
 }
 
 TEST(MultiDeviceTest, DevicesOnSeparateSocketsAreIndependent) {
@@ -711,8 +712,8 @@ TEST(MultiDeviceTest, DevicesOnSeparateSocketsAreIndependent) {
   ScratchFunction second;
   const std::string first_path = temp_socket_path("first.sock");
   const std::string second_path = temp_socket_path("second.sock");
-  auto server1 = VfioUserServer::create(first_path, first);
-  auto server2 = VfioUserServer::create(second_path, second);
+  auto server1 = VfioUserServer::create(first_path, first, first.guest_memory());
+  auto server2 = VfioUserServer::create(second_path, second, second.guest_memory());
   ASSERT_TRUE(server1 && server2);
   (*server1)->start();
   (*server2)->start();
@@ -758,7 +759,7 @@ TEST_F(ProtocolTest, PayloadArrivingAfterTheHeaderIsWaitedFor) {
 TEST(ServerStatsTest, CountsMessagesByCommandRegionAndPosted) {
   ScratchFunction function;
   const std::string path = temp_socket_path("stats.sock");
-  auto server = VfioUserServer::create(path, function);
+  auto server = VfioUserServer::create(path, function, function.guest_memory());
   ASSERT_TRUE(server);
   EXPECT_TRUE((*server)->stats().empty());  // off until enabled
   (*server)->enable_stats();
@@ -789,8 +790,8 @@ TEST(ServerCreateTest, RefusesPathsThatAreNotSockets) {
   ScratchFunction function;
   const std::string path = temp_socket_path("regular-file");
   { std::ofstream(path) << "x"; }
-  EXPECT_FALSE(VfioUserServer::create(path, function).has_value());
-  EXPECT_FALSE(VfioUserServer::create(std::string(200, 'a'), function).has_value());
+  EXPECT_FALSE(VfioUserServer::create(path, function, function.guest_memory()).has_value());
+  EXPECT_FALSE(VfioUserServer::create(std::string(200, 'a'), function, function.guest_memory()).has_value());
   std::filesystem::remove(path);
 }
 

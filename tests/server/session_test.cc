@@ -27,7 +27,7 @@ std::vector<std::uint8_t> version_payload() { return {0, 0, 0, 0}; }
 
 TEST(SessionTest, FramingErrorsAskToClose) {
   ScratchFunction function;
-  VfioUserSession session(function);
+  VfioUserSession session(function, function.guest_memory());
   IncomingMessage short_message;
   short_message.bytes = {1, 2, 3};
   EXPECT_TRUE(session.handle(std::move(short_message)).close_connection);
@@ -44,7 +44,7 @@ TEST(SessionTest, FramingErrorsAskToClose) {
 TEST(SessionTest, LifecycleCallsReachTheFunction) {
   ScratchFunction function;
   {
-    VfioUserSession session(function);
+    VfioUserSession session(function, function.guest_memory());
     EXPECT_TRUE(function.is_connected());
     EXPECT_TRUE(session.handle(message(kVersion, version_payload())).reply.has_value());
     // An fd-less DMA map is recorded and reported.
@@ -56,11 +56,17 @@ TEST(SessionTest, LifecycleCallsReachTheFunction) {
     const DispatchResult result = session.handle(message(kDmaMap, map));
     ASSERT_TRUE(result.reply.has_value());
     EXPECT_EQ(decode_header(*result.reply).flags & kFlagError, 0u) << session.last_error();
-    EXPECT_EQ(function.dma_regions_added(), 1u);
-    EXPECT_FALSE(session.memory().translate(0x1000, 4, false).has_value());
+    // It reaches the device's memory as a message-backed region: no host mapping, so
+    // zero-copy access is refused while copies go through DMA_READ/DMA_WRITE.
+    const auto memory = function.guest_memory()->snapshot();
+    ASSERT_EQ(memory->regions().size(), 1u);
+    EXPECT_EQ(memory->regions()[0]->host(), nullptr);
+    EXPECT_FALSE(memory->all_host_mapped());
+    EXPECT_FALSE(memory->host_buffers(0x1000, 4, virtio::Access::kRead).has_value());
+    EXPECT_EQ(session.dma_maps().unshared_count(), 1u);
   }
   EXPECT_FALSE(function.is_connected());
-  EXPECT_EQ(function.dma_regions_removed(), 1u);
+  EXPECT_TRUE(function.guest_memory()->snapshot()->regions().empty());
   EXPECT_EQ(function.reset_count(), 1u);
 }
 

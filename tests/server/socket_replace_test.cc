@@ -45,11 +45,11 @@ class SocketReplaceTest : public ::testing::Test {
 };
 
 TEST_F(SocketReplaceTest, ALiveSocketIsRefusedAndKeepsServing) {
-  auto first = VfioUserServer::create(path_, function_);
+  auto first = VfioUserServer::create(path_, function_, function_.guest_memory());
   ASSERT_TRUE(first.has_value()) << first.error().message;
   (*first)->start();
   ScratchFunction other;
-  auto second = VfioUserServer::create(path_, other);
+  auto second = VfioUserServer::create(path_, other, other.guest_memory());
   ASSERT_FALSE(second.has_value());
   EXPECT_EQ(second.error().code, ErrorCode::kConflict);
   EXPECT_THAT(second.error().message,
@@ -69,7 +69,7 @@ TEST_F(SocketReplaceTest, AStaleSocketFileIsReplaced) {
     ::close(fd);
   }
   ASSERT_TRUE(std::filesystem::is_socket(path_));
-  auto server = VfioUserServer::create(path_, function_);
+  auto server = VfioUserServer::create(path_, function_, function_.guest_memory());
   ASSERT_TRUE(server.has_value()) << server.error().message;
   (*server)->start();
   EXPECT_TRUE(answers());
@@ -78,7 +78,7 @@ TEST_F(SocketReplaceTest, AStaleSocketFileIsReplaced) {
 }
 
 TEST_F(SocketReplaceTest, OnlyTheSocketThisServerBoundIsRemoved) {
-  auto server = VfioUserServer::create(path_, function_);
+  auto server = VfioUserServer::create(path_, function_, function_.guest_memory());
   ASSERT_TRUE(server.has_value()) << server.error().message;
   (*server)->start();
   // Someone removes the file and puts another one there meanwhile.
@@ -86,7 +86,7 @@ TEST_F(SocketReplaceTest, OnlyTheSocketThisServerBoundIsRemoved) {
   std::ofstream(path_) << "not yours";
   server->reset();
   EXPECT_TRUE(std::filesystem::exists(path_));
-  EXPECT_FALSE(VfioUserServer::create(path_, function_).has_value());  // not a socket
+  EXPECT_FALSE(VfioUserServer::create(path_, function_, function_.guest_memory()).has_value());  // not a socket
 }
 
 }  // namespace

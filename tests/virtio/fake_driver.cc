@@ -17,13 +17,45 @@ namespace {
 
 // ---- FakeGuestRam ----------------------------------------------------------------------------
 
-FakeGuestRam::FakeGuestRam(std::shared_ptr<GuestMemory> memory, GuestAddress base, std::size_t size)
+// The message path of a message-backed FakeGuestRam: copies to and from the block, and
+// counts the accesses (GuestMemory has already checked bounds and permissions).
+class FakeGuestRam::Messages final : public MessageMemory {
+ public:
+  Messages(std::uint8_t* data, GuestAddress base) : data_(data), base_(base) {}
+  Status read(GuestAddress address, std::span<std::uint8_t> out) override {
+    ++accesses;
+    std::memcpy(out.data(), data_ + (address - base_), out.size());
+    return {};
+  }
+  Status write(GuestAddress address, std::span<const std::uint8_t> data) override {
+    ++accesses;
+    std::memcpy(data_ + (address - base_), data.data(), data.size());
+    return {};
+  }
+  std::atomic<std::uint64_t> accesses{0};
+
+ private:
+  std::uint8_t* data_;
+  GuestAddress base_;
+};
+
+FakeGuestRam::FakeGuestRam(std::shared_ptr<GuestMemory> memory, GuestAddress base, std::size_t size,
+                           RamBacking backing)
     : memory_(std::move(memory)), base_(base), owned_(size, 0), data_(owned_.data()), size_(size) {
   MemoryRegionSpec spec;
   spec.guest_address = base;
   spec.size = size;
-  spec.host = data_;
+  if (backing == RamBacking::kMessages) {
+    messages_ = std::make_shared<Messages>(data_, base);
+    spec.messages = messages_;
+  } else {
+    spec.host = data_;
+  }
   if (!memory_->add_region(std::move(spec))) die("cannot register guest RAM");
+}
+
+std::uint64_t FakeGuestRam::message_accesses() const {
+  return messages_ ? messages_->accesses.load() : 0;
 }
 
 FakeGuestRam::FakeGuestRam(std::shared_ptr<GuestMemory> memory, GuestAddress base,

@@ -22,10 +22,16 @@
 
 namespace vpci::virtio::testing {
 
+// How the device reaches a FakeGuestRam: host-mapped (the device gets a host pointer, as
+// with memfd-shared guest RAM) or message-backed (every access goes through a
+// MessageMemory, as with vfio-user maps without an fd).
+enum class RamBacking : std::uint8_t { kMapped, kMessages };
+
 // One block of guest RAM at [base, base + size) with a bump allocator.
 class FakeGuestRam {
  public:
-  FakeGuestRam(std::shared_ptr<GuestMemory> memory, GuestAddress base, std::size_t size);
+  FakeGuestRam(std::shared_ptr<GuestMemory> memory, GuestAddress base, std::size_t size,
+               RamBacking backing = RamBacking::kMapped);
   // RAM the caller owns (e.g. a memfd mapping shared with a vfio-user server); it must
   // outlive this object. Registered in `memory` like owned RAM.
   FakeGuestRam(std::shared_ptr<GuestMemory> memory, GuestAddress base, std::span<std::uint8_t> external);
@@ -55,6 +61,8 @@ class FakeGuestRam {
     std::memcpy(&value, bytes.data(), sizeof(T));
     return value;
   }
+  // Device accesses through the message path (RamBacking::kMessages).
+  [[nodiscard]] std::uint64_t message_accesses() const;
   // True if [host, host + length) lies inside this RAM block.
   [[nodiscard]] bool owns(const std::uint8_t* host, std::uint64_t length) const;
 
@@ -65,6 +73,8 @@ class FakeGuestRam {
   std::uint8_t* data_ = nullptr;
   std::size_t size_ = 0;
   std::size_t next_ = 0;
+  class Messages;
+  std::shared_ptr<Messages> messages_;  // RamBacking::kMessages only
 };
 
 // One buffer element as the driver describes it.

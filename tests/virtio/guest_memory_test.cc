@@ -1,6 +1,7 @@
 #include "virtio/guest_memory.h"
 
 #include <atomic>
+#include <cstring>
 #include <map>
 #include <thread>
 #include <vector>
@@ -111,6 +112,77 @@ TEST(GuestMemory, BadRegionsAreRefused) {
   null_host.guest_address = 0x9000;
   null_host.size = 16;
   EXPECT_FALSE(memory.add_region(std::move(null_host)));
+}
+
+// A MessageMemory that serves a vector, counting calls, optionally failing.
+class VectorMessages final : public MessageMemory {
+ public:
+  VectorMessages(GuestAddress base, std::size_t size) : base_(base), bytes_(size, 0) {}
+  Status read(GuestAddress address, std::span<std::uint8_t> out) override {
+    ++calls;
+    if (fail) return make_error(ErrorCode::kIoError, "peer gone");
+    std::memcpy(out.data(), bytes_.data() + (address - base_), out.size());
+    return {};
+  }
+  Status write(GuestAddress address, std::span<const std::uint8_t> data) override {
+    ++calls;
+    if (fail) return make_error(ErrorCode::kIoError, "peer gone");
+    std::memcpy(bytes_.data() + (address - base_), data.data(), data.size());
+    return {};
+  }
+  std::vector<std::uint8_t>& bytes() { return bytes_; }
+  int calls = 0;
+  bool fail = false;
+
+ private:
+  GuestAddress base_;
+  std::vector<std::uint8_t> bytes_;
+};
+
+TEST(GuestMemory, RegionsNeedExactlyOneOfHostAndMessages) {
+  GuestMemory memory;
+  std::vector<std::uint8_t> ram(64);
+  MemoryRegionSpec both = region(0x1000, ram);
+  both.messages = std::make_shared<VectorMessages>(0x1000, 64);
+  EXPECT_EQ(memory.add_region(std::move(both)).error().code, ErrorCode::kInvalidArgument);
+  MemoryRegionSpec messages;
+  messages.guest_address = 0x1000;
+  messages.size = 64;
+  messages.messages = std::make_shared<VectorMessages>(0x1000, 64);
+  EXPECT_TRUE(memory.add_region(std::move(messages)));
+}
+
+// Reads and writes reach message-backed regions through their MessageMemory, also when
+// a range spans a mapped and a message-backed region; zero-copy views are refused there,
+// and a failing peer fails the access.
+TEST(GuestMemory, MessageBackedRegionsAreReachedThroughTheirMessages) {
+  GuestMemory memory;
+  std::vector<std::uint8_t> ram(0x1000, 0xAA);
+  ASSERT_TRUE(memory.add_region(region(0x1000, ram)));
+  auto messages = std::make_shared<VectorMessages>(0x2000, 0x1000);
+  MemoryRegionSpec spec;
+  spec.guest_address = 0x2000;
+  spec.size = 0x1000;
+  spec.messages = messages;
+  ASSERT_TRUE(memory.add_region(std::move(spec)));
+  const auto map = memory.snapshot();
+  EXPECT_FALSE(map->all_host_mapped());
+
+  const std::vector<std::uint8_t> data{1, 2, 3, 4, 5, 6, 7, 8};
+  ASSERT_TRUE(map->write(0x1FFC, data));  // 4 bytes mapped, 4 through messages
+  EXPECT_EQ(ram[0xFFC], 1);
+  EXPECT_EQ(ram[0xFFF], 4);
+  EXPECT_EQ(messages->bytes()[0], 5);
+  EXPECT_EQ(messages->bytes()[3], 8);
+  std::vector<std::uint8_t> back(8);
+  ASSERT_TRUE(map->read(0x1FFC, back));
+  EXPECT_EQ(back, data);
+  EXPECT_EQ(messages->calls, 2);
+  EXPECT_EQ(map->host_buffers(0x2000, 16, Access::kRead).error().code, ErrorCode::kUnsupported);
+  EXPECT_TRUE(map->host_buffers(0x1000, 16, Access::kRead));
+
+  messages->fail = true;
+  EXPECT_EQ(map->read(0x2000, back).error().code, ErrorCode::kIoError);
 }
 
 TEST(GuestMemory, RemoveRangeNeverSplitsRegions) {

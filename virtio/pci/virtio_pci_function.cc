@@ -451,39 +451,12 @@ vp::BarInfo VirtioPciFunction::bar_info(unsigned bar) const {
 }
 
 Status VirtioPciFunction::config_read(std::uint32_t offset, std::span<std::uint8_t> data) {
-  if (offset > config_.size() || data.size() > config_.size() - offset) {
-    return refuse_read(data,
-                       Error{ErrorCode::kOutOfRange,
-                             fmt::format("config read of {} bytes at {:#x}", data.size(), offset)});
-  }
-  std::size_t done = 0;
-  while (done < data.size()) {
-    const std::uint32_t at = offset + static_cast<std::uint32_t>(done);
-    unsigned width = 4;
-    while (width > 1 && (at % width != 0 || data.size() - done < width)) width /= 2;
-    auto value = config_.read(at, width);
-    if (!value) return refuse_read(data, value.error());
-    store_le(data.subspan(done, width), *value);
-    done += width;
-  }
+  if (auto done = config_.read_bytes(offset, data); !done) return refuse_read(data, done.error());
   return {};
 }
 
 Status VirtioPciFunction::config_write(std::uint32_t offset, std::span<const std::uint8_t> data) {
-  if (offset > config_.size() || data.size() > config_.size() - offset) {
-    return make_error(ErrorCode::kOutOfRange, "config write of {} bytes at {:#x}", data.size(),
-                      offset);
-  }
-  std::size_t done = 0;
-  while (done < data.size()) {
-    const std::uint32_t at = offset + static_cast<std::uint32_t>(done);
-    unsigned width = 4;
-    while (width > 1 && (at % width != 0 || data.size() - done < width)) width /= 2;
-    VPCI_TRY(
-        config_.write(at, width, static_cast<std::uint32_t>(load_le(data.subspan(done, width)))));
-    done += width;
-  }
-  return {};
+  return config_.write_bytes(offset, data);
 }
 
 Status VirtioPciFunction::bar_read(unsigned bar, std::uint64_t offset,

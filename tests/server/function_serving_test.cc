@@ -1,6 +1,6 @@
-// FunctionAdapter over a real socket: a pci::Function test double served by
-// VfioUserServer, driven by TestClient the way QEMU drives it.
-#include "server/function_adapter.h"
+// A pci::Function served by VfioUserServer over a real socket, driven by TestClient the
+// way QEMU drives it: region and IRQ numbering, access splitting, INTx automasking, MSI-X,
+// and DMA maps feeding the device's guest memory (server/session.h, vfio_regions.h).
 
 #include <poll.h>
 #include <unistd.h>
@@ -18,6 +18,7 @@
 #include <sys/mman.h>
 
 #include "server/socket_server.h"
+#include "server/vfio_regions.h"
 #include "tests/server/test_client.h"
 
 namespace vpci::server {
@@ -90,7 +91,7 @@ class RecordingFunction final : public pci::Function {
 
 std::string temp_socket_path(const std::string& name) {
   const auto dir =
-      std::filesystem::temp_directory_path() / ("vpci-adapter-test-" + std::to_string(::getpid()));
+      std::filesystem::temp_directory_path() / ("vpci-function-test-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   return (dir / name).string();
 }
@@ -102,12 +103,11 @@ bool eventfd_fired(int fd, int timeout_ms = 1000) {
   return ::read(fd, &value, sizeof(value)) == sizeof(value) && value > 0;
 }
 
-class FunctionAdapterTest : public ::testing::Test {
+class FunctionServingTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    adapter_.attach(function_);
-    path_ = temp_socket_path("adapter.sock");
-    auto server = VfioUserServer::create(path_, adapter_);
+    path_ = temp_socket_path("function.sock");
+    auto server = VfioUserServer::create(path_, function_, memory_);
     ASSERT_TRUE(server.has_value()) << server.error().message;
     server_ = std::move(*server);
     server_->start();
@@ -140,13 +140,13 @@ class FunctionAdapterTest : public ::testing::Test {
   }
 
   RecordingFunction function_;
-  FunctionAdapter adapter_;
+  std::shared_ptr<virtio::GuestMemory> memory_ = std::make_shared<virtio::GuestMemory>();
   std::string path_;
   std::unique_ptr<VfioUserServer> server_;
   std::optional<TestClient> client_;
 };
 
-TEST_F(FunctionAdapterTest, RegionsComeFromBarsAndConfigSize) {
+TEST_F(FunctionServingTest, RegionsComeFromBarsAndConfigSize) {
   const std::array<std::uint64_t, kRegionCount> sizes{0x4000, 0, 0x20, 0, 0, 0, 0, 4096, 0};
   for (unsigned i = 0; i < kRegionCount; ++i) {
     auto reply = call(kDeviceGetRegionInfo, testing::region_info(i));
@@ -157,7 +157,7 @@ TEST_F(FunctionAdapterTest, RegionsComeFromBarsAndConfigSize) {
   }
 }
 
-TEST_F(FunctionAdapterTest, IrqCounts) {
+TEST_F(FunctionServingTest, IrqCounts) {
   // INTx 1, MSI 0, MSI-X = vectors, ERR 1 (QEMU enables error recovery), REQ 0.
   const std::array<std::uint32_t, kIrqIndexCount> counts{1, 0, 4, 1, 0};
   for (unsigned i = 0; i < kIrqIndexCount; ++i) {
@@ -167,7 +167,7 @@ TEST_F(FunctionAdapterTest, IrqCounts) {
   }
 }
 
-TEST_F(FunctionAdapterTest, AccessesAreForwardedAndOddSizesSplitNaturally) {
+TEST_F(FunctionServingTest, AccessesAreForwardedAndOddSizesSplitNaturally) {
   auto config = call(kRegionRead, testing::region_read(kRegionConfig, 0, 4096));
   ASSERT_TRUE(config && config->payload.size() == kRegionAccessSize + 4096);
   EXPECT_EQ(config->payload[kRegionAccessSize], 0xF4);
@@ -184,7 +184,7 @@ TEST_F(FunctionAdapterTest, AccessesAreForwardedAndOddSizesSplitNaturally) {
   EXPECT_EQ(function_.accesses, expected);
 }
 
-TEST_F(FunctionAdapterTest, IntxLevelIsAutomaskedAndRetriggeredOnUnmask) {
+TEST_F(FunctionServingTest, IntxLevelIsAutomaskedAndRetriggeredOnUnmask) {
   UniqueFd irq(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   const int fd = irq.get();
   call(kDeviceSetIrqs, testing::set_irqs(kIrqSetDataEventfd | kIrqSetActionTrigger, kIrqIntx, 0, 1),
@@ -198,7 +198,7 @@ TEST_F(FunctionAdapterTest, IntxLevelIsAutomaskedAndRetriggeredOnUnmask) {
   EXPECT_FALSE(eventfd_fired(fd, 100));
 }
 
-TEST_F(FunctionAdapterTest, MsixVectorsReachTheirEventfds) {
+TEST_F(FunctionServingTest, MsixVectorsReachTheirEventfds) {
   std::array<UniqueFd, 4> irqs;
   std::array<int, 4> fds{};
   for (std::size_t i = 0; i < 4; ++i) {
@@ -214,7 +214,7 @@ TEST_F(FunctionAdapterTest, MsixVectorsReachTheirEventfds) {
   EXPECT_FALSE(eventfd_fired(fds[3], 0));
 }
 
-TEST_F(FunctionAdapterTest, DmaMapsAppearInGuestMemoryAndUnmapWaitsForSnapshots) {
+TEST_F(FunctionServingTest, DmaMapsAppearInGuestMemoryAndUnmapWaitsForSnapshots) {
   constexpr std::size_t kRam = 0x4000;
   UniqueFd ram(::memfd_create("guest-ram", MFD_CLOEXEC));
   ASSERT_EQ(::ftruncate(ram.get(), kRam), 0);
@@ -224,11 +224,14 @@ TEST_F(FunctionAdapterTest, DmaMapsAppearInGuestMemoryAndUnmapWaitsForSnapshots)
   std::memcpy(host + 0x1010, "vpci", 4);
   const int fd = ram.get();
   call(kDmaMap, testing::dma_map(kDmaMapRead | kDmaMapWrite, 0, 0x80000, kRam), std::span(&fd, 1));
-  // An fd-less map (QEMU's ROM areas) is not guest memory the device can use.
+  // An fd-less map (QEMU's ROM areas) becomes a message-backed region: no host mapping.
   call(kDmaMap, testing::dma_map(kDmaMapRead, 0, 0xFFFC0000, 0x1000));
 
-  std::shared_ptr<const virtio::MemoryMap> in_flight = adapter_.guest_memory()->snapshot();
-  ASSERT_EQ(in_flight->regions().size(), 1u);
+  std::shared_ptr<const virtio::MemoryMap> in_flight = memory_->snapshot();
+  ASSERT_EQ(in_flight->regions().size(), 2u);
+  EXPECT_NE(in_flight->regions()[0]->host(), nullptr);
+  EXPECT_EQ(in_flight->regions()[1]->host(), nullptr);
+  EXPECT_FALSE(in_flight->all_host_mapped());
   std::array<std::uint8_t, 4> word{};
   ASSERT_TRUE(in_flight->read(0x81010, word).has_value());
   EXPECT_EQ(std::memcmp(word.data(), "vpci", 4), 0);
@@ -250,7 +253,8 @@ TEST_F(FunctionAdapterTest, DmaMapsAppearInGuestMemoryAndUnmapWaitsForSnapshots)
   in_flight.reset();
   unmapper.join();
   EXPECT_TRUE(dropped_before_reply);
-  EXPECT_TRUE(adapter_.guest_memory()->snapshot()->regions().empty());
+  ASSERT_EQ(memory_->snapshot()->regions().size(), 1u);
+  EXPECT_EQ(memory_->snapshot()->regions()[0]->guest_address(), 0xFFFC0000u);
   ::munmap(host, kRam);
 }
 
@@ -258,9 +262,9 @@ TEST_F(FunctionAdapterTest, DmaMapsAppearInGuestMemoryAndUnmapWaitsForSnapshots)
 // with the server's message trace, tests/guest): DMA maps before GET_INFO, an fd-less
 // ROM map, ROM BAR probing through config, INTx eventfd set/disable/set around
 // DEVICE_RESET, then the PAM/ROM churn that splits guest RAM into pieces and rejoins it.
-// Every request must succeed, and the adapter's GuestMemory must end up mirroring
-// exactly the fd-backed RAM.
-TEST_F(FunctionAdapterTest, QemuAttachSequenceReplays) {
+// Every request must succeed, and the device's GuestMemory must end up holding exactly
+// the final maps.
+TEST_F(FunctionServingTest, QemuAttachSequenceReplays) {
   constexpr std::uint64_t kRam = 0x20000000;  // -m 512, memory-backend-memfd share=on
   UniqueFd ram(::memfd_create("guest-ram", MFD_CLOEXEC));
   ASSERT_EQ(::ftruncate(ram.get(), kRam), 0);
@@ -320,10 +324,13 @@ TEST_F(FunctionAdapterTest, QemuAttachSequenceReplays) {
 
   EXPECT_EQ(server_->protocol_errors(), 0u);
   EXPECT_EQ(function_.resets.load(), 1);
-  const auto memory = adapter_.guest_memory()->snapshot();
-  ASSERT_EQ(memory->regions().size(), 1u);  // the fd-less ROM map is not device-visible
+  const auto memory = memory_->snapshot();
+  // RAM, mapped, and the fd-less BIOS ROM, message-backed.
+  ASSERT_EQ(memory->regions().size(), 2u);
   EXPECT_EQ(memory->regions()[0]->guest_address(), 0u);
   EXPECT_EQ(memory->regions()[0]->size(), kRam);
+  EXPECT_EQ(memory->regions()[1]->guest_address(), 0xFFFC0000u);
+  EXPECT_EQ(memory->regions()[1]->host(), nullptr);
   const std::array<std::uint8_t, 4> word{1, 2, 3, 4};
   ASSERT_TRUE(memory->write(kRam - 4, word).has_value());
   std::array<std::uint8_t, 4> back{};
@@ -331,12 +338,12 @@ TEST_F(FunctionAdapterTest, QemuAttachSequenceReplays) {
   EXPECT_EQ(back, word);
 }
 
-TEST_F(FunctionAdapterTest, DisconnectResetsDetachesAndEmptiesGuestMemory) {
+TEST_F(FunctionServingTest, DisconnectResetsDetachesAndEmptiesGuestMemory) {
   UniqueFd ram(::memfd_create("guest-ram", MFD_CLOEXEC));
   ASSERT_EQ(::ftruncate(ram.get(), 0x1000), 0);
   const int fd = ram.get();
   call(kDmaMap, testing::dma_map(kDmaMapRead, 0, 0x1000, 0x1000), std::span(&fd, 1));
-  ASSERT_EQ(adapter_.guest_memory()->snapshot()->regions().size(), 1u);
+  ASSERT_EQ(memory_->snapshot()->regions().size(), 1u);
   EXPECT_NE(function_.output.load(), nullptr);
   client_->close();
   for (int i = 0; i < 500 && server_->connections_closed() < 1; ++i) {
@@ -345,7 +352,7 @@ TEST_F(FunctionAdapterTest, DisconnectResetsDetachesAndEmptiesGuestMemory) {
   ASSERT_EQ(server_->connections_closed(), 1u);
   EXPECT_EQ(function_.resets.load(), 1);
   EXPECT_EQ(function_.output.load(), nullptr);
-  EXPECT_TRUE(adapter_.guest_memory()->snapshot()->regions().empty());
+  EXPECT_TRUE(memory_->snapshot()->regions().empty());
 }
 
 }  // namespace
