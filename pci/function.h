@@ -29,6 +29,10 @@
 
 #include "base/error.h"
 
+namespace vpci {
+class EventLoop;
+}
+
 namespace vpci::pci {
 
 inline constexpr unsigned kBarCount = 6;
@@ -81,6 +85,12 @@ class Function {
   virtual void set_interrupt_output(InterruptOutput* output) = 0;
   // Function-level reset: config space and device return to the power-on state.
   virtual void reset() = 0;
+  // The event loop the bus runs this function on (base/event_loop.h): every call above
+  // comes from its thread, and the device's back end registers its own sources (fds,
+  // timers, deferred work) there. nullptr (the default, and for in-process buses such
+  // as the test driver): no loop; devices that need one refuse to start. Not owned;
+  // set before the first access and cleared before the loop goes away.
+  virtual void set_event_loop(EventLoop* loop) { (void)loop; }
 };
 
 }  // namespace vpci::pci

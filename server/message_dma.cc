@@ -25,12 +25,6 @@ Status MessageDma::check_usable() {
                       "thread");
   }
   if (lost_) return make_error(ErrorCode::kIoError, "the client connection is gone");
-  if (in_exchange_) {
-    // A command served while another access waits for its reply (socket_server.cc,
-    // Connection) asked for DMA itself; one exchange is outstanding at a time.
-    return make_error(ErrorCode::kUnsupported,
-                      "guest memory without a file descriptor is busy with another access");
-  }
   return {};
 }
 
@@ -85,11 +79,9 @@ Result<MessageDma::Payload> MessageDma::exchange(std::uint16_t command) {
                                  kTypeCommand, 0});
   std::size_t reply_fds = 0;
   std::string detail;
-  in_exchange_ = true;
   ++requests_sent_;
   const ClientChannel::Outcome outcome =
       channel_->exchange(request_, msg_id, reply_, reply_fds, detail);
-  in_exchange_ = false;
   switch (outcome) {
     case ClientChannel::Outcome::kReply: break;
     case ClientChannel::Outcome::kTimedOut:

@@ -6,11 +6,14 @@
 //
 //   * Only on the server thread, while it serves a connection: the exchange blocks that
 //     thread until the client answers (or the timeout fails the access). Commands the
-//     client sends meanwhile are served by the channel — register accesses at once, maps,
-//     unmaps and resets after the current command (server/socket_server.cc, Connection,
-//     says why) — and the device core defers notifications, so the device is never
-//     reentered. Elsewhere, or from inside another access's wait, an access fails
-//     (kUnsupported).
+//     client sends meanwhile are served by the channel — register accesses at once (and
+//     they may need DMA of their own: exchanges nest, replies for outer ones are kept),
+//     maps, unmaps and resets after the current command (server/connection.h says why) —
+//     and the device core defers notifications, so the device is never reentered.
+//     Elsewhere an access fails (kUnsupported).
+//   * The request and reply buffers are shared by nested exchanges: an outer request is
+//     sent before anything nests, and an inner exchange has parsed its reply before the
+//     outer one resumes.
 //   * msg_ids are our own counter; one request is outstanding at a time; pieces are at
 //     most min(client's max_data_xfer_size from VERSION, our 1 MiB).
 //   * Layouts (reference §7): the spec and libvfio-user use {u64 address, u64 count,
@@ -107,7 +110,6 @@ class MessageDma final : public virtio::MessageMemory {
   FirstUseHook first_use_;
   bool used_ = false;
   bool lost_ = false;
-  bool in_exchange_ = false;
   Layout layout_ = Layout::kUnknown;
   std::uint64_t client_max_transfer_ = vfio_user::kMaxDataXferSize;  // spec default 1 MiB
   std::uint16_t next_msg_id_ = 1;

@@ -2,28 +2,29 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/eventfd.h>
-#include <sys/file.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
-#include <deque>
-#include <functional>
-#include <filesystem>
-#include <optional>
 #include <cstdio>
 #include <cstring>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <optional>
 #include <thread>
 #include <vector>
 
 #include <fmt/format.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 
+#include "server/connection.h"
 #include "server/protocol.h"
 #include "server/session.h"
 #include "server/trace.h"
@@ -85,352 +86,14 @@ void remove_if_ours(const std::string& socket_path, const BoundSocket& bound) {
   ::unlink(socket_path.c_str());
 }
 
-enum class ReadStatus { kOk, kClosed, kStopped };
-
-// Waits until `fd` is readable or the stop eventfd fires.
-ReadStatus wait_readable(int fd, int stop_fd) {
-  std::array<pollfd, 2> fds{pollfd{fd, POLLIN, 0}, pollfd{stop_fd, POLLIN, 0}};
-  while (true) {
-    const int n = ::poll(fds.data(), fds.size(), -1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ReadStatus::kClosed;
-    if ((fds[1].revents & POLLIN) != 0) return ReadStatus::kStopped;
-    if (fds[0].revents != 0) return ReadStatus::kOk;
-  }
-}
-
-// The receiving half of one connection: reads as much as the socket holds with one
-// recvmsg into a reused buffer and cuts whole messages out of it, so a request costs
-// one recvmsg (not header + payload) and a burst of posted writes one recvmsg for
-// many messages.
-//
-// File descriptors: SCM_RIGHTS fds belong to the message that contains the last byte
-// of the recvmsg that returned them. Linux ends a stream recvmsg right after the
-// segment that carried fds (af_unix stream reads stop once fds were collected), and
-// that segment starts the sendmsg the fds were sent with; a client sending one
-// message per sendmsg (QEMU does) therefore gets its fds attached to that message,
-// exactly as when the header and payload were read separately.
-//
-// Nested reads: while a command is being handled it may need a DMA reply from the
-// client (ClientChannel), so the reader must read on while the handler still views that
-// command in buffer_. detach_current() moves the whole buffer aside (parked_: the
-// vector's heap block, and so the view, stay put) and continues in a fresh buffer with
-// the bytes after the command; release_parked() drops it once the command is done.
-// Only the DMA path pays for this.
-class MessageReader {
- public:
-  enum class Status { kMessage, kClosed, kTooLarge, kTimedOut };
-  using Clock = std::chrono::steady_clock;
-
-  // Blocks until one whole message is buffered (or `deadline`, if given, passes);
-  // `message` then views it (valid until the next call) and `fds` holds the
-  // descriptors that belong to it.
-  Status next(int fd, std::span<const std::uint8_t>& message, std::vector<UniqueFd>& fds,
-              bool& fds_truncated, std::optional<Clock::time_point> deadline = std::nullopt) {
-    consume_previous();
-    while (true) {
-      const std::size_t available = end_ - begin_;
-      if (available >= vfio_user::kHeaderSize) {
-        const vfio_user::Header header = vfio_user::decode_header(
-            std::span<const std::uint8_t>(buffer_.data() + begin_, vfio_user::kHeaderSize));
-        // Framing: a size the header cannot describe, or larger than any valid request,
-        // leaves no way to find the next message, so the connection ends (spec "Header").
-        if (header.message_size < vfio_user::kHeaderSize ||
-            header.message_size > vfio_user::kMaxMessageSize) {
-          return Status::kTooLarge;
-        }
-        if (available >= header.message_size) {
-          message = std::span<const std::uint8_t>(buffer_.data() + begin_, header.message_size);
-          take_fds(stream_offset_ + header.message_size, fds, fds_truncated);
-          pending_consume_ = header.message_size;
-          return Status::kMessage;
-        }
-        make_room(header.message_size);
-      } else {
-        make_room(vfio_user::kHeaderSize);
-      }
-      if (deadline && !wait_until(fd, *deadline)) return Status::kTimedOut;
-      if (!receive(fd)) return Status::kClosed;  // EOF (maybe mid-message) or an error
-    }
-  }
-
-  // The message last returned stays valid (parked) while reading continues.
-  void detach_current() {
-    if (pending_consume_ == 0) return;
-    if (parked_valid_) {
-      // The command being handled is parked already; what is viewed now is a nested
-      // message that has been dealt with.
-      consume_previous();
-      return;
-    }
-    const std::size_t rest_begin = begin_ + pending_consume_;
-    std::vector<std::uint8_t> fresh(std::max(kInitialSize, end_ - rest_begin));
-    std::memcpy(fresh.data(), buffer_.data() + rest_begin, end_ - rest_begin);
-    stream_offset_ += pending_consume_;
-    end_ -= rest_begin;
-    begin_ = 0;
-    pending_consume_ = 0;
-    parked_ = std::move(buffer_);
-    buffer_ = std::move(fresh);
-    parked_valid_ = true;
-  }
-  // The command that was being handled is finished.
-  void release_parked() {
-    if (!parked_valid_) return;
-    std::vector<std::uint8_t>().swap(parked_);
-    parked_valid_ = false;
-  }
-  // The nested message last returned has been copied out.
-  void consume_current() { consume_previous(); }
-
- private:
-  // Waits for `fd` to become readable; false once `deadline` has passed.
-  static bool wait_until(int fd, Clock::time_point deadline) {
-    while (true) {
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0) return false;
-      pollfd p{fd, POLLIN, 0};
-      const int n = ::poll(&p, 1, static_cast<int>(std::min<std::int64_t>(left.count(), 60000)));
-      if (n < 0 && errno == EINTR) continue;
-      if (n != 0) return true;  // readable, hung up or an error: recvmsg tells which
-    }
-  }
-
-  static constexpr std::size_t kInitialSize = 4 * 1024;
-  static constexpr std::size_t kKeepSize = 64 * 1024;
-
-  struct ReceivedFds {
-    std::uint64_t last_byte;  // stream offset of the last byte received with them
-    std::vector<UniqueFd> fds;
-    bool truncated;
-  };
-
-  void consume_previous() {
-    begin_ += pending_consume_;
-    stream_offset_ += pending_consume_;
-    pending_consume_ = 0;
-    if (begin_ == end_) {
-      begin_ = end_ = 0;
-      // A rare large message grew the buffer; give the memory back once it is gone.
-      if (buffer_.size() > kKeepSize) {
-        buffer_.resize(kInitialSize);
-        buffer_.shrink_to_fit();
-      }
-    }
-  }
-
-  // Ensures the buffer can hold `message_size` bytes from begin_.
-  void make_room(std::size_t message_size) {
-    if (buffer_.size() < kInitialSize) buffer_.resize(kInitialSize);
-    if (begin_ + message_size <= buffer_.size() && end_ < buffer_.size()) return;
-    if (begin_ > 0) {
-      std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
-      end_ -= begin_;
-      begin_ = 0;
-    }
-    if (buffer_.size() < message_size) buffer_.resize(message_size);
-  }
-
-  // Moves the fds of the message ending before stream offset `message_end` to `fds`.
-  void take_fds(std::uint64_t message_end, std::vector<UniqueFd>& fds, bool& truncated) {
-    fds.clear();
-    truncated = false;
-    while (!received_fds_.empty() && received_fds_.front().last_byte < message_end) {
-      ReceivedFds& front = received_fds_.front();
-      for (UniqueFd& received : front.fds) fds.push_back(std::move(received));
-      truncated = truncated || front.truncated;
-      received_fds_.erase(received_fds_.begin());
-    }
-  }
-
-  bool receive(int fd) {
-    while (true) {
-      iovec iov{buffer_.data() + end_, buffer_.size() - end_};
-      alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * vfio_user::kMaxMsgFds)> control;
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control.data();
-      msg.msg_controllen = control.size();
-      const ssize_t n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
-      if (n < 0 && errno == EINTR) continue;
-      // Take ownership of the fds before anything else so no path leaks them.
-      ReceivedFds received{stream_offset_ + (end_ - begin_) + (n > 0 ? n - 1 : 0), {},
-                           (msg.msg_flags & MSG_CTRUNC) != 0};
-      if (n >= 0) {
-        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-          if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-          const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-          for (std::size_t i = 0; i < count; ++i) {
-            int fd_received = -1;
-            std::memcpy(&fd_received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-            received.fds.emplace_back(fd_received);
-          }
-        }
-      }
-      if (n <= 0) return false;
-      if (!received.fds.empty() || received.truncated) received_fds_.push_back(std::move(received));
-      end_ += static_cast<std::size_t>(n);
-      return true;
-    }
-  }
-
-  std::vector<std::uint8_t> buffer_;
-  std::size_t begin_ = 0;  // first unconsumed byte
-  std::size_t end_ = 0;    // one past the last received byte
-  std::size_t pending_consume_ = 0;
-  std::uint64_t stream_offset_ = 0;  // stream offset of buffer_[begin_]
-  std::vector<ReceivedFds> received_fds_;
-  std::vector<std::uint8_t> parked_;
-  bool parked_valid_ = false;
-};
-
-bool write_all(int fd, std::span<const std::uint8_t> bytes) {
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::send(fd, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
-// One client connection as the session's ClientChannel: sends server-to-client requests
-// and, while waiting for the reply, serves the client's commands.
-//
-// Why serve them at once: QEMU answers DMA_READ/DMA_WRITE in a bottom half under its
-// big lock, while a vCPU waiting for the reply to a register read holds that lock — so
-// if the device waited for its DMA reply before answering the read, both sides would
-// wait for each other until a timeout (seen with a Linux guest on unshared RAM). Register
-// accesses, IRQ and info commands therefore run nested, in arrival order; the device
-// core defers queue notifications that arrive meanwhile (virtio/device_core.h), so the
-// device itself is never reentered. Commands that change the memory or the device under
-// the waiting access — DMA_MAP, DMA_UNMAP (which would wait for the very snapshot the
-// access holds), DEVICE_RESET, VERSION — are queued for the serve loop to run after the
-// current one, in order.
-class Connection final : public ClientChannel {
- public:
-  struct Queued {
-    std::vector<std::uint8_t> bytes;
-    std::vector<UniqueFd> fds;
-    bool fds_truncated = false;
-  };
-  // A client flooding commands while we wait is cut off rather than buffered without
-  // bound: generous for posted doorbell writes, far below memory trouble.
-  static constexpr std::size_t kMaxQueuedMessages = 4096;
-  static constexpr std::size_t kMaxQueuedBytes = 8u << 20;
-  // msg_ids of requests that timed out, whose late replies are dropped.
-  static constexpr std::size_t kAbandonedKept = 64;
-
-  // Runs one command nested inside an exchange; false: close the connection.
-  using NestedHandler =
-      std::function<bool(std::span<const std::uint8_t> message, std::vector<UniqueFd>& fds,
-                         bool fds_truncated)>;
-
-  Connection(int fd, std::chrono::milliseconds timeout, const VfioUserServer::TraceSink& trace)
-      : fd_(fd), timeout_(timeout), trace_(trace) {}
-  void set_nested_handler(NestedHandler handler) { nested_ = std::move(handler); }
-
-  MessageReader& reader() { return reader_; }
-  std::deque<Queued>& queue() { return queue_; }
-  [[nodiscard]] bool abandoned(std::uint16_t msg_id) const {
-    return std::find(abandoned_.begin(), abandoned_.end(), msg_id) != abandoned_.end();
-  }
-
-  Outcome exchange(std::span<const std::uint8_t> request, std::uint16_t msg_id,
-                   std::vector<std::uint8_t>& reply, std::size_t& reply_fds,
-                   std::string& detail) override {
-    if (trace_) trace_("server " + describe_request(request, 0));
-    if (!write_all(fd_, request)) {
-      detail = "sending the request failed";
-      return Outcome::kLost;
-    }
-    const auto deadline = MessageReader::Clock::now() + timeout_;
-    std::vector<UniqueFd> fds;
-    while (true) {
-      reader_.detach_current();
-      std::span<const std::uint8_t> message;
-      bool fds_truncated = false;
-      switch (reader_.next(fd_, message, fds, fds_truncated, deadline)) {
-        case MessageReader::Status::kMessage: break;
-        case MessageReader::Status::kTimedOut:
-          if (abandoned_.size() == kAbandonedKept) abandoned_.pop_front();
-          abandoned_.push_back(msg_id);
-          if (trace_) trace_(fmt::format("no reply to server request #{} in time", msg_id));
-          return Outcome::kTimedOut;
-        case MessageReader::Status::kTooLarge:
-          detail = "broken framing while waiting for a reply";
-          return Outcome::kLost;
-        case MessageReader::Status::kClosed:
-          detail = "the client closed the connection while a reply was pending";
-          return Outcome::kLost;
-      }
-      const vfio_user::Header header = vfio_user::decode_header(message);
-      if ((header.flags & vfio_user::kFlagTypeMask) == vfio_user::kTypeReply) {
-        if (header.msg_id == msg_id) {
-          if (trace_) trace_("client " + describe_reply(message, {}));
-          reply.assign(message.begin(), message.end());
-          reply_fds = fds.size();
-          fds.clear();
-          reader_.consume_current();
-          return Outcome::kReply;
-        }
-        if (abandoned(header.msg_id)) {
-          if (trace_) trace_(fmt::format("dropping a late reply to server request #{}", header.msg_id));
-          continue;
-        }
-        detail = fmt::format("reply with msg_id {} while waiting for {}", header.msg_id, msg_id);
-        return Outcome::kLost;
-      }
-      if (nested_ && !must_wait_for_current(header.command)) {
-        if (!nested_(message, fds, fds_truncated)) {
-          detail = "the connection ended while a reply was pending";
-          return Outcome::kLost;
-        }
-        fds.clear();
-        continue;
-      }
-      if (queue_.size() >= kMaxQueuedMessages || queued_bytes() + message.size() > kMaxQueuedBytes) {
-        detail = fmt::format("more than {} messages or {} bytes sent while a reply was pending",
-                             kMaxQueuedMessages, kMaxQueuedBytes);
-        return Outcome::kLost;
-      }
-      queue_.push_back(Queued{std::vector<std::uint8_t>(message.begin(), message.end()),
-                              std::move(fds), fds_truncated});
-      fds.clear();  // moved-from: make it empty for the next message
-    }
-  }
-
- private:
-  [[nodiscard]] std::size_t queued_bytes() const {
-    std::size_t total = 0;
-    for (const Queued& q : queue_) total += q.bytes.size();
-    return total;
-  }
-
-  // See the class comment.
-  static bool must_wait_for_current(std::uint16_t command) {
-    return command == vfio_user::kDmaMap || command == vfio_user::kDmaUnmap ||
-           command == vfio_user::kDeviceReset || command == vfio_user::kVersion;
-  }
-
-  int fd_;
-  std::chrono::milliseconds timeout_;
-  const VfioUserServer::TraceSink& trace_;
-  NestedHandler nested_;
-  MessageReader reader_;
-  std::deque<Queued> queue_;
-  std::deque<std::uint16_t> abandoned_;
-};
-
 }  // namespace
 
 // Counters indexed by [command][region slot][posted]; commands and regions past the
 // table share its last slot (REGION_READ/WRITE of an unknown region are errors anyway).
 struct VfioUserServer::Stats {
   static constexpr std::size_t kCommands = 18;  // 0 to DEVICE_FEATURE (16), other
-  static constexpr std::size_t kRegions = 11;   // VFIO PCI regions 0-9 (BARs, ROM, config, VGA), other
+  static constexpr std::size_t kRegions =
+      11;  // VFIO PCI regions 0-9 (BARs, ROM, config, VGA), other
   struct Cell {
     std::atomic<std::uint64_t> messages{0};
     std::atomic<std::uint64_t> nanoseconds{0};
@@ -471,8 +134,8 @@ std::vector<VfioUserServer::StatsRow> VfioUserServer::stats() const {
                                ? "other"
                                : command_name_of(static_cast<std::uint16_t>(command));
         if (command == vfio_user::kRegionRead || command == vfio_user::kRegionWrite) {
-          what += region + 1 == Stats::kRegions ? " region other"
-                                                 : " region " + std::to_string(region);
+          what +=
+              region + 1 == Stats::kRegions ? " region other" : " region " + std::to_string(region);
         }
         if (posted != 0) what += " posted";
         rows.push_back(
@@ -488,8 +151,9 @@ Result<std::unique_ptr<VfioUserServer>> VfioUserServer::create(
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path.empty() || socket_path.size() >= sizeof(addr.sun_path)) {
-    return make_error(ErrorCode::kInvalidArgument, "socket path \"{}\" is empty or longer than {} bytes",
-                      socket_path, sizeof(addr.sun_path) - 1);
+    return make_error(ErrorCode::kInvalidArgument,
+                      "socket path \"{}\" is empty or longer than {} bytes", socket_path,
+                      sizeof(addr.sun_path) - 1);
   }
   std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
   // Probe, replace, bind and listen as one step against other vpci processes doing the
@@ -521,35 +185,51 @@ Result<std::unique_ptr<VfioUserServer>> VfioUserServer::create(
     remove_if_ours(socket_path, identity);
     return make_error(ErrorCode::kIoError, "listen {}: {}", socket_path, std::strerror(saved));
   }
-  UniqueFd stop(::eventfd(0, EFD_CLOEXEC));
-  if (!stop.valid()) {
-    const int saved = errno;
+  auto loop = EventLoop::create();
+  if (!loop) {
     remove_if_ours(socket_path, identity);
-    return make_error(ErrorCode::kIoError, "eventfd: {}", std::strerror(saved));
+    return tl::unexpected(loop.error());
   }
+  function.set_event_loop(loop->get());
   return std::unique_ptr<VfioUserServer>(new VfioUserServer(std::move(socket_path), function,
                                                             std::move(memory), std::move(listener),
-                                                            std::move(stop), identity));
+                                                            std::move(*loop), identity));
 }
+
+// One connected client: its socket, the channel and session over it, and the buffers
+// the serve step reuses.
+struct VfioUserServer::Client {
+  UniqueFd fd;
+  std::unique_ptr<Connection> channel;
+  std::unique_ptr<VfioUserSession> session;
+  EventLoop::SourceId source = 0;
+  std::uint64_t reported_errors = 0;
+  std::vector<UniqueFd> fds;
+  std::vector<std::uint8_t> reply;
+  Connection::Queued current;
+};
 
 VfioUserServer::VfioUserServer(std::string socket_path, pci::Function& function,
                                std::shared_ptr<virtio::GuestMemory> memory, UniqueFd listener,
-                               UniqueFd stop, BoundSocket bound)
+                               std::unique_ptr<EventLoop> loop, BoundSocket bound)
     : socket_path_(std::move(socket_path)),
       function_(function),
       memory_(std::move(memory)),
       listener_(std::move(listener)),
-      stop_event_(std::move(stop)),
+      loop_(std::move(loop)),
       bound_(bound) {}
 
 VfioUserServer::~VfioUserServer() {
   stop();
+  function_.set_event_loop(nullptr);
   const DirectoryLock directory_lock(socket_path_);
   remove_if_ours(socket_path_, bound_);
 }
 
 void VfioUserServer::start() {
-  if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+  if (thread_.joinable()) return;
+  listen_for_client();
+  thread_ = std::thread([this] { loop_->run(); });
 }
 
 void VfioUserServer::stop() {
@@ -562,129 +242,155 @@ void VfioUserServer::stop() {
     stopping_ = true;
     if (connection_ >= 0) ::shutdown(connection_, SHUT_RDWR);
   }
-  const std::uint64_t one = 1;
-  [[maybe_unused]] const ssize_t n = ::write(stop_event_.get(), &one, sizeof(one));
+  loop_->post([this] {
+    if (client_) end_client();
+    loop_->stop();
+  });
   thread_.join();
 }
 
-void VfioUserServer::run() {
-  while (true) {
-    if (wait_readable(listener_.get(), stop_event_.get()) != ReadStatus::kOk) return;
-    UniqueFd connection(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (!connection.valid()) continue;  // the client gave up before we accepted
-    {
-      const std::lock_guard lock(connection_mutex_);
-      if (stopping_) return;
-      connection_ = connection.get();
-    }
-    serve(connection.get());
-    {
-      const std::lock_guard lock(connection_mutex_);
-      connection_ = -1;
-      connection.reset();
-    }
-    connections_closed_.fetch_add(1);
-    // A stop request ends the connection and the loop: the next wait sees it.
-  }
+void VfioUserServer::listen_for_client() {
+  // One client at a time (QEMU attaches one proxy per device): later ones wait in the
+  // listen backlog until the current one is gone.
+  auto source = loop_->add_fd(listener_.get(), EPOLLIN, [this](std::uint32_t) { accept_client(); });
+  listener_source_ = source ? *source : 0;
 }
 
-void VfioUserServer::serve(int connection) {
+void VfioUserServer::accept_client() {
+  UniqueFd connection(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!connection.valid()) return;  // the client gave up before we accepted
+  {
+    const std::lock_guard lock(connection_mutex_);
+    if (stopping_) return;
+    connection_ = connection.get();
+  }
+  loop_->remove_fd(listener_source_);
   if (trace_) trace_("connected");
-  struct TraceDisconnect {
-    const TraceSink& sink;
-    ~TraceDisconnect() {
-      if (sink) sink("disconnected");
-    }
-  } trace_disconnect{trace_};
+  client_ = std::make_unique<Client>();
+  Client& client = *client_;
+  client.fd = std::move(connection);
   // The channel outlives the session (the session stops using it in its destructor).
-  Connection channel(connection, dma_timeout_, trace_);
-  VfioUserSession session(function_, memory_, socket_path_);
-  session.set_client_channel(&channel);
-  struct CountInterrupts {
-    std::atomic<std::uint64_t>& interrupts;
-    std::atomic<std::uint64_t>& dma_requests;
-    const VfioUserSession& session;
-    ~CountInterrupts() {
-      interrupts.fetch_add(session.interrupts_signalled());
-      dma_requests.fetch_add(session.dma_requests_sent());
+  client.channel = std::make_unique<Connection>(client.fd.get(), dma_timeout_, trace_);
+  client.session = std::make_unique<VfioUserSession>(function_, memory_, socket_path_);
+  client.session->set_client_channel(client.channel.get());
+  client.channel->set_nested_handler(
+      [this](std::span<const std::uint8_t> message, std::vector<UniqueFd>& fds, bool truncated) {
+        // Its own reply buffer: the commands it is nested in are still building theirs.
+        std::vector<std::uint8_t> reply;
+        return handle_one(message, fds, truncated, reply);
+      });
+  auto source = loop_->add_fd(client.fd.get(), EPOLLIN, [this](std::uint32_t) { serve_ready(); });
+  if (!source) {
+    end_client();
+    return;
+  }
+  client.source = *source;
+}
+
+void VfioUserServer::end_client() {
+  Client& client = *client_;
+  loop_->remove_fd(client.source);
+  interrupts_signalled_.fetch_add(client.session->interrupts_signalled());
+  dma_requests_sent_.fetch_add(client.session->dma_requests_sent());
+  // Resets the function, releases every DMA map and eventfd (session.h).
+  client.session.reset();
+  client.channel.reset();
+  bool stopping = false;
+  {
+    const std::lock_guard lock(connection_mutex_);
+    connection_ = -1;
+    client.fd.reset();
+    stopping = stopping_;
+  }
+  client_.reset();
+  if (trace_) trace_("disconnected");
+  connections_closed_.fetch_add(1);
+  if (!stopping) listen_for_client();
+}
+
+bool VfioUserServer::handle_one(std::span<const std::uint8_t> message, std::vector<UniqueFd>& fds,
+                                bool fds_truncated, std::vector<std::uint8_t>& reply) {
+  VfioUserSession& session = *client_->session;
+  if (trace_) trace_(describe_request(message, fds.size()));
+  Stats::Cell* stats_cell = stats_ ? &stats_->cell(message) : nullptr;
+  const auto handling_started = stats_cell != nullptr ? std::chrono::steady_clock::now()
+                                                      : std::chrono::steady_clock::time_point{};
+  const std::uint64_t errors_before = session.error_count();
+  const auto disposition = session.handle(message, fds, fds_truncated, reply);
+  if (session.error_count() != client_->reported_errors) {
+    protocol_errors_.fetch_add(session.error_count() - client_->reported_errors);
+    client_->reported_errors = session.error_count();
+  }
+  if (trace_) {
+    if (disposition == VfioUserSession::Disposition::kReply) {
+      trace_(describe_reply(reply, session.last_error()));
+    } else if (session.error_count() != errors_before) {
+      trace_("-> (no reply sent) error: " + session.last_error());
     }
-  } count_interrupts{interrupts_signalled_, dma_requests_sent_, session};
-  std::uint64_t reported_errors = 0;
-  // Runs one command and sends its reply; false when the connection must end.
-  auto handle_one = [&](std::span<const std::uint8_t> message, std::vector<UniqueFd>& fds,
-                        bool fds_truncated, std::vector<std::uint8_t>& reply) {
-    if (trace_) trace_(describe_request(message, fds.size()));
-    Stats::Cell* stats_cell = stats_ ? &stats_->cell(message) : nullptr;
-    const auto handling_started = stats_cell != nullptr ? std::chrono::steady_clock::now()
-                                                        : std::chrono::steady_clock::time_point{};
-    const std::uint64_t errors_before = session.error_count();
-    const auto disposition = session.handle(message, fds, fds_truncated, reply);
-    if (session.error_count() != reported_errors) {
-      protocol_errors_.fetch_add(session.error_count() - reported_errors);
-      reported_errors = session.error_count();
-    }
-    if (trace_) {
-      if (disposition == VfioUserSession::Disposition::kReply) {
-        trace_(describe_reply(reply, session.last_error()));
-      } else if (session.error_count() != errors_before) {
-        trace_("-> (no reply sent) error: " + session.last_error());
-      }
-      if (disposition == VfioUserSession::Disposition::kClose) trace_("closing: " + session.last_error());
-    }
-    const bool sent =
-        disposition != VfioUserSession::Disposition::kReply || write_all(connection, reply);
-    if (stats_cell != nullptr) {
-      const auto spent = std::chrono::steady_clock::now() - handling_started;
-      stats_cell->messages.fetch_add(1, std::memory_order_relaxed);
-      stats_cell->nanoseconds.fetch_add(
-          static_cast<std::uint64_t>(
-              std::chrono::duration_cast<std::chrono::nanoseconds>(spent).count()),
-          std::memory_order_relaxed);
-    }
-    return disposition != VfioUserSession::Disposition::kClose && sent;
-  };
-  // Commands served while the device waits for a DMA reply (Connection) reply from
-  // their own buffer: the outer command's reply is still being built.
-  std::vector<std::uint8_t> nested_reply;
-  channel.set_nested_handler([&](std::span<const std::uint8_t> message, std::vector<UniqueFd>& fds,
-                                 bool fds_truncated) {
-    return handle_one(message, fds, fds_truncated, nested_reply);
-  });
-  MessageReader& reader = channel.reader();
-  std::vector<UniqueFd> fds;
-  std::vector<std::uint8_t> reply;
-  Connection::Queued current;
+    if (disposition == VfioUserSession::Disposition::kClose)
+      trace_("closing: " + session.last_error());
+  }
+  const bool sent =
+      disposition != VfioUserSession::Disposition::kReply || write_all(client_->fd.get(), reply);
+  if (stats_cell != nullptr) {
+    const auto spent = std::chrono::steady_clock::now() - handling_started;
+    stats_cell->messages.fetch_add(1, std::memory_order_relaxed);
+    stats_cell->nanoseconds.fetch_add(
+        static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(spent).count()),
+        std::memory_order_relaxed);
+  }
+  return disposition != VfioUserSession::Disposition::kClose && sent;
+}
+
+// The connection is readable: serve every whole message there is — the one the socket
+// signalled, then those already buffered with it (the socket will not report them
+// again), then commands queued during a DMA wait — and return to the loop.
+void VfioUserServer::serve_ready() {
+  Client& client = *client_;
+  MessageReader& reader = client.channel->reader();
+  bool socket_ready = true;
   while (true) {
     reader.release_parked();
     std::span<const std::uint8_t> message;
     bool fds_truncated = false;
-    if (!channel.queue().empty()) {
+    if (!client.channel->queue().empty()) {
       // Commands that arrived while a DMA reply was awaited, in arrival order.
-      current = std::move(channel.queue().front());
-      channel.queue().pop_front();
-      message = current.bytes;
-      fds = std::move(current.fds);
-      fds_truncated = current.fds_truncated;
-    } else {
-      switch (reader.next(connection, message, fds, fds_truncated)) {
+      client.current = std::move(client.channel->queue().front());
+      client.channel->queue().pop_front();
+      message = client.current.bytes;
+      client.fds = std::move(client.current.fds);
+      fds_truncated = client.current.fds_truncated;
+    } else if (socket_ready || reader.has_buffered_message()) {
+      socket_ready = false;
+      switch (reader.next(client.fd.get(), message, client.fds, fds_truncated)) {
         case MessageReader::Status::kMessage: break;
-        case MessageReader::Status::kTooLarge: protocol_errors_.fetch_add(1); return;
+        case MessageReader::Status::kTooLarge:
+          protocol_errors_.fetch_add(1);
+          end_client();
+          return;
         case MessageReader::Status::kTimedOut:  // no deadline here
-        case MessageReader::Status::kClosed: return;  // the session's destructor cleans up
+        case MessageReader::Status::kClosed: end_client(); return;
       }
       const vfio_user::Header header = vfio_user::decode_header(message);
       if ((header.flags & vfio_user::kFlagTypeMask) == vfio_user::kTypeReply &&
-          channel.abandoned(header.msg_id)) {
-        // A DMA reply that came after its request timed out (session.h).
-        if (trace_) trace_(fmt::format("dropping a late reply to server request #{}", header.msg_id));
+          client.channel->abandoned(header.msg_id)) {
+        // A DMA reply that came after its request timed out (server/message_dma.h).
+        if (trace_)
+          trace_(fmt::format("dropping a late reply to server request #{}", header.msg_id));
         continue;
       }
+    } else {
+      return;
     }
-    if (!handle_one(message, fds, fds_truncated, reply)) return;
+    if (!handle_one(message, client.fds, fds_truncated, client.reply)) {
+      end_client();
+      return;
+    }
     // A rare large REGION_READ grew the reply buffer; do not keep that per connection.
-    if (reply.capacity() > 64 * 1024) {
-      reply.clear();
-      reply.shrink_to_fit();
+    if (client.reply.capacity() > 64 * 1024) {
+      client.reply.clear();
+      client.reply.shrink_to_fit();
     }
   }
 }

@@ -1,22 +1,25 @@
 // Serves one pci::Function on one AF_UNIX stream socket (spec "Connection Initiation":
 // the server listens, the client connects).
 //
-// Threading: `start()` spawns one thread that owns the listening socket, accepts one
-// client at a time and runs every message through a `VfioUserSession` on that thread,
-// so all calls into the function are serialised there. Several devices in one
-// process are several VfioUserServers, each with its own socket and thread; a broken
-// peer on one never affects the others. When the client disconnects (or breaks
-// framing), the session is destroyed — which resets the function and releases all
-// DMA maps and eventfds — and the thread accepts the next client on the same socket,
+// Threading: each server owns one EventLoop (base/event_loop.h) and `start()` spawns
+// the one thread that runs it. The listening socket and the connection are sources on
+// that loop, and every call into the pci::Function — register accesses, DMA map changes,
+// reset — happens in one of its callbacks, so calls are serialised there; a device's
+// back end registers its own fds, timers and deferred work on the same loop
+// (event_loop()), so it runs on that thread too. One client at a time; several devices
+// in one process are several VfioUserServers, each with its own socket, loop and
+// thread, so a broken peer on one never affects the others. When the client
+// disconnects (or breaks framing), the session is destroyed — which resets the
+// function and releases all DMA maps and eventfds — and the listener is watched again,
 // so a guest reboot or QEMU restart just reconnects. `stop()` (also from the
-// destructor) wakes the thread through an eventfd, ends any connection and joins.
+// destructor) ends any connection and the loop, and joins.
 //
-// Message-based DMA (guest memory mapped without an fd, session.h): while a call into
-// the function waits for a DMA_READ/DMA_WRITE reply, the same thread reads the
-// connection with a deadline (set_dma_timeout, 5 s like QEMU's x-msg-timeout) and queues
-// the client's commands; the serve loop runs them afterwards, in order. A client that
-// never answers costs its own device one timeout per access; other sockets have their
-// own threads and are unaffected.
+// Message-based DMA (guest memory mapped without an fd, server/message_dma.h): while a
+// call into the function waits for a DMA_READ/DMA_WRITE reply, the same thread reads the
+// connection with a deadline (set_dma_timeout, 5 s like QEMU's x-msg-timeout), serving
+// register accesses at once and queueing maps, unmaps and resets (server/connection.h
+// says why). A client that never answers costs its own device one timeout per access;
+// other sockets have their own loops and are unaffected.
 //
 // Per message the thread makes one blocking recvmsg (which may carry several
 // messages: they are cut out of a reused per-connection buffer) and one send for the
@@ -25,8 +28,6 @@
 // them start in 0.3 s (socket directory on tmpfs) at about 41 KiB resident each
 // (bench/scale_bench.cc).
 #pragma once
-
-#include <sys/types.h>
 
 #include <atomic>
 #include <chrono>
@@ -38,7 +39,10 @@
 #include <thread>
 #include <vector>
 
+#include <sys/types.h>
+
 #include "base/error.h"
+#include "base/event_loop.h"
 #include "pci/function.h"
 #include "server/unique_fd.h"
 #include "virtio/guest_memory.h"
@@ -58,9 +62,9 @@ class VfioUserServer {
   // a socket a running server listens on is refused with kConflict, and any other
   // existing file with kAlreadyExists.
   // `memory` is the guest memory `function`'s device reads (fed from DMA_MAP/UNMAP).
-  static Result<std::unique_ptr<VfioUserServer>> create(std::string socket_path,
-                                                        pci::Function& function,
-                                                        std::shared_ptr<virtio::GuestMemory> memory);
+  static Result<std::unique_ptr<VfioUserServer>> create(
+      std::string socket_path, pci::Function& function,
+      std::shared_ptr<virtio::GuestMemory> memory);
   VfioUserServer(const VfioUserServer&) = delete;
   VfioUserServer& operator=(const VfioUserServer&) = delete;
   // Stops, joins and removes the socket file, if it is still the one this server bound
@@ -100,6 +104,10 @@ class VfioUserServer {
   void start();
   void stop();
 
+  // The loop the device runs on: register back-end sources before start(), or from the
+  // loop thread afterwards; post() from anywhere.
+  [[nodiscard]] EventLoop& event_loop() { return *loop_; }
+
   [[nodiscard]] const std::string& socket_path() const { return socket_path_; }
   // Clients that connected and have gone again (tests wait on this).
   [[nodiscard]] std::uint64_t connections_closed() const { return connections_closed_.load(); }
@@ -107,17 +115,24 @@ class VfioUserServer {
   [[nodiscard]] std::uint64_t protocol_errors() const { return protocol_errors_.load(); }
 
  private:
+  struct Client;
   VfioUserServer(std::string socket_path, pci::Function& function,
-                 std::shared_ptr<virtio::GuestMemory> memory, UniqueFd listener, UniqueFd stop,
-                 BoundSocket bound);
-  void run();
-  void serve(int connection);
+                 std::shared_ptr<virtio::GuestMemory> memory, UniqueFd listener,
+                 std::unique_ptr<EventLoop> loop, BoundSocket bound);
+  void listen_for_client();
+  void accept_client();
+  void serve_ready();
+  bool handle_one(std::span<const std::uint8_t> message, std::vector<UniqueFd>& fds,
+                  bool fds_truncated, std::vector<std::uint8_t>& reply);
+  void end_client();
 
   std::string socket_path_;
   pci::Function& function_;
   std::shared_ptr<virtio::GuestMemory> memory_;
   UniqueFd listener_;
-  UniqueFd stop_event_;
+  std::unique_ptr<EventLoop> loop_;
+  EventLoop::SourceId listener_source_ = 0;
+  std::unique_ptr<Client> client_;  // loop thread only
   BoundSocket bound_;
   TraceSink trace_;
   std::chrono::milliseconds dma_timeout_{5000};

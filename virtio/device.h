@@ -11,6 +11,7 @@
 #include <span>
 
 #include "base/error.h"
+#include "base/event_loop.h"
 #include "virtio/virtqueue.h"
 
 namespace vpci::virtio {
@@ -60,11 +61,20 @@ class Device {
     (void)features;
     return {};
   }
-  // Called when the driver sets DRIVER_OK. An error sets DEVICE_NEEDS_RESET.
-  [[nodiscard]] virtual Status activate() { return {}; }
+  // Called when the driver sets DRIVER_OK, with the event loop the device runs on
+  // (base/event_loop.h; nullptr when the bus has none, e.g. in-process tests). A device
+  // with a back end of its own (a tap, an io_uring) registers its sources on `loop` here
+  // and removes them in reset(); one that needs a loop and gets none returns an error.
+  // An error sets DEVICE_NEEDS_RESET.
+  [[nodiscard]] virtual Status activate(EventLoop* loop) {
+    (void)loop;
+    return {};
+  }
   // Available buffer notification for `queue` (running, DRIVER_OK set). Synchronous
   // devices pop and complete every chain here; the core sends the used buffer
-  // notification afterwards.
+  // notification afterwards. Asynchronous devices pop here, complete chains later from
+  // their back end's callbacks on the loop — in any order — and then call
+  // Virtqueue::notify_driver_if_needed(), which applies EVENT_IDX / NO_INTERRUPT.
   virtual void process_queue(Virtqueue& queue) = 0;
   // Device reset (§2.4): drop all per-session state. Queues are reset by the core.
   virtual void reset() {}

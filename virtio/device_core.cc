@@ -191,7 +191,7 @@ Status DeviceCore::write_status(std::uint8_t value) {
       }
     }
     status_ |= status::kDriverOk;
-    if (auto activated = device_->activate(); !activated) {
+    if (auto activated = device_->activate(event_loop_); !activated) {
       set_needs_reset(std::move(activated).error().with_context("device activation"));
     }
     // Drivers may make buffers available before DRIVER_OK; serve them now rather than
@@ -328,7 +328,12 @@ Status DeviceCore::enable_queue(std::uint16_t queue) {
                                 ? RingFormat::kPacked
                                 : RingFormat::kSplit;
   // A failure is reported through queue_failed(), which sets DEVICE_NEEDS_RESET.
-  return q->enable(memory_, format, ring_options(), this);
+  VPCI_TRY(q->enable(memory_, format, ring_options(), this));
+  // Buffers may already be waiting: a notification that arrived while the ring was being
+  // set up (the transport serves register accesses while enabling waits for
+  // message-based DMA) found the queue not yet enabled and was dropped.
+  if (running()) process(*q);
+  return {};
 }
 
 Status DeviceCore::reset_queue(std::uint16_t queue) {

@@ -193,6 +193,8 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   // ---- notifications (§2.3) ----------------------------------------------------------------
   // Available buffer notification. Ignored (successfully) unless DRIVER_OK is set,
   // FAILED is not, and the queue is enabled and healthy; out-of-range queues are an error.
+  // The loop the device runs on, handed to Device::activate (pci::Function::set_event_loop).
+  void set_event_loop(EventLoop* loop) { event_loop_ = loop; }
   Status notify(std::uint16_t queue);
 
   // For tests, diagnostics and asynchronous devices.
@@ -228,6 +230,7 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   std::uint8_t config_generation_ = 0;
   bool config_dirty_ = false;
   std::optional<Error> failure_;
+  EventLoop* event_loop_ = nullptr;
   bool processing_ = false;                  // inside Device::process_queue
   std::set<std::uint16_t> pending_kicks_;   // notifications that arrived meanwhile
 };

@@ -257,6 +257,36 @@ TEST_F(MessageDmaTest, RegisterAccessesWhileWaitingAreServedAtOnceMapsAfterwards
   EXPECT_EQ(bar, std::vector<std::uint8_t>(ram_.begin(), ram_.begin() + 64));
 }
 
+// A command served during a DMA wait may need DMA itself: exchanges nest, and a reply
+// for the outer one that arrives while the inner one waits is kept for it.
+TEST_F(MessageDmaTest, ExchangesNestAndAnOuterReplyIsKeptForLater) {
+  attach();
+  const auto outer_id = start_dma(kRamBase, 16, /*to_guest=*/false);
+  auto outer = client_->receive();
+  ASSERT_TRUE(outer.has_value());
+  ASSERT_EQ(outer->header.command, kDmaRead);
+  // While the server waits: restart the engine at another address (register writes are
+  // served at once), which sends a second DMA_READ nested in the first.
+  const auto inner_id = start_dma(kRamBase + 0x100, 16, /*to_guest=*/false);
+  auto inner = client_->receive();
+  ASSERT_TRUE(inner.has_value());
+  ASSERT_EQ(inner->header.command, kDmaRead);
+  EXPECT_NE(inner->header.msg_id, outer->header.msg_id);
+  // Answer the outer request first: the server must keep it until the inner one is done.
+  answer(*outer, Layout::kSpec);
+  answer(*inner, Layout::kSpec);
+  auto first = client_->receive();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->header.msg_id, inner_id);
+  auto second = client_->receive();
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->header.msg_id, outer_id);
+  EXPECT_EQ(server_->protocol_errors(), 0u);
+  // The outer transfer finished last, so BAR0 holds its bytes, and it succeeded.
+  EXPECT_EQ(read_bar(ScratchFunction::kDmaStatus, 4), (std::vector<std::uint8_t>{1, 0, 0, 0}));
+  EXPECT_EQ(read_bar(0, 16), std::vector<std::uint8_t>(ram_.begin(), ram_.begin() + 16));
+}
+
 TEST_F(MessageDmaTest, ClientThatNeverAnswersTimesOutWithoutStallingOtherSockets) {
   // A second device on its own socket keeps working while this one waits.
   ScratchFunction other_function;

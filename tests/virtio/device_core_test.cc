@@ -3,7 +3,9 @@
 // way a transport would.
 #include "virtio/device_core.h"
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
 
 #include <gtest/gtest.h>
 
@@ -43,12 +45,22 @@ class EchoDevice final : public Device {
     accepted = features;
     return {};
   }
-  Status activate() override {
+  Status activate(EventLoop* /*loop*/) override {
     ++activations;
     return {};
   }
   void process_queue(Virtqueue& queue) override {
     ++process_calls;
+    processed_queues.push_back(queue.index());
+    ++depth;
+    max_depth = std::max(max_depth, depth);
+    if (on_process) {
+      // Once: what a transport does when it serves a register access (here: a
+      // doorbell) while the device waits inside its work.
+      auto hook = std::move(on_process);
+      on_process = nullptr;
+      hook();
+    }
     while (auto chain = queue.pop()) {
       std::vector<std::uint8_t> data(chain->readable_bytes());
       if (!chain->reader().read(data)) continue;
@@ -56,6 +68,7 @@ class EchoDevice final : public Device {
       (void)chain->writer().write(std::span<const std::uint8_t>(data.data(), n));
       chain->complete();
     }
+    --depth;
   }
   void reset() override { ++resets; }
   void reset_queue(std::uint16_t) override { ++queue_resets; }
@@ -69,6 +82,10 @@ class EchoDevice final : public Device {
   std::uint64_t accepted = 0;
   int activations = 0;
   int process_calls = 0;
+  std::vector<std::uint16_t> processed_queues;
+  std::function<void()> on_process;
+  int depth = 0;
+  int max_depth = 0;
   int resets = 0;
   int queue_resets = 0;
 };
@@ -348,6 +365,43 @@ TEST_F(DeviceCoreTest, RingResetStopsOneQueueAndAllowsReEnabling) {
   ASSERT_TRUE(core->notify(0));
   EXPECT_EQ(request.written_bytes(), std::vector<std::uint8_t>{3});
   EXPECT_EQ(core->status() & status::kDeviceNeedsReset, 0);
+}
+
+// A notification that arrives while the device is inside process_queue (the transport
+// served a doorbell while the device waited for message-based DMA) is not run
+// reentrantly: it is remembered and served right after, and its buffers complete.
+TEST_F(DeviceCoreTest, NotificationsDuringProcessingAreDeferredNotReentered) {
+  ASSERT_TRUE(ModernSetup::initialise(*core, 0));
+  split = std::make_unique<FakeSplitDriver>(ram, 8);
+  FakeSplitDriver second(ram, 8);
+  ASSERT_TRUE(ModernSetup::enable_split(*core, 0, *split));
+  ASSERT_TRUE(ModernSetup::enable_split(*core, 1, second));
+  ASSERT_TRUE(ModernSetup::driver_ok(*core));
+  echo->processed_queues.clear();
+  ChainBuilder first = chain().readable({1}).writable(1);
+  split->add(first);
+  ChainBuilder other = chain().readable({2}).writable(1);
+  echo->on_process = [&] {
+    second.add(other);
+    ASSERT_TRUE(core->notify(1));
+  };
+  ASSERT_TRUE(core->notify(0));
+  EXPECT_EQ(echo->max_depth, 1);
+  EXPECT_EQ(echo->processed_queues, (std::vector<std::uint16_t>{0, 1}));
+  EXPECT_EQ(first.written_bytes(), std::vector<std::uint8_t>{1});
+  EXPECT_EQ(other.written_bytes(), std::vector<std::uint8_t>{2});
+}
+
+// Buffers already available when a queue is enabled after DRIVER_OK are served at once:
+// the doorbell for them may have arrived while the ring was still being set up.
+TEST_F(DeviceCoreTest, BuffersWaitingWhenAQueueIsEnabledAreServed) {
+  bring_up_split(feature_bit(feature::kRingReset));
+  ASSERT_TRUE(core->reset_queue(0));
+  FakeSplitDriver fresh(ram, 4);
+  ChainBuilder request = chain().readable({7}).writable(1);
+  fresh.add(request);
+  ASSERT_TRUE(ModernSetup::enable_split(*core, 0, fresh));  // no notify
+  EXPECT_EQ(request.written_bytes(), std::vector<std::uint8_t>{7});
 }
 
 // ---- configuration space
