@@ -13,7 +13,9 @@
 namespace vpci::pci {
 namespace {
 
-bool is_hex(char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; }
+bool is_hex(char c) {
+  return std::isxdigit(static_cast<unsigned char>(c)) != 0;
+}
 
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -98,8 +100,8 @@ Result<DeviceAddress> parse_device_address(std::string_view text) {
                       "'{}' is not a PCI address (expected BB:DD.F or DDDD:BB:DD.F)", text);
   }
   if (address.device > 31 || address.function > 7) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      "'{}': device must be 00-1f and function 0-7", text);
+    return make_error(ErrorCode::kInvalidArgument, "'{}': device must be 00-1f and function 0-7",
+                      text);
   }
   return address;
 }
@@ -187,11 +189,10 @@ Result<std::vector<DeviceDump>> load_dump_source(const std::filesystem::path& so
     VPCI_ASSIGN_OR_RETURN(auto bytes, read_file(config_path));
     auto name = std::filesystem::canonical(source, ec).filename().string();
     if (ec) name = source.filename().string();
-    VPCI_ASSIGN_OR_RETURN(auto address,
-                          parse_device_address(name).map_error([&](Error e) {
-                            return std::move(e).with_context(fmt::format(
-                                "{} is not a sysfs PCI device directory", source.string()));
-                          }));
+    VPCI_ASSIGN_OR_RETURN(auto address, parse_device_address(name).map_error([&](Error e) {
+      return std::move(e).with_context(
+          fmt::format("{} is not a sysfs PCI device directory", source.string()));
+    }));
     VPCI_ASSIGN_OR_RETURN(auto dump, parse_raw_config(bytes, address).map_error([&](Error e) {
       return std::move(e).with_context(config_path.string());
     }));

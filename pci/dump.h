@@ -51,7 +51,8 @@ struct DeviceDump {
 Result<std::vector<DeviceDump>> parse_lspci_text(std::string_view text);
 
 // Wraps raw config bytes (a sysfs config file) as one device.
-Result<DeviceDump> parse_raw_config(std::span<const std::uint8_t> bytes, DeviceAddress address = {});
+Result<DeviceDump> parse_raw_config(std::span<const std::uint8_t> bytes,
+                                    DeviceAddress address = {});
 
 // Loads SOURCE: an lspci text file, a raw config file, or a sysfs device directory.
 // Text and binary are told apart by content (text has only printable ASCII and

@@ -14,7 +14,8 @@ std::uint16_t word(std::span<const std::uint8_t> c, std::uint32_t off) {
   return off + 2 <= c.size() ? static_cast<std::uint16_t>(c[off] | (c[off + 1] << 8)) : 0xFFFF;
 }
 std::uint32_t dword(std::span<const std::uint8_t> c, std::uint32_t off) {
-  return static_cast<std::uint32_t>(word(c, off)) | (static_cast<std::uint32_t>(word(c, off + 2)) << 16);
+  return static_cast<std::uint32_t>(word(c, off)) |
+         (static_cast<std::uint32_t>(word(c, off + 2)) << 16);
 }
 
 std::string describe_bar(std::span<const std::uint8_t> c, unsigned index, bool& skip_next) {
@@ -48,12 +49,12 @@ nlohmann::json virtio_json(const pci::VirtioCapabilityFields& v) {
 
 std::string virtio_text(const pci::VirtioCapabilityFields& v) {
   if (v.vendor_id) {
-    return fmt::format("virtio {} (cfg_type {}) vendor {:#06x}", pci::virtio_cfg_type_name(v.cfg_type),
-                       v.cfg_type, *v.vendor_id);
+    return fmt::format("virtio {} (cfg_type {}) vendor {:#06x}",
+                       pci::virtio_cfg_type_name(v.cfg_type), v.cfg_type, *v.vendor_id);
   }
-  std::string text = fmt::format("virtio {} (cfg_type {}) bar {} offset {:#x} length {:#x}",
-                                 pci::virtio_cfg_type_name(v.cfg_type), v.cfg_type, v.bar, v.offset,
-                                 v.length);
+  std::string text =
+      fmt::format("virtio {} (cfg_type {}) bar {} offset {:#x} length {:#x}",
+                  pci::virtio_cfg_type_name(v.cfg_type), v.cfg_type, v.bar, v.offset, v.length);
   if (v.notify_off_multiplier) text += fmt::format(" multiplier {}", *v.notify_off_multiplier);
   return text;
 }
@@ -70,8 +71,9 @@ std::optional<pci::VirtioCapabilityFields> virtio_fields(const DeviceReport& r,
 
 DeviceReport DeviceReport::build(const pci::DeviceDump& dump) {
   DeviceReport report{dump.address, dump.config, pci::scan_capabilities(dump.config),
-                      dump.config.size() > pci::kConventionalConfigSize ? pci::kExtendedConfigSize
-                                                                        : pci::kConventionalConfigSize};
+                      dump.config.size() > pci::kConventionalConfigSize
+                          ? pci::kExtendedConfigSize
+                          : pci::kConventionalConfigSize};
   return report;
 }
 
@@ -92,7 +94,8 @@ nlohmann::json report_json(const DeviceReport& r) {
   nlohmann::json free = nlohmann::json::array();
   if (r.config.size() >= 0x40) {
     for (const auto& range : pci::free_ranges(r.scan, r.space_size)) {
-      free.push_back({{"space", pci::space_name(range.space)}, {"start", range.begin}, {"end", range.end}});
+      free.push_back(
+          {{"space", pci::space_name(range.space)}, {"start", range.begin}, {"end", range.end}});
     }
   }
   nlohmann::json diags = nlohmann::json::array();
@@ -104,19 +107,17 @@ nlohmann::json report_json(const DeviceReport& r) {
     j["offset"] = d.offset ? nlohmann::json(*d.offset) : nlohmann::json(nullptr);
     diags.push_back(std::move(j));
   }
-  nlohmann::json device = {{"bdf", r.address.to_string()},
-                           {"config_size", r.space_size},
-                           {"readable_bytes", r.config.size()},
-                           {"capabilities", std::move(caps)},
-                           {"free", std::move(free)},
-                           {"diagnostics", std::move(diags)}};
+  nlohmann::json device = {{"bdf", r.address.to_string()},      {"config_size", r.space_size},
+                           {"readable_bytes", r.config.size()}, {"capabilities", std::move(caps)},
+                           {"free", std::move(free)},           {"diagnostics", std::move(diags)}};
   if (r.config.size() >= 0x10) {
     device["vendor_id"] = word(r.config, pci::reg::kVendorId);
     device["device_id"] = word(r.config, pci::reg::kDeviceId);
     device["revision"] = r.config[pci::reg::kRevisionId];
     device["class_code"] = (dword(r.config, pci::reg::kRevisionId) >> 8);
     device["header_type"] = r.config[pci::reg::kHeaderType] & pci::header_type::kLayoutMask;
-    device["multifunction"] = (r.config[pci::reg::kHeaderType] & pci::header_type::kMultiFunction) != 0;
+    device["multifunction"] =
+        (r.config[pci::reg::kHeaderType] & pci::header_type::kMultiFunction) != 0;
   }
   return device;
 }
@@ -133,7 +134,10 @@ std::string report_text(const DeviceReport& r, PciNames& names) {
                        names.device(vendor, device), vendor, device, c[pci::reg::kRevisionId]);
     out += fmt::format("  class {:06x} ({}), header type {} ({}){}, {}-byte config space\n",
                        dword(c, 8) >> 8, names.device_class(c[0x0B], c[0x0A]), layout,
-                       layout == 0 ? "endpoint" : layout == 1 ? "bridge" : layout == 2 ? "CardBus" : "unknown",
+                       layout == 0   ? "endpoint"
+                       : layout == 1 ? "bridge"
+                       : layout == 2 ? "CardBus"
+                                     : "unknown",
                        (c[pci::reg::kHeaderType] & 0x80) ? ", multifunction" : "", r.space_size);
     out += fmt::format("  command {:#06x} status {:#06x}\n", word(c, 4), word(c, 6));
     if (layout == 0) {
@@ -147,19 +151,20 @@ std::string report_text(const DeviceReport& r, PciNames& names) {
         out += fmt::format("  {}\n", describe_bar(c, i, skip_next));
         if (skip_next) ++i;
       }
-      const std::uint32_t rom = dword(c, layout == 0 ? pci::reg::kRomAddress : pci::reg::kBridgeRomAddress);
+      const std::uint32_t rom =
+          dword(c, layout == 0 ? pci::reg::kRomAddress : pci::reg::kBridgeRomAddress);
       if (rom != 0) {
-        out += fmt::format("  ROM:  {:#010x}  at {:#x} ({})\n", rom, rom & pci::bar::kRomAddressMask,
-                           (rom & 1) ? "enabled" : "disabled");
+        out += fmt::format("  ROM:  {:#010x}  at {:#x} ({})\n", rom,
+                           rom & pci::bar::kRomAddressMask, (rom & 1) ? "enabled" : "disabled");
       }
     }
   }
   if (!r.scan.capabilities.empty()) out += "  capabilities:\n";
   for (const auto& cap : r.scan.capabilities) {
     const std::uint32_t size = pci::occupied_length(r.scan, cap, r.space_size);
-    std::string line = fmt::format("    {} {:#05x}  id {:#06x}  {:<40} {:>4} bytes{}", pci::space_name(cap.space),
-                                   cap.offset, cap.id, pci::capability_name(cap.space, cap.id), size,
-                                   cap.size ? "" : " (to next)");
+    std::string line = fmt::format(
+        "    {} {:#05x}  id {:#06x}  {:<40} {:>4} bytes{}", pci::space_name(cap.space), cap.offset,
+        cap.id, pci::capability_name(cap.space, cap.id), size, cap.size ? "" : " (to next)");
     if (cap.space == CapabilitySpace::kExtended) line += fmt::format("  v{}", cap.version);
     if (auto v = virtio_fields(r, cap)) line += fmt::format("  {}", virtio_text(*v));
     out += fmt::format("{}\n", line);
@@ -168,8 +173,8 @@ std::string report_text(const DeviceReport& r, PciNames& names) {
     const auto free = pci::free_ranges(r.scan, r.space_size);
     if (!free.empty()) out += "  free (no capability structure; may still hide registers):\n";
     for (const auto& range : free) {
-      out += fmt::format("    {} {:#05x}-{:#05x}  {} bytes\n", pci::space_name(range.space), range.begin,
-                         range.end - 1, range.end - range.begin);
+      out += fmt::format("    {} {:#05x}-{:#05x}  {} bytes\n", pci::space_name(range.space),
+                         range.begin, range.end - 1, range.end - range.begin);
     }
   }
   if (!r.scan.diagnostics.empty()) out += "  diagnostics:\n";
@@ -190,7 +195,8 @@ MapPanel report_map_panel(const DeviceReport& r, PciNames& names) {
   for (const auto& cap : r.scan.capabilities) {
     const std::uint32_t size = pci::occupied_length(r.scan, cap, r.space_size);
     std::string label = fmt::format("{} ({:#x})", pci::capability_name(cap.space, cap.id), cap.id);
-    if (auto v = virtio_fields(r, cap)) label += fmt::format(" {}", pci::virtio_cfg_type_name(v->cfg_type));
+    if (auto v = virtio_fields(r, cap))
+      label += fmt::format(" {}", pci::virtio_cfg_type_name(v->cfg_type));
     panel.regions.push_back({cap.offset, cap.offset + size,
                              cap.size ? MapRegionKind::kCapability : MapRegionKind::kUnknownExtent,
                              std::move(label)});

@@ -36,7 +36,8 @@ int run_inspect(const InspectOptions& options) {
       if (d.address == *wanted) selected.push_back(std::move(d));
     }
     if (selected.empty()) {
-      return rejected("inspect", fmt::format("{}: no device {}", options.source, wanted->to_string()));
+      return rejected("inspect",
+                      fmt::format("{}: no device {}", options.source, wanted->to_string()));
     }
   } else {
     selected = std::move(*devices);
@@ -70,12 +71,15 @@ void register_inspect_command(CLI::App& app, int& exit_code) {
       "inspect",
       "Decode PCI config spaces: header, BARs, capabilities (virtio fields decoded), free "
       "ranges, diagnostics");
-  cmd->add_option("SOURCE", options->source,
-                  "lspci -x/-xxx/-xxxx text, a raw config file, or a /sys/bus/pci/devices/... directory")
+  cmd->add_option(
+         "SOURCE", options->source,
+         "lspci -x/-xxx/-xxxx text, a raw config file, or a /sys/bus/pci/devices/... directory")
       ->required();
-  cmd->add_option("--device", options->device, "only the device at this address (BB:DD.F or DDDD:BB:DD.F)");
+  cmd->add_option("--device", options->device,
+                  "only the device at this address (BB:DD.F or DDDD:BB:DD.F)");
   auto* json = cmd->add_flag("--json", options->json, "machine-readable output");
-  cmd->add_flag("--map", options->map, "an SVG picture of each config space on stdout")->excludes(json);
+  cmd->add_flag("--map", options->map, "an SVG picture of each config space on stdout")
+      ->excludes(json);
   cmd->callback([options, &exit_code] { exit_code = run_inspect(*options); });
 }
 
