@@ -4,19 +4,12 @@
 #include <array>
 #include <bitset>
 
+#include "pci/capability_registers.h"
+#include "pci/config_bytes.h"
+
 namespace vpci::pci {
 namespace {
 
-std::uint8_t byte_at(std::span<const std::uint8_t> c, std::uint32_t off) {
-  return off < c.size() ? c[off] : 0xFF;
-}
-std::uint16_t word_at(std::span<const std::uint8_t> c, std::uint32_t off) {
-  return static_cast<std::uint16_t>(byte_at(c, off) | (byte_at(c, off + 1) << 8));
-}
-std::uint32_t dword_at(std::span<const std::uint8_t> c, std::uint32_t off) {
-  return static_cast<std::uint32_t>(word_at(c, off)) |
-         (static_cast<std::uint32_t>(word_at(c, off + 2)) << 16);
-}
 std::uint32_t round_up4(std::uint32_t v) {
   return (v + 3u) & ~3u;
 }
@@ -106,8 +99,9 @@ constexpr std::array<std::string_view, 0x37> kExtendedNames = {
 
 // Finds the PCI Express capability in the standard chain (bounded walk).
 std::optional<std::uint32_t> find_express_capability(std::span<const std::uint8_t> c) {
-  if (c.size() < 0x40 || !(word_at(c, reg::kStatus) & status::kCapabilityList)) return std::nullopt;
-  std::uint32_t where = byte_at(c, reg::kCapabilityPointer) & ~3u;
+  if (c.size() < 0x40 || !(config_word(c, reg::kStatus) & status::kCapabilityList))
+    return std::nullopt;
+  std::uint32_t where = config_byte(c, reg::kCapabilityPointer) & ~3u;
   for (int ttl = 48; where != 0 && ttl > 0; --ttl) {
     if (where + 2 > c.size()) return std::nullopt;
     if (c[where] == cap_id::kPciExpress) return where;
@@ -120,14 +114,14 @@ std::optional<std::uint32_t> find_express_capability(std::span<const std::uint8_
 std::uint32_t link_width(std::span<const std::uint8_t> c) {
   const auto exp = find_express_capability(c);
   if (!exp) return 0;
-  return (dword_at(c, *exp + 0x0C) >> 4) & 0x3F;
+  return (config_dword(c, *exp + 0x0C) >> 4) & 0x3F;
 }
 
 // PCIe capability size by version and port type (PCIe Base 6.0 §7.5.3): version 2
 // always carries the full 0x3C-byte structure; version 1 stops after the last
 // register block its port type implements.
 std::uint32_t express_size(std::span<const std::uint8_t> c, std::uint32_t off) {
-  const std::uint16_t flags = word_at(c, off + 2);
+  const std::uint16_t flags = config_word(c, off + 2);
   if ((flags & 0xF) >= 2) return 0x3C;
   const unsigned type = (flags >> 4) & 0xF;
   if (type == 4 || type == 0xA) return 0x24;  // root port / RC event collector: root regs
@@ -137,7 +131,7 @@ std::uint32_t express_size(std::span<const std::uint8_t> c, std::uint32_t off) {
 
 std::optional<std::uint32_t> standard_size(std::uint8_t id, std::span<const std::uint8_t> c,
                                            std::uint32_t off) {
-  const std::uint16_t flags = word_at(c, off + 2);
+  const std::uint16_t flags = config_word(c, off + 2);
   switch (id) {
     case 0x00: return 4;
     case 0x01: return 8;   // PM
@@ -145,18 +139,18 @@ std::optional<std::uint32_t> standard_size(std::uint8_t id, std::span<const std:
     case 0x03: return 8;   // VPD
     case 0x04: return 4;   // slot ID
     case cap_id::kMsi: {   // PCI 3.0 §6.8.1: 64-bit address +4, per-vector masking +10
-      std::uint32_t size = 10;
-      if (flags & (1u << 7)) size += 4;
-      if (flags & (1u << 8)) size += 10;
+      std::uint32_t size = msi::kSize32;
+      if (flags & msi::kAddress64) size += msi::kAddress64Extra;
+      if (flags & msi::kPerVectorMasking) size += msi::kMaskingExtra;
       return size;
     }
     case 0x06: return 4;  // CompactPCI hot swap
     case cap_id::kPciX: {
-      if ((byte_at(c, reg::kHeaderType) & header_type::kLayoutMask) == header_type::kBridge) {
+      if ((config_byte(c, reg::kHeaderType) & header_type::kLayoutMask) == header_type::kBridge) {
         return 16;
       }
       // Mode 2 capable devices (status bits 29:28 nonzero... PCI-X 2.0) add ECC registers.
-      return ((dword_at(c, off + 4) >> 28) & 3) != 0 ? 24 : 8;
+      return ((config_dword(c, off + 4) >> 28) & 3) != 0 ? 24 : 8;
     }
     case 0x08: {  // HyperTransport: capability type in bits 15:13 (or 15:11)
       const unsigned type3 = flags >> 13;
@@ -166,25 +160,25 @@ std::optional<std::uint32_t> standard_size(std::uint8_t id, std::span<const std:
       return std::nullopt;
     }
     case cap_id::kVendorSpecific: {
-      const std::uint8_t len = byte_at(c, off + 2);
+      const std::uint8_t len = config_byte(c, off + 2);
       if (len < 3) return std::nullopt;
       return len;
     }
     case 0x0A: return 4;  // debug port
     case 0x0C: return 8;  // SHPC: DWORD select + data
-    case 0x0D: return 8;  // bridge subsystem vendor ID
+    case cap_id::kBridgeSubsystemVendorId: return ssvid::kSize;
     case cap_id::kPciExpress: return express_size(c, off);
-    case cap_id::kMsiX: return 12;
+    case cap_id::kMsiX: return msix::kSize;
     case 0x12: return 8;  // SATA
     case 0x13: return 6;  // advanced features
     case 0x14: {          // Enhanced Allocation (PCI EA ECN): header, type 1 extra DWORD, entries
       std::uint32_t size = 4;
-      if ((byte_at(c, reg::kHeaderType) & header_type::kLayoutMask) == header_type::kBridge)
+      if ((config_byte(c, reg::kHeaderType) & header_type::kLayoutMask) == header_type::kBridge)
         size += 4;
       const unsigned entries = flags & 0x3F;
       for (unsigned i = 0; i < entries; ++i) {
         if (off + size + 4 > c.size()) return std::nullopt;
-        size += 4 + 4 * (dword_at(c, off + size) & 0x7);
+        size += 4 + 4 * (config_dword(c, off + size) & 0x7);
         if (off + size > 0x100) return std::nullopt;
       }
       return size;
@@ -195,14 +189,14 @@ std::optional<std::uint32_t> standard_size(std::uint8_t id, std::span<const std:
 
 std::optional<std::uint32_t> extended_size(std::uint16_t id, std::span<const std::uint8_t> c,
                                            std::uint32_t off) {
-  const std::uint32_t header = dword_at(c, off);
-  const std::uint32_t reg4 = dword_at(c, off + 4);
+  const std::uint32_t header = config_dword(c, off);
+  const std::uint32_t reg4 = config_dword(c, off + 4);
   const unsigned version = (header >> 16) & 0xF;
   switch (id) {
     case 0x00: return 4;
     case 0x01: {  // AER: root ports and event collectors add the root error registers
       const auto exp = find_express_capability(c);
-      const unsigned type = exp ? (word_at(c, *exp + 2) >> 4) & 0xF : 0;
+      const unsigned type = exp ? (config_word(c, *exp + 2) >> 4) & 0xF : 0;
       return (type == 4 || type == 0xA) ? 0x38 : 0x2C;
     }
     case 0x02:
@@ -217,7 +211,7 @@ std::optional<std::uint32_t> extended_size(std::uint16_t id, std::span<const std
     case ext_cap_id::kVendorSpecific:
     case ext_cap_id::kDesignatedVendorSpecific: {  // length field, bits 31:20 of +4
       const std::uint32_t len = reg4 >> 20;
-      const std::uint32_t minimum = id == ext_cap_id::kVendorSpecific ? 8u : 10u;
+      const std::uint32_t minimum = id == ext_cap_id::kVendorSpecific ? 8u : dvsec::kMinimumLength;
       if (len < minimum) return std::nullopt;
       return len;
     }
@@ -237,7 +231,7 @@ std::optional<std::uint32_t> extended_size(std::uint16_t id, std::span<const std
     case ext_cap_id::kPri: return 0x10;
     case 0x15:
     case 0x24: {  // (VF) Resizable BAR: number of BARs in bits 7:5 of the first control
-      const unsigned count = (dword_at(c, off + 8) >> 5) & 0x7;
+      const unsigned count = (config_dword(c, off + 8) >> 5) & 0x7;
       return 4 + 8 * std::max(count, 1u);
     }
     case 0x16: return 0x10 + round_up4((reg4 & 0x1F) + 1);  // DPA allocation array
@@ -307,7 +301,7 @@ void scan_standard(std::span<const std::uint8_t> c, CapabilityScan& scan, bool& 
   const std::uint32_t pointer_offset =
       layout == header_type::kCardbus ? reg::kCardbusCapabilityPointer : reg::kCapabilityPointer;
   const std::uint8_t raw_pointer = c[pointer_offset];
-  if (!(word_at(c, reg::kStatus) & status::kCapabilityList)) {
+  if (!(config_word(c, reg::kStatus) & status::kCapabilityList)) {
     if (raw_pointer != 0 && raw_pointer != 0xFF) {
       add_diag(
           scan, Severity::kInfo, "pointer-without-cap-list", kStd, pointer_offset,
@@ -382,7 +376,7 @@ void scan_extended(std::span<const std::uint8_t> c, CapabilityScan& scan) {
       }
       break;
     }
-    const std::uint32_t header = dword_at(c, where);
+    const std::uint32_t header = config_dword(c, where);
     if (header == 0) {
       if (where != kExtendedCapabilityStart) {
         add_diag(scan, Severity::kWarning, "empty-header", kExt, static_cast<std::uint16_t>(where),
@@ -478,7 +472,7 @@ CapabilityScan scan_capabilities(std::span<const std::uint8_t> config) {
   if (can_have_extended) {
     scan_extended(config, scan);
   } else if (config.size() >= kExtendedCapabilityStart + 4) {
-    const std::uint32_t header = dword_at(config, kExtendedCapabilityStart);
+    const std::uint32_t header = config_dword(config, kExtendedCapabilityStart);
     if (header != 0 && header != 0xFFFFFFFF) {
       add_diag(scan, Severity::kWarning, "extended-without-express", CapabilitySpace::kExtended,
                static_cast<std::uint16_t>(kExtendedCapabilityStart),
