@@ -99,6 +99,15 @@ nlohmann::json ranges_json(const std::vector<pci::ConfigRange>& ranges) {
   return out;
 }
 
+// The guest view as a dump of its whole space, for the report and the map.
+pci::DeviceDump guest_dump_of(const pci::DeviceDump& dump, const pci::PlacementResult& result) {
+  pci::DeviceDump guest;
+  guest.address = dump.address;
+  guest.config.assign(result.guest.bytes().begin(), result.guest.bytes().end());
+  pci::classify_dump_size(guest);
+  return guest;
+}
+
 nlohmann::json result_json(const pci::DeviceDump& dump, const PlaceOptions& options,
                            const std::optional<pci::PasidSpec>& pasid,
                            const pci::PlacementResult& result) {
@@ -162,9 +171,7 @@ nlohmann::json result_json(const pci::DeviceDump& dump, const PlaceOptions& opti
   }
   out["warnings"] = result.warnings;
   out["output"] = options.output.empty() ? nlohmann::json(nullptr) : nlohmann::json(options.output);
-  const pci::DeviceDump guest_dump{
-      dump.address,
-      std::vector<std::uint8_t>(result.guest.bytes().begin(), result.guest.bytes().end())};
+  const pci::DeviceDump guest_dump = guest_dump_of(dump, result);
   out["guest"] = report_json(DeviceReport::build(guest_dump));
   return out;
 }
@@ -176,9 +183,7 @@ std::string result_map(const pci::DeviceDump& dump, const pci::PlacementResult& 
   MapPanel before = report_map_panel(DeviceReport::build(dump), names);
   before.title += "  (source)";
   panels.push_back(std::move(before));
-  const pci::DeviceDump guest_dump{
-      dump.address,
-      std::vector<std::uint8_t>(result.guest.bytes().begin(), result.guest.bytes().end())};
+  const pci::DeviceDump guest_dump = guest_dump_of(dump, result);
   MapPanel after = report_map_panel(DeviceReport::build(guest_dump), names);
   after.title += "  (guest view)";
   for (auto& region : after.regions) {
