@@ -38,6 +38,7 @@ const char* fill_for(MapRegionKind kind, std::size_t index) {
     case MapRegionKind::kUnknownExtent: return "url(#unknown)";
     case MapRegionKind::kAdded: return "#d62728";
     case MapRegionKind::kHidden: return "url(#hidden)";
+    case MapRegionKind::kUnread: return "url(#unread)";
     case MapRegionKind::kCapability: return kPalette[index % std::size(kPalette)];
   }
   return "#000";
@@ -77,6 +78,8 @@ std::string render_config_map_svg(const std::vector<MapPanel>& panels) {
       R"(<pattern id="unknown" width="6" height="6" patternUnits="userSpaceOnUse"><rect width="6" height="6" fill="#fdd0a2"/><path d="M0,6 L6,0" stroke="#e6550d" stroke-width="1"/></pattern>)"
       "\n"
       R"(<pattern id="hidden" width="6" height="6" patternUnits="userSpaceOnUse"><rect width="6" height="6" fill="#dddddd"/><path d="M0,0 L6,6" stroke="#555" stroke-width="1"/></pattern>)"
+      "\n"
+      R"(<pattern id="unread" width="6" height="6" patternUnits="userSpaceOnUse"><rect width="6" height="6" fill="#9e9e9e"/><path d="M0,0 L6,6 M0,6 L6,0" stroke="#616161" stroke-width="1"/></pattern>)"
       "\n</defs>\n";
   int top = 10;
   for (const auto& panel : panels) {

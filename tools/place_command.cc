@@ -172,7 +172,8 @@ nlohmann::json result_json(const pci::DeviceDump& dump, const PlaceOptions& opti
   out["warnings"] = result.warnings;
   out["output"] = options.output.empty() ? nlohmann::json(nullptr) : nlohmann::json(options.output);
   const pci::DeviceDump guest_dump = guest_dump_of(dump, result);
-  out["guest"] = report_json(DeviceReport::build(guest_dump));
+  PciNames names;
+  out["guest"] = report_json(DeviceReport::build(guest_dump), names);
   return out;
 }
 
