@@ -4,20 +4,15 @@
 #include <array>
 #include <bitset>
 
+#include "pci/capability_registers.h"
+#include "pci/config_bytes.h"
+
 namespace vpci::pci {
 namespace {
 
-std::uint8_t byte_at(std::span<const std::uint8_t> c, std::uint32_t off) {
-  return off < c.size() ? c[off] : 0xFF;
+std::uint32_t round_up4(std::uint32_t v) {
+  return (v + 3u) & ~3u;
 }
-std::uint16_t word_at(std::span<const std::uint8_t> c, std::uint32_t off) {
-  return static_cast<std::uint16_t>(byte_at(c, off) | (byte_at(c, off + 1) << 8));
-}
-std::uint32_t dword_at(std::span<const std::uint8_t> c, std::uint32_t off) {
-  return static_cast<std::uint32_t>(word_at(c, off)) |
-         (static_cast<std::uint32_t>(word_at(c, off + 2)) << 16);
-}
-std::uint32_t round_up4(std::uint32_t v) { return (v + 3u) & ~3u; }
 
 constexpr std::array<std::string_view, 0x16> kStandardNames = {
     "Null",
@@ -104,8 +99,9 @@ constexpr std::array<std::string_view, 0x37> kExtendedNames = {
 
 // Finds the PCI Express capability in the standard chain (bounded walk).
 std::optional<std::uint32_t> find_express_capability(std::span<const std::uint8_t> c) {
-  if (c.size() < 0x40 || !(word_at(c, reg::kStatus) & status::kCapabilityList)) return std::nullopt;
-  std::uint32_t where = byte_at(c, reg::kCapabilityPointer) & ~3u;
+  if (c.size() < 0x40 || !(config_word(c, reg::kStatus) & status::kCapabilityList))
+    return std::nullopt;
+  std::uint32_t where = config_byte(c, reg::kCapabilityPointer) & ~3u;
   for (int ttl = 48; where != 0 && ttl > 0; --ttl) {
     if (where + 2 > c.size()) return std::nullopt;
     if (c[where] == cap_id::kPciExpress) return where;
@@ -118,14 +114,14 @@ std::optional<std::uint32_t> find_express_capability(std::span<const std::uint8_
 std::uint32_t link_width(std::span<const std::uint8_t> c) {
   const auto exp = find_express_capability(c);
   if (!exp) return 0;
-  return (dword_at(c, *exp + 0x0C) >> 4) & 0x3F;
+  return (config_dword(c, *exp + 0x0C) >> 4) & 0x3F;
 }
 
 // PCIe capability size by version and port type (PCIe Base 6.0 §7.5.3): version 2
 // always carries the full 0x3C-byte structure; version 1 stops after the last
 // register block its port type implements.
 std::uint32_t express_size(std::span<const std::uint8_t> c, std::uint32_t off) {
-  const std::uint16_t flags = word_at(c, off + 2);
+  const std::uint16_t flags = config_word(c, off + 2);
   if ((flags & 0xF) >= 2) return 0x3C;
   const unsigned type = (flags >> 4) & 0xF;
   if (type == 4 || type == 0xA) return 0x24;  // root port / RC event collector: root regs
@@ -135,7 +131,7 @@ std::uint32_t express_size(std::span<const std::uint8_t> c, std::uint32_t off) {
 
 std::optional<std::uint32_t> standard_size(std::uint8_t id, std::span<const std::uint8_t> c,
                                            std::uint32_t off) {
-  const std::uint16_t flags = word_at(c, off + 2);
+  const std::uint16_t flags = config_word(c, off + 2);
   switch (id) {
     case 0x00: return 4;
     case 0x01: return 8;   // PM
@@ -143,45 +139,46 @@ std::optional<std::uint32_t> standard_size(std::uint8_t id, std::span<const std:
     case 0x03: return 8;   // VPD
     case 0x04: return 4;   // slot ID
     case cap_id::kMsi: {   // PCI 3.0 §6.8.1: 64-bit address +4, per-vector masking +10
-      std::uint32_t size = 10;
-      if (flags & (1u << 7)) size += 4;
-      if (flags & (1u << 8)) size += 10;
+      std::uint32_t size = msi::kSize32;
+      if (flags & msi::kAddress64) size += msi::kAddress64Extra;
+      if (flags & msi::kPerVectorMasking) size += msi::kMaskingExtra;
       return size;
     }
-    case 0x06: return 4;   // CompactPCI hot swap
+    case 0x06: return 4;  // CompactPCI hot swap
     case cap_id::kPciX: {
-      if ((byte_at(c, reg::kHeaderType) & header_type::kLayoutMask) == header_type::kBridge) {
+      if ((config_byte(c, reg::kHeaderType) & header_type::kLayoutMask) == header_type::kBridge) {
         return 16;
       }
       // Mode 2 capable devices (status bits 29:28 nonzero... PCI-X 2.0) add ECC registers.
-      return ((dword_at(c, off + 4) >> 28) & 3) != 0 ? 24 : 8;
+      return ((config_dword(c, off + 4) >> 28) & 3) != 0 ? 24 : 8;
     }
     case 0x08: {  // HyperTransport: capability type in bits 15:13 (or 15:11)
       const unsigned type3 = flags >> 13;
-      if (type3 == 0) return 28;  // slave/primary interface
-      if (type3 == 1) return 24;  // host/secondary interface
+      if (type3 == 0) return 28;             // slave/primary interface
+      if (type3 == 1) return 24;             // host/secondary interface
       if ((flags >> 11) == 0x15) return 12;  // MSI mapping
       return std::nullopt;
     }
     case cap_id::kVendorSpecific: {
-      const std::uint8_t len = byte_at(c, off + 2);
+      const std::uint8_t len = config_byte(c, off + 2);
       if (len < 3) return std::nullopt;
       return len;
     }
-    case 0x0A: return 4;   // debug port
-    case 0x0C: return 8;   // SHPC: DWORD select + data
-    case 0x0D: return 8;   // bridge subsystem vendor ID
+    case 0x0A: return 4;  // debug port
+    case 0x0C: return 8;  // SHPC: DWORD select + data
+    case cap_id::kBridgeSubsystemVendorId: return ssvid::kSize;
     case cap_id::kPciExpress: return express_size(c, off);
-    case cap_id::kMsiX: return 12;
-    case 0x12: return 8;   // SATA
-    case 0x13: return 6;   // advanced features
-    case 0x14: {           // Enhanced Allocation (PCI EA ECN): header, type 1 extra DWORD, entries
+    case cap_id::kMsiX: return msix::kSize;
+    case 0x12: return 8;  // SATA
+    case 0x13: return 6;  // advanced features
+    case 0x14: {          // Enhanced Allocation (PCI EA ECN): header, type 1 extra DWORD, entries
       std::uint32_t size = 4;
-      if ((byte_at(c, reg::kHeaderType) & header_type::kLayoutMask) == header_type::kBridge) size += 4;
+      if ((config_byte(c, reg::kHeaderType) & header_type::kLayoutMask) == header_type::kBridge)
+        size += 4;
       const unsigned entries = flags & 0x3F;
       for (unsigned i = 0; i < entries; ++i) {
         if (off + size + 4 > c.size()) return std::nullopt;
-        size += 4 + 4 * (dword_at(c, off + size) & 0x7);
+        size += 4 + 4 * (config_dword(c, off + size) & 0x7);
         if (off + size > 0x100) return std::nullopt;
       }
       return size;
@@ -192,29 +189,29 @@ std::optional<std::uint32_t> standard_size(std::uint8_t id, std::span<const std:
 
 std::optional<std::uint32_t> extended_size(std::uint16_t id, std::span<const std::uint8_t> c,
                                            std::uint32_t off) {
-  const std::uint32_t header = dword_at(c, off);
-  const std::uint32_t reg4 = dword_at(c, off + 4);
+  const std::uint32_t header = config_dword(c, off);
+  const std::uint32_t reg4 = config_dword(c, off + 4);
   const unsigned version = (header >> 16) & 0xF;
   switch (id) {
     case 0x00: return 4;
     case 0x01: {  // AER: root ports and event collectors add the root error registers
       const auto exp = find_express_capability(c);
-      const unsigned type = exp ? (word_at(c, *exp + 2) >> 4) & 0xF : 0;
+      const unsigned type = exp ? (config_word(c, *exp + 2) >> 4) & 0xF : 0;
       return (type == 4 || type == 0xA) ? 0x38 : 0x2C;
     }
     case 0x02:
     case 0x08:
     case 0x09:  // VC / MFVC: 0x10 + 0xC per VC resource (Extended VC Count + 1)
       return 0x10 + 0xC * ((reg4 & 0x7) + 1);
-    case 0x03: return 0x0C;  // DSN
-    case 0x04: return 0x10;  // power budgeting
+    case 0x03: return 0x0C;                                // DSN
+    case 0x04: return 0x10;                                // power budgeting
     case 0x05: return 0x10 + 0x10 * ((reg4 >> 8) & 0xFF);  // RCLD: link entries
-    case 0x07: return version >= 2 ? 0x0C : 0x08;         // RCEC association
-    case 0x0A: return 0x14;                               // RCRB header
+    case 0x07: return version >= 2 ? 0x0C : 0x08;          // RCEC association
+    case 0x0A: return 0x14;                                // RCRB header
     case ext_cap_id::kVendorSpecific:
     case ext_cap_id::kDesignatedVendorSpecific: {  // length field, bits 31:20 of +4
       const std::uint32_t len = reg4 >> 20;
-      const std::uint32_t minimum = id == ext_cap_id::kVendorSpecific ? 8u : 10u;
+      const std::uint32_t minimum = id == ext_cap_id::kVendorSpecific ? 8u : dvsec::kMinimumLength;
       if (len < minimum) return std::nullopt;
       return len;
     }
@@ -230,11 +227,11 @@ std::optional<std::uint32_t> extended_size(std::uint16_t id, std::span<const std
     case ext_cap_id::kAri:
     case ext_cap_id::kAts: return 8;
     case ext_cap_id::kSriov: return 0x40;
-    case 0x12: return 0x30;                  // multicast
+    case 0x12: return 0x30;  // multicast
     case ext_cap_id::kPri: return 0x10;
     case 0x15:
     case 0x24: {  // (VF) Resizable BAR: number of BARs in bits 7:5 of the first control
-      const unsigned count = (dword_at(c, off + 8) >> 5) & 0x7;
+      const unsigned count = (config_dword(c, off + 8) >> 5) & 0x7;
       return 4 + 8 * std::max(count, 1u);
     }
     case 0x16: return 0x10 + round_up4((reg4 & 0x1F) + 1);  // DPA allocation array
@@ -243,22 +240,22 @@ std::optional<std::uint32_t> extended_size(std::uint16_t id, std::span<const std
       if (((reg4 >> 9) & 3) == 1) size += round_up4(2 * (((reg4 >> 16) & 0x7FF) + 1));
       return size;
     }
-    case 0x18: return 8;  // LTR
+    case 0x18: return 8;                                                  // LTR
     case 0x19: return 0x0C + round_up4(2 * std::max(link_width(c), 1u));  // lane EQ control
     case ext_cap_id::kPasid: return 8;
-    case 0x1C: return 8;  // LNR
+    case 0x1C: return 8;                                 // LNR
     case 0x1D: return (reg4 & (1u << 5)) ? 0x34 : 0x0C;  // DPC, RP extensions
-    case 0x1E: return 0x10;  // L1 PM substates
-    case 0x1F: return 0x0C;  // PTM
-    case 0x21: return 0x10;  // FRS
-    case 0x22: return 0x0C;  // RTR
-    case 0x25: return 0x0C;  // DLF
+    case 0x1E: return 0x10;                              // L1 PM substates
+    case 0x1F: return 0x0C;                              // PTM
+    case 0x21: return 0x10;                              // FRS
+    case 0x22: return 0x0C;                              // RTR
+    case 0x25: return 0x0C;                              // DLF
     case 0x26:
     case 0x2A: return 0x20 + round_up4(std::max(link_width(c), 1u));  // PL 16/32 GT/s
-    case 0x27: return 0x08 + 4 * std::max(link_width(c), 1u);        // lane margining
-    case 0x29: return 0x10;  // NPEM
-    case 0x2E: return 0x18;  // DOE
-    case 0x2F: return 0x10;  // device 3
+    case 0x27: return 0x08 + 4 * std::max(link_width(c), 1u);         // lane margining
+    case 0x29: return 0x10;                                           // NPEM
+    case 0x2E: return 0x18;                                           // DOE
+    case 0x2F: return 0x10;                                           // device 3
     default: return std::nullopt;
   }
 }
@@ -304,10 +301,11 @@ void scan_standard(std::span<const std::uint8_t> c, CapabilityScan& scan, bool& 
   const std::uint32_t pointer_offset =
       layout == header_type::kCardbus ? reg::kCardbusCapabilityPointer : reg::kCapabilityPointer;
   const std::uint8_t raw_pointer = c[pointer_offset];
-  if (!(word_at(c, reg::kStatus) & status::kCapabilityList)) {
+  if (!(config_word(c, reg::kStatus) & status::kCapabilityList)) {
     if (raw_pointer != 0 && raw_pointer != 0xFF) {
-      add_diag(scan, Severity::kInfo, "pointer-without-cap-list", kStd, pointer_offset,
-               fmt::format("capability pointer {:#04x} ignored: Status.CapList is clear", raw_pointer));
+      add_diag(
+          scan, Severity::kInfo, "pointer-without-cap-list", kStd, pointer_offset,
+          fmt::format("capability pointer {:#04x} ignored: Status.CapList is clear", raw_pointer));
     }
     return;
   }
@@ -320,9 +318,9 @@ void scan_standard(std::span<const std::uint8_t> c, CapabilityScan& scan, bool& 
   std::uint32_t where = raw_pointer & ~3u;
   while (where != 0) {
     if (where + 4 > c.size()) {
-      add_diag(scan, Severity::kError, "truncated", kStd, static_cast<std::uint16_t>(where),
-               fmt::format("capability at {:#04x} lies beyond the {} readable bytes", where,
-                           c.size()));
+      add_diag(
+          scan, Severity::kError, "truncated", kStd, static_cast<std::uint16_t>(where),
+          fmt::format("capability at {:#04x} lies beyond the {} readable bytes", where, c.size()));
       break;
     }
     if (visited[where]) {
@@ -338,20 +336,22 @@ void scan_standard(std::span<const std::uint8_t> c, CapabilityScan& scan, bool& 
       break;
     }
     if (where < kStandardCapabilityStart) {
-      add_diag(scan, Severity::kError, "pointer-into-header", kStd, static_cast<std::uint16_t>(where),
+      add_diag(scan, Severity::kError, "pointer-into-header", kStd,
+               static_cast<std::uint16_t>(where),
                fmt::format("capability pointer {:#04x} points into the header (< 0x40); Linux "
                            "stops here, lspci does not",
                            where));
     }
     const std::uint8_t raw_next = c[where + 1];
     if (raw_next & 3) {
-      add_diag(scan, Severity::kWarning, "misaligned-pointer", kStd, static_cast<std::uint16_t>(where + 1),
+      add_diag(scan, Severity::kWarning, "misaligned-pointer", kStd,
+               static_cast<std::uint16_t>(where + 1),
                fmt::format("next pointer {:#04x} of capability at {:#04x} is not DWORD aligned",
                            raw_next, where));
     }
     const std::uint16_t next = raw_next & ~3u;
-    scan.capabilities.push_back({kStd, static_cast<std::uint16_t>(where), id, 0, next,
-                                 standard_size(id, c, where)});
+    scan.capabilities.push_back(
+        {kStd, static_cast<std::uint16_t>(where), id, 0, next, standard_size(id, c, where)});
     if (capability_name(kStd, id) == "Unknown") {
       add_diag(scan, Severity::kInfo, "unknown-id", kStd, static_cast<std::uint16_t>(where),
                fmt::format("capability ID {:#04x} at {:#04x} is not in the catalog", id, where));
@@ -376,7 +376,7 @@ void scan_extended(std::span<const std::uint8_t> c, CapabilityScan& scan) {
       }
       break;
     }
-    const std::uint32_t header = dword_at(c, where);
+    const std::uint32_t header = config_dword(c, where);
     if (header == 0) {
       if (where != kExtendedCapabilityStart) {
         add_diag(scan, Severity::kWarning, "empty-header", kExt, static_cast<std::uint16_t>(where),
@@ -400,20 +400,22 @@ void scan_extended(std::span<const std::uint8_t> c, CapabilityScan& scan) {
     const auto version = static_cast<std::uint8_t>((header >> 16) & 0xF);
     const std::uint32_t raw_next = header >> 20;
     if (raw_next & 3) {
-      add_diag(scan, Severity::kWarning, "misaligned-pointer", kExt, static_cast<std::uint16_t>(where),
+      add_diag(scan, Severity::kWarning, "misaligned-pointer", kExt,
+               static_cast<std::uint16_t>(where),
                fmt::format("next pointer {:#05x} of extended capability at {:#05x} is not DWORD "
                            "aligned",
                            raw_next, where));
     }
     const auto next = static_cast<std::uint16_t>(raw_next & ~3u);
     if (next != 0 && next < kExtendedCapabilityStart) {
-      add_diag(scan, Severity::kError, "pointer-below-extended", kExt, static_cast<std::uint16_t>(where),
+      add_diag(scan, Severity::kError, "pointer-below-extended", kExt,
+               static_cast<std::uint16_t>(where),
                fmt::format("next pointer {:#05x} of extended capability at {:#05x} is below 0x100; "
                            "Linux stops there, lspci does not",
                            next, where));
     }
-    scan.capabilities.push_back({kExt, static_cast<std::uint16_t>(where), id, version, next,
-                                 extended_size(id, c, where)});
+    scan.capabilities.push_back(
+        {kExt, static_cast<std::uint16_t>(where), id, version, next, extended_size(id, c, where)});
     if (capability_name(kExt, id) == "Unknown") {
       add_diag(scan, Severity::kInfo, "unknown-id", kExt, static_cast<std::uint16_t>(where),
                fmt::format("extended capability ID {:#06x} at {:#05x} is not in the catalog", id,
@@ -460,8 +462,9 @@ std::optional<std::uint32_t> capability_size(CapabilitySpace space, std::uint16_
 CapabilityScan scan_capabilities(std::span<const std::uint8_t> config) {
   CapabilityScan scan;
   if (config.size() < 0x40) {
-    add_diag(scan, Severity::kError, "truncated-header", CapabilitySpace::kStandard, std::nullopt,
-             fmt::format("only {} bytes readable; the 64-byte header is incomplete", config.size()));
+    add_diag(
+        scan, Severity::kError, "truncated-header", CapabilitySpace::kStandard, std::nullopt,
+        fmt::format("only {} bytes readable; the 64-byte header is incomplete", config.size()));
     return scan;
   }
   bool can_have_extended = false;
@@ -469,7 +472,7 @@ CapabilityScan scan_capabilities(std::span<const std::uint8_t> config) {
   if (can_have_extended) {
     scan_extended(config, scan);
   } else if (config.size() >= kExtendedCapabilityStart + 4) {
-    const std::uint32_t header = dword_at(config, kExtendedCapabilityStart);
+    const std::uint32_t header = config_dword(config, kExtendedCapabilityStart);
     if (header != 0 && header != 0xFFFFFFFF) {
       add_diag(scan, Severity::kWarning, "extended-without-express", CapabilitySpace::kExtended,
                static_cast<std::uint16_t>(kExtendedCapabilityStart),
@@ -534,8 +537,9 @@ Result<CapabilityScan> scan_for_edit(const ConfigSpace& space, CapabilitySpace w
   }
   for (const auto& diag : scan.diagnostics) {
     if (diag.space == which && diag.severity == Severity::kError) {
-      return make_error(ErrorCode::kConflict, "refusing to edit a malformed {} capability chain: {}",
-                        space_name(which), diag.message);
+      return make_error(ErrorCode::kConflict,
+                        "refusing to edit a malformed {} capability chain: {}", space_name(which),
+                        diag.message);
     }
   }
   return scan;
@@ -574,9 +578,8 @@ Result<std::uint16_t> choose_offset(const CapabilityScan& scan, CapabilitySpace 
                         *offset, lowest, space_end);
     }
     if (const Capability* hit = first_overlap(scan, which, *offset, *offset + need, space_size)) {
-      return make_error(ErrorCode::kConflict,
-                        "[{:#x}, {:#x}) overlaps {} at [{:#x}, {:#x})", *offset, *offset + need,
-                        capability_name(which, hit->id), hit->offset,
+      return make_error(ErrorCode::kConflict, "[{:#x}, {:#x}) overlaps {} at [{:#x}, {:#x})",
+                        *offset, *offset + need, capability_name(which, hit->id), hit->offset,
                         hit->offset + occupied_length(scan, *hit, space_size));
     }
     return *offset;
@@ -627,14 +630,15 @@ Result<std::uint16_t> add_standard_capability(ConfigSpace& space, std::uint8_t i
                                               std::optional<std::uint16_t> offset) {
   if (id == 0xFF) {
     // Walkers treat ID 0xFF as the end of a broken chain (Linux, lspci).
-    return make_error(ErrorCode::kInvalidArgument, "capability ID 0xff cannot be added: it marks a broken chain");
+    return make_error(ErrorCode::kInvalidArgument,
+                      "capability ID 0xff cannot be added: it marks a broken chain");
   }
   VPCI_ASSIGN_OR_RETURN(CapabilityScan scan, scan_for_edit(space, CapabilitySpace::kStandard));
   const std::uint32_t length = 2 + static_cast<std::uint32_t>(body.size());
-  VPCI_ASSIGN_OR_RETURN(const std::uint16_t at,
-                        choose_offset(scan, CapabilitySpace::kStandard, length, offset,
-                                      kStandardCapabilityStart, kConventionalConfigSize,
-                                      space.size()));
+  VPCI_ASSIGN_OR_RETURN(
+      const std::uint16_t at,
+      choose_offset(scan, CapabilitySpace::kStandard, length, offset, kStandardCapabilityStart,
+                    kConventionalConfigSize, space.size()));
   const std::array<std::uint8_t, 2> header = {id, 0};
   VPCI_TRY(check_body_covers_structure(space, CapabilitySpace::kStandard, id, at, header, body));
   space.set_raw_bytes(at, header);
@@ -642,8 +646,8 @@ Result<std::uint16_t> add_standard_capability(ConfigSpace& space, std::uint8_t i
   const auto caps = caps_in(scan, CapabilitySpace::kStandard);
   if (caps.empty()) {
     space.set_raw8(reg::kCapabilityPointer, static_cast<std::uint8_t>(at));
-    space.set_raw16(reg::kStatus,
-                    static_cast<std::uint16_t>(space.raw16(reg::kStatus) | status::kCapabilityList));
+    space.set_raw16(reg::kStatus, static_cast<std::uint16_t>(space.raw16(reg::kStatus) |
+                                                             status::kCapabilityList));
   } else {
     set_standard_next(space, caps.back()->offset, static_cast<std::uint8_t>(at));
   }
@@ -664,7 +668,8 @@ Result<std::uint16_t> add_extended_capability(ConfigSpace& space, std::uint16_t 
   if (id == ext_cap_id::kNull || id == 0xFFFF) {
     // A Null header with next 0 reads as the end of the list, and 0xFFFF is the
     // placeholder QEMU writes while rebuilding a chain; neither is a capability to add.
-    return make_error(ErrorCode::kInvalidArgument, "extended capability ID {:#06x} cannot be added", id);
+    return make_error(ErrorCode::kInvalidArgument, "extended capability ID {:#06x} cannot be added",
+                      id);
   }
   VPCI_ASSIGN_OR_RETURN(CapabilityScan scan, scan_for_edit(space, CapabilitySpace::kExtended));
   const std::uint32_t length = 4 + static_cast<std::uint32_t>(body.size());
@@ -682,10 +687,11 @@ Result<std::uint16_t> add_extended_capability(ConfigSpace& space, std::uint16_t 
                         choose_offset(with_anchor, CapabilitySpace::kExtended, length, wanted,
                                       kExtendedCapabilityStart, kExtendedConfigSize, space.size()));
   const std::uint32_t header = id | (static_cast<std::uint32_t>(version) << 16);
-  const std::array<std::uint8_t, 4> header_bytes = {
-      static_cast<std::uint8_t>(header), static_cast<std::uint8_t>(header >> 8),
-      static_cast<std::uint8_t>(header >> 16), 0};
-  VPCI_TRY(check_body_covers_structure(space, CapabilitySpace::kExtended, id, at, header_bytes, body));
+  const std::array<std::uint8_t, 4> header_bytes = {static_cast<std::uint8_t>(header),
+                                                    static_cast<std::uint8_t>(header >> 8),
+                                                    static_cast<std::uint8_t>(header >> 16), 0};
+  VPCI_TRY(
+      check_body_covers_structure(space, CapabilitySpace::kExtended, id, at, header_bytes, body));
   space.set_raw_bytes(at + 4u, body);
   if (caps.empty()) {
     space.set_raw32(at, header);
@@ -759,7 +765,8 @@ Status relink_capabilities(ConfigSpace& space, CapabilitySpace which,
                         off, space_name(which));
     }
     if (seen[off]) {
-      return make_error(ErrorCode::kInvalidArgument, "offset {:#x} appears twice in the chain", off);
+      return make_error(ErrorCode::kInvalidArgument, "offset {:#x} appears twice in the chain",
+                        off);
     }
     seen[off] = true;
   }
@@ -772,10 +779,12 @@ Status relink_capabilities(ConfigSpace& space, CapabilitySpace which,
     }
   }
   if (standard) {
-    space.set_raw8(reg::kCapabilityPointer, order.empty() ? 0 : static_cast<std::uint8_t>(order[0]));
+    space.set_raw8(reg::kCapabilityPointer,
+                   order.empty() ? 0 : static_cast<std::uint8_t>(order[0]));
     std::uint16_t status_value = space.raw16(reg::kStatus);
-    status_value = order.empty() ? static_cast<std::uint16_t>(status_value & ~status::kCapabilityList)
-                                 : static_cast<std::uint16_t>(status_value | status::kCapabilityList);
+    status_value = order.empty()
+                       ? static_cast<std::uint16_t>(status_value & ~status::kCapabilityList)
+                       : static_cast<std::uint16_t>(status_value | status::kCapabilityList);
     space.set_raw16(reg::kStatus, status_value);
   }
   return {};

@@ -31,6 +31,7 @@ inline constexpr std::uint8_t kPowerManagement = 0x01;
 inline constexpr std::uint8_t kMsi = 0x05;
 inline constexpr std::uint8_t kPciX = 0x07;
 inline constexpr std::uint8_t kVendorSpecific = 0x09;
+inline constexpr std::uint8_t kBridgeSubsystemVendorId = 0x0D;
 inline constexpr std::uint8_t kPciExpress = 0x10;
 inline constexpr std::uint8_t kMsiX = 0x11;
 }  // namespace cap_id

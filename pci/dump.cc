@@ -5,15 +5,19 @@
 #include <charconv>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <system_error>
 
 #include "base/input_file.h"
 #include "pci/registers.h"
+#include "pci/sysfs_source.h"
 
 namespace vpci::pci {
 namespace {
 
-bool is_hex(char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; }
+bool is_hex(char c) {
+  return std::isxdigit(static_cast<unsigned char>(c)) != 0;
+}
 
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -98,22 +102,65 @@ Result<DeviceAddress> parse_device_address(std::string_view text) {
                       "'{}' is not a PCI address (expected BB:DD.F or DDDD:BB:DD.F)", text);
   }
   if (address.device > 31 || address.function > 7) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      "'{}': device must be 00-1f and function 0-7", text);
+    return make_error(ErrorCode::kInvalidArgument, "'{}': device must be 00-1f and function 0-7",
+                      text);
   }
   return address;
 }
 
 namespace {
+
 // The 1-based column of `rest`, a suffix of `line`.
 std::size_t column(std::string_view line, std::string_view rest) {
   return static_cast<std::size_t>(rest.data() - line.data()) + 1;
 }
+
+// The device line's address must be one a bus can hold: device 0-0x1f, function 0-7
+// (PCI Local Bus 3.0 §3.2.2.3.1: 5 device bits, 3 function bits). The columns point
+// at the field, whose position depends on whether the line has a domain.
+Status check_device_line(std::string_view line, const DeviceAddress& address,
+                         std::size_t line_number) {
+  const std::size_t dot = line.find('.');
+  if (address.device > 0x1F) {
+    return make_error(ErrorCode::kMalformedInput,
+                      "{}:{}: impossible address: device {:#04x} exceeds 0x1f", line_number,
+                      dot - 1, address.device);
+  }
+  if (address.function > 7) {
+    return make_error(ErrorCode::kMalformedInput,
+                      "{}:{}: impossible address: function {:x} exceeds 7", line_number, dot + 2,
+                      address.function);
+  }
+  return {};
+}
+
+// Rows of a device follow each other without a gap or an overlap: lspci writes 16
+// bytes per row from offset 0 (64 bytes for -x, 256 for -xxx, 4096 for -xxxx), so a
+// jump is a lost row and an offset already covered a repeated one.
+Status check_row_offset(std::uint32_t offset, const DeviceDump& device, std::size_t line_number,
+                        std::size_t previous_row_line) {
+  const auto next = static_cast<std::uint32_t>(device.config.size());
+  if (offset > next) {
+    return make_error(ErrorCode::kMalformedInput,
+                      "{}:1: row {:#x} of {} leaves a gap: bytes {:#x}-{:#x} are missing (a row "
+                      "was lost; rows follow each other from offset 0)",
+                      line_number, offset, device.address.to_string(), next, offset - 1);
+  }
+  if (offset < next) {
+    return make_error(ErrorCode::kMalformedInput,
+                      "{}:1: row {:#x} of {} repeats bytes up to {:#x} already given (line {})",
+                      line_number, offset, device.address.to_string(), next - 1, previous_row_line);
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<std::vector<DeviceDump>> parse_lspci_text(std::string_view text) {
   std::vector<DeviceDump> devices;
+  std::map<DeviceAddress, std::size_t> device_lines;  // address -> line of its device line
   bool in_device = false;
+  std::size_t previous_row_line = 0;
   std::size_t line_number = 0;
   while (!text.empty()) {
     ++line_number;
@@ -127,7 +174,17 @@ Result<std::vector<DeviceDump>> parse_lspci_text(std::string_view text) {
     }
     DeviceAddress address;
     if (parse_device_line(line, address)) {
-      devices.push_back({address, {}});
+      VPCI_TRY(check_device_line(line, address, line_number));
+      const auto [first, inserted] = device_lines.emplace(address, line_number);
+      if (!inserted) {
+        return make_error(ErrorCode::kMalformedInput,
+                          "{}:1: device {} appears twice (first at line {})", line_number,
+                          address.to_string(), first->second);
+      }
+      DeviceDump device;
+      device.address = address;
+      device.line = line_number;
+      devices.push_back(std::move(device));
       in_device = true;
       continue;
     }
@@ -139,6 +196,8 @@ Result<std::vector<DeviceDump>> parse_lspci_text(std::string_view text) {
     if (!in_device || digits == 0) continue;  // -v text and anything else is ignored
     std::uint32_t offset = parse_hex(line.substr(0, digits));
     std::string_view bytes = line.substr(digits + 2);
+    VPCI_TRY(check_row_offset(offset, devices.back(), line_number, previous_row_line));
+    previous_row_line = line_number;
     auto& config = devices.back().config;
     while (bytes.size() >= 2 && is_hex(bytes[0]) && is_hex(bytes[1]) &&
            (bytes.size() == 2 || bytes[2] == ' ')) {
@@ -147,8 +206,8 @@ Result<std::vector<DeviceDump>> parse_lspci_text(std::string_view text) {
                           "{}:{}: offset {:#x} beyond 4096 bytes of config space", line_number,
                           column(line, bytes), offset);
       }
-      if (offset >= config.size()) config.resize(offset + 1, 0xFF);
-      config[offset++] = static_cast<std::uint8_t>(parse_hex(bytes.substr(0, 2)));
+      config.push_back(static_cast<std::uint8_t>(parse_hex(bytes.substr(0, 2))));
+      ++offset;
       bytes.remove_prefix(std::min<std::size_t>(3, bytes.size()));
     }
     if (!bytes.empty()) {
@@ -158,6 +217,7 @@ Result<std::vector<DeviceDump>> parse_lspci_text(std::string_view text) {
                         line_number, column(line, bytes), bytes);
     }
   }
+  for (auto& device : devices) classify_dump_size(device);
   return devices;
 }
 
@@ -169,33 +229,47 @@ Result<DeviceDump> parse_raw_config(std::span<const std::uint8_t> bytes, DeviceA
     return make_error(ErrorCode::kMalformedInput, "raw config of {} bytes exceeds 4096 bytes",
                       bytes.size());
   }
-  return DeviceDump{address, std::vector<std::uint8_t>(bytes.begin(), bytes.end())};
+  DeviceDump dump;
+  dump.address = address;
+  dump.config.assign(bytes.begin(), bytes.end());
+  dump.origin = DumpOrigin::kRawFile;
+  classify_dump_size(dump);
+  return dump;
+}
+
+std::string_view truncation_name(Truncation truncation) {
+  switch (truncation) {
+    case Truncation::kNone: return "none";
+    case Truncation::kShortDump: return "short-dump";
+    case Truncation::kPermissions: return "permissions";
+  }
+  return "none";
+}
+
+void classify_dump_size(DeviceDump& dump) {
+  const std::size_t size = dump.config.size();
+  dump.space_size = size > kConventionalConfigSize ? kExtendedConfigSize : kConventionalConfigSize;
+  dump.truncation = size < dump.space_size ? Truncation::kShortDump : Truncation::kNone;
 }
 
 Result<std::vector<DeviceDump>> load_dump_source(const std::filesystem::path& source) {
   std::error_code ec;
   if (std::filesystem::is_directory(source, ec)) {
-    const auto config_path = source / "config";
-    // Any directory other than a sysfs device's is a mistake about the path; say so
-    // rather than report a "config" file the user never named.
-    if (!std::filesystem::exists(config_path, ec)) {
+    if (is_sysfs_device_directory(source)) {
+      VPCI_ASSIGN_OR_RETURN(auto dump, load_sysfs_device(source));
+      return std::vector<DeviceDump>{std::move(dump)};
+    }
+    VPCI_ASSIGN_OR_RETURN(auto devices, load_sysfs_devices(source));
+    // Any other directory is a mistake about the path; say so rather than report a
+    // "config" file the user never named.
+    if (devices.empty()) {
       return make_error(ErrorCode::kInvalidArgument,
                         "{}: is a directory, expected a config-space source (lspci -x text, a "
-                        "raw config file, or a sysfs PCI device directory holding 'config')",
+                        "raw config file, a sysfs PCI device directory holding 'config', or a "
+                        "directory of those such as /sys/bus/pci/devices)",
                         source.string());
     }
-    VPCI_ASSIGN_OR_RETURN(auto bytes, read_file(config_path));
-    auto name = std::filesystem::canonical(source, ec).filename().string();
-    if (ec) name = source.filename().string();
-    VPCI_ASSIGN_OR_RETURN(auto address,
-                          parse_device_address(name).map_error([&](Error e) {
-                            return std::move(e).with_context(fmt::format(
-                                "{} is not a sysfs PCI device directory", source.string()));
-                          }));
-    VPCI_ASSIGN_OR_RETURN(auto dump, parse_raw_config(bytes, address).map_error([&](Error e) {
-      return std::move(e).with_context(config_path.string());
-    }));
-    return std::vector<DeviceDump>{std::move(dump)};
+    return devices;
   }
   VPCI_ASSIGN_OR_RETURN(auto bytes, read_file(source));
   if (!printable_text(bytes)) {
@@ -207,6 +281,7 @@ Result<std::vector<DeviceDump>> load_dump_source(const std::filesystem::path& so
     VPCI_ASSIGN_OR_RETURN(auto dump, parse_raw_config(bytes, address).map_error([&](Error e) {
       return std::move(e).with_context(source.string());
     }));
+    dump.file = source;
     return std::vector<DeviceDump>{std::move(dump)};
   }
   const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
@@ -221,6 +296,7 @@ Result<std::vector<DeviceDump>> load_dump_source(const std::filesystem::path& so
                       "{}: no device found (expected lspci -x text or a raw config file)",
                       source.string());
   }
+  for (auto& device : devices) device.file = source;
   return devices;
 }
 

@@ -21,6 +21,7 @@
 
 #include "base/error.h"
 #include "pci/capabilities.h"
+#include "pci/capability_registers.h"
 
 namespace vpci::pci {
 
@@ -30,10 +31,10 @@ inline constexpr std::uint16_t kProvisionalDvsecId = 0x0001;   // PROVISIONAL
 inline constexpr std::uint8_t kRevision = 0;
 inline constexpr std::uint8_t kCapabilityVersion = 1;  // DVSEC extended capability version
 // Register offsets from the start of the capability.
-inline constexpr std::uint32_t kDvsecHeader1 = 0x04;  // vendor 15:0, revision 19:16, length 31:20
-inline constexpr std::uint32_t kDvsecHeader2 = 0x08;  // DVSEC ID 15:0
-inline constexpr std::uint32_t kControl = 0x0A;       // format 3:0, RsvdP 7:4, entry count 15:8
-inline constexpr std::uint32_t kEntries = 0x0C;       // format 1: 4 bytes per range
+inline constexpr std::uint32_t kDvsecHeader1 = dvsec::kHeader1;
+inline constexpr std::uint32_t kDvsecHeader2 = dvsec::kHeader2;
+inline constexpr std::uint32_t kControl = 0x0A;  // format 3:0, RsvdP 7:4, entry count 15:8
+inline constexpr std::uint32_t kEntries = 0x0C;  // format 1: 4 bytes per range
 inline constexpr std::uint32_t kMinimumLength = 0x0C;
 inline constexpr std::uint32_t kMaximumLength = 0xFFC;  // 12-bit length, DWORD multiple
 inline constexpr unsigned kMaxEntries = 0xFF;

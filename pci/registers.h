@@ -53,9 +53,40 @@ inline constexpr std::uint32_t kIoBaseUpper = 0x30;
 inline constexpr std::uint32_t kIoLimitUpper = 0x32;
 inline constexpr std::uint32_t kBridgeRomAddress = 0x38;
 inline constexpr std::uint32_t kBridgeControl = 0x3E;
-// Type 2 (CardBus bridge) keeps its capability pointer elsewhere.
+// Type 2 (CardBus bridge) keeps its capability pointer and subsystem IDs elsewhere
+// (PC Card Standard 8.0 §4.5; where libpci and Linux read them).
 inline constexpr std::uint32_t kCardbusCapabilityPointer = 0x14;
+inline constexpr std::uint32_t kCardbusSubsystemVendorId = 0x40;
+inline constexpr std::uint32_t kCardbusSubsystemId = 0x42;
 }  // namespace reg
+
+// Number of BARs per header layout (PCI Local Bus 3.0 §6.2.5.1; PCI-to-PCI Bridge
+// Architecture 1.2 §3.2; a CardBus bridge's one is its socket/ExCa registers base, PC
+// Card Standard 8.0 §4.5). A CardBus header keeps its bus numbers at the type 1
+// offsets (kPrimaryBus ... kSecondaryLatency, there "CardBus latency timer").
+inline constexpr unsigned kEndpointBarCount = 6;
+inline constexpr unsigned kBridgeBarCount = 2;
+inline constexpr unsigned kCardbusBarCount = 1;
+
+// The windows a type 1 header forwards to its secondary bus (PCI-to-PCI Bridge
+// Architecture 1.2 §3.2.5.6-§3.2.5.9). Base and limit registers hold the upper address
+// bits; a window is open when base <= limit and ends at the limit plus its granularity.
+namespace bridge {
+// I/O Base/Limit: address bits 15:12 in bits 7:4, addressing capability in bits 3:0.
+inline constexpr std::uint8_t kIoAddressMask = 0xF0;
+inline constexpr std::uint8_t kIoTypeMask = 0x0F;
+inline constexpr std::uint8_t kIoType16 = 0x00;
+inline constexpr std::uint8_t kIoType32 = 0x01;  // upper 16 bits at kIoBaseUpper/kIoLimitUpper
+inline constexpr unsigned kIoAddressShift = 8;
+inline constexpr std::uint32_t kIoGranularity = 0x1000;
+// Memory and Prefetchable Memory Base/Limit: address bits 31:20 in bits 15:4.
+inline constexpr std::uint16_t kMemoryAddressMask = 0xFFF0;
+inline constexpr std::uint16_t kMemoryTypeMask = 0x000F;
+inline constexpr std::uint16_t kMemoryType32 = 0x0000;
+inline constexpr std::uint16_t kMemoryType64 = 0x0001;  // prefetchable only: upper 32 bits
+inline constexpr unsigned kMemoryAddressShift = 16;
+inline constexpr std::uint32_t kMemoryGranularity = 0x100000;
+}  // namespace bridge
 
 namespace command {
 inline constexpr std::uint16_t kIoSpace = 1u << 0;
@@ -88,6 +119,8 @@ inline constexpr std::uint8_t kMultiFunction = 0x80;
 
 namespace bar {
 inline constexpr std::uint32_t kIoSpaceFlag = 0x1;
+inline constexpr std::uint32_t kMemoryType32 = 0x0;
+inline constexpr std::uint32_t kMemoryTypeBelow1M = 0x2;  // PCI 2.x legacy
 inline constexpr std::uint32_t kMemoryType64 = 0x4;
 inline constexpr std::uint32_t kMemoryTypeMask = 0x6;
 inline constexpr std::uint32_t kPrefetchable = 0x8;

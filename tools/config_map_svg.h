@@ -1,6 +1,6 @@
 // Renders configuration-space layouts as SVG: one panel per device, one row per 64
-// bytes, capabilities coloured and labelled, free ranges hatched. People read a
-// picture of a layout faster than a list of offsets.
+// bytes, capabilities coloured and labelled, free ranges hatched, unread ranges grey.
+// People read a picture of a layout faster than a list of offsets.
 #pragma once
 
 #include <cstdint>
@@ -9,7 +9,8 @@
 
 namespace vpci::tools {
 
-enum class MapRegionKind { kHeader, kCapability, kUnknownExtent, kFree, kAdded, kHidden };
+// kUnread: bytes the source did not hold (a truncated dump): unknown, never free.
+enum class MapRegionKind { kHeader, kCapability, kUnknownExtent, kFree, kAdded, kHidden, kUnread };
 
 struct MapRegion {
   std::uint32_t begin;  // inclusive

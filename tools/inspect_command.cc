@@ -1,4 +1,4 @@
-// `vpci inspect SOURCE [--device BDF] [--json] [--map]`
+// `vpci inspect SOURCE [--device BDF] [--json | --map] [--partial] [--strict]`
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -18,7 +18,37 @@ struct InspectOptions {
   std::string device;
   bool json = false;
   bool map = false;
+  bool partial = false;
+  bool strict = false;
 };
+
+// Where a device came from, for messages: "file:line: BDF" for lspci text (the device
+// line), "file: BDF" otherwise (the sysfs `config` file, a raw file).
+std::string device_position(const pci::DeviceDump& dump) {
+  if (dump.line != 0)
+    return fmt::format("{}:{}: {}", dump.file.string(), dump.line, dump.address.to_string());
+  return fmt::format("{}: {}", dump.file.string(), dump.address.to_string());
+}
+
+void print_reports(const InspectOptions& options, const std::vector<DeviceReport>& reports,
+                   PciNames& names) {
+  if (options.map) {
+    std::vector<MapPanel> panels;
+    for (const auto& r : reports) panels.push_back(report_map_panel(r, names));
+    fmt::print("{}", render_config_map_svg(panels));
+    return;
+  }
+  if (options.json) {
+    nlohmann::json out = {{"devices", nlohmann::json::array()}};
+    for (const auto& r : reports) out["devices"].push_back(report_json(r, names));
+    fmt::print("{}\n", out.dump(2));
+    return;
+  }
+  for (std::size_t i = 0; i < reports.size(); ++i) {
+    if (i != 0) fmt::print("\n");
+    fmt::print("{}", report_text(reports[i], names));
+  }
+}
 
 int run_inspect(const InspectOptions& options) {
   // A malformed --device is a usage error whatever SOURCE holds (tools/cli_error.h).
@@ -36,46 +66,70 @@ int run_inspect(const InspectOptions& options) {
       if (d.address == *wanted) selected.push_back(std::move(d));
     }
     if (selected.empty()) {
-      return rejected("inspect", fmt::format("{}: no device {}", options.source, wanted->to_string()));
+      return rejected("inspect",
+                      fmt::format("{}: no device {}", options.source, wanted->to_string()));
     }
   } else {
     selected = std::move(*devices);
   }
-  PciNames names;
   std::vector<DeviceReport> reports;
   reports.reserve(selected.size());
   for (const auto& d : selected) reports.push_back(DeviceReport::build(d));
-  if (options.map) {
-    std::vector<MapPanel> panels;
-    for (const auto& r : reports) panels.push_back(report_map_panel(r, names));
-    fmt::print("{}", render_config_map_svg(panels));
-    return 0;
+
+  // A truncated space is refused unless asked for: what was not read must never pass
+  // for a complete view (or its bytes for free ones).
+  if (!options.partial) {
+    bool refused = false;
+    for (std::size_t i = 0; i < reports.size(); ++i) {
+      if (!reports[i].truncated()) continue;
+      print_error("inspect",
+                  fmt::format("{}: config space truncated: {}; --partial shows what was read",
+                              device_position(selected[i]), truncation_summary(reports[i])));
+      refused = true;
+    }
+    if (refused) return kExitRejected;
   }
-  if (options.json) {
-    nlohmann::json out = {{"devices", nlohmann::json::array()}};
-    for (const auto& r : reports) out["devices"].push_back(report_json(r));
-    fmt::print("{}\n", out.dump(2));
-    return 0;
-  }
+
+  PciNames names;
+  print_reports(options, reports, names);
+  if (!options.strict) return kExitSuccess;
+  bool problems = false;
   for (std::size_t i = 0; i < reports.size(); ++i) {
-    if (i != 0) fmt::print("\n");
-    fmt::print("{}", report_text(reports[i], names));
+    for (const auto* d : reports[i].problems()) {
+      const std::string at =
+          d->offset ? fmt::format(" at {} {:#x}", pci::space_name(d->space), *d->offset) : "";
+      print_error("inspect",
+                  fmt::format("{}: {} [{}]{}: {} (--strict)", device_position(selected[i]),
+                              pci::severity_name(d->severity), d->code, at, d->message));
+      problems = true;
+    }
   }
-  return 0;
+  return problems ? kExitRejected : kExitSuccess;
 }
 
 void register_inspect_command(CLI::App& app, int& exit_code) {
   auto options = std::make_shared<InspectOptions>();
-  CLI::App* cmd = app.add_subcommand(
-      "inspect",
-      "Decode PCI config spaces: header, BARs, capabilities (virtio fields decoded), free "
-      "ranges, diagnostics");
-  cmd->add_option("SOURCE", options->source,
-                  "lspci -x/-xxx/-xxxx text, a raw config file, or a /sys/bus/pci/devices/... directory")
+  CLI::App* cmd = app.add_subcommand("inspect",
+                                     "Decode PCI config spaces: header, BARs, bridge windows, "
+                                     "subsystem, capabilities (MSI, MSI-X, DVSEC "
+                                     "and virtio fields decoded), free ranges, diagnostics");
+  cmd->add_option(
+         "SOURCE", options->source,
+         "lspci -x/-xxx/-xxxx text, a raw config file, a /sys/bus/pci/devices/... directory, or a "
+         "directory of those (/sys/bus/pci/devices)")
       ->required();
-  cmd->add_option("--device", options->device, "only the device at this address (BB:DD.F or DDDD:BB:DD.F)");
+  cmd->add_option("--device", options->device,
+                  "only the device at this address (BB:DD.F or DDDD:BB:DD.F)");
   auto* json = cmd->add_flag("--json", options->json, "machine-readable output");
-  cmd->add_flag("--map", options->map, "an SVG picture of each config space on stdout")->excludes(json);
+  cmd->add_flag("--map", options->map, "an SVG picture of each config space on stdout")
+      ->excludes(json);
+  cmd->add_flag(
+      "--partial", options->partial,
+      "accept a truncated config space (lspci -x, sysfs read without root) and show what was read, "
+      "the rest marked unread; without it a truncated space is refused (exit 1)");
+  cmd->add_flag(
+      "--strict", options->strict,
+      "exit 1 when a device has a diagnostic (warning or error), after printing the report");
   cmd->callback([options, &exit_code] { exit_code = run_inspect(*options); });
 }
 

@@ -25,7 +25,9 @@ PciNames::PciNames() : access_(pci_alloc()) {
   access_->numeric_ids = 0;
 }
 
-PciNames::~PciNames() { pci_cleanup(access_); }
+PciNames::~PciNames() {
+  pci_cleanup(access_);
+}
 
 std::string PciNames::device(std::uint16_t vendor_id, std::uint16_t device_id) {
   std::array<char, 256> buffer{};
@@ -35,11 +37,22 @@ std::string PciNames::device(std::uint16_t vendor_id, std::uint16_t device_id) {
   return name != nullptr ? name : "Unknown device";
 }
 
-std::string PciNames::device_class(std::uint8_t base_class, std::uint8_t subclass) {
+std::string PciNames::subsystem(std::uint16_t vendor_id, std::uint16_t device_id,
+                                std::uint16_t subsystem_vendor_id, std::uint16_t subsystem_id) {
   std::array<char, 256> buffer{};
   const char* name = pci_lookup_name(access_, buffer.data(), static_cast<int>(buffer.size()),
-                                     PCI_LOOKUP_CLASS | PCI_LOOKUP_NO_NUMBERS,
-                                     (base_class << 8) | subclass);
+                                     PCI_LOOKUP_SUBSYSTEM | PCI_LOOKUP_VENDOR | PCI_LOOKUP_DEVICE,
+                                     vendor_id, device_id, subsystem_vendor_id, subsystem_id);
+  return name != nullptr
+             ? name
+             : fmt::format("Subsystem {:04x}:{:04x}", subsystem_vendor_id, subsystem_id);
+}
+
+std::string PciNames::device_class(std::uint8_t base_class, std::uint8_t subclass) {
+  std::array<char, 256> buffer{};
+  const char* name =
+      pci_lookup_name(access_, buffer.data(), static_cast<int>(buffer.size()),
+                      PCI_LOOKUP_CLASS | PCI_LOOKUP_NO_NUMBERS, (base_class << 8) | subclass);
   if (name == nullptr) return fmt::format("Class {:02x}{:02x}", base_class, subclass);
   return name;
 }

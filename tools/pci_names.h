@@ -17,6 +17,10 @@ class PciNames {
 
   // "Red Hat, Inc. Virtio 1.0 block device"; falls back to "Device 1af4:1042".
   std::string device(std::uint16_t vendor_id, std::uint16_t device_id);
+  // The subsystem's name as lspci prints it: "Red Hat, Inc. QEMU Virtual Machine", or
+  // with what pci.ids lacks given by number ("Red Hat, Inc. Device 1100").
+  std::string subsystem(std::uint16_t vendor_id, std::uint16_t device_id,
+                        std::uint16_t subsystem_vendor_id, std::uint16_t subsystem_id);
   // "Mass storage controller: SCSI storage controller"; falls back to "Class 0108".
   std::string device_class(std::uint8_t base_class, std::uint8_t subclass);
 

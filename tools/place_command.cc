@@ -58,26 +58,28 @@ std::string annotated_dump(const pci::DeviceAddress& address, const pci::Placeme
                            const std::string& source) {
   std::string comments;
   for (const auto& p : result.placed) {
-    comments += comment_line(fmt::format("vpci place: {} [ext {:#x} v{}] at {:#x}, {} bytes, rule {}: {}", p.label,
-                                         p.id, p.version, p.offset, p.length,
-                                         pci::placement_rule_name(p.rule), p.detail));
+    comments += comment_line(
+        fmt::format("vpci place: {} [ext {:#x} v{}] at {:#x}, {} bytes, rule {}: {}", p.label, p.id,
+                    p.version, p.offset, p.length, pci::placement_rule_name(p.rule), p.detail));
   }
   for (const auto& h : result.hidden) {
-    comments += comment_line(fmt::format("vpci place: hidden {} {:#x} {}{}: {}", pci::space_name(h.space), h.offset,
-                                         pci::capability_name(h.space, h.id),
-                                         h.id_zeroed ? " (ID zeroed, next kept)" : " (unlinked)", h.reason));
+    comments += comment_line(
+        fmt::format("vpci place: hidden {} {:#x} {}{}: {}", pci::space_name(h.space), h.offset,
+                    pci::capability_name(h.space, h.id),
+                    h.id_zeroed ? " (ID zeroed, next kept)" : " (unlinked)", h.reason));
   }
   // One line per 16 bytes: offset+length, then the emulated and write masks.
   for (const auto& field : result.overlay) {
     for (std::size_t at = 0; at < field.value.size(); at += 16) {
       const std::size_t end = std::min(field.value.size(), at + 16);
-      comments += comment_line(fmt::format("vpci overlay: {:#x}+{} emulated {} wmask {}  {}", field.offset + at,
-                                           end - at, hex_bytes(field.emulated_mask, at, end),
+      comments += comment_line(fmt::format("vpci overlay: {:#x}+{} emulated {} wmask {}  {}",
+                                           field.offset + at, end - at,
+                                           hex_bytes(field.emulated_mask, at, end),
                                            hex_bytes(field.write_mask, at, end), field.what));
     }
   }
-  const std::string dump = pci::format_lspci_dump(address, result.guest.bytes(),
-                                                  fmt::format("guest view by vpci place from {}", source));
+  const std::string dump = pci::format_lspci_dump(
+      address, result.guest.bytes(), fmt::format("guest view by vpci place from {}", source));
   const std::size_t first_line = dump.find('\n') + 1;
   return dump.substr(0, first_line) + comments + dump.substr(first_line);
 }
@@ -97,8 +99,18 @@ nlohmann::json ranges_json(const std::vector<pci::ConfigRange>& ranges) {
   return out;
 }
 
+// The guest view as a dump of its whole space, for the report and the map.
+pci::DeviceDump guest_dump_of(const pci::DeviceDump& dump, const pci::PlacementResult& result) {
+  pci::DeviceDump guest;
+  guest.address = dump.address;
+  guest.config.assign(result.guest.bytes().begin(), result.guest.bytes().end());
+  pci::classify_dump_size(guest);
+  return guest;
+}
+
 nlohmann::json result_json(const pci::DeviceDump& dump, const PlaceOptions& options,
-                           const std::optional<pci::PasidSpec>& pasid, const pci::PlacementResult& result) {
+                           const std::optional<pci::PasidSpec>& pasid,
+                           const pci::PlacementResult& result) {
   nlohmann::json out;
   out["source"] = options.source;
   out["device"] = {{"bdf", dump.address.to_string()},
@@ -114,7 +126,8 @@ nlohmann::json result_json(const pci::DeviceDump& dump, const PlaceOptions& opti
       p["iommufd"] = {{"out_max_pasid_log2", pasid->iommufd.out_max_pasid_log2},
                       {"out_capabilities", pasid->iommufd.out_capabilities}};
     } else if (pasid->source == pci::PasidSource::kVfioFeature) {
-      p["vfio_feature"] = {{"capabilities", pasid->vfio.capabilities}, {"width", pasid->vfio.width}};
+      p["vfio_feature"] = {{"capabilities", pasid->vfio.capabilities},
+                           {"width", pasid->vfio.width}};
     }
     out["pasid"] = std::move(p);
   }
@@ -148,18 +161,19 @@ nlohmann::json result_json(const pci::DeviceDump& dump, const PlaceOptions& opti
   }
   out["overlay"] = nlohmann::json::array();
   for (const auto& field : result.overlay) {
-    out["overlay"].push_back({{"offset", field.offset},
-                              {"length", field.value.size()},
-                              {"what", field.what},
-                              {"value", hex_bytes(field.value, 0, field.value.size())},
-                              {"emulated_mask", hex_bytes(field.emulated_mask, 0, field.value.size())},
-                              {"write_mask", hex_bytes(field.write_mask, 0, field.value.size())}});
+    out["overlay"].push_back(
+        {{"offset", field.offset},
+         {"length", field.value.size()},
+         {"what", field.what},
+         {"value", hex_bytes(field.value, 0, field.value.size())},
+         {"emulated_mask", hex_bytes(field.emulated_mask, 0, field.value.size())},
+         {"write_mask", hex_bytes(field.write_mask, 0, field.value.size())}});
   }
   out["warnings"] = result.warnings;
   out["output"] = options.output.empty() ? nlohmann::json(nullptr) : nlohmann::json(options.output);
-  const pci::DeviceDump guest_dump{dump.address,
-                                   std::vector<std::uint8_t>(result.guest.bytes().begin(), result.guest.bytes().end())};
-  out["guest"] = report_json(DeviceReport::build(guest_dump));
+  const pci::DeviceDump guest_dump = guest_dump_of(dump, result);
+  PciNames names;
+  out["guest"] = report_json(DeviceReport::build(guest_dump), names);
   return out;
 }
 
@@ -170,8 +184,7 @@ std::string result_map(const pci::DeviceDump& dump, const pci::PlacementResult& 
   MapPanel before = report_map_panel(DeviceReport::build(dump), names);
   before.title += "  (source)";
   panels.push_back(std::move(before));
-  const pci::DeviceDump guest_dump{dump.address,
-                                   std::vector<std::uint8_t>(result.guest.bytes().begin(), result.guest.bytes().end())};
+  const pci::DeviceDump guest_dump = guest_dump_of(dump, result);
   MapPanel after = report_map_panel(DeviceReport::build(guest_dump), names);
   after.title += "  (guest view)";
   for (auto& region : after.regions) {
@@ -195,13 +208,13 @@ std::string result_text(const pci::DeviceDump& dump, const PlaceOptions& options
                         const pci::PlacementResult& result) {
   std::string out = fmt::format("{} -> {}\n", dump.address.to_string(), options.output);
   for (const auto& p : result.placed) {
-    out += fmt::format("  placed {} [{:#x}] at {:#x} ({} bytes), rule {}: {}\n", p.label, p.id, p.offset, p.length,
-                       pci::placement_rule_name(p.rule), p.detail);
+    out += fmt::format("  placed {} [{:#x}] at {:#x} ({} bytes), rule {}: {}\n", p.label, p.id,
+                       p.offset, p.length, pci::placement_rule_name(p.rule), p.detail);
   }
   for (const auto& h : result.hidden) {
     out += fmt::format("  hidden {} {:#x} {}{}: {}\n", pci::space_name(h.space), h.offset,
-                       pci::capability_name(h.space, h.id), h.id_zeroed ? " (ID zeroed, next kept)" : "",
-                       h.reason);
+                       pci::capability_name(h.space, h.id),
+                       h.id_zeroed ? " (ID zeroed, next kept)" : "", h.reason);
   }
   if (!result.free_space.empty()) out += "  free-space sources:\n";
   for (const auto& f : result.free_space) {
@@ -216,8 +229,12 @@ std::string result_text(const pci::DeviceDump& dump, const PlaceOptions& options
   return out;
 }
 
-int usage_error(const std::string& message) { return tools::usage_error("place", message); }
-int rejected(const Error& error) { return tools::rejected("place", error); }
+int usage_error(const std::string& message) {
+  return tools::usage_error("place", message);
+}
+int rejected(const Error& error) {
+  return tools::rejected("place", error);
+}
 
 int run_place(const PlaceOptions& options) {
   if (options.pasid.empty() && options.add.empty() && options.hide.empty()) {
@@ -276,7 +293,8 @@ int run_place(const PlaceOptions& options) {
       selected->address = *wanted;
     }
     if (!selected) {
-      return tools::rejected("place", fmt::format("{}: no device {}", options.source, wanted->to_string()));
+      return tools::rejected("place",
+                             fmt::format("{}: no device {}", options.source, wanted->to_string()));
     }
   } else if (devices->size() == 1) {
     selected = std::move(devices->front());
@@ -284,16 +302,20 @@ int run_place(const PlaceOptions& options) {
     std::string list;
     for (const auto& d : *devices) list += (list.empty() ? "" : ", ") + d.address.to_string();
     // Rejected, not usage: the same command line is right for a file with one device.
-    return tools::rejected("place", fmt::format("{}: holds {} devices ({}); choose one with --device", options.source,
-                                                devices->size(), list));
+    return tools::rejected(
+        "place", fmt::format("{}: holds {} devices ({}); choose one with --device", options.source,
+                             devices->size(), list));
   }
 
   auto result = pci::place_capabilities(selected->config, request);
-  if (!result) return tools::rejected("place", result.error().with_context(selected->address.to_string()));
-  for (const auto& warning : result->warnings) fmt::print(stderr, "vpci place: warning: {}\n", warning);
+  if (!result)
+    return tools::rejected("place", result.error().with_context(selected->address.to_string()));
+  for (const auto& warning : result->warnings)
+    fmt::print(stderr, "vpci place: warning: {}\n", warning);
   const std::string dump = annotated_dump(selected->address, *result, options.source);
   if (!options.output.empty()) {
-    if (auto written = write_file_atomically(options.output, dump); !written) return rejected(written.error());
+    if (auto written = write_file_atomically(options.output, dump); !written)
+      return rejected(written.error());
   }
   if (options.json) {
     fmt::print("{}\n", result_json(*selected, options, pasid, *result).dump(2));
@@ -316,35 +338,43 @@ void register_place_command(CLI::App& app, int& exit_code) {
   cmd->add_option("SOURCE", options->source,
                   "lspci -xxxx text, a raw config file, or a /sys/bus/pci/devices/... directory")
       ->required();
-  cmd->add_option("--device", options->device,
-                  "the device (BB:DD.F or DDDD:BB:DD.F); required when SOURCE holds several, names a "
-                  "raw config file");
+  cmd->add_option(
+      "--device", options->device,
+      "the device (BB:DD.F or DDDD:BB:DD.F); required when SOURCE holds several, names a "
+      "raw config file");
   cmd->add_option("--pasid", options->pasid,
                   "add a PASID capability: width=N[,exec][,priv] | "
                   "iommufd,max_pasid_log2=N[,capabilities=X] | vfio,width=N[,capabilities=X]");
   // One value per occurrence (repeat the flag), so a following SOURCE is not swallowed.
-  cmd->add_option("--add", options->add,
-                  "add an extended capability: vsec,id=N[,rev=N][,data=HEX][,length=N][,at=OFF] | "
-                  "dvsec,vendor=N,id=N[,...] | raw,id=N[,version=N][,data=HEX][,wmask=HEX][,at=OFF] | "
-                  "free-space-gap,length=N[,at=OFF] | free-space-table,ranges=OFF+LEN[/...][,at=OFF]")
+  cmd->add_option(
+         "--add", options->add,
+         "add an extended capability: vsec,id=N[,rev=N][,data=HEX][,length=N][,at=OFF] | "
+         "dvsec,vendor=N,id=N[,...] | raw,id=N[,version=N][,data=HEX][,wmask=HEX][,at=OFF] | "
+         "free-space-gap,length=N[,at=OFF] | free-space-table,ranges=OFF+LEN[/...][,at=OFF]")
       ->allow_extra_args(false);
-  auto* at = cmd->add_option("--at", options->at, "offset for the PASID capability (rule 1, explicit)");
-  auto* table = cmd->add_option("--table", options->table,
-                                "free-space table (TOML, keyed vendor:device[:subsystem]) (rule 2)");
-  auto* gaps = cmd->add_flag("--search-gaps", options->search_gaps,
-                             "when the default (tail) offset is taken, search for an unclaimed all-zero "
-                             "range (rule 5; warns: holes can hold undocumented registers)");
+  auto* at =
+      cmd->add_option("--at", options->at, "offset for the PASID capability (rule 1, explicit)");
+  auto* table =
+      cmd->add_option("--table", options->table,
+                      "free-space table (TOML, keyed vendor:device[:subsystem]) (rule 2)");
+  auto* gaps =
+      cmd->add_flag("--search-gaps", options->search_gaps,
+                    "when the default (tail) offset is taken, search for an unclaimed all-zero "
+                    "range (rule 5; warns: holes can hold undocumented registers)");
   at->excludes(table)->excludes(gaps);
   table->excludes(gaps);
-  cmd->add_option("--hide", options->hide,
-                  "hide a capability: extended ID (0x1b), std:ID, or @OFFSET; the one at 0x100 keeps "
-                  "its next pointer with ID 0")
+  cmd->add_option(
+         "--hide", options->hide,
+         "hide a capability: extended ID (0x1b), std:ID, or @OFFSET; the one at 0x100 keeps "
+         "its next pointer with ID 0")
       ->allow_extra_args(false);
-  cmd->add_option("-o,--output", options->output,
-                  "write the guest view (lspci -F decodable, overlay in comment lines) to this file; "
-                  "written only on success");
+  cmd->add_option(
+      "-o,--output", options->output,
+      "write the guest view (lspci -F decodable, overlay in comment lines) to this file; "
+      "written only on success");
   auto* json = cmd->add_flag("--json", options->json, "machine-readable result on stdout");
-  cmd->add_flag("--map", options->map, "an SVG of the source and guest layouts on stdout")->excludes(json);
+  cmd->add_flag("--map", options->map, "an SVG of the source and guest layouts on stdout")
+      ->excludes(json);
   cmd->callback([options, &exit_code] { exit_code = run_place(*options); });
 }
 

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 namespace vpci::pci {
@@ -19,7 +20,7 @@ TEST(DumpParseTest, DevicesWithAndWithoutDomainAndVerboseText) {
       "\n"
       "0001:02:00.0 Non-Volatile memory controller\n"
       "00: 4d 14 08 a8\n"
-      "100: 01 00 01 00\n";
+      "04: 01 00 01 00\n";
   auto devices = parse_lspci_text(text);
   ASSERT_TRUE(devices.has_value()) << devices.error().message;
   ASSERT_EQ(devices->size(), 2u);
@@ -27,10 +28,92 @@ TEST(DumpParseTest, DevicesWithAndWithoutDomainAndVerboseText) {
   EXPECT_EQ((*devices)[0].config.size(), 12u);
   EXPECT_EQ((*devices)[0].config[0x0A], 0x03);
   EXPECT_EQ((*devices)[1].address.to_string(), "0001:02:00.0");
-  // Bytes the dump skipped read 0xFF; the readable length ends at the last byte given.
-  EXPECT_EQ((*devices)[1].config.size(), 0x104u);
-  EXPECT_EQ((*devices)[1].config[0x50], 0xFF);
-  EXPECT_EQ((*devices)[1].config[0x100], 0x01);
+  EXPECT_EQ((*devices)[1].config.size(), 8u);
+  EXPECT_EQ((*devices)[1].config[4], 0x01);
+  EXPECT_EQ((*devices)[0].line, 1u);
+  EXPECT_EQ((*devices)[1].line, 6u);
+}
+
+// Damage is refused with the line (and column) where it shows, never read as a
+// different config space.
+TEST(DumpParseTest, AMissingRowIsAGap) {
+  auto gap = parse_lspci_text(
+      "00:02.0 x\n00: 86 80 00 00 00 00 00 00 00 00 00 00 00 00 00 00\n"
+      "10: 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00\n"
+      "30: 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00\n");
+  ASSERT_FALSE(gap.has_value());
+  EXPECT_EQ(gap.error().code, ErrorCode::kMalformedInput);
+  EXPECT_EQ(gap.error().message.rfind(
+                "4:1: row 0x30 of 0000:00:02.0 leaves a gap: bytes 0x20-0x2f are missing", 0),
+            0u)
+      << gap.error().message;
+  // A device whose first row is not offset 0 lost its first rows.
+  auto late = parse_lspci_text("00:02.0 x\n10: 00\n");
+  ASSERT_FALSE(late.has_value());
+  EXPECT_EQ(
+      late.error().message.rfind("2:1: row 0x10 of 0000:00:02.0 leaves a gap: bytes 0x0-0xf", 0),
+      0u)
+      << late.error().message;
+}
+
+TEST(DumpParseTest, ARepeatedRowIsRefused) {
+  auto repeated = parse_lspci_text(
+      "00:02.0 x\n00: 86 80 00 00 00 00 00 00 00 00 00 00 00 00 00 00\n"
+      "10: 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00\n"
+      "10: 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00\n");
+  ASSERT_FALSE(repeated.has_value());
+  EXPECT_EQ(repeated.error().message.rfind(
+                "4:1: row 0x10 of 0000:00:02.0 repeats bytes up to 0x1f already given (line 3)", 0),
+            0u)
+      << repeated.error().message;
+}
+
+TEST(DumpParseTest, ImpossibleAddressesAreRefused) {
+  auto device = parse_lspci_text("00:20.0 x\n00: 86 80\n");
+  ASSERT_FALSE(device.has_value());
+  EXPECT_EQ(device.error().message.rfind("1:4: impossible address: device 0x20 exceeds 0x1f", 0),
+            0u)
+      << device.error().message;
+  auto function = parse_lspci_text("0000:00:02.8 x\n00: 86 80\n");
+  ASSERT_FALSE(function.has_value());
+  EXPECT_EQ(function.error().message.rfind("1:12: impossible address: function 8 exceeds 7", 0), 0u)
+      << function.error().message;
+}
+
+TEST(DumpParseTest, ARepeatedDeviceIsRefused) {
+  auto twice = parse_lspci_text("00:02.0 x\n00: 86 80\n\n0000:00:02.0 y\n00: 86 80\n");
+  ASSERT_FALSE(twice.has_value());
+  EXPECT_EQ(
+      twice.error().message.rfind("4:1: device 0000:00:02.0 appears twice (first at line 1)", 0),
+      0u)
+      << twice.error().message;
+  // The same slot in another domain is another device.
+  EXPECT_TRUE(parse_lspci_text("00:02.0 x\n00: 86 80\n\n0001:00:02.0 y\n00: 86 80\n").has_value());
+}
+
+TEST(DumpParseTest, ShortDumpsAreTruncatedFullOnesAreNot) {
+  const auto dump_of = [](std::size_t bytes) {
+    std::string text = "00:02.0 x\n";
+    for (std::size_t row = 0; row < bytes; row += 16)
+      text += fmt::format("{:02x}: {}\n", row, "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00");
+    auto devices = parse_lspci_text(text);
+    EXPECT_TRUE(devices.has_value());
+    return (*devices)[0];
+  };
+  const auto x = dump_of(64);  // lspci -x
+  EXPECT_EQ(x.space_size, 256u);
+  EXPECT_EQ(x.truncation, Truncation::kShortDump);
+  EXPECT_TRUE(x.truncated());
+  const auto xxx = dump_of(256);
+  EXPECT_EQ(xxx.space_size, 256u);
+  EXPECT_FALSE(xxx.truncated());
+  const auto partial_extended = dump_of(512);
+  EXPECT_EQ(partial_extended.space_size, 4096u);
+  EXPECT_TRUE(partial_extended.truncated());
+  const auto xxxx = dump_of(4096);
+  EXPECT_EQ(xxxx.space_size, 4096u);
+  EXPECT_FALSE(xxxx.truncated());
+  EXPECT_EQ(truncation_name(Truncation::kPermissions), "permissions");
 }
 
 TEST(DumpParseTest, DeviceLineNeedsTheTrailingSpace) {
@@ -41,7 +124,7 @@ TEST(DumpParseTest, DeviceLineNeedsTheTrailingSpace) {
 }
 
 TEST(DumpParseTest, MalformedDataLinesAreErrorsWithLineNumbers) {
-  auto bad = parse_lspci_text("00:02.0 x\n00: 86 80\n10: 86  80\n");
+  auto bad = parse_lspci_text("00:02.0 x\n00: 86 80\n02: 86  80\n");
   ASSERT_FALSE(bad.has_value());
   EXPECT_EQ(bad.error().code, ErrorCode::kMalformedInput);
   EXPECT_EQ(bad.error().message.rfind("3:8: malformed data", 0), 0u) << bad.error().message;
@@ -51,10 +134,10 @@ TEST(DumpParseTest, MalformedDataLinesAreErrorsWithLineNumbers) {
 }
 
 TEST(DumpParseTest, CrLfLinesAndMissingFinalNewlineAreAccepted) {
-  auto devices = parse_lspci_text("00:02.0 x\r\n00: 86 80\r\n10: aa");
+  auto devices = parse_lspci_text("00:02.0 x\r\n00: 86 80\r\n02: aa");
   ASSERT_TRUE(devices.has_value());
   ASSERT_EQ(devices->size(), 1u);
-  EXPECT_EQ((*devices)[0].config.size(), 0x11u);
+  EXPECT_EQ((*devices)[0].config.size(), 3u);
 }
 
 TEST(DumpParseTest, DeviceAddresses) {
@@ -108,6 +191,13 @@ TEST_F(DumpSourceTest, RawConfigFileIsOneDevice) {
   ASSERT_EQ(devices->size(), 1u);
   EXPECT_EQ((*devices)[0].config.size(), 256u);
   EXPECT_EQ((*devices)[0].address.to_string(), "0000:00:1f.3");
+  EXPECT_EQ((*devices)[0].origin, DumpOrigin::kRawFile);
+  EXPECT_FALSE((*devices)[0].truncated());
+  write(dir_ / "short.bin", raw.substr(0, 64));
+  auto short_raw = load_dump_source(dir_ / "short.bin");
+  ASSERT_TRUE(short_raw.has_value()) << short_raw.error().message;
+  EXPECT_EQ((*short_raw)[0].truncation, Truncation::kShortDump);
+  EXPECT_EQ((*short_raw)[0].space_size, 256u);
 }
 
 TEST_F(DumpSourceTest, SysfsDeviceDirectory) {
