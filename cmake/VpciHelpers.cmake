@@ -32,7 +32,10 @@ function(vpci_test name)
     VPCI_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
     VPCI_CORPUS_DIR="${PROJECT_SOURCE_DIR}/tests/data/corpus"
     VPCI_CLI_PATH="$<TARGET_FILE:vpci>")
-  gtest_discover_tests(${name} PROPERTIES LABELS "${ARG_LABELS}" DISCOVERY_TIMEOUT 60)
+  # VPCI_PCI_NAMES=pci.ids: vpci's own name lookups ignore udev's hwdb, like the tests'
+  # lspci (tests/support/lspci.h), so names do not depend on the machine.
+  gtest_discover_tests(${name} PROPERTIES LABELS "${ARG_LABELS}" ENVIRONMENT "VPCI_PCI_NAMES=pci.ids"
+    DISCOVERY_TIMEOUT 60)
 endfunction()
 
 # vpci_fuzzer(NAME SOURCE DEPS ...): with VPCI_FUZZ a libFuzzer binary; otherwise the

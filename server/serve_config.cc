@@ -23,8 +23,7 @@ constexpr std::array<std::string_view, 2> kTopKeys = {"socket_dir", "device"};
 constexpr std::array<std::string_view, 6> kDeviceKeys = {
     "name", "kind", "transport", "path", "read_only", "xen_backend_domid"};
 constexpr std::array<std::string_view, 2> kKindNames = {"virtio-rng", "virtio-blk"};
-constexpr std::array<std::string_view, 4> kTransportNames = {"modern", "transitional", "mmr",
-                                                             "legacy-over-mmr"};
+constexpr const auto& kTransportNames = virtio::pci::kTransportKindNames;
 
 
 bool valid_name_char(char c) {
@@ -292,9 +291,6 @@ std::string_view device_kind_name(DeviceKind kind) {
   return kKindNames[static_cast<std::size_t>(kind)];
 }
 
-std::string_view transport_kind_name(TransportKind kind) {
-  return kTransportNames[static_cast<std::size_t>(kind)];
-}
 
 Result<ServeConfig> parse_serve_config(std::string_view text, std::string source,
                                        const std::filesystem::path& base_dir, bool check_files) {

@@ -6,7 +6,7 @@
 //   [[device]]
 //   name = "blk0"                     # [A-Za-z0-9_.-], 1-64 chars, unique
 //   kind = "virtio-blk"               # virtio-rng | virtio-blk
-//   transport = "transitional"        # modern | transitional | mmr | legacy-over-mmr
+//   transport = "transitional"        # modern | transitional | legacy | mmr | legacy-over-mmr
 //   path = "disk.img"                 # virtio-blk only; relative to the config file
 //   read_only = false                 # virtio-blk only
 //   xen_backend_domid = 1             # optional: adds the Xen grant capability
@@ -24,15 +24,16 @@
 #include <vector>
 
 #include "base/error.h"
+#include "virtio/pci/virtio_pci_function.h"
 #include "domain/xen_abi.h"
 
 namespace vpci::server {
 
 enum class DeviceKind : std::uint8_t { kVirtioRng, kVirtioBlk };
-enum class TransportKind : std::uint8_t { kModern, kTransitional, kMmr, kLegacyOverMmr };
+using virtio::pci::TransportKind;  // the one transport-kind enum (virtio/pci)
 
 std::string_view device_kind_name(DeviceKind kind);
-std::string_view transport_kind_name(TransportKind kind);
+using virtio::pci::transport_kind_name;
 
 struct ServedDeviceSpec {
   std::string name;

@@ -6,8 +6,7 @@
 #include "devices/virtio_blk.h"
 #include "devices/virtio_rng.h"
 #include "server/image_lock.h"
-#include "virtio/pci/legacy_io_mapper.h"
-#include "virtio/pci/virtio_pci_function.h"
+#include "virtio/pci/transport_function.h"
 
 namespace vpci::server {
 namespace {
@@ -16,16 +15,6 @@ std::string format_bytes(std::uint64_t bytes) {
   if (bytes >= (1ull << 30) && bytes % (1ull << 30) == 0) return fmt::format("{} GiB", bytes >> 30);
   if (bytes >= (1ull << 20) && bytes % (1ull << 20) == 0) return fmt::format("{} MiB", bytes >> 20);
   return fmt::format("{} bytes", bytes);
-}
-
-virtio::pci::TransportKind pci_transport(TransportKind kind) {
-  switch (kind) {
-    case TransportKind::kModern: return virtio::pci::TransportKind::kModern;
-    case TransportKind::kTransitional: return virtio::pci::TransportKind::kTransitional;
-    case TransportKind::kMmr:
-    case TransportKind::kLegacyOverMmr: return virtio::pci::TransportKind::kTransitionalMmr;
-  }
-  return virtio::pci::TransportKind::kModern;
 }
 
 class VirtioServedDevice final : public ServedDevice {
@@ -40,20 +29,12 @@ class VirtioServedDevice final : public ServedDevice {
     // applies the guest's masks.
     options.msix_owner = pci::MsixTableOwner::kBus;
     options.xen_backend_domid = spec_.xen_backend_domid;
-    VPCI_ASSIGN_OR_RETURN(auto function,
-                          virtio::pci::make_virtio_pci_function(pci_transport(spec_.transport),
-                                                                std::move(device),
-                                                                memory_, options));
-    ids_ = read_ids(*function);
-    if (spec_.transport == TransportKind::kLegacyOverMmr) {
-      // The guest sees the mapper's transitional device; the MMR device behind it is
-      // only reachable through the mapper (seed 004's hypervisor-side variant driver).
-      VPCI_ASSIGN_OR_RETURN(auto mapper, virtio::pci::LegacyIoMapper::create(std::move(function)));
-      ids_ = read_ids(*mapper);
-      function_ = std::move(mapper);
-    } else {
-      function_ = std::move(function);
-    }
+    // legacy-over-mmr: the guest sees the mapper's transitional device; the MMR device
+    // behind it is only reachable through the mapper (seed 004's hypervisor-side variant
+    // driver).
+    VPCI_ASSIGN_OR_RETURN(function_, virtio::pci::make_transport_function(
+                                         spec_.transport, std::move(device), memory_, options));
+    ids_ = read_ids(*function_);
     return {};
   }
 
@@ -70,15 +51,15 @@ class VirtioServedDevice final : public ServedDevice {
   }
 
   [[nodiscard]] std::string describe() const override {
-    std::string text = fmt::format("{}: {}, {}, {:04x}:{:04x} rev {}", spec_.name,
-                                   device_kind_name(spec_.kind),
-                                   transport_kind_name(spec_.transport), ids_.vendor, ids_.device,
-                                   ids_.revision);
+    std::string text =
+        fmt::format("{}: {}, {}, {:04x}:{:04x} rev {}", spec_.name, device_kind_name(spec_.kind),
+                    transport_kind_name(spec_.transport), ids_.vendor, ids_.device, ids_.revision);
     if (backend_ != nullptr) {
       text += fmt::format(", {} ({}{})", spec_.path.string(), format_bytes(backend_->size_bytes()),
                           spec_.read_only ? ", read-only" : "");
     }
-    if (spec_.xen_backend_domid) text += fmt::format(", Xen grants to domain {}", *spec_.xen_backend_domid);
+    if (spec_.xen_backend_domid)
+      text += fmt::format(", Xen grants to domain {}", *spec_.xen_backend_domid);
     return text;
   }
 
@@ -109,9 +90,7 @@ Result<std::unique_ptr<ServedDevice>> ServedDevice::create(const ServedDeviceSpe
   std::unique_ptr<virtio::Device> device;
   devices::FileBlockBackend* backend = nullptr;
   switch (spec.kind) {
-    case DeviceKind::kVirtioRng:
-      device = std::make_unique<devices::RngDevice>();
-      break;
+    case DeviceKind::kVirtioRng: device = std::make_unique<devices::RngDevice>(); break;
     case DeviceKind::kVirtioBlk: {
       if (!image.valid()) {
         VPCI_ASSIGN_OR_RETURN(image, open_locked_image(spec.path, spec.read_only));

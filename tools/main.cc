@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "base/log.h"
 #include "base/suggestion.h"
 #include "tools/cli_error.h"
 #include "tools/commands.h"
@@ -72,6 +73,15 @@ int main(int argc, char** argv) {
   CLI::App app{"vpci: software-defined virtual PCI devices for hypervisors and toolstacks"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "vpci 0.1.0");
+  // What the library reports while it runs (base/log.h): notices such as guest memory
+  // that is not shared, warnings, and debug detail. Accepted before or after the command.
+  app.add_option_function<std::string>(
+         "--log-level",
+         [](const std::string& level) { vpci::logger().set_level(spdlog::level::from_str(level)); },
+         "messages from the library while it runs: trace, debug, info (default), warn, error, off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
+      ->trigger_on_parse();
+  app.fallthrough();
   int exit_code = kExitSuccess;
   for (auto registrar : command_registry()) registrar(app, exit_code);
   if (const int status = check_command_words(app, argc, argv); status >= 0) return status;

@@ -2,6 +2,8 @@
 
 #include <array>
 #include <cstdarg>
+#include <cstdlib>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -23,6 +25,16 @@ PciNames::PciNames() : access_(pci_alloc()) {
   access_->warning = ignore_message;
   access_->debug = ignore_message;
   access_->numeric_ids = 0;
+  // libpci prefers udev's hwdb (/lib/udev/hwdb.bin) to pci.ids where it exists, and the
+  // two name some devices differently. VPCI_PCI_NAMES=pci.ids pins the source, so golden
+  // outputs do not depend on the machine (the tests set it, as they run lspci with
+  // -O hwdb.disable=1).
+  if (const char* source = std::getenv("VPCI_PCI_NAMES");
+      source != nullptr && std::string_view(source) == "pci.ids") {
+    char name[] = "hwdb.disable";
+    char value[] = "1";
+    pci_set_param(access_, name, value);
+  }
 }
 
 PciNames::~PciNames() {

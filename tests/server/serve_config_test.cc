@@ -55,7 +55,8 @@ xen_backend_domid = 1
 TEST(ServeConfig, EveryTransportNameParses) {
   for (auto [name, kind] : {std::pair{"modern", TransportKind::kModern},
                             std::pair{"transitional", TransportKind::kTransitional},
-                            std::pair{"mmr", TransportKind::kMmr},
+                            std::pair{"legacy", TransportKind::kLegacy},
+                            std::pair{"mmr", TransportKind::kTransitionalMmr},
                             std::pair{"legacy-over-mmr", TransportKind::kLegacyOverMmr}}) {
     auto config = parse(fmt::format("[[device]]\nname = \"d\"\nkind = \"virtio-rng\"\n"
                                     "transport = \"{}\"\n", name));

@@ -143,13 +143,8 @@ std::vector<std::uint8_t> express_cap_body() {
 }  // namespace
 
 std::string_view transport_kind_name(TransportKind kind) {
-  switch (kind) {
-    case TransportKind::kModern: return "modern";
-    case TransportKind::kTransitional: return "transitional";
-    case TransportKind::kLegacy: return "legacy";
-    case TransportKind::kTransitionalMmr: return "transitional-mmr";
-  }
-  return "unknown";
+  const auto index = static_cast<std::size_t>(kind);
+  return index < kTransportKindNames.size() ? kTransportKindNames[index] : "unknown";
 }
 
 VirtioPciFunction::VirtioPciFunction(std::shared_ptr<GuestMemory> memory, VirtioPciOptions options)
@@ -161,6 +156,11 @@ Result<std::unique_ptr<VirtioPciFunction>> VirtioPciFunction::create(
     std::unique_ptr<Device> device, std::shared_ptr<GuestMemory> memory, VirtioPciOptions options) {
   if (!device || !memory) {
     return make_error(ErrorCode::kInvalidArgument, "virtio-pci function needs a device and memory");
+  }
+  if (options.kind == TransportKind::kLegacyOverMmr) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "legacy-over-mmr is an MMR function behind the legacy I/O mapper: build it "
+                      "with make_transport_function");
   }
   std::unique_ptr<VirtioPciFunction> function(
       new VirtioPciFunction(std::move(memory), std::move(options)));
@@ -314,6 +314,8 @@ Status VirtioPciFunction::build_config_space(std::uint32_t virtio_id) {
       ids.subsystem_id = static_cast<std::uint16_t>(virtio_id);  // and subsystem = type
       break;
     }
+    case TransportKind::kLegacyOverMmr:  // refused by create(): the mapper builds it
+      return make_error(ErrorCode::kInvalidArgument, "legacy-over-mmr is not a virtio-pci function");
   }
   config_ = vp::ConfigSpace::make_endpoint(vp::kExtendedConfigSize, ids);
   auto& cs = config_;

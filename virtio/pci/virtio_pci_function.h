@@ -85,8 +85,21 @@
 
 namespace vpci::virtio::pci {
 
-enum class TransportKind : std::uint8_t { kModern, kTransitional, kLegacy, kTransitionalMmr };
-std::string_view transport_kind_name(TransportKind kind);  // "modern", "transitional", ...
+// The one transport-kind enum (the serve configuration's `transport` key too).
+// kLegacyOverMmr is not a VirtioPciFunction of its own: it is the transitional MMR
+// function behind a LegacyIoMapper (legacy_io_mapper.h), built by make_transport_function
+// (transport_function.h).
+enum class TransportKind : std::uint8_t {
+  kModern,
+  kTransitional,
+  kLegacy,
+  kTransitionalMmr,
+  kLegacyOverMmr
+};
+// Names in enum order, as the serve configuration spells them.
+inline constexpr std::array<std::string_view, 5> kTransportKindNames = {
+    "modern", "transitional", "legacy", "mmr", "legacy-over-mmr"};
+std::string_view transport_kind_name(TransportKind kind);
 
 struct SharedMemoryRegionSpec {
   std::uint8_t id = 0;     // shmid, unique per device (§4.1.4.7)
