@@ -28,32 +28,24 @@ Result<std::unique_ptr<EventLoop>> EventLoop::create() {
   const int epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd < 0) return tl::unexpected(errno_error("epoll_create1"));
   const int wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  const int timer_fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
   auto fail = [&](const char* what) {
     const Error error = errno_error(what);
     ::close(epoll_fd);
     if (wake_fd >= 0) ::close(wake_fd);
-    if (timer_fd >= 0) ::close(timer_fd);
     return tl::unexpected(error);
   };
   if (wake_fd < 0) return fail("eventfd");
-  if (timer_fd < 0) return fail("timerfd_create");
   epoll_event wake{};
   wake.events = EPOLLIN;
   wake.data.u64 = kWakeTag;
   if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &wake) != 0) return fail("epoll_ctl");
-  epoll_event timer{};
-  timer.events = EPOLLIN;
-  timer.data.u64 = kTimerTag;
-  if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, timer_fd, &timer) != 0) return fail("epoll_ctl");
-  return std::unique_ptr<EventLoop>(new EventLoop(epoll_fd, wake_fd, timer_fd));
+  return std::unique_ptr<EventLoop>(new EventLoop(epoll_fd, wake_fd));
 }
 
-EventLoop::EventLoop(int epoll_fd, int wake_fd, int timer_fd)
-    : epoll_fd_(epoll_fd), wake_fd_(wake_fd), timer_fd_(timer_fd) {}
+EventLoop::EventLoop(int epoll_fd, int wake_fd) : epoll_fd_(epoll_fd), wake_fd_(wake_fd) {}
 
 EventLoop::~EventLoop() {
-  ::close(timer_fd_);
+  if (timer_fd_ >= 0) ::close(timer_fd_);
   ::close(wake_fd_);
   ::close(epoll_fd_);
 }
@@ -89,7 +81,22 @@ void EventLoop::remove_fd(SourceId id) {
   fds_.erase(it);  // a handler running right now keeps its own reference
 }
 
-EventLoop::SourceId EventLoop::add_timer(Clock::duration delay, Task task) {
+Result<EventLoop::SourceId> EventLoop::add_timer(Clock::duration delay, Task task) {
+  if (timer_fd_ < 0) {
+    // Created with the first timer: a device without timers (most) costs two fds, which
+    // matters at thousands of devices per process.
+    const int fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (fd < 0) return tl::unexpected(errno_error("timerfd_create"));
+    epoll_event timer{};
+    timer.events = EPOLLIN;
+    timer.data.u64 = kTimerTag;
+    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &timer) != 0) {
+      const Error error = errno_error("epoll_ctl(ADD)");
+      ::close(fd);
+      return tl::unexpected(error);
+    }
+    timer_fd_ = fd;
+  }
   const SourceId id = next_id_++;
   timers_.emplace(Clock::now() + delay, std::make_pair(id, std::move(task)));
   arm_timerfd();
@@ -107,6 +114,7 @@ void EventLoop::cancel_timer(SourceId id) {
 }
 
 void EventLoop::arm_timerfd() {
+  if (timer_fd_ < 0) return;
   itimerspec spec{};
   if (!timers_.empty()) {
     const auto wait = std::max(timers_.begin()->first - Clock::now(), Clock::duration(1));

@@ -8,7 +8,7 @@
 //
 // Why our own: it is the field's convention for device servers (crosvm, cloud-hypervisor
 // and SPDK each keep a small epoll loop of their own) and it is small — epoll for fds, one
-// timerfd for every timer, one eventfd for wake-ups; sd-event or libuv would add a
+// timerfd for every timer (created with the first), one eventfd for wake-ups; sd-event or libuv would add a
 // dependency and a second callback style for the same three things.
 //
 // Threading: post() and stop() are thread-safe; everything else must be called on the
@@ -53,7 +53,7 @@ class EventLoop {
   void remove_fd(SourceId id);
 
   // Runs `task` once, `delay` from now; cancel_timer before it fires drops it.
-  SourceId add_timer(Clock::duration delay, Task task);
+  Result<SourceId> add_timer(Clock::duration delay, Task task);
   void cancel_timer(SourceId id);
   // Runs `task` after the current callback, before the loop waits again.
   void defer(Task task);
@@ -74,7 +74,7 @@ class EventLoop {
   [[nodiscard]] std::size_t source_count() const { return fds_.size() + timers_.size(); }
 
  private:
-  EventLoop(int epoll_fd, int wake_fd, int timer_fd);
+  EventLoop(int epoll_fd, int wake_fd);
   void arm_timerfd();
   void run_timers();
   void run_posted() VPCI_EXCLUDES(posted_mutex_);
@@ -87,7 +87,7 @@ class EventLoop {
 
   int epoll_fd_;
   int wake_fd_;
-  int timer_fd_;
+  int timer_fd_ = -1;  // created with the first timer
   std::thread::id thread_;
   bool stopping_ = false;  // loop thread; stop() from elsewhere goes through post()
   SourceId next_id_ = 1;

@@ -74,7 +74,7 @@ TEST(EventLoop, TimersFireInDeadlineOrderAndCancelledOnesNever) {
   std::vector<int> order;
   loop->add_timer(30ms, [&] { order.push_back(3); });
   loop->add_timer(10ms, [&] { order.push_back(1); });
-  const auto cancelled = loop->add_timer(20ms, [&] { order.push_back(2); });
+  const auto cancelled = *loop->add_timer(20ms, [&] { order.push_back(2); });
   loop->add_timer(40ms, [&] { loop->stop(); });
   loop->cancel_timer(cancelled);
   loop->run();
