@@ -128,6 +128,25 @@ Result<UniqueFd> open_locked_image(const std::filesystem::path& path, bool read_
   return fd;
 }
 
+namespace {
+
+// Opens the default image that is already there, never through a symbolic link (it is
+// emptied and rewritten: a link could aim that at any file). An invalid fd when there is
+// no such file.
+Result<UniqueFd> open_existing_default_image(const std::filesystem::path& path, int access) {
+  UniqueFd fd(::open(path.c_str(), access | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (fd.valid() || errno == ENOENT) return fd;
+  if (errno == ELOOP) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "image {} is a symbolic link; the default image is never written through one",
+                      path.string());
+  }
+  return make_error(ErrorCode::kIoError, "opening image {}: {}", path.string(),
+                    std::strerror(errno));
+}
+
+}  // namespace
+
 Result<UniqueFd> open_fresh_image(const std::filesystem::path& path, std::uint64_t bytes,
                                   bool& created) {
   created = false;
@@ -136,17 +155,10 @@ Result<UniqueFd> open_fresh_image(const std::filesystem::path& path, std::uint64
   if (fd.valid()) {
     created = true;
   } else if (errno == EEXIST) {
-    fd.reset(::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-    if (!fd.valid()) {
-      const int saved = errno;
-      if (saved == ELOOP) {
-        return make_error(ErrorCode::kInvalidArgument,
-                          "image {} is a symbolic link; the default image is never written "
-                          "through one",
-                          path.string());
-      }
-      return make_error(ErrorCode::kIoError, "opening image {}: {}", path.string(),
-                        std::strerror(saved));
+    VPCI_ASSIGN_OR_RETURN(fd, open_existing_default_image(path, O_RDWR));
+    if (!fd.valid()) {  // removed between the two opens
+      return make_error(ErrorCode::kIoError, "image {} vanished while it was opened",
+                        path.string());
     }
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -172,18 +184,8 @@ Result<UniqueFd> open_fresh_image(const std::filesystem::path& path, std::uint64
 }
 
 Status check_image_lockable(const std::filesystem::path& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-  if (!fd.valid()) {
-    if (errno == ENOENT) return {};
-    if (errno == ELOOP) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        "image {} is a symbolic link; the default image is never written "
-                        "through one",
-                        path.string());
-    }
-    return make_error(ErrorCode::kIoError, "opening image {}: {}", path.string(),
-                      std::strerror(errno));
-  }
+  VPCI_ASSIGN_OR_RETURN(const UniqueFd fd, open_existing_default_image(path, O_RDONLY));
+  if (!fd.valid()) return {};  // nothing there: nothing to conflict with
   // F_OFD_GETLK tests a write lock without taking one; it needs no write access.
   flock probe = whole_file(F_WRLCK);
   if (::fcntl(fd.get(), F_OFD_GETLK, &probe) != 0) {

@@ -21,7 +21,7 @@
 // says why). A client that never answers costs its own device one timeout per access;
 // other sockets have their own loops and are unaffected.
 //
-// Per message the thread makes one blocking recvmsg (which may carry several
+// Per readable event the thread makes one epoll_wait and one recvmsg (which may carry several
 // messages: they are cut out of a reused per-connection buffer) and one send for the
 // reply, and allocates nothing once the buffers have grown (bench/vfio_user_bench.cc,
 // docs/PERFORMANCE.md). A loop and thread per device scales to thousands of devices:

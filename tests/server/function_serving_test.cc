@@ -20,6 +20,7 @@
 #include "server/socket_server.h"
 #include "server/vfio_regions.h"
 #include "tests/server/test_client.h"
+#include "tests/support/scratch_dir.h"
 
 namespace vpci::server {
 namespace {
@@ -89,10 +90,9 @@ class RecordingFunction final : public pci::Function {
   std::atomic<int> resets{0};
 };
 
+// One directory for the sockets of this test program, removed when it exits.
 std::string temp_socket_path(const std::string& name) {
-  const auto dir =
-      std::filesystem::temp_directory_path() / ("vpci-function-test-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  static const vpci::testing::ScratchDir dir("function-test");
   return (dir / name).string();
 }
 

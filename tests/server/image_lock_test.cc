@@ -13,6 +13,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "tests/support/scratch_dir.h"
 #include <sys/wait.h>
 
 namespace vpci::server {
@@ -23,19 +25,18 @@ using ::testing::HasSubstr;
 class ImageLockTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("vpci-image-lock-test-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir_);
+    ASSERT_TRUE(scratch_.valid());
+    dir_ = scratch_.path();
     image_ = dir_ / "disk.img";
     std::ofstream(image_) << "precious bytes";
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   [[nodiscard]] std::string contents() const {
     std::ifstream in(image_, std::ios::binary);
     return std::string(std::istreambuf_iterator<char>(in), {});
   }
 
+  vpci::testing::ScratchDir scratch_{"image-lock-test"};
   std::filesystem::path dir_;
   std::filesystem::path image_;
 };

@@ -23,6 +23,7 @@
 #include "server/scratch_function.h"
 #include "server/socket_server.h"
 #include "tests/server/test_client.h"
+#include "tests/support/scratch_dir.h"
 
 namespace vpci::server {
 namespace {
@@ -31,10 +32,9 @@ using namespace vfio_user;
 using testing::Payload;
 using testing::TestClient;
 
+// One directory for the sockets of this test program, removed when it exits.
 std::string temp_socket_path(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("vpci-server-test-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  static const vpci::testing::ScratchDir dir("server-test");
   return (dir / name).string();
 }
 

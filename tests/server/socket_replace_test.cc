@@ -15,6 +15,7 @@
 
 #include "server/scratch_function.h"
 #include "server/socket_server.h"
+#include "tests/support/scratch_dir.h"
 #include "tests/server/test_client.h"
 
 namespace vpci::server {
@@ -26,12 +27,10 @@ using testing::TestClient;
 class SocketReplaceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("vpci-socket-replace-test-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir_);
+    ASSERT_TRUE(scratch_.valid());
+    dir_ = scratch_.path();
     path_ = (dir_ / "dev.sock").string();
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   // True if a client can connect and negotiate on `path_`.
   [[nodiscard]] bool answers() const {
@@ -39,6 +38,7 @@ class SocketReplaceTest : public ::testing::Test {
     return client.has_value() && client->negotiate();
   }
 
+  vpci::testing::ScratchDir scratch_{"socket-replace-test"};
   std::filesystem::path dir_;
   std::string path_;
   ScratchFunction function_;
