@@ -16,6 +16,7 @@ namespace {
 
 using testing::ChainBuilder;
 using testing::FakeGuestRam;
+using testing::RamBacking;
 using testing::FakePackedDriver;
 using testing::FakeSplitDriver;
 using testing::ModernSetup;
@@ -402,6 +403,41 @@ TEST_F(DeviceCoreTest, BuffersWaitingWhenAQueueIsEnabledAreServed) {
   fresh.add(request);
   ASSERT_TRUE(ModernSetup::enable_split(*core, 0, fresh));  // no notify
   EXPECT_EQ(request.written_bytes(), std::vector<std::uint8_t>{7});
+}
+
+// Guest memory reached through messages whose peer stops answering (vfio-user DMA_READ
+// timing out): the request fails visibly — the device reports DEVICE_NEEDS_RESET and
+// raises a configuration interrupt, so the guest's driver sees an error instead of
+// waiting forever — and after a reset the same device works again.
+TEST(DeviceCoreMessageMemory, UnreachableRingFailsTheDeviceVisiblyAndResetRecovers) {
+  auto memory = std::make_shared<GuestMemory>();
+  FakeGuestRam ram{memory, 0x40000, 1 << 20, RamBacking::kMessages};
+  RecordingInterrupts interrupts;
+  DeviceCore core(std::make_unique<EchoDevice>(), memory, &interrupts);
+  auto bring_up = [&](FakeSplitDriver& driver) {
+    ASSERT_TRUE(ModernSetup::initialise(core, 0));
+    ASSERT_TRUE(ModernSetup::enable_split(core, 0, driver));
+    ASSERT_TRUE(ModernSetup::driver_ok(core));
+  };
+  FakeSplitDriver driver(ram, 8);
+  bring_up(driver);
+  driver.add(ChainBuilder(ram).readable({1}).writable(1));
+  ram.fail_messages(true);
+  ASSERT_TRUE(core.notify(0));
+  EXPECT_NE(core.status() & status::kDeviceNeedsReset, 0);
+  EXPECT_GE(interrupts.config_interrupts, 1);
+  EXPECT_EQ(driver.used_idx(), 0u);
+
+  ram.fail_messages(false);
+  ASSERT_TRUE(core.write_status(0));  // driver reset
+  ram.reset_allocator();
+  FakeSplitDriver fresh(ram, 8);
+  bring_up(fresh);
+  ChainBuilder request = ChainBuilder(ram).readable({5}).writable(1);
+  fresh.add(request);
+  ASSERT_TRUE(core.notify(0));
+  EXPECT_EQ(request.written_bytes(), std::vector<std::uint8_t>{5});
+  EXPECT_EQ(core.status() & status::kDeviceNeedsReset, 0);
 }
 
 // ---- configuration space

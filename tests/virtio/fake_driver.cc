@@ -24,15 +24,18 @@ class FakeGuestRam::Messages final : public MessageMemory {
   Messages(std::uint8_t* data, GuestAddress base) : data_(data), base_(base) {}
   Status read(GuestAddress address, std::span<std::uint8_t> out) override {
     ++accesses;
+    if (fail) return make_error(ErrorCode::kIoError, "DMA_READ at {:#x}: no reply in time", address);
     std::memcpy(out.data(), data_ + (address - base_), out.size());
     return {};
   }
   Status write(GuestAddress address, std::span<const std::uint8_t> data) override {
     ++accesses;
+    if (fail) return make_error(ErrorCode::kIoError, "DMA_WRITE at {:#x}: no reply in time", address);
     std::memcpy(data_ + (address - base_), data.data(), data.size());
     return {};
   }
   std::atomic<std::uint64_t> accesses{0};
+  std::atomic<bool> fail{false};
 
  private:
   std::uint8_t* data_;
@@ -52,6 +55,10 @@ FakeGuestRam::FakeGuestRam(std::shared_ptr<GuestMemory> memory, GuestAddress bas
     spec.host = data_;
   }
   if (!memory_->add_region(std::move(spec))) die("cannot register guest RAM");
+}
+
+void FakeGuestRam::fail_messages(bool fail) {
+  if (messages_) messages_->fail = fail;
 }
 
 std::uint64_t FakeGuestRam::message_accesses() const {

@@ -63,6 +63,9 @@ class FakeGuestRam {
   }
   // Device accesses through the message path (RamBacking::kMessages).
   [[nodiscard]] std::uint64_t message_accesses() const;
+  // From now on every message access fails (kIoError), as when the peer stops answering
+  // DMA_READ/DMA_WRITE (RamBacking::kMessages only).
+  void fail_messages(bool fail);
   // True if [host, host + length) lies inside this RAM block.
   [[nodiscard]] bool owns(const std::uint8_t* host, std::uint64_t length) const;
 
