@@ -6,6 +6,11 @@ if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_L
   # 105651, fixed in 13); it is a false positive in libstdc++ itself.
   list(APPEND VPCI_WARNINGS -Wno-restrict)
 endif()
+if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  # Checks the annotations of base/thread_annotations.h (state shared between threads is
+  # touched only under its lock).
+  list(APPEND VPCI_WARNINGS -Wthread-safety)
+endif()
 
 function(vpci_apply_defaults target)
   target_compile_options(${target} PRIVATE ${VPCI_WARNINGS})

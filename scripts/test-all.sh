@@ -49,8 +49,9 @@ done
 step "build and test: tsan (server, serve, guest)"
 cmake --preset tsan >/dev/null
 cmake --build --preset tsan -j "$jobs" --target server_test serve_config_test serve_cli_test hostile_guest_test hostile_peer_test vpci \
-  vpci_scratch_server
+  vpci_scratch_server event_loop_test
 ctest --preset tsan -L 'server|guest'
+ctest --preset tsan -R '^EventLoop\.'
 
 step "fuzz: every target for ${fuzz_seconds}s"
 cmake --preset fuzz >/dev/null
