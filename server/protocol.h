@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 namespace vpci::server::vfio_user {
@@ -48,12 +49,12 @@ inline constexpr std::uint16_t kMaxMinorVersion = 2;
 // DMA_MAP flags (spec "VFIO_USER_DMA_MAP").
 inline constexpr std::uint32_t kDmaMapRead = 1u << 0;
 inline constexpr std::uint32_t kDmaMapWrite = 1u << 1;
-inline constexpr std::size_t kDmaMapSize = 32;  // argsz, flags, offset, address, size
+inline constexpr std::size_t kDmaMapSize = 32;  // sizeof(DmaMapPayload)
 // DMA_UNMAP flags (spec "VFIO_USER_DMA_UNMAP"): bit 0 asks for a dirty bitmap, bit 1
 // unmaps everything (address and size then 0).
 inline constexpr std::uint32_t kDmaUnmapGetDirtyBitmap = 1u << 0;
 inline constexpr std::uint32_t kDmaUnmapAll = 1u << 1;
-inline constexpr std::size_t kDmaUnmapSize = 24;  // argsz, flags, address, size
+inline constexpr std::size_t kDmaUnmapSize = 24;  // sizeof(DmaUnmapPayload)
 
 // DEVICE_GET_INFO (spec "VFIO_USER_DEVICE_GET_INFO", flags from linux/vfio.h).
 inline constexpr std::size_t kDeviceInfoSize = 16;
@@ -84,7 +85,8 @@ inline constexpr std::uint32_t kIrqSetDataEventfd = 1u << 2;
 inline constexpr std::uint32_t kIrqSetActionMask = 1u << 3;
 inline constexpr std::uint32_t kIrqSetActionUnmask = 1u << 4;
 inline constexpr std::uint32_t kIrqSetActionTrigger = 1u << 5;
-inline constexpr std::uint32_t kIrqSetDataMask = kIrqSetDataNone | kIrqSetDataBool | kIrqSetDataEventfd;
+inline constexpr std::uint32_t kIrqSetDataMask =
+    kIrqSetDataNone | kIrqSetDataBool | kIrqSetDataEventfd;
 inline constexpr std::uint32_t kIrqSetActionMaskAll =
     kIrqSetActionMask | kIrqSetActionUnmask | kIrqSetActionTrigger;
 
@@ -110,6 +112,102 @@ struct Header {
   std::uint32_t flags = 0;
   std::uint32_t error = 0;
 };
+static_assert(sizeof(Header) == 16 && std::has_unique_object_representations_v<Header>,
+              "spec \"Header\": 16 bytes, no padding");
+
+// The fixed parts of the message payloads (spec section named on each), laid out exactly
+// as on the wire: little-endian hosts only (x86-64, arm64), naturally aligned fields, no
+// padding — checked below, so read_wire/append_wire may copy them whole.
+struct VersionPayload {  // "VFIO_USER_VERSION", followed by optional NUL-terminated JSON
+  std::uint16_t major;
+  std::uint16_t minor;
+};
+struct DmaMapPayload {  // "VFIO_USER_DMA_MAP"
+  std::uint32_t argsz;
+  std::uint32_t flags;
+  std::uint64_t offset;
+  std::uint64_t address;
+  std::uint64_t size;
+};
+struct DmaUnmapPayload {  // "VFIO_USER_DMA_UNMAP" (the reply echoes it)
+  std::uint32_t argsz;
+  std::uint32_t flags;
+  std::uint64_t address;
+  std::uint64_t size;
+};
+struct DeviceInfoPayload {  // "VFIO_USER_DEVICE_GET_INFO"
+  std::uint32_t argsz;
+  std::uint32_t flags;
+  std::uint32_t num_regions;
+  std::uint32_t num_irqs;
+};
+struct RegionInfoPayload {  // "VFIO_USER_DEVICE_GET_REGION_INFO"
+  std::uint32_t argsz;
+  std::uint32_t flags;
+  std::uint32_t index;
+  std::uint32_t cap_offset;
+  std::uint64_t size;
+  std::uint64_t offset;
+};
+struct RegionIoFdsPayload {  // "VFIO_USER_DEVICE_GET_REGION_IO_FDS" (without sub-regions)
+  std::uint32_t argsz;
+  std::uint32_t flags;
+  std::uint32_t index;
+  std::uint32_t count;
+};
+struct IrqInfoPayload {  // "VFIO_USER_DEVICE_GET_IRQ_INFO"
+  std::uint32_t argsz;
+  std::uint32_t flags;
+  std::uint32_t index;
+  std::uint32_t count;
+};
+struct SetIrqsPayload {  // "VFIO_USER_DEVICE_SET_IRQS", followed by DATA_BOOL bytes
+  std::uint32_t argsz;
+  std::uint32_t flags;
+  std::uint32_t index;
+  std::uint32_t start;
+  std::uint32_t count;
+};
+struct RegionAccessPayload {  // "VFIO_USER_REGION_READ/WRITE", followed by the data
+  std::uint64_t offset;
+  std::uint32_t region;
+  std::uint32_t count;
+};
+
+template <typename T>
+concept WireStruct = std::is_trivially_copyable_v<T> && std::has_unique_object_representations_v<T>;
+
+static_assert(sizeof(VersionPayload) == 4 && WireStruct<VersionPayload>);
+static_assert(sizeof(DmaMapPayload) == 32 && WireStruct<DmaMapPayload>);
+static_assert(sizeof(DmaUnmapPayload) == 24 && WireStruct<DmaUnmapPayload>);
+static_assert(sizeof(DeviceInfoPayload) == 16 && WireStruct<DeviceInfoPayload>);
+static_assert(sizeof(RegionInfoPayload) == 32 && WireStruct<RegionInfoPayload>);
+static_assert(sizeof(RegionIoFdsPayload) == 16 && WireStruct<RegionIoFdsPayload>);
+static_assert(sizeof(IrqInfoPayload) == 16 && WireStruct<IrqInfoPayload>);
+static_assert(sizeof(SetIrqsPayload) == 20 && WireStruct<SetIrqsPayload>);
+static_assert(sizeof(RegionAccessPayload) == 16 && WireStruct<RegionAccessPayload>);
+
+static_assert(kDmaMapSize == sizeof(DmaMapPayload) && kDmaUnmapSize == sizeof(DmaUnmapPayload) &&
+              kDeviceInfoSize == sizeof(DeviceInfoPayload) &&
+              kRegionInfoSize == sizeof(RegionInfoPayload) &&
+              kRegionIoFdsSize == sizeof(RegionIoFdsPayload) &&
+              kIrqInfoSize == sizeof(IrqInfoPayload) && kSetIrqsSize == sizeof(SetIrqsPayload) &&
+              kRegionAccessSize == sizeof(RegionAccessPayload));
+
+// The structure at the start of `bytes`, which the caller has checked holds sizeof(T).
+template <WireStruct T>
+T read_wire(std::span<const std::uint8_t> bytes) {
+  T value;
+  std::memcpy(&value, bytes.data(), sizeof(T));
+  return value;
+}
+
+template <WireStruct T>
+void append_wire(std::vector<std::uint8_t>& bytes, const T& value) {
+  const std::size_t at = bytes.size();
+  bytes.resize(at + sizeof(T));
+  std::memcpy(bytes.data() + at, &value, sizeof(T));
+}
 
 // Loads a packed host-order integer; callers check the bounds first.
 template <typename T>
@@ -132,18 +230,14 @@ void append(std::vector<std::uint8_t>& bytes, T value) {
 }
 
 inline Header decode_header(std::span<const std::uint8_t> bytes) {
-  return Header{load<std::uint16_t>(bytes, 0), load<std::uint16_t>(bytes, 2),
-                load<std::uint32_t>(bytes, 4), load<std::uint32_t>(bytes, 8),
-                load<std::uint32_t>(bytes, 12)};
+  Header header;
+  std::memcpy(&header, bytes.data(), sizeof(Header));
+  return header;
 }
 
 inline void encode_header(std::vector<std::uint8_t>& out, const Header& header) {
   if (out.size() < kHeaderSize) out.resize(kHeaderSize);
-  store(out, 0, header.msg_id);
-  store(out, 2, header.command);
-  store(out, 4, header.message_size);
-  store(out, 8, header.flags);
-  store(out, 12, header.error);
+  std::memcpy(out.data(), &header, sizeof(Header));
 }
 
 }  // namespace vpci::server::vfio_user

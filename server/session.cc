@@ -238,8 +238,7 @@ VfioUserSession::Reply VfioUserSession::handle_version(Payload payload) {
   if (payload.size() < 4) {
     return make_error(ErrorCode::kMalformedInput, "payload of {} bytes, need 4", payload.size());
   }
-  const auto major = load<std::uint16_t>(payload, 0);
-  const auto minor = load<std::uint16_t>(payload, 2);
+  const auto [major, minor] = read_wire<VersionPayload>(payload);
   if (major != kMajorVersion) {
     return make_error(ErrorCode::kUnsupported, "major version {} (this server speaks {})", major,
                       kMajorVersion);
@@ -293,8 +292,7 @@ VfioUserSession::Reply VfioUserSession::handle_version(Payload payload) {
                                        {"pgsizes", kPageSize}}}};
   const std::string text = reply_caps.dump();
   std::vector<std::uint8_t> out;
-  append(out, kMajorVersion);
-  append(out, std::min<std::uint16_t>(minor, kMaxMinorVersion));
+  append_wire(out, VersionPayload{kMajorVersion, std::min<std::uint16_t>(minor, kMaxMinorVersion)});
   out.insert(out.end(), text.begin(), text.end());
   out.push_back(0);
   negotiated_ = true;
@@ -304,11 +302,9 @@ VfioUserSession::Reply VfioUserSession::handle_version(Payload payload) {
 // Spec "VFIO_USER_DMA_MAP": argsz, flags, offset, address, size; 0 or 1 fd.
 VfioUserSession::Reply VfioUserSession::handle_dma_map(Payload payload,
                                                        std::vector<UniqueFd>& fds) {
-  VPCI_TRY(check_argsz_payload(payload, kDmaMapSize));
-  const auto flags = load<std::uint32_t>(payload, 4);
-  const auto file_offset = load<std::uint64_t>(payload, 8);
-  const auto iova = load<std::uint64_t>(payload, 16);
-  const auto size = load<std::uint64_t>(payload, 24);
+  VPCI_TRY(check_argsz_payload(payload, sizeof(DmaMapPayload)));
+  const auto map = read_wire<DmaMapPayload>(payload);
+  const std::uint32_t flags = map.flags;
   if (fds.size() > 1) {
     return make_error(ErrorCode::kInvalidArgument, "{} file descriptors, at most 1", fds.size());
   }
@@ -316,16 +312,17 @@ VfioUserSession::Reply VfioUserSession::handle_dma_map(Payload payload,
     return make_error(ErrorCode::kInvalidArgument, "DMA map flags {:#x}", flags);
   }
   const int fd = fds.empty() ? -1 : fds[0].get();
-  VPCI_TRY(maps_.add(iova, size, file_offset, fd, (flags & kDmaMapWrite) != 0));
+  VPCI_TRY(maps_.add(map.address, map.size, map.offset, fd, (flags & kDmaMapWrite) != 0));
   return std::vector<std::uint8_t>{};  // spec: the reply has no payload
 }
 
 // Spec "VFIO_USER_DMA_UNMAP": argsz, flags, address, size; the reply echoes the request.
 VfioUserSession::Reply VfioUserSession::handle_dma_unmap(Payload payload) {
-  VPCI_TRY(check_argsz_payload(payload, kDmaUnmapSize));
-  const auto flags = load<std::uint32_t>(payload, 4);
-  const auto iova = load<std::uint64_t>(payload, 8);
-  const auto size = load<std::uint64_t>(payload, 16);
+  VPCI_TRY(check_argsz_payload(payload, sizeof(DmaUnmapPayload)));
+  auto unmap = read_wire<DmaUnmapPayload>(payload);
+  const std::uint32_t flags = unmap.flags;
+  const std::uint64_t iova = unmap.address;
+  const std::uint64_t size = unmap.size;
   if ((flags & kDmaUnmapGetDirtyBitmap) != 0) {
     return make_error(ErrorCode::kUnsupported, "dirty page tracking is not supported");
   }
@@ -342,20 +339,19 @@ VfioUserSession::Reply VfioUserSession::handle_dma_unmap(Payload payload) {
   } else {
     VPCI_TRY(maps_.remove(iova, size));
   }
-  std::vector<std::uint8_t> out(payload.begin(), payload.begin() + kDmaUnmapSize);
-  store(out, 0, static_cast<std::uint32_t>(kDmaUnmapSize));
+  unmap.argsz = sizeof(DmaUnmapPayload);
+  std::vector<std::uint8_t> out;
+  append_wire(out, unmap);
   return out;
 }
 
 // Spec "VFIO_USER_DEVICE_GET_INFO": a PCI device that can be reset, 9 regions, 5 IRQ
 // indexes (reference §5 suggests exactly this).
 VfioUserSession::Reply VfioUserSession::handle_device_get_info(Payload payload) {
-  VPCI_TRY(check_argsz_payload(payload, kDeviceInfoSize));
+  VPCI_TRY(check_argsz_payload(payload, sizeof(DeviceInfoPayload)));
   std::vector<std::uint8_t> out;
-  append(out, static_cast<std::uint32_t>(kDeviceInfoSize));
-  append(out, kDeviceFlagReset | kDeviceFlagPci);
-  append(out, static_cast<std::uint32_t>(kRegionCount));
-  append(out, static_cast<std::uint32_t>(kIrqIndexCount));
+  append_wire(out, DeviceInfoPayload{sizeof(DeviceInfoPayload), kDeviceFlagReset | kDeviceFlagPci,
+                                     kRegionCount, kIrqIndexCount});
   return out;
 }
 
@@ -364,8 +360,8 @@ VfioUserSession::Reply VfioUserSession::handle_device_get_info(Payload payload) 
 // reply" case cannot arise; a request smaller than the structure is malformed. No
 // region is MMAP (see RegionInfo), so the reply never carries an fd.
 VfioUserSession::Reply VfioUserSession::handle_region_info(Payload payload) {
-  VPCI_TRY(check_argsz_payload(payload, kRegionInfoSize));
-  const auto index = load<std::uint32_t>(payload, 8);
+  VPCI_TRY(check_argsz_payload(payload, sizeof(RegionInfoPayload)));
+  const std::uint32_t index = read_wire<RegionInfoPayload>(payload).index;
   if (index >= kRegionCount) {
     return make_error(ErrorCode::kInvalidArgument, "region index {} (device has {})", index,
                       kRegionCount);
@@ -377,28 +373,21 @@ VfioUserSession::Reply VfioUserSession::handle_region_info(Payload payload) {
     flags |= info.writable ? kRegionFlagWrite : 0;
   }
   std::vector<std::uint8_t> out;
-  append(out, static_cast<std::uint32_t>(kRegionInfoSize));
-  append(out, flags);
-  append(out, index);
-  append(out, std::uint32_t{0});  // cap_offset
-  append(out, info.size);
-  append(out, std::uint64_t{0});  // mmap offset: unused, nothing is mmappable
+  // No capabilities (cap_offset 0); the mmap offset is unused: nothing is mmappable.
+  append_wire(out, RegionInfoPayload{sizeof(RegionInfoPayload), flags, index, 0, info.size, 0});
   return out;
 }
 
 // Spec "VFIO_USER_DEVICE_GET_REGION_IO_FDS": this server offers no ioeventfds, so the
 // answer for any present region is an empty list.
 VfioUserSession::Reply VfioUserSession::handle_region_io_fds(Payload payload) {
-  VPCI_TRY(check_argsz_payload(payload, kRegionIoFdsSize));
-  const auto index = load<std::uint32_t>(payload, 8);
+  VPCI_TRY(check_argsz_payload(payload, sizeof(RegionIoFdsPayload)));
+  const std::uint32_t index = read_wire<RegionIoFdsPayload>(payload).index;
   if (index >= kRegionCount || region_info(function_, index).size == 0) {
     return make_error(ErrorCode::kInvalidArgument, "region index {} does not exist", index);
   }
   std::vector<std::uint8_t> out;
-  append(out, static_cast<std::uint32_t>(kRegionIoFdsSize));
-  append(out, std::uint32_t{0});
-  append(out, index);
-  append(out, std::uint32_t{0});  // count
+  append_wire(out, RegionIoFdsPayload{sizeof(RegionIoFdsPayload), 0, index, 0});  // count 0
   return out;
 }
 
@@ -407,8 +396,8 @@ VfioUserSession::Reply VfioUserSession::handle_region_io_fds(Payload payload) {
 // vector count; their per-vector masking is QEMU's (it emulates the MSI-X table), so
 // they are not reported MASKABLE.
 VfioUserSession::Reply VfioUserSession::handle_irq_info(Payload payload) {
-  VPCI_TRY(check_argsz_payload(payload, kIrqInfoSize));
-  const auto index = load<std::uint32_t>(payload, 8);
+  VPCI_TRY(check_argsz_payload(payload, sizeof(IrqInfoPayload)));
+  const std::uint32_t index = read_wire<IrqInfoPayload>(payload).index;
   if (index >= kIrqIndexCount) {
     return make_error(ErrorCode::kInvalidArgument, "IRQ index {} (device has {})", index,
                       kIrqIndexCount);
@@ -417,10 +406,8 @@ VfioUserSession::Reply VfioUserSession::handle_irq_info(Payload payload) {
   if (index == kIrqIntx) flags |= kIrqInfoMaskable | kIrqInfoAutomasked;
   if (index == kIrqMsi || index == kIrqMsix) flags |= kIrqInfoNoResize;
   std::vector<std::uint8_t> out;
-  append(out, static_cast<std::uint32_t>(kIrqInfoSize));
-  append(out, flags);
-  append(out, index);
-  append(out, irq_count(function_, index));
+  append_wire(out,
+              IrqInfoPayload{sizeof(IrqInfoPayload), flags, index, irq_count(function_, index)});
   return out;
 }
 
@@ -430,11 +417,9 @@ VfioUserSession::Reply VfioUserSession::handle_irq_info(Payload payload) {
 // fds (none de-assigns the range); DATA_BOOL carries `count` bytes.
 VfioUserSession::Reply VfioUserSession::handle_set_irqs(Payload payload,
                                                         std::vector<UniqueFd>& fds) {
-  VPCI_TRY(check_argsz_payload(payload, kSetIrqsSize));
-  const auto flags = load<std::uint32_t>(payload, 4);
-  const auto index = load<std::uint32_t>(payload, 8);
-  const auto start = load<std::uint32_t>(payload, 12);
-  const auto count = load<std::uint32_t>(payload, 16);
+  VPCI_TRY(check_argsz_payload(payload, sizeof(SetIrqsPayload)));
+  const auto [argsz, flags, index, start, count] = read_wire<SetIrqsPayload>(payload);
+  (void)argsz;  // checked above
   const std::uint32_t data = flags & kIrqSetDataMask;
   const std::uint32_t action = flags & kIrqSetActionMaskAll;
   if ((flags & ~(kIrqSetDataMask | kIrqSetActionMaskAll)) != 0 || std::popcount(data) != 1 ||
@@ -547,9 +532,7 @@ Status VfioUserSession::handle_region_read(Payload payload, std::vector<std::uin
     return make_error(ErrorCode::kMalformedInput, "REGION_READ payload of {} bytes, need {}",
                       payload.size(), kRegionAccessSize);
   }
-  const auto offset = load<std::uint64_t>(payload, 0);
-  const auto region = load<std::uint32_t>(payload, 8);
-  const auto count = load<std::uint32_t>(payload, 12);
+  const auto [offset, region, count] = read_wire<RegionAccessPayload>(payload);
   VPCI_TRY(checked_region_access(region, offset, count, /*write=*/false));
   // Reply payload: the request's offset/region/count, then the data.
   const std::size_t at = out.size();
@@ -571,9 +554,7 @@ Status VfioUserSession::handle_region_write(Payload payload, std::vector<std::ui
     return make_error(ErrorCode::kMalformedInput, "REGION_WRITE payload of {} bytes, need {}",
                       payload.size(), kRegionAccessSize);
   }
-  const auto offset = load<std::uint64_t>(payload, 0);
-  const auto region = load<std::uint32_t>(payload, 8);
-  const auto count = load<std::uint32_t>(payload, 12);
+  const auto [offset, region, count] = read_wire<RegionAccessPayload>(payload);
   if (payload.size() - kRegionAccessSize != count) {
     return make_error(ErrorCode::kMalformedInput, "REGION_WRITE count {} but {} data bytes", count,
                       payload.size() - kRegionAccessSize);
