@@ -209,6 +209,7 @@ void DeviceCore::reset() {
   negotiated_features_ = 0;
   config_dirty_ = false;
   failure_.reset();
+  pending_kicks_.clear();
   for (auto& queue : queues_) queue->reset();
   device_->reset();
 }
@@ -397,8 +398,36 @@ void DeviceCore::process(Virtqueue& queue) {
     pending_kicks_.insert(queue.index());
     return;
   }
+  if (event_loop_ != nullptr && !memory_->snapshot()->all_host_mapped()) {
+    // Guest memory reached through messages: the work waits for the client's DMA
+    // replies, and the client may be waiting for the reply to the very access that
+    // asked for the work (a non-posted legacy I/O write of DRIVER_OK or a doorbell —
+    // QEMU then holds the lock its DMA handler needs). So the work runs as deferred work
+    // on the device's loop, after the access has been answered.
+    pending_kicks_.insert(queue.index());
+    if (!kicks_scheduled_) {
+      kicks_scheduled_ = true;
+      event_loop_->defer([this] { run_pending_kicks(); });
+    }
+    return;
+  }
   processing_ = true;
-  std::uint16_t next = queue.index();
+  process_now(queue.index());
+  processing_ = false;
+}
+
+void DeviceCore::run_pending_kicks() {
+  kicks_scheduled_ = false;
+  if (processing_ || pending_kicks_.empty()) return;
+  const std::uint16_t first = *pending_kicks_.begin();
+  pending_kicks_.erase(pending_kicks_.begin());
+  processing_ = true;
+  process_now(first);
+  processing_ = false;
+}
+
+void DeviceCore::process_now(std::uint16_t queue) {
+  std::uint16_t next = queue;
   while (true) {
     Virtqueue& current = *queues_[next];
     if (current.enabled() && !current.failed() && running()) {
@@ -409,7 +438,6 @@ void DeviceCore::process(Virtqueue& queue) {
     next = *pending_kicks_.begin();
     pending_kicks_.erase(pending_kicks_.begin());
   }
-  processing_ = false;
 }
 
 void DeviceCore::used_buffer_notification(std::uint16_t queue) {

@@ -63,7 +63,10 @@
 // thread and call Virtqueue::notify_driver_if_needed() themselves. The device is never
 // reentered: a notification that arrives while the device is working (the transport
 // served a register access while the device waited for message-based DMA) is
-// remembered and served, in queue order, when the current work returns.
+// remembered and served, in queue order, when the current work returns. When guest
+// memory is reached through messages and the device has an event loop, the work a
+// register access asks for runs as deferred work on the loop, after that access has
+// been answered (see process()).
 //
 // Never offered (a transport must not advertise what the core does not do):
 // VIRTIO_F_NOTIFICATION_DATA (doorbells carry only the queue index), IN_ORDER,
@@ -215,6 +218,9 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   [[nodiscard]] RingOptions ring_options() const;
   [[nodiscard]] bool running() const;
   void process(Virtqueue& queue);
+  // Serves `queue`, then every kick that arrived meanwhile (processing_ is set).
+  void process_now(std::uint16_t queue);
+  void run_pending_kicks();
   void set_needs_reset(const Error& error);
 
   std::unique_ptr<Device> device_;
@@ -231,8 +237,10 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   bool config_dirty_ = false;
   std::optional<Error> failure_;
   EventLoop* event_loop_ = nullptr;
-  bool processing_ = false;                  // inside Device::process_queue
-  std::set<std::uint16_t> pending_kicks_;   // notifications that arrived meanwhile
+  bool processing_ = false;
+  bool kicks_scheduled_ = false;  // run_pending_kicks is deferred on the loop                  //
+                                  // inside Device::process_queue
+  std::set<std::uint16_t> pending_kicks_;  // notifications that arrived meanwhile
 };
 
 }  // namespace vpci::virtio

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # CTest driver of the real-guest test of `vpci serve` (label "guest", issue 6): one
-# `vpci serve` process runs six devices over every transport, and an unmodified Linux
-# guest under QEMU >= 10.1 (vfio-user-pci) drives them. Two boots against the same
+# `vpci serve` process runs seven devices over every transport, and an unmodified Linux
+# guest under QEMU >= 10.1 (vfio-user-pci) drives them. Three boots against the same
 # server process:
 #   1. the guest's default (modern) interface: modern virtio-rng gives /dev/hwrng bytes
 #      with MSI-X interrupts counted; modern and transitional virtio-blk write, read back
-#      and compare a pattern; the MMR device is present with its capabilities; after
-#      power-off the host finds each pattern in its backing file.
+#      and compare a pattern; the legacy-only blk does the same through the legacy
+#      interface; the MMR device is present with its capabilities; after power-off the
+#      host finds each pattern in its backing file.
 #   2. virtio_pci.force_legacy=1: the transitional devices and the legacy-over-mmr device
 #      bind through the legacy interface and pass the same checks (new pattern tag, so
 #      the host knows boot 2 wrote it).
@@ -36,7 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for image in modern transitional mmr lom; do truncate -s 64M "$work/$image.img"; done
+for image in modern transitional mmr lom legacy; do truncate -s 64M "$work/$image.img"; done
 cat >"$work/serve.toml" <<'EOF'
 socket_dir = "sockets"
 [[device]]
@@ -67,8 +68,13 @@ name = "lom0"
 kind = "virtio-blk"
 transport = "legacy-over-mmr"
 path = "lom.img"
+[[device]]
+name = "leg0"
+kind = "virtio-blk"
+transport = "legacy"
+path = "legacy.img"
 EOF
-names=(rng0 blk0 blk1 rng1 mmr0 lom0)
+names=(rng0 blk0 blk1 rng1 mmr0 lom0 leg0)
 "$vpci_bin" serve "$work/serve.toml" >"$work/serve.log" 2>&1 &
 server_pid=$!
 for ((i = 0; i < 100; i++)); do
@@ -76,14 +82,14 @@ for ((i = 0; i < 100; i++)); do
   kill -0 "$server_pid" 2>/dev/null || break
   sleep 0.1
 done
-if ! grep -q '^vpci serve: ready (6 device(s))' "$work/serve.log"; then
+if ! grep -q '^vpci serve: ready (7 device(s))' "$work/serve.log"; then
   fail "vpci serve did not become ready"
   cat "$work/serve.log" >&2
   exit 1
 fi
 sockets=()
 for name in "${names[@]}"; do sockets+=(--socket "$work/sockets/$name.sock"); done
-# Guest PCI addresses follow the -device order: 00:01.0 rng0 ... 00:06.0 lom0.
+# Guest PCI addresses follow the -device order: 00:01.0 rng0 ... 00:06.0 lom0, 00:07.0 leg0.
 
 boot() {  # boot N EXTRA-APPEND EXPECT [RUN-GUEST-ARG...]
   local n=$1 append=$2 expect=$3 status=0
@@ -105,6 +111,7 @@ if boot 1 "" "1af4:1044@virtio-pci,1af4:1042@virtio-pci,1af4:1001@virtio-pci,1af
   expect_line "$log" '^VPCI-RESULT blk-0000:00:03.0 PASS .*iface=modern' "boot 1: transitional blk, modern interface"
   expect_line "$log" '^VPCI-RESULT rng-0000:00:04.0 PASS .*iface=modern' "boot 1: transitional rng, modern interface"
   expect_line "$log" '^VPCI-RESULT blk-0000:00:06.0 PASS' "boot 1: legacy-over-mmr blk (modern capabilities of the MMR device behind the mapper)"
+  expect_line "$log" '^VPCI-RESULT blk-0000:00:07.0 PASS .*iface=legacy' "boot 1: legacy-only blk (no modern capabilities: the legacy interface)"
   expect_line "$log" '^VPCI-DEVICE 0000:00:05.0 id=1af4:10fa rev=0x00 .*subsys=0x1af4:0x0002 driver=none' \
     "boot 1: MMR device present, no stock driver binds it"
   expect_line "$log" '^VPCI-DEVICE 0000:00:06.0 id=1af4:1001 rev=0x00 .*subsys=0x1af4:0x0002 driver=virtio-pci' \
@@ -115,7 +122,7 @@ if boot 1 "" "1af4:1044@virtio-pci,1af4:1042@virtio-pci,1af4:1001@virtio-pci,1af
     fail "boot 1: the MMR device's vendor-specific extended capability (cfg_type 10) is missing: $mmr"
   grep -q 'Region 4: Memory at .* (64-bit' <<<"$mmr" || fail "boot 1: MMR memory BAR missing: $mmr"
   grep -q 'VirtIO: CommonCfg' <<<"$decoded" || fail "boot 1: lspci shows no virtio capabilities"
-  for image in modern transitional; do
+  for image in modern transitional legacy; do
     "$here/check-pattern.sh" "$work/$image.img" 1048576 boot1 || fail "boot 1: pattern not in $image.img"
   done
 fi
@@ -126,7 +133,8 @@ if boot 2 "virtio_pci.force_legacy=1" "1af4:1001@virtio-pci,1af4:1005@virtio-pci
   expect_line "$log" '^VPCI-RESULT blk-0000:00:03.0 PASS .*iface=legacy' "boot 2: transitional blk through legacy I/O"
   expect_line "$log" '^VPCI-RESULT rng-0000:00:04.0 PASS .*iface=legacy' "boot 2: transitional rng through legacy I/O"
   expect_line "$log" '^VPCI-RESULT blk-0000:00:06.0 PASS .*iface=legacy' "boot 2: legacy-over-mmr blk through legacy I/O"
-  for image in transitional lom; do
+  expect_line "$log" '^VPCI-RESULT blk-0000:00:07.0 PASS .*iface=legacy' "boot 2: legacy-only blk"
+  for image in transitional lom legacy; do
     "$here/check-pattern.sh" "$work/$image.img" 1048576 boot2 || fail "boot 2: pattern not in $image.img"
   done
 fi
@@ -139,13 +147,15 @@ if boot 3 "" "1af4:1044@virtio-pci,1af4:1042@virtio-pci,1af4:1001@virtio-pci,1af
   expect_line "$log" '^VPCI-RESULT blk-0000:00:02.0 PASS .*iface=modern' "boot 3: modern blk over message DMA"
   expect_line "$log" '^VPCI-RESULT blk-0000:00:03.0 PASS .*iface=modern' "boot 3: transitional blk over message DMA"
   expect_line "$log" '^VPCI-RESULT blk-0000:00:06.0 PASS' "boot 3: legacy-over-mmr blk over message DMA"
-  for image in modern transitional lom; do
+  expect_line "$log" '^VPCI-RESULT blk-0000:00:07.0 PASS .*iface=legacy' "boot 3: legacy-only blk over message DMA"
+  for image in modern transitional lom legacy; do
     "$here/check-pattern.sh" "$work/$image.img" 1048576 boot3 || fail "boot 3: pattern not in $image.img"
   done
 fi
 notices=$(($(grep -c 'is not shared with vpci' "$work/serve.log" || true) - notices_before))
-# rng0, blk0, blk1, rng1 and lom0 touch guest memory; mmr0 has no driver. None before boot 3.
-((notices_before == 0 && notices == 5)) ||
+# rng0, blk0, blk1, rng1, lom0 and leg0 touch guest memory; mmr0 has no driver. None
+# before boot 3.
+((notices_before == 0 && notices == 6)) ||
   fail "expected one unshared-memory notice per active device in boot 3 only (before: $notices_before, boot 3: $notices)"
 
 kill -TERM "$server_pid"

@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include "base/event_loop.h"
+
 #include "tests/virtio/fake_driver.h"
 
 namespace vpci::virtio {
@@ -438,6 +440,36 @@ TEST(DeviceCoreMessageMemory, UnreachableRingFailsTheDeviceVisiblyAndResetRecove
   ASSERT_TRUE(core.notify(0));
   EXPECT_EQ(request.written_bytes(), std::vector<std::uint8_t>{5});
   EXPECT_EQ(core.status() & status::kDeviceNeedsReset, 0);
+}
+
+// With guest memory reached through messages and an event loop, the work a doorbell asks
+// for runs after the doorbell's access returns (deferred on the loop), so a client
+// waiting for the access's reply is never asked for DMA meanwhile.
+TEST(DeviceCoreMessageMemory, WorkForAnAccessRunsAfterItOnTheLoop) {
+  auto memory = std::make_shared<GuestMemory>();
+  FakeGuestRam ram{memory, 0x40000, 1 << 20, RamBacking::kMessages};
+  RecordingInterrupts interrupts;
+  auto device = std::make_unique<EchoDevice>();
+  EchoDevice* echo = device.get();
+  DeviceCore core(std::move(device), memory, &interrupts);
+  auto loop = EventLoop::create();
+  ASSERT_TRUE(loop);
+  core.set_event_loop(loop->get());
+  ASSERT_TRUE(ModernSetup::initialise(core, 0));
+  FakeSplitDriver driver(ram, 8);
+  ASSERT_TRUE(ModernSetup::enable_split(core, 0, driver));
+  ASSERT_TRUE(ModernSetup::driver_ok(core));
+  ASSERT_TRUE((*loop)->run_once(std::chrono::milliseconds(0)));
+  const int before = echo->process_calls;
+  ChainBuilder request = ChainBuilder(ram).readable({9}).writable(1);
+  driver.add(request);
+  ASSERT_TRUE(core.notify(0));
+  ASSERT_TRUE(core.notify(0));  // kicks coalesce
+  EXPECT_EQ(echo->process_calls, before);  // nothing inside the access
+  ASSERT_TRUE((*loop)->run_once(std::chrono::milliseconds(0)));
+  EXPECT_EQ(echo->process_calls, before + 1);
+  EXPECT_EQ(request.written_bytes(), std::vector<std::uint8_t>{9});
+  EXPECT_EQ(interrupts.queue_interrupts.size(), 1u);
 }
 
 // ---- configuration space
