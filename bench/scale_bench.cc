@@ -37,6 +37,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <csignal>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -364,6 +365,9 @@ Row run(unsigned devices, std::size_t requests, const std::filesystem::path& soc
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A serving child that dies (e.g. out of file descriptors) must end as a row marked
+  // failed, not as a silent SIGPIPE of this process when it next writes an order.
+  ::signal(SIGPIPE, SIG_IGN);
   std::vector<unsigned> device_counts{1, 64, 1024, 4096};
   std::size_t requests = 20000;
   bool json = false;
