@@ -16,6 +16,9 @@
 //   * DMA_READ/DMA_WRITE are server-to-client commands: a client that sends them gets
 //     ENOTSUP. REGION_WRITE_MULTI, DEVICE_FEATURE, migration and unknown commands get
 //     ENOTSUP too; write_multiple and migration are not advertised.
+//   * GET_REGION_IO_FDS succeeds with zero fds: no ioeventfds, notifications arrive as
+//     (posted) REGION_WRITEs. The server never sends fds: no region is mmappable and
+//     there is no twin socket.
 //
 // The device. The session drives a `pci::Function` (pci/function.h) directly: region
 // and IRQ numbering from server/vfio_regions.h; DMA_MAP/UNMAP feed the device's one
@@ -29,9 +32,10 @@
 // When the device first touches memory that is not shared (a map without an fd), the
 // session logs one notice for the connection (base/log.h) saying what it costs and how to
 // share guest RAM; maps nobody touches (QEMU's ROM areas) cause no message.
-//   * GET_REGION_IO_FDS succeeds with zero fds: no ioeventfds, notifications arrive as
-//     (posted) REGION_WRITEs.
-// The server never sends fds: no region is mmappable and there is no twin socket.
+//
+// Threading: every call comes from the device's loop thread (socket_server.h); handle()
+// may run nested inside a DMA wait of an outer handle() (server/connection.h), with its
+// own reply buffer.
 #pragma once
 
 #include <cstdint>
