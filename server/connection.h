@@ -74,6 +74,11 @@ class Connection final : public ClientChannel {
   Connection(int fd, std::chrono::milliseconds timeout, const TraceLineSink& trace)
       : fd_(fd), timeout_(timeout), trace_(trace) {}
   void set_nested_handler(NestedHandler handler) { nested_ = std::move(handler); }
+  // Called when an exchange ends: it may have left commands queued or whole messages
+  // buffered that the socket will not report readable again, so the owner must serve
+  // them (an exchange can run outside the connection's own callback: device work that
+  // the loop deferred).
+  void set_exchange_done_hook(std::function<void()> hook) { exchange_done_ = std::move(hook); }
 
   MessageReader& reader() { return reader_; }
   std::deque<Queued>& queue() { return queue_; }
@@ -94,8 +99,12 @@ class Connection final : public ClientChannel {
     waiting_.push_back(msg_id);
     struct PopWaiting {
       std::vector<std::uint16_t>& waiting;
-      ~PopWaiting() { waiting.pop_back(); }
-    } pop_waiting{waiting_};
+      const std::function<void()>& done;
+      ~PopWaiting() {
+        waiting.pop_back();
+        if (waiting.empty() && done) done();
+      }
+    } pop_waiting{waiting_, exchange_done_};
     const auto deadline = MessageReader::Clock::now() + timeout_;
     std::vector<UniqueFd> fds;
     while (true) {
@@ -189,6 +198,7 @@ class Connection final : public ClientChannel {
   std::chrono::milliseconds timeout_;
   const TraceLineSink& trace_;
   NestedHandler nested_;
+  std::function<void()> exchange_done_;
   struct Stashed {
     std::vector<std::uint8_t> bytes;
     std::size_t fds = 0;  // closed on arrival

@@ -279,7 +279,12 @@ void VfioUserServer::accept_client() {
         std::vector<std::uint8_t> reply;
         return handle_one(message, fds, truncated, reply);
       });
-  auto source = loop_->add_fd(client.fd.get(), EPOLLIN, [this](std::uint32_t) { serve_ready(); });
+  client.channel->set_exchange_done_hook([this] {
+    loop_->defer([this] {
+      if (client_) serve(/*socket_ready=*/false);
+    });
+  });
+  auto source = loop_->add_fd(client.fd.get(), EPOLLIN, [this](std::uint32_t) { serve(true); });
   if (!source) {
     end_client();
     return;
@@ -343,13 +348,13 @@ bool VfioUserServer::handle_one(std::span<const std::uint8_t> message, std::vect
   return disposition != VfioUserSession::Disposition::kClose && sent;
 }
 
-// The connection is readable: serve every whole message there is — the one the socket
-// signalled, then those already buffered with it (the socket will not report them
-// again), then commands queued during a DMA wait — and return to the loop.
-void VfioUserServer::serve_ready() {
+// Serves every whole message there is — the one the socket signalled (`socket_ready`),
+// those already buffered with it (the socket will not report them again), commands
+// queued during a DMA wait — and returns to the loop. Also run, without reading the
+// socket, after a DMA exchange that may have left such messages behind.
+void VfioUserServer::serve(bool socket_ready) {
   Client& client = *client_;
   MessageReader& reader = client.channel->reader();
-  bool socket_ready = true;
   while (true) {
     reader.release_parked();
     std::span<const std::uint8_t> message;

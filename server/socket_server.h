@@ -121,7 +121,7 @@ class VfioUserServer {
                  std::unique_ptr<EventLoop> loop, BoundSocket bound);
   void listen_for_client();
   void accept_client();
-  void serve_ready();
+  void serve(bool socket_ready);
   bool handle_one(std::span<const std::uint8_t> message, std::vector<UniqueFd>& fds,
                   bool fds_truncated, std::vector<std::uint8_t>& reply);
   void end_client();
