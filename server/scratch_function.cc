@@ -69,7 +69,15 @@ Status ScratchFunction::bar_write(unsigned bar, std::uint64_t offset,
   if (offset <= kDmaLength && offset + data.size() >= kDmaLength + 4) {
     std::uint32_t length = 0;
     std::memcpy(&length, bar_.data() + kDmaLength, sizeof(length));
-    run_dma(length);
+    std::uint32_t control = 0;
+    std::memcpy(&control, bar_.data() + kDmaControl, sizeof(control));
+    if ((control & kDmaDeferred) != 0 && loop_ != nullptr) {
+      const std::uint32_t pending = 0;
+      std::memcpy(bar_.data() + kDmaStatus, &pending, sizeof(pending));
+      loop_->defer([this, length] { run_dma(length); });
+    } else {
+      run_dma(length);
+    }
   }
   return {};
 }

@@ -13,13 +13,16 @@
 // kDmaControl (u32: 0 copies guest memory to the start of BAR0, kDmaToGuest copies the
 // start of BAR0 to guest memory), then a length to kDmaLength (u32, at most
 // kDmaAddress), which starts the transfer; kDmaStatus then reads 1 on success, 2 on
-// failure.
+// failure. With kDmaDeferred also set in kDmaControl and an event loop attached, the
+// transfer runs after the access that started it returns, as deferred work on the loop
+// (kDmaStatus reads 0 until then) — the way virtio queue work runs on unshared memory.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "base/event_loop.h"
 #include "pci/config_space.h"
 #include "pci/function.h"
 #include "virtio/guest_memory.h"
@@ -35,6 +38,7 @@ class ScratchFunction final : public pci::Function {
   static constexpr std::uint64_t kDmaStatus = 0xFEC;
   static constexpr std::uint64_t kDmaControl = 0xFF0;
   static constexpr std::uint32_t kDmaToGuest = 1;
+  static constexpr std::uint32_t kDmaDeferred = 2;
   // The IDs of QEMU's own PCI test device (Red Hat 1b36:0005, "pci-testdev"): a
   // test-only identity no guest driver binds to, recognisable in the guest's lspci.
   // Never used for a device vpci ships.
@@ -54,6 +58,7 @@ class ScratchFunction final : public pci::Function {
   Status bar_read(unsigned bar, std::uint64_t offset, std::span<std::uint8_t> data) override;
   Status bar_write(unsigned bar, std::uint64_t offset, std::span<const std::uint8_t> data) override;
   void set_interrupt_output(pci::InterruptOutput* output) override { output_ = output; }
+  void set_event_loop(EventLoop* loop) override { loop_ = loop; }
   void reset() override;
 
   // What the server feeds with DMA_MAP/UNMAP.
@@ -77,6 +82,7 @@ class ScratchFunction final : public pci::Function {
   bool doorbell_set_ = false;
   bool intx_level_ = false;
   pci::InterruptOutput* output_ = nullptr;
+  EventLoop* loop_ = nullptr;
   unsigned reset_count_ = 0;
   unsigned interrupts_raised_ = 0;
 };

@@ -287,6 +287,33 @@ TEST_F(MessageDmaTest, ExchangesNestAndAnOuterReplyIsKeptForLater) {
   EXPECT_EQ(read_bar(0, 16), std::vector<std::uint8_t>(ram_.begin(), ram_.begin() + 16));
 }
 
+// A transfer that runs as deferred loop work (as virtio queue work does on unshared
+// memory) waits outside the connection's own callback: a map the client sends meanwhile
+// is queued, and must be served as soon as the transfer ends — without the client
+// sending anything more (QEMU would be holding its lock, waiting for that reply).
+TEST_F(MessageDmaTest, CommandsQueuedDuringADeferredTransferAreServedWhenItEnds) {
+  attach();
+  expect_ok(client_->call(kRegionWrite,
+                          testing::region_write(0, ScratchFunction::kDmaAddress, le64(kRamBase))));
+  expect_ok(client_->call(kRegionWrite, testing::region_write(0, ScratchFunction::kDmaControl,
+                                                              le32(ScratchFunction::kDmaDeferred))));
+  // The access that starts the transfer is answered first.
+  expect_ok(client_->call(kRegionWrite,
+                          testing::region_write(0, ScratchFunction::kDmaLength, le32(16))));
+  auto request = client_->receive();
+  ASSERT_TRUE(request.has_value());
+  ASSERT_EQ(request->header.command, kDmaRead);
+  const auto map_id =
+      client_->send_command(kDmaMap, testing::dma_map(kDmaMapRead, 0, 0x7000000000, 0x1000));
+  answer(*request, Layout::kSpec);  // the stream keeps the map ahead of this reply
+  auto map_reply = client_->receive();
+  ASSERT_TRUE(map_reply.has_value()) << "the queued map was not served after the transfer";
+  EXPECT_EQ(map_reply->header.msg_id, map_id);
+  EXPECT_FALSE(map_reply->is_error());
+  EXPECT_EQ(read_bar(ScratchFunction::kDmaStatus, 4), (std::vector<std::uint8_t>{1, 0, 0, 0}));
+  EXPECT_EQ(read_bar(0, 16), std::vector<std::uint8_t>(ram_.begin(), ram_.begin() + 16));
+}
+
 TEST_F(MessageDmaTest, ClientThatNeverAnswersTimesOutWithoutStallingOtherSockets) {
   // A second device on its own socket keeps working while this one waits.
   ScratchFunction other_function;
