@@ -84,8 +84,10 @@ VfioUserSession::VfioUserSession(pci::Function& function,
 }
 
 VfioUserSession::~VfioUserSession() {
-  // The client is gone (or being dropped): nothing may wait on it any more.
+  // The client is gone (or being dropped): nothing may wait on it any more, and regions
+  // that outlive the session in a snapshot must not call back into it.
   messages_->attach(nullptr);
+  messages_->set_first_use_hook(nullptr);
   // Reset first so the device stops DMA and interrupts, then take memory away.
   function_.reset();
   function_.set_interrupt_output(nullptr);
