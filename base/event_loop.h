@@ -8,8 +8,8 @@
 //
 // Why our own: it is the field's convention for device servers (crosvm, cloud-hypervisor
 // and SPDK each keep a small epoll loop of their own) and it is small — epoll for fds, one
-// timerfd for every timer (created with the first), one eventfd for wake-ups; sd-event or libuv would add a
-// dependency and a second callback style for the same three things.
+// timerfd for every timer (created with the first), one eventfd for wake-ups; sd-event or libuv
+// would add a dependency and a second callback style for the same three things.
 //
 // Threading: post() and stop() are thread-safe; everything else must be called on the
 // loop's thread (from inside a callback) or before run() starts. Callbacks may add and

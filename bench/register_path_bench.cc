@@ -143,8 +143,9 @@ double floor_for(unsigned width, Op op, std::uint8_t* buffer) {
 vpci::Status access_once(Rig& r, Path path, const Access& a, std::span<std::uint8_t> data) {
   if (path == Path::kDirect) {
     if (a.space == Space::kConfig) {
-      return a.op == Op::kRead ? r.function->config_read(static_cast<std::uint32_t>(a.offset), data)
-                               : r.function->config_write(static_cast<std::uint32_t>(a.offset), data);
+      return a.op == Op::kRead
+                 ? r.function->config_read(static_cast<std::uint32_t>(a.offset), data)
+                 : r.function->config_write(static_cast<std::uint32_t>(a.offset), data);
     }
     return a.op == Op::kRead ? r.function->bar_read(kMemoryBar, a.offset, data)
                              : r.function->bar_write(kMemoryBar, a.offset, data);
@@ -219,8 +220,10 @@ void register_all() {
       {"common_read/num_queues/2", {Space::kBar, Op::kRead, kCommon + common::kNumQueues, 2}},
       {"common_read/device_feature_select/4",
        {Space::kBar, Op::kRead, kCommon + common::kDeviceFeatureSelect, 4}},
-      {"common_read/device_feature/4", {Space::kBar, Op::kRead, kCommon + common::kDeviceFeature, 4}},
-      {"common_write/queue_select/2", {Space::kBar, Op::kWrite, kCommon + common::kQueueSelect, 2, 0}},
+      {"common_read/device_feature/4",
+       {Space::kBar, Op::kRead, kCommon + common::kDeviceFeature, 4}},
+      {"common_write/queue_select/2",
+       {Space::kBar, Op::kWrite, kCommon + common::kQueueSelect, 2, 0}},
       {"common_write/device_feature_select/4",
        {Space::kBar, Op::kWrite, kCommon + common::kDeviceFeatureSelect, 4, 1}},
       // Doorbell of queue 0, ring enabled and empty (§4.1.5.2).
@@ -233,11 +236,12 @@ void register_all() {
   };
   for (const auto& [name, access] : accesses) {
     for (const Path path : {Path::kDirect, Path::kServer}) {
-      const std::string full =
-          std::string(path == Path::kDirect ? "direct/" : "server/") + name;
-      benchmark::RegisterBenchmark(full.c_str(), [path, access = access](benchmark::State& s) {
-        run_access(s, path, access);
-      })->UseManualTime()->Unit(benchmark::kNanosecond);
+      const std::string full = std::string(path == Path::kDirect ? "direct/" : "server/") + name;
+      benchmark::RegisterBenchmark(
+          full.c_str(),
+          [path, access = access](benchmark::State& s) { run_access(s, path, access); })
+          ->UseManualTime()
+          ->Unit(benchmark::kNanosecond);
     }
   }
 }

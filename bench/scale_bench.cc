@@ -23,31 +23,32 @@
 // The devices come from make_device(): by default a modern virtio-rng exactly as
 // `vpci serve` builds it; --device=scratch serves the bare ScratchFunction.
 #include <sched.h>
-#include <sys/resource.h>
-#include <sys/vfs.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <csignal>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <sys/resource.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+
 #include "bench/bench_client.h"
-#include "server/vfio_regions.h"
 #include "server/scratch_function.h"
 #include "server/served_device.h"
 #include "server/socket_server.h"
+#include "server/vfio_regions.h"
 
 namespace {
 
@@ -99,7 +100,9 @@ const char* device_name() {
              ? "ScratchFunction (4 KiB config space, 4 KiB BAR0)"
              : "virtio-rng, modern virtio-pci (ServedDevice, as vpci serve builds it)";
 }
-const char* device_key() { return g_device_type == DeviceType::kScratch ? "scratch" : "virtio-rng"; }
+const char* device_key() {
+  return g_device_type == DeviceType::kScratch ? "scratch" : "virtio-rng";
+}
 
 long vm_rss_kib() {
   std::ifstream status("/proc/self/status");
@@ -184,9 +187,9 @@ struct ServerFigures {
       write_line(report, "error");
       std::_Exit(1);
     }
-    auto server = VfioUserServer::create(dir + "/dev" + std::to_string(i) + ".sock",
-                                         functions.back()->function(),
-                                         functions.back()->guest_memory());
+    auto server =
+        VfioUserServer::create(dir + "/dev" + std::to_string(i) + ".sock",
+                               functions.back()->function(), functions.back()->guest_memory());
     if (!server) {
       std::fprintf(stderr, "scale_bench: device %u: %s\n", i, server.error().message.c_str());
       write_line(report, "error");
@@ -378,7 +381,8 @@ int main(int argc, char** argv) {
       device_counts.clear();
       std::stringstream list(arg.substr(10));
       std::string item;
-      while (std::getline(list, item, ',')) device_counts.push_back(static_cast<unsigned>(std::stoul(item)));
+      while (std::getline(list, item, ','))
+        device_counts.push_back(static_cast<unsigned>(std::stoul(item)));
     } else if (arg.rfind("--requests=", 0) == 0) {
       requests = std::stoul(arg.substr(11));
     } else if (arg.rfind("--socket-dir=", 0) == 0) {
@@ -399,7 +403,8 @@ int main(int argc, char** argv) {
   raise_fd_limit();
   if (!json) {
     std::printf("device: %s; %u client threads; %zu requests; sockets in %s (%s)\n", device_name(),
-                kClientThreads, requests, socket_parent.c_str(), filesystem_of(socket_parent).c_str());
+                kClientThreads, requests, socket_parent.c_str(),
+                filesystem_of(socket_parent).c_str());
   }
   int failures = 0;
   for (const unsigned devices : device_counts) {
@@ -411,24 +416,24 @@ int main(int argc, char** argv) {
         static_cast<double>(row.server.rss_connected_kib - row.server.rss_before_kib) / devices;
     if (json) {
       std::printf(
-          "{\"device\": \"%s\", \"socket_dir\": \"%s\", \"socket_fs\": \"%s\", \"devices\": %u, \"ok\": %s, \"startup_s\": %.6f, \"create_s\": %.6f, \"stop_s\": %.6f, "
+          "{\"device\": \"%s\", \"socket_dir\": \"%s\", \"socket_fs\": \"%s\", \"devices\": %u, "
+          "\"ok\": %s, \"startup_s\": %.6f, \"create_s\": %.6f, \"stop_s\": %.6f, "
           "\"rss_before_kib\": %ld, \"rss_idle_kib\": %ld, \"rss_connected_kib\": %ld, "
           "\"kib_per_device_idle\": %.2f, \"kib_per_device_connected\": %.2f, "
           "\"p50_us\": %.2f, \"p99_us\": %.2f, \"raw_p50_us\": %.2f, \"raw_p99_us\": %.2f}\n",
-          device_key(), socket_parent.c_str(), filesystem_of(socket_parent).c_str(), devices, row.ok ? "true" : "false", row.server.startup_s,
-          row.server.create_s,
-          row.server.stop_s,
+          device_key(), socket_parent.c_str(), filesystem_of(socket_parent).c_str(), devices,
+          row.ok ? "true" : "false", row.server.startup_s, row.server.create_s, row.server.stop_s,
           row.server.rss_before_kib, row.server.rss_idle_kib, row.server.rss_connected_kib,
           per_device_idle, per_device_connected, row.vpci.p50_us, row.vpci.p99_us, row.raw.p50_us,
           row.raw.p99_us);
     } else {
       std::printf(
-          "%5u devices: %s startup %.3f s (sockets %.3f s), stop %.3f s, RSS/device %.1f KiB idle, %.1f KiB "
+          "%5u devices: %s startup %.3f s (sockets %.3f s), stop %.3f s, RSS/device %.1f KiB idle, "
+          "%.1f KiB "
           "connected; latency p50 %.1f us p99 %.1f us (raw p50 %.1f us p99 %.1f us)\n",
           devices, row.ok ? "ok" : "FAILED", row.server.startup_s, row.server.create_s,
-          row.server.stop_s,
-          per_device_idle, per_device_connected, row.vpci.p50_us, row.vpci.p99_us, row.raw.p50_us,
-          row.raw.p99_us);
+          row.server.stop_s, per_device_idle, per_device_connected, row.vpci.p50_us,
+          row.vpci.p99_us, row.raw.p50_us, row.raw.p99_us);
     }
     std::fflush(stdout);
   }

@@ -16,9 +16,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -27,9 +27,9 @@
 #include <benchmark/benchmark.h>
 
 #include "bench/bench_client.h"
-#include "server/vfio_regions.h"
 #include "server/scratch_function.h"
 #include "server/socket_server.h"
+#include "server/vfio_regions.h"
 
 namespace {
 
@@ -58,7 +58,8 @@ std::string socket_dir() {
 // One served ScratchFunction and a negotiated client.
 struct ServedDevice {
   ServedDevice() {
-    auto created = VfioUserServer::create(socket_dir() + "/bench.sock", function, function.guest_memory());
+    auto created =
+        VfioUserServer::create(socket_dir() + "/bench.sock", function, function.guest_memory());
     if (!created) return;
     server = std::move(*created);
     server->start();
@@ -144,7 +145,8 @@ constexpr unsigned kRoundTripsPerChunk = 32;
 
 void read_benchmark(benchmark::State& state, std::uint32_t region) {
   const auto count = static_cast<std::uint32_t>(state.range(1));
-  Pair pair(static_cast<unsigned>(state.range(0)), vu::kHeaderSize + vu::kRegionAccessSize, vu::kHeaderSize + vu::kRegionAccessSize + count);
+  Pair pair(static_cast<unsigned>(state.range(0)), vu::kHeaderSize + vu::kRegionAccessSize,
+            vu::kHeaderSize + vu::kRegionAccessSize + count);
   alternate(state, pair, kRoundTripsPerChunk, [&](BenchClient& client) {
     for (unsigned i = 0; i < kRoundTripsPerChunk; ++i) {
       if (!client.region_read(region, 0, count)) return false;
@@ -153,14 +155,19 @@ void read_benchmark(benchmark::State& state, std::uint32_t region) {
   });
 }
 
-void BM_RegionRead(benchmark::State& state) { read_benchmark(state, kBar0); }
-void BM_ConfigRead(benchmark::State& state) { read_benchmark(state, vpci::server::kRegionConfig); }
+void BM_RegionRead(benchmark::State& state) {
+  read_benchmark(state, kBar0);
+}
+void BM_ConfigRead(benchmark::State& state) {
+  read_benchmark(state, vpci::server::kRegionConfig);
+}
 
 // ---- REGION_WRITE, replied ---------------------------------------------------------------
 
 void BM_RegionWrite(benchmark::State& state) {
   const std::vector<std::uint8_t> data(static_cast<std::size_t>(state.range(1)), 0xA5);
-  Pair pair(static_cast<unsigned>(state.range(0)), vu::kHeaderSize + vu::kRegionAccessSize + data.size(),
+  Pair pair(static_cast<unsigned>(state.range(0)),
+            vu::kHeaderSize + vu::kRegionAccessSize + data.size(),
             vu::kHeaderSize + vu::kRegionAccessSize);
   alternate(state, pair, kRoundTripsPerChunk, [&](BenchClient& client) {
     for (unsigned i = 0; i < kRoundTripsPerChunk; ++i) {
@@ -175,7 +182,8 @@ void BM_RegionWrite(benchmark::State& state) {
 // A batch of posted writes, then one read that is answered only after all of them.
 void BM_PostedWrite(benchmark::State& state) {
   const std::vector<std::uint8_t> data(static_cast<std::size_t>(state.range(1)), 0x5A);
-  Pair pair(static_cast<unsigned>(state.range(0)), vu::kHeaderSize + vu::kRegionAccessSize + data.size(),
+  Pair pair(static_cast<unsigned>(state.range(0)),
+            vu::kHeaderSize + vu::kRegionAccessSize + data.size(),
             vu::kHeaderSize + vu::kRegionAccessSize + kSyncBytes, kPostedBatch + 1,
             vu::kHeaderSize + vu::kRegionAccessSize);
   alternate(state, pair, kPostedBatch + 1, [&](BenchClient& client) {

@@ -1,10 +1,9 @@
 #include "devices/virtio_rng.h"
 
-#include <vector>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include <sys/random.h>
 

@@ -15,13 +15,14 @@
 //     reply is exactly a header;
 //   * every fd is closed by the time the session is gone (the lowest free fd number is
 //     the same before and after the input).
-#include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 
 #include "server/protocol.h"
 #include "server/scratch_function.h"

@@ -29,8 +29,6 @@
 //     writable (a write to a read-only map faults; one to an unmapped page is caught
 //     by comparing against a shadow copy);
 //   * every fd is closed once the session is gone (lowest free fd unchanged).
-#include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,10 +41,13 @@
 #include <optional>
 #include <vector>
 
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+
 #include "devices/block_backend.h"
-#include "fuzz/fuzz_support.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_rng.h"
+#include "fuzz/fuzz_support.h"
 #include "server/protocol.h"
 #include "server/session.h"
 #include "virtio/pci/legacy_io_mapper.h"
@@ -60,7 +61,6 @@ using namespace vpci;
 using namespace vpci::server;
 namespace vu = vpci::server::vfio_user;
 namespace vpp = vpci::virtio::pci;
-
 
 constexpr std::uint64_t kPage = vu::kPageSize;
 constexpr std::size_t kRamPages = 16;
@@ -119,8 +119,8 @@ class Harness {
         vpp::TransportKind::kTransitionalMmr, vpp::TransportKind::kTransitionalMmr};
     vpp::VirtioPciOptions options;
     options.msix_owner = pci::MsixTableOwner::kBus;  // as `vpci serve` builds it
-    auto function = vpp::make_virtio_pci_function(kKinds[transport], std::move(device),
-                                                  memory_, options);
+    auto function =
+        vpp::make_virtio_pci_function(kKinds[transport], std::move(device), memory_, options);
     FUZZ_CHECK(function.has_value());
     if (transport == 3) {
       auto mapper = vpp::LegacyIoMapper::create(std::move(*function));
@@ -161,9 +161,10 @@ class Harness {
     IncomingMessage message;
     message.bytes.resize(vu::kHeaderSize);
     const std::uint16_t id = ++next_id_;
-    vu::encode_header(message.bytes,
-                      vu::Header{id, command, static_cast<std::uint32_t>(vu::kHeaderSize + payload.size()),
-                                 no_reply ? vu::kFlagNoReply : 0u, 0});
+    vu::encode_header(
+        message.bytes,
+        vu::Header{id, command, static_cast<std::uint32_t>(vu::kHeaderSize + payload.size()),
+                   no_reply ? vu::kFlagNoReply : 0u, 0});
     message.bytes.insert(message.bytes.end(), payload.begin(), payload.end());
     message.fds = std::move(fds);
     DispatchResult result = session_->handle(std::move(message));
@@ -213,10 +214,11 @@ class Harness {
                      map.iova <= ~std::uint64_t{0} - map.size && !overlaps(map);
     if (!no_fd) expect_ok = expect_ok && map.file_offset + map.size <= ram(which).size;
     if (ok != expect_ok) {
-      std::fprintf(stderr, "DMA_MAP iova %#llx size %#llx offset %#llx fd %d eventfd %d lie %d: %s\n",
-                   static_cast<unsigned long long>(map.iova), static_cast<unsigned long long>(map.size),
-                   static_cast<unsigned long long>(map.file_offset), map.ram, eventfd, lie,
-                   ok ? "accepted" : session_->last_error().c_str());
+      std::fprintf(
+          stderr, "DMA_MAP iova %#llx size %#llx offset %#llx fd %d eventfd %d lie %d: %s\n",
+          static_cast<unsigned long long>(map.iova), static_cast<unsigned long long>(map.size),
+          static_cast<unsigned long long>(map.file_offset), map.ram, eventfd, lie,
+          ok ? "accepted" : session_->last_error().c_str());
     }
     FUZZ_CHECK(ok == expect_ok);
     if (ok) maps_.push_back(map);
@@ -229,7 +231,8 @@ class Harness {
     const std::uint64_t iova = all ? 0 : kIovaBase + std::uint64_t{iova_page} * kPage;
     const std::uint64_t size = all ? 0 : std::uint64_t{pages} % 18 * kPage;
     std::vector<std::uint8_t> payload;
-    vu::append(payload, static_cast<std::uint32_t>(lie ? vu::kDmaUnmapSize - 4 : vu::kDmaUnmapSize));
+    vu::append(payload,
+               static_cast<std::uint32_t>(lie ? vu::kDmaUnmapSize - 4 : vu::kDmaUnmapSize));
     vu::append(payload, (all ? vu::kDmaUnmapAll : 0u) | (dirty ? vu::kDmaUnmapGetDirtyBitmap : 0u));
     vu::append(payload, iova);
     vu::append(payload, size);
@@ -258,7 +261,8 @@ class Harness {
     vu::append(payload, offset);
     vu::append(payload, region);
     vu::append(payload, static_cast<std::uint32_t>(width));
-    for (unsigned i = 0; i < width; ++i) payload.push_back(static_cast<std::uint8_t>(value >> (8 * (i % 8))));
+    for (unsigned i = 0; i < width; ++i)
+      payload.push_back(static_cast<std::uint8_t>(value >> (8 * (i % 8))));
     send(vu::kRegionWrite, payload, {}, no_reply);
   }
   void region_read(unsigned region, std::uint64_t offset, unsigned width) {
@@ -267,7 +271,8 @@ class Harness {
     vu::append(payload, region);
     vu::append(payload, static_cast<std::uint32_t>(width));
     const auto reply = send(vu::kRegionRead, payload);
-    if (!is_error(*reply)) FUZZ_CHECK(reply->size() == vu::kHeaderSize + vu::kRegionAccessSize + width);
+    if (!is_error(*reply))
+      FUZZ_CHECK(reply->size() == vu::kHeaderSize + vu::kRegionAccessSize + width);
   }
 
   void ram_write(std::uint16_t offset, std::span<const std::uint8_t> data) {
@@ -333,14 +338,22 @@ class Harness {
 constexpr std::array<unsigned, 8> kWidths = {1, 2, 4, 8, 3, 0, 16, 2};
 // Common config fields (virtio 1.3 §4.1.4.3): offset and width.
 constexpr std::array<std::pair<std::uint32_t, unsigned>, 17> kCommonFields = {{
-    {vpp::common::kDeviceFeatureSelect, 4}, {vpp::common::kDeviceFeature, 4},
-    {vpp::common::kDriverFeatureSelect, 4}, {vpp::common::kDriverFeature, 4},
-    {vpp::common::kConfigMsixVector, 2},    {vpp::common::kNumQueues, 2},
-    {vpp::common::kDeviceStatus, 1},        {vpp::common::kConfigGeneration, 1},
-    {vpp::common::kQueueSelect, 2},         {vpp::common::kQueueSize, 2},
-    {vpp::common::kQueueMsixVector, 2},     {vpp::common::kQueueEnable, 2},
-    {vpp::common::kQueueNotifyOff, 2},      {vpp::common::kQueueDesc, 8},
-    {vpp::common::kQueueDriver, 8},         {vpp::common::kQueueDevice, 8},
+    {vpp::common::kDeviceFeatureSelect, 4},
+    {vpp::common::kDeviceFeature, 4},
+    {vpp::common::kDriverFeatureSelect, 4},
+    {vpp::common::kDriverFeature, 4},
+    {vpp::common::kConfigMsixVector, 2},
+    {vpp::common::kNumQueues, 2},
+    {vpp::common::kDeviceStatus, 1},
+    {vpp::common::kConfigGeneration, 1},
+    {vpp::common::kQueueSelect, 2},
+    {vpp::common::kQueueSize, 2},
+    {vpp::common::kQueueMsixVector, 2},
+    {vpp::common::kQueueEnable, 2},
+    {vpp::common::kQueueNotifyOff, 2},
+    {vpp::common::kQueueDesc, 8},
+    {vpp::common::kQueueDriver, 8},
+    {vpp::common::kQueueDevice, 8},
     {vpp::common::kQueueReset, 2},
 }};
 
@@ -356,7 +369,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::size_t pos = 0;
     auto take = [&](std::size_t n) {
       std::uint64_t v = 0;
-      for (std::size_t i = 0; i < n; ++i) v |= std::uint64_t{pos < size ? data[pos++] : 0u} << (8 * i);
+      for (std::size_t i = 0; i < n; ++i)
+        v |= std::uint64_t{pos < size ? data[pos++] : 0u} << (8 * i);
       return v;
     };
     const auto selector = static_cast<unsigned>(take(1));
@@ -408,8 +422,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           break;
         }
         case 6:
-          h.region_write(kMemoryBar, vpp::VirtioPciLayout::kNotifyOffset + 4 * (take(1) % 4),
-                         0, 2, (operations & 1) != 0);
+          h.region_write(kMemoryBar, vpp::VirtioPciLayout::kNotifyOffset + 4 * (take(1) % 4), 0, 2,
+                         (operations & 1) != 0);
           break;
         case 7: {
           const auto queue = take(1) % 4;

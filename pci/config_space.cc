@@ -6,8 +6,13 @@
 
 namespace vpci::pci {
 ConfigSpace::ConfigSpace(std::uint32_t size)
-    : bytes_(size, 0), reset_bytes_(size, 0), rw_(size, 0), w1c_(size, 0), rsvdz_(size, 0),
-      hwinit_(size, 0), rsvdp_(size, 0) {
+    : bytes_(size, 0),
+      reset_bytes_(size, 0),
+      rw_(size, 0),
+      w1c_(size, 0),
+      rsvdz_(size, 0),
+      hwinit_(size, 0),
+      rsvdp_(size, 0) {
   assert(size == kConventionalConfigSize || size == kExtendedConfigSize);
 }
 
@@ -34,8 +39,9 @@ void write_identity(ConfigSpace& space, const HeaderIdentity& ids, std::uint8_t 
   space.set_raw8(reg::kClassProgIf, static_cast<std::uint8_t>(ids.class_code));
   space.set_raw8(reg::kSubclass, static_cast<std::uint8_t>(ids.class_code >> 8));
   space.set_raw8(reg::kBaseClass, static_cast<std::uint8_t>(ids.class_code >> 16));
-  space.set_raw8(reg::kHeaderType,
-                 static_cast<std::uint8_t>(layout | (ids.multifunction ? header_type::kMultiFunction : 0)));
+  space.set_raw8(
+      reg::kHeaderType,
+      static_cast<std::uint8_t>(layout | (ids.multifunction ? header_type::kMultiFunction : 0)));
   space.set_raw8(reg::kInterruptPin, ids.interrupt_pin);
 }
 
@@ -163,7 +169,8 @@ Status ConfigSpace::read_bytes(std::uint32_t offset, std::span<std::uint8_t> out
     const auto at = static_cast<std::uint32_t>(offset + done);
     const unsigned width = piece_width(at, out.size() - done);
     VPCI_ASSIGN_OR_RETURN(const std::uint32_t value, read(at, width));
-    for (unsigned i = 0; i < width; ++i) out[done + i] = static_cast<std::uint8_t>(value >> (8 * i));
+    for (unsigned i = 0; i < width; ++i)
+      out[done + i] = static_cast<std::uint8_t>(value >> (8 * i));
     done += width;
   }
   return {};
@@ -214,7 +221,8 @@ Status ConfigSpace::write(std::uint32_t offset, unsigned width, std::uint32_t va
     if (range->hooks.write) range->hooks.write(offset, width, value);
   } else if (range == nullptr) {
     // No hook anywhere in the access: apply the masks without a hook look-up per byte.
-    for (unsigned i = 0; i < width; ++i) apply_write(offset + i, static_cast<std::uint8_t>(value >> (8 * i)));
+    for (unsigned i = 0; i < width; ++i)
+      apply_write(offset + i, static_cast<std::uint8_t>(value >> (8 * i)));
   } else {
     for (unsigned i = 0; i < width; ++i) {
       write_byte(offset + i, static_cast<std::uint8_t>(value >> (8 * i)));
@@ -309,8 +317,8 @@ Status ConfigSpace::define_bar(unsigned index, const BarSpec& spec) {
                       slots == 2 ? " (64-bit pair)" : "", header_layout());
   }
   if (!std::has_single_bit(spec.size)) {
-    return make_error(ErrorCode::kInvalidArgument, "BAR{} size {:#x} is not a power of two",
-                      index, spec.size);
+    return make_error(ErrorCode::kInvalidArgument, "BAR{} size {:#x} is not a power of two", index,
+                      spec.size);
   }
   if (spec.type == BarType::kIo) {
     if (spec.size < 4 || spec.size > 256) {
@@ -350,7 +358,8 @@ Status ConfigSpace::define_bar(unsigned index, const BarSpec& spec) {
                BitKind::kReadWrite);
   if (spec.type == BarType::kMemory64) {
     set_raw32(offset + 4, 0);
-    set_bit_kind(offset + 4, 4, static_cast<std::uint32_t>(address_mask >> 32), BitKind::kReadWrite);
+    set_bit_kind(offset + 4, 4, static_cast<std::uint32_t>(address_mask >> 32),
+                 BitKind::kReadWrite);
   }
   capture_reset_state();
   return {};
@@ -389,7 +398,8 @@ std::optional<std::uint64_t> ConfigSpace::bar_address(unsigned index) const {
   const std::uint32_t low = raw32(offset);
   if (spec->type == BarType::kIo) return low & ~bar::kIoFlagsMask;
   std::uint64_t address = low & ~bar::kMemoryFlagsMask;
-  if (spec->type == BarType::kMemory64) address |= static_cast<std::uint64_t>(raw32(offset + 4)) << 32;
+  if (spec->type == BarType::kMemory64)
+    address |= static_cast<std::uint64_t>(raw32(offset + 4)) << 32;
   return address;
 }
 
@@ -413,6 +423,8 @@ void ConfigSpace::add_write_observer(std::uint32_t offset, std::uint32_t length,
   observers_.push_back({offset, offset + length, std::move(observer)});
 }
 
-void ConfigSpace::reset() { bytes_ = reset_bytes_; }
+void ConfigSpace::reset() {
+  bytes_ = reset_bytes_;
+}
 
 }  // namespace vpci::pci

@@ -55,7 +55,7 @@ struct HeaderIdentity {
   std::uint16_t vendor_id = 0;
   std::uint16_t device_id = 0;
   std::uint8_t revision = 0;
-  std::uint32_t class_code = 0;  // base class << 16 | subclass << 8 | prog-if
+  std::uint32_t class_code = 0;           // base class << 16 | subclass << 8 | prog-if
   std::uint16_t subsystem_vendor_id = 0;  // type 0 only
   std::uint16_t subsystem_id = 0;         // type 0 only
   std::uint8_t interrupt_pin = 0;         // 0 none, 1..4 INTA..INTD
@@ -129,7 +129,9 @@ class ConfigSpace {
   // The address the guest programmed into BAR `index` (flags masked; both halves of
   // a 64-bit BAR). nullopt when the BAR is undefined or is the upper half of a pair.
   [[nodiscard]] std::optional<std::uint64_t> bar_address(unsigned index) const;
-  [[nodiscard]] unsigned bar_count() const { return header_layout() == header_type::kBridge ? 2 : 6; }
+  [[nodiscard]] unsigned bar_count() const {
+    return header_layout() == header_type::kBridge ? 2 : 6;
+  }
 
   // ---- dynamic registers ------------------------------------------------------------
   // Serves [offset, offset + length) from `hooks` instead of the stored bytes.
@@ -166,11 +168,11 @@ class ConfigSpace {
 
   std::vector<std::uint8_t> bytes_;
   std::vector<std::uint8_t> reset_bytes_;
-  std::vector<std::uint8_t> rw_;       // guest may write
-  std::vector<std::uint8_t> w1c_;      // guest clears by writing 1
-  std::vector<std::uint8_t> rsvdz_;    // reads as 0
-  std::vector<std::uint8_t> hwinit_;   // bookkeeping only: RO to the guest
-  std::vector<std::uint8_t> rsvdp_;    // bookkeeping only: RO to the guest
+  std::vector<std::uint8_t> rw_;      // guest may write
+  std::vector<std::uint8_t> w1c_;     // guest clears by writing 1
+  std::vector<std::uint8_t> rsvdz_;   // reads as 0
+  std::vector<std::uint8_t> hwinit_;  // bookkeeping only: RO to the guest
+  std::vector<std::uint8_t> rsvdp_;   // bookkeeping only: RO to the guest
   std::array<std::optional<BarSpec>, 6> bars_{};
   std::vector<HookedRange> hooks_;
   std::vector<ObservedRange> observers_;

@@ -78,7 +78,8 @@ class Function {
   virtual Status config_read(std::uint32_t offset, std::span<std::uint8_t> data) = 0;
   virtual Status config_write(std::uint32_t offset, std::span<const std::uint8_t> data) = 0;
   virtual Status bar_read(unsigned bar, std::uint64_t offset, std::span<std::uint8_t> data) = 0;
-  virtual Status bar_write(unsigned bar, std::uint64_t offset, std::span<const std::uint8_t> data) = 0;
+  virtual Status bar_write(unsigned bar, std::uint64_t offset,
+                           std::span<const std::uint8_t> data) = 0;
 
   // Where interrupts go; nullptr detaches (interrupts are then dropped, ISR/pending
   // state still tracked). Not owned; must outlive its use.

@@ -20,11 +20,10 @@ namespace vpci::server {
 namespace {
 
 constexpr std::array<std::string_view, 2> kTopKeys = {"socket_dir", "device"};
-constexpr std::array<std::string_view, 6> kDeviceKeys = {
-    "name", "kind", "transport", "path", "read_only", "xen_backend_domid"};
+constexpr std::array<std::string_view, 6> kDeviceKeys = {"name", "kind",      "transport",
+                                                         "path", "read_only", "xen_backend_domid"};
 constexpr std::array<std::string_view, 2> kKindNames = {"virtio-rng", "virtio-blk"};
 constexpr const auto& kTransportNames = virtio::pci::kTransportKindNames;
-
 
 bool valid_name_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
@@ -61,9 +60,9 @@ class Reader {
       }
     }
     if (problems_.empty() && config_.devices.empty()) {
-      problems_.push_back(fmt::format(
-          "{}: no devices: add at least one [[device]] table (name, kind, transport)",
-          config_.source));
+      problems_.push_back(
+          fmt::format("{}: no devices: add at least one [[device]] table (name, kind, transport)",
+                      config_.source));
     }
     if (!problems_.empty()) {
       std::string message = problems_.front();
@@ -230,9 +229,9 @@ class Reader {
           ok = false;
         } else if (!std::filesystem::is_regular_file(status) &&
                    !std::filesystem::is_block_file(status)) {
-          problem(*path_node, prefix + ".path",
-                  fmt::format("{} is neither a regular file nor a block device",
-                              spec.path.string()));
+          problem(
+              *path_node, prefix + ".path",
+              fmt::format("{} is neither a regular file nor a block device", spec.path.string()));
           ok = false;
         }
       }
@@ -291,15 +290,14 @@ std::string_view device_kind_name(DeviceKind kind) {
   return kKindNames[static_cast<std::size_t>(kind)];
 }
 
-
 Result<ServeConfig> parse_serve_config(std::string_view text, std::string source,
                                        const std::filesystem::path& base_dir, bool check_files) {
   try {
     const toml::table document = toml::parse(text, source);
     return Reader(std::move(source), base_dir, check_files).read(document);
   } catch (const toml::parse_error& e) {
-    return make_error(ErrorCode::kMalformedInput, "{}:{}:{}: not valid TOML: {}", source, e.source().begin.line,
-                      e.source().begin.column, e.description());
+    return make_error(ErrorCode::kMalformedInput, "{}:{}:{}: not valid TOML: {}", source,
+                      e.source().begin.line, e.source().begin.column, e.description());
   } catch (const std::exception& e) {
     return make_error(ErrorCode::kMalformedInput, "{}: {}", source, e.what());
   }

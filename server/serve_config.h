@@ -24,8 +24,8 @@
 #include <vector>
 
 #include "base/error.h"
-#include "virtio/pci/virtio_pci_function.h"
 #include "domain/xen_abi.h"
+#include "virtio/pci/virtio_pci_function.h"
 
 namespace vpci::server {
 

@@ -27,8 +27,6 @@
 // (docs/PERFORMANCE.md uses both to profile a real guest).
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -45,6 +43,8 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "server/image_lock.h"
 #include "server/serve_config.h"
@@ -77,14 +77,16 @@ void print_stats(const std::string& name, const server::VfioUserServer& served) 
   const auto per_message_us = [](std::uint64_t ns, std::uint64_t count) {
     return count == 0 ? 0.0 : static_cast<double>(ns) / 1e3 / static_cast<double>(count);
   };
-  fmt::print("vpci serve: stats {}: {} messages, {:.3f} s handling ({:.2f} us each), {} interrupts signalled\n",
-             name, messages, static_cast<double>(nanoseconds) / 1e9,
-             per_message_us(nanoseconds, messages), served.interrupts_signalled());
+  fmt::print(
+      "vpci serve: stats {}: {} messages, {:.3f} s handling ({:.2f} us each), {} interrupts "
+      "signalled\n",
+      name, messages, static_cast<double>(nanoseconds) / 1e9, per_message_us(nanoseconds, messages),
+      served.interrupts_signalled());
   std::sort(rows.begin(), rows.end(),
             [](const auto& a, const auto& b) { return a.messages > b.messages; });
   for (const auto& row : rows) {
-    fmt::print("vpci serve: stats {}:   {:<32} {:>10} messages {:>10.3f} s {:>8.2f} us each\n", name,
-               row.what, row.messages, static_cast<double>(row.nanoseconds) / 1e9,
+    fmt::print("vpci serve: stats {}:   {:<32} {:>10} messages {:>10.3f} s {:>8.2f} us each\n",
+               name, row.what, row.messages, static_cast<double>(row.nanoseconds) / 1e9,
                per_message_us(row.nanoseconds, row.messages));
   }
 }
@@ -405,7 +407,8 @@ int run_serve(const ServeOptions& options, int& interrupted_by) {
   std::vector<std::string> sockets;
   for (const auto& device : devices) {
     const std::string socket = (plan->socket_dir / (device->spec().name + ".sock")).string();
-    auto served = server::VfioUserServer::create(socket, device->function(), device->guest_memory());
+    auto served =
+        server::VfioUserServer::create(socket, device->function(), device->guest_memory());
     if (!served) {
       fmt::print(stderr, "vpci serve: device \"{}\": {}\n", device->spec().name,
                  served.error().message);
@@ -453,7 +456,8 @@ int run_serve(const ServeOptions& options, int& interrupted_by) {
   int status = 0;
   for (auto& served : servers) served->stop();  // ends every connection
   if (options.stats) {
-    for (std::size_t i = 0; i < servers.size(); ++i) print_stats(devices[i]->spec().name, *servers[i]);
+    for (std::size_t i = 0; i < servers.size(); ++i)
+      print_stats(devices[i]->spec().name, *servers[i]);
   }
   servers.clear();  // removes the socket files this process bound
   for (const auto& device : devices) {

@@ -81,7 +81,7 @@ struct MemoryRegionSpec {
   // until on_release), or the message path to memory this process cannot map.
   std::uint8_t* host = nullptr;
   std::shared_ptr<MessageMemory> messages;
-  bool writable = true;            // false: device writes fail (vfio-user DMA_MAP without WRITE)
+  bool writable = true;  // false: device writes fail (vfio-user DMA_MAP without WRITE)
   // Optional description of the backing, for forwarding the mapping elsewhere (a
   // vhost-user backend, a sandboxed device process). Not owned: close it in on_release.
   int fd = -1;

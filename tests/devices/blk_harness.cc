@@ -93,8 +93,8 @@ Status MemoryBackend::write_zeroes(std::uint64_t offset, std::uint64_t length, b
 // ---- BlkHarness
 // ----------------------------------------------------------------------------------------
 
-BlkHarness::BlkHarness(std::unique_ptr<BlockDevice> device, Ring ring,
-                       std::uint64_t extra_features, virtio::testing::RamBacking backing) {
+BlkHarness::BlkHarness(std::unique_ptr<BlockDevice> device, Ring ring, std::uint64_t extra_features,
+                       virtio::testing::RamBacking backing) {
   ram_ = std::make_unique<virtio::testing::FakeGuestRam>(memory_, 0x1000000, 16 << 20, backing);
   device_ = device.get();
   const std::uint16_t queues = device->num_queues();

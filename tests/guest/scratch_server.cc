@@ -22,8 +22,7 @@
 namespace {
 
 int usage() {
-  std::fprintf(stderr,
-               "usage: vpci_scratch_server --socket PATH... [--trace FILE|-]\n");
+  std::fprintf(stderr, "usage: vpci_scratch_server --socket PATH... [--trace FILE|-]\n");
   return 2;
 }
 
@@ -96,13 +95,13 @@ int main(int argc, char** argv) {
   for (auto& server : servers) server->stop();
   for (std::size_t i = 0; i < servers.size(); ++i) {
     const auto& server = *servers[i];
-    std::printf("SCRATCH-SUMMARY %s connections=%llu protocol_errors=%llu dma_requests=%llu "
-                "interrupts=%llu ",
-                server.socket_path().c_str(),
-                static_cast<unsigned long long>(server.connections_closed()),
-                static_cast<unsigned long long>(server.protocol_errors()),
-                static_cast<unsigned long long>(server.dma_requests_sent()),
-                static_cast<unsigned long long>(server.interrupts_signalled()));
+    std::printf(
+        "SCRATCH-SUMMARY %s connections=%llu protocol_errors=%llu dma_requests=%llu "
+        "interrupts=%llu ",
+        server.socket_path().c_str(), static_cast<unsigned long long>(server.connections_closed()),
+        static_cast<unsigned long long>(server.protocol_errors()),
+        static_cast<unsigned long long>(server.dma_requests_sent()),
+        static_cast<unsigned long long>(server.interrupts_signalled()));
     const auto& f = *functions[i];
     std::printf("resets=%u intx_raised=%u guest_memory_regions=%zu\n", f.reset_count(),
                 f.interrupts_raised(), f.guest_memory()->snapshot()->regions().size());

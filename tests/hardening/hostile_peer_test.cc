@@ -13,7 +13,6 @@
 // other device keeps serving correct I/O on its own socket throughout.
 // (tests/server/protocol_test.cc covers each command's validation one by one against
 // the scratch function; this test adds a real DMA-doing device.)
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,6 +27,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include "devices/virtio_blk.h"
 #include "devices/virtio_rng.h"
@@ -56,8 +56,8 @@ constexpr std::size_t kDataBytes = 3 << 20;  // second DMA map: buffers
 constexpr std::size_t kRamBytes = kRingBytes + kDataBytes;
 
 std::string socket_path(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("vpci-hostile-peer-" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("vpci-hostile-peer-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   return (dir / name).string();
 }
@@ -75,7 +75,9 @@ class RemoteFunction final : public pci::Function {
   void set_client(TestClient& client) { client_ = &client; }
 
   std::uint32_t config_size() const override { return config_size_; }
-  pci::BarInfo bar_info(unsigned bar) const override { return bar < pci::kBarCount ? bars_[bar] : pci::BarInfo{}; }
+  pci::BarInfo bar_info(unsigned bar) const override {
+    return bar < pci::kBarCount ? bars_[bar] : pci::BarInfo{};
+  }
   std::uint16_t msix_vector_count() const override { return msix_; }
   Status config_read(std::uint32_t offset, std::span<std::uint8_t> data) override {
     return read(kRegionConfig, offset, data);
@@ -86,7 +88,8 @@ class RemoteFunction final : public pci::Function {
   Status bar_read(unsigned bar, std::uint64_t offset, std::span<std::uint8_t> data) override {
     return read(bar, offset, data);
   }
-  Status bar_write(unsigned bar, std::uint64_t offset, std::span<const std::uint8_t> data) override {
+  Status bar_write(unsigned bar, std::uint64_t offset,
+                   std::span<const std::uint8_t> data) override {
     return write(bar, offset, data);
   }
   void set_interrupt_output(pci::InterruptOutput*) override {}
@@ -94,8 +97,8 @@ class RemoteFunction final : public pci::Function {
 
  private:
   Status read(unsigned region, std::uint64_t offset, std::span<std::uint8_t> data) {
-    auto reply = client_->call(kRegionRead, testing::region_read(region, offset,
-                                                                 static_cast<std::uint32_t>(data.size())));
+    auto reply = client_->call(
+        kRegionRead, testing::region_read(region, offset, static_cast<std::uint32_t>(data.size())));
     if (!reply || reply->is_error() || reply->payload.size() != kRegionAccessSize + data.size()) {
       std::fill(data.begin(), data.end(), 0xFF);
       return make_error(ErrorCode::kIoError, "REGION_READ failed");
@@ -135,12 +138,14 @@ struct Served {
   std::unique_ptr<VfioUserServer> server;
   std::string path;
   SharedRam ram;
-  FakeGuestRam guest{std::make_shared<virtio::GuestMemory>(), kIova, std::span(ram.bytes, kRamBytes)};
+  FakeGuestRam guest{std::make_shared<virtio::GuestMemory>(), kIova,
+                     std::span(ram.bytes, kRamBytes)};
   std::optional<TestClient> client;
   std::unique_ptr<RemoteFunction> remote;
   std::unique_ptr<VirtioPciDriver> driver;
 
-  Served(std::unique_ptr<virtio::Device> device, virtio::pci::TransportKind kind, const std::string& name) {
+  Served(std::unique_ptr<virtio::Device> device, virtio::pci::TransportKind kind,
+         const std::string& name) {
     virtio::pci::VirtioPciOptions options;
     options.kind = kind;
     options.msix_owner = pci::MsixTableOwner::kBus;
@@ -180,8 +185,9 @@ struct Served {
   }
   bool dma_map(std::uint64_t file_offset, std::uint64_t iova, std::uint64_t size) {
     const int fd = ram.fd.get();
-    auto reply = client->call(kDmaMap, testing::dma_map(kDmaMapRead | kDmaMapWrite, file_offset, iova, size),
-                              std::span(&fd, 1));
+    auto reply =
+        client->call(kDmaMap, testing::dma_map(kDmaMapRead | kDmaMapWrite, file_offset, iova, size),
+                     std::span(&fd, 1));
     return reply && !reply->is_error();
   }
   bool map_rings() { return dma_map(0, kIova, kRingBytes); }
@@ -196,7 +202,8 @@ struct Served {
 std::unique_ptr<virtio::Device> make_blk() {
   devices::BlockDeviceOptions options;
   options.queue_size = 64;
-  auto device = devices::BlockDevice::create(std::make_unique<devices::testing::MemoryBackend>(1 << 20), options);
+  auto device = devices::BlockDevice::create(
+      std::make_unique<devices::testing::MemoryBackend>(1 << 20), options);
   EXPECT_TRUE(device.has_value());
   return device ? std::move(*device) : nullptr;
 }
@@ -233,7 +240,8 @@ std::vector<std::uint8_t> pattern(std::size_t n, unsigned salt) {
 
 void expect_blk_io(Served& blk, unsigned salt) {
   const auto data = pattern(1024, salt);
-  EXPECT_EQ(blk_request(blk, devices::blk::kTypeOut, 8 + salt, data, 0).status, devices::blk::kStatusOk);
+  EXPECT_EQ(blk_request(blk, devices::blk::kTypeOut, 8 + salt, data, 0).status,
+            devices::blk::kStatusOk);
   auto read = blk_request(blk, devices::blk::kTypeIn, 8 + salt, {}, 1024);
   EXPECT_EQ(read.status, devices::blk::kStatusOk);
   EXPECT_EQ(read.data, data);
@@ -340,7 +348,8 @@ TEST_F(HostilePeer, PostedDoorbellThenUnmapCompletesBeforeTheUnmap) {
   // connection are handled in order, so the request completes against mapped memory and
   // the unmap waits for it. Sent in one sendmsg to leave no gap between them.
   const auto data = pattern(512, 7);
-  ASSERT_EQ(blk_request(*blk_, devices::blk::kTypeOut, 40, data, 0).status, devices::blk::kStatusOk);
+  ASSERT_EQ(blk_request(*blk_, devices::blk::kTypeOut, 40, data, 0).status,
+            devices::blk::kStatusOk);
   devices::blk::RequestHeader header{devices::blk::kTypeIn, 0, 40};
   ChainBuilder chain(blk_->guest);
   chain.readable(std::span(reinterpret_cast<const std::uint8_t*>(&header), sizeof(header)));
@@ -354,12 +363,14 @@ TEST_F(HostilePeer, PostedDoorbellThenUnmapCompletesBeforeTheUnmap) {
     const std::array<std::uint8_t, 2> queue0{0, 0};
     Payload write = testing::region_write(notify->bar, notify->offset, queue0);
     std::vector<std::uint8_t> message(kHeaderSize);
-    encode_header(message, Header{100, kRegionWrite, static_cast<std::uint32_t>(kHeaderSize + write.bytes().size()),
+    encode_header(message, Header{100, kRegionWrite,
+                                  static_cast<std::uint32_t>(kHeaderSize + write.bytes().size()),
                                   kTypeCommand | kFlagNoReply, 0});
     message.insert(message.end(), write.bytes().begin(), write.bytes().end());
     Payload unmap = testing::dma_unmap(0, kIova + kRingBytes, kDataBytes);
     std::vector<std::uint8_t> second(kHeaderSize);
-    encode_header(second, Header{101, kDmaUnmap, static_cast<std::uint32_t>(kHeaderSize + unmap.bytes().size()),
+    encode_header(second, Header{101, kDmaUnmap,
+                                 static_cast<std::uint32_t>(kHeaderSize + unmap.bytes().size()),
                                  kTypeCommand, 0});
     second.insert(second.end(), unmap.bytes().begin(), unmap.bytes().end());
     both = message;
@@ -398,7 +409,8 @@ TEST_F(HostilePeer, DmaMapsOverlappingOrBeyondTheFd) {
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
-    auto reply = blk_->client->call(kDmaMap, testing::dma_map(rw, c.offset, c.iova, c.size), std::span(&fd, 1));
+    auto reply = blk_->client->call(kDmaMap, testing::dma_map(rw, c.offset, c.iova, c.size),
+                                    std::span(&fd, 1));
     ASSERT_TRUE(reply.has_value());
     EXPECT_TRUE(reply->is_error());
   }
@@ -460,9 +472,11 @@ TEST_F(HostilePeer, LyingSizesAndCounts) {
   reply = blk_->client->call(kDeviceGetRegionInfo, testing::region_info(4, 8));
   ASSERT_TRUE(reply.has_value());
   EXPECT_TRUE(reply->is_error());
-  for (auto [start, count] : {std::pair<std::uint32_t, std::uint32_t>{0xFFFFFFFF, 2}, {0, 0xFFFFFFFF}, {5, 1}}) {
-    reply = blk_->client->call(kDeviceSetIrqs,
-                               testing::set_irqs(kIrqSetDataNone | kIrqSetActionTrigger, kIrqIntx, start, count));
+  for (auto [start, count] :
+       {std::pair<std::uint32_t, std::uint32_t>{0xFFFFFFFF, 2}, {0, 0xFFFFFFFF}, {5, 1}}) {
+    reply = blk_->client->call(
+        kDeviceSetIrqs,
+        testing::set_irqs(kIrqSetDataNone | kIrqSetActionTrigger, kIrqIntx, start, count));
     ASSERT_TRUE(reply.has_value());
     EXPECT_TRUE(reply->is_error()) << start << " " << count;
   }
@@ -484,16 +498,18 @@ TEST_F(HostilePeer, FdsWhereNoneBelongAreClosed) {
   // the fd table of this process does not grow).
   const std::size_t before = testing::open_fd_count();
   const int fd = blk_->ram.fd.get();
-  for (std::uint16_t command : {std::uint16_t{kVersion}, std::uint16_t{kDmaUnmap}, std::uint16_t{kDeviceGetInfo},
-                                std::uint16_t{kRegionRead}, std::uint16_t{kRegionWrite}, std::uint16_t{kDeviceReset},
-                                std::uint16_t{kDeviceGetIrqInfo}}) {
+  for (std::uint16_t command :
+       {std::uint16_t{kVersion}, std::uint16_t{kDmaUnmap}, std::uint16_t{kDeviceGetInfo},
+        std::uint16_t{kRegionRead}, std::uint16_t{kRegionWrite}, std::uint16_t{kDeviceReset},
+        std::uint16_t{kDeviceGetIrqInfo}}) {
     auto reply = blk_->client->call(command, testing::region_read(4, 0, 4), std::span(&fd, 1));
     ASSERT_TRUE(reply.has_value()) << command;
     EXPECT_TRUE(reply->is_error()) << command;
   }
   // SET_IRQS with an fd but DATA_NONE.
-  auto reply = blk_->client->call(kDeviceSetIrqs, testing::set_irqs(kIrqSetDataNone | kIrqSetActionTrigger, kIrqIntx, 0, 1),
-                                  std::span(&fd, 1));
+  auto reply = blk_->client->call(
+      kDeviceSetIrqs, testing::set_irqs(kIrqSetDataNone | kIrqSetActionTrigger, kIrqIntx, 0, 1),
+      std::span(&fd, 1));
   ASSERT_TRUE(reply.has_value());
   EXPECT_TRUE(reply->is_error());
   EXPECT_EQ(testing::open_fd_count(), before);

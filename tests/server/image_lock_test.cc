@@ -13,9 +13,9 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include "tests/support/scratch_dir.h"
-#include <sys/wait.h>
 
 namespace vpci::server {
 namespace {

@@ -12,9 +12,9 @@
 
 #include <gtest/gtest.h>
 
-#include "server/vfio_regions.h"
 #include "server/scratch_function.h"
 #include "server/socket_server.h"
+#include "server/vfio_regions.h"
 #include "tests/server/test_client.h"
 
 namespace vpci::server {
@@ -30,16 +30,16 @@ constexpr std::uint64_t kRamBase = 0x100000;
 constexpr std::size_t kRamSize = 0x4000;
 
 std::string socket_path(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("vpci-dma-test-" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("vpci-dma-test-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   return (dir / name).string();
 }
 
 // Sends a reply message with the given payload (and flags/error) for `request`.
-void send_reply(TestClient& client, const ReplyMessage& request, std::span<const std::uint8_t> payload,
-                std::uint32_t extra_flags = 0, std::uint32_t error = 0,
-                std::optional<std::uint16_t> msg_id = std::nullopt) {
+void send_reply(TestClient& client, const ReplyMessage& request,
+                std::span<const std::uint8_t> payload, std::uint32_t extra_flags = 0,
+                std::uint32_t error = 0, std::optional<std::uint16_t> msg_id = std::nullopt) {
   std::vector<std::uint8_t> bytes;
   encode_header(bytes, Header{msg_id.value_or(request.header.msg_id), request.header.command,
                               static_cast<std::uint32_t>(kHeaderSize + payload.size()),
@@ -64,10 +64,12 @@ class MessageDmaTest : public ::testing::Test {
   }
 
   // Negotiates, maps guest RAM without an fd and turns bus mastering on.
-  void attach(std::uint64_t max_data_xfer = 1048576, std::uint32_t map_flags = kDmaMapRead | kDmaMapWrite) {
+  void attach(std::uint64_t max_data_xfer = 1048576,
+              std::uint32_t map_flags = kDmaMapRead | kDmaMapWrite) {
     ASSERT_TRUE(client_->negotiate(max_data_xfer));
     expect_ok(client_->call(kDmaMap, testing::dma_map(map_flags, 0, kRamBase, kRamSize)));
-    expect_ok(client_->call(kRegionWrite, testing::region_write(kRegionConfig, 0x04, le32(0x0006))));
+    expect_ok(
+        client_->call(kRegionWrite, testing::region_write(kRegionConfig, 0x04, le32(0x0006))));
   }
 
   static std::vector<std::uint8_t> le32(std::uint32_t v) {
@@ -88,10 +90,13 @@ class MessageDmaTest : public ::testing::Test {
   // Programs the DMA engine and sends the length write that starts it; returns the
   // REGION_WRITE's msg_id (its reply comes after the DMA).
   std::uint16_t start_dma(std::uint64_t address, std::uint32_t length, bool to_guest) {
-    expect_ok(client_->call(kRegionWrite, testing::region_write(0, ScratchFunction::kDmaAddress, le64(address))));
-    expect_ok(client_->call(kRegionWrite, testing::region_write(0, ScratchFunction::kDmaControl,
-                                                                le32(to_guest ? ScratchFunction::kDmaToGuest : 0))));
-    return client_->send_command(kRegionWrite, testing::region_write(0, ScratchFunction::kDmaLength, le32(length)));
+    expect_ok(client_->call(kRegionWrite,
+                            testing::region_write(0, ScratchFunction::kDmaAddress, le64(address))));
+    expect_ok(client_->call(
+        kRegionWrite, testing::region_write(0, ScratchFunction::kDmaControl,
+                                            le32(to_guest ? ScratchFunction::kDmaToGuest : 0))));
+    return client_->send_command(
+        kRegionWrite, testing::region_write(0, ScratchFunction::kDmaLength, le32(length)));
   }
 
   // Answers one server request from ram_ in `layout`; returns its (address, count).
@@ -171,12 +176,14 @@ class MessageDmaTest : public ::testing::Test {
     EXPECT_EQ(seen[0].first, kDmaRead);
     EXPECT_EQ(seen[0].second, std::make_pair(kRamBase + 0x1000, std::uint64_t{64}));
     EXPECT_EQ(dma_status(), 1u);
-    EXPECT_EQ(read_bar(0, 64), std::vector<std::uint8_t>(ram_.begin() + 0x1000, ram_.begin() + 0x1040));
+    EXPECT_EQ(read_bar(0, 64),
+              std::vector<std::uint8_t>(ram_.begin() + 0x1000, ram_.begin() + 0x1040));
 
     // Device writes 32 bytes to guest memory: the layout is known now, so one
     // DMA_WRITE in it (answer() checks the data offset).
     std::vector<std::uint8_t> pattern(32);
-    for (std::size_t i = 0; i < pattern.size(); ++i) pattern[i] = static_cast<std::uint8_t>(0xA0 + i);
+    for (std::size_t i = 0; i < pattern.size(); ++i)
+      pattern[i] = static_cast<std::uint8_t>(0xA0 + i);
     expect_ok(client_->call(kRegionWrite, testing::region_write(0, 0, pattern)));
     const auto id2 = start_dma(kRamBase + 0x2008, 32, /*to_guest=*/true);
     const auto seen2 = serve_until(id2, layout);
@@ -193,9 +200,13 @@ class MessageDmaTest : public ::testing::Test {
   std::array<std::uint8_t, kRamSize> ram_{};
 };
 
-TEST_F(MessageDmaTest, SpecLayoutReadAndWrite) { read_then_write(Layout::kSpec); }
+TEST_F(MessageDmaTest, SpecLayoutReadAndWrite) {
+  read_then_write(Layout::kSpec);
+}
 
-TEST_F(MessageDmaTest, QemuLayoutReadAndWrite) { read_then_write(Layout::kQemu); }
+TEST_F(MessageDmaTest, QemuLayoutReadAndWrite) {
+  read_then_write(Layout::kQemu);
+}
 
 TEST_F(MessageDmaTest, TransfersAreChunkedByTheClientsMaxDataXferSize) {
   attach(/*max_data_xfer=*/1000);
@@ -295,11 +306,12 @@ TEST_F(MessageDmaTest, CommandsQueuedDuringADeferredTransferAreServedWhenItEnds)
   attach();
   expect_ok(client_->call(kRegionWrite,
                           testing::region_write(0, ScratchFunction::kDmaAddress, le64(kRamBase))));
-  expect_ok(client_->call(kRegionWrite, testing::region_write(0, ScratchFunction::kDmaControl,
-                                                              le32(ScratchFunction::kDmaDeferred))));
+  expect_ok(client_->call(
+      kRegionWrite,
+      testing::region_write(0, ScratchFunction::kDmaControl, le32(ScratchFunction::kDmaDeferred))));
   // The access that starts the transfer is answered first.
-  expect_ok(client_->call(kRegionWrite,
-                          testing::region_write(0, ScratchFunction::kDmaLength, le32(16))));
+  expect_ok(
+      client_->call(kRegionWrite, testing::region_write(0, ScratchFunction::kDmaLength, le32(16))));
   auto request = client_->receive();
   ASSERT_TRUE(request.has_value());
   ASSERT_EQ(request->header.command, kDmaRead);
@@ -317,7 +329,8 @@ TEST_F(MessageDmaTest, CommandsQueuedDuringADeferredTransferAreServedWhenItEnds)
 TEST_F(MessageDmaTest, ClientThatNeverAnswersTimesOutWithoutStallingOtherSockets) {
   // A second device on its own socket keeps working while this one waits.
   ScratchFunction other_function;
-  auto other = VfioUserServer::create(socket_path("other.sock"), other_function, other_function.guest_memory());
+  auto other = VfioUserServer::create(socket_path("other.sock"), other_function,
+                                      other_function.guest_memory());
   ASSERT_TRUE(other.has_value());
   (*other)->start();
   auto other_client = TestClient::connect((*other)->socket_path());
@@ -330,8 +343,11 @@ TEST_F(MessageDmaTest, ClientThatNeverAnswersTimesOutWithoutStallingOtherSockets
   ASSERT_TRUE(request.has_value());
   ASSERT_EQ(request->header.command, kDmaRead);
   // The server thread of this socket is now waiting; the other one answers.
-  auto info = other_client->call(kDeviceGetInfo, testing::Payload().add(std::uint32_t{16}).add(std::uint32_t{0})
-                                                     .add(std::uint32_t{0}).add(std::uint32_t{0}));
+  auto info = other_client->call(kDeviceGetInfo, testing::Payload()
+                                                     .add(std::uint32_t{16})
+                                                     .add(std::uint32_t{0})
+                                                     .add(std::uint32_t{0})
+                                                     .add(std::uint32_t{0}));
   ASSERT_TRUE(info.has_value());
   EXPECT_FALSE(info->is_error());
   // No answer: the access fails after the timeout and the command still completes.
@@ -398,7 +414,8 @@ TEST_F(MessageDmaTest, MalformedRepliesFailTheAccess) {
   start_dma(kRamBase, 16, /*to_guest=*/false);
   auto request = client_->receive();
   ASSERT_TRUE(request.has_value());
-  send_reply(*client_, *request, {}, 0, 0, static_cast<std::uint16_t>(request->header.msg_id + 100));
+  send_reply(*client_, *request, {}, 0, 0,
+             static_cast<std::uint16_t>(request->header.msg_id + 100));
   EXPECT_TRUE(client_->wait_closed());
   // And the socket takes the next client.
   auto next = TestClient::connect(path_);

@@ -3,8 +3,6 @@
 // reconnects, and fd-leak checks over many connections.
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <array>
@@ -18,10 +16,12 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 
-#include "server/vfio_regions.h"
 #include "server/scratch_function.h"
 #include "server/socket_server.h"
+#include "server/vfio_regions.h"
 #include "tests/server/test_client.h"
 #include "tests/support/scratch_dir.h"
 
@@ -154,33 +154,42 @@ TEST_F(ProtocolTest, VersionMinorNeverExceedsClients) {
 }
 
 TEST_F(ProtocolTest, CommandsBeforeVersionAreRejected) {
-  expect_error(client_->call(kDeviceGetInfo, Payload().add(std::uint32_t{16}).add(0u).add(0u).add(0u)),
-               EINVAL);
+  expect_error(
+      client_->call(kDeviceGetInfo, Payload().add(std::uint32_t{16}).add(0u).add(0u).add(0u)),
+      EINVAL);
   ASSERT_TRUE(client_->negotiate());
 }
 
 TEST_F(ProtocolTest, BadVersionsAreRejected) {
-  expect_error(client_->call(kVersion, Payload().add(std::uint16_t{1}).add(std::uint16_t{0})), ENOTSUP);
+  expect_error(client_->call(kVersion, Payload().add(std::uint16_t{1}).add(std::uint16_t{0})),
+               ENOTSUP);
   expect_error(client_->call(kVersion, Payload().add(std::uint16_t{0})), EINVAL);  // short
   const std::string no_nul = R"({"capabilities":{}})";
-  expect_error(client_->call(kVersion, Payload().add(std::uint32_t{0}).add_bytes(std::span(
-                                           reinterpret_cast<const std::uint8_t*>(no_nul.data()),
-                                           no_nul.size()))),
+  expect_error(client_->call(kVersion, Payload()
+                                           .add(std::uint32_t{0})
+                                           .add_bytes(std::span(
+                                               reinterpret_cast<const std::uint8_t*>(no_nul.data()),
+                                               no_nul.size()))),
                EINVAL);
-  for (const std::string bad : {"{nope", "[1]", R"({"capabilities":3})",
-                                R"({"capabilities":{"max_msg_fds":-1}})",
-                                R"({"capabilities":{"pgsizes":"4096"}})"}) {
+  for (const std::string bad :
+       {"{nope", "[1]", R"({"capabilities":3})", R"({"capabilities":{"max_msg_fds":-1}})",
+        R"({"capabilities":{"pgsizes":"4096"}})"}) {
     SCOPED_TRACE(bad);
-    expect_error(client_->call(kVersion, Payload().add(std::uint32_t{0}).add_bytes(std::span(
-                                             reinterpret_cast<const std::uint8_t*>(bad.c_str()),
-                                             bad.size() + 1))),
+    expect_error(client_->call(kVersion, Payload()
+                                             .add(std::uint32_t{0})
+                                             .add_bytes(std::span(
+                                                 reinterpret_cast<const std::uint8_t*>(bad.c_str()),
+                                                 bad.size() + 1))),
                  EINVAL);
   }
   const std::string big_pages = R"({"capabilities":{"pgsizes":8192}})";
-  expect_error(client_->call(kVersion, Payload().add(std::uint32_t{0}).add_bytes(std::span(
-                                           reinterpret_cast<const std::uint8_t*>(big_pages.c_str()),
-                                           big_pages.size() + 1))),
-               ENOTSUP);
+  expect_error(
+      client_->call(kVersion, Payload()
+                                  .add(std::uint32_t{0})
+                                  .add_bytes(std::span(
+                                      reinterpret_cast<const std::uint8_t*>(big_pages.c_str()),
+                                      big_pages.size() + 1))),
+      ENOTSUP);
   ASSERT_TRUE(client_->negotiate());
   expect_error(client_->call(kVersion, Payload().add(std::uint32_t{0})), EINVAL);  // twice
 }
@@ -189,14 +198,16 @@ TEST_F(ProtocolTest, BadVersionsAreRejected) {
 
 TEST_F(ProtocolTest, DeviceInfo) {
   ASSERT_TRUE(client_->negotiate());
-  auto reply = client_->call(kDeviceGetInfo, Payload().add(std::uint32_t{16}).add(0u).add(0u).add(0u));
+  auto reply =
+      client_->call(kDeviceGetInfo, Payload().add(std::uint32_t{16}).add(0u).add(0u).add(0u));
   expect_ok(reply);
   EXPECT_EQ(field<std::uint32_t>(*reply, 4), kDeviceFlagReset | kDeviceFlagPci);
   EXPECT_EQ(field<std::uint32_t>(*reply, 8), 9u);
   EXPECT_EQ(field<std::uint32_t>(*reply, 12), 5u);
   expect_error(client_->call(kDeviceGetInfo, Payload().add(std::uint32_t{16})), EINVAL);  // short
-  expect_error(client_->call(kDeviceGetInfo, Payload().add(std::uint32_t{8}).add(0u).add(0u).add(0u)),
-               EINVAL);  // argsz lies
+  expect_error(
+      client_->call(kDeviceGetInfo, Payload().add(std::uint32_t{8}).add(0u).add(0u).add(0u)),
+      EINVAL);  // argsz lies
 }
 
 TEST_F(ProtocolTest, RegionInfoNeverReportsMmap) {
@@ -237,7 +248,8 @@ TEST_F(ProtocolTest, IrqInfo) {
   ASSERT_TRUE(client_->negotiate());
   auto intx = client_->call(kDeviceGetIrqInfo, testing::irq_info(kIrqIntx));
   expect_ok(intx);
-  EXPECT_EQ(field<std::uint32_t>(*intx, 4), kIrqInfoEventfd | kIrqInfoMaskable | kIrqInfoAutomasked);
+  EXPECT_EQ(field<std::uint32_t>(*intx, 4),
+            kIrqInfoEventfd | kIrqInfoMaskable | kIrqInfoAutomasked);
   EXPECT_EQ(field<std::uint32_t>(*intx, 12), 1u);
   auto msix = client_->call(kDeviceGetIrqInfo, testing::irq_info(kIrqMsix));
   expect_ok(msix);
@@ -278,11 +290,13 @@ TEST_F(ProtocolTest, BarReadWriteAndBounds) {
   expect_error(client_->call(kRegionRead, testing::region_read(0, 0xFFFFFFFFFFFFFFFF, 2)), EINVAL);
   expect_error(client_->call(kRegionRead, testing::region_read(1, 0, 4)), EINVAL);
   expect_error(client_->call(kRegionRead, testing::region_read(9, 0, 4)), EINVAL);
-  expect_error(client_->call(kRegionRead, testing::region_read(0, 0, kMaxDataXferSize + 1)), EINVAL);
+  expect_error(client_->call(kRegionRead, testing::region_read(0, 0, kMaxDataXferSize + 1)),
+               EINVAL);
   expect_error(client_->call(kRegionWrite, testing::region_write(0, 0xFFE, data)), EINVAL);
   // A read with trailing bytes, a write whose count lies about its data.
-  expect_error(client_->call(kRegionRead, Payload(testing::region_read(0, 0, 4)).add(std::uint8_t{0})),
-               EINVAL);
+  expect_error(
+      client_->call(kRegionRead, Payload(testing::region_read(0, 0, 4)).add(std::uint8_t{0})),
+      EINVAL);
   Payload lying;
   lying.add(std::uint64_t{0}).add(std::uint32_t{0}).add(std::uint32_t{100}).add_bytes(data);
   expect_error(client_->call(kRegionWrite, lying), EINVAL);
@@ -325,7 +339,8 @@ TEST_F(ProtocolTest, DmaMapLetsTheDeviceReadGuestMemory) {
   for (std::size_t i = 0; i < 64; ++i) host[0x3000 + i] = static_cast<std::uint8_t>(i * 3);
   const int fd = ram.get();
   // Map the second half of the file at guest 0x100000.
-  expect_ok(client_->call(kDmaMap, testing::dma_map(kDmaMapRead | kDmaMapWrite, 0x2000, 0x100000, 0x4000),
+  expect_ok(client_->call(kDmaMap,
+                          testing::dma_map(kDmaMapRead | kDmaMapWrite, 0x2000, 0x100000, 0x4000),
                           std::span(&fd, 1)));
   write_u32(kRegionConfig, 0x04, 0x0006);  // memory + bus master
   write_u64(0, ScratchFunction::kDmaAddress, 0x101000);
@@ -356,36 +371,51 @@ TEST_F(ProtocolTest, DmaMapValidation) {
   expect_ok(client_->call(kDmaMap, testing::dma_map(rw, 0, 0x10000, 0x8000), std::span(&fd, 1)));
   // Overlaps, at the start, the end, inside and around: EEXIST.
   for (auto [iova, size] : {std::pair<std::uint64_t, std::uint64_t>{0x10000, 0x1000},
-                            {0xF000, 0x2000}, {0x17000, 0x1000}, {0x0, 0x100000}}) {
-    expect_error(client_->call(kDmaMap, testing::dma_map(rw, 0, iova, size), std::span(&fd, 1)), EEXIST);
+                            {0xF000, 0x2000},
+                            {0x17000, 0x1000},
+                            {0x0, 0x100000}}) {
+    expect_error(client_->call(kDmaMap, testing::dma_map(rw, 0, iova, size), std::span(&fd, 1)),
+                 EEXIST);
   }
   // Beyond the fd, offset past the end, unaligned, wrapping, zero size, bad flags.
-  expect_error(client_->call(kDmaMap, testing::dma_map(rw, 0x8000, 0x100000, 0x10000), std::span(&fd, 1)),
-               EINVAL);
+  expect_error(
+      client_->call(kDmaMap, testing::dma_map(rw, 0x8000, 0x100000, 0x10000), std::span(&fd, 1)),
+      EINVAL);
   expect_error(client_->call(kDmaMap, testing::dma_map(rw, 0xFFFFFFFFFFFFF000, 0x100000, 0x1000),
                              std::span(&fd, 1)),
                EINVAL);
-  expect_error(client_->call(kDmaMap, testing::dma_map(rw, 0, 0x100800, 0x1000), std::span(&fd, 1)), EINVAL);
-  expect_error(client_->call(kDmaMap, testing::dma_map(rw, 0x800, 0x100000, 0x1000), std::span(&fd, 1)),
+  expect_error(client_->call(kDmaMap, testing::dma_map(rw, 0, 0x100800, 0x1000), std::span(&fd, 1)),
                EINVAL);
-  expect_error(client_->call(kDmaMap, testing::dma_map(rw, 0, 0xFFFFFFFFFFFFF000, 0x2000), std::span(&fd, 1)),
+  expect_error(
+      client_->call(kDmaMap, testing::dma_map(rw, 0x800, 0x100000, 0x1000), std::span(&fd, 1)),
+      EINVAL);
+  expect_error(client_->call(kDmaMap, testing::dma_map(rw, 0, 0xFFFFFFFFFFFFF000, 0x2000),
+                             std::span(&fd, 1)),
                EINVAL);
-  expect_error(client_->call(kDmaMap, testing::dma_map(rw, 0, 0x100000, 0), std::span(&fd, 1)), EINVAL);
-  expect_error(client_->call(kDmaMap, testing::dma_map(0x4, 0, 0x100000, 0x1000), std::span(&fd, 1)), EINVAL);
+  expect_error(client_->call(kDmaMap, testing::dma_map(rw, 0, 0x100000, 0), std::span(&fd, 1)),
+               EINVAL);
+  expect_error(
+      client_->call(kDmaMap, testing::dma_map(0x4, 0, 0x100000, 0x1000), std::span(&fd, 1)),
+      EINVAL);
   expect_error(client_->call(kDmaMap, testing::dma_map(kDmaMapWrite, 0, 0x100000, 0x1000),
                              std::span(&fd, 1)),
                EINVAL);
   // Short payload, argsz smaller than the structure.
-  expect_error(client_->call(kDmaMap, Payload().add(std::uint32_t{32}).add(rw), std::span(&fd, 1)), EINVAL);
+  expect_error(client_->call(kDmaMap, Payload().add(std::uint32_t{32}).add(rw), std::span(&fd, 1)),
+               EINVAL);
   Payload small_argsz;
-  small_argsz.add(std::uint32_t{16}).add(rw).add(std::uint64_t{0}).add(std::uint64_t{0x100000}).add(
-      std::uint64_t{0x1000});
+  small_argsz.add(std::uint32_t{16})
+      .add(rw)
+      .add(std::uint64_t{0})
+      .add(std::uint64_t{0x100000})
+      .add(std::uint64_t{0x1000});
   expect_error(client_->call(kDmaMap, small_argsz, std::span(&fd, 1)), EINVAL);
   // A pipe is not memory; two fds are one too many. Both get closed by the server.
   Probe pipe_probe;
   const int pipe_fd = pipe_probe.write_end.get();
-  expect_error(client_->call(kDmaMap, testing::dma_map(rw, 0, 0x100000, 0x1000), std::span(&pipe_fd, 1)),
-               EINVAL);
+  expect_error(
+      client_->call(kDmaMap, testing::dma_map(rw, 0, 0x100000, 0x1000), std::span(&pipe_fd, 1)),
+      EINVAL);
   EXPECT_TRUE(pipe_probe.server_closed_it());
   Probe second;
   const std::array<int, 2> two{fd, second.write_end.get()};
@@ -398,15 +428,17 @@ TEST_F(ProtocolTest, DmaMapValidation) {
   // Unmaps must match exactly; dirty bitmaps are not supported; ALL needs 0/0.
   expect_error(client_->call(kDmaUnmap, testing::dma_unmap(0, 0x10000, 0x1000)), EINVAL);
   expect_error(client_->call(kDmaUnmap, testing::dma_unmap(0, 0x400000, 0x1000)), ENOENT);
-  expect_error(client_->call(kDmaUnmap, testing::dma_unmap(kDmaUnmapGetDirtyBitmap, 0x10000, 0x8000)),
-               ENOTSUP);
+  expect_error(
+      client_->call(kDmaUnmap, testing::dma_unmap(kDmaUnmapGetDirtyBitmap, 0x10000, 0x8000)),
+      ENOTSUP);
   expect_error(client_->call(kDmaUnmap, testing::dma_unmap(0x80, 0x10000, 0x8000)), EINVAL);
   expect_error(client_->call(kDmaUnmap, testing::dma_unmap(kDmaUnmapAll, 0x10000, 0)), EINVAL);
   expect_error(client_->call(kDmaUnmap, Payload().add(std::uint32_t{24})), EINVAL);
   Probe unmap_fd;
   const int stray = unmap_fd.write_end.get();
-  expect_error(client_->call(kDmaUnmap, testing::dma_unmap(0, 0x10000, 0x8000), std::span(&stray, 1)),
-               EINVAL);
+  expect_error(
+      client_->call(kDmaUnmap, testing::dma_unmap(0, 0x10000, 0x8000), std::span(&stray, 1)),
+      EINVAL);
   EXPECT_TRUE(unmap_fd.server_closed_it());
   expect_ok(client_->call(kDmaUnmap, testing::dma_unmap(0, 0x10000, 0x8000)));
   expect_ok(client_->call(kDmaUnmap, testing::dma_unmap(kDmaUnmapAll, 0, 0)));
@@ -426,20 +458,20 @@ TEST_F(ProtocolTest, IntxIsAutomaskedAndRetriggersOnUnmaskWhileAsserted) {
   ASSERT_TRUE(client_->negotiate());
   UniqueFd irq(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   const int fd = irq.get();
-  expect_ok(client_->call(kDeviceSetIrqs,
-                          testing::set_irqs(kIrqSetDataEventfd | kIrqSetActionTrigger, kIrqIntx, 0, 1),
-                          std::span(&fd, 1)));
+  expect_ok(client_->call(
+      kDeviceSetIrqs, testing::set_irqs(kIrqSetDataEventfd | kIrqSetActionTrigger, kIrqIntx, 0, 1),
+      std::span(&fd, 1)));
   write_u32(0, ScratchFunction::kDoorbell, 1);  // assert
   EXPECT_TRUE(eventfd_fired(fd));
   write_u32(0, ScratchFunction::kDoorbell, 1);  // automasked: no second edge
   EXPECT_FALSE(eventfd_fired(fd, 100));
   // The guest's EOI arrives as UNMASK; the line is still high, so it fires again.
-  expect_ok(client_->call(kDeviceSetIrqs,
-                          testing::set_irqs(kIrqSetDataNone | kIrqSetActionUnmask, kIrqIntx, 0, 1)));
+  expect_ok(client_->call(
+      kDeviceSetIrqs, testing::set_irqs(kIrqSetDataNone | kIrqSetActionUnmask, kIrqIntx, 0, 1)));
   EXPECT_TRUE(eventfd_fired(fd));
   write_u32(0, ScratchFunction::kDoorbell, 0);  // deassert
-  expect_ok(client_->call(kDeviceSetIrqs,
-                          testing::set_irqs(kIrqSetDataNone | kIrqSetActionUnmask, kIrqIntx, 0, 1)));
+  expect_ok(client_->call(
+      kDeviceSetIrqs, testing::set_irqs(kIrqSetDataNone | kIrqSetActionUnmask, kIrqIntx, 0, 1)));
   EXPECT_FALSE(eventfd_fired(fd, 100));
   // A software trigger with DATA_BOOL, then masking with DATA_BOOL.
   Payload trigger = testing::set_irqs(kIrqSetDataBool | kIrqSetActionTrigger, kIrqIntx, 0, 1);
@@ -447,10 +479,10 @@ TEST_F(ProtocolTest, IntxIsAutomaskedAndRetriggersOnUnmaskWhileAsserted) {
   expect_ok(client_->call(kDeviceSetIrqs, trigger));
   EXPECT_TRUE(eventfd_fired(fd));
   // Disable the index: no more interrupts.
-  expect_ok(client_->call(kDeviceSetIrqs,
-                          testing::set_irqs(kIrqSetDataNone | kIrqSetActionUnmask, kIrqIntx, 0, 1)));
-  expect_ok(client_->call(kDeviceSetIrqs,
-                          testing::set_irqs(kIrqSetDataNone | kIrqSetActionTrigger, kIrqIntx, 0, 0)));
+  expect_ok(client_->call(
+      kDeviceSetIrqs, testing::set_irqs(kIrqSetDataNone | kIrqSetActionUnmask, kIrqIntx, 0, 1)));
+  expect_ok(client_->call(
+      kDeviceSetIrqs, testing::set_irqs(kIrqSetDataNone | kIrqSetActionTrigger, kIrqIntx, 0, 0)));
   write_u32(0, ScratchFunction::kDoorbell, 1);
   EXPECT_FALSE(eventfd_fired(fd, 100));
 }
@@ -460,52 +492,61 @@ TEST_F(ProtocolTest, SetIrqsValidation) {
   UniqueFd irq(::eventfd(0, EFD_CLOEXEC));
   const int fd = irq.get();
   const std::uint32_t assign = kIrqSetDataEventfd | kIrqSetActionTrigger;
-  expect_error(client_->call(kDeviceSetIrqs, testing::set_irqs(assign, 5, 0, 1), std::span(&fd, 1)), EINVAL);
-  expect_error(client_->call(kDeviceSetIrqs, testing::set_irqs(assign, kIrqIntx, 1, 1), std::span(&fd, 1)),
+  expect_error(client_->call(kDeviceSetIrqs, testing::set_irqs(assign, 5, 0, 1), std::span(&fd, 1)),
                EINVAL);
+  expect_error(
+      client_->call(kDeviceSetIrqs, testing::set_irqs(assign, kIrqIntx, 1, 1), std::span(&fd, 1)),
+      EINVAL);
   expect_error(client_->call(kDeviceSetIrqs, testing::set_irqs(assign, kIrqIntx, 0xFFFFFFFF, 2),
                              std::span(&fd, 1)),
                EINVAL);
-  expect_error(client_->call(kDeviceSetIrqs, testing::set_irqs(assign, kIrqMsix, 0, 1), std::span(&fd, 1)),
-               EINVAL);  // the scratch device has no MSI-X
-  expect_error(client_->call(kDeviceSetIrqs,
-                             testing::set_irqs(kIrqSetDataNone | kIrqSetDataBool | kIrqSetActionTrigger,
-                                               kIrqIntx, 0, 1)),
-               EINVAL);
-  expect_error(client_->call(kDeviceSetIrqs,
-                             testing::set_irqs(kIrqSetDataNone | kIrqSetActionMask | kIrqSetActionUnmask,
-                                               kIrqIntx, 0, 1)),
-               EINVAL);
-  expect_error(client_->call(kDeviceSetIrqs, testing::set_irqs(0x100 | kIrqSetDataNone | kIrqSetActionMask,
+  expect_error(
+      client_->call(kDeviceSetIrqs, testing::set_irqs(assign, kIrqMsix, 0, 1), std::span(&fd, 1)),
+      EINVAL);  // the scratch device has no MSI-X
+  expect_error(client_->call(kDeviceSetIrqs, testing::set_irqs(kIrqSetDataNone | kIrqSetDataBool |
+                                                                   kIrqSetActionTrigger,
                                                                kIrqIntx, 0, 1)),
                EINVAL);
-  expect_error(client_->call(kDeviceSetIrqs,
-                             testing::set_irqs(kIrqSetDataBool | kIrqSetActionTrigger, kIrqIntx, 0, 1)),
-               EINVAL);  // DATA_BOOL without its byte
-  expect_error(client_->call(kDeviceSetIrqs,
-                             testing::set_irqs(kIrqSetDataNone | kIrqSetActionMask, kIrqIntx, 0, 0)),
+  expect_error(client_->call(kDeviceSetIrqs, testing::set_irqs(kIrqSetDataNone | kIrqSetActionMask |
+                                                                   kIrqSetActionUnmask,
+                                                               kIrqIntx, 0, 1)),
+               EINVAL);
+  expect_error(
+      client_->call(kDeviceSetIrqs,
+                    testing::set_irqs(0x100 | kIrqSetDataNone | kIrqSetActionMask, kIrqIntx, 0, 1)),
+      EINVAL);
+  expect_error(
+      client_->call(kDeviceSetIrqs,
+                    testing::set_irqs(kIrqSetDataBool | kIrqSetActionTrigger, kIrqIntx, 0, 1)),
+      EINVAL);  // DATA_BOOL without its byte
+  expect_error(client_->call(kDeviceSetIrqs, testing::set_irqs(kIrqSetDataNone | kIrqSetActionMask,
+                                                               kIrqIntx, 0, 0)),
                EINVAL);  // count 0 only disables with TRIGGER
-  expect_error(client_->call(kDeviceSetIrqs,
-                             testing::set_irqs(kIrqSetDataEventfd | kIrqSetActionUnmask, kIrqIntx, 0, 1),
-                             std::span(&fd, 1)),
-               ENOTSUP);  // resample eventfds
+  expect_error(
+      client_->call(kDeviceSetIrqs,
+                    testing::set_irqs(kIrqSetDataEventfd | kIrqSetActionUnmask, kIrqIntx, 0, 1),
+                    std::span(&fd, 1)),
+      ENOTSUP);  // resample eventfds
   expect_error(client_->call(kDeviceSetIrqs, Payload().add(std::uint32_t{20}).add(assign)), EINVAL);
   // fds with DATA_NONE, a pipe instead of an eventfd, too many fds: all closed.
   Probe with_none;
   const int stray = with_none.write_end.get();
-  expect_error(client_->call(kDeviceSetIrqs,
-                             testing::set_irqs(kIrqSetDataNone | kIrqSetActionTrigger, kIrqIntx, 0, 1),
-                             std::span(&stray, 1)),
-               EINVAL);
+  expect_error(
+      client_->call(kDeviceSetIrqs,
+                    testing::set_irqs(kIrqSetDataNone | kIrqSetActionTrigger, kIrqIntx, 0, 1),
+                    std::span(&stray, 1)),
+      EINVAL);
   EXPECT_TRUE(with_none.server_closed_it());
   Probe not_eventfd;
   const int pipe_fd = not_eventfd.write_end.get();
-  expect_error(client_->call(kDeviceSetIrqs, testing::set_irqs(assign, kIrqIntx, 0, 1), std::span(&pipe_fd, 1)),
+  expect_error(client_->call(kDeviceSetIrqs, testing::set_irqs(assign, kIrqIntx, 0, 1),
+                             std::span(&pipe_fd, 1)),
                EINVAL);
   EXPECT_TRUE(not_eventfd.server_closed_it());
   Probe extra;
   const std::array<int, 2> two{fd, extra.write_end.get()};
-  expect_error(client_->call(kDeviceSetIrqs, testing::set_irqs(assign, kIrqIntx, 0, 1), two), EINVAL);
+  expect_error(client_->call(kDeviceSetIrqs, testing::set_irqs(assign, kIrqIntx, 0, 1), two),
+               EINVAL);
   EXPECT_TRUE(extra.server_closed_it());
   // De-assign with no fds is fine.
   expect_ok(client_->call(kDeviceSetIrqs, testing::set_irqs(assign, kIrqIntx, 0, 1)));
@@ -515,8 +556,10 @@ TEST_F(ProtocolTest, SetIrqsValidation) {
 
 TEST_F(ProtocolTest, FdsOnCommandsThatTakeNoneAreClosed) {
   ASSERT_TRUE(client_->negotiate());
-  for (std::uint16_t command : {std::uint16_t{kDeviceGetInfo}, std::uint16_t{kDeviceGetRegionInfo}, std::uint16_t{kRegionRead}, std::uint16_t{kRegionWrite},
-                                std::uint16_t{kDeviceReset}, std::uint16_t{kDmaRead}, std::uint16_t{99}}) {
+  for (std::uint16_t command :
+       {std::uint16_t{kDeviceGetInfo}, std::uint16_t{kDeviceGetRegionInfo},
+        std::uint16_t{kRegionRead}, std::uint16_t{kRegionWrite}, std::uint16_t{kDeviceReset},
+        std::uint16_t{kDmaRead}, std::uint16_t{99}}) {
     Probe probe;
     const int fd = probe.write_end.get();
     SCOPED_TRACE(command);
@@ -530,23 +573,27 @@ TEST_F(ProtocolTest, MoreFdsThanAdvertisedAreRejectedAndClosed) {
   std::vector<Probe> probes(kMaxMsgFds + 4);
   std::vector<int> fds;
   for (auto& p : probes) fds.push_back(p.write_end.get());
-  expect_error(client_->call(kDeviceSetIrqs,
-                             testing::set_irqs(kIrqSetDataEventfd | kIrqSetActionTrigger, kIrqIntx, 0, 1),
-                             fds),
-               EINVAL);
+  expect_error(
+      client_->call(kDeviceSetIrqs,
+                    testing::set_irqs(kIrqSetDataEventfd | kIrqSetActionTrigger, kIrqIntx, 0, 1),
+                    fds),
+      EINVAL);
   for (auto& p : probes) EXPECT_TRUE(p.server_closed_it());
 }
 
 TEST_F(ProtocolTest, UnsupportedCommandsGetEnotsup) {
   ASSERT_TRUE(client_->negotiate());
-  expect_error(client_->call(kDmaRead, Payload().add(std::uint64_t{0}).add(std::uint64_t{8})), ENOTSUP);
-  expect_error(client_->call(kDmaWrite, Payload().add(std::uint64_t{0}).add(std::uint64_t{0})), ENOTSUP);
+  expect_error(client_->call(kDmaRead, Payload().add(std::uint64_t{0}).add(std::uint64_t{8})),
+               ENOTSUP);
+  expect_error(client_->call(kDmaWrite, Payload().add(std::uint64_t{0}).add(std::uint64_t{0})),
+               ENOTSUP);
   expect_error(client_->call(kRegionWriteMulti, Payload().add(std::uint64_t{0})), ENOTSUP);
   expect_error(client_->call(kDeviceFeature, Payload().add(std::uint32_t{8}).add(0u)), ENOTSUP);
   expect_error(client_->call(0, Payload()), ENOTSUP);
   expect_error(client_->call(0xFFFF, Payload()), ENOTSUP);
   // The connection still works.
-  expect_ok(client_->call(kDeviceGetInfo, Payload().add(std::uint32_t{16}).add(0u).add(0u).add(0u)));
+  expect_ok(
+      client_->call(kDeviceGetInfo, Payload().add(std::uint32_t{16}).add(0u).add(0u).add(0u)));
 }
 
 // ---- framing, disconnects, reconnects -------------------------------------------------------
@@ -593,7 +640,8 @@ TEST_F(ProtocolTest, FdSentAfterABurstOfPostedWritesBelongsToItsDmaMap) {
     client_->send_command(kRegionWrite, testing::region_write(0, 0x20, value), {}, kFlagNoReply);
   }
   const int fd = ram.get();
-  client_->send_command(kDmaMap, testing::dma_map(kDmaMapRead, 0, 0x200000, kRam), std::span(&fd, 1));
+  client_->send_command(kDmaMap, testing::dma_map(kDmaMapRead, 0, 0x200000, kRam),
+                        std::span(&fd, 1));
   // A posted write right behind the map, in the same burst, must not take its fd.
   const std::array<std::uint8_t, 4> tail{1, 2, 3, 4};
   client_->send_command(kRegionWrite, testing::region_write(0, 0x24, tail), {}, kFlagNoReply);
@@ -655,7 +703,8 @@ TEST_F(ProtocolTest, DisconnectMidMessageResetsDeviceAndAcceptsNextClient) {
   ASSERT_TRUE(client_->negotiate());
   UniqueFd ram = make_memfd(0x4000);
   const int fd = ram.get();
-  expect_ok(client_->call(kDmaMap, testing::dma_map(kDmaMapRead, 0, 0x10000, 0x4000), std::span(&fd, 1)));
+  expect_ok(
+      client_->call(kDmaMap, testing::dma_map(kDmaMapRead, 0, 0x10000, 0x4000), std::span(&fd, 1)));
   write_u32(0, 0x10, 0xCAFE);
   // A header promising 64 bytes of REGION_WRITE, then only 8 of them, then gone.
   std::vector<std::uint8_t> bytes(kHeaderSize + 8);
@@ -688,12 +737,14 @@ TEST_F(ProtocolTest, ThousandConnectionsLeakNoFds) {
     UniqueFd irq(::eventfd(0, EFD_CLOEXEC));
     const int ram_fd = ram.get();
     const int irq_fd = irq.get();
-    auto map = client->call(kDmaMap, testing::dma_map(kDmaMapRead | kDmaMapWrite, 0, 0x10000, 0x2000),
-                            std::span(&ram_fd, 1));
+    auto map =
+        client->call(kDmaMap, testing::dma_map(kDmaMapRead | kDmaMapWrite, 0, 0x10000, 0x2000),
+                     std::span(&ram_fd, 1));
     ASSERT_TRUE(map && !map->is_error());
-    auto set = client->call(kDeviceSetIrqs,
-                            testing::set_irqs(kIrqSetDataEventfd | kIrqSetActionTrigger, kIrqIntx, 0, 1),
-                            std::span(&irq_fd, 1));
+    auto set =
+        client->call(kDeviceSetIrqs,
+                     testing::set_irqs(kIrqSetDataEventfd | kIrqSetActionTrigger, kIrqIntx, 0, 1),
+                     std::span(&irq_fd, 1));
     ASSERT_TRUE(set && !set->is_error());
     if (i % 2 == 1) {
       // Every other client leaves in the middle of a message.
@@ -778,11 +829,10 @@ TEST(ServerStatsTest, CountsMessagesByCommandRegionAndPosted) {
   (*server)->stop();
   std::map<std::string, std::uint64_t> counts;
   for (const auto& row : (*server)->stats()) counts[row.what] = row.messages;
-  EXPECT_EQ(counts, (std::map<std::string, std::uint64_t>{
-                        {"VERSION", 1},
-                        {"REGION_WRITE region 0 posted", 3},
-                        {"REGION_READ region 0", 1},
-                        {"REGION_READ region 7", 1}}));
+  EXPECT_EQ(counts, (std::map<std::string, std::uint64_t>{{"VERSION", 1},
+                                                          {"REGION_WRITE region 0 posted", 3},
+                                                          {"REGION_READ region 0", 1},
+                                                          {"REGION_READ region 7", 1}}));
   EXPECT_EQ((*server)->interrupts_signalled(), 0u);  // the scratch device raised none
 }
 
@@ -791,7 +841,8 @@ TEST(ServerCreateTest, RefusesPathsThatAreNotSockets) {
   const std::string path = temp_socket_path("regular-file");
   { std::ofstream(path) << "x"; }
   EXPECT_FALSE(VfioUserServer::create(path, function, function.guest_memory()).has_value());
-  EXPECT_FALSE(VfioUserServer::create(std::string(200, 'a'), function, function.guest_memory()).has_value());
+  EXPECT_FALSE(
+      VfioUserServer::create(std::string(200, 'a'), function, function.guest_memory()).has_value());
   std::filesystem::remove(path);
 }
 

@@ -12,7 +12,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-Result<ServeConfig> parse(std::string_view text, const std::filesystem::path& dir = "/nonexistent") {
+Result<ServeConfig> parse(std::string_view text,
+                          const std::filesystem::path& dir = "/nonexistent") {
   return parse_serve_config(text, "serve.toml", dir, /*check_files=*/false);
 }
 
@@ -36,7 +37,8 @@ transport = "transitional"
 path = "disk.img"
 read_only = false
 xen_backend_domid = 1
-)", "/etc/vpci");
+)",
+                      "/etc/vpci");
   ASSERT_TRUE(config.has_value()) << config.error().message;
   EXPECT_EQ(config->socket_dir, std::filesystem::path("/run/vpci"));
   ASSERT_EQ(config->devices.size(), 2u);
@@ -58,8 +60,10 @@ TEST(ServeConfig, EveryTransportNameParses) {
                             std::pair{"legacy", TransportKind::kLegacy},
                             std::pair{"mmr", TransportKind::kTransitionalMmr},
                             std::pair{"legacy-over-mmr", TransportKind::kLegacyOverMmr}}) {
-    auto config = parse(fmt::format("[[device]]\nname = \"d\"\nkind = \"virtio-rng\"\n"
-                                    "transport = \"{}\"\n", name));
+    auto config =
+        parse(fmt::format("[[device]]\nname = \"d\"\nkind = \"virtio-rng\"\n"
+                          "transport = \"{}\"\n",
+                          name));
     ASSERT_TRUE(config.has_value()) << name;
     EXPECT_EQ(config->devices[0].transport, kind);
     EXPECT_EQ(transport_kind_name(kind), name);
@@ -67,8 +71,9 @@ TEST(ServeConfig, EveryTransportNameParses) {
 }
 
 TEST(ServeConfig, UnknownKeyNamesFileLineKeyAndSuggests) {
-  const std::string message = error_of("[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\n"
-                                       "transport = \"modern\"\ntransprot = 1\n");
+  const std::string message = error_of(
+      "[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\n"
+      "transport = \"modern\"\ntransprot = 1\n");
   EXPECT_THAT(message, HasSubstr("serve.toml:5:1: device[1].transprot: unknown key"));
   EXPECT_THAT(message, HasSubstr("did you mean \"transport\"?"));
   EXPECT_THAT(error_of("sockets = \"/x\"\n"), HasSubstr("serve.toml:1:1: sockets: unknown key"));
@@ -77,9 +82,10 @@ TEST(ServeConfig, UnknownKeyNamesFileLineKeyAndSuggests) {
 TEST(ServeConfig, WrongTypesAreNamed) {
   EXPECT_THAT(error_of("[[device]]\nname = 7\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"),
               HasSubstr("serve.toml:2:8: device[1].name: expected a string, found an integer"));
-  EXPECT_THAT(error_of("[[device]]\nname = \"b\"\nkind = \"virtio-blk\"\ntransport = \"modern\"\n"
-                       "path = \"x\"\nread_only = \"yes\"\n"),
-              HasSubstr("serve.toml:6:13: device[1].read_only: expected a boolean, found a string"));
+  EXPECT_THAT(
+      error_of("[[device]]\nname = \"b\"\nkind = \"virtio-blk\"\ntransport = \"modern\"\n"
+               "path = \"x\"\nread_only = \"yes\"\n"),
+      HasSubstr("serve.toml:6:13: device[1].read_only: expected a boolean, found a string"));
   EXPECT_THAT(error_of("device = 3\n"),
               HasSubstr("device: expected an array of tables ([[device]]), found an integer"));
   EXPECT_THAT(error_of("socket_dir = true\n[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\n"
@@ -88,8 +94,9 @@ TEST(ServeConfig, WrongTypesAreNamed) {
 }
 
 TEST(ServeConfig, UnknownKindAndTransportSuggest) {
-  EXPECT_THAT(error_of("[[device]]\nname = \"r\"\nkind = \"virtio-rgn\"\ntransport = \"modern\"\n"),
-              HasSubstr("device[1].kind: unknown kind \"virtio-rgn\" (did you mean \"virtio-rng\"?)"));
+  EXPECT_THAT(
+      error_of("[[device]]\nname = \"r\"\nkind = \"virtio-rgn\"\ntransport = \"modern\"\n"),
+      HasSubstr("device[1].kind: unknown kind \"virtio-rgn\" (did you mean \"virtio-rng\"?)"));
   EXPECT_THAT(error_of("[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\ntransport = \"mdoern\"\n"),
               HasSubstr("unknown transport \"mdoern\" (did you mean \"modern\"?)"));
 }
@@ -99,10 +106,12 @@ TEST(ServeConfig, DuplicateNamesAndBadNames) {
       "[[device]]\nname = \"a\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"
       "[[device]]\nname = \"a\"\nkind = \"virtio-rng\"\ntransport = \"mmr\"\n");
   EXPECT_THAT(dup, HasSubstr("serve.toml:6:8: device[2].name: duplicate device name \"a\""));
-  EXPECT_THAT(error_of("[[device]]\nname = \"../x\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"),
-              HasSubstr("must not start with '.'"));
-  EXPECT_THAT(error_of("[[device]]\nname = \"a/b\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"),
-              HasSubstr("has '/'"));
+  EXPECT_THAT(
+      error_of("[[device]]\nname = \"../x\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"),
+      HasSubstr("must not start with '.'"));
+  EXPECT_THAT(
+      error_of("[[device]]\nname = \"a/b\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"),
+      HasSubstr("has '/'"));
   EXPECT_THAT(error_of("[[device]]\nname = \"\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"),
               HasSubstr("1 to 64 characters, not 0"));
 }
@@ -127,9 +136,11 @@ TEST(ServeConfig, NulInPathsIsRefused) {
       "[[device]]\nname = \"b\"\nkind = \"virtio-blk\"\ntransport = \"modern\"\n"
       "path = \"disk.img\\u0000/etc/shadow\"\n");
   ASSERT_FALSE(config.has_value());
-  EXPECT_THAT(config.error().message, HasSubstr("serve.toml:5:8: device[1].path: must not contain a NUL"));
-  auto dir = parse("socket_dir = \"/run\\u0000x\"\n[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\n"
-                   "transport = \"modern\"\n");
+  EXPECT_THAT(config.error().message,
+              HasSubstr("serve.toml:5:8: device[1].path: must not contain a NUL"));
+  auto dir = parse(
+      "socket_dir = \"/run\\u0000x\"\n[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\n"
+      "transport = \"modern\"\n");
   ASSERT_FALSE(dir.has_value());
   EXPECT_THAT(dir.error().message, HasSubstr("socket_dir: must not contain a NUL"));
 }
@@ -145,7 +156,8 @@ TEST(ServeConfig, MissingBackingFileIsReportedWithItsLine) {
                          "path = \"missing.img\"\n";
   auto config = load_serve_config(file);
   ASSERT_FALSE(config.has_value());
-  EXPECT_THAT(config.error().message, HasSubstr(file.string() + ":5:8: device[1].path: backing file"));
+  EXPECT_THAT(config.error().message,
+              HasSubstr(file.string() + ":5:8: device[1].path: backing file"));
   EXPECT_THAT(config.error().message, HasSubstr("missing.img does not exist"));
   std::ofstream(dir.path() / "missing.img") << std::string(4096, '\0');
   auto again = load_serve_config(file);

@@ -18,12 +18,15 @@ IncomingMessage message(std::uint16_t command, std::vector<std::uint8_t> payload
   IncomingMessage m;
   m.bytes.resize(kHeaderSize + payload.size());
   if (!payload.empty()) std::memcpy(m.bytes.data() + kHeaderSize, payload.data(), payload.size());
-  encode_header(m.bytes, Header{7, command, static_cast<std::uint32_t>(m.bytes.size()) + size_adjust,
-                                kTypeCommand, 0});
+  encode_header(m.bytes,
+                Header{7, command, static_cast<std::uint32_t>(m.bytes.size()) + size_adjust,
+                       kTypeCommand, 0});
   return m;
 }
 
-std::vector<std::uint8_t> version_payload() { return {0, 0, 0, 0}; }
+std::vector<std::uint8_t> version_payload() {
+  return {0, 0, 0, 0};
+}
 
 TEST(SessionTest, FramingErrorsAskToClose) {
   ScratchFunction function;

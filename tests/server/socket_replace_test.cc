@@ -15,8 +15,8 @@
 
 #include "server/scratch_function.h"
 #include "server/socket_server.h"
-#include "tests/support/scratch_dir.h"
 #include "tests/server/test_client.h"
+#include "tests/support/scratch_dir.h"
 
 namespace vpci::server {
 namespace {
@@ -86,7 +86,8 @@ TEST_F(SocketReplaceTest, OnlyTheSocketThisServerBoundIsRemoved) {
   std::ofstream(path_) << "not yours";
   server->reset();
   EXPECT_TRUE(std::filesystem::exists(path_));
-  EXPECT_FALSE(VfioUserServer::create(path_, function_, function_.guest_memory()).has_value());  // not a socket
+  EXPECT_FALSE(VfioUserServer::create(path_, function_, function_.guest_memory())
+                   .has_value());  // not a socket
 }
 
 }  // namespace

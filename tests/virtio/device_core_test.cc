@@ -10,7 +10,6 @@
 #include <gtest/gtest.h>
 
 #include "base/event_loop.h"
-
 #include "tests/virtio/fake_driver.h"
 
 namespace vpci::virtio {
@@ -18,10 +17,10 @@ namespace {
 
 using testing::ChainBuilder;
 using testing::FakeGuestRam;
-using testing::RamBacking;
 using testing::FakePackedDriver;
 using testing::FakeSplitDriver;
 using testing::ModernSetup;
+using testing::RamBacking;
 using testing::RecordingInterrupts;
 
 constexpr std::uint64_t kEchoFeature = feature_bit(3);
@@ -464,7 +463,7 @@ TEST(DeviceCoreMessageMemory, WorkForAnAccessRunsAfterItOnTheLoop) {
   ChainBuilder request = ChainBuilder(ram).readable({9}).writable(1);
   driver.add(request);
   ASSERT_TRUE(core.notify(0));
-  ASSERT_TRUE(core.notify(0));  // kicks coalesce
+  ASSERT_TRUE(core.notify(0));             // kicks coalesce
   EXPECT_EQ(echo->process_calls, before);  // nothing inside the access
   ASSERT_TRUE((*loop)->run_once(std::chrono::milliseconds(0)));
   EXPECT_EQ(echo->process_calls, before + 1);

@@ -24,13 +24,15 @@ class FakeGuestRam::Messages final : public MessageMemory {
   Messages(std::uint8_t* data, GuestAddress base) : data_(data), base_(base) {}
   Status read(GuestAddress address, std::span<std::uint8_t> out) override {
     ++accesses;
-    if (fail) return make_error(ErrorCode::kIoError, "DMA_READ at {:#x}: no reply in time", address);
+    if (fail)
+      return make_error(ErrorCode::kIoError, "DMA_READ at {:#x}: no reply in time", address);
     std::memcpy(out.data(), data_ + (address - base_), out.size());
     return {};
   }
   Status write(GuestAddress address, std::span<const std::uint8_t> data) override {
     ++accesses;
-    if (fail) return make_error(ErrorCode::kIoError, "DMA_WRITE at {:#x}: no reply in time", address);
+    if (fail)
+      return make_error(ErrorCode::kIoError, "DMA_WRITE at {:#x}: no reply in time", address);
     std::memcpy(data_ + (address - base_), data.data(), data.size());
     return {};
   }
@@ -88,8 +90,7 @@ GuestAddress FakeGuestRam::alloc(std::size_t bytes, std::size_t align) {
 }
 
 std::uint8_t* FakeGuestRam::host(GuestAddress address, std::size_t length) {
-  if (address < base_ || address - base_ + length > size_)
-    die("test accessed outside guest RAM");
+  if (address < base_ || address - base_ + length > size_) die("test accessed outside guest RAM");
   return data_ + (address - base_);
 }
 

@@ -34,7 +34,8 @@ class FakeGuestRam {
                RamBacking backing = RamBacking::kMapped);
   // RAM the caller owns (e.g. a memfd mapping shared with a vfio-user server); it must
   // outlive this object. Registered in `memory` like owned RAM.
-  FakeGuestRam(std::shared_ptr<GuestMemory> memory, GuestAddress base, std::span<std::uint8_t> external);
+  FakeGuestRam(std::shared_ptr<GuestMemory> memory, GuestAddress base,
+               std::span<std::uint8_t> external);
   ~FakeGuestRam();
   FakeGuestRam(const FakeGuestRam&) = delete;
   FakeGuestRam& operator=(const FakeGuestRam&) = delete;
