@@ -192,7 +192,7 @@ std::uint8_t BlockDevice::do_read(virtio::DescriptorChain& chain, std::uint64_t 
   if (length % blk::kSectorSize != 0 || !in_range(sector, length / blk::kSectorSize))
     return blk::kStatusIoErr;
   if (length == 0) return blk::kStatusOk;
-  if (!chain.memory().all_host_mapped()) return bounce_read(chain, sector, length);
+  if (!chain.memory().all_host_mapped()) return bounce(chain, sector, length, /*to_guest=*/true);
   auto buffers = chain.writer().take_buffers(length);
   if (!buffers) return blk::kStatusIoErr;
   return backend_->read(sector * blk::kSectorSize, buffers->spans) ? blk::kStatusOk
@@ -202,33 +202,18 @@ std::uint8_t BlockDevice::do_read(virtio::DescriptorChain& chain, std::uint64_t 
 // Guest memory the server cannot map (virtio/guest_memory.h: message-backed regions)
 // has no host spans for zero-copy I/O: data moves through a bounded bounce buffer, one
 // piece at a time, so a request of any size costs at most kBouncePiece bytes here.
-std::uint8_t BlockDevice::bounce_read(virtio::DescriptorChain& chain, std::uint64_t sector,
-                                      std::uint64_t length) {
+std::uint8_t BlockDevice::bounce(virtio::DescriptorChain& chain, std::uint64_t sector,
+                                 std::uint64_t length, bool to_guest) {
   std::vector<std::uint8_t> bounce(static_cast<std::size_t>(std::min(length, kBouncePiece)));
-  std::uint64_t offset = sector * blk::kSectorSize;
+  const std::uint64_t offset = sector * blk::kSectorSize;
   for (std::uint64_t done = 0; done < length;) {
     const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(bounce.size(), length - done));
     const std::span<std::uint8_t> piece(bounce.data(), n);
     const std::span<std::uint8_t> spans[] = {piece};
-    if (!backend_->read(offset + done, spans) || !chain.writer().write(piece)) {
-      return blk::kStatusIoErr;
-    }
-    done += n;
-  }
-  return blk::kStatusOk;
-}
-
-std::uint8_t BlockDevice::bounce_write(virtio::DescriptorChain& chain, std::uint64_t sector,
-                                       std::uint64_t length) {
-  std::vector<std::uint8_t> bounce(static_cast<std::size_t>(std::min(length, kBouncePiece)));
-  std::uint64_t offset = sector * blk::kSectorSize;
-  for (std::uint64_t done = 0; done < length;) {
-    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(bounce.size(), length - done));
-    const std::span<std::uint8_t> piece(bounce.data(), n);
-    const std::span<std::uint8_t> spans[] = {piece};
-    if (!chain.reader().read(piece) || !backend_->write(offset + done, spans)) {
-      return blk::kStatusIoErr;
-    }
+    const bool moved = to_guest
+                           ? backend_->read(offset + done, spans) && chain.writer().write(piece)
+                           : chain.reader().read(piece) && backend_->write(offset + done, spans);
+    if (!moved) return blk::kStatusIoErr;
     done += n;
   }
   return blk::kStatusOk;
@@ -241,7 +226,7 @@ std::uint8_t BlockDevice::do_write(virtio::DescriptorChain& chain, std::uint64_t
   if (length % blk::kSectorSize != 0 || !in_range(sector, length / blk::kSectorSize))
     return blk::kStatusIoErr;
   if (length == 0) return blk::kStatusOk;
-  if (!chain.memory().all_host_mapped()) return bounce_write(chain, sector, length);
+  if (!chain.memory().all_host_mapped()) return bounce(chain, sector, length, /*to_guest=*/false);
   auto buffers = chain.reader().take_buffers(length);
   if (!buffers) return blk::kStatusIoErr;
   return backend_->write(sector * blk::kSectorSize, buffers->spans) ? blk::kStatusOk

@@ -170,10 +170,10 @@ class BlockDevice final : public virtio::Device {
   // Largest piece a request moves through a bounce buffer when guest memory is not
   // host-mapped (message-based DMA).
   static constexpr std::uint64_t kBouncePiece = 128 * 1024;
-  [[nodiscard]] std::uint8_t bounce_read(virtio::DescriptorChain& chain, std::uint64_t sector,
-                                         std::uint64_t length);
-  [[nodiscard]] std::uint8_t bounce_write(virtio::DescriptorChain& chain, std::uint64_t sector,
-                                          std::uint64_t length);
+  // Moves `length` bytes between the disk at `sector` and the chain: into the chain's
+  // writable buffers when `to_guest`, else from its readable ones.
+  [[nodiscard]] std::uint8_t bounce(virtio::DescriptorChain& chain, std::uint64_t sector,
+                                    std::uint64_t length, bool to_guest);
   [[nodiscard]] std::uint8_t do_read(virtio::DescriptorChain& chain, std::uint64_t sector,
                                      std::uint64_t length);
   [[nodiscard]] std::uint8_t do_write(virtio::DescriptorChain& chain, std::uint64_t sector,

@@ -221,6 +221,13 @@ class VirtioPciFunction final : public vpci::pci::Function, private InterruptSin
   [[nodiscard]] std::uint16_t checked_vector(std::uint16_t vector) const;
 
   // PCI_CFG window (§4.1.4.9).
+  struct PciCfgWindow {
+    unsigned bar = 0;
+    std::uint32_t offset = 0;
+    std::uint32_t length = 0;
+    bool valid = false;
+  };
+  [[nodiscard]] PciCfgWindow pci_cfg_window() const;
   std::uint32_t pci_cfg_read(std::uint32_t offset, unsigned width);
   void pci_cfg_write(std::uint32_t offset, unsigned width, std::uint32_t value);
 

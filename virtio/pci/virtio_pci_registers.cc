@@ -271,15 +271,28 @@ Status VirtioPciFunction::legacy_write(std::uint64_t offset, std::span<const std
 // ---- PCI_CFG window (§4.1.4.9)
 // -------------------------------------------------------------------
 
+// The BAR access the capability's bar/offset/length fields describe, and whether it is
+// one the device performs: an existing BAR, 1, 2 or 4 bytes, naturally aligned, inside.
+VirtioPciFunction::PciCfgWindow VirtioPciFunction::pci_cfg_window() const {
+  const std::uint32_t cap = layout_.pci_cfg_cap;
+  PciCfgWindow w;
+  w.bar = config_.raw8(cap + cap::kBar);
+  w.offset = config_.raw32(cap + cap::kOffset);
+  w.length = config_.raw32(cap + cap::kLength);
+  const auto info = w.bar < vp::kBarCount ? bar_info(w.bar) : vp::BarInfo{};
+  w.valid = info.kind != vp::BarKind::kAbsent &&
+            (w.length == 1 || w.length == 2 || w.length == 4) && w.offset % w.length == 0 &&
+            w.offset + std::uint64_t{w.length} <= info.size;
+  return w;
+}
+
 std::uint32_t VirtioPciFunction::pci_cfg_read(std::uint32_t offset, unsigned width) {
   const std::uint32_t cap = layout_.pci_cfg_cap;
-  const unsigned bar = config_.raw8(cap + cap::kBar);
-  const std::uint32_t window = config_.raw32(cap + cap::kOffset);
-  const std::uint32_t length = config_.raw32(cap + cap::kLength);
-  const auto info = bar < vp::kBarCount ? bar_info(bar) : vp::BarInfo{};
-  const bool valid = info.kind != vp::BarKind::kAbsent &&
-                     (length == 1 || length == 2 || length == 4) && window % length == 0 &&
-                     window + std::uint64_t{length} <= info.size;
+  const PciCfgWindow w = pci_cfg_window();
+  const unsigned bar = w.bar;
+  const std::uint32_t window = w.offset;
+  const std::uint32_t length = w.length;
+  const bool valid = w.valid;
   if (valid) {
     // "execute a read access of length cap.length at offset cap.offset at BAR cap.bar and
     // store the first cap.length bytes in pci_cfg_data"
@@ -299,13 +312,11 @@ void VirtioPciFunction::pci_cfg_write(std::uint32_t offset, unsigned width, std:
   const std::uint32_t at = offset - (cap + cap::kPciCfgData);
   for (unsigned i = 0; i < width && at + i < 4; ++i)
     pci_cfg_data_[at + i] = static_cast<std::uint8_t>(value >> (8 * i));
-  const unsigned bar = config_.raw8(cap + cap::kBar);
-  const std::uint32_t window = config_.raw32(cap + cap::kOffset);
-  const std::uint32_t length = config_.raw32(cap + cap::kLength);
-  const auto info = bar < vp::kBarCount ? bar_info(bar) : vp::BarInfo{};
-  const bool valid = info.kind != vp::BarKind::kAbsent &&
-                     (length == 1 || length == 2 || length == 4) && window % length == 0 &&
-                     window + std::uint64_t{length} <= info.size;
+  const PciCfgWindow w = pci_cfg_window();
+  const unsigned bar = w.bar;
+  const std::uint32_t window = w.offset;
+  const std::uint32_t length = w.length;
+  const bool valid = w.valid;
   // "execute a write access at offset cap.offset at BAR cap.bar using the first cap.length
   // bytes from pci_cfg_data"; an invalid window drops the write.
   if (valid)
