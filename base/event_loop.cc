@@ -148,7 +148,7 @@ void EventLoop::stop() {
 }
 
 void EventLoop::run() {
-  thread_ = std::this_thread::get_id();
+  thread_.store(std::this_thread::get_id(), std::memory_order_release);
   stopping_ = false;
   while (!stopping_) {
     // An error here is EINTR or a broken epoll set; neither is helped by stopping.
@@ -157,7 +157,7 @@ void EventLoop::run() {
 }
 
 Status EventLoop::run_once(std::chrono::milliseconds timeout) {
-  thread_ = std::this_thread::get_id();
+  thread_.store(std::this_thread::get_id(), std::memory_order_release);
   std::array<epoll_event, 64> events{};
   const int ready = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()),
                                  static_cast<int>(timeout.count()));

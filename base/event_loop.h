@@ -16,6 +16,7 @@
 // remove sources, including their own.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -69,7 +70,10 @@ class EventLoop {
   // ready, then deferred work. For tests and for loops embedded in another one.
   Status run_once(std::chrono::milliseconds timeout);
 
-  [[nodiscard]] bool in_loop_thread() const { return std::this_thread::get_id() == thread_; }
+  // Thread-safe: stop() asks it from any thread while run() records its own.
+  [[nodiscard]] bool in_loop_thread() const {
+    return std::this_thread::get_id() == thread_.load(std::memory_order_acquire);
+  }
   // Sources currently registered (fds and timers), for tests and stats.
   [[nodiscard]] std::size_t source_count() const { return fds_.size() + timers_.size(); }
 
@@ -88,7 +92,7 @@ class EventLoop {
   int epoll_fd_;
   int wake_fd_;
   int timer_fd_ = -1;  // created with the first timer
-  std::thread::id thread_;
+  std::atomic<std::thread::id> thread_{};
   bool stopping_ = false;  // loop thread; stop() from elsewhere goes through post()
   SourceId next_id_ = 1;
   std::unordered_map<SourceId, std::shared_ptr<FdSource>> fds_;

@@ -18,6 +18,11 @@ class BlockBackend {
   virtual ~BlockBackend() = default;
 
   [[nodiscard]] virtual std::uint64_t size_bytes() const = 0;
+  // Names the storage in messages (a path).
+  [[nodiscard]] virtual std::string name() const { return "block backend"; }
+  // The descriptor io_uring submits to (devices/block_io.h), or -1 when there is none
+  // and asynchronous I/O goes through the thread pool.
+  [[nodiscard]] virtual int fd() const { return -1; }
   // Fills every span, in order, from `offset`; a short read is an error.
   [[nodiscard]] virtual Status read(std::uint64_t offset,
                                     std::span<const std::span<std::uint8_t>> buffers) = 0;
@@ -60,7 +65,8 @@ class FileBlockBackend final : public BlockBackend {
   [[nodiscard]] Status write_zeroes(std::uint64_t offset, std::uint64_t length,
                                     bool may_unmap) override;
 
-  [[nodiscard]] int fd() const { return fd_; }
+  [[nodiscard]] std::string name() const override { return path_; }
+  [[nodiscard]] int fd() const override { return fd_; }
   [[nodiscard]] bool is_block_device() const { return block_device_; }
 
  private:

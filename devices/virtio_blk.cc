@@ -5,7 +5,9 @@
 #include <cstring>
 #include <vector>
 
+#include "base/log.h"
 #include "virtio/spec.h"
+#include "virtio/virtqueue.h"
 
 namespace vpci::devices {
 namespace {
@@ -62,6 +64,11 @@ BlockDevice::BlockDevice(std::unique_ptr<BlockBackend> backend, BlockDeviceOptio
   build_config();
 }
 
+BlockDevice::~BlockDevice() {
+  drain();  // a DeviceCore has drained already, before its queues went
+  io_.reset();
+}
+
 std::uint32_t BlockDevice::device_id() const {
   return virtio::device_id::kBlock;
 }
@@ -116,10 +123,40 @@ void BlockDevice::refresh_capacity() {
 }
 
 void BlockDevice::process_queue(virtio::Virtqueue& queue) {
-  while (auto chain = queue.pop()) serve(*chain);
+  while (auto chain = queue.pop()) serve(queue, *chain);
+  if (io_ != nullptr) io_->submit();  // one system call for everything popped above
 }
 
-void BlockDevice::serve(virtio::DescriptorChain& chain) {
+Status BlockDevice::activate(EventLoop* loop) {
+  if (loop == nullptr || io_ != nullptr) return {};
+  // Every request of every queue can be in flight at once; more than 256 in the kernel
+  // gains nothing on one file, and the rest wait inside the engine.
+  const unsigned depth =
+      std::min(256u, unsigned{options_.num_queues} * unsigned{options_.queue_size});
+  VPCI_ASSIGN_OR_RETURN(io_, open_block_io(options_.io, *backend_, depth, *loop, *this));
+  logger().debug("{}: virtio-blk I/O through {}", backend_->name(), io_->name());
+  return {};
+}
+
+void BlockDevice::drain() {
+  if (io_ != nullptr) io_->drain();
+}
+
+void BlockDevice::reset() {
+  // §2.4: after reset the driver may reuse every buffer, so nothing may still be
+  // reading or writing them. The chains complete into the reset queues harmlessly.
+  drain();
+  io_.reset();
+  in_flight_.clear();
+  free_slots_.clear();
+  completed_queues_.clear();
+}
+
+void BlockDevice::reset_queue(std::uint16_t) {
+  drain();  // the engine does not know queues; waiting for all is short and rare
+}
+
+void BlockDevice::serve(virtio::Virtqueue& queue, virtio::DescriptorChain& chain) {
   ++stats_.requests;
   // §5.2.6: the header is the first 16 device-readable bytes and the status the last
   // device-writable byte. Without them there is no request to answer at all.
@@ -145,19 +182,40 @@ void BlockDevice::serve(virtio::DescriptorChain& chain) {
       chain.readable_bytes() - sizeof(blk::RequestHeader);   // driver → device
   const std::uint64_t data_in = chain.writable_bytes() - 1;  // device → driver
 
+  const bool asynchronous =
+      io_ != nullptr && chain.memory().all_host_mapped() &&
+      (type == blk::kTypeIn || type == blk::kTypeOut || type == blk::kTypeFlush);
   std::uint8_t status = blk::kStatusUnsupported;
   switch (type) {
     case blk::kTypeIn:
       ++stats_.reads;
-      status = do_read(chain, sector, data_in);
+      if (asynchronous) {
+        auto refused = start_io(queue, chain, type, sector, data_in);
+        if (!refused) return;
+        status = *refused;
+      } else {
+        status = do_read(chain, sector, data_in);
+      }
       break;
     case blk::kTypeOut:
       ++stats_.writes;
-      status = do_write(chain, sector, data_out);
+      if (asynchronous) {
+        auto refused = start_io(queue, chain, type, sector, data_out);
+        if (!refused) return;
+        status = *refused;
+      } else {
+        status = do_write(chain, sector, data_out);
+      }
       break;
     case blk::kTypeFlush:
       ++stats_.flushes;
-      status = backend_->flush() ? blk::kStatusOk : blk::kStatusIoErr;
+      if (asynchronous) {
+        auto refused = start_io(queue, chain, type, 0, 0);
+        if (!refused) return;
+        status = *refused;
+      } else {
+        status = backend_->flush() ? blk::kStatusOk : blk::kStatusIoErr;
+      }
       break;
     case blk::kTypeGetId: status = do_get_id(chain, data_in); break;
     case blk::kTypeDiscard:
@@ -175,7 +233,10 @@ void BlockDevice::serve(virtio::DescriptorChain& chain) {
   }
   if (status == blk::kStatusIoErr) ++stats_.io_errors;
   if (status == blk::kStatusUnsupported) ++stats_.unsupported;
+  finish(chain, status);
+}
 
+void BlockDevice::finish(virtio::DescriptorChain& chain, std::uint8_t status) {
   // The status byte goes last; whatever the handler did not write is skipped, which
   // keeps the used length to the bytes really written (§2.7.8.2).
   auto& writer = chain.writer();
@@ -184,6 +245,68 @@ void BlockDevice::serve(virtio::DescriptorChain& chain) {
     return;
   }
   chain.complete();
+}
+
+std::optional<std::uint8_t> BlockDevice::start_io(virtio::Virtqueue& queue,
+                                                  virtio::DescriptorChain& chain,
+                                                  std::uint32_t type, std::uint64_t sector,
+                                                  std::uint64_t length) {
+  BlockIoOp op;
+  virtio::HostBufferList buffers;
+  if (type == blk::kTypeFlush) {
+    op.op = BlockOp::kFlush;
+  } else {
+    const bool read = type == blk::kTypeIn;
+    // §5.2.6.2: a write on a read-only device fails and writes nothing; data moves in
+    // multiples of 512 bytes inside the capacity.
+    if (!read && options_.read_only) return blk::kStatusIoErr;
+    if (length % blk::kSectorSize != 0 || !in_range(sector, length / blk::kSectorSize))
+      return blk::kStatusIoErr;
+    if (length == 0) return blk::kStatusOk;
+    auto taken = read ? chain.writer().take_buffers(length) : chain.reader().take_buffers(length);
+    if (!taken) return blk::kStatusIoErr;
+    buffers = std::move(*taken);
+    op.op = read ? BlockOp::kRead : BlockOp::kWrite;
+    op.offset = sector * blk::kSectorSize;
+    op.buffers.reserve(buffers.spans.size());
+    for (const auto& span : buffers.spans) op.buffers.push_back(iovec{span.data(), span.size()});
+  }
+  std::size_t slot = in_flight_.size();
+  if (!free_slots_.empty()) {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    in_flight_.emplace_back();
+  }
+  in_flight_[slot].emplace(InFlight{std::move(chain), std::move(buffers), &queue});
+  op.tag = slot;
+  ++stats_.asynchronous;
+  io_->enqueue(std::move(op));
+  return std::nullopt;
+}
+
+void BlockDevice::io_completed(std::uint64_t tag, Status result) {
+  auto& slot = in_flight_.at(static_cast<std::size_t>(tag));
+  std::uint8_t status = blk::kStatusOk;
+  if (!result) {
+    ++stats_.io_errors;
+    status = blk::kStatusIoErr;
+    logger().debug("{}: {}", backend_->name(), result.error().message);
+  }
+  finish(slot->chain, status);
+  if (std::find(completed_queues_.begin(), completed_queues_.end(), slot->queue) ==
+      completed_queues_.end()) {
+    completed_queues_.push_back(slot->queue);
+  }
+  slot.reset();
+  free_slots_.push_back(static_cast<std::size_t>(tag));
+}
+
+void BlockDevice::io_batch_done() {
+  // One used buffer notification per queue and batch; EVENT_IDX / NO_INTERRUPT decide
+  // whether it is sent (§2.7.10).
+  for (virtio::Virtqueue* queue : completed_queues_) queue->notify_driver_if_needed();
+  completed_queues_.clear();
 }
 
 std::uint8_t BlockDevice::do_read(virtio::DescriptorChain& chain, std::uint64_t sector,

@@ -17,21 +17,33 @@
 // that cannot discard. A chain too short to hold the header or the status byte breaks
 // the request framing itself: the queue fails and the device needs a reset.
 //
-// Queues: `num_queues` request queues (VIRTIO_BLK_F_MQ when > 1), all served
-// synchronously inside the notification, each independently.
+// Queues: `num_queues` request queues (VIRTIO_BLK_F_MQ when > 1), each independently.
 //
-// Durability: writes go to the backend's page cache with pwritev; FLUSH is
-// fdatasync. VIRTIO_BLK_F_FLUSH is offered without VIRTIO_BLK_F_CONFIG_WCE, so the
+// Asynchronous I/O: once activated on an event loop, IN, OUT and FLUSH requests over
+// host-mapped guest memory go to a BlockIo engine (devices/block_io.h: io_uring, or a
+// thread pool where io_uring is unavailable) and complete later, in any order
+// (§5.2.6.4), many at a time; the device sends one used buffer notification per batch of
+// completions. Everything else — GET_ID, DISCARD, WRITE_ZEROES, requests refused up
+// front, and all requests over message-backed guest memory (copied through a bounce
+// buffer, server/message_dma.h) — completes inside the notification. Reset, queue reset
+// and drain() wait for the engine, so no I/O touches guest memory after they return.
+// Without a loop (in-process tests) every request is synchronous.
+//
+// Durability: writes go to the backend's page cache (pwritev or io_uring writev); FLUSH
+// is fdatasync, started only after every write that completed before it. VIRTIO_BLK_F_FLUSH is offered without VIRTIO_BLK_F_CONFIG_WCE, so the
 // driver assumes a writeback cache (§5.2.5.1) and issues FLUSH when it needs stability.
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <vector>
 #include <string>
 
 #include "base/error.h"
 #include "devices/block_backend.h"
+#include "devices/block_io.h"
 #include "virtio/device.h"
 
 namespace vpci::devices {
@@ -128,6 +140,7 @@ struct BlockDeviceOptions {
   std::uint32_t max_write_zeroes_seg = 16;
   bool write_zeroes_may_unmap = true;
   std::string serial{};  // GET_ID, at most 20 bytes
+  BlockIoMode io = BlockIoMode::kAuto;  // the engine used once activated on a loop
 };
 
 struct BlockDeviceStats {
@@ -139,12 +152,16 @@ struct BlockDeviceStats {
   std::uint64_t write_zeroes = 0;
   std::uint64_t io_errors = 0;
   std::uint64_t unsupported = 0;
+  std::uint64_t asynchronous = 0;  // requests handed to the I/O engine
 };
 
-class BlockDevice final : public virtio::Device {
+class BlockDevice final : public virtio::Device, private BlockIoCompletions {
  public:
   [[nodiscard]] static Result<std::unique_ptr<BlockDevice>> create(
       std::unique_ptr<BlockBackend> backend, BlockDeviceOptions options);
+  ~BlockDevice() override;
+  BlockDevice(const BlockDevice&) = delete;
+  BlockDevice& operator=(const BlockDevice&) = delete;
 
   [[nodiscard]] std::uint32_t device_id() const override;
   [[nodiscard]] std::uint64_t device_features() const override;
@@ -155,6 +172,10 @@ class BlockDevice final : public virtio::Device {
   [[nodiscard]] std::uint32_t config_size() const override { return blk::config::kSize; }
   void read_config(std::uint32_t offset, std::span<std::uint8_t> out) const override;
   void process_queue(virtio::Virtqueue& queue) override;
+  [[nodiscard]] Status activate(EventLoop* loop) override;
+  void reset() override;
+  void reset_queue(std::uint16_t queue) override;
+  void drain() override;
 
   // Re-reads the backend size; if the capacity changed, updates the config space and
   // sends a configuration change notification (§5.2.6.2 SHOULD).
@@ -162,11 +183,23 @@ class BlockDevice final : public virtio::Device {
   [[nodiscard]] std::uint64_t capacity_sectors() const { return capacity_; }
   [[nodiscard]] const BlockDeviceStats& stats() const { return stats_; }
   [[nodiscard]] BlockBackend& backend() { return *backend_; }
+  // The engine in use ("io_uring", "thread pool"), or empty while synchronous.
+  [[nodiscard]] std::string_view io_engine() const { return io_ ? io_->name() : ""; }
 
  private:
   BlockDevice(std::unique_ptr<BlockBackend> backend, BlockDeviceOptions options);
   void build_config();
-  void serve(virtio::DescriptorChain& chain);
+  void serve(virtio::Virtqueue& queue, virtio::DescriptorChain& chain);
+  // Writes the status byte last and returns the chain to the driver.
+  static void finish(virtio::DescriptorChain& chain, std::uint8_t status);
+  // Hands an IN, OUT or FLUSH request to the engine; nullopt once it is in flight (its
+  // chain then lives in in_flight_), or the status of a request refused up front.
+  [[nodiscard]] std::optional<std::uint8_t> start_io(virtio::Virtqueue& queue,
+                                                     virtio::DescriptorChain& chain,
+                                                     std::uint32_t type, std::uint64_t sector,
+                                                     std::uint64_t length);
+  void io_completed(std::uint64_t tag, Status result) override;
+  void io_batch_done() override;
   // Largest piece a request moves through a bounce buffer when guest memory is not
   // host-mapped (message-based DMA).
   static constexpr std::uint64_t kBouncePiece = 128 * 1024;
@@ -185,8 +218,19 @@ class BlockDevice final : public virtio::Device {
     return sector <= capacity_ && sectors <= capacity_ - sector;
   }
 
+  // A request the engine is working on.
+  struct InFlight {
+    virtio::DescriptorChain chain;
+    virtio::HostBufferList buffers;  // pins the guest memory the engine reads or writes
+    virtio::Virtqueue* queue;
+  };
+
   std::unique_ptr<BlockBackend> backend_;
   BlockDeviceOptions options_;
+  std::unique_ptr<BlockIo> io_;                  // from activate() to reset()
+  std::vector<std::optional<InFlight>> in_flight_;  // indexed by the engine's tag
+  std::vector<std::size_t> free_slots_;
+  std::vector<virtio::Virtqueue*> completed_queues_;  // used entries since the last batch
   std::uint64_t capacity_ = 0;  // in 512-byte sectors
   std::array<std::uint8_t, blk::config::kSize> config_{};
   BlockDeviceStats stats_;

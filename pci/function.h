@@ -92,6 +92,10 @@ class Function {
   // as the test driver): no loop; devices that need one refuse to start. Not owned;
   // set before the first access and cleared before the loop goes away.
   virtual void set_event_loop(EventLoop* loop) { (void)loop; }
+  // Returns once the function has no DMA in flight (a back end's reads and writes into
+  // guest memory, e.g. virtio-blk on io_uring): the bus calls it before it takes guest
+  // memory away (vfio-user DMA_UNMAP). Bounded by the back end's own I/O time.
+  virtual void quiesce() {}
 };
 
 }  // namespace vpci::pci

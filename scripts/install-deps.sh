@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build clang-14 libclang-rt-14-dev clang-format clang-tidy
   # libraries (see DEVELOPERS.md for why each one)
   libexpected-dev libfmt-dev libspdlog-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
-  libfdt-dev libpci-dev pciutils
+  libfdt-dev libpci-dev pciutils liburing-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev device-tree-compiler python3
   # real-guest test (tests/guest/): Debian tree with QEMU, busybox initramfs

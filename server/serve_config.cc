@@ -20,8 +20,8 @@ namespace vpci::server {
 namespace {
 
 constexpr std::array<std::string_view, 2> kTopKeys = {"socket_dir", "device"};
-constexpr std::array<std::string_view, 6> kDeviceKeys = {"name", "kind",      "transport",
-                                                         "path", "read_only", "xen_backend_domid"};
+constexpr std::array<std::string_view, 8> kDeviceKeys = {
+    "name", "kind", "transport", "path", "read_only", "queues", "io", "xen_backend_domid"};
 constexpr std::array<std::string_view, 2> kKindNames = {"virtio-rng", "virtio-blk"};
 constexpr const auto& kTransportNames = virtio::pci::kTransportKindNames;
 
@@ -135,6 +135,7 @@ class Reader {
     bool have_kind = false;
     const toml::node* path_node = nullptr;
     const toml::node* read_only_node = nullptr;
+    std::vector<std::pair<const toml::node*, std::string>> blk_only;  // keys only blk has
     for (auto&& [key, value] : table) {
       const std::string name(key.str());
       const std::string full = prefix + "." + name;
@@ -174,6 +175,28 @@ class Reader {
           } else {
             spec.path = resolve(*text);
           }
+        } else {
+          ok = false;
+        }
+      } else if (name == "queues") {
+        blk_only.emplace_back(&value, full);
+        const auto* number = value.as_integer();
+        if (number == nullptr) {
+          problem(value, full,
+                  fmt::format("expected an integer, found {}", toml_type_phrase(value.type())));
+          ok = false;
+        } else if (number->get() < 1 || number->get() > kMaxBlkQueues) {
+          problem(value, full,
+                  fmt::format("{} queues; a virtio-blk device has 1 to {}", number->get(),
+                              kMaxBlkQueues));
+          ok = false;
+        } else {
+          spec.queues = static_cast<std::uint16_t>(number->get());
+        }
+      } else if (name == "io") {
+        blk_only.emplace_back(&value, full);
+        if (auto choice = expect_choice(value, full, devices::kBlockIoModeNames, "I/O engine")) {
+          spec.io = static_cast<devices::BlockIoMode>(*choice);
         } else {
           ok = false;
         }
@@ -242,6 +265,10 @@ class Reader {
       }
       if (read_only_node != nullptr) {
         problem(*read_only_node, prefix + ".read_only", "only virtio-blk devices are read-only");
+        ok = false;
+      }
+      for (const auto& [node, key] : blk_only) {
+        problem(*node, key, "only virtio-blk devices have this key");
         ok = false;
       }
     }

@@ -9,6 +9,8 @@
 //   transport = "transitional"        # modern | transitional | legacy | mmr | legacy-over-mmr
 //   path = "disk.img"                 # virtio-blk only; relative to the config file
 //   read_only = false                 # virtio-blk only
+//   queues = 4                        # virtio-blk only: request queues (VIRTIO_BLK_F_MQ)
+//   io = "auto"                       # virtio-blk only: auto | io_uring | threads
 //   xen_backend_domid = 1             # optional: adds the Xen grant capability
 //
 // Every problem is reported with the file, line and key ("serve.toml:7:8:
@@ -24,6 +26,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "devices/block_io.h"
 #include "domain/xen_abi.h"
 #include "virtio/pci/virtio_pci_function.h"
 
@@ -41,6 +44,8 @@ struct ServedDeviceSpec {
   TransportKind transport = TransportKind::kModern;
   std::filesystem::path path;  // virtio-blk backing file, resolved against the config dir
   bool read_only = false;
+  std::uint16_t queues = 1;                                 // virtio-blk request queues
+  devices::BlockIoMode io = devices::BlockIoMode::kAuto;  // virtio-blk I/O engine
   std::optional<std::uint16_t> xen_backend_domid;
   std::uint32_t line = 0;  // where the [[device]] table starts, for later messages
 };
@@ -54,6 +59,8 @@ struct ServeConfig {
 // Xen domain IDs a backend can have: those below DOMID_FIRST_RESERVED.
 inline constexpr std::uint32_t kMaxBackendDomid = domain::xen::kDomidFirstReserved - 1;
 inline constexpr std::size_t kMaxDeviceNameLength = 64;
+// virtio-blk request queues per device: as many as a large guest has vCPUs worth serving.
+inline constexpr std::int64_t kMaxBlkQueues = 64;
 // One process serves at most this many devices (SECURITY.md: resource limits).
 inline constexpr std::size_t kMaxServedDevices = 4096;
 

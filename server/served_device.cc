@@ -57,6 +57,9 @@ class VirtioServedDevice final : public ServedDevice {
     if (backend_ != nullptr) {
       text += fmt::format(", {} ({}{})", spec_.path.string(), format_bytes(backend_->size_bytes()),
                           spec_.read_only ? ", read-only" : "");
+      if (spec_.queues > 1) text += fmt::format(", {} queues", spec_.queues);
+      if (spec_.io != devices::BlockIoMode::kAuto)
+        text += fmt::format(", io {}", devices::kBlockIoModeNames[static_cast<std::size_t>(spec_.io)]);
     }
     if (spec_.xen_backend_domid)
       text += fmt::format(", Xen grants to domain {}", *spec_.xen_backend_domid);
@@ -101,6 +104,8 @@ Result<std::unique_ptr<ServedDevice>> ServedDevice::create(const ServedDeviceSpe
       devices::BlockDeviceOptions options;
       options.read_only = spec.read_only;
       options.serial = spec.name.substr(0, 20);
+      options.num_queues = spec.queues;
+      options.io = spec.io;
       VPCI_ASSIGN_OR_RETURN(device, devices::BlockDevice::create(std::move(file), options));
       break;
     }

@@ -336,9 +336,12 @@ VfioUserSession::Reply VfioUserSession::handle_dma_unmap(Payload payload) {
       return make_error(ErrorCode::kInvalidArgument, "unmap-all with address {:#x} size {:#x}",
                         iova, size);
     }
-    // Every map is gone before the reply (spec: the client may reuse the memory).
+    // Every map is gone before the reply (spec: the client may reuse the memory), so
+    // no request in flight may still be reading or writing it.
+    function_.quiesce();
     maps_.clear();
   } else {
+    function_.quiesce();
     VPCI_TRY(maps_.remove(iova, size));
   }
   unmap.argsz = sizeof(DmaUnmapPayload);

@@ -80,6 +80,11 @@ class Device {
   virtual void reset() {}
   // One queue was reset (§2.6.1, VIRTIO_F_RING_RESET): drop work queued for it.
   virtual void reset_queue(std::uint16_t queue) { (void)queue; }
+  // Blocks until every request handed to the back end has completed (its chain is back
+  // in the used ring), so no back end touches guest memory after this returns. Called
+  // before guest memory is unmapped and before the device is destroyed; bounded by the
+  // back end's own I/O time. Synchronous devices have nothing in flight.
+  virtual void drain() {}
 
   void attach(DeviceHost* host) { host_ = host; }
 

@@ -37,6 +37,8 @@ DeviceCore::DeviceCore(std::unique_ptr<Device> device, std::shared_ptr<GuestMemo
 }
 
 DeviceCore::~DeviceCore() {
+  // Requests still in flight complete into the queues, which go before the device.
+  device_->drain();
   device_->attach(nullptr);
 }
 

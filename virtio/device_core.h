@@ -199,6 +199,9 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   // The loop the device runs on, handed to Device::activate (pci::Function::set_event_loop).
   void set_event_loop(EventLoop* loop) { event_loop_ = loop; }
   Status notify(std::uint16_t queue);
+  // Returns once no request of the device is in flight any more (Device::drain): before
+  // guest memory under them goes away (vfio-user DMA_UNMAP) or the core does.
+  void drain() { device_->drain(); }
 
   // For tests, diagnostics and asynchronous devices.
   [[nodiscard]] Virtqueue* queue(std::uint16_t index) {
@@ -238,9 +241,9 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   std::optional<Error> failure_;
   EventLoop* event_loop_ = nullptr;
   bool processing_ = false;
-  bool kicks_scheduled_ = false;  // run_pending_kicks is deferred on the loop                  //
-                                  // inside Device::process_queue
-  std::set<std::uint16_t> pending_kicks_;  // notifications that arrived meanwhile
+  bool kicks_scheduled_ = false;  // run_pending_kicks is deferred on the loop
+  // Notifications that arrived inside Device::process_queue, or wait for the loop.
+  std::set<std::uint16_t> pending_kicks_;
 };
 
 }  // namespace vpci::virtio

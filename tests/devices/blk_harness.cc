@@ -1,5 +1,8 @@
 #include "tests/devices/blk_harness.h"
 
+#include <chrono>
+#include <map>
+
 #include <fcntl.h>
 
 #include <cstdio>
@@ -94,11 +97,13 @@ Status MemoryBackend::write_zeroes(std::uint64_t offset, std::uint64_t length, b
 // ----------------------------------------------------------------------------------------
 
 BlkHarness::BlkHarness(std::unique_ptr<BlockDevice> device, Ring ring, std::uint64_t extra_features,
-                       virtio::testing::RamBacking backing) {
+                       virtio::testing::RamBacking backing, EventLoop* loop)
+    : loop_(loop) {
   ram_ = std::make_unique<virtio::testing::FakeGuestRam>(memory_, 0x1000000, 16 << 20, backing);
   device_ = device.get();
   const std::uint16_t queues = device->num_queues();
   core_ = std::make_unique<virtio::DeviceCore>(std::move(device), memory_, &interrupts_);
+  core_->set_event_loop(loop_);
   std::uint64_t features =
       core_->device_features() & ((std::uint64_t{1} << 24) - 1);  // all device bits
   features |= extra_features | virtio::feature_bit(virtio::feature::kIndirectDesc) |
@@ -128,10 +133,9 @@ void BlkHarness::add_raw(std::uint16_t queue, const ChainBuilder& chain) {
   }
 }
 
-BlkResult BlkHarness::submit(std::uint16_t queue, std::uint32_t type, std::uint64_t sector,
-                             std::span<const std::uint8_t> out, std::uint32_t in_length, int pieces,
-                             bool indirect) {
-  ram_->reset_allocator(ring_bytes_);  // one request at a time: recycle buffer memory
+ChainBuilder BlkHarness::build(std::uint32_t type, std::uint64_t sector,
+                               std::span<const std::uint8_t> out, std::uint32_t in_length,
+                               int pieces) {
   ChainBuilder chain(*ram_);
   blk::RequestHeader header{virtio::to_le(type), 0, virtio::to_le(sector)};
   chain.readable(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&header),
@@ -151,24 +155,65 @@ BlkResult BlkHarness::submit(std::uint16_t queue, std::uint32_t type, std::uint6
   cut(in_length,
       [&](std::uint64_t, std::uint64_t n) { chain.writable(static_cast<std::uint32_t>(n)); });
   chain.writable(1);
-  chain.indirect(indirect);
-  add_raw(queue, chain);
-  if (!core_->notify(queue)) die("notify failed");
+  return chain;
+}
 
-  std::optional<virtio::testing::UsedBuffer> used;
-  if (!split_.empty()) {
-    used = split_.at(queue)->pop_used();
-  } else {
-    used = packed_.at(queue)->pop_used();
+std::optional<virtio::testing::UsedBuffer> BlkHarness::wait_used(std::uint16_t queue) {
+  const auto pop = [&] { return split_.empty() ? packed_.at(queue)->pop_used() : split_.at(queue)->pop_used(); };
+  auto used = pop();
+  if (loop_ == nullptr) return used;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!used && std::chrono::steady_clock::now() < deadline) {
+    (void)loop_->run_once(std::chrono::milliseconds(100));
+    used = pop();
   }
+  return used;
+}
+
+BlkResult BlkHarness::result_of(const ChainBuilder& chain, const virtio::testing::UsedBuffer& used) {
   BlkResult result;
-  if (!used) return result;  // status 0xFF: the request was not completed
   auto written = chain.written_bytes();
-  result.used_length = used->length;
+  result.used_length = used.length;
   result.status = written.back();
   written.pop_back();
   result.data = std::move(written);
   return result;
+}
+
+BlkResult BlkHarness::submit(std::uint16_t queue, std::uint32_t type, std::uint64_t sector,
+                             std::span<const std::uint8_t> out, std::uint32_t in_length, int pieces,
+                             bool indirect) {
+  ram_->reset_allocator(ring_bytes_);  // one request at a time: recycle buffer memory
+  ChainBuilder chain = build(type, sector, out, in_length, pieces);
+  chain.indirect(indirect);
+  add_raw(queue, chain);
+  if (!core_->notify(queue)) die("notify failed");
+  const auto used = wait_used(queue);
+  if (!used) return BlkResult{};  // status 0xFF: the request was not completed
+  return result_of(chain, *used);
+}
+
+std::vector<BlkResult> BlkHarness::submit_all(std::uint16_t queue,
+                                              const std::vector<BlkRequest>& requests) {
+  if (split_.empty()) die("submit_all needs a split ring");
+  ram_->reset_allocator(ring_bytes_);
+  std::vector<ChainBuilder> chains;
+  std::map<std::uint32_t, std::size_t> by_head;
+  for (const BlkRequest& request : requests) {
+    chains.push_back(build(request.type, request.sector, request.out, request.in_length, 1));
+    chains.back().indirect(true);  // one ring descriptor each, so many fit at once
+    by_head[split_.at(queue)->add(chains.back())] = chains.size() - 1;
+  }
+  if (!core_->notify(queue)) die("notify failed");
+  std::vector<BlkResult> results(requests.size());
+  for (std::size_t done = 0; done < requests.size(); ++done) {
+    const auto used = wait_used(queue);
+    if (!used) break;  // the rest stay "not completed"
+    const auto it = by_head.find(used->id);
+    if (it == by_head.end()) die("used id the harness never added");
+    results[it->second] = result_of(chains[it->second], *used);
+  }
+  return results;
 }
 
 BlkResult BlkHarness::segments(std::uint32_t type,

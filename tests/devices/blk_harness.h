@@ -58,13 +58,24 @@ struct BlkResult {
 
 enum class Ring { kSplit, kPacked };
 
+struct BlkRequest {
+  std::uint32_t type = blk::kTypeIn;
+  std::uint64_t sector = 0;
+  std::vector<std::uint8_t> out;  // data after the header
+  std::uint32_t in_length = 0;    // device-writable bytes before the status byte
+};
+
 class BlkHarness {
  public:
   // Brings the device up with the modern sequence. `extra_features` are accepted if
   // offered (all device features are accepted anyway).
   // `backing` says how the device reaches guest RAM (tests/virtio/fake_driver.h).
+  // With `loop`, the device is activated on it (asynchronous I/O) and every wait below
+  // runs the loop until the device answers (at most 10 s, then the result says
+  // "not completed").
   BlkHarness(std::unique_ptr<BlockDevice> device, Ring ring, std::uint64_t extra_features = 0,
-             virtio::testing::RamBacking backing = virtio::testing::RamBacking::kMapped);
+             virtio::testing::RamBacking backing = virtio::testing::RamBacking::kMapped,
+             EventLoop* loop = nullptr);
 
   // Submits one request on `queue` and runs it. `out` is the data after the header;
   // `in_length` the device-writable bytes before the status byte. Data buffers are cut
@@ -81,6 +92,9 @@ class BlkHarness {
   }
   BlkResult flush(std::uint16_t queue = 0) { return submit(queue, blk::kTypeFlush, 0, {}, 0); }
   BlkResult segments(std::uint32_t type, const std::vector<blk::DiscardWriteZeroesSegment>& list);
+  // Adds every request to `queue` (all in flight together), notifies once and waits
+  // for all of them; results in request order. A split ring only.
+  std::vector<BlkResult> submit_all(std::uint16_t queue, const std::vector<BlkRequest>& requests);
 
   [[nodiscard]] virtio::DeviceCore& core() { return *core_; }
   [[nodiscard]] BlockDevice& device() { return *device_; }
@@ -89,8 +103,17 @@ class BlkHarness {
   [[nodiscard]] std::size_t queue_count() const { return split_.size() + packed_.size(); }
   // Adds an arbitrary chain to `queue` without running it.
   void add_raw(std::uint16_t queue, const virtio::testing::ChainBuilder& chain);
+  // The next used buffer of `queue`, running the loop (if any) until there is one.
+  std::optional<virtio::testing::UsedBuffer> wait_used(std::uint16_t queue);
 
  private:
+  virtio::testing::ChainBuilder build(std::uint32_t type, std::uint64_t sector,
+                                      std::span<const std::uint8_t> out, std::uint32_t in_length,
+                                      int pieces);
+  static BlkResult result_of(const virtio::testing::ChainBuilder& chain,
+                             const virtio::testing::UsedBuffer& used);
+
+  EventLoop* loop_ = nullptr;
   std::shared_ptr<virtio::GuestMemory> memory_ = std::make_shared<virtio::GuestMemory>();
   std::unique_ptr<virtio::testing::FakeGuestRam> ram_;
   virtio::testing::RecordingInterrupts interrupts_;

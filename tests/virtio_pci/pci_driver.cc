@@ -1,5 +1,7 @@
 #include "tests/virtio_pci/pci_driver.h"
 
+#include <thread>
+
 #include <algorithm>
 
 #include "pci/capabilities.h"
@@ -379,6 +381,17 @@ std::uint16_t VirtioPciDriver::submit(std::uint16_t queue, const ChainBuilder& c
 
 std::optional<UsedBuffer> VirtioPciDriver::pop_used(std::uint16_t queue) {
   return packed_.empty() ? split_.at(queue)->pop_used() : packed_.at(queue)->pop_used();
+}
+
+std::optional<UsedBuffer> VirtioPciDriver::wait_used(std::uint16_t queue,
+                                                     std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto used = pop_used(queue);
+  while (!used && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    used = pop_used(queue);
+  }
+  return used;
 }
 
 bool VirtioPciDriver::take_queue_interrupt(std::uint16_t queue) {

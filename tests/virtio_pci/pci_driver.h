@@ -13,6 +13,7 @@
 // Rings are built with the fake ring drivers of tests/virtio/fake_driver.h.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -96,6 +97,11 @@ class VirtioPciDriver {
   // Places a chain on `queue`, notifies (unless told not to) and returns its head / buffer ID.
   std::uint16_t submit(std::uint16_t queue, const ChainBuilder& chain, bool kick = true);
   std::optional<UsedBuffer> pop_used(std::uint16_t queue);
+  // pop_used, retried until `timeout` passes: for devices served on another thread,
+  // which complete requests after the doorbell write returns (a driver would sleep on
+  // the interrupt; the tests poll the used ring).
+  std::optional<UsedBuffer> wait_used(std::uint16_t queue,
+                                      std::chrono::milliseconds timeout = std::chrono::seconds(10));
   // The ring drivers behind `queue` (nullptr if it is of the other format or absent),
   // for tests that write hostile descriptors and indices directly.
   [[nodiscard]] FakeSplitDriver* split_ring(std::uint16_t queue) {

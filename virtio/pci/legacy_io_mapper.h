@@ -60,6 +60,7 @@ class LegacyIoMapper final : public vpci::pci::Function {
   Status bar_read(unsigned bar, std::uint64_t offset, std::span<std::uint8_t> data) override;
   Status bar_write(unsigned bar, std::uint64_t offset, std::span<const std::uint8_t> data) override;
   void set_event_loop(EventLoop* loop) override { mmr_->set_event_loop(loop); }
+  void quiesce() override { mmr_->quiesce(); }
   void set_interrupt_output(vpci::pci::InterruptOutput* output) override {
     mmr_->set_interrupt_output(output);
   }

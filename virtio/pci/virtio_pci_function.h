@@ -175,6 +175,7 @@ class VirtioPciFunction final : public vpci::pci::Function, private InterruptSin
   Status bar_write(unsigned bar, std::uint64_t offset, std::span<const std::uint8_t> data) override;
   void set_interrupt_output(vpci::pci::InterruptOutput* output) override;
   void set_event_loop(EventLoop* loop) override { core_->set_event_loop(loop); }
+  void quiesce() override { core_->drain(); }
   void reset() override;
 
   // ---- inspection --------------------------------------------------------------------
