@@ -11,8 +11,12 @@
 //     recorded, and a request the device did not complete implies the queue failed;
 //   * a read-only device never changes the disk.
 // After a failure the fuzzer resets and re-initialises the device, as a driver would.
+// With flag bit3 the device runs on an event loop with the thread-pool I/O engine
+// (devices/block_io.h): reads, writes and flushes complete asynchronously, and the
+// fuzzer drains the device after each notification before checking.
 //
-// Input: [0] flags (bit0 read-only, bit1 EVENT_IDX, bit2 INDIRECT_DESC offered) ·
+// Input: [0] flags (bit0 read-only, bit1 EVENT_IDX, bit2 INDIRECT_DESC offered, bit3
+// asynchronous) ·
 // then per request: kind, sector selector, le16 out length, le16 in length, out data.
 #include <cstdint>
 #include <cstdio>
@@ -22,6 +26,7 @@
 #include <span>
 #include <vector>
 
+#include "base/event_loop.h"
 #include "devices/virtio_blk.h"
 #include "virtio/device_core.h"
 #include "virtio/guest_memory.h"
@@ -152,12 +157,19 @@ class Harness {
     options.max_discard_sectors = 64;
     options.max_write_zeroes_sectors = 64;
     options.serial = "fuzz";
+    options.io = BlockIoMode::kThreads;
     auto device = BlockDevice::create(std::move(backend), options);
     if (!device) fail("device creation");
     CoreOptions core_options;
     core_options.offer_indirect_desc = (flags & 4) != 0;
     core_options.offer_ring_packed = false;
     core_ = std::make_unique<DeviceCore>(std::move(*device), memory_, &interrupts_, core_options);
+    if ((flags & 8) != 0) {
+      auto loop = EventLoop::create();
+      if (!loop) fail("event loop");
+      loop_ = std::move(*loop);
+      core_->set_event_loop(loop_.get());
+    }
     features_ = core_->device_features() & ~feature_bit(feature::kEventIdx);
     if ((flags & 2) != 0) features_ |= core_->device_features() & feature_bit(feature::kEventIdx);
     initialise();
@@ -225,6 +237,7 @@ class Harness {
     const std::uint16_t head = place(elements, indirect);
     const std::uint16_t used_before = used_idx();
     if (!core_->notify(0)) fail("notify refused");
+    core_->drain();  // asynchronous requests complete here
 
     // Device state consistency.
     const bool needs_reset = (core_->status() & status::kDeviceNeedsReset) != 0;
@@ -325,6 +338,7 @@ class Harness {
   std::shared_ptr<GuestMemory> memory_ = std::make_shared<GuestMemory>();
   Interrupts interrupts_;
   CheckedBackend* backend_ = nullptr;
+  std::unique_ptr<EventLoop> loop_;  // before core_: the I/O engine leaves it last
   std::unique_ptr<DeviceCore> core_;
   std::uint64_t features_ = 0;
   bool read_only_;
