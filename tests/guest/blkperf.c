@@ -14,9 +14,9 @@
 // batch notifications and interrupts (sequential jobs share one cursor).
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,9 +33,12 @@ static double now(void) {
 static uint64_t parse_size(const char* text) {
   char* end = NULL;
   uint64_t value = strtoull(text, &end, 10);
-  if (*end == 'k' || *end == 'K') value <<= 10;
-  else if (*end == 'm' || *end == 'M') value <<= 20;
-  else if (*end == 'g' || *end == 'G') value <<= 30;
+  if (*end == 'k' || *end == 'K')
+    value <<= 10;
+  else if (*end == 'm' || *end == 'M')
+    value <<= 20;
+  else if (*end == 'g' || *end == 'G')
+    value <<= 30;
   return value;
 }
 
@@ -69,7 +72,8 @@ static void* run_job(void* argument) {
     return NULL;
   }
   // Non-zero data, so nothing along the way can shortcut zero pages.
-  for (uint64_t i = 0; i < sh->block; ++i) ((unsigned char*)buffer)[i] = (unsigned char)(i * 131 + 7);
+  for (uint64_t i = 0; i < sh->block; ++i)
+    ((unsigned char*)buffer)[i] = (unsigned char)(i * 131 + 7);
   uint64_t state = job->seed;
   while (!atomic_load(&sh->failed)) {
     uint64_t index;
@@ -101,7 +105,9 @@ static void* run_job(void* argument) {
 
 int main(int argc, char** argv) {
   if (argc != 8 && argc != 9) {
-    fprintf(stderr, "usage: blkperf DEVICE NAME seqread|seqwrite|randread|randwrite BLOCK TOTAL SPAN MAXSEC [JOBS]\n");
+    fprintf(stderr,
+            "usage: blkperf DEVICE NAME seqread|seqwrite|randread|randwrite BLOCK TOTAL SPAN "
+            "MAXSEC [JOBS]\n");
     return 2;
   }
   const char* device = argv[1];
@@ -127,8 +133,14 @@ int main(int argc, char** argv) {
     printf("VPCI-PERF %s error open %s: %s\n", name, device, strerror(errno));
     return 1;
   }
-  struct shared sh = {.fd = fd, .write = write, .random = random, .block = block, .total = total,
-                      .blocks_in_span = span / block, .max_seconds = max_seconds, .name = name};
+  struct shared sh = {.fd = fd,
+                      .write = write,
+                      .random = random,
+                      .block = block,
+                      .total = total,
+                      .blocks_in_span = span / block,
+                      .max_seconds = max_seconds,
+                      .name = name};
   atomic_init(&sh.next_sequential, 0);
   atomic_init(&sh.bytes, 0);
   atomic_init(&sh.ops, 0);

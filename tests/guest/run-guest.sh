@@ -4,7 +4,7 @@
 #
 #   run-guest.sh --socket S1 [--socket S2 ...] [--checks enumerate,config,rng,blk]
 #                [--expect 1af4:1044@virtio-pci,...] [--append "virtio_pci.force_legacy=1"]
-#                [--timeout 300] [--memory 512] [--plain-memory] [--log FILE] [--verbose]
+#                [--timeout 300] [--memory 512] [--smp 1] [--plain-memory] [--log FILE] [--verbose]
 #                [--qemu-arg ARG ...] [--bind DIR ...]
 #
 # Guest RAM is a shared memfd (memory-backend-memfd,share=on: DMA_MAP carries an fd)
@@ -25,7 +25,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 die() { printf 'run-guest: error: %s\n' "$*" >&2; exit 2; }
 
 sockets=() qemu_args=() binds=() append="" checks="enumerate,config" expect="" timeout=300
-memory=512 log="" verbose=0 plain_memory=0
+memory=512 smp=1 log="" verbose=0 plain_memory=0
 while (($#)); do
   case $1 in
     --socket) sockets+=("${2:?}"); shift 2 ;;
@@ -34,6 +34,7 @@ while (($#)); do
     --expect) expect=${2?}; shift 2 ;;
     --timeout) timeout=${2:?}; shift 2 ;;
     --memory) memory=${2:?}; shift 2 ;;
+    --smp) smp=${2:?}; shift 2 ;;
     --plain-memory) plain_memory=1; shift ;;
     --log) log=${2:?}; shift 2 ;;
     --verbose) verbose=1; shift ;;
@@ -59,7 +60,7 @@ if [[ -z ${VPCI_GUEST_IN_NAMESPACE:-} ]]; then
   ((plain_memory)) && restore_args+=(--plain-memory)
   [[ -n $log ]] && restore_args+=(--log "$log")
   VPCI_GUEST_IN_NAMESPACE=1 exec unshare --mount --propagation private "$0" "${restore_args[@]}" \
-    --checks "$checks" --expect "$expect" --append "$append" --timeout "$timeout" --memory "$memory"
+    --checks "$checks" --expect "$expect" --append "$append" --timeout "$timeout" --memory "$memory" --smp "$smp"
 fi
 
 work=$(mktemp -d /tmp/vpci-guest.XXXXXX)
@@ -114,7 +115,7 @@ echo "run-guest: guest RAM ${memory} MiB, $( ((plain_memory)) && echo "plain (no
 started=$(date +%s.%N)
 set +e
 timeout --kill-after=10 "$timeout" chroot "$root" /usr/bin/qemu-system-x86_64 \
-  "${memory_args[@]}" -accel tcg -m "${memory}M" -smp 1 \
+  "${memory_args[@]}" -accel tcg -m "${memory}M" -smp "$smp" \
   -nographic -no-reboot -nic none -vga none \
   -kernel /run/vpci-guest/work/vmlinuz -initrd /run/vpci-guest/work/initrd.gz \
   -append "$kernel_args" "${devices[@]}" "${qemu_args[@]}" </dev/null 2>&1 |

@@ -3,9 +3,10 @@
 # `vpci serve` process runs seven devices over every transport, and an unmodified Linux
 # guest under QEMU >= 10.1 (vfio-user-pci) drives them. Three boots against the same
 # server process:
-#   1. the guest's default (modern) interface: modern virtio-rng gives /dev/hwrng bytes
-#      with MSI-X interrupts counted; modern and transitional virtio-blk write, read back
-#      and compare a pattern; the legacy-only blk does the same through the legacy
+#   1. the guest's default (modern) interface, two vCPUs: modern virtio-rng gives
+#      /dev/hwrng bytes with MSI-X interrupts counted; modern virtio-blk (two request
+#      queues, VIRTIO_BLK_F_MQ: the guest uses both) and transitional virtio-blk (on the
+#      thread-pool I/O engine instead of io_uring) write, read back and compare a pattern; the legacy-only blk does the same through the legacy
 #      interface; the MMR device is present with its capabilities; after power-off the
 #      host finds each pattern in its backing file.
 #   2. virtio_pci.force_legacy=1: the transitional devices and the legacy-over-mmr device
@@ -49,11 +50,13 @@ name = "blk0"
 kind = "virtio-blk"
 transport = "modern"
 path = "modern.img"
+queues = 2
 [[device]]
 name = "blk1"
 kind = "virtio-blk"
 transport = "transitional"
 path = "transitional.img"
+io = "threads"
 [[device]]
 name = "rng1"
 kind = "virtio-rng"
@@ -87,6 +90,8 @@ if ! grep -q '^vpci serve: ready (7 device(s))' "$work/serve.log"; then
   cat "$work/serve.log" >&2
   exit 1
 fi
+grep -q 'blk0: virtio-blk, modern, .*, 2 queues' "$work/serve.log" || fail "serve: blk0 does not say it has 2 queues"
+grep -q 'blk1: virtio-blk, transitional, .*, io threads' "$work/serve.log" || fail "serve: blk1 does not say it uses the thread pool"
 sockets=()
 for name in "${names[@]}"; do sockets+=(--socket "$work/sockets/$name.sock"); done
 # Guest PCI addresses follow the -device order: 00:01.0 rng0 ... 00:06.0 lom0, 00:07.0 leg0.
@@ -104,10 +109,10 @@ boot() {  # boot N EXTRA-APPEND EXPECT [RUN-GUEST-ARG...]
 }
 
 # ---- boot 1: modern interface --------------------------------------------------------
-if boot 1 "" "1af4:1044@virtio-pci,1af4:1042@virtio-pci,1af4:1001@virtio-pci,1af4:1005@virtio-pci,1af4:10fa"; then
+if boot 1 "" "1af4:1044@virtio-pci,1af4:1042@virtio-pci,1af4:1001@virtio-pci,1af4:1005@virtio-pci,1af4:10fa" --smp 2; then
   log=$work/console1.log
   expect_line "$log" '^VPCI-RESULT rng-0000:00:01.0 PASS .*kind=msix iface=modern' "boot 1: modern rng with MSI-X"
-  expect_line "$log" '^VPCI-RESULT blk-0000:00:02.0 PASS .*iface=modern' "boot 1: modern blk"
+  expect_line "$log" '^VPCI-RESULT blk-0000:00:02.0 PASS .*iface=modern queues=2' "boot 1: modern blk with two queues"
   expect_line "$log" '^VPCI-RESULT blk-0000:00:03.0 PASS .*iface=modern' "boot 1: transitional blk, modern interface"
   expect_line "$log" '^VPCI-RESULT rng-0000:00:04.0 PASS .*iface=modern' "boot 1: transitional rng, modern interface"
   expect_line "$log" '^VPCI-RESULT blk-0000:00:06.0 PASS' "boot 1: legacy-over-mmr blk (modern capabilities of the MMR device behind the mapper)"

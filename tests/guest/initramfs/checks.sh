@@ -216,7 +216,7 @@ check_blk() {
       got=$(dd if="/dev/$disk" bs=4096 skip=$((offset / 4096)) count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
       after=$(interrupt_count "$v-")
       if [ "$got" = "$want" ] && [ "$after" -gt "$before" ]; then
-        result "blk-$addr PASS disk=$disk md5=$got offset=$offset sectors=$sectors irqs=$before..$after kind=$kind iface=$(iface_of "$dev")"
+        result "blk-$addr PASS disk=$disk md5=$got offset=$offset sectors=$sectors irqs=$before..$after kind=$kind iface=$(iface_of "$dev") queues=$(ls "/sys/block/$disk/mq" | wc -l)"
       else
         result "blk-$addr FAIL disk=$disk md5=$got expected=$want irqs=$before..$after kind=$kind"
       fi
