@@ -16,16 +16,16 @@
 namespace vpci {
 
 enum class ErrorCode : std::uint8_t {
-  kInvalidArgument,   // a request that can never succeed (bad offset, bad width)
-  kOutOfRange,        // an offset or length outside the object it addresses
-  kMalformedInput,    // a file or message that does not follow its format
-  kNotFound,          // a named thing (device, file, node) does not exist
-  kAlreadyExists,     // a unique thing would be duplicated
-  kNoSpace,           // no room left (config space, ID space, buffer)
-  kConflict,          // two requests or ranges contradict each other
-  kUnsupported,       // well-formed but not implemented by design
-  kIoError,           // the OS refused (errno in the message)
-  kProtocolViolation, // a guest or peer broke a rule of its protocol/spec
+  kInvalidArgument,    // a request that can never succeed (bad offset, bad width)
+  kOutOfRange,         // an offset or length outside the object it addresses
+  kMalformedInput,     // a file or message that does not follow its format
+  kNotFound,           // a named thing (device, file, node) does not exist
+  kAlreadyExists,      // a unique thing would be duplicated
+  kNoSpace,            // no room left (config space, ID space, buffer)
+  kConflict,           // two requests or ranges contradict each other
+  kUnsupported,        // well-formed but not implemented by design
+  kIoError,            // the OS refused (errno in the message)
+  kProtocolViolation,  // a guest or peer broke a rule of its protocol/spec
 };
 
 std::string_view error_code_name(ErrorCode code);
@@ -62,13 +62,12 @@ template <typename... Args>
 
 // Evaluates a Result-returning expression; on error returns the error from the
 // enclosing function. Usable only in functions returning some Result<U>.
-#define VPCI_TRY(expr)                                          \
-  do {                                                          \
-    auto vpci_try_result_ = (expr);                             \
-    if (!vpci_try_result_) {                                    \
-      return tl::unexpected<::vpci::Error>(                     \
-          std::move(vpci_try_result_).error());                 \
-    }                                                           \
+#define VPCI_TRY(expr)                                                           \
+  do {                                                                           \
+    auto vpci_try_result_ = (expr);                                              \
+    if (!vpci_try_result_) {                                                     \
+      return tl::unexpected<::vpci::Error>(std::move(vpci_try_result_).error()); \
+    }                                                                            \
   } while (false)
 
 // Like VPCI_TRY but binds the value: VPCI_ASSIGN_OR_RETURN(auto x, parse(...));
@@ -76,9 +75,9 @@ template <typename... Args>
 #define VPCI_CONCAT_(a, b) VPCI_CONCAT_INNER_(a, b)
 #define VPCI_ASSIGN_OR_RETURN(lhs, expr) \
   VPCI_ASSIGN_OR_RETURN_IMPL_(VPCI_CONCAT_(vpci_result_, __LINE__), lhs, expr)
-#define VPCI_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr)                         \
-  auto tmp = (expr);                                                        \
-  if (!tmp) {                                                               \
-    return tl::unexpected<::vpci::Error>(std::move(tmp).error());           \
-  }                                                                         \
+#define VPCI_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr)               \
+  auto tmp = (expr);                                              \
+  if (!tmp) {                                                     \
+    return tl::unexpected<::vpci::Error>(std::move(tmp).error()); \
+  }                                                               \
   lhs = std::move(*tmp)

@@ -6,9 +6,6 @@
 // of header + payload, then a blocking receive of the reply (header, then payload).
 #pragma once
 
-#include <sys/socket.h>
-#include <sys/uio.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <array>
@@ -20,6 +17,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
 
 #include "server/protocol.h"
 #include "server/unique_fd.h"
@@ -121,7 +122,7 @@ class BenchClient {
 
   bool negotiate() {
     static constexpr char kJson[] = R"({"capabilities":{"max_msg_fds":8,"pgsizes":4096}})";
-    std::vector<std::uint8_t> payload{0, 0, 2, 0};  // major 0, minor 2
+    std::vector<std::uint8_t> payload{0, 0, 2, 0};                // major 0, minor 2
     payload.insert(payload.end(), kJson, kJson + sizeof(kJson));  // with the NUL
     return send(vu::kVersion, payload) && receive();
   }

@@ -67,7 +67,8 @@ Trees make_trees() {
     Node& smmu = *soc.add_child_unchecked(fmt::format("iommu@{:x}", base));
     const std::string compatible[] = {"vendor,soc-smmu-500", "arm,mmu-500"};
     smmu.set_property("compatible", encode_strings(compatible));
-    const std::uint32_t reg[] = {static_cast<std::uint32_t>(base >> 32), static_cast<std::uint32_t>(base), 0, 0x100000};
+    const std::uint32_t reg[] = {static_cast<std::uint32_t>(base >> 32),
+                                 static_cast<std::uint32_t>(base), 0, 0x100000};
     smmu.set_cells("reg", reg);
     smmu.set_u32("#global-interrupts", 1);
     cells_of[s] = s % 8 == 7 ? 2 : 1;
@@ -92,7 +93,8 @@ Trees make_trees() {
     const std::uint32_t s = i % kSmmus;
     const std::uint64_t address = kDeviceBase + std::uint64_t{i} * kDeviceStride;
     const std::string name = fmt::format("dev@{:x}", address);
-    const std::uint32_t reg[] = {static_cast<std::uint32_t>(address >> 32), static_cast<std::uint32_t>(address), 0,
+    const std::uint32_t reg[] = {static_cast<std::uint32_t>(address >> 32),
+                                 static_cast<std::uint32_t>(address), 0,
                                  static_cast<std::uint32_t>(kDeviceStride)};
     std::vector<std::uint32_t> iommus = {s + 1, i / kSmmus};
     if (cells_of[s] == 2) iommus.push_back(0);
@@ -175,10 +177,12 @@ void BM_SerializeGuest(benchmark::State& state) {
 BENCHMARK(BM_SerializeGuest)->Unit(benchmark::kMillisecond);
 
 int write_trees(std::string_view dir) {
-  for (const auto& [name, blob] : {std::pair{"host.dtb", &host_blob()}, std::pair{"partial.dtb", &partial_blob()}}) {
+  for (const auto& [name, blob] :
+       {std::pair{"host.dtb", &host_blob()}, std::pair{"partial.dtb", &partial_blob()}}) {
     const std::string path = fmt::format("{}/{}", dir, name);
     std::ofstream out(path, std::ios::binary);
-    out.write(reinterpret_cast<const char*>(blob->data()), static_cast<std::streamsize>(blob->size()));
+    out.write(reinterpret_cast<const char*>(blob->data()),
+              static_cast<std::streamsize>(blob->size()));
     if (!out) {
       fmt::print(stderr, "cannot write {}\n", path);
       return 1;

@@ -47,7 +47,9 @@ enum class Direction { kDeviceReads, kDeviceWrites };
 class NullSink final : public QueueEventSink {
  public:
   void used_buffer_notification(std::uint16_t /*queue*/) override { ++notifications; }
-  void queue_failed(std::uint16_t /*queue*/, const vpci::Error& /*error*/) override { failed = true; }
+  void queue_failed(std::uint16_t /*queue*/, const vpci::Error& /*error*/) override {
+    failed = true;
+  }
   std::uint64_t notifications = 0;
   bool failed = false;
 };
@@ -63,7 +65,8 @@ struct Workload {
       ChainBuilder chain(ram);
       for (unsigned d = 0; d < chain_length; ++d) {
         const GuestAddress address = ram.alloc(buffer_bytes, 64);
-        chain.element(BufferElement{address, buffer_bytes, direction == Direction::kDeviceWrites, 0});
+        chain.element(
+            BufferElement{address, buffer_bytes, direction == Direction::kDeviceWrites, 0});
       }
       chains.push_back(std::move(chain));
     }
@@ -131,7 +134,8 @@ void run_ring(benchmark::State& state, RingFormat format, Direction direction) {
   Virtqueue queue(0, kQueueSize);
   NullSink sink;
   if (!queue.set_layout(driver.layout()) ||
-      !queue.enable(work.memory, format, RingOptions{.event_idx = true, .indirect = false}, &sink)) {
+      !queue.enable(work.memory, format, RingOptions{.event_idx = true, .indirect = false},
+                    &sink)) {
     state.SkipWithError("cannot enable the queue");
     return;
   }
@@ -174,14 +178,23 @@ void run_ring(benchmark::State& state, RingFormat format, Direction direction) {
   state.counters["of_memcpy"] = memcpy_seconds / device_seconds;
   state.counters["descriptors"] = static_cast<double>(work.descriptors_per_batch);
   state.counters["bytes"] = static_cast<double>(work.bytes_per_batch);
-  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(work.descriptors_per_batch));
+  state.SetItemsProcessed(state.iterations() *
+                          static_cast<std::int64_t>(work.descriptors_per_batch));
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(work.bytes_per_batch));
 }
 
-void BM_SplitDeviceReads(benchmark::State& s) { run_ring<FakeSplitDriver>(s, RingFormat::kSplit, Direction::kDeviceReads); }
-void BM_SplitDeviceWrites(benchmark::State& s) { run_ring<FakeSplitDriver>(s, RingFormat::kSplit, Direction::kDeviceWrites); }
-void BM_PackedDeviceReads(benchmark::State& s) { run_ring<FakePackedDriver>(s, RingFormat::kPacked, Direction::kDeviceReads); }
-void BM_PackedDeviceWrites(benchmark::State& s) { run_ring<FakePackedDriver>(s, RingFormat::kPacked, Direction::kDeviceWrites); }
+void BM_SplitDeviceReads(benchmark::State& s) {
+  run_ring<FakeSplitDriver>(s, RingFormat::kSplit, Direction::kDeviceReads);
+}
+void BM_SplitDeviceWrites(benchmark::State& s) {
+  run_ring<FakeSplitDriver>(s, RingFormat::kSplit, Direction::kDeviceWrites);
+}
+void BM_PackedDeviceReads(benchmark::State& s) {
+  run_ring<FakePackedDriver>(s, RingFormat::kPacked, Direction::kDeviceReads);
+}
+void BM_PackedDeviceWrites(benchmark::State& s) {
+  run_ring<FakePackedDriver>(s, RingFormat::kPacked, Direction::kDeviceWrites);
+}
 
 void shapes(benchmark::internal::Benchmark* b) {
   for (const int chain_length : {1, 3, 8}) {

@@ -19,14 +19,14 @@
 // Threading: every call, and every completion callback, happens on the loop's thread.
 #pragma once
 
-#include <sys/uio.h>
-
 #include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <sys/uio.h>
 
 #include "base/error.h"
 #include "base/event_loop.h"
@@ -82,7 +82,8 @@ enum class BlockIoMode : std::uint8_t {
   kIoUring,  // io_uring or an error
   kThreads,  // the thread pool
 };
-inline constexpr std::array<std::string_view, 3> kBlockIoModeNames = {"auto", "io_uring", "threads"};
+inline constexpr std::array<std::string_view, 3> kBlockIoModeNames = {"auto", "io_uring",
+                                                                      "threads"};
 
 // Threads of the fallback pool per device.
 inline constexpr unsigned kBlockIoThreads = 4;

@@ -1,11 +1,12 @@
 #include "devices/thread_pool_block_io.h"
 
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <span>
+
+#include <sys/eventfd.h>
 
 namespace vpci::devices {
 
@@ -14,7 +15,8 @@ Result<std::unique_ptr<ThreadPoolBlockIo>> ThreadPoolBlockIo::create(
   if (threads == 0) return make_error(ErrorCode::kInvalidArgument, "a thread pool needs threads");
   std::unique_ptr<ThreadPoolBlockIo> io(new ThreadPoolBlockIo(backend, loop, completions));
   io->event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (io->event_fd_ < 0) return make_error(ErrorCode::kIoError, "eventfd: {}", std::strerror(errno));
+  if (io->event_fd_ < 0)
+    return make_error(ErrorCode::kIoError, "eventfd: {}", std::strerror(errno));
   ThreadPoolBlockIo* self = io.get();
   VPCI_ASSIGN_OR_RETURN(io->source_, loop.add_fd(io->event_fd_, EPOLLIN,
                                                  [self](std::uint32_t) { self->on_eventfd(); }));
@@ -34,7 +36,9 @@ ThreadPoolBlockIo::~ThreadPoolBlockIo() {
   if (event_fd_ >= 0) ::close(event_fd_);
 }
 
-void ThreadPoolBlockIo::enqueue(BlockIoOp op) { staged_.push_back(std::move(op)); }
+void ThreadPoolBlockIo::enqueue(BlockIoOp op) {
+  staged_.push_back(std::move(op));
+}
 
 void ThreadPoolBlockIo::submit() {
   if (staged_.empty()) return;

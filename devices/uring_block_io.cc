@@ -1,10 +1,11 @@
 #include "devices/uring_block_io.h"
 
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+
+#include <sys/eventfd.h>
 
 namespace vpci::devices {
 
@@ -20,13 +21,14 @@ Result<std::unique_ptr<UringBlockIo>> UringBlockIo::create(int fd, unsigned dept
   }
   io->ring_ready_ = true;
   io->event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (io->event_fd_ < 0) return make_error(ErrorCode::kIoError, "eventfd: {}", std::strerror(errno));
+  if (io->event_fd_ < 0)
+    return make_error(ErrorCode::kIoError, "eventfd: {}", std::strerror(errno));
   if (const int rc = ::io_uring_register_eventfd(&io->ring_, io->event_fd_); rc < 0) {
     return make_error(ErrorCode::kUnsupported, "io_uring_register_eventfd: {}", std::strerror(-rc));
   }
   UringBlockIo* self = io.get();
-  VPCI_ASSIGN_OR_RETURN(io->source_,
-                        loop.add_fd(io->event_fd_, EPOLLIN, [self](std::uint32_t) { self->on_eventfd(); }));
+  VPCI_ASSIGN_OR_RETURN(io->source_, loop.add_fd(io->event_fd_, EPOLLIN,
+                                                 [self](std::uint32_t) { self->on_eventfd(); }));
   return io;
 }
 
@@ -109,7 +111,9 @@ void UringBlockIo::complete(Pending* raw, int result) {
     return;
   }
   if (result < 0) {
-    const char* what = op.op == BlockOp::kFlush ? "fdatasync" : op.op == BlockOp::kRead ? "read" : "write";
+    const char* what = op.op == BlockOp::kFlush  ? "fdatasync"
+                       : op.op == BlockOp::kRead ? "read"
+                                                 : "write";
     completions_.io_completed(op.tag, make_error(ErrorCode::kIoError, "{} at byte {}: {}", what,
                                                  op.offset, std::strerror(-result)));
     return;
@@ -135,10 +139,9 @@ void UringBlockIo::complete(Pending* raw, int result) {
   }
   if (result == 0) {
     // Nothing moved and something remains: the file ended (it shrank under us).
-    completions_.io_completed(op.tag, make_error(ErrorCode::kIoError,
-                                                 "{} at byte {}: unexpected end of file",
-                                                 op.op == BlockOp::kRead ? "read" : "write",
-                                                 op.offset));
+    completions_.io_completed(
+        op.tag, make_error(ErrorCode::kIoError, "{} at byte {}: unexpected end of file",
+                           op.op == BlockOp::kRead ? "read" : "write", op.offset));
     return;
   }
   waiting_.push_front(std::move(pending));

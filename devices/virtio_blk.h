@@ -30,16 +30,17 @@
 // Without a loop (in-process tests) every request is synchronous.
 //
 // Durability: writes go to the backend's page cache (pwritev or io_uring writev); FLUSH
-// is fdatasync, started only after every write that completed before it. VIRTIO_BLK_F_FLUSH is offered without VIRTIO_BLK_F_CONFIG_WCE, so the
-// driver assumes a writeback cache (§5.2.5.1) and issues FLUSH when it needs stability.
+// is fdatasync, started only after every write that completed before it. VIRTIO_BLK_F_FLUSH is
+// offered without VIRTIO_BLK_F_CONFIG_WCE, so the driver assumes a writeback cache (§5.2.5.1) and
+// issues FLUSH when it needs stability.
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <vector>
 #include <string>
+#include <vector>
 
 #include "base/error.h"
 #include "devices/block_backend.h"
@@ -139,7 +140,7 @@ struct BlockDeviceOptions {
   std::uint32_t max_write_zeroes_sectors = 1u << 22;
   std::uint32_t max_write_zeroes_seg = 16;
   bool write_zeroes_may_unmap = true;
-  std::string serial{};  // GET_ID, at most 20 bytes
+  std::string serial{};                 // GET_ID, at most 20 bytes
   BlockIoMode io = BlockIoMode::kAuto;  // the engine used once activated on a loop
 };
 
@@ -227,11 +228,11 @@ class BlockDevice final : public virtio::Device, private BlockIoCompletions {
 
   std::unique_ptr<BlockBackend> backend_;
   BlockDeviceOptions options_;
-  std::unique_ptr<BlockIo> io_;                  // from activate() to reset()
+  std::unique_ptr<BlockIo> io_;                     // from activate() to reset()
   std::vector<std::optional<InFlight>> in_flight_;  // indexed by the engine's tag
   std::vector<std::size_t> free_slots_;
   std::vector<virtio::Virtqueue*> completed_queues_;  // used entries since the last batch
-  std::uint64_t capacity_ = 0;  // in 512-byte sectors
+  std::uint64_t capacity_ = 0;                        // in 512-byte sectors
   std::array<std::uint8_t, blk::config::kSize> config_{};
   BlockDeviceStats stats_;
 };

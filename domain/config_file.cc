@@ -27,7 +27,6 @@ SourcePosition position_from(const toml::source_position& position) {
   return SourcePosition{position.line, position.column};
 }
 
-
 std::vector<std::string_view> emulation_names() {
   std::vector<std::string_view> names;
   for (const auto& f : xen::emulation_flag_names()) names.push_back(f.name);
@@ -248,7 +247,8 @@ std::string ConfigFileProblem::to_string() const {
   out += ": ";
   if (!key.empty()) out += fmt::format("key {}: ", key);
   out += message;
-  if (!rule.empty() && rule != rule::kFileFormat && rule != rule::kFileRead) out += fmt::format(" [{}]", rule);
+  if (!rule.empty() && rule != rule::kFileFormat && rule != rule::kFileRead)
+    out += fmt::format(" [{}]", rule);
   return out;
 }
 
@@ -279,7 +279,10 @@ ConfigFileResult load_domain_config(const std::filesystem::path& path) {
   if (text->empty()) {
     // Would otherwise be one "missing required key" per key: say what is wrong once.
     return tl::unexpected(std::vector<ConfigFileProblem>{ConfigFileProblem{
-        path.string(), std::string(rule::kFileFormat), "", {},
+        path.string(),
+        std::string(rule::kFileFormat),
+        "",
+        {},
         "the file is empty (expected a TOML domain configuration, docs/domain-check.md)"}});
   }
   return parse_domain_config(*text, path.string());

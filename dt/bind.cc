@@ -58,32 +58,41 @@ struct PciFunctionPlan {
   std::string request_origin;
 };
 
-std::string hex(std::uint64_t value) { return fmt::format("{:x}", value); }
+std::string hex(std::uint64_t value) {
+  return fmt::format("{:x}", value);
+}
 
 std::string format_cells(std::span<const std::uint32_t> cells) {
   std::string out = "<";
-  for (std::size_t i = 0; i < cells.size(); ++i) out += fmt::format("{}{:#x}", i == 0 ? "" : " ", cells[i]);
+  for (std::size_t i = 0; i < cells.size(); ++i)
+    out += fmt::format("{}{:#x}", i == 0 ? "" : " ", cells[i]);
   return out + ">";
 }
 
-Result<std::vector<std::uint32_t>> encode_address(std::uint64_t value, std::uint32_t cells, std::string_view what) {
+Result<std::vector<std::uint32_t>> encode_address(std::uint64_t value, std::uint32_t cells,
+                                                  std::string_view what) {
   if (cells == 0 || cells > 2) {
-    return make_error(ErrorCode::kUnsupported, "{}: the root's cell count {} is not 1 or 2", what, cells);
+    return make_error(ErrorCode::kUnsupported, "{}: the root's cell count {} is not 1 or 2", what,
+                      cells);
   }
   if (cells == 1) {
     if (value > 0xffffffffu) {
-      return make_error(ErrorCode::kOutOfRange, "{} {:#x} does not fit the root's single address/size cell", what, value);
+      return make_error(ErrorCode::kOutOfRange,
+                        "{} {:#x} does not fit the root's single address/size cell", what, value);
     }
     return std::vector<std::uint32_t>{static_cast<std::uint32_t>(value)};
   }
-  return std::vector<std::uint32_t>{static_cast<std::uint32_t>(value >> 32), static_cast<std::uint32_t>(value)};
+  return std::vector<std::uint32_t>{static_cast<std::uint32_t>(value >> 32),
+                                    static_cast<std::uint32_t>(value)};
 }
 
 Result<std::optional<std::string>> string_property(const Node& node, std::string_view name) {
   const Property* p = node.property(name);
   if (p == nullptr) return std::optional<std::string>{};
   auto value = p->string();
-  if (!value) return make_error(ErrorCode::kMalformedInput, "{} {} must be a single string", node.path(), name);
+  if (!value)
+    return make_error(ErrorCode::kMalformedInput, "{} {} must be a single string", node.path(),
+                      name);
   return std::optional<std::string>{std::move(*value)};
 }
 
@@ -91,7 +100,8 @@ Result<std::optional<std::uint32_t>> u32_property(const Node& node, std::string_
   const Property* p = node.property(name);
   if (p == nullptr) return std::optional<std::uint32_t>{};
   const auto value = p->u32();
-  if (!value) return make_error(ErrorCode::kMalformedInput, "{} {} must be one cell", node.path(), name);
+  if (!value)
+    return make_error(ErrorCode::kMalformedInput, "{} {} must be one cell", node.path(), name);
   return std::optional<std::uint32_t>{*value};
 }
 
@@ -100,7 +110,8 @@ Result<std::optional<VsidRequest>> partial_vsid_request(const Node& node) {
   if (p == nullptr) return std::optional<VsidRequest>{};
   const auto cells = p->cells();
   if (!cells || cells->empty()) {
-    return make_error(ErrorCode::kMalformedInput, "{} {} must be one or more cells", node.path(), kVsidProperty);
+    return make_error(ErrorCode::kMalformedInput, "{} {} must be one or more cells", node.path(),
+                      kVsidProperty);
   }
   return std::optional<VsidRequest>{VsidRequest{node.path(), *cells}};
 }
@@ -113,13 +124,16 @@ class Binder {
   Result<BindResult> run() {
     VPCI_TRY(check_inputs());
     result_.guest = partial_.clone();
-    if (Node* passthrough = result_.guest.find(kPassthroughPath)) VPCI_TRY(collect_masters(*passthrough));
-    if (const Node* functions = partial_.find(kPciFunctionsPath)) VPCI_TRY(collect_pci_functions(*functions));
+    if (Node* passthrough = result_.guest.find(kPassthroughPath))
+      VPCI_TRY(collect_masters(*passthrough));
+    if (const Node* functions = partial_.find(kPciFunctionsPath))
+      VPCI_TRY(collect_pci_functions(*functions));
     if (masters_.empty() && functions_.empty()) {
-      return make_error(ErrorCode::kNotFound,
-                        "the partial tree lists nothing to bind: no node under {} has iommus or a host node with "
-                        "iommus, and there is no {} node",
-                        kPassthroughPath, kPciFunctionsPath);
+      return make_error(
+          ErrorCode::kNotFound,
+          "the partial tree lists nothing to bind: no node under {} has iommus or a host node with "
+          "iommus, and there is no {} node",
+          kPassthroughPath, kPciFunctionsPath);
     }
     VPCI_TRY(apply_requests());
     VPCI_TRY(allocate());
@@ -131,29 +145,34 @@ class Binder {
  private:
   Status check_inputs() {
     if (options_.vsid_limit == 0 || options_.vsid_limit > (std::uint64_t{1} << 32)) {
-      return make_error(ErrorCode::kInvalidArgument, "vSID limit {:#x} must be between 1 and 2^32", options_.vsid_limit);
+      return make_error(ErrorCode::kInvalidArgument, "vSID limit {:#x} must be between 1 and 2^32",
+                        options_.vsid_limit);
     }
     if (options_.vsid_base >= options_.vsid_limit) {
-      return make_error(ErrorCode::kOutOfRange, "vSID base {:#x} is not below the vSID limit {:#x}", options_.vsid_base,
-                        options_.vsid_limit);
+      return make_error(ErrorCode::kOutOfRange, "vSID base {:#x} is not below the vSID limit {:#x}",
+                        options_.vsid_base, options_.vsid_limit);
     }
     // Xen partial trees are plain trees copied verbatim, not overlays
     // (docs/misc/arm/passthrough.txt); an overlay's unresolved references would
     // survive into the guest as placeholders.
     if (partial_.find("/__fixups__") != nullptr) {
       return make_error(ErrorCode::kUnsupported,
-                        "the partial tree has __fixups__ (an overlay compiled with /plugin/); give a complete tree");
+                        "the partial tree has __fixups__ (an overlay compiled with /plugin/); give "
+                        "a complete tree");
     }
     const auto& pci = options_.pci;
     if (pci.ecam_size == 0 || pci.ecam_size % (std::uint64_t{1} << 20) != 0 ||
         pci.ecam_size > (std::uint64_t{256} << 20)) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        "ECAM size {:#x} must be 1 to 256 MiB in whole MiB (one MiB of config space per bus)",
-                        pci.ecam_size);
+      return make_error(
+          ErrorCode::kInvalidArgument,
+          "ECAM size {:#x} must be 1 to 256 MiB in whole MiB (one MiB of config space per bus)",
+          pci.ecam_size);
     }
-    if (options_.viommu.size == 0) return make_error(ErrorCode::kInvalidArgument, "vIOMMU size must not be 0");
+    if (options_.viommu.size == 0)
+      return make_error(ErrorCode::kInvalidArgument, "vIOMMU size must not be 0");
     if (!options_.viommu.interrupt_names.empty() && options_.viommu.interrupts.empty()) {
-      return make_error(ErrorCode::kInvalidArgument, "vIOMMU interrupt names given without interrupts");
+      return make_error(ErrorCode::kInvalidArgument,
+                        "vIOMMU interrupt names given without interrupts");
     }
     return {};
   }
@@ -167,7 +186,8 @@ class Binder {
       while (!stack.empty()) {
         auto [node, node_path] = std::move(stack.back());
         stack.pop_back();
-        for (const auto& child : node->children()) stack.emplace_back(child.get(), fmt::format("{}/{}", node_path, child->name()));
+        for (const auto& child : node->children())
+          stack.emplace_back(child.get(), fmt::format("{}/{}", node_path, child->name()));
         host_paths_.emplace(node_path.empty() ? "/" : std::move(node_path), node);
       }
     }
@@ -189,17 +209,20 @@ class Binder {
   Result<IommuProvider> host_provider(std::uint32_t phandle, std::string_view user) {
     const auto it = host_phandles_.find(phandle);
     if (it == host_phandles_.end()) {
-      return make_error(ErrorCode::kNotFound, "{}: dangling phandle {:#x} in the host tree", user, phandle);
+      return make_error(ErrorCode::kNotFound, "{}: dangling phandle {:#x} in the host tree", user,
+                        phandle);
     }
     VPCI_ASSIGN_OR_RETURN(auto provider, parse_iommu_provider(*it->second));
     if (provider.kind == IommuKind::kUnknown || provider.kind == IommuKind::kXenGrant) {
-      return make_error(ErrorCode::kUnsupported,
-                        "{}: unknown IOMMU provider {} (compatible \"{}\"); vpci binds streams of SMMUv1/v2, "
-                        "MMU-500, SMMUv3 and IPMMU providers",
-                        user, provider.path, fmt::join(provider.compatible, "\", \""));
+      return make_error(
+          ErrorCode::kUnsupported,
+          "{}: unknown IOMMU provider {} (compatible \"{}\"); vpci binds streams of SMMUv1/v2, "
+          "MMU-500, SMMUv3 and IPMMU providers",
+          user, provider.path, fmt::join(provider.compatible, "\", \""));
     }
     if (provider.cells != 1 && provider.cells != 2) {
-      return make_error(ErrorCode::kUnsupported, "{}: {} has #iommu-cells = <{}>; vpci binds 1 (stream ID) or 2 "
+      return make_error(ErrorCode::kUnsupported,
+                        "{}: {} has #iommu-cells = <{}>; vpci binds 1 (stream ID) or 2 "
                         "(stream ID, SMR mask)",
                         user, provider.path, provider.cells);
     }
@@ -221,22 +244,26 @@ class Binder {
     if (!xen_path) {
       if (partial_iommus != nullptr) {
         return make_error(ErrorCode::kMalformedInput,
-                          "{} has iommus but no xen,path naming its host node, so its stream IDs cannot be checked",
+                          "{} has iommus but no xen,path naming its host node, so its stream IDs "
+                          "cannot be checked",
                           path);
       }
       if (node.has_property(kVsidProperty)) {
-        return make_error(ErrorCode::kMalformedInput, "{} has {} but no xen,path", path, kVsidProperty);
+        return make_error(ErrorCode::kMalformedInput, "{} has {} but no xen,path", path,
+                          kVsidProperty);
       }
       return {};
     }
     VPCI_TRY(check_xen_reg(node));
     const Node* host_node = find_host(*xen_path);
     if (host_node == nullptr) {
-      return make_error(ErrorCode::kNotFound, "{}: xen,path \"{}\" does not exist in the host tree", path, *xen_path);
+      return make_error(ErrorCode::kNotFound, "{}: xen,path \"{}\" does not exist in the host tree",
+                        path, *xen_path);
     }
     if (!host_node->has_property("iommus")) {
       if (partial_iommus != nullptr) {
-        return make_error(ErrorCode::kConflict, "{} has iommus but its host node {} has none", path, *xen_path);
+        return make_error(ErrorCode::kConflict, "{} has iommus but its host node {} has none", path,
+                          *xen_path);
       }
       return {};  // a device without an IOMMU: nothing to bind
     }
@@ -244,9 +271,11 @@ class Binder {
     // without IOMMU protection (Xen docs/misc/arm/device-tree/passthrough.txt).
     if (partial_iommus == nullptr && node.has_property("xen,force-assign-without-iommu")) return {};
     auto host_specifiers = parse_iommus(host_phandles_, *host_node);
-    if (!host_specifiers) return tl::unexpected(std::move(host_specifiers).error().with_context(path));
+    if (!host_specifiers)
+      return tl::unexpected(std::move(host_specifiers).error().with_context(path));
 
-    if (partial_iommus != nullptr) VPCI_TRY(check_partial_iommus(node, *partial_iommus, *host_node, *host_specifiers));
+    if (partial_iommus != nullptr)
+      VPCI_TRY(check_partial_iommus(node, *partial_iommus, *host_node, *host_specifiers));
 
     MasterPlan plan;
     plan.guest_node = &node;
@@ -255,7 +284,8 @@ class Binder {
     for (std::size_t i = 0; i < host_specifiers->size(); ++i) {
       const IommuSpecifier& s = (*host_specifiers)[i];
       VPCI_ASSIGN_OR_RETURN(const auto provider,
-                            host_provider(s.phandle, fmt::format("{} iommus entry {} (host {})", path, i, *xen_path)));
+                            host_provider(s.phandle, fmt::format("{} iommus entry {} (host {})",
+                                                                 path, i, *xen_path)));
       const std::uint32_t mask = s.cells.size() > 1 ? s.cells[1] : provider.stream_match_mask;
       StreamUse use;
       use.key = key_index(StreamKey{provider.path, s.stream_id(), mask}, path);
@@ -280,7 +310,8 @@ class Binder {
     const auto cells = p->cells();
     if (!cells || entry == 0 || cells->empty() || cells->size() % entry != 0) {
       return make_error(ErrorCode::kMalformedInput,
-                        "{} xen,reg: {} bytes is not a list of <host address, size, guest address> with the parent's "
+                        "{} xen,reg: {} bytes is not a list of <host address, size, guest address> "
+                        "with the parent's "
                         "#address-cells = <{}> and #size-cells = <{}> ({} cells each)",
                         node.path(), p->value.size(), ac, sc, entry);
     }
@@ -289,32 +320,37 @@ class Binder {
 
   // The partial `iommus` must be the host's with each phandle replaced by the
   // placeholder 0 (or left as the host phandle): same entries, same cells.
-  Status check_partial_iommus(const Node& node, const Property& partial_iommus, const Node& host_node,
+  Status check_partial_iommus(const Node& node, const Property& partial_iommus,
+                              const Node& host_node,
                               const std::vector<IommuSpecifier>& host_specifiers) {
     const auto cells = partial_iommus.cells();
     std::size_t expected = 0;
     for (const auto& s : host_specifiers) expected += 1 + s.cells.size();
     if (!cells || cells->size() != expected) {
       return make_error(ErrorCode::kMalformedInput,
-                        "cell-count mismatch: {} iommus has {} bytes but host node {} has {} specifier(s) taking {} "
+                        "cell-count mismatch: {} iommus has {} bytes but host node {} has {} "
+                        "specifier(s) taking {} "
                         "cells (the providers' #iommu-cells)",
-                        node.path(), partial_iommus.value.size(), host_node.path(), host_specifiers.size(), expected);
+                        node.path(), partial_iommus.value.size(), host_node.path(),
+                        host_specifiers.size(), expected);
     }
     std::size_t at = 0;
     for (std::size_t i = 0; i < host_specifiers.size(); ++i) {
       const IommuSpecifier& host = host_specifiers[i];
       const std::uint32_t ph = (*cells)[at];
       if (ph != 0 && ph != host.phandle) {
-        return make_error(ErrorCode::kConflict,
-                          "{} iommus entry {}: phandle {:#x} is neither the placeholder 0 nor the host IOMMU's "
-                          "phandle {:#x} (host node {})",
-                          node.path(), i, ph, host.phandle, host_node.path());
+        return make_error(
+            ErrorCode::kConflict,
+            "{} iommus entry {}: phandle {:#x} is neither the placeholder 0 nor the host IOMMU's "
+            "phandle {:#x} (host node {})",
+            node.path(), i, ph, host.phandle, host_node.path());
       }
       const std::span<const std::uint32_t> partial_cells(cells->data() + at + 1, host.cells.size());
       if (!std::equal(partial_cells.begin(), partial_cells.end(), host.cells.begin())) {
         return make_error(ErrorCode::kConflict,
-                          "stream ID mismatch: {} iommus entry {} has {} but host node {} has {}", node.path(), i,
-                          format_cells(partial_cells), host_node.path(), format_cells(host.cells));
+                          "stream ID mismatch: {} iommus entry {} has {} but host node {} has {}",
+                          node.path(), i, format_cells(partial_cells), host_node.path(),
+                          format_cells(host.cells));
       }
       at += 1 + host.cells.size();
     }
@@ -322,14 +358,16 @@ class Binder {
   }
 
   Status collect_pci_functions(const Node& container) {
-    if (container.address_cells() != 1 || container.size_cells() != 0 || !container.has_property("#address-cells") ||
-        !container.has_property("#size-cells")) {
+    if (container.address_cells() != 1 || container.size_cells() != 0 ||
+        !container.has_property("#address-cells") || !container.has_property("#size-cells")) {
       return make_error(ErrorCode::kMalformedInput,
-                        "{} must have #address-cells = <1> and #size-cells = <0> (reg of a function is its guest RID)",
+                        "{} must have #address-cells = <1> and #size-cells = <0> (reg of a "
+                        "function is its guest RID)",
                         container.path());
     }
     if (container.has_property("xen,path") || container.has_property("iommus")) {
-      return make_error(ErrorCode::kMalformedInput, "{} lists PCI functions in child nodes; it takes no xen,path or iommus",
+      return make_error(ErrorCode::kMalformedInput,
+                        "{} lists PCI functions in child nodes; it takes no xen,path or iommus",
                         container.path());
     }
     const std::uint32_t bus_count = static_cast<std::uint32_t>(options_.pci.ecam_size >> 20);
@@ -338,20 +376,24 @@ class Binder {
       const Node& node = *child;
       const std::string path = node.path();
       if (!node.children().empty()) {
-        return make_error(ErrorCode::kMalformedInput, "{}: a PCI function node has no child nodes", path);
+        return make_error(ErrorCode::kMalformedInput, "{}: a PCI function node has no child nodes",
+                          path);
       }
       const Property* reg = node.property("reg");
       const auto rid = reg != nullptr ? reg->u32() : std::nullopt;
       if (!rid) {
-        return make_error(ErrorCode::kMalformedInput,
-                          "{} needs reg = <guest RID> (bus << 8 | device << 3 | function), one cell", path);
+        return make_error(
+            ErrorCode::kMalformedInput,
+            "{} needs reg = <guest RID> (bus << 8 | device << 3 | function), one cell", path);
       }
       if (*rid > 0xffff || (*rid >> 8) >= bus_count) {
-        return make_error(ErrorCode::kOutOfRange, "{}: guest RID {:#x} is outside the virtual bridge's buses 0-{}",
-                          path, *rid, bus_count - 1);
+        return make_error(ErrorCode::kOutOfRange,
+                          "{}: guest RID {:#x} is outside the virtual bridge's buses 0-{}", path,
+                          *rid, bus_count - 1);
       }
       if (const auto [it, inserted] = rids.emplace(*rid, path); !inserted) {
-        return make_error(ErrorCode::kAlreadyExists, "{} and {} both claim guest RID {:#06x}", it->second, path, *rid);
+        return make_error(ErrorCode::kAlreadyExists, "{} and {} both claim guest RID {:#06x}",
+                          it->second, path, *rid);
       }
       VPCI_ASSIGN_OR_RETURN(const auto domid, u32_property(node, kBackendDomidProperty));
       VPCI_ASSIGN_OR_RETURN(const auto xen_path, string_property(node, "xen,path"));
@@ -359,19 +401,22 @@ class Binder {
       plan.path = path;
       plan.rid = *rid;
       if (domid && xen_path) {
-        return make_error(ErrorCode::kMalformedInput,
-                          "{} has both {} (a virtio-pci function) and xen,path (a passthrough function)", path,
-                          kBackendDomidProperty);
+        return make_error(
+            ErrorCode::kMalformedInput,
+            "{} has both {} (a virtio-pci function) and xen,path (a passthrough function)", path,
+            kBackendDomidProperty);
       }
       if (domid) {
         if (*domid >= domain::xen::kDomidFirstReserved) {
-          return make_error(ErrorCode::kOutOfRange, "{}: backend domain ID {:#x} is a reserved Xen domain ID", path,
+          return make_error(ErrorCode::kOutOfRange,
+                            "{}: backend domain ID {:#x} is a reserved Xen domain ID", path,
                             *domid);
         }
         if (node.has_property(kVsidProperty) || node.has_property(kHostRidProperty)) {
-          return make_error(ErrorCode::kMalformedInput,
-                            "{}: a virtio-pci function uses grants, not the vIOMMU; it takes no {} or {}", path,
-                            kVsidProperty, kHostRidProperty);
+          return make_error(
+              ErrorCode::kMalformedInput,
+              "{}: a virtio-pci function uses grants, not the vIOMMU; it takes no {} or {}", path,
+              kVsidProperty, kHostRidProperty);
         }
         plan.virtio = true;
         plan.backend_domid = *domid;
@@ -380,18 +425,21 @@ class Binder {
       }
       if (!xen_path) {
         return make_error(ErrorCode::kMalformedInput,
-                          "{} is neither a virtio-pci function ({} = <domid>) nor a passthrough function (xen,path "
+                          "{} is neither a virtio-pci function ({} = <domid>) nor a passthrough "
+                          "function (xen,path "
                           "= host bridge, {} = <host RID>)",
                           path, kBackendDomidProperty, kHostRidProperty);
       }
       VPCI_ASSIGN_OR_RETURN(const auto host_rid, u32_property(node, kHostRidProperty));
       if (!host_rid || *host_rid > 0xffff) {
-        return make_error(ErrorCode::kMalformedInput, "{} needs {} = <RID on the host bridge>, below 0x10000", path,
+        return make_error(ErrorCode::kMalformedInput,
+                          "{} needs {} = <RID on the host bridge>, below 0x10000", path,
                           kHostRidProperty);
       }
       const Node* host_bridge_node = find_host(*xen_path);
       if (host_bridge_node == nullptr) {
-        return make_error(ErrorCode::kNotFound, "{}: xen,path \"{}\" does not exist in the host tree", path, *xen_path);
+        return make_error(ErrorCode::kNotFound,
+                          "{}: xen,path \"{}\" does not exist in the host tree", path, *xen_path);
       }
       auto bridge = parse_pci_host_bridge(host_phandles_, *host_bridge_node);
       if (!bridge) return tl::unexpected(std::move(bridge).error().with_context(path));
@@ -399,10 +447,12 @@ class Binder {
       if (!mapped) return tl::unexpected(std::move(mapped).error().with_context(path));
       VPCI_ASSIGN_OR_RETURN(
           const auto provider,
-          host_provider(mapped->phandle, fmt::format("{} (host RID {:#06x} on {})", path, *host_rid, *xen_path)));
+          host_provider(mapped->phandle,
+                        fmt::format("{} (host RID {:#06x} on {})", path, *host_rid, *xen_path)));
       // iommu-map gives only the stream ID; the mask is the IOMMU's
       // stream-match-mask (arm,smmu.yaml), as for a 1-cell specifier.
-      plan.use.key = key_index(StreamKey{provider.path, mapped->id, provider.stream_match_mask}, path);
+      plan.use.key =
+          key_index(StreamKey{provider.path, mapped->id, provider.stream_match_mask}, path);
       plan.use.host_path = *xen_path;
       plan.use.rid = *rid;
       plan.use.host_rid = *host_rid;
@@ -421,7 +471,8 @@ class Binder {
       for (auto& m : masters_) {
         if (m.path == request.path || m.host_path == request.path) {
           if (matched) {
-            return make_error(ErrorCode::kConflict, "--vsid {}: several passthrough nodes have this host path; name the "
+            return make_error(ErrorCode::kConflict,
+                              "--vsid {}: several passthrough nodes have this host path; name the "
                               "partial-tree node instead",
                               request.path);
           }
@@ -433,8 +484,8 @@ class Binder {
       for (auto& f : functions_) {
         if (f.path == request.path) {
           if (f.virtio) {
-            return make_error(ErrorCode::kInvalidArgument, "--vsid {}: a virtio-pci function has no vSID",
-                              request.path);
+            return make_error(ErrorCode::kInvalidArgument,
+                              "--vsid {}: a virtio-pci function has no vSID", request.path);
           }
           f.request = request;
           f.request_origin = fmt::format("--vsid {}", request.path);
@@ -442,7 +493,8 @@ class Binder {
         }
       }
       if (!matched) {
-        return make_error(ErrorCode::kNotFound, "--vsid {}: no passthrough master or PCI function has this path",
+        return make_error(ErrorCode::kNotFound,
+                          "--vsid {}: no passthrough master or PCI function has this path",
                           request.path);
       }
     }
@@ -452,26 +504,29 @@ class Binder {
   // Records that `key` must get `vsid`, checking range and uniqueness.
   Status request(std::size_t key, std::uint32_t vsid, const std::string& origin) {
     if (vsid >= options_.vsid_limit) {
-      return make_error(ErrorCode::kOutOfRange, "{}: vSID {:#x} is outside the vIOMMU's ID space 0-{:#x}", origin, vsid,
+      return make_error(ErrorCode::kOutOfRange,
+                        "{}: vSID {:#x} is outside the vIOMMU's ID space 0-{:#x}", origin, vsid,
                         options_.vsid_limit - 1);
     }
     if (assigned_[key]) {
       if (*assigned_[key] != vsid) {
         return make_error(ErrorCode::kConflict,
-                          "{}: vSID {:#x} conflicts with vSID {:#x} chosen by {} for the same physical stream ({} "
+                          "{}: vSID {:#x} conflicts with vSID {:#x} chosen by {} for the same "
+                          "physical stream ({} "
                           "stream {:#x} mask {:#x})",
-                          origin, vsid, *assigned_[key], assigned_origin_[key], keys_[key].piommu, keys_[key].psid,
-                          keys_[key].pmask);
+                          origin, vsid, *assigned_[key], assigned_origin_[key], keys_[key].piommu,
+                          keys_[key].psid, keys_[key].pmask);
       }
       return {};
     }
     if (const auto it = vsid_owner_.find(vsid); it != vsid_owner_.end()) {
       const StreamKey& other = keys_[it->second];
       return make_error(ErrorCode::kAlreadyExists,
-                        "ID collision: {} asks for vSID {:#x} for {} stream {:#x}, but {} already has it for {} stream "
+                        "ID collision: {} asks for vSID {:#x} for {} stream {:#x}, but {} already "
+                        "has it for {} stream "
                         "{:#x}",
-                        origin, vsid, keys_[key].piommu, keys_[key].psid, assigned_origin_[it->second], other.piommu,
-                        other.psid);
+                        origin, vsid, keys_[key].piommu, keys_[key].psid,
+                        assigned_origin_[it->second], other.piommu, other.psid);
     }
     assigned_[key] = vsid;
     assigned_origin_[key] = origin;
@@ -479,17 +534,20 @@ class Binder {
     return {};
   }
 
-  Status apply_user_ids(const std::vector<StreamUse*>& uses, const VsidRequest& req, const std::string& origin,
-                        const std::string& path) {
+  Status apply_user_ids(const std::vector<StreamUse*>& uses, const VsidRequest& req,
+                        const std::string& origin, const std::string& path) {
     std::set<std::size_t> distinct;
     for (const StreamUse* u : uses) distinct.insert(u->key);
     if (req.vsids.size() == uses.size()) {
-      for (std::size_t i = 0; i < uses.size(); ++i) VPCI_TRY(request(uses[i]->key, req.vsids[i], origin));
+      for (std::size_t i = 0; i < uses.size(); ++i)
+        VPCI_TRY(request(uses[i]->key, req.vsids[i], origin));
       return {};
     }
-    if (req.vsids.size() == 1 && distinct.size() == 1) return request(uses.front()->key, req.vsids.front(), origin);
+    if (req.vsids.size() == 1 && distinct.size() == 1)
+      return request(uses.front()->key, req.vsids.front(), origin);
     return make_error(ErrorCode::kInvalidArgument,
-                      "{}: {} has {} iommus specifier(s) ({} distinct stream(s)) but {} vSID(s) were given; give one "
+                      "{}: {} has {} iommus specifier(s) ({} distinct stream(s)) but {} vSID(s) "
+                      "were given; give one "
                       "per specifier",
                       origin, path, uses.size(), distinct.size(), req.vsids.size());
   }
@@ -511,15 +569,18 @@ class Binder {
     std::uint64_t cursor = options_.vsid_base;
     for (std::size_t key = 0; key < keys_.size(); ++key) {
       if (assigned_[key]) continue;
-      while (cursor < options_.vsid_limit && vsid_owner_.count(static_cast<std::uint32_t>(cursor)) != 0) ++cursor;
+      while (cursor < options_.vsid_limit &&
+             vsid_owner_.count(static_cast<std::uint32_t>(cursor)) != 0)
+        ++cursor;
       if (cursor >= options_.vsid_limit) {
-        const std::size_t unassigned = static_cast<std::size_t>(
-            std::count(assigned_.begin() + static_cast<std::ptrdiff_t>(key), assigned_.end(), std::nullopt));
-        return make_error(ErrorCode::kNoSpace,
-                          "vSID space exhausted: {} more stream(s) need an ID (first: {} stream {:#x} of {}) but "
-                          "{:#x}-{:#x} is full",
-                          unassigned, keys_[key].piommu, keys_[key].psid, key_first_user_[key], options_.vsid_base,
-                          options_.vsid_limit - 1);
+        const std::size_t unassigned = static_cast<std::size_t>(std::count(
+            assigned_.begin() + static_cast<std::ptrdiff_t>(key), assigned_.end(), std::nullopt));
+        return make_error(
+            ErrorCode::kNoSpace,
+            "vSID space exhausted: {} more stream(s) need an ID (first: {} stream {:#x} of {}) but "
+            "{:#x}-{:#x} is full",
+            unassigned, keys_[key].piommu, keys_[key].psid, key_first_user_[key],
+            options_.vsid_base, options_.vsid_limit - 1);
       }
       const auto vsid = static_cast<std::uint32_t>(cursor);
       assigned_[key] = vsid;
@@ -532,7 +593,8 @@ class Binder {
   // Smallest phandle not in use and outside Xen's reserved 65000-65002.
   std::uint32_t next_phandle() {
     while (used_phandles_.count(phandle_cursor_) != 0 ||
-           (phandle_cursor_ >= kXenReservedPhandleFirst && phandle_cursor_ <= kXenReservedPhandleLast)) {
+           (phandle_cursor_ >= kXenReservedPhandleFirst &&
+            phandle_cursor_ <= kXenReservedPhandleLast)) {
       ++phandle_cursor_;
     }
     used_phandles_.insert(phandle_cursor_);
@@ -553,7 +615,8 @@ class Binder {
     const std::uint32_t size_cells = root.size_cells();
 
     const bool need_viommu =
-        !masters_.empty() || std::any_of(functions_.begin(), functions_.end(), [](const auto& f) { return !f.virtio; });
+        !masters_.empty() ||
+        std::any_of(functions_.begin(), functions_.end(), [](const auto& f) { return !f.virtio; });
     if (need_viommu) {
       const auto& v = options_.viommu;
       const std::string name = "iommu@" + hex(v.base);
@@ -587,8 +650,14 @@ class Binder {
         const std::uint32_t vsid = *assigned_[u.key];
         cells.push_back(result_.viommu_phandle);
         cells.push_back(vsid);
-        result_.streams.push_back(
-            BoundStream{m.path, u.host_path, keys_[u.key].piommu, keys_[u.key].psid, keys_[u.key].pmask, vsid, {}, {}});
+        result_.streams.push_back(BoundStream{m.path,
+                                              u.host_path,
+                                              keys_[u.key].piommu,
+                                              keys_[u.key].psid,
+                                              keys_[u.key].pmask,
+                                              vsid,
+                                              {},
+                                              {}});
       }
       m.guest_node->set_cells("iommus", cells);
       m.guest_node->remove_property(kVsidProperty);
@@ -597,7 +666,8 @@ class Binder {
     if (!functions_.empty()) VPCI_TRY(add_pci_bridge(address_cells, size_cells));
     // The function list is vpci's input, not part of the guest.
     root.remove_child(kPciFunctionsPath.substr(1));
-    if (Node* local_fixups = guest.find("/__local_fixups__")) local_fixups->remove_child(kPciFunctionsPath.substr(1));
+    if (Node* local_fixups = guest.find("/__local_fixups__"))
+      local_fixups->remove_child(kPciFunctionsPath.substr(1));
     fix_symbols();
     return {};
   }
@@ -605,7 +675,8 @@ class Binder {
   Status add_pci_bridge(std::uint32_t address_cells, std::uint32_t size_cells) {
     Node& root = result_.guest.root();
     const auto& pci = options_.pci;
-    const bool need_grant = std::any_of(functions_.begin(), functions_.end(), [](const auto& f) { return f.virtio; });
+    const bool need_grant =
+        std::any_of(functions_.begin(), functions_.end(), [](const auto& f) { return f.virtio; });
     if (need_grant) {
       // Reuse a xen,grant-dma node the partial tree already has (libxl's
       // convention for virtio-mmio grants), so one guest has one grant IOMMU.
@@ -619,7 +690,8 @@ class Binder {
       } else {
         const std::string name = "xen-grant-dma";
         if (root.child(name) != nullptr) {
-          return make_error(ErrorCode::kAlreadyExists, "the partial tree already has /{} but it is not a "
+          return make_error(ErrorCode::kAlreadyExists,
+                            "the partial tree already has /{} but it is not a "
                             "xen,grant-dma node with a phandle",
                             name);
         }
@@ -637,8 +709,8 @@ class Binder {
 
     const std::string name = "pcie@" + hex(pci.ecam_base);
     if (root.child(name) != nullptr) {
-      return make_error(ErrorCode::kAlreadyExists, "the partial tree already has /{}; choose another ECAM address",
-                        name);
+      return make_error(ErrorCode::kAlreadyExists,
+                        "the partial tree already has /{}; choose another ECAM address", name);
     }
     VPCI_ASSIGN_OR_RETURN(auto reg, encode_address(pci.ecam_base, address_cells, "ECAM base"));
     VPCI_ASSIGN_OR_RETURN(auto reg_size, encode_address(pci.ecam_size, size_cells, "ECAM size"));
@@ -648,7 +720,8 @@ class Binder {
     // (phys.hi, phys.mid, phys.lo) PCI address, parent address, 2-cell size.
     // 0x02000000 = 32-bit memory, 0x43000000 = 64-bit prefetchable memory.
     std::vector<std::uint32_t> ranges;
-    const auto add_range = [&](std::uint32_t space, std::uint64_t base, std::uint64_t size) -> Status {
+    const auto add_range = [&](std::uint32_t space, std::uint64_t base,
+                               std::uint64_t size) -> Status {
       if (size == 0) return {};
       ranges.push_back(space);
       ranges.push_back(static_cast<std::uint32_t>(base >> 32));
@@ -660,10 +733,11 @@ class Binder {
       return {};
     };
     if (pci.mem32_size == 0 || pci.mem32_base + pci.mem32_size > (std::uint64_t{1} << 32)) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        "the 32-bit PCI memory window {:#x}+{:#x} must be non-empty and below 4 GiB "
-                        "(host-generic-pci.txt requires non-prefetchable memory)",
-                        pci.mem32_base, pci.mem32_size);
+      return make_error(
+          ErrorCode::kInvalidArgument,
+          "the 32-bit PCI memory window {:#x}+{:#x} must be non-empty and below 4 GiB "
+          "(host-generic-pci.txt requires non-prefetchable memory)",
+          pci.mem32_base, pci.mem32_size);
     }
     VPCI_TRY(add_range(0x02000000, pci.mem32_base, pci.mem32_size));
     VPCI_TRY(add_range(0x43000000, pci.mem64_base, pci.mem64_size));
@@ -686,15 +760,17 @@ class Binder {
         routes.push_back({f.rid, result_.viommu_phandle, vsid});
       }
     }
-    std::sort(routes.begin(), routes.end(), [](const Route& a, const Route& b) { return a.rid < b.rid; });
+    std::sort(routes.begin(), routes.end(),
+              [](const Route& a, const Route& b) { return a.rid < b.rid; });
     std::vector<std::uint32_t> map;
     for (std::size_t i = 0; i < routes.size();) {
       std::size_t j = i + 1;
-      while (j < routes.size() && routes[j].rid == routes[j - 1].rid + 1 && routes[j].phandle == routes[i].phandle &&
-             routes[j].id == routes[j - 1].id + 1) {
+      while (j < routes.size() && routes[j].rid == routes[j - 1].rid + 1 &&
+             routes[j].phandle == routes[i].phandle && routes[j].id == routes[j - 1].id + 1) {
         ++j;
       }
-      map.insert(map.end(), {routes[i].rid, routes[i].phandle, routes[i].id, static_cast<std::uint32_t>(j - i)});
+      map.insert(map.end(), {routes[i].rid, routes[i].phandle, routes[i].id,
+                             static_cast<std::uint32_t>(j - i)});
       i = j;
     }
 
@@ -714,8 +790,8 @@ class Binder {
       if (f.virtio) continue;
       const std::uint32_t vsid = *assigned_[f.use.key];
       const StreamKey& key = keys_[f.use.key];
-      result_.streams.push_back(
-          BoundStream{result_.pci_path, f.use.host_path, key.piommu, key.psid, key.pmask, vsid, f.rid, f.use.host_rid});
+      result_.streams.push_back(BoundStream{result_.pci_path, f.use.host_path, key.piommu, key.psid,
+                                            key.pmask, vsid, f.rid, f.use.host_rid});
     }
     return {};
   }
@@ -748,7 +824,8 @@ class Binder {
   Status check_guest() {
     const Topology topology = parse_topology(result_.guest);
     if (!topology.problems.empty()) {
-      return tl::unexpected(topology.problems.front().with_context("the guest tree would be inconsistent"));
+      return tl::unexpected(
+          topology.problems.front().with_context("the guest tree would be inconsistent"));
     }
     return {};
   }
@@ -785,21 +862,24 @@ Result<std::uint32_t> parse_id(std::string_view text, std::string_view whole) {
   std::uint32_t value = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, base);
   if (text.empty() || ec != std::errc{} || end != text.data() + text.size()) {
-    return make_error(ErrorCode::kInvalidArgument, "\"{}\": \"{}\" is not a 32-bit number", whole, text);
+    return make_error(ErrorCode::kInvalidArgument, "\"{}\": \"{}\" is not a 32-bit number", whole,
+                      text);
   }
   return value;
 }
 
 }  // namespace
 
-Result<BindResult> bind_partial_tree(const Tree& host, const Tree& partial, const BindOptions& options) {
+Result<BindResult> bind_partial_tree(const Tree& host, const Tree& partial,
+                                     const BindOptions& options) {
   return Binder(host, partial, options).run();
 }
 
 Result<VsidRequest> parse_vsid_request(std::string_view text) {
   const auto eq = text.rfind('=');
   if (eq == std::string_view::npos || eq == 0 || text.front() != '/') {
-    return make_error(ErrorCode::kInvalidArgument, "\"{}\" is not PATH=ID[,ID...] with an absolute node path", text);
+    return make_error(ErrorCode::kInvalidArgument,
+                      "\"{}\" is not PATH=ID[,ID...] with an absolute node path", text);
   }
   VsidRequest request;
   request.path = std::string(text.substr(0, eq));
@@ -824,21 +904,24 @@ std::string bind_map_json(const BindResult& result) {
   }
   out["masters"] = ordered_json::array();
   for (const auto& s : result.streams) {
-    ordered_json m = {{"path", s.path},   {"piommu", s.piommu},        {"psid", s.psid},
-                      {"vsid", s.vsid},   {"pmask", s.pmask},          {"host_path", s.host_path}};
+    ordered_json m = {{"path", s.path}, {"piommu", s.piommu}, {"psid", s.psid},
+                      {"vsid", s.vsid}, {"pmask", s.pmask},   {"host_path", s.host_path}};
     if (s.rid) m["rid"] = *s.rid;
     if (s.host_rid) m["host_rid"] = *s.host_rid;
     out["masters"].push_back(std::move(m));
   }
-  out["pci"] = result.pci_path.empty() ? ordered_json(nullptr) : ordered_json{{"path", result.pci_path}};
+  out["pci"] =
+      result.pci_path.empty() ? ordered_json(nullptr) : ordered_json{{"path", result.pci_path}};
   if (result.grant_path.empty()) {
     out["grant_dma"] = nullptr;
   } else {
     ordered_json functions = ordered_json::array();
     for (const auto& g : result.grants) {
-      functions.push_back({{"path", g.function}, {"rid", g.rid}, {"backend_domid", g.backend_domid}});
+      functions.push_back(
+          {{"path", g.function}, {"rid", g.rid}, {"backend_domid", g.backend_domid}});
     }
-    out["grant_dma"] = {{"path", result.grant_path}, {"phandle", result.grant_phandle}, {"functions", functions}};
+    out["grant_dma"] = {
+        {"path", result.grant_path}, {"phandle", result.grant_phandle}, {"functions", functions}};
   }
   // Paths are checked on load (tree.h), so no replacement happens in practice; the
   // handler only guarantees dump() cannot throw.

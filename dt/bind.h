@@ -95,7 +95,8 @@ struct BoundStream {
   std::string host_path;  // host node it came from (host bridge for PCI functions)
   std::string piommu;     // host path of the physical IOMMU
   std::uint32_t psid = 0;
-  std::uint32_t pmask = 0;  // SMR mask: 2nd specifier cell, else the IOMMU's stream-match-mask, else 0
+  std::uint32_t pmask =
+      0;  // SMR mask: 2nd specifier cell, else the IOMMU's stream-match-mask, else 0
   std::uint32_t vsid = 0;
   std::optional<std::uint32_t> rid;       // guest RID, PCI functions only
   std::optional<std::uint32_t> host_rid;  // host RID, PCI functions only
@@ -112,7 +113,7 @@ struct BindResult {
   Tree guest;
   std::string viommu_path;  // empty when nothing needed the vIOMMU
   std::uint32_t viommu_phandle = 0;
-  std::string pci_path;  // the virtual host bridge, empty when no PCI function was listed
+  std::string pci_path;    // the virtual host bridge, empty when no PCI function was listed
   std::string grant_path;  // the xen,grant-dma node, empty when no virtio-pci function was listed
   std::uint32_t grant_phandle = 0;
   std::vector<BoundStream> streams;  // platform masters in tree order, then PCI functions
@@ -124,7 +125,8 @@ struct BindResult {
 // `iommus` that disagree (both nodes named), dangling phandles, providers vpci does
 // not know, cell-count mismatches, chosen IDs out of range or colliding, an exhausted
 // ID space, malformed PCI function nodes.
-Result<BindResult> bind_partial_tree(const Tree& host, const Tree& partial, const BindOptions& options = {});
+Result<BindResult> bind_partial_tree(const Tree& host, const Tree& partial,
+                                     const BindOptions& options = {});
 
 // The JSON map (stable key order, two-space indent):
 //   {"viommu":{"path","phandle"},

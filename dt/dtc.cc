@@ -3,14 +3,15 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <regex>
+
+#include <sys/socket.h>
+#include <sys/wait.h>
 
 extern char** environ;
 
@@ -94,10 +95,12 @@ Result<ProcessOutput> run_process(const std::string& program, const std::vector<
   argv.push_back(nullptr);
 
   pid_t pid = -1;
-  const int spawn_status = ::posix_spawnp(&pid, program.c_str(), &actions, nullptr, argv.data(), environ);
+  const int spawn_status =
+      ::posix_spawnp(&pid, program.c_str(), &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (spawn_status != 0) {
-    return make_error(ErrorCode::kIoError, "cannot run {}: {}", program, std::strerror(spawn_status));
+    return make_error(ErrorCode::kIoError, "cannot run {}: {}", program,
+                      std::strerror(spawn_status));
   }
   in.read.reset();
   out.write.reset();
@@ -108,7 +111,9 @@ Result<ProcessOutput> run_process(const std::string& program, const std::vector<
   ProcessOutput result;
   std::size_t written = 0;
   if (input.empty()) in.write.reset();
-  const auto set_nonblocking = [](int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); };
+  const auto set_nonblocking = [](int fd) {
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  };
   if (in.write.get() >= 0) set_nonblocking(in.write.get());
   std::uint8_t buffer[65536];
   while (out.read.get() >= 0 || err.read.get() >= 0) {
@@ -134,7 +139,8 @@ Result<ProcessOutput> run_process(const std::string& program, const std::vector<
       break;
     }
     if (in_index >= 0 && fds[in_index].revents != 0) {
-      const ssize_t n = ::send(in.write.get(), input.data() + written, input.size() - written, MSG_NOSIGNAL);
+      const ssize_t n =
+          ::send(in.write.get(), input.data() + written, input.size() - written, MSG_NOSIGNAL);
       if (n > 0) written += static_cast<std::size_t>(n);
       if (n < 0 && errno != EAGAIN && errno != EINTR) in.write.reset();
       if (written == input.size()) in.write.reset();
@@ -148,8 +154,11 @@ Result<ProcessOutput> run_process(const std::string& program, const std::vector<
         fd.reset();
       }
     };
-    drain(out_index, out.read, [&](ssize_t n) { result.out.insert(result.out.end(), buffer, buffer + n); });
-    drain(err_index, err.read, [&](ssize_t n) { result.err.append(reinterpret_cast<char*>(buffer), static_cast<std::size_t>(n)); });
+    drain(out_index, out.read,
+          [&](ssize_t n) { result.out.insert(result.out.end(), buffer, buffer + n); });
+    drain(err_index, err.read, [&](ssize_t n) {
+      result.err.append(reinterpret_cast<char*>(buffer), static_cast<std::size_t>(n));
+    });
   }
   in.write.reset();
   int status = 0;
@@ -192,17 +201,20 @@ std::string describe_dtc_failure(std::string_view err, std::string_view origin) 
       }
       continue;
     }
-    if (line.starts_with("FATAL ERROR: Unable to parse") || line.starts_with("ERROR: Input tree has errors")) {
+    if (line.starts_with("FATAL ERROR: Unable to parse") ||
+        line.starts_with("ERROR: Input tree has errors")) {
       continue;  // summaries of the errors above
     }
     std::string text = line;
-    for (auto at = text.find("<stdin>"); at != std::string::npos; at = text.find("<stdin>", at + origin.size())) {
+    for (auto at = text.find("<stdin>"); at != std::string::npos;
+         at = text.find("<stdin>", at + origin.size())) {
       text.replace(at, 7, origin);
     }
     unpositioned += (unpositioned.empty() ? "" : "; ") + text;
   }
   if (first.empty()) {
-    return fmt::format("{}: {}", origin, unpositioned.empty() ? "dtc failed without a message" : unpositioned);
+    return fmt::format("{}: {}", origin,
+                       unpositioned.empty() ? "dtc failed without a message" : unpositioned);
   }
   if (more != 0) first += fmt::format(" (and {} more error{})", more, more == 1 ? "" : "s");
   return first;

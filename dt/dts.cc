@@ -38,7 +38,8 @@ std::optional<std::string_view> cells_name(std::string_view property) {
       {"thermal-sensors", "#thermal-sensor-cells"},
   };
   if (const auto it = kTable.find(property); it != kTable.end()) return it->second;
-  if (property == "gpios" || ends_with(property, "-gpios") || ends_with(property, "-gpio")) return "#gpio-cells";
+  if (property == "gpios" || ends_with(property, "-gpios") || ends_with(property, "-gpio"))
+    return "#gpio-cells";
   return std::nullopt;
 }
 
@@ -47,7 +48,8 @@ class DtsWriter {
   explicit DtsWriter(const Tree& tree) : tree_(tree), phandles_(tree.phandle_index()) {
     if (const Node* symbols = tree.find("/__symbols__")) {
       for (const auto& p : symbols->properties()) {
-        if (const auto path = p.string()) label_of_path_.emplace(*path, p.name);  // first label wins
+        if (const auto path = p.string())
+          label_of_path_.emplace(*path, p.name);  // first label wins
         used_labels_.insert(p.name);
       }
     }
@@ -55,7 +57,8 @@ class DtsWriter {
 
   std::string write() {
     std::string out = "/dts-v1/;\n\n";
-    for (const auto& r : tree_.reservations) out += fmt::format("/memreserve/ {:#018x} {:#018x};\n", r.address, r.size);
+    for (const auto& r : tree_.reservations)
+      out += fmt::format("/memreserve/ {:#018x} {:#018x};\n", r.address, r.size);
     if (!tree_.reservations.empty()) out += "\n";
     std::string body;
     write_node(tree_.root(), 0, body);
@@ -67,7 +70,9 @@ class DtsWriter {
 
  private:
   // Where a node's label goes: a marker replaced once all references are known.
-  static std::string marker(const Node& node) { return fmt::format("\x01{}\x01", static_cast<const void*>(&node)); }
+  static std::string marker(const Node& node) {
+    return fmt::format("\x01{}\x01", static_cast<const void*>(&node));
+  }
 
   std::string reference(std::uint32_t phandle) {
     const Node* node = phandles_.at(phandle);
@@ -86,7 +91,8 @@ class DtsWriter {
       for (char& c : stem) {
         if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
       }
-      if (stem.empty() || std::isdigit(static_cast<unsigned char>(stem.front()))) stem = std::string("_") + stem;
+      if (stem.empty() || std::isdigit(static_cast<unsigned char>(stem.front())))
+        stem = std::string("_") + stem;
       name = stem;
       for (int n = 2; used_labels_.count(name) != 0; ++n) name = fmt::format("{}_{}", stem, n);
       used_labels_.insert(name);
@@ -104,7 +110,8 @@ class DtsWriter {
       const auto end = body.find('\x01', start + 1);
       out.append(body, pos, start - pos);
       const std::string key = body.substr(start, end - start + 1);
-      if (const auto it = marker_node_.find(key); it != marker_node_.end() && referenced_.count(it->second) != 0) {
+      if (const auto it = marker_node_.find(key);
+          it != marker_node_.end() && referenced_.count(it->second) != 0) {
         out += labels_.at(it->second) + ": ";
       }
       pos = end + 1;
@@ -116,11 +123,13 @@ class DtsWriter {
   // The number of argument cells after `phandle` in a phandle-args property, if
   // the target exists and has the cells property (0 when it is optional and absent,
   // as for `#msi-cells`).
-  std::optional<std::uint32_t> argument_cells(std::uint32_t phandle, std::string_view cells_property) {
+  std::optional<std::uint32_t> argument_cells(std::uint32_t phandle,
+                                              std::string_view cells_property) {
     const auto it = phandles_.find(phandle);
     if (it == phandles_.end()) return std::nullopt;
     const Property* p = it->second->property(cells_property);
-    if (p == nullptr) return cells_property == "#msi-cells" ? std::optional<std::uint32_t>(0) : std::nullopt;
+    if (p == nullptr)
+      return cells_property == "#msi-cells" ? std::optional<std::uint32_t>(0) : std::nullopt;
     return p->u32();
   }
 
@@ -128,7 +137,9 @@ class DtsWriter {
   // empty when the layout does not parse (the value is then written as numbers).
   std::vector<bool> phandle_cells(const Property& p, const std::vector<std::uint32_t>& cells) {
     std::vector<bool> is_phandle(cells.size(), false);
-    const auto valid = [&](std::uint32_t ph) { return ph != 0 && ph != 0xffffffffu && phandles_.count(ph) != 0; };
+    const auto valid = [&](std::uint32_t ph) {
+      return ph != 0 && ph != 0xffffffffu && phandles_.count(ph) != 0;
+    };
     if (p.name == "interrupt-parent") {
       if (cells.size() != 1 || !valid(cells[0])) return {};
       is_phandle[0] = true;
@@ -176,7 +187,8 @@ class DtsWriter {
         std::string out = " = <";
         for (std::size_t i = 0; i < cells->size(); ++i) {
           if (i != 0) out += ' ';
-          out += !is_phandle.empty() && is_phandle[i] ? reference((*cells)[i]) : fmt::format("{:#x}", (*cells)[i]);
+          out += !is_phandle.empty() && is_phandle[i] ? reference((*cells)[i])
+                                                      : fmt::format("{:#x}", (*cells)[i]);
         }
         return out + ">";
       }
@@ -195,7 +207,8 @@ class DtsWriter {
       return out + "\"";
     }
     std::string out = " = [";
-    for (std::size_t i = 0; i < p.value.size(); ++i) out += fmt::format("{}{:02x}", i == 0 ? "" : " ", p.value[i]);
+    for (std::size_t i = 0; i < p.value.size(); ++i)
+      out += fmt::format("{}{:02x}", i == 0 ? "" : " ", p.value[i]);
     return out + "]";
   }
 
@@ -209,7 +222,8 @@ class DtsWriter {
     }
     out += node.parent() == nullptr ? "/" : node.name();
     out += " {\n";
-    for (const auto& p : node.properties()) out += fmt::format("{}\t{}{};\n", indent, p.name, value(p));
+    for (const auto& p : node.properties())
+      out += fmt::format("{}\t{}{};\n", indent, p.name, value(p));
     for (const auto& child : node.children()) {
       out += "\n";
       write_node(*child, depth + 1, out);
@@ -228,6 +242,8 @@ class DtsWriter {
 
 }  // namespace
 
-std::string to_dts(const Tree& tree) { return DtsWriter(tree).write(); }
+std::string to_dts(const Tree& tree) {
+  return DtsWriter(tree).write();
+}
 
 }  // namespace vpci::dt

@@ -8,8 +8,8 @@
 // whose layout is known (the phandle + "#...-cells" properties dtc checks, plus
 // `iommu-map`, `msi-map` and `interrupt-parent`), so the output compiles with dtc's
 // default checks and no warnings. Labels come from `__symbols__` when it names the
-// node, else the node name with non-identifier characters replaced by '_'. Explicit `phandle` properties are kept, so compiling
-// the output gives the same phandle values.
+// node, else the node name with non-identifier characters replaced by '_'. Explicit `phandle`
+// properties are kept, so compiling the output gives the same phandle values.
 #pragma once
 
 #include <string>

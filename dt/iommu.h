@@ -30,13 +30,13 @@
 namespace vpci::dt {
 
 enum class IommuKind : std::uint8_t {
-  kSmmuV1,     // arm,smmu-v1, arm,mmu-400, arm,mmu-401
-  kSmmuV2,     // arm,smmu-v2 and vendor SMMUv2 (qcom,smmu-v2, cavium,smmu-v2)
-  kMmu500,     // arm,mmu-500 and vendor variants (nvidia,smmu-500, qcom,smmu-500, ...)
-  kSmmuV3,     // arm,smmu-v3
-  kIpmmu,      // renesas,ipmmu-* / renesas,rcar-gen*-ipmmu-vmsa
-  kXenGrant,   // xen,grant-dma: not a hardware IOMMU, the specifier is a domain ID
-  kUnknown,    // has #iommu-cells but a compatible vpci does not know
+  kSmmuV1,    // arm,smmu-v1, arm,mmu-400, arm,mmu-401
+  kSmmuV2,    // arm,smmu-v2 and vendor SMMUv2 (qcom,smmu-v2, cavium,smmu-v2)
+  kMmu500,    // arm,mmu-500 and vendor variants (nvidia,smmu-500, qcom,smmu-500, ...)
+  kSmmuV3,    // arm,smmu-v3
+  kIpmmu,     // renesas,ipmmu-* / renesas,rcar-gen*-ipmmu-vmsa
+  kXenGrant,  // xen,grant-dma: not a hardware IOMMU, the specifier is a domain ID
+  kUnknown,   // has #iommu-cells but a compatible vpci does not know
 };
 
 std::string_view iommu_kind_name(IommuKind kind);

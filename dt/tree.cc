@@ -18,7 +18,8 @@ namespace vpci::dt {
 namespace {
 
 std::uint32_t load_be32(const std::uint8_t* p) {
-  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
+         p[3];
 }
 
 std::string fdt_error_text(int code) {
@@ -35,7 +36,14 @@ std::string fdt_error_text(int code) {
 bool valid_name_char(char c, bool node) {
   if (std::isalnum(static_cast<unsigned char>(c)) != 0) return true;
   switch (c) {
-    case ',': case '.': case '_': case '+': case '*': case '#': case '?': case '-': return true;
+    case ',':
+    case '.':
+    case '_':
+    case '+':
+    case '*':
+    case '#':
+    case '?':
+    case '-': return true;
     case '@': return node;
     default: return false;
   }
@@ -60,8 +68,10 @@ bool valid_name(std::string_view name, bool node) {
 Status check_fdt_layout(std::span<const std::uint8_t> blob) {
   const auto be32 = [&](std::size_t at) { return load_be32(blob.data() + at); };
   constexpr std::size_t kHeaderSize = 40;  // version 17 header
-  if (blob.size() < kHeaderSize) return make_error(ErrorCode::kMalformedInput, "shorter than the FDT header");
-  if (be32(0) != FDT_MAGIC) return make_error(ErrorCode::kMalformedInput, "bad magic {:#x}", be32(0));
+  if (blob.size() < kHeaderSize)
+    return make_error(ErrorCode::kMalformedInput, "shorter than the FDT header");
+  if (be32(0) != FDT_MAGIC)
+    return make_error(ErrorCode::kMalformedInput, "bad magic {:#x}", be32(0));
   const std::uint64_t total = be32(4);
   const std::uint64_t struct_offset = be32(8);
   const std::uint64_t strings_offset = be32(12);
@@ -71,21 +81,25 @@ Status check_fdt_layout(std::span<const std::uint8_t> blob) {
   const std::uint64_t strings_size = be32(32);
   const std::uint64_t struct_size = be32(36);
   if (version < 17 || last_compatible > 17) {
-    return make_error(ErrorCode::kMalformedInput, "FDT version {} (last compatible {}) is not readable as version 17",
-                      version, last_compatible);
+    return make_error(ErrorCode::kMalformedInput,
+                      "FDT version {} (last compatible {}) is not readable as version 17", version,
+                      last_compatible);
   }
   if (total > blob.size() || total < kHeaderSize) {
-    return make_error(ErrorCode::kMalformedInput, "totalsize {} does not fit the {} bytes given", total, blob.size());
+    return make_error(ErrorCode::kMalformedInput, "totalsize {} does not fit the {} bytes given",
+                      total, blob.size());
   }
   const auto inside = [&](std::uint64_t offset, std::uint64_t size) {
     return offset >= kHeaderSize && offset <= total && size <= total - offset;
   };
-  if (!inside(struct_offset, struct_size) || !inside(strings_offset, strings_size) || !inside(reserve_offset, 16) ||
-      struct_offset % 4 != 0 || reserve_offset % 8 != 0 || struct_size % 4 != 0) {
+  if (!inside(struct_offset, struct_size) || !inside(strings_offset, strings_size) ||
+      !inside(reserve_offset, 16) || struct_offset % 4 != 0 || reserve_offset % 8 != 0 ||
+      struct_size % 4 != 0) {
     return make_error(ErrorCode::kMalformedInput, "blocks outside the blob or misaligned");
   }
   for (std::uint64_t at = reserve_offset;; at += 16) {
-    if (!inside(at, 16)) return make_error(ErrorCode::kMalformedInput, "unterminated memory reservation block");
+    if (!inside(at, 16))
+      return make_error(ErrorCode::kMalformedInput, "unterminated memory reservation block");
     bool zero = true;
     for (std::size_t i = 0; i < 16; ++i) zero = zero && blob[at + i] == 0;
     if (zero) break;
@@ -95,17 +109,21 @@ Status check_fdt_layout(std::span<const std::uint8_t> blob) {
   int depth = 0;
   bool root_seen = false;
   while (true) {
-    if (at + 4 > struct_size) return make_error(ErrorCode::kMalformedInput, "structure block ends without FDT_END");
+    if (at + 4 > struct_size)
+      return make_error(ErrorCode::kMalformedInput, "structure block ends without FDT_END");
     const std::uint32_t token = be32(struct_offset + at);
     at += 4;
     switch (token) {
       case FDT_BEGIN_NODE: {
-        if (root_seen && depth == 0) return make_error(ErrorCode::kMalformedInput, "more than one root node");
+        if (root_seen && depth == 0)
+          return make_error(ErrorCode::kMalformedInput, "more than one root node");
         const std::uint8_t* name = blob.data() + struct_offset + at;
         const void* nul = std::memchr(name, 0, struct_size - at);
         if (nul == nullptr) return make_error(ErrorCode::kMalformedInput, "unterminated node name");
-        const std::uint64_t length = static_cast<std::uint64_t>(static_cast<const std::uint8_t*>(nul) - name);
-        if (depth == 0 && length != 0) return make_error(ErrorCode::kMalformedInput, "the root node has a name");
+        const std::uint64_t length =
+            static_cast<std::uint64_t>(static_cast<const std::uint8_t*>(nul) - name);
+        if (depth == 0 && length != 0)
+          return make_error(ErrorCode::kMalformedInput, "the root node has a name");
         at += (length + 1 + 3) & ~std::uint64_t{3};
         root_seen = true;
         if (++depth > kMaxDepth + 1) {
@@ -114,31 +132,35 @@ Status check_fdt_layout(std::span<const std::uint8_t> blob) {
         break;
       }
       case FDT_END_NODE:
-        if (depth == 0) return make_error(ErrorCode::kMalformedInput, "FDT_END_NODE outside any node");
+        if (depth == 0)
+          return make_error(ErrorCode::kMalformedInput, "FDT_END_NODE outside any node");
         --depth;
         break;
       case FDT_PROP: {
         if (depth == 0) return make_error(ErrorCode::kMalformedInput, "property outside any node");
-        if (at + 8 > struct_size) return make_error(ErrorCode::kMalformedInput, "truncated property");
+        if (at + 8 > struct_size)
+          return make_error(ErrorCode::kMalformedInput, "truncated property");
         const std::uint64_t length = be32(struct_offset + at);
         const std::uint64_t name_offset = be32(struct_offset + at + 4);
         at += 8;
-        if (length > struct_size - at) return make_error(ErrorCode::kMalformedInput, "property value past the block");
+        if (length > struct_size - at)
+          return make_error(ErrorCode::kMalformedInput, "property value past the block");
         if (name_offset >= strings_size ||
             std::memchr(strings + name_offset, 0, strings_size - name_offset) == nullptr) {
-          return make_error(ErrorCode::kMalformedInput, "property name offset {:#x} outside the strings block",
-                            name_offset);
+          return make_error(ErrorCode::kMalformedInput,
+                            "property name offset {:#x} outside the strings block", name_offset);
         }
         at += (length + 3) & ~std::uint64_t{3};
         break;
       }
-      case FDT_NOP:
-        break;
+      case FDT_NOP: break;
       case FDT_END:
-        if (!root_seen || depth != 0) return make_error(ErrorCode::kMalformedInput, "FDT_END inside a node");
+        if (!root_seen || depth != 0)
+          return make_error(ErrorCode::kMalformedInput, "FDT_END inside a node");
         return {};
       default:
-        return make_error(ErrorCode::kMalformedInput, "unknown structure token {:#x} at {:#x}", token, at - 4);
+        return make_error(ErrorCode::kMalformedInput, "unknown structure token {:#x} at {:#x}",
+                          token, at - 4);
     }
   }
 }
@@ -244,7 +266,8 @@ void Node::set_property(std::string_view name, std::vector<std::uint8_t> value) 
 }
 
 bool Node::remove_property(std::string_view name) {
-  const auto it = std::find_if(properties_.begin(), properties_.end(), [&](const Property& p) { return p.name == name; });
+  const auto it = std::find_if(properties_.begin(), properties_.end(),
+                               [&](const Property& p) { return p.name == name; });
   if (it == properties_.end()) return false;
   properties_.erase(it);
   return true;
@@ -257,7 +280,9 @@ Node* Node::child(std::string_view name) {
   return nullptr;
 }
 
-const Node* Node::child(std::string_view name) const { return const_cast<Node*>(this)->child(name); }
+const Node* Node::child(std::string_view name) const {
+  return const_cast<Node*>(this)->child(name);
+}
 
 Result<Node*> Node::add_child(std::string name) {
   if (child(name) != nullptr) {
@@ -273,7 +298,8 @@ Node* Node::add_child_unchecked(std::string name) {
 }
 
 bool Node::remove_child(std::string_view name) {
-  const auto it = std::find_if(children_.begin(), children_.end(), [&](const auto& c) { return c->name_ == name; });
+  const auto it = std::find_if(children_.begin(), children_.end(),
+                               [&](const auto& c) { return c->name_ == name; });
   if (it == children_.end()) return false;
   children_.erase(it);
   return true;
@@ -344,7 +370,8 @@ Node* Tree::find(std::string_view path) {
   std::size_t pos = 1;
   while (pos < path.size() && node != nullptr) {
     const auto slash = path.find('/', pos);
-    const auto component = path.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
+    const auto component =
+        path.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
     if (component.empty()) return nullptr;
     node = node->child(component);
     if (slash == std::string_view::npos) break;
@@ -353,7 +380,9 @@ Node* Tree::find(std::string_view path) {
   return node;
 }
 
-const Node* Tree::find(std::string_view path) const { return const_cast<Tree*>(this)->find(path); }
+const Node* Tree::find(std::string_view path) const {
+  return const_cast<Tree*>(this)->find(path);
+}
 
 PhandleIndex Tree::phandle_index() const {
   PhandleIndex index;
@@ -377,7 +406,8 @@ std::vector<std::uint32_t> Tree::phandles() const {
 
 Result<Tree> parse_dtb(std::span<const std::uint8_t> blob) {
   if (blob.size() < sizeof(fdt_header)) {
-    return make_error(ErrorCode::kMalformedInput, "not a device tree blob: {} bytes is shorter than the FDT header",
+    return make_error(ErrorCode::kMalformedInput,
+                      "not a device tree blob: {} bytes is shorter than the FDT header",
                       blob.size());
   }
   // libfdt refuses blobs that are not 8-byte aligned (-FDT_ERR_ALIGNMENT); a
@@ -390,11 +420,13 @@ Result<Tree> parse_dtb(std::span<const std::uint8_t> blob) {
     std::memcpy(aligned.data(), blob.data(), blob.size());
     fdt = aligned.data();
   }
-  if (auto layout = check_fdt_layout(std::span(static_cast<const std::uint8_t*>(fdt), blob.size())); !layout) {
+  if (auto layout = check_fdt_layout(std::span(static_cast<const std::uint8_t*>(fdt), blob.size()));
+      !layout) {
     return tl::unexpected(std::move(layout).error().with_context("malformed device tree blob"));
   }
   if (const int rc = fdt_check_full(fdt, blob.size()); rc != 0) {
-    return make_error(ErrorCode::kMalformedInput, "malformed device tree blob: {}", fdt_error_text(rc));
+    return make_error(ErrorCode::kMalformedInput, "malformed device tree blob: {}",
+                      fdt_error_text(rc));
   }
   Tree tree;
   const int reservations = fdt_num_mem_rsv(fdt);
@@ -418,7 +450,8 @@ Result<Tree> parse_dtb(std::span<const std::uint8_t> blob) {
   // fdt_next_node leaves depth at -1 after the root's end tag.
   for (int offset = 0; offset >= 0 && depth >= 0; offset = fdt_next_node(fdt, offset, &depth)) {
     if (depth > kMaxDepth) {
-      return make_error(ErrorCode::kMalformedInput, "device tree nests deeper than {} levels", kMaxDepth);
+      return make_error(ErrorCode::kMalformedInput, "device tree nests deeper than {} levels",
+                        kMaxDepth);
     }
     stack.resize(static_cast<std::size_t>(depth));
     sibling_names.resize(static_cast<std::size_t>(depth) + 1);
@@ -429,16 +462,20 @@ Result<Tree> parse_dtb(std::span<const std::uint8_t> blob) {
       int name_length = 0;
       const char* name = fdt_get_name(fdt, offset, &name_length);
       if (name == nullptr || name_length <= 0) {
-        return make_error(ErrorCode::kMalformedInput, "node without a name under {}", stack.back()->path());
+        return make_error(ErrorCode::kMalformedInput, "node without a name under {}",
+                          stack.back()->path());
       }
       const std::string_view name_view(name, static_cast<std::size_t>(name_length));
       if (!valid_name(name_view, true)) {
-        return make_error(ErrorCode::kMalformedInput, "node under {} has an invalid name (dtc allows [a-zA-Z0-9,._+*#?@-], one '@')",
-                          stack.back()->path());
+        return make_error(
+            ErrorCode::kMalformedInput,
+            "node under {} has an invalid name (dtc allows [a-zA-Z0-9,._+*#?@-], one '@')",
+            stack.back()->path());
       }
       if (!sibling_names[static_cast<std::size_t>(depth) - 1].insert(name_view).second) {
-        return make_error(ErrorCode::kMalformedInput, "duplicate node name: {} has two children named {}",
-                          stack.back()->path(), name_view);
+        return make_error(ErrorCode::kMalformedInput,
+                          "duplicate node name: {} has two children named {}", stack.back()->path(),
+                          name_view);
       }
       node = stack.back()->add_child_unchecked(std::string(name_view));
     }
@@ -455,10 +492,12 @@ Result<Tree> parse_dtb(std::span<const std::uint8_t> blob) {
       }
       if (!valid_name(name, false)) {
         return make_error(ErrorCode::kMalformedInput,
-                          "{} has a property with an invalid name (dtc allows [a-zA-Z0-9,._+*#?-])", node->path());
+                          "{} has a property with an invalid name (dtc allows [a-zA-Z0-9,._+*#?-])",
+                          node->path());
       }
       if (!property_names.insert(name).second) {
-        return make_error(ErrorCode::kMalformedInput, "duplicate property {} in {}", name, node->path());
+        return make_error(ErrorCode::kMalformedInput, "duplicate property {} in {}", name,
+                          node->path());
       }
       const auto* bytes = static_cast<const std::uint8_t*>(value);
       node->append_property_unchecked(name, std::vector<std::uint8_t>(bytes, bytes + length));
@@ -467,7 +506,8 @@ Result<Tree> parse_dtb(std::span<const std::uint8_t> blob) {
       if (const Property* p = node->property(name)) {
         const auto value = p->u32();
         if (!value || *value == 0 || *value == 0xffffffffu) {
-          return make_error(ErrorCode::kMalformedInput, "{} has an invalid {} (must be one cell, not 0 or 0xffffffff)",
+          return make_error(ErrorCode::kMalformedInput,
+                            "{} has an invalid {} (must be one cell, not 0 or 0xffffffff)",
                             node->path(), name);
         }
       }
@@ -475,12 +515,13 @@ Result<Tree> parse_dtb(std::span<const std::uint8_t> blob) {
     const Property* ph = node->property("phandle");
     const Property* linux_ph = node->property("linux,phandle");
     if (ph != nullptr && linux_ph != nullptr && ph->u32() != linux_ph->u32()) {
-      return make_error(ErrorCode::kMalformedInput, "{} has different phandle and linux,phandle values", node->path());
+      return make_error(ErrorCode::kMalformedInput,
+                        "{} has different phandle and linux,phandle values", node->path());
     }
     if (const auto value = node->phandle()) {
       if (!seen_phandles.insert(*value).second) {
-        return make_error(ErrorCode::kMalformedInput, "phandle {:#x} of {} is used by another node too", *value,
-                          node->path());
+        return make_error(ErrorCode::kMalformedInput,
+                          "phandle {:#x} of {} is used by another node too", *value, node->path());
       }
     }
   }
@@ -492,7 +533,9 @@ namespace {
 int write_node(void* fdt, const Node& node) {
   if (int rc = fdt_begin_node(fdt, node.name().c_str()); rc != 0) return rc;
   for (const auto& p : node.properties()) {
-    if (int rc = fdt_property(fdt, p.name.c_str(), p.value.data(), static_cast<int>(p.value.size())); rc != 0) {
+    if (int rc =
+            fdt_property(fdt, p.name.c_str(), p.value.data(), static_cast<int>(p.value.size()));
+        rc != 0) {
       return rc;
     }
   }
@@ -529,7 +572,9 @@ Result<std::vector<std::uint8_t>> serialize_dtb(const Tree& tree) {
       capacity *= 2;
       continue;
     }
-    if (rc != 0) return make_error(ErrorCode::kInvalidArgument, "cannot serialize device tree: {}", fdt_error_text(rc));
+    if (rc != 0)
+      return make_error(ErrorCode::kInvalidArgument, "cannot serialize device tree: {}",
+                        fdt_error_text(rc));
     fdt_set_boot_cpuid_phys(fdt, tree.boot_cpuid);
     buffer.resize(fdt_totalsize(fdt));
     return buffer;
@@ -544,7 +589,8 @@ Result<Tree> parse_dts(std::string_view text, std::string_view origin) {
   const std::vector<std::uint8_t> input(text.begin(), text.end());
   // -q: dtc's warnings about the user's source are not ours to print; errors still
   // fail the compile and are reported.
-  VPCI_ASSIGN_OR_RETURN(auto output, run_process(dtc_program(), {"-q", "-I", "dts", "-O", "dtb", "-"}, input));
+  VPCI_ASSIGN_OR_RETURN(auto output,
+                        run_process(dtc_program(), {"-q", "-I", "dts", "-O", "dtb", "-"}, input));
   if (output.exit_status != 0) {
     return make_error(ErrorCode::kMalformedInput, "{} (dtc could not compile it)",
                       describe_dtc_failure(output.err, origin));
@@ -575,19 +621,22 @@ Result<Tree> load_tree_file(const std::filesystem::path& path) {
   VPCI_ASSIGN_OR_RETURN(const std::string text, read_input_file(path, kDeviceTreeInput));
   const std::vector<std::uint8_t> bytes(text.begin(), text.end());
   if (bytes.empty()) {
-    return make_error(ErrorCode::kMalformedInput, "{}: the file is empty (expected a DTB or DTS)", path.string());
+    return make_error(ErrorCode::kMalformedInput, "{}: the file is empty (expected a DTB or DTS)",
+                      path.string());
   }
   if (bytes.size() >= 4 && load_be32(bytes.data()) == FDT_MAGIC) {
     auto tree = parse_dtb(bytes);
     if (!tree) {
-      return tl::unexpected(std::move(tree).error().with_context(path.string() + ": a DTB (magic 0xd00dfeed), but"));
+      return tl::unexpected(
+          std::move(tree).error().with_context(path.string() + ": a DTB (magic 0xd00dfeed), but"));
     }
     return tree;
   }
   if (const auto at = first_non_text_byte(bytes); at != std::string_view::npos) {
-    return make_error(ErrorCode::kMalformedInput,
-                      "{}: neither a DTB (no magic 0xd00dfeed) nor a DTS (byte {:#04x} at offset {} is not text)",
-                      path.string(), bytes[at], at);
+    return make_error(
+        ErrorCode::kMalformedInput,
+        "{}: neither a DTB (no magic 0xd00dfeed) nor a DTS (byte {:#04x} at offset {} is not text)",
+        path.string(), bytes[at], at);
   }
   auto tree = parse_dts(text, path.string());
   if (!tree && text.find("/dts-v1/") == std::string::npos) {
@@ -604,7 +653,8 @@ Result<std::string> dtb_to_dts(std::span<const std::uint8_t> blob, bool sorted) 
   args.emplace_back("-");
   VPCI_ASSIGN_OR_RETURN(auto output, run_process(dtc_program(), args, blob));
   if (output.exit_status != 0) {
-    return make_error(ErrorCode::kMalformedInput, "dtc could not decompile the blob: {}", output.err);
+    return make_error(ErrorCode::kMalformedInput, "dtc could not decompile the blob: {}",
+                      output.err);
   }
   return std::string(output.out.begin(), output.out.end());
 }

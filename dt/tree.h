@@ -55,7 +55,8 @@ std::vector<std::uint8_t> encode_strings(std::span<const std::string> texts);
 
 class Node {
  public:
-  explicit Node(std::string name, Node* parent = nullptr) : name_(std::move(name)), parent_(parent) {}
+  explicit Node(std::string name, Node* parent = nullptr)
+      : name_(std::move(name)), parent_(parent) {}
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
 
@@ -76,8 +77,12 @@ class Node {
   void set_cells(std::string_view name, std::span<const std::uint32_t> cells) {
     set_property(name, encode_cells(cells));
   }
-  void set_u32(std::string_view name, std::uint32_t value) { set_cells(name, std::span(&value, 1)); }
-  void set_string(std::string_view name, std::string_view text) { set_property(name, encode_string(text)); }
+  void set_u32(std::string_view name, std::uint32_t value) {
+    set_cells(name, std::span(&value, 1));
+  }
+  void set_string(std::string_view name, std::string_view text) {
+    set_property(name, encode_string(text));
+  }
   void set_empty(std::string_view name) { set_property(name, {}); }
   bool remove_property(std::string_view name);
   // Appends without looking for an existing property of that name (the loader

@@ -30,7 +30,8 @@ ConfigSpace make_space() {
   express[0] = 2;
   check(add_standard_capability(space, cap_id::kPciExpress, express).has_value());
   check(add_standard_capability(space, cap_id::kMsiX, std::array<std::uint8_t, 10>{}).has_value());
-  check(add_extended_capability(space, ext_cap_id::kAts, 1, std::array<std::uint8_t, 4>{}).has_value());
+  check(add_extended_capability(space, ext_cap_id::kAts, 1, std::array<std::uint8_t, 4>{})
+            .has_value());
   return space;
 }
 
@@ -80,7 +81,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         break;
       }
       case 5:
-        (void)hide_capability(space, (op & 8) ? CapabilitySpace::kExtended : CapabilitySpace::kStandard,
+        (void)hide_capability(space,
+                              (op & 8) ? CapabilitySpace::kExtended : CapabilitySpace::kStandard,
                               static_cast<std::uint16_t>(offset & 0xFFF));
         break;
       case 6:
@@ -88,16 +90,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                                       std::array<std::uint8_t, 6>{},
                                       static_cast<std::uint16_t>(offset & 0xFF));
         break;
-      default:
-        space.reset();
-        break;
+      default: space.reset(); break;
     }
     check(space.raw32(0) == 0x10421AF4u);
     check(space.raw32(0x08) == 0x01000001u);
-    check((space.raw32(0x10) & 0x3Fu) == 0x1u);        // I/O BAR of 0x40: flags + zero low bits
-    check((space.raw32(0x14) & 0xFFFu) == 0x0u);       // 4 KiB memory BAR
-    check((space.raw32(0x18) & 0x3FFFu) == 0xCu);      // 64-bit prefetchable 16 KiB
-    check((space.raw32(0x30) & 0x7FFEu) == 0u);        // ROM: only enable below 32 KiB
+    check((space.raw32(0x10) & 0x3Fu) == 0x1u);    // I/O BAR of 0x40: flags + zero low bits
+    check((space.raw32(0x14) & 0xFFFu) == 0x0u);   // 4 KiB memory BAR
+    check((space.raw32(0x18) & 0x3FFFu) == 0xCu);  // 64-bit prefetchable 16 KiB
+    check((space.raw32(0x30) & 0x7FFEu) == 0u);    // ROM: only enable below 32 KiB
     check(chains_well_formed(space));
   }
   return 0;

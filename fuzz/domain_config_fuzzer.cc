@@ -23,7 +23,6 @@ namespace {
 
 using namespace vpci::domain;
 
-
 // Reference §2/§6: (emflags & ~optional) == required for the domain's row.
 bool emulation_row_accepts(const DomainConfig& config, Profile profile, std::uint32_t emulation) {
   const bool proposal = profile == Profile::kCdfVpci;

@@ -40,7 +40,8 @@ Tree make_host() {
   Node& soc = **root.add_child("soc");
   soc.set_u32("#address-cells", 2);
   soc.set_u32("#size-cells", 2);
-  const auto add_iommu = [&](const char* name, const char* compatible, std::uint32_t cells, std::uint32_t phandle) {
+  const auto add_iommu = [&](const char* name, const char* compatible, std::uint32_t cells,
+                             std::uint32_t phandle) {
     Node& n = **soc.add_child(name);
     n.set_string("compatible", compatible);
     n.set_u32("#iommu-cells", cells);
@@ -95,7 +96,8 @@ void check_bound(const BindResult& r, const BindOptions& options) {
   auto reloaded = parse_dtb(*blob);
   check(reloaded.has_value());
   check(*serialize_dtb(*reloaded) == *blob);
-  check(!(r.viommu_phandle >= kXenReservedPhandleFirst && r.viommu_phandle <= kXenReservedPhandleLast));
+  check(!(r.viommu_phandle >= kXenReservedPhandleFirst &&
+          r.viommu_phandle <= kXenReservedPhandleLast));
   std::map<std::tuple<std::string, std::uint32_t, std::uint32_t>, std::uint32_t> vsid_of;
   std::map<std::uint32_t, std::tuple<std::string, std::uint32_t, std::uint32_t>> key_of;
   for (const auto& s : r.streams) {

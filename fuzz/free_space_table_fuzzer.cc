@@ -15,13 +15,12 @@
 #include <string>
 #include <string_view>
 
-#include "pci/free_space_table.h"
 #include "fuzz/fuzz_support.h"
+#include "pci/free_space_table.h"
 
 namespace {
 
 using namespace vpci::pci;
-
 
 constexpr std::string_view kSource = "fuzz-table.toml";
 
@@ -46,9 +45,8 @@ void run(std::string_view text) {
     }
     auto reparsed = parse_device_key(entry.key.to_string());
     FUZZ_CHECK(reparsed.has_value() && *reparsed == entry.key);
-    const FreeSpaceTableEntry* found = table->lookup(entry.key.vendor, entry.key.device,
-                                                     entry.key.subsystem_vendor,
-                                                     entry.key.subsystem_device);
+    const FreeSpaceTableEntry* found = table->lookup(
+        entry.key.vendor, entry.key.device, entry.key.subsystem_vendor, entry.key.subsystem_device);
     FUZZ_CHECK(found == &entry);
   }
 }

@@ -23,10 +23,10 @@
 #include <optional>
 #include <vector>
 
+#include "fuzz/virtqueue_fuzz_guest.h"
 #include "virtio/guest_memory.h"
 #include "virtio/spec.h"
 #include "virtio/virtqueue.h"
-#include "fuzz/virtqueue_fuzz_guest.h"
 
 namespace {
 

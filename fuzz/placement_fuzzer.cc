@@ -52,7 +52,9 @@ const Capability* find(const CapabilityScan& scan, CapabilitySpace space, std::u
   return nullptr;
 }
 
-std::uint16_t le16(const std::uint8_t* p) { return static_cast<std::uint16_t>(p[0] | (p[1] << 8)); }
+std::uint16_t le16(const std::uint8_t* p) {
+  return static_cast<std::uint16_t>(p[0] | (p[1] << 8));
+}
 
 void check_success(std::span<const std::uint8_t> source, const PlacementRequest& request,
                    const PlacementResult& result) {
@@ -64,8 +66,9 @@ void check_success(std::span<const std::uint8_t> source, const PlacementRequest&
   const CapabilityScan before = scan_capabilities(padded->bytes());
   const CapabilityScan after = scan_capabilities(guest.bytes());
   for (const auto& d : after.diagnostics) {
-    const bool inherited = std::any_of(before.diagnostics.begin(), before.diagnostics.end(),
-                                       [&](const Diagnostic& b) { return b.code == d.code && b.offset == d.offset; });
+    const bool inherited =
+        std::any_of(before.diagnostics.begin(), before.diagnostics.end(),
+                    [&](const Diagnostic& b) { return b.code == d.code && b.offset == d.offset; });
     check(d.severity != Severity::kError || inherited || d.space == CapabilitySpace::kStandard,
           "new chain error: " + d.message);
   }
@@ -73,32 +76,38 @@ void check_success(std::span<const std::uint8_t> source, const PlacementRequest&
   for (std::size_t i = 0; i < result.placed.size(); ++i) {
     const auto& p = result.placed[i];
     const auto& want = request.add[i];
-    check(p.offset % 4 == 0 && p.offset >= 0x100 && p.offset + want.length() <= 0x1000, "placed range");
+    check(p.offset % 4 == 0 && p.offset >= 0x100 && p.offset + want.length() <= 0x1000,
+          "placed range");
     if (want.offset) check(p.offset == *want.offset, "explicit offset not honoured");
     const Capability* cap = find(after, CapabilitySpace::kExtended, p.offset);
     check(cap != nullptr, fmt::format("{} not linked at {:#x}", want.label, p.offset));
     check(cap->id == want.id && cap->version == want.version, "placed header");
     for (std::size_t b = 0; b < want.body.size(); ++b) {
-      check(guest.raw8(p.offset + 4 + static_cast<std::uint32_t>(b)) == want.body[b], "placed body");
+      check(guest.raw8(p.offset + 4 + static_cast<std::uint32_t>(b)) == want.body[b],
+            "placed body");
     }
     for (const auto& other : after.capabilities) {
       if (other.space != CapabilitySpace::kExtended || other.offset == p.offset) continue;
       const std::uint32_t end = other.offset + occupied_length(after, other, kExtendedConfigSize);
       check(!(p.offset < end && other.offset < p.offset + want.length()),
-            fmt::format("{} at {:#x} overlaps capability at {:#x}", want.label, p.offset, other.offset));
+            fmt::format("{} at {:#x} overlaps capability at {:#x}", want.label, p.offset,
+                        other.offset));
     }
   }
   for (const auto& cap : before.capabilities) {
     bool hidden = false;
-    for (const auto& h : result.hidden) hidden = hidden || (h.space == cap.space && h.offset == cap.offset);
+    for (const auto& h : result.hidden)
+      hidden = hidden || (h.space == cap.space && h.offset == cap.offset);
     bool replaced = false;
-    for (const auto& p : result.placed) replaced = replaced || (cap.space == CapabilitySpace::kExtended && p.offset == cap.offset);
+    for (const auto& p : result.placed)
+      replaced = replaced || (cap.space == CapabilitySpace::kExtended && p.offset == cap.offset);
     const Capability* now = find(after, cap.space, cap.offset);
     // A Null header (ID 0) only carries a next pointer; when what followed it is hidden
     // it becomes an all-zero header, i.e. an empty list, or a capability takes its place.
     if (cap.id == 0 && cap.space == CapabilitySpace::kExtended) continue;
     if (!hidden) {
-      check(now != nullptr && now->id == cap.id, fmt::format("capability at {:#x} lost", cap.offset));
+      check(now != nullptr && now->id == cap.id,
+            fmt::format("capability at {:#x} lost", cap.offset));
     } else if (cap.space == CapabilitySpace::kExtended && cap.offset == 0x100 && !replaced) {
       // ID zeroed: a Null header, or no list at all when version and next were 0 too.
       check(now == nullptr || now->id == 0, "hidden 0x100 is not Null");
@@ -113,12 +122,14 @@ void check_success(std::span<const std::uint8_t> source, const PlacementRequest&
       check(at < guest.size(), "overlay past the space");
       emulated[at] = field.emulated_mask[i];
       check(field.value[i] == guest.raw8(at), "overlay value");
-      check((field.write_mask[i] & ~field.emulated_mask[i]) == 0, "write mask outside emulated bits");
+      check((field.write_mask[i] & ~field.emulated_mask[i]) == 0,
+            "write mask outside emulated bits");
     }
   }
   for (std::uint32_t b = 0; b < guest.size(); ++b) {
     const std::uint8_t was = b < source.size() ? source[b] : 0xFF;
-    check(((was ^ guest.raw8(b)) & ~emulated[b]) == 0, fmt::format("byte {:#x} changed outside the overlay", b));
+    check(((was ^ guest.raw8(b)) & ~emulated[b]) == 0,
+          fmt::format("byte {:#x} changed outside the overlay", b));
   }
   const std::string dump = format_lspci_dump(DeviceAddress{}, guest.bytes());
   const auto reread = parse_lspci_text(dump);
@@ -140,7 +151,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   PlacementRequest request;
   const unsigned rule = (flags >> 3) & 3;
   if (flags & 1) {
-    const PasidFields fields{static_cast<unsigned>(data[1] % 24), (flags & 2) != 0, (flags & 4) != 0};
+    const PasidFields fields{static_cast<unsigned>(data[1] % 24), (flags & 2) != 0,
+                             (flags & 4) != 0};
     if (!validate_pasid_fields(fields)) return 0;
     std::optional<std::uint16_t> at;
     if (rule == 1) at = le16(data + 2);
@@ -155,13 +167,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (rule == 1 && !(flags & 1)) raw.offset = le16(data + 2);
     request.add.push_back(std::move(raw));
   }
-  if (flags & 0x20) request.hide.push_back({HideRequest::Kind::kExtendedId, std::max<std::uint16_t>(1, le16(data + 4))});
-  if (flags & 0x40) request.hide.push_back({HideRequest::Kind::kOffset, static_cast<std::uint16_t>(le16(data + 4) & 0xFFF)});
+  if (flags & 0x20)
+    request.hide.push_back(
+        {HideRequest::Kind::kExtendedId, std::max<std::uint16_t>(1, le16(data + 4))});
+  if (flags & 0x40)
+    request.hide.push_back(
+        {HideRequest::Kind::kOffset, static_cast<std::uint16_t>(le16(data + 4) & 0xFFF)});
   if (rule == 2 && image.size() >= 0x30) {
     std::string key = fmt::format("{:04x}:{:04x}", le16(image.data()), le16(image.data() + 2));
-    if (data[10] & 1) key += fmt::format(":{:04x}:{:04x}", le16(image.data() + 0x2C), le16(image.data() + 0x2E));
-    const std::string text = fmt::format("[devices.\"{}\"]\nfree = [ {{ offset = {}, length = {} }} ]\n", key,
-                                         le16(data + 6), 4u * data[8]);
+    if (data[10] & 1)
+      key += fmt::format(":{:04x}:{:04x}", le16(image.data() + 0x2C), le16(image.data() + 0x2E));
+    const std::string text =
+        fmt::format("[devices.\"{}\"]\nfree = [ {{ offset = {}, length = {} }} ]\n", key,
+                    le16(data + 6), 4u * data[8]);
     auto table = parse_free_space_table(text, "fuzz.toml");
     if (table) request.table = std::move(*table);
   }

@@ -19,7 +19,8 @@ int replay_file(const std::filesystem::path& path) {
     std::fprintf(stderr, "cannot open %s\n", path.c_str());
     return 1;
   }
-  std::vector<std::uint8_t> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::uint8_t> data((std::istreambuf_iterator<char>(in)),
+                                 std::istreambuf_iterator<char>());
   LLVMFuzzerTestOneInput(data.data(), data.size());
   return 0;
 }

@@ -23,13 +23,12 @@
 
 #include <toml++/toml.h>
 
-#include "server/serve_config.h"
 #include "fuzz/fuzz_support.h"
+#include "server/serve_config.h"
 
 namespace {
 
 using namespace vpci::server;
-
 
 const std::filesystem::path kBaseDir = "/fuzz-base";
 constexpr std::string_view kSource = "fuzz.toml";
@@ -119,7 +118,9 @@ void run(std::string_view text) {
 
   const std::string written = write_config(*config);
   auto again = parse_serve_config(written, std::string(kSource), kBaseDir, false);
-  if (!again) std::fprintf(stderr, "re-read failed:\n%s\n%s\n", written.c_str(), again.error().message.c_str());
+  if (!again)
+    std::fprintf(stderr, "re-read failed:\n%s\n%s\n", written.c_str(),
+                 again.error().message.c_str());
   FUZZ_CHECK(again.has_value());
   FUZZ_CHECK(same_devices(*config, *again));
 

@@ -28,9 +28,9 @@
 #include <vector>
 
 #include "devices/block_backend.h"
-#include "fuzz/fuzz_support.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_rng.h"
+#include "fuzz/fuzz_support.h"
 #include "pci/capabilities.h"
 #include "pci/registers.h"
 #include "virtio/pci/legacy_io_mapper.h"

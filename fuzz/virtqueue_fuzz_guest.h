@@ -71,7 +71,7 @@ struct Guest {
 };
 
 inline void check_chain(const Guest& guest, DescriptorChain& chain, std::uint16_t queue_size,
-                 std::uint64_t cap) {
+                        std::uint64_t cap) {
   std::uint64_t readable = 0;
   std::uint64_t writable = 0;
   for (const auto& b : chain.readable_buffers()) {

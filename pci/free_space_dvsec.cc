@@ -21,8 +21,8 @@ void put_le(std::vector<std::uint8_t>& out, std::uint32_t value, unsigned width)
 }
 
 // DVSEC header 1 and 2 plus the control word: the first 8 body bytes of both formats.
-void put_dvsec_headers(std::vector<std::uint8_t>& body, std::uint32_t length, FreeSpaceFormat format,
-                       unsigned entry_count) {
+void put_dvsec_headers(std::vector<std::uint8_t>& body, std::uint32_t length,
+                       FreeSpaceFormat format, unsigned entry_count) {
   put_le(body,
          free_space_dvsec::kProvisionalVendorId |
              (static_cast<std::uint32_t>(free_space_dvsec::kRevision) << 16) | (length << 20),
@@ -34,7 +34,8 @@ void put_dvsec_headers(std::vector<std::uint8_t>& body, std::uint32_t length, Fr
 // The capability (other than `self`) whose structure starts inside [begin, end) or
 // whose occupied range covers `begin`; nullptr if none.
 const Capability* capability_inside(const CapabilityScan& scan, CapabilitySpace space,
-                                    std::uint32_t begin, std::uint32_t end, const Capability* self) {
+                                    std::uint32_t begin, std::uint32_t end,
+                                    const Capability* self) {
   const std::uint32_t space_size = kExtendedConfigSize;
   for (const auto& cap : scan.capabilities) {
     if (&cap == self || cap.space != space) continue;
@@ -75,7 +76,8 @@ void decode_gap(const CapabilityScan& scan, const Capability& cap, FreeSpaceDvse
     return;
   }
   if (dvsec.length < free_space_dvsec::kMinimumLength || dvsec.length % 4 != 0) {
-    dvsec.problem = fmt::format("DVSEC Length {:#x} is below 0xc or not a DWORD multiple", dvsec.length);
+    dvsec.problem =
+        fmt::format("DVSEC Length {:#x} is below 0xc or not a DWORD multiple", dvsec.length);
     return;
   }
   const ConfigRange range{CapabilitySpace::kExtended, cap.offset, cap.offset + dvsec.length};
@@ -83,8 +85,8 @@ void decode_gap(const CapabilityScan& scan, const Capability& cap, FreeSpaceDvse
     dvsec.problem = fmt::format("gap {} runs past the end of extended space", range_text(range));
     return;
   }
-  if (const Capability* other = capability_inside(scan, CapabilitySpace::kExtended, range.begin,
-                                                  range.end, &cap)) {
+  if (const Capability* other =
+          capability_inside(scan, CapabilitySpace::kExtended, range.begin, range.end, &cap)) {
     dvsec.problem = fmt::format("gap {} claims bytes of {} at {:#x}", range_text(range),
                                 capability_name(other->space, other->id), other->offset);
     return;
@@ -108,9 +110,11 @@ void decode_table(std::span<const std::uint8_t> config, const CapabilityScan& sc
       dvsec.problem = fmt::format("entry {}: {}", i, range.error().message);
       return;
     }
-    if (const Capability* other = capability_inside(scan, range->space, range->begin, range->end, nullptr)) {
-      dvsec.problem = fmt::format("entry {}: free range {} overlaps {} at {:#x}", i, range_text(*range),
-                                  capability_name(other->space, other->id), other->offset);
+    if (const Capability* other =
+            capability_inside(scan, range->space, range->begin, range->end, nullptr)) {
+      dvsec.problem =
+          fmt::format("entry {}: free range {} overlaps {} at {:#x}", i, range_text(*range),
+                      capability_name(other->space, other->id), other->offset);
       return;
     }
     for (const auto& earlier : dvsec.ranges) {
@@ -134,7 +138,8 @@ std::vector<FreeSpaceDvsec> find_free_space_dvsecs(std::span<const std::uint8_t>
                                                    const CapabilityScan& scan) {
   std::vector<FreeSpaceDvsec> found;
   for (const auto& cap : scan.capabilities) {
-    if (cap.space != CapabilitySpace::kExtended || cap.id != ext_cap_id::kDesignatedVendorSpecific) {
+    if (cap.space != CapabilitySpace::kExtended ||
+        cap.id != ext_cap_id::kDesignatedVendorSpecific) {
       continue;
     }
     const std::uint32_t header1 = read_le(config, cap.offset + free_space_dvsec::kDvsecHeader1, 4);
@@ -168,9 +173,10 @@ std::vector<FreeSpaceDvsec> find_free_space_dvsecs(std::span<const std::uint8_t>
 Result<std::vector<std::uint8_t>> free_space_gap_dvsec_body(std::uint32_t gap_length) {
   if (gap_length < free_space_dvsec::kMinimumLength || gap_length % 4 != 0 ||
       gap_length > free_space_dvsec::kMaximumLength) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      "a free-space gap DVSEC covers 0xc to 0xffc bytes in DWORD multiples, not {:#x}",
-                      gap_length);
+    return make_error(
+        ErrorCode::kInvalidArgument,
+        "a free-space gap DVSEC covers 0xc to 0xffc bytes in DWORD multiples, not {:#x}",
+        gap_length);
   }
   std::vector<std::uint8_t> body;
   put_dvsec_headers(body, gap_length, FreeSpaceFormat::kGap, 0);
@@ -185,10 +191,12 @@ Result<std::vector<std::uint8_t>> free_space_table_dvsec_body(std::span<const Co
   }
   const auto length = static_cast<std::uint32_t>(free_space_dvsec::kEntries + 4 * ranges.size());
   if (length > free_space_dvsec::kMaximumLength) {
-    return make_error(ErrorCode::kInvalidArgument, "a {}-entry table does not fit a DVSEC", ranges.size());
+    return make_error(ErrorCode::kInvalidArgument, "a {}-entry table does not fit a DVSEC",
+                      ranges.size());
   }
   std::vector<std::uint8_t> body;
-  put_dvsec_headers(body, length, FreeSpaceFormat::kRangeTable, static_cast<unsigned>(ranges.size()));
+  put_dvsec_headers(body, length, FreeSpaceFormat::kRangeTable,
+                    static_cast<unsigned>(ranges.size()));
   for (const auto& range : ranges) {
     if (range.end <= range.begin) {
       return make_error(ErrorCode::kInvalidArgument, "empty range {}", range_text(range));

@@ -15,15 +15,19 @@ namespace vpci::pci {
 namespace {
 
 Result<std::uint16_t> parse_hex16(std::string_view text, std::string_view whole) {
-  if (text.empty() || text.size() > 4 ||
-      !std::all_of(text.begin(), text.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; })) {
+  if (text.empty() || text.size() > 4 || !std::all_of(text.begin(), text.end(), [](char c) {
+        return std::isxdigit(static_cast<unsigned char>(c)) != 0;
+      })) {
     return make_error(ErrorCode::kInvalidArgument,
-                      "'{}' is not a device key (expected hex VVVV:DDDD or VVVV:DDDD:SVVV:SDDD)", whole);
+                      "'{}' is not a device key (expected hex VVVV:DDDD or VVVV:DDDD:SVVV:SDDD)",
+                      whole);
   }
   return static_cast<std::uint16_t>(std::stoul(std::string(text), nullptr, 16));
 }
 
-std::uint32_t line_of(const toml::node& node) { return node.source().begin.line; }
+std::uint32_t line_of(const toml::node& node) {
+  return node.source().begin.line;
+}
 
 // Reads a non-negative integer member of an inline range table.
 Result<std::uint32_t> range_field(const toml::table& range, std::string_view name,
@@ -45,9 +49,8 @@ Result<FreeSpaceTableEntry> parse_entry(const std::string& source, std::string_v
   const std::string where = fmt::format("{}:{}: devices.\"{}\"", source, line_of(node), key_text);
   FreeSpaceTableEntry entry;
   entry.line = line_of(node);
-  VPCI_ASSIGN_OR_RETURN(entry.key, parse_device_key(key_text).map_error([&](Error e) {
-    return std::move(e).with_context(where);
-  }));
+  VPCI_ASSIGN_OR_RETURN(entry.key, parse_device_key(key_text).map_error(
+                                       [&](Error e) { return std::move(e).with_context(where); }));
   const toml::table* table = node.as_table();
   if (table == nullptr) {
     return make_error(ErrorCode::kMalformedInput, "{}: must be a table with a 'free' array", where);
@@ -55,8 +58,8 @@ Result<FreeSpaceTableEntry> parse_entry(const std::string& source, std::string_v
   for (auto&& [member, value] : *table) {
     if (member.str() != "free" && member.str() != "note") {
       return make_error(ErrorCode::kMalformedInput,
-                        "{}:{}: unknown key '{}' (an entry has 'free' and optionally 'note')", source,
-                        line_of(value), member.str());
+                        "{}:{}: unknown key '{}' (an entry has 'free' and optionally 'note')",
+                        source, line_of(value), member.str());
     }
   }
   if (const toml::node* note = table->get("note")) {
@@ -74,7 +77,8 @@ Result<FreeSpaceTableEntry> parse_entry(const std::string& source, std::string_v
                       where);
   }
   for (const toml::node& item : *free->as_array()) {
-    const std::string item_where = fmt::format("{}:{}: devices.\"{}\"", source, line_of(item), key_text);
+    const std::string item_where =
+        fmt::format("{}:{}: devices.\"{}\"", source, line_of(item), key_text);
     const toml::table* range = item.as_table();
     if (range == nullptr) {
       return make_error(ErrorCode::kMalformedInput,
@@ -124,9 +128,10 @@ Result<FreeSpaceTable> parse_document(const toml::table& document, std::string s
                           table.source, line_of(value));
       }
     } else if (key.str() != "devices") {
-      return make_error(ErrorCode::kMalformedInput,
-                        "{}:{}: unknown top-level key '{}' (expected 'format' and [devices.\"VVVV:DDDD\"])",
-                        table.source, line_of(value), key.str());
+      return make_error(
+          ErrorCode::kMalformedInput,
+          "{}:{}: unknown top-level key '{}' (expected 'format' and [devices.\"VVVV:DDDD\"])",
+          table.source, line_of(value), key.str());
     }
   }
   const toml::node* devices = document.get("devices");
@@ -189,15 +194,16 @@ Result<DeviceKey> parse_device_key(std::string_view text) {
   return key;
 }
 
-const FreeSpaceTableEntry* FreeSpaceTable::lookup(std::uint16_t vendor, std::uint16_t device,
-                                                  std::optional<std::uint16_t> subsystem_vendor,
-                                                  std::optional<std::uint16_t> subsystem_device) const {
+const FreeSpaceTableEntry* FreeSpaceTable::lookup(
+    std::uint16_t vendor, std::uint16_t device, std::optional<std::uint16_t> subsystem_vendor,
+    std::optional<std::uint16_t> subsystem_device) const {
   const FreeSpaceTableEntry* generic = nullptr;
   for (const auto& entry : entries) {
     if (entry.key.vendor != vendor || entry.key.device != device) continue;
     if (!entry.key.subsystem_vendor) {
       generic = &entry;
-    } else if (subsystem_vendor && subsystem_device && *entry.key.subsystem_vendor == *subsystem_vendor &&
+    } else if (subsystem_vendor && subsystem_device &&
+               *entry.key.subsystem_vendor == *subsystem_vendor &&
                *entry.key.subsystem_device == *subsystem_device) {
       return &entry;
     }
@@ -212,8 +218,8 @@ Result<FreeSpaceTable> parse_free_space_table(std::string_view text, std::string
     const toml::table document = toml::parse(text, source);
     return parse_document(document, std::move(source));
   } catch (const toml::parse_error& e) {
-    return make_error(ErrorCode::kMalformedInput, "{}:{}:{}: not valid TOML: {}", source, e.source().begin.line,
-                      e.source().begin.column, e.description());
+    return make_error(ErrorCode::kMalformedInput, "{}:{}:{}: not valid TOML: {}", source,
+                      e.source().begin.line, e.source().begin.column, e.description());
   } catch (const std::exception& e) {
     return make_error(ErrorCode::kMalformedInput, "{}: {}", source, e.what());
   }
@@ -223,8 +229,8 @@ Result<FreeSpaceTable> load_free_space_table(const std::filesystem::path& path) 
   VPCI_ASSIGN_OR_RETURN(const std::string text, read_input_file(path, kConfigurationInput));
   // An empty file is a valid empty TOML table, but never what a user meant to name.
   if (text.empty()) {
-    return make_error(ErrorCode::kMalformedInput, "{}: the file is empty (expected a free-space table)",
-                      path.string());
+    return make_error(ErrorCode::kMalformedInput,
+                      "{}: the file is empty (expected a free-space table)", path.string());
   }
   return parse_free_space_table(text, path.string());
 }

@@ -52,9 +52,9 @@ struct FreeSpaceTable {
   std::vector<FreeSpaceTableEntry> entries;
 
   // The entry for this device: with a subsystem match first, then vendor:device only.
-  [[nodiscard]] const FreeSpaceTableEntry* lookup(std::uint16_t vendor, std::uint16_t device,
-                                                  std::optional<std::uint16_t> subsystem_vendor,
-                                                  std::optional<std::uint16_t> subsystem_device) const;
+  [[nodiscard]] const FreeSpaceTableEntry* lookup(
+      std::uint16_t vendor, std::uint16_t device, std::optional<std::uint16_t> subsystem_vendor,
+      std::optional<std::uint16_t> subsystem_device) const;
 };
 
 // Parses a table. Everything wrong is an error naming the file, the line and the

@@ -6,9 +6,11 @@
 namespace vpci::pci {
 namespace {
 
-std::uint64_t little_endian(std::span<const std::uint8_t> bytes, std::size_t offset, std::size_t width) {
+std::uint64_t little_endian(std::span<const std::uint8_t> bytes, std::size_t offset,
+                            std::size_t width) {
   std::uint64_t value = 0;
-  for (std::size_t i = 0; i < width; ++i) value |= static_cast<std::uint64_t>(bytes[offset + i]) << (8 * i);
+  for (std::size_t i = 0; i < width; ++i)
+    value |= static_cast<std::uint64_t>(bytes[offset + i]) << (8 * i);
   return value;
 }
 
@@ -35,14 +37,18 @@ Result<std::uint64_t> parse_number(std::string_view text, std::uint64_t max) {
   std::uint64_t value = 0;
   const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value, base);
   // The limit is said in the base the user wrote the number in.
-  const auto limit = [&] { return base == 16 ? fmt::format("{:#x}", max) : fmt::format("{}", max); };
+  const auto limit = [&] {
+    return base == 16 ? fmt::format("{:#x}", max) : fmt::format("{}", max);
+  };
   if (!digits.empty() && ec == std::errc::result_out_of_range) {
     return make_error(ErrorCode::kOutOfRange, "{} exceeds the maximum {}", text, limit());
   }
   if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size()) {
-    return make_error(ErrorCode::kInvalidArgument, "'{}' is not a number (decimal or 0x hex)", text);
+    return make_error(ErrorCode::kInvalidArgument, "'{}' is not a number (decimal or 0x hex)",
+                      text);
   }
-  if (value > max) return make_error(ErrorCode::kOutOfRange, "{} exceeds the maximum {}", text, limit());
+  if (value > max)
+    return make_error(ErrorCode::kOutOfRange, "{} exceeds the maximum {}", text, limit());
   return value;
 }
 
@@ -97,8 +103,8 @@ Result<IommufdHwInfo> decode_iommu_hw_info(std::span<const std::uint8_t> bytes) 
   for (std::size_t i = 0; i < 3; ++i) {
     if (bytes[iommufd::kReservedOffset + i] != 0) {
       return make_error(ErrorCode::kMalformedInput,
-                        "iommu_hw_info reserved byte {} is {:#04x}, not 0", iommufd::kReservedOffset + i,
-                        bytes[iommufd::kReservedOffset + i]);
+                        "iommu_hw_info reserved byte {} is {:#04x}, not 0",
+                        iommufd::kReservedOffset + i, bytes[iommufd::kReservedOffset + i]);
     }
   }
   return IommufdHwInfo{bytes[iommufd::kMaxPasidLog2Offset],
@@ -111,13 +117,15 @@ Result<PasidFields> pasid_from_iommufd(const IommufdHwInfo& info) {
                       "iommufd reports no PASID support (out_max_pasid_log2 = 0); there is no "
                       "PASID capability to synthesize");
   }
-  return validate_pasid_fields(PasidFields{info.out_max_pasid_log2,
-                                           (info.out_capabilities & iommufd::kCapPciPasidExec) != 0,
-                                           (info.out_capabilities & iommufd::kCapPciPasidPriv) != 0})
+  return validate_pasid_fields(
+             PasidFields{info.out_max_pasid_log2,
+                         (info.out_capabilities & iommufd::kCapPciPasidExec) != 0,
+                         (info.out_capabilities & iommufd::kCapPciPasidPriv) != 0})
       .map_error([](Error e) { return std::move(e).with_context("iommufd out_max_pasid_log2"); });
 }
 
-Result<VfioDeviceFeaturePasid> decode_vfio_device_feature_pasid(std::span<const std::uint8_t> bytes) {
+Result<VfioDeviceFeaturePasid> decode_vfio_device_feature_pasid(
+    std::span<const std::uint8_t> bytes) {
   if (bytes.size() != vfio_feature::kStructSize) {
     return make_error(ErrorCode::kMalformedInput,
                       "vfio_device_feature_pasid is {} bytes, expected {}", bytes.size(),
@@ -136,8 +144,8 @@ Result<PasidFields> pasid_from_vfio_feature(const VfioDeviceFeaturePasid& featur
                       feature.capabilities);
   }
   if (feature.reserved != 0) {
-    return make_error(ErrorCode::kMalformedInput, "VFIO PASID feature reserved byte is {:#04x}, not 0",
-                      feature.reserved);
+    return make_error(ErrorCode::kMalformedInput,
+                      "VFIO PASID feature reserved byte is {:#04x}, not 0", feature.reserved);
   }
   if (feature.width == 0) {
     return make_error(ErrorCode::kUnsupported,
@@ -174,7 +182,8 @@ Result<PasidSpec> parse_pasid_spec(std::string_view text) {
     const std::string_view part = parts[i];
     const std::size_t eq = part.find('=');
     const std::string_view key = part.substr(0, eq);
-    const std::string_view value = eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1);
+    const std::string_view value =
+        eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1);
     auto bad_key = [&]() {
       return make_error(ErrorCode::kInvalidArgument, "--pasid {}: unknown or misplaced item '{}'",
                         text, part);
@@ -201,11 +210,10 @@ Result<PasidSpec> parse_pasid_spec(std::string_view text) {
         spec.iommufd.out_max_pasid_log2 = static_cast<std::uint8_t>(log2);
         have_width = true;
       } else if (key == "capabilities" && eq != std::string_view::npos) {
-        VPCI_ASSIGN_OR_RETURN(spec.iommufd.out_capabilities,
-                              parse_number(value, ~0ull).map_error([&](Error e) {
-                                return std::move(e).with_context(
-                                    fmt::format("--pasid {}: capabilities", text));
-                              }));
+        VPCI_ASSIGN_OR_RETURN(
+            spec.iommufd.out_capabilities, parse_number(value, ~0ull).map_error([&](Error e) {
+              return std::move(e).with_context(fmt::format("--pasid {}: capabilities", text));
+            }));
       } else {
         return bad_key();
       }
@@ -232,10 +240,13 @@ Result<PasidSpec> parse_pasid_spec(std::string_view text) {
                       "vfio,width=N)",
                       text);
   }
-  auto with_spec = [&](Error e) { return std::move(e).with_context(fmt::format("--pasid {}", text)); };
-  Result<PasidFields> fields = spec.source == PasidSource::kIommufd       ? pasid_from_iommufd(spec.iommufd)
-                               : spec.source == PasidSource::kVfioFeature ? pasid_from_vfio_feature(spec.vfio)
-                                                                          : validate_pasid_fields(spec.fields);
+  auto with_spec = [&](Error e) {
+    return std::move(e).with_context(fmt::format("--pasid {}", text));
+  };
+  Result<PasidFields> fields =
+      spec.source == PasidSource::kIommufd       ? pasid_from_iommufd(spec.iommufd)
+      : spec.source == PasidSource::kVfioFeature ? pasid_from_vfio_feature(spec.vfio)
+                                                 : validate_pasid_fields(spec.fields);
   VPCI_ASSIGN_OR_RETURN(spec.fields, std::move(fields).map_error(with_spec));
   return spec;
 }

@@ -116,7 +116,8 @@ struct VfioDeviceFeaturePasid {
 };
 
 // Reads the 4-byte struct (u16 capabilities, u8 width, u8 reserved), little-endian.
-Result<VfioDeviceFeaturePasid> decode_vfio_device_feature_pasid(std::span<const std::uint8_t> bytes);
+Result<VfioDeviceFeaturePasid> decode_vfio_device_feature_pasid(
+    std::span<const std::uint8_t> bytes);
 
 // VFIO feature -> register: exec = capabilities bit 0 -> register bit 1, priv = bit 1 ->
 // register bit 2. Capability bits the proposal does not define and a non-zero reserved
@@ -131,8 +132,8 @@ std::string_view pasid_source_name(PasidSource source);  // "register", "iommufd
 struct PasidSpec {
   PasidSource source = PasidSource::kRegister;
   PasidFields fields;
-  IommufdHwInfo iommufd;             // when source == kIommufd
-  VfioDeviceFeaturePasid vfio;       // when source == kVfioFeature
+  IommufdHwInfo iommufd;        // when source == kIommufd
+  VfioDeviceFeaturePasid vfio;  // when source == kVfioFeature
 };
 
 // Parses the `--pasid` argument:

@@ -14,7 +14,9 @@ namespace {
 constexpr auto kExt = CapabilitySpace::kExtended;
 constexpr auto kStd = CapabilitySpace::kStandard;
 
-std::uint32_t round_up4(std::uint32_t v) { return (v + 3u) & ~3u; }
+std::uint32_t round_up4(std::uint32_t v) {
+  return (v + 3u) & ~3u;
+}
 
 std::string range_text(std::uint32_t begin, std::uint32_t end) {
   return fmt::format("[{:#x}, {:#x})", begin, end);
@@ -54,7 +56,9 @@ Result<std::vector<std::uint8_t>> parse_hex_bytes(std::string_view text) {
 
 // Scans for placement: like the editor, extended space is walked whenever the space is
 // 4 KiB, so the checks see exactly what add_extended_capability will see.
-CapabilityScan scan_guest(const ConfigSpace& space) { return scan_capabilities(space.bytes()); }
+CapabilityScan scan_guest(const ConfigSpace& space) {
+  return scan_capabilities(space.bytes());
+}
 
 struct Occupant {
   std::uint32_t begin;
@@ -62,7 +66,9 @@ struct Occupant {
   std::string what;
 };
 
-std::string occupant_text(const Occupant& o) { return fmt::format("{} at {}", o.what, range_text(o.begin, o.end)); }
+std::string occupant_text(const Occupant& o) {
+  return fmt::format("{} at {}", o.what, range_text(o.begin, o.end));
+}
 
 // AER is sized by the capability walker as vfio sizes it (0x2c, 0x38 for root ports),
 // which stops before the TLP Prefix Log at +0x38..+0x47 (PCIe Base 6.0 §7.8.4.12). That
@@ -75,8 +81,10 @@ std::uint32_t aer_extent(std::span<const std::uint8_t> config, const CapabilityS
   constexpr std::uint32_t kFullAer = 0x48;
   bool prefix_log = false;
   for (const auto& cap : scan.capabilities) {
-    if (cap.space != kStd || cap.id != cap_id::kPciExpress || cap.offset + 0x28u > config.size()) continue;
-    const std::uint16_t flags = static_cast<std::uint16_t>(config[cap.offset + 2] | (config[cap.offset + 3] << 8));
+    if (cap.space != kStd || cap.id != cap_id::kPciExpress || cap.offset + 0x28u > config.size())
+      continue;
+    const std::uint16_t flags =
+        static_cast<std::uint16_t>(config[cap.offset + 2] | (config[cap.offset + 3] << 8));
     const std::uint32_t devcap2 = static_cast<std::uint32_t>(config[cap.offset + 0x24]) |
                                   (static_cast<std::uint32_t>(config[cap.offset + 0x25]) << 8) |
                                   (static_cast<std::uint32_t>(config[cap.offset + 0x26]) << 16) |
@@ -88,7 +96,8 @@ std::uint32_t aer_extent(std::span<const std::uint8_t> config, const CapabilityS
   if (!prefix_log) return 0;
   std::uint32_t end = aer.offset + kFullAer;
   for (const auto& other : scan.capabilities) {
-    if (other.space == kExt && other.offset > aer.offset) end = std::min<std::uint32_t>(end, other.offset);
+    if (other.space == kExt && other.offset > aer.offset)
+      end = std::min<std::uint32_t>(end, other.offset);
   }
   return std::min(end, kExtendedConfigSize) - aer.offset;
 }
@@ -96,7 +105,8 @@ std::uint32_t aer_extent(std::span<const std::uint8_t> config, const CapabilityS
 // Occupied extended ranges, DWORD rounded as the engine rounds them. Capabilities at
 // `excluded` offsets are left out (free-space gap DVSECs the dvsec rule may consume);
 // an excluded capability at 0x100 still occupies its header, which must stay.
-std::vector<Occupant> extended_occupants(std::span<const std::uint8_t> config, const CapabilityScan& scan,
+std::vector<Occupant> extended_occupants(std::span<const std::uint8_t> config,
+                                         const CapabilityScan& scan,
                                          const std::set<std::uint16_t>& excluded = {}) {
   std::vector<Occupant> result;
   for (const auto& cap : scan.capabilities) {
@@ -110,7 +120,8 @@ std::vector<Occupant> extended_occupants(std::span<const std::uint8_t> config, c
     }
     std::uint32_t length = occupied_length(scan, cap, kExtendedConfigSize);
     if (cap.id == ext_cap_id::kAer) length = std::max(length, aer_extent(config, scan, cap));
-    result.push_back({cap.offset, cap.offset + round_up4(length), fmt::format("{} [{:#x}]", name, cap.offset)});
+    result.push_back(
+        {cap.offset, cap.offset + round_up4(length), fmt::format("{} [{:#x}]", name, cap.offset)});
   }
   // A chain whose last next pointer leads to an all-zero header ends there (Linux and
   // lspci stop on a zero header), but a capability added at that offset would be linked
@@ -118,9 +129,10 @@ std::vector<Occupant> extended_occupants(std::span<const std::uint8_t> config, c
   // mid-body. The header slot it names is therefore taken. Found by the fuzzer.
   for (const auto& d : scan.diagnostics) {
     if (d.space == kExt && d.code == "empty-header" && d.offset) {
-      result.push_back({*d.offset, *d.offset + 4u,
-                        fmt::format("the all-zero header at {:#x} that the chain's last next pointer leads to",
-                                    *d.offset)});
+      result.push_back(
+          {*d.offset, *d.offset + 4u,
+           fmt::format("the all-zero header at {:#x} that the chain's last next pointer leads to",
+                       *d.offset)});
     }
   }
   return result;
@@ -136,9 +148,9 @@ const Occupant* first_conflict(const std::vector<Occupant>& occupants, std::uint
 }
 
 // Lowest DWORD-aligned slot of `need` bytes inside `ranges` that meets no occupant.
-std::optional<std::pair<std::uint16_t, ConfigRange>> first_fit(const std::vector<ConfigRange>& ranges,
-                                                               const std::vector<Occupant>& occupants,
-                                                               std::uint32_t need) {
+std::optional<std::pair<std::uint16_t, ConfigRange>> first_fit(
+    const std::vector<ConfigRange>& ranges, const std::vector<Occupant>& occupants,
+    std::uint32_t need) {
   for (const auto& range : ranges) {
     if (range.space != kExt) continue;
     for (std::uint32_t at = round_up4(range.begin); at + need <= range.end; at += 4) {
@@ -197,23 +209,25 @@ std::string identity_text(const DeviceIdentity& id) {
 
 // ---- hiding -----------------------------------------------------------------------
 
-bool reaches_extended_space(const CapabilityScan& scan, std::optional<std::uint16_t> without_std_offset) {
-  return std::any_of(scan.capabilities.begin(), scan.capabilities.end(), [&](const Capability& cap) {
-    return cap.space == kStd && (cap.id == cap_id::kPciExpress || cap.id == cap_id::kPciX) &&
-           cap.offset != without_std_offset;
-  });
+bool reaches_extended_space(const CapabilityScan& scan,
+                            std::optional<std::uint16_t> without_std_offset) {
+  return std::any_of(
+      scan.capabilities.begin(), scan.capabilities.end(), [&](const Capability& cap) {
+        return cap.space == kStd && (cap.id == cap_id::kPciExpress || cap.id == cap_id::kPciX) &&
+               cap.offset != without_std_offset;
+      });
 }
 
-Status hide_one(ConfigSpace& guest, const CapabilityScan& source_scan,
-                CapabilitySpace space, std::uint16_t offset, std::string reason, bool adding_extended,
+Status hide_one(ConfigSpace& guest, const CapabilityScan& source_scan, CapabilitySpace space,
+                std::uint16_t offset, std::string reason, bool adding_extended,
                 std::vector<HiddenCapability>& hidden) {
   for (const auto& h : hidden) {
     if (h.space == space && h.offset == offset) return {};  // named twice (by ID and offset)
   }
   const CapabilityScan scan = scan_guest(guest);
-  const auto it = std::find_if(scan.capabilities.begin(), scan.capabilities.end(), [&](const Capability& c) {
-    return c.space == space && c.offset == offset;
-  });
+  const auto it =
+      std::find_if(scan.capabilities.begin(), scan.capabilities.end(),
+                   [&](const Capability& c) { return c.space == space && c.offset == offset; });
   if (it == scan.capabilities.end()) {
     return make_error(ErrorCode::kNotFound, "--hide: no {} capability at {:#x} in the chain",
                       space_name(space), offset);
@@ -237,8 +251,8 @@ Status hide_one(ConfigSpace& guest, const CapabilityScan& source_scan,
                                space == kExt ? kExtendedConfigSize : kConventionalConfigSize);
     }
   }
-  hidden.push_back({space, offset, it->id, length, space == kExt && offset == kExtendedCapabilityStart,
-                    std::move(reason)});
+  hidden.push_back({space, offset, it->id, length,
+                    space == kExt && offset == kExtendedCapabilityStart, std::move(reason)});
   return {};
 }
 
@@ -261,9 +275,9 @@ Status apply_hides(ConfigSpace& guest, const CapabilityScan& source_scan,
           if (cap.space == space && cap.id == h.value) offsets.push_back(cap.offset);
         }
         if (offsets.empty()) {
-          return make_error(ErrorCode::kNotFound, "--hide: the device has no {} capability with ID {:#x} ({})",
-                            space == kExt ? "extended" : "standard", h.value,
-                            capability_name(space, h.value));
+          return make_error(
+              ErrorCode::kNotFound, "--hide: the device has no {} capability with ID {:#x} ({})",
+              space == kExt ? "extended" : "standard", h.value, capability_name(space, h.value));
         }
         for (const std::uint16_t offset : offsets) {
           VPCI_TRY(hide_one(guest, source_scan, space, offset, "requested", adding, hidden));
@@ -309,14 +323,16 @@ std::vector<OverlayField> build_overlay(const ConfigSpace& source, const ConfigS
   }
   const CapabilityScan source_scan = scan_capabilities(source.bytes());
   const CapabilityScan guest_scan = scan_guest(guest);
-  auto find_cap = [](const CapabilityScan& scan, CapabilitySpace space, std::uint32_t offset) -> const Capability* {
+  auto find_cap = [](const CapabilityScan& scan, CapabilitySpace space,
+                     std::uint32_t offset) -> const Capability* {
     for (const auto& cap : scan.capabilities) {
       if (cap.space == space && cap.offset == offset) return &cap;
     }
     return nullptr;
   };
-  const std::uint32_t pointer =
-      source.header_layout() == header_type::kCardbus ? reg::kCardbusCapabilityPointer : reg::kCapabilityPointer;
+  const std::uint32_t pointer = source.header_layout() == header_type::kCardbus
+                                    ? reg::kCardbusCapabilityPointer
+                                    : reg::kCapabilityPointer;
   for (std::uint32_t b = 0; b < guest.size(); ++b) {
     if (covered[b] || guest.raw8(b) == source.raw8(b)) continue;
     const auto at = static_cast<std::uint16_t>(b);
@@ -331,7 +347,8 @@ std::vector<OverlayField> build_overlay(const ConfigSpace& source, const ConfigS
         what = fmt::format("header of {} at {:#x}: ID zeroed, next kept (hidden; the 0x100 rule)",
                            capability_name(kExt, before->id), header);
       } else if (before != nullptr) {
-        what = fmt::format("header of {} at {:#x}: next pointer", capability_name(kExt, before->id), header);
+        what = fmt::format("header of {} at {:#x}: next pointer", capability_name(kExt, before->id),
+                           header);
       } else {
         what = fmt::format("extended header at {:#x}", header);
       }
@@ -340,13 +357,16 @@ std::vector<OverlayField> build_overlay(const ConfigSpace& source, const ConfigS
       continue;
     }
     if (b == reg::kStatus) {
-      const std::vector<std::uint8_t> mask{static_cast<std::uint8_t>(guest.raw8(b) ^ source.raw8(b))};
+      const std::vector<std::uint8_t> mask{
+          static_cast<std::uint8_t>(guest.raw8(b) ^ source.raw8(b))};
       builder.add(at, 1, 0, "Status: Capabilities List bit", &mask);
     } else if (b == pointer) {
       builder.add(at, 1, 0xFF, "Capabilities Pointer");
-    } else if (const Capability* cap = find_cap(source_scan, kStd, b - 1); cap != nullptr && b >= 1) {
-      builder.add(at, 1, 0xFF,
-                  fmt::format("next pointer of {} at {:#x}", capability_name(kStd, cap->id), cap->offset));
+    } else if (const Capability* cap = find_cap(source_scan, kStd, b - 1);
+               cap != nullptr && b >= 1) {
+      builder.add(
+          at, 1, 0xFF,
+          fmt::format("next pointer of {} at {:#x}", capability_name(kStd, cap->id), cap->offset));
     } else {
       builder.add(at, 1, 0xFF, "changed byte");
     }
@@ -362,10 +382,10 @@ std::vector<OverlayField> build_overlay(const ConfigSpace& source, const ConfigS
 struct Sources {
   const FreeSpaceTableEntry* table_entry = nullptr;
   std::vector<FreeSpaceDvsec> dvsecs;
-  std::vector<ConfigRange> dvsec_ranges;           // sorted, from valid DVSECs
+  std::vector<ConfigRange> dvsec_ranges;               // sorted, from valid DVSECs
   std::map<std::uint32_t, std::uint16_t> range_owner;  // dvsec range begin -> DVSEC offset
-  std::set<std::uint16_t> gap_owners;              // gap DVSECs not yet consumed
-  std::optional<std::uint16_t> default_tail;       // lowest offset placed by the default rule
+  std::set<std::uint16_t> gap_owners;                  // gap DVSECs not yet consumed
+  std::optional<std::uint16_t> default_tail;           // lowest offset placed by the default rule
 };
 
 Status validate_table_entry(const FreeSpaceTable& table, const FreeSpaceTableEntry& entry,
@@ -386,8 +406,8 @@ Result<std::uint16_t> check_explicit(const ExtendedCapabilityRequest& cap, std::
   const std::uint32_t need = round_up4(cap.length());
   // QEMU's x-vpasid-cap-offset checks, in its order: alignment, >= 0x100, fits.
   if (offset % 4 != 0) {
-    return make_error(ErrorCode::kInvalidArgument, "{}: offset {:#x} is not DWORD aligned", cap.label,
-                      offset);
+    return make_error(ErrorCode::kInvalidArgument, "{}: offset {:#x} is not DWORD aligned",
+                      cap.label, offset);
   }
   if (offset < kExtendedCapabilityStart || offset + need > kExtendedConfigSize) {
     return make_error(ErrorCode::kOutOfRange,
@@ -404,8 +424,10 @@ Result<std::uint16_t> check_explicit(const ExtendedCapabilityRequest& cap, std::
 // Highest DWORD-aligned slot that no capability (and no hidden capability) occupies and
 // whose bytes all read zero: a zero check is the usual heuristic for "no registers",
 // and the tail end is QEMU's preference.
-std::optional<std::uint16_t> search_gap(const ConfigSpace& guest, const std::vector<Occupant>& occupants,
-                                        const std::vector<HiddenCapability>& hidden, std::uint32_t need) {
+std::optional<std::uint16_t> search_gap(const ConfigSpace& guest,
+                                        const std::vector<Occupant>& occupants,
+                                        const std::vector<HiddenCapability>& hidden,
+                                        std::uint32_t need) {
   for (std::uint32_t at = kExtendedConfigSize - need;; at -= 4) {
     if (at < kExtendedCapabilityStart) return std::nullopt;
     bool usable = first_conflict(occupants, at, at + need) == nullptr;
@@ -431,13 +453,15 @@ Status check_no_pasid(const ConfigSpace& guest, const CapabilityScan& scan,
                           "two PASID capabilities requested; the first is already at {}", range);
       }
     }
-    const auto fields = decode_pasid_capability_register(guest.raw16(existing.offset + pasid::kCapabilityRegister));
-    return make_error(ErrorCode::kAlreadyExists,
-                      "the device already has a PASID capability at {} (Max PASID Width {} ({:#x}), "
-                      "Exec{}, Priv{}); hide it (--hide 0x1b or --hide @{:#x}) to replace it with the "
-                      "emulated one",
-                      range, fields.max_width, fields.max_width, fields.execute ? '+' : '-', fields.privileged ? '+' : '-',
-                      existing.offset);
+    const auto fields =
+        decode_pasid_capability_register(guest.raw16(existing.offset + pasid::kCapabilityRegister));
+    return make_error(
+        ErrorCode::kAlreadyExists,
+        "the device already has a PASID capability at {} (Max PASID Width {} ({:#x}), "
+        "Exec{}, Priv{}); hide it (--hide 0x1b or --hide @{:#x}) to replace it with the "
+        "emulated one",
+        range, fields.max_width, fields.max_width, fields.execute ? '+' : '-',
+        fields.privileged ? '+' : '-', existing.offset);
   }
   return {};
 }
@@ -460,7 +484,8 @@ std::string_view placement_rule_name(PlacementRule rule) {
   return "default";
 }
 
-ExtendedCapabilityRequest make_pasid_request(const PasidFields& fields, std::optional<std::uint16_t> offset) {
+ExtendedCapabilityRequest make_pasid_request(const PasidFields& fields,
+                                             std::optional<std::uint16_t> offset) {
   ExtendedCapabilityRequest request;
   request.id = ext_cap_id::kPasid;
   request.version = pasid::kVersion;
@@ -488,7 +513,8 @@ Result<ExtendedCapabilityRequest> make_vsec_request(std::uint16_t vsec_id, std::
   ExtendedCapabilityRequest request;
   request.id = ext_cap_id::kVendorSpecific;
   request.version = 1;
-  const std::uint32_t header = vsec_id | (static_cast<std::uint32_t>(revision) << 16) | (total << 20);
+  const std::uint32_t header =
+      vsec_id | (static_cast<std::uint32_t>(revision) << 16) | (total << 20);
   request.body.assign(total - 4, 0);
   for (unsigned i = 0; i < 4; ++i) request.body[i] = static_cast<std::uint8_t>(header >> (8 * i));
   std::copy(data.begin(), data.end(), request.body.begin() + 4);
@@ -512,7 +538,8 @@ Result<ExtendedCapabilityRequest> make_dvsec_request(std::uint16_t vendor, std::
   ExtendedCapabilityRequest request;
   request.id = ext_cap_id::kDesignatedVendorSpecific;
   request.version = 1;
-  const std::uint32_t header = vendor | (static_cast<std::uint32_t>(revision) << 16) | (total << 20);
+  const std::uint32_t header =
+      vendor | (static_cast<std::uint32_t>(revision) << 16) | (total << 20);
   request.body.assign(total - 4, 0);
   for (unsigned i = 0; i < 4; ++i) request.body[i] = static_cast<std::uint8_t>(header >> (8 * i));
   request.body[4] = static_cast<std::uint8_t>(dvsec_id);
@@ -529,7 +556,8 @@ Result<ExtendedCapabilityRequest> parse_capability_spec(std::string_view text) {
   for (std::size_t i = 1; i < parts.size(); ++i) {
     const std::size_t eq = parts[i].find('=');
     if (eq == std::string_view::npos || eq == 0) {
-      return make_error(ErrorCode::kInvalidArgument, "--add {}: '{}' is not key=value", text, parts[i]);
+      return make_error(ErrorCode::kInvalidArgument, "--add {}: '{}' is not key=value", text,
+                        parts[i]);
     }
     if (!keys.emplace(parts[i].substr(0, eq), parts[i].substr(eq + 1)).second) {
       return make_error(ErrorCode::kInvalidArgument, "--add {}: '{}' given twice", text,
@@ -540,12 +568,14 @@ Result<ExtendedCapabilityRequest> parse_capability_spec(std::string_view text) {
   auto allow = [&](std::initializer_list<std::string_view> allowed) -> Status {
     for (const auto& [key, value] : keys) {
       if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
-        return make_error(ErrorCode::kInvalidArgument, "--add {}: unknown key '{}' for {}", text, key, kind);
+        return make_error(ErrorCode::kInvalidArgument, "--add {}: unknown key '{}' for {}", text,
+                          key, kind);
       }
     }
     return {};
   };
-  auto number = [&](std::string_view key, std::uint64_t max) -> Result<std::optional<std::uint64_t>> {
+  auto number = [&](std::string_view key,
+                    std::uint64_t max) -> Result<std::optional<std::uint64_t>> {
     const auto it = keys.find(key);
     if (it == keys.end()) return std::optional<std::uint64_t>();
     VPCI_ASSIGN_OR_RETURN(const auto value, parse_number(it->second, max).map_error([&](Error e) {
@@ -574,12 +604,13 @@ Result<ExtendedCapabilityRequest> parse_capability_spec(std::string_view text) {
     VPCI_ASSIGN_OR_RETURN(const auto rev, number("rev", 0xF));
     VPCI_ASSIGN_OR_RETURN(const auto data, hex("data"));
     VPCI_ASSIGN_OR_RETURN(const auto length, number("length", 0xFFF));
-    VPCI_ASSIGN_OR_RETURN(request,
-                          make_vsec_request(static_cast<std::uint16_t>(*id), static_cast<std::uint8_t>(rev.value_or(0)),
-                                            data,
-                                            length ? std::optional<std::uint32_t>(static_cast<std::uint32_t>(*length))
-                                                   : std::nullopt)
-                              .map_error(context));
+    VPCI_ASSIGN_OR_RETURN(
+        request,
+        make_vsec_request(static_cast<std::uint16_t>(*id),
+                          static_cast<std::uint8_t>(rev.value_or(0)), data,
+                          length ? std::optional<std::uint32_t>(static_cast<std::uint32_t>(*length))
+                                 : std::nullopt)
+            .map_error(context));
   } else if (kind == "dvsec") {
     VPCI_TRY(allow({"vendor", "id", "rev", "data", "length", "at"}));
     VPCI_TRY(require("vendor"));
@@ -589,12 +620,13 @@ Result<ExtendedCapabilityRequest> parse_capability_spec(std::string_view text) {
     VPCI_ASSIGN_OR_RETURN(const auto rev, number("rev", 0xF));
     VPCI_ASSIGN_OR_RETURN(const auto data, hex("data"));
     VPCI_ASSIGN_OR_RETURN(const auto length, number("length", 0xFFF));
-    VPCI_ASSIGN_OR_RETURN(request,
-                          make_dvsec_request(static_cast<std::uint16_t>(*vendor), static_cast<std::uint16_t>(*id),
-                                             static_cast<std::uint8_t>(rev.value_or(0)), data,
-                                             length ? std::optional<std::uint32_t>(static_cast<std::uint32_t>(*length))
-                                                    : std::nullopt)
-                              .map_error(context));
+    VPCI_ASSIGN_OR_RETURN(
+        request, make_dvsec_request(
+                     static_cast<std::uint16_t>(*vendor), static_cast<std::uint16_t>(*id),
+                     static_cast<std::uint8_t>(rev.value_or(0)), data,
+                     length ? std::optional<std::uint32_t>(static_cast<std::uint32_t>(*length))
+                            : std::nullopt)
+                     .map_error(context));
   } else if (kind == "raw") {
     VPCI_TRY(allow({"id", "version", "data", "wmask", "at"}));
     VPCI_TRY(require("id"));
@@ -615,8 +647,9 @@ Result<ExtendedCapabilityRequest> parse_capability_spec(std::string_view text) {
     VPCI_TRY(allow({"length", "at"}));
     VPCI_TRY(require("length"));
     VPCI_ASSIGN_OR_RETURN(const auto length, number("length", 0xFFF));
-    VPCI_ASSIGN_OR_RETURN(request.body,
-                          free_space_gap_dvsec_body(static_cast<std::uint32_t>(*length)).map_error(context));
+    VPCI_ASSIGN_OR_RETURN(
+        request.body,
+        free_space_gap_dvsec_body(static_cast<std::uint32_t>(*length)).map_error(context));
     request.id = ext_cap_id::kDesignatedVendorSpecific;
     request.version = free_space_dvsec::kCapabilityVersion;
     request.label = "free-space DVSEC (gap)";
@@ -627,21 +660,26 @@ Result<ExtendedCapabilityRequest> parse_capability_spec(std::string_view text) {
     for (const std::string_view item : split(keys["ranges"], '/')) {
       const std::size_t plus = item.find('+');
       if (plus == std::string_view::npos) {
-        return make_error(ErrorCode::kInvalidArgument, "--add {}: range '{}' is not OFF+LEN", text, item);
+        return make_error(ErrorCode::kInvalidArgument, "--add {}: range '{}' is not OFF+LEN", text,
+                          item);
       }
-      VPCI_ASSIGN_OR_RETURN(const auto begin, parse_number(item.substr(0, plus), 0xFFF).map_error(context));
-      VPCI_ASSIGN_OR_RETURN(const auto size, parse_number(item.substr(plus + 1), 0x1000).map_error(context));
+      VPCI_ASSIGN_OR_RETURN(const auto begin,
+                            parse_number(item.substr(0, plus), 0xFFF).map_error(context));
+      VPCI_ASSIGN_OR_RETURN(const auto size,
+                            parse_number(item.substr(plus + 1), 0x1000).map_error(context));
       const auto space = begin >= kExtendedCapabilityStart ? kExt : kStd;
-      ranges.push_back({space, static_cast<std::uint32_t>(begin), static_cast<std::uint32_t>(begin + size)});
+      ranges.push_back(
+          {space, static_cast<std::uint32_t>(begin), static_cast<std::uint32_t>(begin + size)});
     }
     VPCI_ASSIGN_OR_RETURN(request.body, free_space_table_dvsec_body(ranges).map_error(context));
     request.id = ext_cap_id::kDesignatedVendorSpecific;
     request.version = free_space_dvsec::kCapabilityVersion;
     request.label = "free-space DVSEC (table)";
   } else {
-    return make_error(ErrorCode::kInvalidArgument,
-                      "--add {}: unknown kind '{}' (vsec, dvsec, raw, free-space-gap, free-space-table)",
-                      text, kind);
+    return make_error(
+        ErrorCode::kInvalidArgument,
+        "--add {}: unknown kind '{}' (vsec, dvsec, raw, free-space-gap, free-space-table)", text,
+        kind);
   }
   VPCI_ASSIGN_OR_RETURN(const auto at, number("at", 0xFFFF));
   if (at) request.offset = static_cast<std::uint16_t>(*at);
@@ -681,29 +719,33 @@ Result<HideRequest> parse_hide_spec(std::string_view text) {
 std::optional<std::string> extended_space_problem(std::span<const std::uint8_t> readable,
                                                   const CapabilityScan& scan) {
   if (readable.size() <= kConventionalConfigSize) {
-    return fmt::format("the source has only {} bytes of config space: no extended configuration "
-                       "space (for a PCIe device take a 4096-byte dump: lspci -xxxx as root or the "
-                       "sysfs config file)",
-                       readable.size());
+    return fmt::format(
+        "the source has only {} bytes of config space: no extended configuration "
+        "space (for a PCIe device take a 4096-byte dump: lspci -xxxx as root or the "
+        "sysfs config file)",
+        readable.size());
   }
   if (readable.size() < kExtendedCapabilityStart + 4) {
     return fmt::format("the source ends at {:#x}, before the first extended capability header",
                        readable.size());
   }
   const std::uint32_t head = static_cast<std::uint32_t>(readable[0x100]) | (readable[0x101] << 8) |
-                             (readable[0x102] << 16) | (static_cast<std::uint32_t>(readable[0x103]) << 24);
+                             (readable[0x102] << 16) |
+                             (static_cast<std::uint32_t>(readable[0x103]) << 24);
   if (!reaches_extended_space(scan, std::nullopt)) {
     std::string why =
         "the device has no extended configuration space: it has no PCI Express or PCI-X "
         "capability, so neither Linux nor lspci walks 0x100-0xfff";
-    if (readable.size() >= 0x140 && std::equal(readable.begin(), readable.begin() + 0x40, readable.begin() + 0x100)) {
+    if (readable.size() >= 0x140 &&
+        std::equal(readable.begin(), readable.begin() + 0x40, readable.begin() + 0x100)) {
       why += " (0x100-0x13f repeats the header: the platform aliases the 256-byte space)";
     }
     return why;
   }
   if (head == 0xFFFFFFFF) {
-    return std::string("the device has no accessible extended configuration space: 0x100 reads all "
-                       "ones (Linux then sizes its config space at 256 bytes)");
+    return std::string(
+        "the device has no accessible extended configuration space: 0x100 reads all "
+        "ones (Linux then sizes its config space at 256 bytes)");
   }
   return std::nullopt;
 }
@@ -711,8 +753,8 @@ std::optional<std::string> extended_space_problem(std::span<const std::uint8_t> 
 Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readable,
                                            const PlacementRequest& request) {
   if (readable.size() < 0x40) {
-    return make_error(ErrorCode::kMalformedInput, "only {} bytes of config space; the header is incomplete",
-                      readable.size());
+    return make_error(ErrorCode::kMalformedInput,
+                      "only {} bytes of config space; the header is incomplete", readable.size());
   }
   VPCI_ASSIGN_OR_RETURN(const ConfigSpace source, ConfigSpace::from_image(readable));
   const CapabilityScan source_scan = scan_capabilities(source.bytes());
@@ -724,13 +766,16 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
       return make_error(ErrorCode::kUnsupported, "{}", *problem);
     }
     if (readable.size() < kExtendedConfigSize) {
-      result.warnings.push_back(fmt::format(
-          "the source has {} readable bytes; the rest of extended space reads as 0xff", readable.size()));
+      result.warnings.push_back(
+          fmt::format("the source has {} readable bytes; the rest of extended space reads as 0xff",
+                      readable.size()));
     }
   }
   for (const auto& diag : source_scan.diagnostics) {
-    if (diag.severity == Severity::kError && (diag.space == kExt ? !request.add.empty() : !request.hide.empty())) {
-      return make_error(ErrorCode::kConflict, "refusing to edit a malformed {} capability chain: {}",
+    if (diag.severity == Severity::kError &&
+        (diag.space == kExt ? !request.add.empty() : !request.hide.empty())) {
+      return make_error(ErrorCode::kConflict,
+                        "refusing to edit a malformed {} capability chain: {}",
                         space_name(diag.space), diag.message);
     }
   }
@@ -758,10 +803,11 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
       }
     }
     if (request.table) {
-      sources.table_entry = request.table->lookup(identity.vendor, identity.device, identity.subsystem_vendor,
-                                                  identity.subsystem_device);
+      sources.table_entry = request.table->lookup(
+          identity.vendor, identity.device, identity.subsystem_vendor, identity.subsystem_device);
       if (sources.table_entry != nullptr) {
-        VPCI_TRY(validate_table_entry(*request.table, *sources.table_entry, extended_occupants(guest.bytes(), scan)));
+        VPCI_TRY(validate_table_entry(*request.table, *sources.table_entry,
+                                      extended_occupants(guest.bytes(), scan)));
       }
     }
     sources.dvsecs = find_free_space_dvsecs(guest.bytes(), scan);
@@ -785,18 +831,20 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
     auto occupants_now = [&](const std::set<std::uint16_t>& excluded) {
       std::vector<Occupant> now = extended_occupants(guest.bytes(), scan, excluded);
       for (const auto& p : result.placed) {
-        now.push_back({p.offset, p.offset + round_up4(p.length), fmt::format("{} (added) [{:#x}]", p.label, p.offset)});
+        now.push_back({p.offset, p.offset + round_up4(p.length),
+                       fmt::format("{} (added) [{:#x}]", p.label, p.offset)});
       }
       return now;
     };
     const std::vector<Occupant> occupants = occupants_now({});
     const std::uint32_t need = round_up4(cap.length());
     if (need > kExtendedConfigSize - kExtendedCapabilityStart) {
-      return make_error(ErrorCode::kNoSpace, "{} is {} bytes; extended space holds {:#x}", cap.label,
-                        cap.length(), kExtendedConfigSize - kExtendedCapabilityStart);
+      return make_error(ErrorCode::kNoSpace, "{} is {} bytes; extended space holds {:#x}",
+                        cap.label, cap.length(), kExtendedConfigSize - kExtendedCapabilityStart);
     }
     if (cap.id == ext_cap_id::kPasid) VPCI_TRY(check_no_pasid(guest, scan, result.placed));
-    PlacedCapability placed{cap.id, cap.version, 0, cap.length(), PlacementRule::kExplicit, cap.label, {}};
+    PlacedCapability placed{cap.id,    cap.version, 0, cap.length(), PlacementRule::kExplicit,
+                            cap.label, {}};
     std::optional<std::uint16_t> consume_dvsec;  // a gap DVSEC to unlink before adding
     if (cap.offset) {
       VPCI_ASSIGN_OR_RETURN(placed.offset, check_explicit(cap, *cap.offset, occupants));
@@ -807,10 +855,11 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
       placed.rule = PlacementRule::kTable;
       const auto fit = first_fit(sources.table_entry->free, occupants, need);
       if (!fit) {
-        return make_error(ErrorCode::kNoSpace,
-                          "no room for {} ({} bytes): table entry {} ({}:{}) lists {}, all taken or too small",
-                          cap.label, need, sources.table_entry->key.to_string(), request.table->source,
-                          sources.table_entry->line, ranges_text(sources.table_entry->free));
+        return make_error(
+            ErrorCode::kNoSpace,
+            "no room for {} ({} bytes): table entry {} ({}:{}) lists {}, all taken or too small",
+            cap.label, need, sources.table_entry->key.to_string(), request.table->source,
+            sources.table_entry->line, ranges_text(sources.table_entry->free));
       }
       placed.offset = fit->first;
       placed.detail = fmt::format("table {} entry {}: free range {}", request.table->source,
@@ -830,16 +879,18 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
       }
       const auto fit = first_fit(sources.dvsec_ranges, occupants_now(sources.gap_owners), need);
       if (!fit) {
-        return make_error(ErrorCode::kNoSpace,
-                          "no room for {} ({} bytes): the device's free-space DVSECs describe {}, all "
-                          "taken or too small",
-                          cap.label, need, ranges_text(sources.dvsec_ranges));
+        return make_error(
+            ErrorCode::kNoSpace,
+            "no room for {} ({} bytes): the device's free-space DVSECs describe {}, all "
+            "taken or too small",
+            cap.label, need, ranges_text(sources.dvsec_ranges));
       }
       placed.offset = fit->first;
       const std::uint16_t owner = sources.range_owner[fit->second.begin];
       const bool gap = sources.gap_owners.count(owner) != 0;
-      placed.detail = fmt::format("free-space DVSEC ({}) at {:#x}: free range {}", gap ? "gap" : "table", owner,
-                                  range_text(fit->second.begin, fit->second.end));
+      placed.detail =
+          fmt::format("free-space DVSEC ({}) at {:#x}: free range {}", gap ? "gap" : "table", owner,
+                      range_text(fit->second.begin, fit->second.end));
       if (gap) consume_dvsec = owner;
       dvsec_use.used = true;
       dvsec_use.details.push_back(fmt::format("{} at {:#x}", cap.label, placed.offset));
@@ -849,16 +900,19 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
       std::uint32_t candidate = 0;
       if (empty_list) {
         candidate = kExtendedCapabilityStart;
-        placed.detail = "0x100: the device has no extended capabilities and the list must start there";
+        placed.detail =
+            "0x100: the device has no extended capabilities and the list must start there";
       } else {
         const std::uint32_t tail = sources.default_tail.value_or(kExtendedConfigSize);
         candidate = tail >= kExtendedCapabilityStart + need ? tail - need : 0;
-        placed.detail = sources.default_tail
-                            ? fmt::format("tail of extended space, below the capability placed at {:#x}", tail)
-                            : cap.id == ext_cap_id::kPasid
-                                  ? fmt::format("QEMU's default: the last {} bytes of extended space", need)
-                                  : fmt::format("the last {} bytes of extended space (the tail, where QEMU puts PASID)",
-                                                need);
+        placed.detail =
+            sources.default_tail
+                ? fmt::format("tail of extended space, below the capability placed at {:#x}", tail)
+            : cap.id == ext_cap_id::kPasid
+                ? fmt::format("QEMU's default: the last {} bytes of extended space", need)
+                : fmt::format(
+                      "the last {} bytes of extended space (the tail, where QEMU puts PASID)",
+                      need);
       }
       const Occupant* hit = candidate >= kExtendedCapabilityStart
                                 ? first_conflict(occupants, candidate, candidate + need)
@@ -871,7 +925,8 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
         default_use.details.push_back(fmt::format("{} at {:#x}", cap.label, placed.offset));
       } else {
         const std::string taken =
-            hit != nullptr ? fmt::format("{} overlaps {}", range_text(candidate, candidate + need), occupant_text(*hit))
+            hit != nullptr ? fmt::format("{} overlaps {}", range_text(candidate, candidate + need),
+                                         occupant_text(*hit))
                            : std::string("the tail of extended space is used up");
         default_use.details.push_back(fmt::format("{}: {}", cap.label, taken));
         if (!request.search_gaps) {
@@ -882,9 +937,10 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
         }
         const auto gap = search_gap(guest, occupants, result.hidden, need);
         if (!gap) {
-          return make_error(ErrorCode::kNoSpace,
-                            "no room for {}: {} and no {}-byte all-zero range is free in extended space",
-                            cap.label, taken, need);
+          return make_error(
+              ErrorCode::kNoSpace,
+              "no room for {}: {} and no {}-byte all-zero range is free in extended space",
+              cap.label, taken, need);
         }
         placed.rule = PlacementRule::kGapSearch;
         placed.offset = *gap;
@@ -893,7 +949,8 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
         gap_use.used = true;
         gap_use.details.push_back(fmt::format("{} at {:#x}", cap.label, placed.offset));
         result.warnings.push_back(fmt::format(
-            "{} placed at {:#x} by gap search: no capability claims {} and it reads zero, but holes "
+            "{} placed at {:#x} by gap search: no capability claims {} and it reads zero, but "
+            "holes "
             "between capabilities can hold undocumented registers; confirm with the vendor and "
             "record the range in a free-space table",
             cap.label, placed.offset, range_text(*gap, *gap + need)));
@@ -904,15 +961,17 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
                         "free-space DVSEC (gap) consumed by the dvsec rule", true, result.hidden));
       sources.gap_owners.erase(*consume_dvsec);
     }
-    VPCI_ASSIGN_OR_RETURN(const std::uint16_t at,
-                          add_extended_capability(guest, cap.id, cap.version, cap.body, placed.offset)
-                              .map_error([&](Error e) { return std::move(e).with_context(cap.label); }));
+    VPCI_ASSIGN_OR_RETURN(
+        const std::uint16_t at,
+        add_extended_capability(guest, cap.id, cap.version, cap.body, placed.offset)
+            .map_error([&](Error e) { return std::move(e).with_context(cap.label); }));
     placed.offset = at;
     // add_extended_capability refuses a body shorter than the structure its ID and
     // contents define (PCIe Base 6.0 §7.6.3), so no register goes unemulated.
     for (std::size_t i = 0; i < cap.body_write_mask.size(); ++i) {
       if (cap.body_write_mask[i] != 0) {
-        guest.set_bit_kind(at + 4u + static_cast<std::uint32_t>(i), 1, cap.body_write_mask[i], BitKind::kReadWrite);
+        guest.set_bit_kind(at + 4u + static_cast<std::uint32_t>(i), 1, cap.body_write_mask[i],
+                           BitKind::kReadWrite);
       }
     }
     result.placed.push_back(std::move(placed));
@@ -921,9 +980,9 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
   // A free-space DVSEC that still describes bytes now holding an added capability would
   // mislead a nested VMM; unlink it.
   for (const auto& d : sources.dvsecs) {
-    const bool already = std::any_of(result.hidden.begin(), result.hidden.end(), [&](const HiddenCapability& h) {
-      return h.space == kExt && h.offset == d.offset;
-    });
+    const bool already = std::any_of(
+        result.hidden.begin(), result.hidden.end(),
+        [&](const HiddenCapability& h) { return h.space == kExt && h.offset == d.offset; });
     if (already) continue;
     for (const auto& p : result.placed) {
       const bool stale = std::any_of(d.ranges.begin(), d.ranges.end(), [&](const ConfigRange& r) {
@@ -940,8 +999,8 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
   }
 
   if (!request.add.empty()) {
-    auto report = [&](PlacementRule rule, const RuleUse& use, std::string status, std::string detail,
-                      std::vector<ConfigRange> ranges = {}) {
+    auto report = [&](PlacementRule rule, const RuleUse& use, std::string status,
+                      std::string detail, std::vector<ConfigRange> ranges = {}) {
       if (use.used) status = "used";
       for (const auto& d : use.details) detail += (detail.empty() ? "" : "; ") + d;
       result.free_space.push_back({rule, std::move(status), std::move(detail), std::move(ranges)});
@@ -954,8 +1013,8 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
              fmt::format("{} has no entry for {}", request.table->source, identity_text(identity)));
     } else {
       report(PlacementRule::kTable, table_use, "unused",
-             fmt::format("{} entry {} (line {}){}", request.table->source, sources.table_entry->key.to_string(),
-                         sources.table_entry->line,
+             fmt::format("{} entry {} (line {}){}", request.table->source,
+                         sources.table_entry->key.to_string(), sources.table_entry->line,
                          sources.table_entry->note.empty() ? "" : ": " + sources.table_entry->note),
              sources.table_entry->free);
     }
@@ -964,17 +1023,20 @@ Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readabl
     } else {
       std::string detail;
       for (const auto& d : sources.dvsecs) {
-        detail += fmt::format("{}{} at {:#x}{}", detail.empty() ? "" : "; ", free_space_format_name(d.format),
-                              d.offset, d.problem.empty() ? "" : " (invalid: " + d.problem + ")");
+        detail += fmt::format("{}{} at {:#x}{}", detail.empty() ? "" : "; ",
+                              free_space_format_name(d.format), d.offset,
+                              d.problem.empty() ? "" : " (invalid: " + d.problem + ")");
         if (!d.problem.empty() && !dvsec_use.used) {
-          result.warnings.push_back(fmt::format("free-space DVSEC at {:#x} is invalid: {}", d.offset, d.problem));
+          result.warnings.push_back(
+              fmt::format("free-space DVSEC at {:#x} is invalid: {}", d.offset, d.problem));
         }
       }
       report(PlacementRule::kDvsec, dvsec_use, "unused", detail, sources.dvsec_ranges);
     }
     const bool default_tried = !default_use.details.empty();
     report(PlacementRule::kDefault, default_use, default_tried ? "taken" : "unused", "");
-    report(PlacementRule::kGapSearch, gap_use, request.search_gaps ? "not-needed" : "not-enabled", "");
+    report(PlacementRule::kGapSearch, gap_use, request.search_gaps ? "not-needed" : "not-enabled",
+           "");
   }
   result.overlay = build_overlay(source, guest, result.placed);
   return result;

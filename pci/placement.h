@@ -38,7 +38,8 @@
 namespace vpci::pci {
 
 enum class PlacementRule : std::uint8_t { kExplicit, kTable, kDvsec, kDefault, kGapSearch };
-std::string_view placement_rule_name(PlacementRule rule);  // "explicit", "table", "dvsec", "default", "gap-search"
+std::string_view placement_rule_name(
+    PlacementRule rule);  // "explicit", "table", "dvsec", "default", "gap-search"
 
 // One extended capability to add: its header fields, everything after the header, and
 // which bits of that body the guest may write (shorter than the body: the rest is RO).
@@ -84,10 +85,10 @@ struct HideRequest {
 Result<HideRequest> parse_hide_spec(std::string_view text);
 
 struct PlacementRequest {
-  std::vector<HideRequest> hide;                // applied first
-  std::vector<ExtendedCapabilityRequest> add;   // placed in order
-  std::optional<FreeSpaceTable> table;          // rule 2 when it has an entry
-  bool search_gaps = false;                     // allows rule 5
+  std::vector<HideRequest> hide;               // applied first
+  std::vector<ExtendedCapabilityRequest> add;  // placed in order
+  std::optional<FreeSpaceTable> table;         // rule 2 when it has an entry
+  bool search_gaps = false;                    // allows rule 5
 };
 
 struct PlacedCapability {

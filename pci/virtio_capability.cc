@@ -33,7 +33,8 @@ std::optional<VirtioCapabilityFields> decode_virtio_capability(std::span<const s
       config[1] != (kVirtioVendorId >> 8)) {
     return std::nullopt;
   }
-  if (offset + kMinimumLength > config.size() || offset + kMinimumLength > kConventionalConfigSize) {
+  if (offset + kMinimumLength > config.size() ||
+      offset + kMinimumLength > kConventionalConfigSize) {
     return std::nullopt;
   }
   VirtioCapabilityFields fields;

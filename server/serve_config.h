@@ -44,7 +44,7 @@ struct ServedDeviceSpec {
   TransportKind transport = TransportKind::kModern;
   std::filesystem::path path;  // virtio-blk backing file, resolved against the config dir
   bool read_only = false;
-  std::uint16_t queues = 1;                                 // virtio-blk request queues
+  std::uint16_t queues = 1;                               // virtio-blk request queues
   devices::BlockIoMode io = devices::BlockIoMode::kAuto;  // virtio-blk I/O engine
   std::optional<std::uint16_t> xen_backend_domid;
   std::uint32_t line = 0;  // where the [[device]] table starts, for later messages

@@ -59,7 +59,8 @@ class VirtioServedDevice final : public ServedDevice {
                           spec_.read_only ? ", read-only" : "");
       if (spec_.queues > 1) text += fmt::format(", {} queues", spec_.queues);
       if (spec_.io != devices::BlockIoMode::kAuto)
-        text += fmt::format(", io {}", devices::kBlockIoModeNames[static_cast<std::size_t>(spec_.io)]);
+        text +=
+            fmt::format(", io {}", devices::kBlockIoModeNames[static_cast<std::size_t>(spec_.io)]);
     }
     if (spec_.xen_backend_domid)
       text += fmt::format(", Xen grants to domain {}", *spec_.xen_backend_domid);

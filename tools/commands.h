@@ -26,5 +26,7 @@ struct CommandRegistration {
 
 }  // namespace vpci::tools
 
-#define VPCI_REGISTER_COMMAND(function) \
-  static const ::vpci::tools::CommandRegistration vpci_command_registration_##function{function}
+#define VPCI_REGISTER_COMMAND(function)                                                  \
+  static const ::vpci::tools::CommandRegistration vpci_command_registration_##function { \
+    function                                                                             \
+  }

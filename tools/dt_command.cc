@@ -60,7 +60,8 @@ Result<std::uint64_t> parse_number(std::string_view text, std::string_view optio
 }
 
 // "BASE,SIZE"
-Result<std::pair<std::uint64_t, std::uint64_t>> parse_window(std::string_view text, std::string_view option) {
+Result<std::pair<std::uint64_t, std::uint64_t>> parse_window(std::string_view text,
+                                                             std::string_view option) {
   const auto comma = text.find(',');
   if (comma == std::string_view::npos) {
     return make_error(ErrorCode::kInvalidArgument, "{}: \"{}\" is not BASE,SIZE", option, text);
@@ -152,10 +153,13 @@ Status bind_and_write(const BindCommandOptions& o, const dt::BindOptions& option
   }
   VPCI_TRY(write_output_files(files));
   if (!files.empty()) {
-    fmt::print(stderr, "vpci dt bind: {} stream(s) bound to {} (phandle {:#x}){}{}\n", result.streams.size(),
-               result.viommu_path.empty() ? "no vIOMMU" : result.viommu_path, result.viommu_phandle,
+    fmt::print(stderr, "vpci dt bind: {} stream(s) bound to {} (phandle {:#x}){}{}\n",
+               result.streams.size(), result.viommu_path.empty() ? "no vIOMMU" : result.viommu_path,
+               result.viommu_phandle,
                result.pci_path.empty() ? "" : fmt::format(", PCI bridge {}", result.pci_path),
-               result.grants.empty() ? "" : fmt::format(", {} virtio-pci grant route(s)", result.grants.size()));
+               result.grants.empty()
+                   ? ""
+                   : fmt::format(", {} virtio-pci grant route(s)", result.grants.size()));
   }
   return {};
 }
@@ -165,7 +169,8 @@ Status bind_and_write(const BindCommandOptions& o, const dt::BindOptions& option
 int run_bind(const BindCommandOptions& o) {
   const auto options = make_bind_options(o);
   if (!options) return usage_error("dt bind", options.error().message);
-  if (auto status = bind_and_write(o, *options); !status) return rejected("dt bind", status.error());
+  if (auto status = bind_and_write(o, *options); !status)
+    return rejected("dt bind", status.error());
   return kExitSuccess;
 }
 
@@ -233,8 +238,9 @@ Status run_show(const ShowCommandOptions& o) {
   }
   fmt::print("IOMMUs ({}):\n", topology.providers.size());
   for (const auto& p : topology.providers) {
-    fmt::print("  {}  phandle {:#x}  {}  #iommu-cells={}  \"{}\"{}\n", p.path, p.phandle, dt::iommu_kind_name(p.kind),
-               p.cells, fmt::join(p.compatible, "\", \""), p.enabled ? "" : "  (disabled)");
+    fmt::print("  {}  phandle {:#x}  {}  #iommu-cells={}  \"{}\"{}\n", p.path, p.phandle,
+               dt::iommu_kind_name(p.kind), p.cells, fmt::join(p.compatible, "\", \""),
+               p.enabled ? "" : "  (disabled)");
   }
   fmt::print("Masters ({}):\n", topology.masters.size());
   for (const auto& m : topology.masters) {
@@ -245,12 +251,12 @@ Status run_show(const ShowCommandOptions& o) {
   for (const auto& b : topology.bridges) {
     fmt::print("  {}  buses {:#x}-{:#x}\n", b.path, b.bus_first, b.bus_last);
     for (const auto& e : b.iommu_map) {
-      fmt::print("    iommu-map RID {:#06x}+{:#x} -> {} ID {:#x} (mask {:#x})\n", e.rid_base, e.length,
-                 map_target(tree, e.phandle), e.id_base, b.iommu_map_mask);
+      fmt::print("    iommu-map RID {:#06x}+{:#x} -> {} ID {:#x} (mask {:#x})\n", e.rid_base,
+                 e.length, map_target(tree, e.phandle), e.id_base, b.iommu_map_mask);
     }
     for (const auto& e : b.msi_map) {
-      fmt::print("    msi-map   RID {:#06x}+{:#x} -> {} ID {:#x} (mask {:#x})\n", e.rid_base, e.length,
-                 map_target(tree, e.phandle), e.id_base, b.msi_map_mask);
+      fmt::print("    msi-map   RID {:#06x}+{:#x} -> {} ID {:#x} (mask {:#x})\n", e.rid_base,
+                 e.length, map_target(tree, e.phandle), e.id_base, b.msi_map_mask);
     }
   }
   if (!topology.problems.empty()) {
@@ -261,39 +267,49 @@ Status run_show(const ShowCommandOptions& o) {
 }
 
 void register_dt_command(CLI::App& app, int& exit_code) {
-  CLI::App* dt = app.add_subcommand("dt", "Guest device trees: bind passthrough devices to a virtual IOMMU");
+  CLI::App* dt =
+      app.add_subcommand("dt", "Guest device trees: bind passthrough devices to a virtual IOMMU");
   dt->require_subcommand(1);
 
   auto bind = std::make_shared<BindCommandOptions>();
-  CLI::App* bind_cmd = dt->add_subcommand(
-      "bind",
-      "Bind a partial guest tree (Xen /passthrough conventions, docs/device-tree.md) against the host tree: add a "
-      "vIOMMU, allocate virtual stream IDs, add a virtual PCI host bridge for listed PCI functions");
+  CLI::App* bind_cmd =
+      dt->add_subcommand("bind",
+                         "Bind a partial guest tree (Xen /passthrough conventions, "
+                         "docs/device-tree.md) against the host tree: add a "
+                         "vIOMMU, allocate virtual stream IDs, add a virtual PCI host bridge for "
+                         "listed PCI functions");
   bind_cmd->add_option("--host", bind->host, "host device tree (DTB or DTS)")->required();
-  bind_cmd->add_option("--partial", bind->partial, "partial guest device tree (DTB or DTS)")->required();
+  bind_cmd->add_option("--partial", bind->partial, "partial guest device tree (DTB or DTS)")
+      ->required();
   bind_cmd->add_option("-o,--output", bind->dtb_out, "write the guest tree as DTB");
   bind_cmd->add_option("--dts-out", bind->dts_out, "write the guest tree as DTS");
   bind_cmd->add_option("--map-out", bind->map_out, "write the vSID map as JSON");
-  bind_cmd->add_option("--vsid", bind->vsids,
-                       "PATH=ID[,ID...]: choose the vSIDs of a master (partial-tree path or its xen,path), one ID "
-                       "per iommus specifier; repeatable");
-  bind_cmd->add_option("--vsid-base", bind->vsid_base, "first vSID given automatically (default 0)");
-  bind_cmd->add_option("--vsid-limit", bind->vsid_limit, "vSIDs must be below this (default 0x10000)");
+  bind_cmd->add_option(
+      "--vsid", bind->vsids,
+      "PATH=ID[,ID...]: choose the vSIDs of a master (partial-tree path or its xen,path), one ID "
+      "per iommus specifier; repeatable");
+  bind_cmd->add_option("--vsid-base", bind->vsid_base,
+                       "first vSID given automatically (default 0)");
+  bind_cmd->add_option("--vsid-limit", bind->vsid_limit,
+                       "vSIDs must be below this (default 0x10000)");
   bind_cmd->add_option("--viommu-base", bind->viommu_base, "vIOMMU MMIO base (default 0x4040000)");
   bind_cmd->add_option("--viommu-size", bind->viommu_size, "vIOMMU MMIO size (default 0x40000)");
   bind_cmd->add_option("--viommu-interrupts", bind->viommu_interrupts,
                        "vIOMMU interrupts property cells, e.g. \"0,70,1\" (default: none)");
   bind_cmd->add_option("--viommu-interrupt-names", bind->viommu_interrupt_names,
                        "vIOMMU interrupt-names (combined | eventq gerror priq cmdq-sync)");
-  bind_cmd->add_option("--pci-ecam", bind->pci_ecam, "virtual PCI bridge ECAM BASE,SIZE (default 0x10000000,0x10000000)");
-  bind_cmd->add_option("--pci-mem32", bind->pci_mem32, "32-bit memory window BASE,SIZE (default 0x23000000,0x10000000)");
-  bind_cmd->add_option("--pci-mem64", bind->pci_mem64,
-                       "64-bit prefetchable window BASE,SIZE (default 0x100000000,0x100000000; SIZE 0 omits it)");
+  bind_cmd->add_option("--pci-ecam", bind->pci_ecam,
+                       "virtual PCI bridge ECAM BASE,SIZE (default 0x10000000,0x10000000)");
+  bind_cmd->add_option("--pci-mem32", bind->pci_mem32,
+                       "32-bit memory window BASE,SIZE (default 0x23000000,0x10000000)");
+  bind_cmd->add_option(
+      "--pci-mem64", bind->pci_mem64,
+      "64-bit prefetchable window BASE,SIZE (default 0x100000000,0x100000000; SIZE 0 omits it)");
   bind_cmd->callback([bind, &exit_code] { exit_code = run_bind(*bind); });
 
   auto show = std::make_shared<ShowCommandOptions>();
-  CLI::App* show_cmd =
-      dt->add_subcommand("show", "List a device tree's IOMMUs, masters with their IDs, and PCI iommu-map/msi-map");
+  CLI::App* show_cmd = dt->add_subcommand(
+      "show", "List a device tree's IOMMUs, masters with their IDs, and PCI iommu-map/msi-map");
   show_cmd->add_option("FILE", show->file, "device tree (DTB or DTS)")->required();
   show_cmd->add_flag("--json", show->json, "machine-readable output");
   show_cmd->callback([show, &exit_code] {

@@ -37,12 +37,14 @@ int run_dump(const DumpOptions& options) {
     if (wanted && !(d.address == *wanted)) continue;
     text += pci::format_lspci_dump(d.address, d.config, "written by vpci dump");
   }
-  if (text.empty()) return rejected("dump", fmt::format("{}: no device {}", options.source, wanted->to_string()));
+  if (text.empty())
+    return rejected("dump", fmt::format("{}: no device {}", options.source, wanted->to_string()));
   if (options.output.empty() || options.output == "-") {
     fmt::print("{}", text);
     return kExitSuccess;
   }
-  if (auto written = write_file_atomically(options.output, text); !written) return rejected("dump", written.error());
+  if (auto written = write_file_atomically(options.output, text); !written)
+    return rejected("dump", written.error());
   return kExitSuccess;
 }
 
@@ -50,8 +52,9 @@ void register_dump_command(CLI::App& app, int& exit_code) {
   auto options = std::make_shared<DumpOptions>();
   CLI::App* cmd = app.add_subcommand(
       "dump", "Write config spaces as lspci -xxxx text (decodable with lspci -F FILE -vvv)");
-  cmd->add_option("SOURCE", options->source,
-                  "lspci -x/-xxx/-xxxx text, a raw config file, or a /sys/bus/pci/devices/... directory")
+  cmd->add_option(
+         "SOURCE", options->source,
+         "lspci -x/-xxx/-xxxx text, a raw config file, or a /sys/bus/pci/devices/... directory")
       ->required();
   cmd->add_option("--device", options->device, "only the device at this address");
   cmd->add_option("-o,--output", options->output, "output file (default: stdout)");

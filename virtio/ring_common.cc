@@ -14,8 +14,7 @@ Result<QueueLayout> legacy_split_layout(GuestAddress base, std::uint16_t size,
     return make_error(ErrorCode::kInvalidArgument,
                       "legacy queue size {} is not a power of two <= {}", size, kMaxQueueSize);
   }
-  if (align == 0 || align > (1u << 16) ||
-      !std::has_single_bit(static_cast<std::uint32_t>(align))) {
+  if (align == 0 || align > (1u << 16) || !std::has_single_bit(static_cast<std::uint32_t>(align))) {
     return make_error(ErrorCode::kInvalidArgument,
                       "legacy queue alignment {} is not a power of two", align);
   }

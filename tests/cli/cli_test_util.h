@@ -5,8 +5,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +16,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <sys/resource.h>
+#include <sys/wait.h>
 
 namespace vpci::testing {
 
@@ -37,8 +38,9 @@ inline std::string read_text_file(const std::filesystem::path& path) {
 // Runs `command` through /bin/sh, capturing stdout and stderr separately.
 inline CommandResult run_command(const std::string& command) {
   static int counter = 0;
-  const auto err_path = std::filesystem::temp_directory_path() /
-                        ("vpci-test-stderr-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+  const auto err_path =
+      std::filesystem::temp_directory_path() /
+      ("vpci-test-stderr-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
   CommandResult result;
   FILE* pipe = ::popen((command + " 2>" + err_path.string()).c_str(), "r");
   if (pipe == nullptr) return result;
@@ -64,7 +66,9 @@ inline std::string shell_quote(const std::string& s) {
   return out + "'";
 }
 
-inline std::string vpci_cli() { return VPCI_CLI_PATH; }
+inline std::string vpci_cli() {
+  return VPCI_CLI_PATH;
+}
 
 // A scratch directory removed when the test ends.
 class TempDir {
@@ -109,15 +113,14 @@ inline std::vector<std::filesystem::path> pci_corpus_files() {
   return files;
 }
 
-
 // What a bounded run of a program did: how it ended, what it printed, and what it
 // cost (the issue-20 bounds are wall time and peak RSS).
 struct BoundedResult {
   bool started = false;
-  bool killed = false;         // still running at the deadline
-  int exit_code = -1;          // when it exited
-  int signal = 0;              // when a signal ended it
-  long max_rss_kib = 0;        // wait4's ru_maxrss (KiB on Linux)
+  bool killed = false;   // still running at the deadline
+  int exit_code = -1;    // when it exited
+  int signal = 0;        // when a signal ended it
+  long max_rss_kib = 0;  // wait4's ru_maxrss (KiB on Linux)
   std::chrono::milliseconds elapsed{0};
   std::string out;
   std::string err;
@@ -126,11 +129,12 @@ struct BoundedResult {
 // Runs `argv` (argv[0] a path) with stdin from /dev/null, killing it at `deadline`.
 // `as_nobody`: when running as root, the child drops to uid/gid 65534 before exec,
 // so that files without read permission are unreadable to it too.
-inline BoundedResult run_bounded(const std::vector<std::string>& argv, std::chrono::milliseconds deadline,
-                                 bool as_nobody = false) {
+inline BoundedResult run_bounded(const std::vector<std::string>& argv,
+                                 std::chrono::milliseconds deadline, bool as_nobody = false) {
   static int counter = 0;
-  const auto stem = std::filesystem::temp_directory_path() /
-                    ("vpci-bounded-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+  const auto stem =
+      std::filesystem::temp_directory_path() /
+      ("vpci-bounded-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
   const std::string out_path = stem.string() + ".out";
   const std::string err_path = stem.string() + ".err";
   BoundedResult result;
@@ -146,7 +150,8 @@ inline BoundedResult run_bounded(const std::vector<std::string>& argv, std::chro
     ::dup2(out, 1);
     ::dup2(err, 2);
     if (as_nobody && ::geteuid() == 0) {
-      if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(126);
+      if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0)
+        ::_exit(126);
     }
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -168,8 +173,8 @@ inline BoundedResult run_bounded(const std::vector<std::string>& argv, std::chro
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  result.elapsed =
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+  result.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - start);
   result.max_rss_kib = usage.ru_maxrss;
   if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) result.signal = WTERMSIG(status);

@@ -8,8 +8,6 @@
 // its original offset with the same decoded heading, and no broken or looping chain.
 // Devices that already have PASID, a capability at 0xff8, no extended space, and
 // pciutils' broken-ecaps give the results docs/placement.md documents.
-#include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,7 +22,9 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <sys/wait.h>
 
 #include "pci/capabilities.h"
 #include "pci/dump.h"
@@ -127,7 +127,8 @@ LspciView lspci(const fs::path& dump) {
       LspciCapability cap;
       std::string rest = line.substr(prefix.size());
       std::size_t digits = 0;
-      while (digits < rest.size() && std::isxdigit(static_cast<unsigned char>(rest[digits]))) ++digits;
+      while (digits < rest.size() && std::isxdigit(static_cast<unsigned char>(rest[digits])))
+        ++digits;
       cap.offset = static_cast<unsigned>(std::stoul(rest.substr(0, digits), nullptr, 16));
       rest = rest.substr(digits);
       cap.heading = rest.rfind("] ", 0) == 0 ? rest.substr(2) : rest.substr(1);
@@ -169,7 +170,9 @@ std::vector<CorpusDevice> load_corpus() {
     if (!loaded) continue;  // e.g. lspci -vvv text without hex
     for (auto& d : *loaded) {
       std::string name = fmt::format("{}_{}", file.filename().string(), d.address.to_string());
-      std::replace_if(name.begin(), name.end(), [](char c) { return !std::isalnum(static_cast<unsigned char>(c)); }, '_');
+      std::replace_if(
+          name.begin(), name.end(),
+          [](char c) { return !std::isalnum(static_cast<unsigned char>(c)); }, '_');
       devices.push_back({file, d.address, std::move(d.config), std::move(name)});
     }
   }
@@ -189,19 +192,23 @@ bool has_extended_space(const CorpusDevice& d) {
 std::vector<std::size_t> select(bool extended) {
   std::vector<std::size_t> indexes;
   for (std::size_t i = 0; i < corpus().size(); ++i) {
-    if (corpus()[i].config.size() >= 0x40 && has_extended_space(corpus()[i]) == extended) indexes.push_back(i);
+    if (corpus()[i].config.size() >= 0x40 && has_extended_space(corpus()[i]) == extended)
+      indexes.push_back(i);
   }
   return indexes;
 }
 
 // A raw file SOURCE has no address; place it with the corpus address so --device works.
-std::string source_argument(const CorpusDevice& d) { return d.file.string(); }
+std::string source_argument(const CorpusDevice& d) {
+  return d.file.string();
+}
 
 // DWORD-aligned slots of `need` bytes in the source's free extended ranges, avoiding
 // `avoid` ranges; used to pick offsets for the explicit, table and DVSEC cases.
-std::vector<std::uint32_t> free_slots(const CorpusDevice& d, std::uint32_t need,
-                                      const std::vector<std::pair<std::uint32_t, std::uint32_t>>& avoid = {},
-                                      bool keep_clear_of_aer_prefix_log = true) {
+std::vector<std::uint32_t> free_slots(
+    const CorpusDevice& d, std::uint32_t need,
+    const std::vector<std::pair<std::uint32_t, std::uint32_t>>& avoid = {},
+    bool keep_clear_of_aer_prefix_log = true) {
   std::vector<std::uint8_t> full(d.config);
   full.resize(pci::kExtendedConfigSize, 0xFF);
   const auto scan = pci::scan_capabilities(full);
@@ -214,7 +221,8 @@ std::vector<std::uint32_t> free_slots(const CorpusDevice& d, std::uint32_t need,
     if (cap.space != pci::CapabilitySpace::kExtended || cap.id != pci::ext_cap_id::kAer) continue;
     std::uint32_t end = cap.offset + 0x48u;
     for (const auto& other : scan.capabilities) {
-      if (other.space == cap.space && other.offset > cap.offset) end = std::min<std::uint32_t>(end, other.offset);
+      if (other.space == cap.space && other.offset > cap.offset)
+        end = std::min<std::uint32_t>(end, other.offset);
     }
     avoided.emplace_back(cap.offset, end);
   }
@@ -232,13 +240,15 @@ std::vector<std::uint32_t> free_slots(const CorpusDevice& d, std::uint32_t need,
 
 bool has_ext_caps(const CorpusDevice& d) {
   const auto scan = pci::scan_capabilities(d.config);
-  return std::any_of(scan.capabilities.begin(), scan.capabilities.end(),
-                     [](const pci::Capability& c) { return c.space == pci::CapabilitySpace::kExtended; });
+  return std::any_of(
+      scan.capabilities.begin(), scan.capabilities.end(),
+      [](const pci::Capability& c) { return c.space == pci::CapabilitySpace::kExtended; });
 }
 
 std::optional<std::uint16_t> existing_pasid(const CorpusDevice& d) {
   for (const auto& c : pci::scan_capabilities(d.config).capabilities) {
-    if (c.space == pci::CapabilitySpace::kExtended && c.id == pci::ext_cap_id::kPasid) return c.offset;
+    if (c.space == pci::CapabilitySpace::kExtended && c.id == pci::ext_cap_id::kPasid)
+      return c.offset;
   }
   return std::nullopt;
 }
@@ -247,15 +257,16 @@ std::optional<std::uint16_t> existing_pasid(const CorpusDevice& d) {
 
 struct Expectation {
   std::string rule;
-  std::optional<unsigned> offset;          // exact offset, when the test can know it
-  std::vector<unsigned> hidden_offsets;    // original capabilities expected to disappear
-  std::optional<unsigned> nulled_offset;   // 0x100 hidden: shows as Null
+  std::optional<unsigned> offset;         // exact offset, when the test can know it
+  std::vector<unsigned> hidden_offsets;   // original capabilities expected to disappear
+  std::optional<unsigned> nulled_offset;  // 0x100 hidden: shows as Null
 };
 
 // Runs `args` (a vpci place command with -o and --json added here), then checks the
 // JSON and what lspci decodes against the original device's lspci view.
-void place_and_check(const CorpusDevice& device, const LspciView& original, std::vector<std::string> args,
-                     const pci::PasidFields& pasid, const Expectation& expect) {
+void place_and_check(const CorpusDevice& device, const LspciView& original,
+                     std::vector<std::string> args, const pci::PasidFields& pasid,
+                     const Expectation& expect) {
   const fs::path out = scratch_dir() / (device.name + "_" + expect.rule + ".lspci");
   fs::remove(out);
   args.insert(args.end(), {"--json", "-o", out.string()});
@@ -277,17 +288,18 @@ void place_and_check(const CorpusDevice& device, const LspciView& original, std:
   ASSERT_NE(cap, nullptr) << "lspci shows nothing at " << offset << "\n" << view.text;
   EXPECT_EQ(cap->heading, "v1] Process Address Space ID (PASID)");
   ASSERT_GE(cap->details.size(), 2u);
-  EXPECT_EQ(cap->details[0], fmt::format("PASIDCap: Exec{} Priv{}, Max PASID Width: {:02x}", pasid.execute ? '+' : '-',
-                                         pasid.privileged ? '+' : '-', pasid.max_width));
+  EXPECT_EQ(cap->details[0],
+            fmt::format("PASIDCap: Exec{} Priv{}, Max PASID Width: {:02x}",
+                        pasid.execute ? '+' : '-', pasid.privileged ? '+' : '-', pasid.max_width));
   EXPECT_EQ(cap->details[1], "PASIDCtl: Enable- Exec- Priv-");
-  const auto pasid_count = std::count_if(view.capabilities.begin(), view.capabilities.end(), [](const auto& c) {
-    return c.heading.find("(PASID)") != std::string::npos;
-  });
+  const auto pasid_count =
+      std::count_if(view.capabilities.begin(), view.capabilities.end(),
+                    [](const auto& c) { return c.heading.find("(PASID)") != std::string::npos; });
   EXPECT_EQ(pasid_count, 1);
 
   for (const auto& before : original.capabilities) {
-    const bool hidden = std::find(expect.hidden_offsets.begin(), expect.hidden_offsets.end(), before.offset) !=
-                        expect.hidden_offsets.end();
+    const bool hidden = std::find(expect.hidden_offsets.begin(), expect.hidden_offsets.end(),
+                                  before.offset) != expect.hidden_offsets.end();
     const LspciCapability* now = at_offset(view, before.offset);
     if (expect.nulled_offset && before.offset == *expect.nulled_offset) {
       ASSERT_NE(now, nullptr);
@@ -297,7 +309,8 @@ void place_and_check(const CorpusDevice& device, const LspciView& original, std:
         EXPECT_EQ(now, nullptr) << "hidden capability still decoded at " << before.offset;
       }
     } else {
-      ASSERT_NE(now, nullptr) << "capability at " << std::hex << before.offset << " lost\n" << view.text;
+      ASSERT_NE(now, nullptr) << "capability at " << std::hex << before.offset << " lost\n"
+                              << view.text;
       EXPECT_EQ(now->heading, before.heading) << "at " << std::hex << before.offset;
     }
   }
@@ -340,7 +353,8 @@ TEST_P(PlaceEveryRule, LspciShowsPasidAndKeepsTheOriginalCapabilities) {
     args.insert(args.end(), {"--pasid", spec, "-o", (scratch_dir() / "never.lspci").string()});
     const RunResult refused = run(args);
     EXPECT_EQ(refused.status, 1);
-    EXPECT_NE(refused.err.find(fmt::format("already has a PASID capability at [{:#x}, {:#x})", *physical, *physical + 8)),
+    EXPECT_NE(refused.err.find(fmt::format("already has a PASID capability at [{:#x}, {:#x})",
+                                           *physical, *physical + 8)),
               std::string::npos)
         << refused.err;
     EXPECT_FALSE(fs::exists(scratch_dir() / "never.lspci"));
@@ -384,7 +398,8 @@ TEST_P(PlaceEveryRule, LspciShowsPasidAndKeepsTheOriginalCapabilities) {
     const fs::path table = scratch_dir() / (d.name + ".toml");
     std::ofstream(table) << fmt::format(
         "# decoy first\n[devices.\"{:04x}:{:04x}\"]\nfree = [ {{ offset = 0x100, length = 4 }} ]\n"
-        "[devices.\"{:04x}:{:04x}\"]\nfree = [ {{ offset = {:#x}, length = 8 }} ]\nnote = \"corpus test\"\n",
+        "[devices.\"{:04x}:{:04x}\"]\nfree = [ {{ offset = {:#x}, length = 8 }} ]\nnote = \"corpus "
+        "test\"\n",
         vendor ^ 0xFFFF, device_id, vendor, device_id, at);
     Expectation e = base;
     e.rule = "table";
@@ -398,7 +413,8 @@ TEST_P(PlaceEveryRule, LspciShowsPasidAndKeepsTheOriginalCapabilities) {
     const unsigned at = slots.front();
     const fs::path with_dvsec = scratch_dir() / (d.name + "_gapdvsec.lspci");
     auto setup = vpci_place(source, d.address);
-    setup.insert(setup.end(), {"--add", fmt::format("free-space-gap,length=16,at={:#x}", at), "-o", with_dvsec.string()});
+    setup.insert(setup.end(), {"--add", fmt::format("free-space-gap,length=16,at={:#x}", at), "-o",
+                               with_dvsec.string()});
     const RunResult made = run(setup);
     ASSERT_EQ(made.status, 0) << made.err;
     Expectation e = base;
@@ -416,8 +432,10 @@ TEST_P(PlaceEveryRule, LspciShowsPasidAndKeepsTheOriginalCapabilities) {
     const unsigned range_at = range_slots.back();
     const fs::path with_dvsec = scratch_dir() / (d.name + "_tabledvsec.lspci");
     auto setup = vpci_place(source, d.address);
-    setup.insert(setup.end(), {"--add", fmt::format("free-space-table,ranges={:#x}+8,at={:#x}", range_at, table_at),
-                               "-o", with_dvsec.string()});
+    setup.insert(
+        setup.end(),
+        {"--add", fmt::format("free-space-table,ranges={:#x}+8,at={:#x}", range_at, table_at), "-o",
+         with_dvsec.string()});
     const RunResult made = run(setup);
     ASSERT_EQ(made.status, 0) << made.err;
     Expectation e = base;
@@ -428,7 +446,8 @@ TEST_P(PlaceEveryRule, LspciShowsPasidAndKeepsTheOriginalCapabilities) {
   {
     SCOPED_TRACE("a capability at 0xff8: default refused, gap search");
     auto tail = free_slots(d, 8, {}, false);
-    ASSERT_TRUE(std::find(tail.begin(), tail.end(), 0xFF8u) != tail.end()) << "0xff8 not free in the corpus device";
+    ASSERT_TRUE(std::find(tail.begin(), tail.end(), 0xFF8u) != tail.end())
+        << "0xff8 not free in the corpus device";
     const fs::path blocked = scratch_dir() / (d.name + "_blocked.lspci");
     auto setup = vpci_place(source, d.address);
     setup.insert(setup.end(), {"--add", "vsec,id=0x1234,at=0xff8", "-o", blocked.string()});
@@ -439,9 +458,11 @@ TEST_P(PlaceEveryRule, LspciShowsPasidAndKeepsTheOriginalCapabilities) {
     auto refused_args = command(blocked.string(), {"-o", never.string()});
     const RunResult refused = run(refused_args);
     EXPECT_EQ(refused.status, 1);
-    EXPECT_NE(refused.err.find("no room for PASID at the default offset: [0xff8, 0x1000) overlaps Vendor-Specific "
-                               "Extended"),
-              std::string::npos)
+    EXPECT_NE(
+        refused.err.find(
+            "no room for PASID at the default offset: [0xff8, 0x1000) overlaps Vendor-Specific "
+            "Extended"),
+        std::string::npos)
         << refused.err;
     EXPECT_FALSE(fs::exists(never));
 
@@ -453,16 +474,20 @@ TEST_P(PlaceEveryRule, LspciShowsPasidAndKeepsTheOriginalCapabilities) {
     json_args.push_back("--json");
     const RunResult again = run(json_args);
     ASSERT_EQ(again.status, 0);
-    EXPECT_NE(again.err.find("holes between capabilities can hold undocumented registers"), std::string::npos);
+    EXPECT_NE(again.err.find("holes between capabilities can hold undocumented registers"),
+              std::string::npos);
     const unsigned at = nlohmann::json::parse(again.out)["placed"][0]["offset"];
     EXPECT_NE(at, 0xFF8u);
     const auto slots = free_slots(d, 8, {}, false);
     EXPECT_TRUE(std::find(slots.begin(), slots.end(), at) != slots.end()) << at;
-    for (unsigned i = 0; i < 8; ++i) EXPECT_EQ(d.config.at(at + i), 0) << "gap search chose non-zero bytes";
+    for (unsigned i = 0; i < 8; ++i)
+      EXPECT_EQ(d.config.at(at + i), 0) << "gap search chose non-zero bytes";
   }
 }
 
-std::string device_name(const ::testing::TestParamInfo<std::size_t>& info) { return corpus()[info.param].name; }
+std::string device_name(const ::testing::TestParamInfo<std::size_t>& info) {
+  return corpus()[info.param].name;
+}
 
 INSTANTIATE_TEST_SUITE_P(Corpus, PlaceEveryRule, ::testing::ValuesIn(select(true)), device_name);
 
@@ -481,7 +506,8 @@ TEST_P(PlaceWithoutExtendedSpace, IsRefusedAndNothingIsWritten) {
   EXPECT_FALSE(fs::exists(out));
 }
 
-INSTANTIATE_TEST_SUITE_P(Corpus, PlaceWithoutExtendedSpace, ::testing::ValuesIn(select(false)), device_name);
+INSTANTIATE_TEST_SUITE_P(Corpus, PlaceWithoutExtendedSpace, ::testing::ValuesIn(select(false)),
+                         device_name);
 
 const fs::path kCorpus = fs::path(VPCI_CORPUS_DIR) / "pci";
 
@@ -489,15 +515,16 @@ TEST(PlaceCli, CorpusHasTheCasesTheIssueNames) {
   // Guard against the sweeps silently covering less than intended.
   EXPECT_GE(select(true).size(), 60u);
   EXPECT_GE(select(false).size(), 10u);
-  const auto pasid_devices = std::count_if(corpus().begin(), corpus().end(), [](const CorpusDevice& d) {
-    return has_extended_space(d) && existing_pasid(d).has_value();
-  });
+  const auto pasid_devices = std::count_if(
+      corpus().begin(), corpus().end(),
+      [](const CorpusDevice& d) { return has_extended_space(d) && existing_pasid(d).has_value(); });
   EXPECT_GE(pasid_devices, 5);
 }
 
 TEST(PlaceCli, BrokenEcapsIsRefusedAsHavingNoExtendedSpace) {
-  const RunResult r = run({VPCI_CLI_PATH, "place", (kCorpus / "pciutils-tests" / "broken-ecaps").string(), "--pasid",
-                     "width=20"});
+  const RunResult r =
+      run({VPCI_CLI_PATH, "place", (kCorpus / "pciutils-tests" / "broken-ecaps").string(),
+           "--pasid", "width=20"});
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("no PCI Express or PCI-X capability"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("aliases the 256-byte space"), std::string::npos) << r.err;
@@ -507,31 +534,35 @@ TEST(PlaceCli, BrokenEcapsIsRefusedAsHavingNoExtendedSpace) {
 TEST(PlaceCli, ExistingOutputIsUntouchedOnError) {
   const fs::path out = scratch_dir() / "keep.lspci";
   std::ofstream(out) << "keep me\n";
-  const RunResult r = run({VPCI_CLI_PATH, "place", (kCorpus / "intel-adl-igpu.lspci").string(), "--pasid", "width=20",
-                     "-o", out.string()});
+  const RunResult r = run({VPCI_CLI_PATH, "place", (kCorpus / "intel-adl-igpu.lspci").string(),
+                           "--pasid", "width=20", "-o", out.string()});
   EXPECT_EQ(r.status, 1);
   EXPECT_EQ(slurp(out), "keep me\n");
   for (const auto& entry : fs::directory_iterator(scratch_dir())) {
-    EXPECT_EQ(entry.path().filename().string().find("keep.lspci.vpci-"), std::string::npos) << "temp file left";
+    EXPECT_EQ(entry.path().filename().string().find("keep.lspci.vpci-"), std::string::npos)
+        << "temp file left";
   }
 }
 
 TEST(PlaceCli, ExistingOutputIsReplacedOnSuccess) {
   const fs::path out = scratch_dir() / "replace.lspci";
   std::ofstream(out) << "old\n";
-  const RunResult r = run({VPCI_CLI_PATH, "place", (kCorpus / "intel-adl-igpu.lspci").string(), "--pasid", "width=20",
-                     "--hide", "0x1b", "-o", out.string()});
+  const RunResult r = run({VPCI_CLI_PATH, "place", (kCorpus / "intel-adl-igpu.lspci").string(),
+                           "--pasid", "width=20", "--hide", "0x1b", "-o", out.string()});
   ASSERT_EQ(r.status, 0) << r.err;
   const std::string text = slurp(out);
   EXPECT_EQ(text.rfind("0000:00:02.0 ", 0), 0u);
-  EXPECT_NE(text.find("\tvpci overlay: 0xff8+8 emulated ff ff ff ff ff ff ff ff wmask 00 00 00 00 00 00 07 00"),
-            std::string::npos);
+  EXPECT_NE(
+      text.find(
+          "\tvpci overlay: 0xff8+8 emulated ff ff ff ff ff ff ff ff wmask 00 00 00 00 00 00 07 00"),
+      std::string::npos);
   EXPECT_NE(r.out.find("rule default"), std::string::npos);
 }
 
 TEST(PlaceCli, JsonNamesOffsetRuleOverlayAndSources) {
-  const RunResult r = run({VPCI_CLI_PATH, "place", (kCorpus / "qemu72-q35.lspci").string(), "--device", "00:02.0",
-                     "--pasid", "iommufd,max_pasid_log2=20,capabilities=0x2", "--json"});
+  const RunResult r =
+      run({VPCI_CLI_PATH, "place", (kCorpus / "qemu72-q35.lspci").string(), "--device", "00:02.0",
+           "--pasid", "iommufd,max_pasid_log2=20,capabilities=0x2", "--json"});
   ASSERT_EQ(r.status, 0) << r.err;
   const auto json = nlohmann::json::parse(r.out);
   EXPECT_EQ(json["placed"][0]["id"], 27);
@@ -556,8 +587,9 @@ TEST(PlaceCli, JsonNamesOffsetRuleOverlayAndSources) {
 
 TEST(PlaceCli, VfioFeatureBitsReachTheRegisterShiftedByOne) {
   const fs::path out = scratch_dir() / "vfio.lspci";
-  const RunResult r = run({VPCI_CLI_PATH, "place", (kCorpus / "qemu72-q35.lspci").string(), "--device", "00:02.0",
-                     "--pasid", "vfio,width=8,capabilities=0x2", "-o", out.string()});
+  const RunResult r =
+      run({VPCI_CLI_PATH, "place", (kCorpus / "qemu72-q35.lspci").string(), "--device", "00:02.0",
+           "--pasid", "vfio,width=8,capabilities=0x2", "-o", out.string()});
   ASSERT_EQ(r.status, 0) << r.err;
   const LspciView view = lspci(out);
   const LspciCapability* cap = at_offset(view, 0xFF8);
@@ -567,8 +599,8 @@ TEST(PlaceCli, VfioFeatureBitsReachTheRegisterShiftedByOne) {
 }
 
 TEST(PlaceCli, MapMarksAddedAndHiddenRegions) {
-  const RunResult r = run({VPCI_CLI_PATH, "place", (kCorpus / "intel-adl-igpu.lspci").string(), "--pasid", "width=20",
-                     "--hide", "0x1b", "--map"});
+  const RunResult r = run({VPCI_CLI_PATH, "place", (kCorpus / "intel-adl-igpu.lspci").string(),
+                           "--pasid", "width=20", "--hide", "0x1b", "--map"});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out.rfind("<svg", 0), 0u);
   EXPECT_NE(r.out.find("PASID added (default)"), std::string::npos);
@@ -577,11 +609,12 @@ TEST(PlaceCli, MapMarksAddedAndHiddenRegions) {
 }
 
 TEST(PlaceCli, DumpToStdoutRoundTripsThroughLspciWithOverlayComments) {
-  const RunResult r = run({VPCI_CLI_PATH, "place", (kCorpus / "0000_00_00.0.config.bin").string(), "--hide", "std:0x09"});
+  const RunResult r = run({VPCI_CLI_PATH, "place", (kCorpus / "0000_00_00.0.config.bin").string(),
+                           "--hide", "std:0x09"});
   // The raw host bridge has no vendor capability: a clean error, exit 1.
   EXPECT_EQ(r.status, 1) << r.out;
-  const RunResult ok = run({VPCI_CLI_PATH, "place", (kCorpus / "qemu72-q35.lspci").string(), "--device", "00:02.0",
-                      "--pasid", "width=4"});
+  const RunResult ok = run({VPCI_CLI_PATH, "place", (kCorpus / "qemu72-q35.lspci").string(),
+                            "--device", "00:02.0", "--pasid", "width=4"});
   ASSERT_EQ(ok.status, 0) << ok.err;
   const fs::path out = scratch_dir() / "stdout.lspci";
   std::ofstream(out) << ok.out;
@@ -597,17 +630,19 @@ TEST(PlaceCli, RawConfigFileTakesItsAddressFromDevice) {
     return d.file.filename() == "cap-pasid-pri";
   });
   ASSERT_NE(it, adl.end());
-  std::ofstream(raw, std::ios::binary).write(reinterpret_cast<const char*>(it->config.data()),
-                                             static_cast<std::streamsize>(it->config.size()));
-  const RunResult r = run({VPCI_CLI_PATH, "place", raw.string(), "--device", "0000:03:00.1", "--hide", "@0x100", "--pasid",
-                     "width=20,exec", "--at", "0x104"});
+  std::ofstream(raw, std::ios::binary)
+      .write(reinterpret_cast<const char*>(it->config.data()),
+             static_cast<std::streamsize>(it->config.size()));
+  const RunResult r = run({VPCI_CLI_PATH, "place", raw.string(), "--device", "0000:03:00.1",
+                           "--hide", "@0x100", "--pasid", "width=20,exec", "--at", "0x104"});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out.rfind("0000:03:00.1 ", 0), 0u);
 }
 
 TEST(PlaceCli, RepeatableOptionsDoNotSwallowTheSource) {
-  const RunResult r = run({VPCI_CLI_PATH, "place", "--hide", "0x1b", "--add", "vsec,id=7",
-                           (kCorpus / "intel-adl-igpu.lspci").string(), "--pasid", "width=5", "--json"});
+  const RunResult r =
+      run({VPCI_CLI_PATH, "place", "--hide", "0x1b", "--add", "vsec,id=7",
+           (kCorpus / "intel-adl-igpu.lspci").string(), "--pasid", "width=5", "--json"});
   ASSERT_EQ(r.status, 0) << r.err;
   const auto json = nlohmann::json::parse(r.out);
   EXPECT_EQ(json["placed"].size(), 2u);
@@ -617,13 +652,15 @@ TEST(PlaceCli, RepeatableOptionsDoNotSwallowTheSource) {
 TEST(PlaceCli, UsageErrorsExitTwo) {
   const std::string src = (kCorpus / "qemu72-q35.lspci").string();
   EXPECT_EQ(run({VPCI_CLI_PATH, "place", src, "--device", "00:02.0"}).status, 2);  // nothing to do
-  EXPECT_EQ(run({VPCI_CLI_PATH, "place", src, "--device", "00:02.0", "--pasid", "width=21"}).status, 2);
+  EXPECT_EQ(run({VPCI_CLI_PATH, "place", src, "--device", "00:02.0", "--pasid", "width=21"}).status,
+            2);
   EXPECT_EQ(run({VPCI_CLI_PATH, "place", src, "--device", "00:02.0", "--at", "0x400"}).status, 2);
-  EXPECT_EQ(run({VPCI_CLI_PATH, "place", src, "--device", "00:02.0", "--pasid", "width=4", "--at", "0x400",
-                 "--search-gaps"})
+  EXPECT_EQ(run({VPCI_CLI_PATH, "place", src, "--device", "00:02.0", "--pasid", "width=4", "--at",
+                 "0x400", "--search-gaps"})
                 .status,
             2);
-  EXPECT_EQ(run({VPCI_CLI_PATH, "place", src, "--device", "00:02.0", "--hide", "nonsense"}).status, 2);
+  EXPECT_EQ(run({VPCI_CLI_PATH, "place", src, "--device", "00:02.0", "--hide", "nonsense"}).status,
+            2);
 }
 
 TEST(PlaceCli, RejectedRequestsExitOneWithTheRange) {
@@ -634,17 +671,21 @@ TEST(PlaceCli, RejectedRequestsExitOneWithTheRange) {
   EXPECT_EQ(several.status, 1);
   EXPECT_NE(several.err.find("holds 19 devices"), std::string::npos) << several.err;
   EXPECT_NE(several.err.find("choose one with --device"), std::string::npos) << several.err;
-  const RunResult overlap = run({VPCI_CLI_PATH, "place", src, "--device", "00:02.0", "--pasid", "width=4", "--at", "0x104"});
+  const RunResult overlap = run(
+      {VPCI_CLI_PATH, "place", src, "--device", "00:02.0", "--pasid", "width=4", "--at", "0x104"});
   EXPECT_EQ(overlap.status, 1);
-  EXPECT_NE(overlap.err.find("[0x104, 0x10c) overlaps Advanced Error Reporting [0x100] at [0x100, 0x148)"),
+  EXPECT_NE(overlap.err.find(
+                "[0x104, 0x10c) overlaps Advanced Error Reporting [0x100] at [0x100, 0x148)"),
             std::string::npos)
       << overlap.err;
   const fs::path bad_table = scratch_dir() / "bad.toml";
-  std::ofstream(bad_table) << "[devices.\"1b36:000c\"]\nfree = [ { offset = 0x140, length = 0x10 } ]\n";
-  const RunResult conflict =
-      run({VPCI_CLI_PATH, "place", src, "--device", "00:02.0", "--pasid", "width=4", "--table", bad_table.string()});
+  std::ofstream(bad_table)
+      << "[devices.\"1b36:000c\"]\nfree = [ { offset = 0x140, length = 0x10 } ]\n";
+  const RunResult conflict = run({VPCI_CLI_PATH, "place", src, "--device", "00:02.0", "--pasid",
+                                  "width=4", "--table", bad_table.string()});
   EXPECT_EQ(conflict.status, 1);
-  EXPECT_NE(conflict.err.find("conflicting table entry 1b36:000c"), std::string::npos) << conflict.err;
+  EXPECT_NE(conflict.err.find("conflicting table entry 1b36:000c"), std::string::npos)
+      << conflict.err;
   EXPECT_NE(conflict.err.find("[0x140, 0x150)"), std::string::npos) << conflict.err;
 }
 

@@ -8,8 +8,6 @@
 // that are wrong by themselves exit 2 with one prefixed line, and outputs that cannot
 // be written are refused without touching the target.
 #include <grp.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +21,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "tests/cli/cli_test_util.h"
 
@@ -75,8 +75,9 @@ class Inputs {
     std::ofstream(tmp_.path() / "bad.dts") << "/dts-v1/;\n/ {\n  a = <1 2;\n};\n";
     std::ofstream(tmp_.path() / "bad-serve.toml")
         << "[[device]]\nname = \"r\"\nkind = \"virtio-rgn\"\ntransport = \"modern\"\n";
-    fs::copy_file(fs::path(VPCI_SOURCE_DIR) / "tests" / "domain" / "data" / "malformed_arm_pvh.toml",
-                  tmp_.path() / "arm-pvh.toml");
+    fs::copy_file(
+        fs::path(VPCI_SOURCE_DIR) / "tests" / "domain" / "data" / "malformed_arm_pvh.toml",
+        tmp_.path() / "arm-pvh.toml");
   }
   TempDir tmp_;
 };
@@ -148,7 +149,8 @@ bool nobody_can_run_vpci() {
     if (pid < 0) return false;
     if (pid == 0) {
       if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(1);
-      ::_exit(::access(vpci_cli().c_str(), X_OK) == 0 && ::access(inputs.c_str(), R_OK) == 0 ? 0 : 1);
+      ::_exit(::access(vpci_cli().c_str(), X_OK) == 0 && ::access(inputs.c_str(), R_OK) == 0 ? 0
+                                                                                             : 1);
     }
     int status = 0;
     ::waitpid(pid, &status, 0);
@@ -167,8 +169,8 @@ TEST_P(HostileInputTest, ExitsOneWithOneLineInBoundedTimeAndMemory) {
   // As root every file is readable: run as nobody so that the case can fail.
   const bool as_nobody = input.name == "unreadable" && ::geteuid() == 0;
   if (as_nobody && !nobody_can_run_vpci()) {
-    GTEST_SKIP() << "running as root, and uid 65534 cannot execute " << vpci_cli()
-                 << " or read " << Inputs::get().dir()
+    GTEST_SKIP() << "running as root, and uid 65534 cannot execute " << vpci_cli() << " or read "
+                 << Inputs::get().dir()
                  << " (a directory on the way is not searchable by others), so a file "
                     "without read permission cannot be tested";
   }
@@ -190,7 +192,8 @@ INSTANTIATE_TEST_SUITE_P(EveryFileArgument, HostileInputTest,
                          ::testing::Combine(::testing::ValuesIn(invocations()),
                                             ::testing::ValuesIn(hostile_inputs())),
                          [](const auto& param_info) {
-                           return std::get<0>(param_info.param).name + "_" + std::get<1>(param_info.param).name;
+                           return std::get<0>(param_info.param).name + "_" +
+                                  std::get<1>(param_info.param).name;
                          });
 
 // Command lines that are wrong whatever the files hold: exit 2, one prefixed line.
@@ -236,7 +239,8 @@ INSTANTIATE_TEST_SUITE_P(
                   "place",
                   {"place", "@source.lspci", "--pasid", "width=4", "--bogus"},
                   "--bogus"},
-        UsageCase{"dt_show_unknown_option", "dt show", {"dt", "show", "@host.dts", "--bogus"}, "--bogus"},
+        UsageCase{
+            "dt_show_unknown_option", "dt show", {"dt", "show", "@host.dts", "--bogus"}, "--bogus"},
         UsageCase{"dt_bind_unknown_option",
                   "dt bind",
                   {"dt", "bind", "--host", "@host.dts", "--partial", "@partial.dts", "--bogus"},
@@ -342,41 +346,41 @@ TEST_P(RejectedTest, ExitsOneWithOnePrefixedLine) {
 
 INSTANTIATE_TEST_SUITE_P(
     EveryCommand, RejectedTest,
-    ::testing::Values(
-        RejectedCase{"inspect_absent_device",
-                     "inspect",
-                     {"inspect", "@source.lspci", "--device", "00:1f.6"},
-                     "no device 0000:00:1f.6"},
-        RejectedCase{"inspect_malformed_data",
-                     "inspect",
-                     {"inspect", "@bad.lspci"},
-                     "@bad.lspci:2:8: malformed data '8'"},
-        RejectedCase{"dump_absent_device",
-                     "dump",
-                     {"dump", "@source.lspci", "--device", "00:1f.6"},
-                     "no device 0000:00:1f.6"},
-        // The offset is echoed in the base it was written in.
-        RejectedCase{"place_outside_extended_space",
-                     "place",
-                     {"place", "@source.lspci", "--device", "00:02.0", "--pasid", "width=4", "--at",
-                      "0x40"},
-                     "[0x40, 0x48) is outside extended configuration space"},
-        RejectedCase{"dt_show_syntax_error",
-                     "dt show",
-                     {"dt", "show", "@bad.dts"},
-                     "@bad.dts:3:11: syntax error"},
-        RejectedCase{"dt_bind_nothing_to_bind",
-                     "dt bind",
-                     {"dt", "bind", "--host", "@partial.dts", "--partial", "@host.dts"},
-                     "nothing to bind"},
-        RejectedCase{"domain_check_rejected_kind",
-                     "domain check",
-                     {"domain", "check", "@arm-pvh.toml"},
-                     "@arm-pvh.toml:2:1: key kind"},
-        RejectedCase{"serve_unknown_kind",
-                     "serve",
-                     {"serve", "@bad-serve.toml", "--check"},
-                     "@bad-serve.toml:3:8: device[1].kind: unknown kind"}),
+    ::testing::Values(RejectedCase{"inspect_absent_device",
+                                   "inspect",
+                                   {"inspect", "@source.lspci", "--device", "00:1f.6"},
+                                   "no device 0000:00:1f.6"},
+                      RejectedCase{"inspect_malformed_data",
+                                   "inspect",
+                                   {"inspect", "@bad.lspci"},
+                                   "@bad.lspci:2:8: malformed data '8'"},
+                      RejectedCase{"dump_absent_device",
+                                   "dump",
+                                   {"dump", "@source.lspci", "--device", "00:1f.6"},
+                                   "no device 0000:00:1f.6"},
+                      // The offset is echoed in the base it was written in.
+                      RejectedCase{"place_outside_extended_space",
+                                   "place",
+                                   {"place", "@source.lspci", "--device", "00:02.0", "--pasid",
+                                    "width=4", "--at", "0x40"},
+                                   "[0x40, 0x48) is outside extended configuration space"},
+                      RejectedCase{"dt_show_syntax_error",
+                                   "dt show",
+                                   {"dt", "show", "@bad.dts"},
+                                   "@bad.dts:3:11: syntax error"},
+                      RejectedCase{
+                          "dt_bind_nothing_to_bind",
+                          "dt bind",
+                          {"dt", "bind", "--host", "@partial.dts", "--partial", "@host.dts"},
+                          "nothing to bind"},
+                      RejectedCase{"domain_check_rejected_kind",
+                                   "domain check",
+                                   {"domain", "check", "@arm-pvh.toml"},
+                                   "@arm-pvh.toml:2:1: key kind"},
+                      RejectedCase{"serve_unknown_kind",
+                                   "serve",
+                                   {"serve", "@bad-serve.toml", "--check"},
+                                   "@bad-serve.toml:3:8: device[1].kind: unknown kind"}),
     [](const auto& param_info) { return param_info.param.name; });
 
 // Outputs: a directory or a FIFO nobody reads is refused (exit 1, one line) and left

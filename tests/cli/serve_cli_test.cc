@@ -1,13 +1,8 @@
 // `vpci serve` end to end through the real CLI: configuration errors, --check, and a
 // running server whose sockets a vfio-user test client talks to, stopped by SIGTERM.
-#include <signal.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
@@ -18,6 +13,10 @@
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 
 #include "../server/test_client.h"
 #include "cli_test_util.h"
@@ -115,9 +114,11 @@ class ServeProcess {
 };
 
 std::uint32_t read_config_dword(server::testing::TestClient& client, std::uint32_t offset) {
-  auto reply = client.call(server::vfio_user::kRegionRead,
-                           server::testing::region_read(7, offset, 4));
-  if (!reply || reply->is_error() || reply->payload.size() < server::vfio_user::kRegionAccessSize + 4) return 0xFFFFFFFF;
+  auto reply =
+      client.call(server::vfio_user::kRegionRead, server::testing::region_read(7, offset, 4));
+  if (!reply || reply->is_error() ||
+      reply->payload.size() < server::vfio_user::kRegionAccessSize + 4)
+    return 0xFFFFFFFF;
   std::uint32_t value = 0;
   std::memcpy(&value, reply->payload.data() + server::vfio_user::kRegionAccessSize, 4);
   return value;
@@ -126,23 +127,27 @@ std::uint32_t read_config_dword(server::testing::TestClient& client, std::uint32
 TEST(ServeCli, ConfigurationErrorsNameFileLineAndKey) {
   TempDir dir;
   const auto config = dir.path() / "serve.toml";
-  write_file(config,
-             "[[device]]\nname = \"rng0\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"
-             "transprot = 1\n[[device]]\nname = \"rng0\"\nkind = \"virtio-rgn\"\ntransport = \"mmr\"\n");
-  const auto result = run_command(std::string(VPCI_CLI_PATH) + " serve " + shell_quote(config.string()));
+  write_file(
+      config,
+      "[[device]]\nname = \"rng0\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"
+      "transprot = 1\n[[device]]\nname = \"rng0\"\nkind = \"virtio-rgn\"\ntransport = \"mmr\"\n");
+  const auto result =
+      run_command(std::string(VPCI_CLI_PATH) + " serve " + shell_quote(config.string()));
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_THAT(result.err, HasSubstr(config.string() + ":5:1: device[1].transprot: unknown key "
                                                       "(did you mean \"transport\"?)"));
-  EXPECT_THAT(result.err, HasSubstr(config.string() + ":8:8: device[2].kind: unknown kind "
-                                                      "\"virtio-rgn\" (did you mean \"virtio-rng\"?)"));
+  EXPECT_THAT(result.err,
+              HasSubstr(config.string() + ":8:8: device[2].kind: unknown kind "
+                                          "\"virtio-rgn\" (did you mean \"virtio-rng\"?)"));
   EXPECT_FALSE(std::filesystem::exists(dir.path() / "rng0.sock"));
 }
 
 TEST(ServeCli, MissingBackingFileAndMissingConfig) {
   TempDir dir;
   const auto config = dir.path() / "serve.toml";
-  write_file(config, "[[device]]\nname = \"b\"\nkind = \"virtio-blk\"\ntransport = \"modern\"\n"
-                     "path = \"gone.img\"\n");
+  write_file(config,
+             "[[device]]\nname = \"b\"\nkind = \"virtio-blk\"\ntransport = \"modern\"\n"
+             "path = \"gone.img\"\n");
   auto result = run_command(std::string(VPCI_CLI_PATH) + " serve " + shell_quote(config.string()));
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_THAT(result.err, HasSubstr(":5:8: device[1].path: backing file "));
@@ -155,15 +160,17 @@ TEST(ServeCli, MissingBackingFileAndMissingConfig) {
 
 TEST(ServeCli, CheckOpensBackEndsAndListsDevicesWithoutSockets) {
   TempDir dir;
-  std::filesystem::resize_file((write_file(dir.path() / "d.img", ""), dir.path() / "d.img"), 1 << 20);
+  std::filesystem::resize_file((write_file(dir.path() / "d.img", ""), dir.path() / "d.img"),
+                               1 << 20);
   const auto config = dir.path() / "serve.toml";
-  write_file(config, "socket_dir = \"s\"\n"
-                     "[[device]]\nname = \"b\"\nkind = \"virtio-blk\"\ntransport = \"transitional\"\n"
-                     "path = \"d.img\"\nread_only = true\n"
-                     "[[device]]\nname = \"x\"\nkind = \"virtio-rng\"\ntransport = \"mmr\"\n"
-                     "xen_backend_domid = 7\n");
-  const auto result = run_command(std::string(VPCI_CLI_PATH) + " serve --check " +
-                                  shell_quote(config.string()));
+  write_file(config,
+             "socket_dir = \"s\"\n"
+             "[[device]]\nname = \"b\"\nkind = \"virtio-blk\"\ntransport = \"transitional\"\n"
+             "path = \"d.img\"\nread_only = true\n"
+             "[[device]]\nname = \"x\"\nkind = \"virtio-rng\"\ntransport = \"mmr\"\n"
+             "xen_backend_domid = 7\n");
+  const auto result =
+      run_command(std::string(VPCI_CLI_PATH) + " serve --check " + shell_quote(config.string()));
   EXPECT_EQ(result.exit_code, 0) << result.err;
   EXPECT_THAT(result.out, HasSubstr("2 device(s) OK"));
   EXPECT_THAT(result.out, HasSubstr("b: virtio-blk, transitional, 1af4:1001 rev 0"));
@@ -180,12 +187,15 @@ TEST(ServeCli, ServesEveryTransportAndStopsCleanlyOnSigterm) {
     std::filesystem::resize_file(dir.path() / image, 1 << 20);
   }
   const auto config = dir.path() / "serve.toml";
-  write_file(config,
-             "socket_dir = \"sockets\"\n"
-             "[[device]]\nname = \"rng0\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"
-             "[[device]]\nname = \"blk0\"\nkind = \"virtio-blk\"\ntransport = \"transitional\"\npath = \"a.img\"\n"
-             "[[device]]\nname = \"mmr0\"\nkind = \"virtio-blk\"\ntransport = \"mmr\"\npath = \"b.img\"\n"
-             "[[device]]\nname = \"lom0\"\nkind = \"virtio-blk\"\ntransport = \"legacy-over-mmr\"\npath = \"c.img\"\n");
+  write_file(
+      config,
+      "socket_dir = \"sockets\"\n"
+      "[[device]]\nname = \"rng0\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"
+      "[[device]]\nname = \"blk0\"\nkind = \"virtio-blk\"\ntransport = \"transitional\"\npath = "
+      "\"a.img\"\n"
+      "[[device]]\nname = \"mmr0\"\nkind = \"virtio-blk\"\ntransport = \"mmr\"\npath = \"b.img\"\n"
+      "[[device]]\nname = \"lom0\"\nkind = \"virtio-blk\"\ntransport = \"legacy-over-mmr\"\npath = "
+      "\"c.img\"\n");
   ServeProcess serve({"serve", config.string()}, dir.path() / "serve.log");
   ASSERT_TRUE(serve.wait_ready()) << serve.output();
   const std::string output = serve.output();
@@ -194,7 +204,10 @@ TEST(ServeCli, ServesEveryTransportAndStopsCleanlyOnSigterm) {
 
   // (vendor, device) in config dword 0, revision in the low byte of dword 8.
   const std::vector<std::tuple<std::string, std::uint32_t, std::uint32_t>> expected = {
-      {"rng0", 0x10441af4, 1}, {"blk0", 0x10011af4, 0}, {"mmr0", 0x10fa1af4, 0}, {"lom0", 0x10011af4, 0}};
+      {"rng0", 0x10441af4, 1},
+      {"blk0", 0x10011af4, 0},
+      {"mmr0", 0x10fa1af4, 0},
+      {"lom0", 0x10011af4, 0}};
   for (const auto& [name, ids, revision] : expected) {
     const auto socket = dir.path() / "sockets" / (name + ".sock");
     for (int round = 0; round < 2; ++round) {  // the second round reconnects
@@ -239,8 +252,9 @@ TEST(ServeCli, TraceFileAndStatsAtShutdown) {
   TempDir dir;
   const auto sockets = dir.path() / "run";
   const auto trace = dir.path() / "trace.log";
-  ServeProcess serve({"serve", "--socket-dir", sockets.string(), "--trace", trace.string(), "--stats"},
-                     dir.path() / "serve.log");
+  ServeProcess serve(
+      {"serve", "--socket-dir", sockets.string(), "--trace", trace.string(), "--stats"},
+      dir.path() / "serve.log");
   ASSERT_TRUE(serve.wait_ready()) << serve.output();
   {
     auto client = server::testing::TestClient::connect((sockets / "rng0.sock").string());

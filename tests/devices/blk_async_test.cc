@@ -101,9 +101,9 @@ TEST_P(BlockAsync, AnIoErrorFailsThatRequestOnly) {
 TEST_P(BlockAsync, RequestsRefusedUpFrontCompleteInsideTheNotification) {
   auto blk = start(false, /*device_read_only=*/true);
   const auto results =
-      blk->submit_all(0, {BlkRequest{blk::kTypeOut, 0, pattern(0, 512), 0},        // read-only
-                          BlkRequest{blk::kTypeIn, kDiskBytes / 512, {}, 512},     // beyond the end
-                          BlkRequest{blk::kTypeIn, 0, {}, 100},                     // not whole sectors
+      blk->submit_all(0, {BlkRequest{blk::kTypeOut, 0, pattern(0, 512), 0},     // read-only
+                          BlkRequest{blk::kTypeIn, kDiskBytes / 512, {}, 512},  // beyond the end
+                          BlkRequest{blk::kTypeIn, 0, {}, 100},                 // not whole sectors
                           BlkRequest{blk::kTypeGetId, 0, {}, 20}});
   EXPECT_EQ(results[0].status, blk::kStatusIoErr);
   EXPECT_EQ(results[1].status, blk::kStatusIoErr);
@@ -118,8 +118,9 @@ TEST_P(BlockAsync, DrainDeliversEveryCompletionBeforeReturning) {
   // Build one write by hand and notify without running the loop.
   blk::RequestHeader header{virtio::to_le(blk::kTypeOut), 0, virtio::to_le<std::uint64_t>(24)};
   virtio::testing::ChainBuilder chain(blk->ram());
-  chain.readable(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&header),
-                                               sizeof(header)))
+  chain
+      .readable(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&header),
+                                              sizeof(header)))
       .readable(data)
       .writable(1);
   blk->add_raw(0, chain);
@@ -137,8 +138,9 @@ TEST_P(BlockAsync, DeviceResetDrainsAndTheNextDriverOkStartsAFreshEngine) {
   blk::RequestHeader header{virtio::to_le(blk::kTypeOut), 0, virtio::to_le<std::uint64_t>(40)};
   const auto data = pattern(5, 2048);
   virtio::testing::ChainBuilder chain(blk->ram());
-  chain.readable(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&header),
-                                               sizeof(header)))
+  chain
+      .readable(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&header),
+                                              sizeof(header)))
       .readable(data)
       .writable(1);
   blk->add_raw(0, chain);

@@ -1,14 +1,13 @@
 #include "tests/devices/blk_harness.h"
 
-#include <chrono>
-#include <map>
-
 #include <fcntl.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <map>
 
 #include <sys/stat.h>
 
@@ -159,7 +158,9 @@ ChainBuilder BlkHarness::build(std::uint32_t type, std::uint64_t sector,
 }
 
 std::optional<virtio::testing::UsedBuffer> BlkHarness::wait_used(std::uint16_t queue) {
-  const auto pop = [&] { return split_.empty() ? packed_.at(queue)->pop_used() : split_.at(queue)->pop_used(); };
+  const auto pop = [&] {
+    return split_.empty() ? packed_.at(queue)->pop_used() : split_.at(queue)->pop_used();
+  };
   auto used = pop();
   if (loop_ == nullptr) return used;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -170,7 +171,8 @@ std::optional<virtio::testing::UsedBuffer> BlkHarness::wait_used(std::uint16_t q
   return used;
 }
 
-BlkResult BlkHarness::result_of(const ChainBuilder& chain, const virtio::testing::UsedBuffer& used) {
+BlkResult BlkHarness::result_of(const ChainBuilder& chain,
+                                const virtio::testing::UsedBuffer& used) {
   BlkResult result;
   auto written = chain.written_bytes();
   result.used_length = used.length;

@@ -11,8 +11,8 @@ namespace vpci::dt {
 namespace {
 
 using ::testing::AllOf;
-using ::testing::HasSubstr;
 using testing::dts_or_die;
+using ::testing::HasSubstr;
 
 const char* const kHost = R"(
 /dts-v1/;
@@ -74,7 +74,8 @@ Result<BindResult> bind_text(const std::string& partial_text, const BindOptions&
   return bind_partial_tree(host, p, options);
 }
 
-void expect_error(const Result<BindResult>& r, ErrorCode code, const ::testing::Matcher<std::string>& message) {
+void expect_error(const Result<BindResult>& r, ErrorCode code,
+                  const ::testing::Matcher<std::string>& message) {
   ASSERT_FALSE(r) << "bind succeeded";
   EXPECT_EQ(r.error().code, code) << r.error().message;
   EXPECT_THAT(r.error().message, message);
@@ -82,7 +83,8 @@ void expect_error(const Result<BindResult>& r, ErrorCode code, const ::testing::
 
 TEST(DtBindErrors, MalformedBlobs) {
   const auto good = testing::read_bytes(testing::corpus_dir() / "juno.dtb");
-  std::vector<std::uint8_t> truncated(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(good.size() / 2));
+  std::vector<std::uint8_t> truncated(good.begin(),
+                                      good.begin() + static_cast<std::ptrdiff_t>(good.size() / 2));
   auto r = parse_dtb(truncated);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, ErrorCode::kMalformedInput);
@@ -118,7 +120,8 @@ TEST(DtBindErrors, DuplicatePhandlesAndNamesRejectedOnLoad) {
 TEST(DtBindErrors, MalformedDtsNamesDtcError) {
   auto r = parse_dts("/dts-v1/; / { a = <1; };", "broken.dts");
   ASSERT_FALSE(r);
-  EXPECT_THAT(r.error().message, AllOf(HasSubstr("broken.dts"), HasSubstr("dtc could not compile")));
+  EXPECT_THAT(r.error().message,
+              AllOf(HasSubstr("broken.dts"), HasSubstr("dtc could not compile")));
 }
 
 TEST(DtBindErrors, DanglingPhandleInHost) {
@@ -130,8 +133,10 @@ TEST(DtBindErrors, DanglingPhandleInHost) {
 }
 
 TEST(DtBindErrors, UnknownProvider) {
-  expect_error(bind_text(partial(master("dev", "/dev3@10003000", "iommus = <0 1>;"))), ErrorCode::kUnsupported,
-               AllOf(HasSubstr("unknown IOMMU provider /iommu@3000000"), HasSubstr("apple,t8103-dart")));
+  expect_error(
+      bind_text(partial(master("dev", "/dev3@10003000", "iommus = <0 1>;"))),
+      ErrorCode::kUnsupported,
+      AllOf(HasSubstr("unknown IOMMU provider /iommu@3000000"), HasSubstr("apple,t8103-dart")));
 }
 
 TEST(DtBindErrors, ProviderWithoutIommuCells) {
@@ -140,8 +145,10 @@ TEST(DtBindErrors, ProviderWithoutIommuCells) {
 }
 
 TEST(DtBindErrors, CellCountMismatchBetweenPartialAndHost) {
-  expect_error(bind_text(partial(master("dev", "/dev2@10002000", "iommus = <0 0x20>;"))), ErrorCode::kMalformedInput,
-               AllOf(HasSubstr("cell-count mismatch"), HasSubstr("/passthrough/dev"), HasSubstr("/dev2@10002000")));
+  expect_error(bind_text(partial(master("dev", "/dev2@10002000", "iommus = <0 0x20>;"))),
+               ErrorCode::kMalformedInput,
+               AllOf(HasSubstr("cell-count mismatch"), HasSubstr("/passthrough/dev"),
+                     HasSubstr("/dev2@10002000")));
 }
 
 TEST(DtBindErrors, CellCountMismatchInHost) {
@@ -155,26 +162,31 @@ TEST(DtBindErrors, CellCountMismatchInHost) {
 }
 
 TEST(DtBindErrors, StreamIdMismatchNamesBothNodes) {
-  expect_error(bind_text(partial(master("dev", "/dev0@10000000", "iommus = <0 0x11>;"))), ErrorCode::kConflict,
-               AllOf(HasSubstr("stream ID mismatch"), HasSubstr("/passthrough/dev"), HasSubstr("<0x11>"),
-                     HasSubstr("/dev0@10000000"), HasSubstr("<0x10>")));
+  expect_error(bind_text(partial(master("dev", "/dev0@10000000", "iommus = <0 0x11>;"))),
+               ErrorCode::kConflict,
+               AllOf(HasSubstr("stream ID mismatch"), HasSubstr("/passthrough/dev"),
+                     HasSubstr("<0x11>"), HasSubstr("/dev0@10000000"), HasSubstr("<0x10>")));
 }
 
 TEST(DtBindErrors, PlaceholderMustBeZeroOrHostPhandle) {
-  expect_error(bind_text(partial(master("dev", "/dev0@10000000", "iommus = <0x99 0x10>;"))), ErrorCode::kConflict,
+  expect_error(bind_text(partial(master("dev", "/dev0@10000000", "iommus = <0x99 0x10>;"))),
+               ErrorCode::kConflict,
                HasSubstr("neither the placeholder 0 nor the host IOMMU's phandle"));
 }
 
 TEST(DtBindErrors, MissingHostNodeAndMissingXenPath) {
-  expect_error(bind_text(partial(master("dev", "/nope", "iommus = <0 0x10>;"))), ErrorCode::kNotFound,
+  expect_error(bind_text(partial(master("dev", "/nope", "iommus = <0 0x10>;"))),
+               ErrorCode::kNotFound,
                HasSubstr("xen,path \"/nope\" does not exist in the host tree"));
   expect_error(bind_text(partial("  dev { iommus = <0 0x10>; };\n")), ErrorCode::kMalformedInput,
                HasSubstr("has iommus but no xen,path"));
 }
 
 TEST(DtBindErrors, MalformedXenReg) {
-  expect_error(bind_text(partial(master("dev", "/dev0@10000000", "xen,reg = <0 0x10000000 0 0x1000 0>;"))),
-               ErrorCode::kMalformedInput, AllOf(HasSubstr("/passthrough/dev xen,reg"), HasSubstr("6 cells each")));
+  expect_error(
+      bind_text(partial(master("dev", "/dev0@10000000", "xen,reg = <0 0x10000000 0 0x1000 0>;"))),
+      ErrorCode::kMalformedInput,
+      AllOf(HasSubstr("/passthrough/dev xen,reg"), HasSubstr("6 cells each")));
 }
 
 TEST(DtBindErrors, NothingToBind) {
@@ -182,28 +194,32 @@ TEST(DtBindErrors, NothingToBind) {
 }
 
 TEST(DtBindErrors, OverlayPartialRefused) {
-  expect_error(bind_text(partial(master("dev", "/dev0@10000000", ""), " __fixups__ { x = \"/a:b:0\"; };\n")),
-               ErrorCode::kUnsupported, HasSubstr("__fixups__"));
+  expect_error(
+      bind_text(partial(master("dev", "/dev0@10000000", ""), " __fixups__ { x = \"/a:b:0\"; };\n")),
+      ErrorCode::kUnsupported, HasSubstr("__fixups__"));
 }
 
 TEST(DtBindErrors, ChosenIdCollisionNamesBothMasters) {
   expect_error(bind_text(partial(master("a", "/dev0@10000000", "vpci,vsid = <7>;") +
                                  master("b", "/dev1@10001000", "vpci,vsid = <7>;"))),
                ErrorCode::kAlreadyExists,
-               AllOf(HasSubstr("ID collision"), HasSubstr("/passthrough/a"), HasSubstr("/passthrough/b"),
-                     HasSubstr("0x7")));
+               AllOf(HasSubstr("ID collision"), HasSubstr("/passthrough/a"),
+                     HasSubstr("/passthrough/b"), HasSubstr("0x7")));
   // The command line and the partial tree collide the same way.
   BindOptions options;
   options.vsid_requests.push_back({"/passthrough/b", {3}});
-  expect_error(bind_text(partial(master("a", "/dev0@10000000", "vpci,vsid = <3>;") + master("b", "/dev1@10001000", "")),
+  expect_error(bind_text(partial(master("a", "/dev0@10000000", "vpci,vsid = <3>;") +
+                                 master("b", "/dev1@10001000", "")),
                          options),
-               ErrorCode::kAlreadyExists, AllOf(HasSubstr("--vsid /passthrough/b"), HasSubstr("/passthrough/a")));
+               ErrorCode::kAlreadyExists,
+               AllOf(HasSubstr("--vsid /passthrough/b"), HasSubstr("/passthrough/a")));
 }
 
 TEST(DtBindErrors, SameStreamTwoDifferentChosenIds) {
   expect_error(bind_text(partial(master("a", "/dev0@10000000", "vpci,vsid = <1>;") +
                                  master("b", "/dev0@10000000", "vpci,vsid = <2>;"))),
-               ErrorCode::kConflict, AllOf(HasSubstr("same physical stream"), HasSubstr("/iommu@1000000")));
+               ErrorCode::kConflict,
+               AllOf(HasSubstr("same physical stream"), HasSubstr("/iommu@1000000")));
 }
 
 TEST(DtBindErrors, ChosenIdOutOfRange) {
@@ -214,8 +230,8 @@ TEST(DtBindErrors, ChosenIdOutOfRange) {
 }
 
 TEST(DtBindErrors, ChosenIdCountMustMatchSpecifiers) {
-  expect_error(bind_text(partial(master("a", "/dev2@10002000", "vpci,vsid = <1 2 3>;"))), ErrorCode::kInvalidArgument,
-               HasSubstr("2 iommus specifier(s)"));
+  expect_error(bind_text(partial(master("a", "/dev2@10002000", "vpci,vsid = <1 2 3>;"))),
+               ErrorCode::kInvalidArgument, HasSubstr("2 iommus specifier(s)"));
   BindOptions options;
   options.vsid_requests.push_back({"/nowhere", {1}});
   expect_error(bind_text(partial(master("a", "/dev0@10000000", "")), options), ErrorCode::kNotFound,
@@ -226,13 +242,14 @@ TEST(DtBindErrors, ExhaustedIdSpace) {
   BindOptions options;
   options.vsid_base = 1;
   options.vsid_limit = 3;  // room for 1 and 2
-  expect_error(bind_text(partial(master("a", "/dev0@10000000", "") + master("b", "/dev1@10001000", "") +
-                                 master("c", "/dev2@10002000", "")),
-                         options),
-               ErrorCode::kNoSpace, AllOf(HasSubstr("exhausted"), HasSubstr("2 more stream(s)")));
+  expect_error(
+      bind_text(partial(master("a", "/dev0@10000000", "") + master("b", "/dev1@10001000", "") +
+                        master("c", "/dev2@10002000", "")),
+                options),
+      ErrorCode::kNoSpace, AllOf(HasSubstr("exhausted"), HasSubstr("2 more stream(s)")));
   options.vsid_base = 3;
-  expect_error(bind_text(partial(master("a", "/dev0@10000000", "")), options), ErrorCode::kOutOfRange,
-               HasSubstr("vSID base 0x3 is not below"));
+  expect_error(bind_text(partial(master("a", "/dev0@10000000", "")), options),
+               ErrorCode::kOutOfRange, HasSubstr("vSID base 0x3 is not below"));
 }
 
 TEST(DtBindErrors, VirtualNodeNameCollision) {
@@ -242,33 +259,49 @@ TEST(DtBindErrors, VirtualNodeNameCollision) {
 
 TEST(DtBindErrors, PciFunctionErrors) {
   const std::string dev = master("a", "/dev0@10000000", "");
-  expect_error(bind_text(partial(dev, pci("  f@8 { xen,path = \"/pcie@20000000\"; vpci,host-rid = <0x100>; };\n"))),
-               ErrorCode::kMalformedInput, HasSubstr("needs reg = <guest RID>"));
+  expect_error(
+      bind_text(partial(
+          dev, pci("  f@8 { xen,path = \"/pcie@20000000\"; vpci,host-rid = <0x100>; };\n"))),
+      ErrorCode::kMalformedInput, HasSubstr("needs reg = <guest RID>"));
   expect_error(bind_text(partial(dev, pci("  f@8 { reg = <8>; vpci,backend-domid = <1>; };\n"
                                           "  g@8 { reg = <8>; vpci,backend-domid = <2>; };\n"))),
                ErrorCode::kAlreadyExists, HasSubstr("both claim guest RID 0x0008"));
-  expect_error(bind_text(partial(dev, pci("  f@8 { reg = <8>; xen,path = \"/pcie@20000000\"; vpci,host-rid = <0x200>; };\n"))),
-               ErrorCode::kNotFound, HasSubstr("covers no RID 0x0200"));
-  expect_error(bind_text(partial(dev, pci("  f@8 { reg = <8>; xen,path = \"/pcie-nomap@21000000\"; vpci,host-rid = <0>; };\n"))),
+  expect_error(
+      bind_text(partial(
+          dev,
+          pci("  f@8 { reg = <8>; xen,path = \"/pcie@20000000\"; vpci,host-rid = <0x200>; };\n"))),
+      ErrorCode::kNotFound, HasSubstr("covers no RID 0x0200"));
+  expect_error(bind_text(partial(dev, pci("  f@8 { reg = <8>; xen,path = \"/pcie-nomap@21000000\"; "
+                                          "vpci,host-rid = <0>; };\n"))),
                ErrorCode::kNotFound, HasSubstr("has no iommu-map"));
-  expect_error(bind_text(partial(dev, pci("  f@8 { reg = <8>; xen,path = \"/pcie-overlap@22000000\"; vpci,host-rid = <0>; };\n"))),
-               ErrorCode::kConflict, HasSubstr("both cover RID 0x80"));
-  expect_error(bind_text(partial(dev, pci("  f@8 { reg = <8>; xen,path = \"/pcie@20000000\"; vpci,backend-domid = <1>; };\n"))),
-               ErrorCode::kMalformedInput, HasSubstr("has both"));
-  expect_error(bind_text(partial(dev, pci("  f@8 { reg = <8>; vpci,backend-domid = <0x7ff0>; };\n"))),
-               ErrorCode::kOutOfRange, HasSubstr("reserved Xen domain ID"));
+  expect_error(
+      bind_text(partial(dev, pci("  f@8 { reg = <8>; xen,path = \"/pcie-overlap@22000000\"; "
+                                 "vpci,host-rid = <0>; };\n"))),
+      ErrorCode::kConflict, HasSubstr("both cover RID 0x80"));
+  expect_error(
+      bind_text(partial(
+          dev,
+          pci("  f@8 { reg = <8>; xen,path = \"/pcie@20000000\"; vpci,backend-domid = <1>; };\n"))),
+      ErrorCode::kMalformedInput, HasSubstr("has both"));
+  expect_error(
+      bind_text(partial(dev, pci("  f@8 { reg = <8>; vpci,backend-domid = <0x7ff0>; };\n"))),
+      ErrorCode::kOutOfRange, HasSubstr("reserved Xen domain ID"));
   expect_error(bind_text(partial(dev, pci("  f@8 { reg = <8>; };\n"))), ErrorCode::kMalformedInput,
                HasSubstr("neither a virtio-pci function"));
-  expect_error(bind_text(partial(dev, " pci-passthrough { f@8 { reg = <8>; vpci,backend-domid = <1>; }; };\n")),
+  expect_error(bind_text(partial(
+                   dev, " pci-passthrough { f@8 { reg = <8>; vpci,backend-domid = <1>; }; };\n")),
                ErrorCode::kMalformedInput, HasSubstr("#address-cells = <1> and #size-cells = <0>"));
   BindOptions small;
   small.pci.ecam_size = 1 << 20;  // bus 0 only
-  expect_error(bind_text(partial(dev, pci("  f@100 { reg = <0x100>; vpci,backend-domid = <1>; };\n")), small),
-               ErrorCode::kOutOfRange, HasSubstr("buses 0-0"));
+  expect_error(
+      bind_text(partial(dev, pci("  f@100 { reg = <0x100>; vpci,backend-domid = <1>; };\n")),
+                small),
+      ErrorCode::kOutOfRange, HasSubstr("buses 0-0"));
 }
 
 TEST(DtBindRules, StreamIdReusedOnTwoIommusGetsTwoVsids) {
-  auto r = bind_text(partial(master("a", "/dev0@10000000", "") + master("b", "/dev1@10001000", "")));
+  auto r =
+      bind_text(partial(master("a", "/dev0@10000000", "") + master("b", "/dev1@10001000", "")));
   ASSERT_TRUE(r) << r.error().message;
   ASSERT_EQ(r->streams.size(), 2u);
   EXPECT_EQ(r->streams[0].psid, r->streams[1].psid);
@@ -278,7 +311,8 @@ TEST(DtBindRules, StreamIdReusedOnTwoIommusGetsTwoVsids) {
 TEST(DtBindRules, FirstFreeFromBaseSkipsChosenIds) {
   BindOptions options;
   options.vsid_base = 0x10;
-  auto r = bind_text(partial(master("a", "/dev0@10000000", "") + master("b", "/dev2@10002000", "vpci,vsid = <0x11 0x40>;") +
+  auto r = bind_text(partial(master("a", "/dev0@10000000", "") +
+                             master("b", "/dev2@10002000", "vpci,vsid = <0x11 0x40>;") +
                              master("c", "/dev5@10005000", "")),
                      options);
   ASSERT_TRUE(r) << r.error().message;
@@ -303,7 +337,8 @@ TEST(DtBindRules, PhandlesAvoidXenReservedRange) {
   const Tree host = dts_or_die(kHost);
   Tree p = dts_or_die(partial(master("a", "/dev0@10000000", "")));
   Node& many = **p.root().add_child("many");
-  for (std::uint32_t ph = 1; ph < 65000; ++ph) many.add_child_unchecked(fmt::format("n{}", ph))->set_u32("phandle", ph);
+  for (std::uint32_t ph = 1; ph < 65000; ++ph)
+    many.add_child_unchecked(fmt::format("n{}", ph))->set_u32("phandle", ph);
   auto r = bind_partial_tree(host, p);
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(r->viommu_phandle, 65003u);
@@ -335,9 +370,11 @@ TEST(DtBindRules, ClassifiesCorpusProviders) {
   const Topology t = parse_topology(juno);
   ASSERT_EQ(t.providers.size(), 7u);
   for (const auto& p : t.providers) EXPECT_EQ(p.kind, IommuKind::kSmmuV1) << p.path;
-  const Topology rcar = parse_topology(testing::load_or_die(testing::corpus_dir() / "r8a779g0-white-hawk.dtb"));
+  const Topology rcar =
+      parse_topology(testing::load_or_die(testing::corpus_dir() / "r8a779g0-white-hawk.dtb"));
   for (const auto& p : rcar.providers) EXPECT_EQ(p.kind, IommuKind::kIpmmu) << p.path;
-  const Topology qcom = parse_topology(testing::load_or_die(testing::corpus_dir() / "sm8550-qrd.dtb"));
+  const Topology qcom =
+      parse_topology(testing::load_or_die(testing::corpus_dir() / "sm8550-qrd.dtb"));
   for (const auto& p : qcom.providers) {
     EXPECT_EQ(p.kind, IommuKind::kMmu500) << p.path;
     EXPECT_EQ(p.cells, 2u);

@@ -21,9 +21,9 @@ using testing::load_or_die;
 
 struct CorpusCase {
   const char* file;
-  std::size_t masters;      // nodes with iommus (device-tree.md table, "Masters")
-  std::size_t specifiers;   // iommus entries
-  std::size_t distinct;     // distinct (IOMMU, specifier)
+  std::size_t masters;     // nodes with iommus (device-tree.md table, "Masters")
+  std::size_t specifiers;  // iommus entries
+  std::size_t distinct;    // distinct (IOMMU, specifier)
 };
 
 // Counts from shared/reference/device-tree.md, section 7.
@@ -74,7 +74,8 @@ TEST_P(CorpusBindTest, PartialFromMastersBindsCleanly) {
   EXPECT_TRUE(viommu->is_compatible("arm,smmu-v3"));
   EXPECT_EQ(viommu->property("#iommu-cells")->u32(), 1u);
   EXPECT_EQ(viommu->phandle(), bound->viommu_phandle);
-  EXPECT_FALSE(bound->viommu_phandle >= kXenReservedPhandleFirst && bound->viommu_phandle <= kXenReservedPhandleLast);
+  EXPECT_FALSE(bound->viommu_phandle >= kXenReservedPhandleFirst &&
+               bound->viommu_phandle <= kXenReservedPhandleLast);
   const Topology guest_topology = parse_topology(*guest);
   EXPECT_THAT(guest_topology.problems, ::testing::IsEmpty());
   ASSERT_EQ(guest_topology.masters.size(), c.masters);
@@ -114,13 +115,15 @@ TEST_P(CorpusBindTest, PartialFromMastersBindsCleanly) {
     ASSERT_NE(provider, nullptr);
     EXPECT_EQ(row["piommu"], provider->path) << path;
     EXPECT_EQ(row["psid"], hs.stream_id()) << path;
-    EXPECT_EQ(row["pmask"], hs.cells.size() > 1 ? hs.cells[1] : provider->stream_match_mask) << path;
+    EXPECT_EQ(row["pmask"], hs.cells.size() > 1 ? hs.cells[1] : provider->stream_match_mask)
+        << path;
     const Node* guest_node = guest->find(path);
     ASSERT_NE(guest_node, nullptr);
     const auto guest_cells = *guest_node->property("iommus")->cells();
     EXPECT_EQ(row["vsid"], guest_cells[2 * index + 1]) << path;
     // One vSID per physical stream, one physical stream per vSID.
-    const auto key = std::make_tuple(std::string(row["piommu"]), std::uint32_t(row["psid"]), std::uint32_t(row["pmask"]));
+    const auto key = std::make_tuple(std::string(row["piommu"]), std::uint32_t(row["psid"]),
+                                     std::uint32_t(row["pmask"]));
     const std::uint32_t vsid = row["vsid"];
     const auto [it, inserted] = vsid_of_key.emplace(key, vsid);
     EXPECT_EQ(it->second, vsid) << path;
@@ -154,7 +157,8 @@ TEST(CorpusBind, TableCoversEveryTreeWithMasters) {
     if (entry.path().extension() != ".dtb") continue;
     const Tree host = load_or_die(entry.path());
     const Topology topology = parse_topology(host);
-    EXPECT_EQ(!topology.masters.empty(), listed.count(entry.path().filename().string()) == 1) << entry.path();
+    EXPECT_EQ(!topology.masters.empty(), listed.count(entry.path().filename().string()) == 1)
+        << entry.path();
   }
 }
 
@@ -184,9 +188,9 @@ TEST(CorpusBind, StreamIdReusedAcrossSmmusGetsDistinctVsids) {
 // bus 1 (or RID 0 on bridges whose buses start at 0 with no bus 1 mapping) gets the
 // stream ID the host's iommu-map gives, behind the vIOMMU.
 TEST(CorpusBind, PciFunctionsThroughCorpusHostBridges) {
-  for (const char* file : {"tegra194-p2972-0000.dtb", "tegra234-p3737-0000+p3701-0000.dtb", "imx95-19x19-evk.dtb",
-                           "sm8550-qrd.dtb", "armada-8040-db.dtb", "juno.dtb", "fsl-lx2160a-rdb.dtb",
-                           "fvp-base-revc.dtb"}) {
+  for (const char* file : {"tegra194-p2972-0000.dtb", "tegra234-p3737-0000+p3701-0000.dtb",
+                           "imx95-19x19-evk.dtb", "sm8550-qrd.dtb", "armada-8040-db.dtb",
+                           "juno.dtb", "fsl-lx2160a-rdb.dtb", "fvp-base-revc.dtb"}) {
     SCOPED_TRACE(file);
     const Tree host = load_or_die(corpus_dir() / file);
     const Topology topology = parse_topology(host);
@@ -234,7 +238,8 @@ TEST(CorpusBind, PciFunctionsThroughCorpusHostBridges) {
     // its vSID, the virtio function to the grant node with its domid, length 1.
     auto guest = parse_dtb(*blob);
     ASSERT_TRUE(guest);
-    auto guest_bridge = parse_pci_host_bridge(guest->phandle_index(), *guest->find(bound->pci_path));
+    auto guest_bridge =
+        parse_pci_host_bridge(guest->phandle_index(), *guest->find(bound->pci_path));
     ASSERT_TRUE(guest_bridge) << guest_bridge.error().message;
     for (const auto& s : bound->streams) {
       const auto routed = map_rid(*guest_bridge, *s.rid);
@@ -247,7 +252,8 @@ TEST(CorpusBind, PciFunctionsThroughCorpusHostBridges) {
     EXPECT_EQ(grant->phandle, bound->grant_phandle);
     EXPECT_EQ(grant->id, 1u);
     EXPECT_EQ(guest_bridge->iommu_map[grant->entry].length, 1u);
-    EXPECT_FALSE(map_rid(*guest_bridge, 0xf9)) << "function 1 of the virtio device must not inherit domid 2";
+    EXPECT_FALSE(map_rid(*guest_bridge, 0xf9))
+        << "function 1 of the virtio device must not inherit domid 2";
   }
 }
 

@@ -45,10 +45,13 @@ class DtCliTest : public ::testing::Test {
 
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
   std::string data(const std::string& name) const { return (testing::data_dir() / name).string(); }
-  void write(const std::string& name, const std::string& text) const { std::ofstream(dir_ / name) << text; }
+  void write(const std::string& name, const std::string& text) const {
+    std::ofstream(dir_ / name) << text;
+  }
   std::vector<std::string> files() const {
     std::vector<std::string> out;
-    for (const auto& e : std::filesystem::directory_iterator(dir_)) out.push_back(e.path().filename().string());
+    for (const auto& e : std::filesystem::directory_iterator(dir_))
+      out.push_back(e.path().filename().string());
     std::sort(out.begin(), out.end());
     return out;
   }
@@ -57,8 +60,9 @@ class DtCliTest : public ::testing::Test {
 };
 
 TEST_F(DtCliTest, BindWritesGuestDtbDtsAndMap) {
-  const Cli r = run_vpci({"dt", "bind", "--host", data("soc-host.dts"), "--partial", data("soc-partial.dts"), "-o",
-                          path("guest.dtb"), "--dts-out", path("guest.dts"), "--map-out", path("map.json")});
+  const Cli r = run_vpci({"dt", "bind", "--host", data("soc-host.dts"), "--partial",
+                          data("soc-partial.dts"), "-o", path("guest.dtb"), "--dts-out",
+                          path("guest.dts"), "--map-out", path("map.json")});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_THAT(r.err, HasSubstr("13 stream(s) bound to /iommu@4040000"));
   EXPECT_EQ(files(), (std::vector<std::string>{"guest.dtb", "guest.dts", "map.json"}));
@@ -66,10 +70,12 @@ TEST_F(DtCliTest, BindWritesGuestDtbDtsAndMap) {
   EXPECT_EQ(map["viommu"]["path"], "/iommu@4040000");
   EXPECT_EQ(map["masters"].size(), 13u);
   // The map matches the library's golden map for the same inputs.
-  EXPECT_EQ(testing::read_text(path("map.json")), testing::read_text(testing::data_dir() / "soc-map.golden.json"));
+  EXPECT_EQ(testing::read_text(path("map.json")),
+            testing::read_text(testing::data_dir() / "soc-map.golden.json"));
   // The DTB and the DTS describe the same tree; the DTS compiles without warnings.
   const auto dts = testing::read_text(path("guest.dts"));
-  const auto compiled = testing::run_dtc({"-I", "dts", "-O", "dtb", "-"}, std::vector<std::uint8_t>(dts.begin(), dts.end()));
+  const auto compiled = testing::run_dtc({"-I", "dts", "-O", "dtb", "-"},
+                                         std::vector<std::uint8_t>(dts.begin(), dts.end()));
   ASSERT_EQ(compiled.exit_status, 0);
   EXPECT_EQ(compiled.err, "");
   auto from_dts = parse_dtb(std::vector<std::uint8_t>(compiled.out.begin(), compiled.out.end()));
@@ -85,12 +91,13 @@ TEST_F(DtCliTest, BindCorpusHostWithVsidOptions) {
   const Tree partial = testing::build_partial_from_host(host, &masters);
   const auto blob = serialize_dtb(partial);
   ASSERT_TRUE(blob);
-  std::ofstream(path("partial.dtb"), std::ios::binary).write(reinterpret_cast<const char*>(blob->data()),
-                                                            static_cast<std::streamsize>(blob->size()));
+  std::ofstream(path("partial.dtb"), std::ios::binary)
+      .write(reinterpret_cast<const char*>(blob->data()),
+             static_cast<std::streamsize>(blob->size()));
   const std::string first = masters.front().host_path;
-  const Cli r = run_vpci({"dt", "bind", "--host", (testing::corpus_dir() / "juno.dtb").string(), "--partial",
-                          path("partial.dtb"), "--map-out", path("map.json"), "--vsid-base", "0x100", "--vsid",
-                          first + "=0x20"});
+  const Cli r = run_vpci({"dt", "bind", "--host", (testing::corpus_dir() / "juno.dtb").string(),
+                          "--partial", path("partial.dtb"), "--map-out", path("map.json"),
+                          "--vsid-base", "0x100", "--vsid", first + "=0x20"});
   ASSERT_EQ(r.status, 0) << r.err;
   const auto map = nlohmann::json::parse(testing::read_text(path("map.json")));
   EXPECT_EQ(map["masters"][0]["host_path"], first);
@@ -99,7 +106,8 @@ TEST_F(DtCliTest, BindCorpusHostWithVsidOptions) {
 }
 
 TEST_F(DtCliTest, BindWithoutOutputsPrintsDts) {
-  const Cli r = run_vpci({"dt", "bind", "--host", data("soc-host.dts"), "--partial", data("soc-partial.dts")});
+  const Cli r = run_vpci(
+      {"dt", "bind", "--host", data("soc-host.dts"), "--partial", data("soc-partial.dts")});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_THAT(r.out, StartsWith("/dts-v1/;"));
   EXPECT_THAT(r.out, HasSubstr("compatible = \"arm,smmu-v3\";"));
@@ -113,8 +121,9 @@ TEST_F(DtCliTest, RejectedBindWritesNothing) {
   };
 };)");
   write("guest.dtb", "old");
-  const Cli r = run_vpci({"dt", "bind", "--host", data("soc-host.dts"), "--partial", path("bad-partial.dts"), "-o",
-                          path("guest.dtb"), "--map-out", path("map.json")});
+  const Cli r =
+      run_vpci({"dt", "bind", "--host", data("soc-host.dts"), "--partial", path("bad-partial.dts"),
+                "-o", path("guest.dtb"), "--map-out", path("map.json")});
   EXPECT_EQ(r.status, 1);
   EXPECT_THAT(r.err, StartsWith("vpci dt bind: stream ID mismatch: /passthrough/dma@fd500000"));
   EXPECT_THAT(r.err, HasSubstr("host node /soc/dma@fd500000 has <0x10>"));
@@ -125,10 +134,11 @@ TEST_F(DtCliTest, RejectedBindWritesNothing) {
 TEST_F(DtCliTest, MalformedHostBlobIsRejected) {
   auto bytes = testing::read_bytes(testing::corpus_dir() / "juno.dtb");
   bytes.resize(bytes.size() / 3);
-  std::ofstream(path("cut.dtb"), std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
-                                                         static_cast<std::streamsize>(bytes.size()));
-  const Cli r = run_vpci({"dt", "bind", "--host", path("cut.dtb"), "--partial", data("soc-partial.dts"), "-o",
-                          path("guest.dtb")});
+  std::ofstream(path("cut.dtb"), std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()),
+             static_cast<std::streamsize>(bytes.size()));
+  const Cli r = run_vpci({"dt", "bind", "--host", path("cut.dtb"), "--partial",
+                          data("soc-partial.dts"), "-o", path("guest.dtb")});
   EXPECT_EQ(r.status, 1);
   EXPECT_THAT(r.err, HasSubstr("--host: "));
   EXPECT_THAT(r.err, HasSubstr("malformed device tree blob"));
@@ -139,16 +149,18 @@ TEST_F(DtCliTest, MalformedHostBlobIsRejected) {
 }
 
 TEST_F(DtCliTest, CollidingVsidsAndBadOptions) {
-  Cli r = run_vpci({"dt", "bind", "--host", data("soc-host.dts"), "--partial", data("soc-partial.dts"), "--map-out",
-                    path("map.json"), "--vsid", "/passthrough/dma@fd500000=0x40"});
+  Cli r =
+      run_vpci({"dt", "bind", "--host", data("soc-host.dts"), "--partial", data("soc-partial.dts"),
+                "--map-out", path("map.json"), "--vsid", "/passthrough/dma@fd500000=0x40"});
   EXPECT_EQ(r.status, 1);
   EXPECT_THAT(r.err, HasSubstr("ID collision"));
   EXPECT_THAT(r.err, HasSubstr("/passthrough/ethernet@ff0b0000"));
-  r = run_vpci({"dt", "bind", "--host", data("soc-host.dts"), "--partial", data("soc-partial.dts"), "--vsid", "nopath"});
+  r = run_vpci({"dt", "bind", "--host", data("soc-host.dts"), "--partial", data("soc-partial.dts"),
+                "--vsid", "nopath"});
   EXPECT_EQ(r.status, 2);  // not of the option's form: a usage error
   EXPECT_THAT(r.err, HasSubstr("--vsid: \"nopath\" is not PATH=ID"));
-  r = run_vpci({"dt", "bind", "--host", data("soc-host.dts"), "--partial", data("soc-partial.dts"), "--vsid-limit",
-                "8"});
+  r = run_vpci({"dt", "bind", "--host", data("soc-host.dts"), "--partial", data("soc-partial.dts"),
+                "--vsid-limit", "8"});
   EXPECT_EQ(r.status, 1);
   EXPECT_THAT(r.err, HasSubstr("outside the vIOMMU's ID space"));  // the partial's chosen 0x40
   r = run_vpci({"dt", "bind", "--partial", data("soc-partial.dts")});

@@ -16,7 +16,8 @@
 namespace vpci::dt::testing {
 namespace {
 
-std::optional<std::uint64_t> read_number(const std::vector<std::uint32_t>& cells, std::size_t at, std::uint32_t count) {
+std::optional<std::uint64_t> read_number(const std::vector<std::uint32_t>& cells, std::size_t at,
+                                         std::uint32_t count) {
   if (count > 2 || at + count > cells.size()) return std::nullopt;
   std::uint64_t value = 0;
   for (std::uint32_t i = 0; i < count; ++i) value = (value << 32) | cells[at + i];
@@ -57,12 +58,18 @@ std::optional<std::uint64_t> translate(const Node& bus, std::uint64_t address) {
   return address;
 }
 
-std::string base_name(const std::string& name) { return name.substr(0, name.find('@')); }
+std::string base_name(const std::string& name) {
+  return name.substr(0, name.find('@'));
+}
 
 }  // namespace
 
-std::filesystem::path corpus_dir() { return std::filesystem::path(VPCI_CORPUS_DIR) / "dt"; }
-std::filesystem::path data_dir() { return std::filesystem::path(VPCI_SOURCE_DIR) / "tests/dt/data"; }
+std::filesystem::path corpus_dir() {
+  return std::filesystem::path(VPCI_CORPUS_DIR) / "dt";
+}
+std::filesystem::path data_dir() {
+  return std::filesystem::path(VPCI_SOURCE_DIR) / "tests/dt/data";
+}
 
 std::vector<std::uint8_t> read_bytes(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -116,13 +123,15 @@ Tree build_partial_from_host(const Tree& host, std::vector<PartialMaster>* maste
 
     // reg entries as (CPU address, size); empty when any entry is untranslatable.
     std::vector<std::pair<std::uint64_t, std::uint64_t>> regions;
-    if (const Property* reg = host_node.property("reg"); reg != nullptr && address_cells <= 2 && size_cells <= 2) {
+    if (const Property* reg = host_node.property("reg");
+        reg != nullptr && address_cells <= 2 && size_cells <= 2) {
       const auto cells = reg->cells();
       const std::size_t entry = address_cells + size_cells;
       if (cells && entry != 0 && !cells->empty() && cells->size() % entry == 0) {
         for (std::size_t i = 0; i < cells->size(); i += entry) {
           const auto address = read_number(*cells, i, address_cells);
-          const auto size = size_cells == 0 ? std::optional<std::uint64_t>(0) : read_number(*cells, i + address_cells, size_cells);
+          const auto size = size_cells == 0 ? std::optional<std::uint64_t>(0)
+                                            : read_number(*cells, i + address_cells, size_cells);
           const auto cpu = address ? translate(bus, *address) : std::nullopt;
           if (!cpu || !size) {
             regions.clear();
@@ -154,17 +163,21 @@ Tree build_partial_from_host(const Tree& host, std::vector<PartialMaster>* maste
     const std::string stem = name;
     for (int n = 1; !used_names.insert(parent->path() + "/" + name).second; ++n) {
       const auto at = stem.find('@');
-      name = at == std::string::npos ? fmt::format("{}-{}", stem, n)
-                                     : fmt::format("{}-{}{}", stem.substr(0, at), n, stem.substr(at));
+      name = at == std::string::npos
+                 ? fmt::format("{}-{}", stem, n)
+                 : fmt::format("{}-{}{}", stem.substr(0, at), n, stem.substr(at));
     }
     Node& node = **parent->add_child(name);
-    if (const Property* compatible = host_node.property("compatible")) node.set_property("compatible", compatible->value);
+    if (const Property* compatible = host_node.property("compatible"))
+      node.set_property("compatible", compatible->value);
     if (!regions.empty()) {
       std::vector<std::uint32_t> reg;
       std::vector<std::uint32_t> xen_reg;
       for (const auto& [address, size] : regions) {
-        const std::uint32_t a[] = {static_cast<std::uint32_t>(address >> 32), static_cast<std::uint32_t>(address)};
-        const std::uint32_t s[] = {static_cast<std::uint32_t>(size >> 32), static_cast<std::uint32_t>(size)};
+        const std::uint32_t a[] = {static_cast<std::uint32_t>(address >> 32),
+                                   static_cast<std::uint32_t>(address)};
+        const std::uint32_t s[] = {static_cast<std::uint32_t>(size >> 32),
+                                   static_cast<std::uint32_t>(size)};
         reg.insert(reg.end(), {a[0], a[1], s[0], s[1]});
         // xen,reg = <host address, size, guest address> (guest = host here).
         xen_reg.insert(xen_reg.end(), {a[0], a[1], s[0], s[1], a[0], a[1]});
@@ -206,7 +219,8 @@ std::string dtc_roundtrip_warnings(const std::vector<std::uint8_t>& blob) {
   const DtcRun decompiled = run_dtc({"-I", "dtb", "-O", "dts", "-"}, blob);
   EXPECT_EQ(decompiled.exit_status, 0) << decompiled.err;
   const DtcRun compiled =
-      run_dtc({"-I", "dts", "-O", "dtb", "-"}, std::vector<std::uint8_t>(decompiled.out.begin(), decompiled.out.end()));
+      run_dtc({"-I", "dts", "-O", "dtb", "-"},
+              std::vector<std::uint8_t>(decompiled.out.begin(), decompiled.out.end()));
   EXPECT_EQ(compiled.exit_status, 0) << compiled.err;
   auto tree = parse_dtb(blob);
   if (!tree) {
@@ -238,14 +252,16 @@ std::string dtc_roundtrip_warnings(const std::vector<std::uint8_t>& blob) {
 
 std::string to_dts_compile_warnings(const Tree& tree) {
   const std::string dts = to_dts(tree);
-  const DtcRun compiled = run_dtc({"-I", "dts", "-O", "dtb", "-"}, std::vector<std::uint8_t>(dts.begin(), dts.end()));
+  const DtcRun compiled =
+      run_dtc({"-I", "dts", "-O", "dtb", "-"}, std::vector<std::uint8_t>(dts.begin(), dts.end()));
   EXPECT_EQ(compiled.exit_status, 0) << compiled.err << dts;
   auto reparsed = parse_dtb(std::vector<std::uint8_t>(compiled.out.begin(), compiled.out.end()));
   if (!reparsed) {
     ADD_FAILURE() << reparsed.error().message;
     return compiled.err;
   }
-  EXPECT_EQ(*serialize_dtb(*reparsed), *serialize_dtb(tree)) << "to_dts() output compiles to another tree";
+  EXPECT_EQ(*serialize_dtb(*reparsed), *serialize_dtb(tree))
+      << "to_dts() output compiles to another tree";
   return compiled.err;
 }
 

@@ -28,7 +28,8 @@ void compare_or_update(const std::filesystem::path& golden, const std::string& a
     std::ofstream(golden, std::ios::binary) << actual;
     return;
   }
-  ASSERT_TRUE(std::filesystem::exists(golden)) << golden << " is missing; run with VPCI_UPDATE_GOLDEN=1";
+  ASSERT_TRUE(std::filesystem::exists(golden))
+      << golden << " is missing; run with VPCI_UPDATE_GOLDEN=1";
   EXPECT_EQ(actual, testing::read_text(golden)) << "differs from " << golden;
 }
 
@@ -51,7 +52,9 @@ void run_golden(const GoldenCase& c) {
 // stream-match-mask, an IPMMU + SMMUv3 master, a nested master, iommus taken from
 // the host, a chosen vSID, PCI passthrough through a masked iommu-map and virtio-pci
 // functions on grants.
-TEST(DtGolden, SocPartial) { run_golden({"soc", "soc-host.dts", "soc-partial.dts", {}}); }
+TEST(DtGolden, SocPartial) {
+  run_golden({"soc", "soc-host.dts", "soc-partial.dts", {}});
+}
 
 // The same inputs with automatic IDs from 0x100 and chosen IDs for the SATA
 // controller (one per specifier) and the nested USB controller (named by host path).

@@ -1,9 +1,10 @@
 // Loading, editing and serializing trees; the reference-keeping DTS writer.
+#include "dt/tree.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "dt/dts.h"
-#include "dt/tree.h"
 #include "tests/dt/dt_test_util.h"
 
 namespace vpci::dt {
@@ -63,7 +64,8 @@ TEST(DtTree, DtsWriterKeepsEveryCorpusTree) {
     const std::string dts = to_dts(tree);
     // Upstream trees have warnings of their own (unique_unit_address...); what
     // matters here is that the source compiles back to the same tree.
-    const auto run = testing::run_dtc({"-q", "-I", "dts", "-O", "dtb", "-"}, std::vector<std::uint8_t>(dts.begin(), dts.end()));
+    const auto run = testing::run_dtc({"-q", "-I", "dts", "-O", "dtb", "-"},
+                                      std::vector<std::uint8_t>(dts.begin(), dts.end()));
     ASSERT_EQ(run.exit_status, 0) << run.err;
     auto reparsed = parse_dtb(std::vector<std::uint8_t>(run.out.begin(), run.out.end()));
     ASSERT_TRUE(reparsed) << reparsed.error().message;

@@ -40,7 +40,9 @@ struct Target {
   bool mapper;
 };
 
-void PrintTo(const Target& t, std::ostream* os) { *os << t.name; }
+void PrintTo(const Target& t, std::ostream* os) {
+  *os << t.name;
+}
 
 std::unique_ptr<Rig> make_rig(const Target& t) {
   pci::VirtioPciOptions options;
@@ -279,10 +281,10 @@ class HostileGuest : public ::testing::TestWithParam<Target> {
   void bad_queue_enables(std::uint64_t& salt) {
     const DeviceType device = GetParam().device;
     const std::array<std::array<std::uint64_t, 3>, 5> layouts = {{
-        {0xFFFFFFFFFFFFFFF0ull, ram().base() + 0x1000, ram().base() + 0x2000},  // wraps
-        {ram().base() + 1, ram().base() + 0x1000, ram().base() + 0x2000},      // unaligned desc
-        {ram().base(), ram().base() + 0x1001, ram().base() + 0x2002},          // unaligned rings
-        {0x10, 0x20, 0x40},                                                      // unmapped
+        {0xFFFFFFFFFFFFFFF0ull, ram().base() + 0x1000, ram().base() + 0x2000},    // wraps
+        {ram().base() + 1, ram().base() + 0x1000, ram().base() + 0x2000},         // unaligned desc
+        {ram().base(), ram().base() + 0x1001, ram().base() + 0x2002},             // unaligned rings
+        {0x10, 0x20, 0x40},                                                       // unmapped
         {ram().base() + ram().size() - 16, ram().base(), ram().base() + 0x2000},  // runs off RAM
     }};
     for (const auto& layout : layouts) {
@@ -323,7 +325,8 @@ struct GoodWorkload {
 
   bool set_up() {
     rng_modern = make_rig({"rng modern", DeviceType::kRng, TransportKind::kModern, false});
-    blk_legacy = make_rig({"blk transitional", DeviceType::kBlk, TransportKind::kTransitional, false});
+    blk_legacy =
+        make_rig({"blk transitional", DeviceType::kBlk, TransportKind::kTransitional, false});
     blk_packed = make_rig({"blk modern", DeviceType::kBlk, TransportKind::kModern, false});
     rng_mapper = make_rig({"rng mapper", DeviceType::kRng, TransportKind::kTransitionalMmr, true});
     if (!rng_modern || !blk_legacy || !blk_packed || !rng_mapper) return false;

@@ -78,9 +78,10 @@ TEST(CapabilityBuildTest, ExtendedCapabilitiesLinkInAddressOrder) {
   const std::array<std::uint8_t, 4> ats{};
   ASSERT_EQ(add_extended_capability(space, ext_cap_id::kAts, 1, ats).value(), 0x100);
   ASSERT_EQ(add_extended_capability(space, ext_cap_id::kPasid, 1, ats, 0xFF8).value(), 0xFF8);
-  ASSERT_EQ(add_extended_capability(space, ext_cap_id::kPri, 1, std::array<std::uint8_t, 12>{}, 0x200)
-                .value(),
-            0x200);
+  ASSERT_EQ(
+      add_extended_capability(space, ext_cap_id::kPri, 1, std::array<std::uint8_t, 12>{}, 0x200)
+          .value(),
+      0x200);
   EXPECT_EQ(chain(space, kExt), (Chain{{0x100, 0x0F}, {0x200, 0x13}, {0xFF8, 0x1B}}));
   const auto scan = scan_capabilities(space.bytes());
   EXPECT_TRUE(scan.diagnostics.empty());
@@ -88,11 +89,13 @@ TEST(CapabilityBuildTest, ExtendedCapabilitiesLinkInAddressOrder) {
 
 TEST(CapabilityBuildTest, DanglingNextPointerToTheNewOffsetDoesNotLoop) {
   ConfigSpace space = express_endpoint();
-  ASSERT_TRUE(add_extended_capability(space, ext_cap_id::kAts, 1, std::array<std::uint8_t, 4>{}).has_value());
+  ASSERT_TRUE(add_extended_capability(space, ext_cap_id::kAts, 1, std::array<std::uint8_t, 4>{})
+                  .has_value());
   space.set_raw32(0x100, space.raw32(0x100) | (0x200u << 20));  // points at an empty header
-  ASSERT_EQ(add_extended_capability(space, ext_cap_id::kPasid, 1, std::array<std::uint8_t, 4>{}, 0x200)
-                .value(),
-            0x200);
+  ASSERT_EQ(
+      add_extended_capability(space, ext_cap_id::kPasid, 1, std::array<std::uint8_t, 4>{}, 0x200)
+          .value(),
+      0x200);
   EXPECT_EQ(chain(space, kExt), (Chain{{0x100, 0x0F}, {0x200, 0x1B}}));
   EXPECT_TRUE(scan_capabilities(space.bytes()).diagnostics.empty());
 }
@@ -108,9 +111,12 @@ TEST(CapabilityBuildTest, ExtendedPlacementIsValidated) {
   ConfigSpace space = express_endpoint();
   const std::array<std::uint8_t, 4> body{};
   ASSERT_TRUE(add_extended_capability(space, ext_cap_id::kAts, 1, body).has_value());
-  EXPECT_EQ(add_extended_capability(space, 0x1B, 1, body, 0x104).error().code, ErrorCode::kConflict);
-  EXPECT_EQ(add_extended_capability(space, 0x1B, 1, body, 0x0FC).error().code, ErrorCode::kOutOfRange);
-  EXPECT_EQ(add_extended_capability(space, 0x1B, 1, body, 0xFFC).error().code, ErrorCode::kOutOfRange);
+  EXPECT_EQ(add_extended_capability(space, 0x1B, 1, body, 0x104).error().code,
+            ErrorCode::kConflict);
+  EXPECT_EQ(add_extended_capability(space, 0x1B, 1, body, 0x0FC).error().code,
+            ErrorCode::kOutOfRange);
+  EXPECT_EQ(add_extended_capability(space, 0x1B, 1, body, 0xFFC).error().code,
+            ErrorCode::kOutOfRange);
   EXPECT_EQ(add_extended_capability(space, 0x1B, 1, body, 0x202).error().code,
             ErrorCode::kInvalidArgument);
   EXPECT_EQ(add_extended_capability(space, 0x0000, 1, body, 0x200).error().code,
@@ -122,7 +128,8 @@ TEST(CapabilityBuildTest, ExtendedPlacementIsValidated) {
   // Multicast is 0x30 bytes by definition; an 8-byte body would leave its tail dangling.
   const auto short_body = add_extended_capability(space, 0x12, 1, body, 0x200);
   ASSERT_FALSE(short_body.has_value());
-  EXPECT_NE(short_body.error().message.find("48 bytes"), std::string::npos) << short_body.error().message;
+  EXPECT_NE(short_body.error().message.find("48 bytes"), std::string::npos)
+      << short_body.error().message;
   ConfigSpace conventional(kConventionalConfigSize);
   EXPECT_EQ(add_extended_capability(conventional, 0x1B, 1, body).error().code,
             ErrorCode::kUnsupported);
@@ -130,7 +137,8 @@ TEST(CapabilityBuildTest, ExtendedPlacementIsValidated) {
 
 TEST(CapabilityHideTest, HidingStandardCapabilitiesUnlinksThem) {
   ConfigSpace space = express_endpoint();
-  ASSERT_TRUE(add_standard_capability(space, cap_id::kMsiX, std::array<std::uint8_t, 10>{}).has_value());
+  ASSERT_TRUE(
+      add_standard_capability(space, cap_id::kMsiX, std::array<std::uint8_t, 10>{}).has_value());
   ASSERT_TRUE(add_standard_capability(space, 0x01, std::array<std::uint8_t, 6>{}).has_value());
   ASSERT_TRUE(hide_capability(space, kStd, 0x7C).has_value());
   EXPECT_EQ(chain(space, kStd), (Chain{{0x40, 0x10}, {0x88, 0x01}}));
@@ -156,7 +164,8 @@ TEST(CapabilityHideTest, The0x100CapabilityKeepsItsNextPointerWithIdZero) {
 
 TEST(CapabilityRelinkTest, RelinkVisitsTheGivenOrder) {
   ConfigSpace space = express_endpoint();
-  ASSERT_TRUE(add_standard_capability(space, cap_id::kMsiX, std::array<std::uint8_t, 10>{}).has_value());
+  ASSERT_TRUE(
+      add_standard_capability(space, cap_id::kMsiX, std::array<std::uint8_t, 10>{}).has_value());
   ASSERT_TRUE(add_standard_capability(space, 0x01, std::array<std::uint8_t, 6>{}).has_value());
   const std::array<std::uint16_t, 3> order = {0x88, 0x40, 0x7C};
   ASSERT_TRUE(relink_capabilities(space, kStd, order).has_value());
@@ -169,7 +178,8 @@ TEST(CapabilityRelinkTest, RelinkVisitsTheGivenOrder) {
 
 TEST(CapabilityScanTest, LoopIsDiagnosedAndWalkTerminates) {
   ConfigSpace space = express_endpoint();
-  ASSERT_TRUE(add_standard_capability(space, cap_id::kMsiX, std::array<std::uint8_t, 10>{}).has_value());
+  ASSERT_TRUE(
+      add_standard_capability(space, cap_id::kMsiX, std::array<std::uint8_t, 10>{}).has_value());
   space.set_raw8(0x7D, 0x40);  // MSI-X next -> PCIe: a loop
   const auto scan = scan_capabilities(space.bytes());
   EXPECT_TRUE(has_diagnostic(scan, "chain-loop"));
@@ -213,8 +223,9 @@ TEST(CapabilityScanTest, ExtendedPointerBelow0x100IsReported) {
 
 TEST(CapabilityScanTest, TruncatedDumpIsReportedNotRead) {
   ConfigSpace space = express_endpoint();
-  ASSERT_TRUE(add_extended_capability(space, ext_cap_id::kAts, 1, std::array<std::uint8_t, 4>{}, 0x100)
-                  .has_value());
+  ASSERT_TRUE(
+      add_extended_capability(space, ext_cap_id::kAts, 1, std::array<std::uint8_t, 4>{}, 0x100)
+          .has_value());
   space.set_raw32(0x100, space.raw32(0x100) | (0x800u << 20));
   const auto bytes = space.bytes().first(0x200);
   const auto scan = scan_capabilities(bytes);
@@ -272,9 +283,11 @@ TEST(CapabilitySizeTest, VariableSizedStructures) {
 
 TEST(CapabilityFreeRangeTest, FreeRangesExcludeEveryCapability) {
   ConfigSpace space = express_endpoint();
-  ASSERT_TRUE(add_extended_capability(space, ext_cap_id::kAts, 1, std::array<std::uint8_t, 4>{}).has_value());
-  ASSERT_TRUE(add_extended_capability(space, ext_cap_id::kPasid, 1, std::array<std::uint8_t, 4>{}, 0xFF8)
+  ASSERT_TRUE(add_extended_capability(space, ext_cap_id::kAts, 1, std::array<std::uint8_t, 4>{})
                   .has_value());
+  ASSERT_TRUE(
+      add_extended_capability(space, ext_cap_id::kPasid, 1, std::array<std::uint8_t, 4>{}, 0xFF8)
+          .has_value());
   const auto scan = scan_capabilities(space.bytes());
   const auto free = free_ranges(scan, kExtendedConfigSize);
   ASSERT_EQ(free.size(), 2u);

@@ -80,9 +80,9 @@ TEST(ConfigSpaceTest, DwordWriteAcrossCommandAndStatusActsOnBoth) {
 
 TEST(ConfigSpaceTest, UnalignedAndCrossRegisterAccesses) {
   ConfigSpace space = ConfigSpace::make_endpoint(kConventionalConfigSize, test_ids());
-  EXPECT_EQ(read(space, 0x01, 2), 0x421Au);    // vendor high byte, device low byte
+  EXPECT_EQ(read(space, 0x01, 2), 0x421Au);      // vendor high byte, device low byte
   EXPECT_EQ(read(space, 0x03, 4), 0x00000010u);  // device high byte + command + status low
-  write(space, 0x3B, 2, 0xAB00);                // byte 0x3B (RO, BAR area end? CardBus) + line
+  write(space, 0x3B, 2, 0xAB00);                 // byte 0x3B (RO, BAR area end? CardBus) + line
   EXPECT_EQ(read(space, 0x3C, 1), 0xABu);
   EXPECT_EQ(read(space, 0xFF, 1), 0u);
 }
@@ -137,8 +137,8 @@ TEST(ConfigSpaceTest, Memory64BarSizesAcrossBothDwords) {
   EXPECT_EQ(read(space, 0x20, 4), 0xCu);
   write(space, 0x20, 4, 0xFFFFFFFF);
   write(space, 0x24, 4, 0xFFFFFFFF);
-  const std::uint64_t mask = (static_cast<std::uint64_t>(read(space, 0x24, 4)) << 32) |
-                             (read(space, 0x20, 4) & ~0xFu);
+  const std::uint64_t mask =
+      (static_cast<std::uint64_t>(read(space, 0x24, 4)) << 32) | (read(space, 0x20, 4) & ~0xFu);
   EXPECT_EQ(~mask + 1, 0x4000u);
   write(space, 0x20, 4, 0xFE000000);
   write(space, 0x24, 4, 0x00000080);
@@ -236,7 +236,8 @@ TEST(ConfigSpaceTest, HooksServeDynamicRegisters) {
                   .set_hooks(0x50, 4,
                              {[&](std::uint32_t off, unsigned width) {
                                 const unsigned shift = 8 * (off - 0x50);
-                                return width == 4 ? window : (window >> shift) & ((1u << (8 * width)) - 1);
+                                return width == 4 ? window
+                                                  : (window >> shift) & ((1u << (8 * width)) - 1);
                               },
                               [&](std::uint32_t off, unsigned width, std::uint32_t value) {
                                 writes.emplace_back(off, value);

@@ -1,7 +1,7 @@
 // Every placement error: the code, and that the message names the conflicting range.
-#include <gtest/gtest.h>
-
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include "pci/placement.h"
 #include "tests/pci/placement_test_util.h"
@@ -42,12 +42,15 @@ TEST(PlacementErrors, ConventionalOnlySource) {
 }
 
 TEST(PlacementErrors, NoExpressCapability) {
-  ConfigSpace device = ConfigSpace::make_endpoint(4096, HeaderIdentity{0x1af4, 1, 0, 0, 0, 0, 0, false});
-  expect_error(device, pasid_request(), ErrorCode::kUnsupported, {"no PCI Express or PCI-X capability"});
+  ConfigSpace device =
+      ConfigSpace::make_endpoint(4096, HeaderIdentity{0x1af4, 1, 0, 0, 0, 0, 0, false});
+  expect_error(device, pasid_request(), ErrorCode::kUnsupported,
+               {"no PCI Express or PCI-X capability"});
 }
 
 TEST(PlacementErrors, AliasedConventionalSpaceIsNamed) {
-  ConfigSpace device = ConfigSpace::make_endpoint(4096, HeaderIdentity{0x1002, 0x7911, 0, 0x060000, 0, 0, 0, false});
+  ConfigSpace device =
+      ConfigSpace::make_endpoint(4096, HeaderIdentity{0x1002, 0x7911, 0, 0x060000, 0, 0, 0, false});
   const auto bytes = image(device);
   for (std::uint32_t i = 0x100; i < 0x1000; ++i) device.set_raw8(i, bytes[i % 0x100]);
   expect_error(device, pasid_request(), ErrorCode::kUnsupported, {"no PCI Express", "aliases"});
@@ -64,8 +67,8 @@ TEST(PlacementErrors, DeviceAlreadyHasPasid) {
   add_ext(device, ext_cap_id::kPasid, 0x300, 8);
   device.set_raw16(0x304, 0x1406);
   expect_error(device, pasid_request(), ErrorCode::kAlreadyExists,
-               {"already has a PASID capability at [0x300, 0x308)", "Max PASID Width 20", "Exec+", "Priv+",
-                "--hide 0x1b", "--hide @0x300"});
+               {"already has a PASID capability at [0x300, 0x308)", "Max PASID Width 20", "Exec+",
+                "Priv+", "--hide 0x1b", "--hide @0x300"});
   // Every rule gives the same answer.
   expect_error(device, pasid_request(0x400), ErrorCode::kAlreadyExists, {"[0x300, 0x308)"});
 }
@@ -73,7 +76,8 @@ TEST(PlacementErrors, DeviceAlreadyHasPasid) {
 TEST(PlacementErrors, TwoPasidsInOneRequest) {
   PlacementRequest request = pasid_request();
   request.add.push_back(make_pasid_request({8, false, false}));
-  expect_error(make_device_with_aer_ats(), request, ErrorCode::kAlreadyExists, {"two PASID", "[0xff8, 0x1000)"});
+  expect_error(make_device_with_aer_ats(), request, ErrorCode::kAlreadyExists,
+               {"two PASID", "[0xff8, 0x1000)"});
 }
 
 TEST(PlacementErrors, UnalignedOffset) {
@@ -100,7 +104,8 @@ TEST(PlacementErrors, OverlapWithACapabilityBody) {
 TEST(PlacementErrors, OverlapWithAnUnknownSizeCapabilityExtendsToTheNextOne) {
   ConfigSpace device = make_device_with_aer_ats();
   add_ext(device, 0x7F, 0x400, 8);  // unknown ID: occupies up to the end of space
-  expect_error(device, pasid_request(), ErrorCode::kNoSpace, {"[0xff8, 0x1000)", "[0x400, 0x1000)"});
+  expect_error(device, pasid_request(), ErrorCode::kNoSpace,
+               {"[0xff8, 0x1000)", "[0x400, 0x1000)"});
 }
 
 // With End-End TLP Prefixes AER has its TLP Prefix Log at +0x38..+0x47, past the 0x2c
@@ -108,9 +113,11 @@ TEST(PlacementErrors, OverlapWithAnUnknownSizeCapabilityExtendsToTheNextOne) {
 TEST(PlacementErrors, AerTlpPrefixLogIsOccupiedWhenTheFunctionHasPrefixes) {
   ConfigSpace device = make_device_with_aer_ats();
   device.set_raw32(0x40 + 0x24, 1u << 21);  // Device Capabilities 2: End-End TLP Prefix Supported
-  expect_error(device, pasid_request(0x138), ErrorCode::kConflict, {"[0x138, 0x140)", "[0x100, 0x148)"});
+  expect_error(device, pasid_request(0x138), ErrorCode::kConflict,
+               {"[0x138, 0x140)", "[0x100, 0x148)"});
   // Without prefix support the short form is all there is.
-  const auto short_form = place_capabilities(image(make_device_with_aer_ats()), pasid_request(0x138));
+  const auto short_form =
+      place_capabilities(image(make_device_with_aer_ats()), pasid_request(0x138));
   EXPECT_TRUE(short_form) << short_form.error().message;
 }
 
@@ -118,15 +125,18 @@ TEST(PlacementErrors, AerAtTheEndMakesTheDefaultTakenWithPrefixes) {
   ConfigSpace device = make_express_endpoint();
   device.set_raw32(0x40 + 0x24, 1u << 21);
   add_ext(device, ext_cap_id::kAer, 0x100, 0x2C);
-  add_ext(device, ext_cap_id::kAer, 0xFB4, 0x2C);  // as in pciutils' cap-multicast, but with prefixes
-  expect_error(device, pasid_request(), ErrorCode::kNoSpace, {"[0xff8, 0x1000) overlaps Advanced Error Reporting [0xfb4] at [0xfb4, 0xffc)"});
+  add_ext(device, ext_cap_id::kAer, 0xFB4,
+          0x2C);  // as in pciutils' cap-multicast, but with prefixes
+  expect_error(device, pasid_request(), ErrorCode::kNoSpace,
+               {"[0xff8, 0x1000) overlaps Advanced Error Reporting [0xfb4] at [0xfb4, 0xffc)"});
 }
 
 TEST(PlacementErrors, DefaultOffsetTakenByACapabilityAt0xff8) {
   ConfigSpace device = make_device_with_aer_ats();
   add_vsec8(device, 0xFF8);
-  expect_error(device, pasid_request(), ErrorCode::kNoSpace,
-               {"default offset", "[0xff8, 0x1000) overlaps Vendor-Specific Extended", "--search-gaps"});
+  expect_error(
+      device, pasid_request(), ErrorCode::kNoSpace,
+      {"default offset", "[0xff8, 0x1000) overlaps Vendor-Specific Extended", "--search-gaps"});
 }
 
 TEST(PlacementErrors, GapSearchWithNoZeroGapLeft) {
@@ -136,7 +146,8 @@ TEST(PlacementErrors, GapSearchWithNoZeroGapLeft) {
   for (std::uint32_t i = 0x12C; i < 0xFF8; ++i) device.set_raw8(i, 0xEE);  // registers everywhere
   PlacementRequest request = pasid_request();
   request.search_gaps = true;
-  expect_error(device, request, ErrorCode::kNoSpace, {"[0xff8, 0x1000)", "no 8-byte all-zero range"});
+  expect_error(device, request, ErrorCode::kNoSpace,
+               {"[0xff8, 0x1000)", "no 8-byte all-zero range"});
 }
 
 FreeSpaceTable table(const std::string& text) {
@@ -149,14 +160,15 @@ TEST(PlacementErrors, ConflictingTableEntry) {
   PlacementRequest request = pasid_request();
   request.table = table("[devices.\"1af4:1234\"]\nfree = [ { offset = 0x100, length = 0x40 } ]\n");
   expect_error(make_device_with_aer_ats(), request, ErrorCode::kConflict,
-               {"conflicting table entry 1af4:1234", "free.toml:1", "[0x100, 0x140)", "Advanced Error Reporting",
-                "[0x100, 0x12c)"});
+               {"conflicting table entry 1af4:1234", "free.toml:1", "[0x100, 0x140)",
+                "Advanced Error Reporting", "[0x100, 0x12c)"});
 }
 
 TEST(PlacementErrors, TableEntryWithoutRoomIsAuthoritative) {
   PlacementRequest request = pasid_request();
   request.table = table("[devices.\"1af4:1234\"]\nfree = [ { offset = 0x400, length = 0x4 } ]\n");
-  expect_error(make_device_with_aer_ats(), request, ErrorCode::kNoSpace, {"1af4:1234", "[0x400, 0x404)"});
+  expect_error(make_device_with_aer_ats(), request, ErrorCode::kNoSpace,
+               {"1af4:1234", "[0x400, 0x404)"});
   request.table = table("[devices.\"1af4:1234\"]\nfree = []\n");
   expect_error(make_device_with_aer_ats(), request, ErrorCode::kNoSpace, {"lists no ranges"});
 }
@@ -165,12 +177,14 @@ TEST(PlacementErrors, ConflictingGapDvsec) {
   ConfigSpace device = make_device_with_aer_ats();
   auto body = free_space_gap_dvsec_body(0x10);
   ASSERT_TRUE(body);
-  ASSERT_TRUE(add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *body, 0x400));
+  ASSERT_TRUE(
+      add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *body, 0x400));
   add_vsec8(device, 0x420);
   // Now let the DVSEC claim 0x40 bytes, which covers the VSEC: a device contradicting itself.
   device.set_raw32(0x404, (device.raw32(0x404) & 0x000FFFFF) | (0x40u << 20));
   expect_error(device, pasid_request(), ErrorCode::kConflict,
-               {"conflicting free-space DVSEC at 0x400", "[0x400, 0x440)", "Vendor-Specific Extended", "0x420"});
+               {"conflicting free-space DVSEC at 0x400", "[0x400, 0x440)",
+                "Vendor-Specific Extended", "0x420"});
 }
 
 TEST(PlacementErrors, ConflictingTableDvsec) {
@@ -178,7 +192,8 @@ TEST(PlacementErrors, ConflictingTableDvsec) {
   const std::vector<ConfigRange> ranges{{CapabilitySpace::kExtended, 0x1F0, 0x210}};
   auto body = free_space_table_dvsec_body(ranges);
   ASSERT_TRUE(body);
-  ASSERT_TRUE(add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *body, 0x300));
+  ASSERT_TRUE(
+      add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *body, 0x300));
   expect_error(device, pasid_request(), ErrorCode::kConflict,
                {"free-space DVSEC at 0x300", "[0x1f0, 0x210)", "Address Translation Services"});
 }
@@ -188,8 +203,10 @@ TEST(PlacementErrors, DvsecWithoutRoom) {
   const std::vector<ConfigRange> ranges{{CapabilitySpace::kExtended, 0x800, 0x804}};
   auto body = free_space_table_dvsec_body(ranges);
   ASSERT_TRUE(body);
-  ASSERT_TRUE(add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *body, 0x300));
-  expect_error(device, pasid_request(), ErrorCode::kNoSpace, {"free-space DVSECs describe [0x800, 0x804)"});
+  ASSERT_TRUE(
+      add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *body, 0x300));
+  expect_error(device, pasid_request(), ErrorCode::kNoSpace,
+               {"free-space DVSECs describe [0x800, 0x804)"});
 }
 
 TEST(PlacementErrors, HidingSomethingAbsent) {
@@ -209,7 +226,8 @@ TEST(PlacementErrors, HidingTheExpressCapabilityWouldLoseExtendedSpace) {
 TEST(PlacementErrors, MalformedExtendedChain) {
   ConfigSpace device = make_device_with_aer_ats();
   device.set_raw32(0x200, device.raw32(0x200) | (0x100u << 20));  // ATS -> AER: a loop
-  expect_error(device, pasid_request(), ErrorCode::kConflict, {"malformed ext capability chain", "loops"});
+  expect_error(device, pasid_request(), ErrorCode::kConflict,
+               {"malformed ext capability chain", "loops"});
 }
 
 // Found by the fuzzer: a last next pointer that leads to an all-zero header must not

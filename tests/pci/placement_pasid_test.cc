@@ -2,11 +2,11 @@
 // of these tests is the bit mapping: iommufd and the proposed VFIO struct number the
 // EXEC/PRIV bits differently from each other, and the VFIO one differently from the
 // register.
-#include <gtest/gtest.h>
-
 #include <array>
 #include <cstdint>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "pci/pasid.h"
 
@@ -15,8 +15,8 @@ namespace {
 
 TEST(PasidRegister, EncodesWidthExecPrivAtTheirRegisterBits) {
   EXPECT_EQ(pasid_capability_register({20, false, false}), 0x1400);
-  EXPECT_EQ(pasid_capability_register({20, true, false}), 0x1402);   // exec: bit 1
-  EXPECT_EQ(pasid_capability_register({20, false, true}), 0x1404);   // priv: bit 2
+  EXPECT_EQ(pasid_capability_register({20, true, false}), 0x1402);  // exec: bit 1
+  EXPECT_EQ(pasid_capability_register({20, false, true}), 0x1404);  // priv: bit 2
   EXPECT_EQ(pasid_capability_register({5, true, true}), 0x0506);
   EXPECT_EQ(pasid_capability_register({0, false, false}), 0x0000);
 }
@@ -55,7 +55,8 @@ TEST(PasidIommufd, ExecAndPrivComeFromBits1And2) {
 }
 
 TEST(PasidIommufd, UnrelatedCapabilityBitsAreIgnored) {
-  auto fields = pasid_from_iommufd({8, iommufd::kCapDirtyTracking | iommufd::kCapPciAtsNotSupported | (1ull << 40)});
+  auto fields = pasid_from_iommufd(
+      {8, iommufd::kCapDirtyTracking | iommufd::kCapPciAtsNotSupported | (1ull << 40)});
   ASSERT_TRUE(fields);
   EXPECT_EQ(*fields, (PasidFields{8, false, false}));
 }
@@ -72,8 +73,8 @@ TEST(PasidIommufd, WidthZeroMeansNoPasidAndWidthAbove20IsRefused) {
 std::vector<std::uint8_t> hw_info(std::uint32_t size, std::uint8_t log2, std::uint64_t caps) {
   std::vector<std::uint8_t> bytes(40, 0);
   for (int i = 0; i < 4; ++i) bytes[i] = static_cast<std::uint8_t>(size >> (8 * i));
-  bytes[8] = 7;     // dev_id, irrelevant
-  bytes[24] = 1;    // out_data_type, irrelevant
+  bytes[8] = 7;   // dev_id, irrelevant
+  bytes[24] = 1;  // out_data_type, irrelevant
   bytes[28] = log2;
   for (int i = 0; i < 8; ++i) bytes[32 + i] = static_cast<std::uint8_t>(caps >> (8 * i));
   return bytes;
@@ -151,12 +152,12 @@ TEST(PasidSpec, IommufdAndVfioFormsMapTheirOwnBits) {
 }
 
 TEST(PasidSpec, Errors) {
-  EXPECT_FALSE(parse_pasid_spec("exec"));                        // no width
-  EXPECT_FALSE(parse_pasid_spec("width=21"));                    // reserved width
+  EXPECT_FALSE(parse_pasid_spec("exec"));      // no width
+  EXPECT_FALSE(parse_pasid_spec("width=21"));  // reserved width
   EXPECT_FALSE(parse_pasid_spec("width=abc"));
-  EXPECT_FALSE(parse_pasid_spec("width=8,execute"));             // unknown item
-  EXPECT_FALSE(parse_pasid_spec("iommufd,max_pasid_log2=0"));    // no PASID support
-  EXPECT_FALSE(parse_pasid_spec("iommufd,width=8"));             // wrong key for the source
+  EXPECT_FALSE(parse_pasid_spec("width=8,execute"));           // unknown item
+  EXPECT_FALSE(parse_pasid_spec("iommufd,max_pasid_log2=0"));  // no PASID support
+  EXPECT_FALSE(parse_pasid_spec("iommufd,width=8"));           // wrong key for the source
   EXPECT_FALSE(parse_pasid_spec("vfio,width=8,capabilities=0x8"));
   EXPECT_FALSE(parse_pasid_spec("vfio,width=8,exec"));
 }

@@ -1,7 +1,7 @@
 // Each placement rule (pci/placement.h), hiding, and the overlay, on synthetic devices.
-#include <gtest/gtest.h>
-
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include "pci/placement.h"
 #include "tests/pci/placement_test_util.h"
@@ -252,7 +252,8 @@ TEST(PlacementDvsec, TableDvsecRangesAreUsedAndTheStaleTableIsUnlinked) {
                                         {CapabilitySpace::kStandard, 0xC0, 0xD0}};
   auto body = free_space_table_dvsec_body(ranges);
   ASSERT_TRUE(body) << body.error().message;
-  ASSERT_TRUE(add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *body, 0x300));
+  ASSERT_TRUE(
+      add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *body, 0x300));
   const auto result = place(device, pasid_request());
   ASSERT_TRUE(result) << result.error().message;
   EXPECT_EQ(result->placed[0].offset, 0x800);
@@ -276,7 +277,8 @@ TEST(PlacementDvsec, ExplicitOffsetInsideATableRangeUnlinksTheStaleTable) {
   const std::vector<ConfigRange> ranges{{CapabilitySpace::kExtended, 0x800, 0x810}};
   auto body = free_space_table_dvsec_body(ranges);
   ASSERT_TRUE(body);
-  ASSERT_TRUE(add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *body, 0x300));
+  ASSERT_TRUE(
+      add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *body, 0x300));
   const auto result = place(device, pasid_request(0x808));
   ASSERT_TRUE(result) << result.error().message;
   EXPECT_EQ(result->placed[0].rule, PlacementRule::kExplicit);
@@ -364,7 +366,8 @@ TEST(PlacementHide, StandardCapabilityUpdatesPointerAndOverlay) {
 }
 
 TEST(PlacementHide, HidingTheOnlyStandardCapabilityEmulatesOnlyTheCapListBit) {
-  ConfigSpace device = ConfigSpace::make_endpoint(256, HeaderIdentity{0x1af4, 1, 0, 0, 0, 0, 0, false});
+  ConfigSpace device =
+      ConfigSpace::make_endpoint(256, HeaderIdentity{0x1af4, 1, 0, 0, 0, 0, 0, false});
   std::vector<std::uint8_t> pm(6, 0);
   ASSERT_TRUE(add_standard_capability(device, cap_id::kPowerManagement, pm, 0x50));
   PlacementRequest request;
@@ -385,8 +388,10 @@ TEST(PlacementAdd, VsecAndDvsecHeadersFollowTheSpec) {
   EXPECT_EQ(vsec->body, (std::vector<std::uint8_t>{0x34, 0x12, 0xA2, 0x00, 0xAA, 0xBB}));
   auto dvsec = make_dvsec_request(0x1e98, 0x0007, 1, std::vector<std::uint8_t>{0x11, 0x22}, 16);
   ASSERT_TRUE(dvsec);
-  EXPECT_EQ(dvsec->body, (std::vector<std::uint8_t>{0x98, 0x1e, 0x01, 0x01, 0x07, 0x00, 0x11, 0x22, 0, 0, 0, 0}));
-  const auto placed = place(make_device_with_aer_ats(), PlacementRequest{{}, {*vsec, *dvsec}, {}, false});
+  EXPECT_EQ(dvsec->body, (std::vector<std::uint8_t>{0x98, 0x1e, 0x01, 0x01, 0x07, 0x00, 0x11, 0x22,
+                                                    0, 0, 0, 0}));
+  const auto placed =
+      place(make_device_with_aer_ats(), PlacementRequest{{}, {*vsec, *dvsec}, {}, false});
   ASSERT_TRUE(placed) << placed.error().message;
   const auto scan = scan_capabilities(placed->guest.bytes());
   EXPECT_EQ(find_cap(scan, CapabilitySpace::kExtended, placed->placed[0].offset)->size, 10u);
@@ -395,22 +400,26 @@ TEST(PlacementAdd, VsecAndDvsecHeadersFollowTheSpec) {
 
 TEST(PlacementAdd, RawBodyShorterThanItsStructureIsRefused) {
   PlacementRequest request;
-  auto raw = parse_capability_spec("raw,id=0x2a,data=0000000000000000");  // Physical Layer 32.0 GT/s
+  auto raw =
+      parse_capability_spec("raw,id=0x2a,data=0000000000000000");  // Physical Layer 32.0 GT/s
   ASSERT_TRUE(raw);
   request.add.push_back(*raw);
   const auto result = place_capabilities(image(make_device_with_aer_ats()), request);
   ASSERT_FALSE(result);
   EXPECT_EQ(result.error().code, ErrorCode::kInvalidArgument);
-  EXPECT_NE(result.error().message.find("only 12 bytes were given"), std::string::npos) << result.error().message;
+  EXPECT_NE(result.error().message.find("only 12 bytes were given"), std::string::npos)
+      << result.error().message;
 }
 
 TEST(PlacementAdd, RawBodyLongerThanTheWalkerSizeStillBlocksLaterPlacements) {
   PlacementRequest request;
-  auto ltr = parse_capability_spec("raw,id=0x18,data=" + std::string(56, '0'));  // 32 bytes; LTR is sized 8
+  auto ltr = parse_capability_spec("raw,id=0x18,data=" +
+                                   std::string(56, '0'));  // 32 bytes; LTR is sized 8
   ASSERT_TRUE(ltr);
   request.add.push_back(*ltr);
   request.add.push_back(make_pasid_request({4, false, false}));
-  request.table = *parse_free_space_table("[devices.\"1af4:1234\"]\nfree = [ { offset = 0x400, length = 0x40 } ]\n", "t");
+  request.table = *parse_free_space_table(
+      "[devices.\"1af4:1234\"]\nfree = [ { offset = 0x400, length = 0x40 } ]\n", "t");
   const auto result = place(make_device_with_aer_ats(), request);
   ASSERT_TRUE(result) << result.error().message;
   EXPECT_EQ(result->placed[0].offset, 0x400);
@@ -439,13 +448,13 @@ TEST(PlacementAdd, ParseCapabilitySpecForms) {
 }
 
 TEST(PlacementAdd, ParseCapabilitySpecErrors) {
-  EXPECT_FALSE(parse_capability_spec("vsec"));                       // no id
-  EXPECT_FALSE(parse_capability_spec("vsec,id=1,colour=red"));       // unknown key
-  EXPECT_FALSE(parse_capability_spec("vsec,id=1,id=2"));             // twice
-  EXPECT_FALSE(parse_capability_spec("raw,id=0"));                   // Null
-  EXPECT_FALSE(parse_capability_spec("raw,id=5,data=abc"));          // odd hex
+  EXPECT_FALSE(parse_capability_spec("vsec"));                  // no id
+  EXPECT_FALSE(parse_capability_spec("vsec,id=1,colour=red"));  // unknown key
+  EXPECT_FALSE(parse_capability_spec("vsec,id=1,id=2"));        // twice
+  EXPECT_FALSE(parse_capability_spec("raw,id=0"));              // Null
+  EXPECT_FALSE(parse_capability_spec("raw,id=5,data=abc"));     // odd hex
   EXPECT_FALSE(parse_capability_spec("raw,id=5,data=ab,wmask=abcd"));
-  EXPECT_FALSE(parse_capability_spec("free-space-gap,length=8"));    // below 12
+  EXPECT_FALSE(parse_capability_spec("free-space-gap,length=8"));  // below 12
   EXPECT_FALSE(parse_capability_spec("free-space-table,ranges=0x402+4"));
   EXPECT_FALSE(parse_capability_spec("widget,id=1"));
 }

@@ -1,8 +1,8 @@
 // The two free-space sources: the TOML table (pci/free_space_table.h) and the
 // free-space DVSEC (pci/free_space_dvsec.h, docs/free-space-dvsec.md).
-#include <gtest/gtest.h>
-
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include "pci/free_space_dvsec.h"
 #include "pci/free_space_table.h"
@@ -60,7 +60,8 @@ free = []
 free = []
 )");
   EXPECT_EQ(e.code, ErrorCode::kConflict);
-  EXPECT_NE(e.message.find("conflicting entries for 8086:46a6 at lines 2 and 4"), std::string::npos) << e.message;
+  EXPECT_NE(e.message.find("conflicting entries for 8086:46a6 at lines 2 and 4"), std::string::npos)
+      << e.message;
 }
 
 TEST(FreeSpaceTable, OverlappingRangesInOneEntryConflict) {
@@ -68,13 +69,15 @@ TEST(FreeSpaceTable, OverlappingRangesInOneEntryConflict) {
 free = [ { offset = 0x400, length = 0x40 }, { offset = 0x420, length = 0x40 } ]
 )");
   EXPECT_EQ(e.code, ErrorCode::kConflict);
-  EXPECT_NE(e.message.find("[0x420, 0x460) overlaps [0x400, 0x440)"), std::string::npos) << e.message;
+  EXPECT_NE(e.message.find("[0x420, 0x460) overlaps [0x400, 0x440)"), std::string::npos)
+      << e.message;
 }
 
 TEST(FreeSpaceTable, RangesOutsideExtendedSpaceOrUnalignedAreRefused) {
   Error e = table_error("[devices.\"8086:46a6\"]\nfree = [ { offset = 0x80, length = 0x10 } ]\n");
   EXPECT_EQ(e.code, ErrorCode::kOutOfRange);
-  EXPECT_NE(e.message.find("[0x80, 0x90) is outside extended configuration space"), std::string::npos);
+  EXPECT_NE(e.message.find("[0x80, 0x90) is outside extended configuration space"),
+            std::string::npos);
   e = table_error("[devices.\"8086:46a6\"]\nfree = [ { offset = 0xff8, length = 0x10 } ]\n");
   EXPECT_EQ(e.code, ErrorCode::kOutOfRange);
   e = table_error("[devices.\"8086:46a6\"]\nfree = [ { offset = 0x402, length = 0x10 } ]\n");
@@ -120,8 +123,8 @@ TEST(FreeSpaceDvsec, GapBodyMatchesTheDocumentedBytes) {
   EXPECT_EQ(std::vector<std::uint8_t>(body->begin(), body->begin() + 8),
             (std::vector<std::uint8_t>{0x70, 0x76, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00}));
   EXPECT_TRUE(std::all_of(body->begin() + 8, body->end(), [](std::uint8_t b) { return b == 0; }));
-  EXPECT_FALSE(free_space_gap_dvsec_body(8));      // a DVSEC is at least 12 bytes
-  EXPECT_FALSE(free_space_gap_dvsec_body(0x42));   // DWORD multiple
+  EXPECT_FALSE(free_space_gap_dvsec_body(8));     // a DVSEC is at least 12 bytes
+  EXPECT_FALSE(free_space_gap_dvsec_body(0x42));  // DWORD multiple
   EXPECT_FALSE(free_space_gap_dvsec_body(0x1000));
 }
 
@@ -131,8 +134,8 @@ TEST(FreeSpaceDvsec, TableBodyMatchesTheDocumentedBytes) {
   const auto body = free_space_table_dvsec_body(ranges);
   ASSERT_TRUE(body);
   // docs/free-space-dvsec.md example: 70 76 40 01 | 01 00 01 02 | 00 04 40 00 | 00 0f 00 01
-  EXPECT_EQ(*body, (std::vector<std::uint8_t>{0x70, 0x76, 0x40, 0x01, 0x01, 0x00, 0x01, 0x02, 0x00, 0x04, 0x40,
-                                              0x00, 0x00, 0x0F, 0x00, 0x01}));
+  EXPECT_EQ(*body, (std::vector<std::uint8_t>{0x70, 0x76, 0x40, 0x01, 0x01, 0x00, 0x01, 0x02, 0x00,
+                                              0x04, 0x40, 0x00, 0x00, 0x0F, 0x00, 0x01}));
   const std::vector<ConfigRange> straddling{{CapabilitySpace::kExtended, 0xF0, 0x110}};
   EXPECT_FALSE(free_space_table_dvsec_body(straddling));
 }
@@ -141,15 +144,18 @@ TEST(FreeSpaceDvsec, FindsAndDecodesBothFormats) {
   ConfigSpace device = make_device_with_aer_ats();
   auto gap = free_space_gap_dvsec_body(0x20);
   ASSERT_TRUE(gap);
-  ASSERT_TRUE(add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *gap, 0x400));
+  ASSERT_TRUE(
+      add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *gap, 0x400));
   const std::vector<ConfigRange> ranges{{CapabilitySpace::kExtended, 0x800, 0x810},
                                         {CapabilitySpace::kStandard, 0xC0, 0xC8}};
   auto table = free_space_table_dvsec_body(ranges);
   ASSERT_TRUE(table);
-  ASSERT_TRUE(add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *table, 0x600));
+  ASSERT_TRUE(
+      add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *table, 0x600));
   // An unrelated DVSEC (CXL) is not ours.
   const std::vector<std::uint8_t> cxl{0x98, 0x1e, 0xC0, 0x00, 0x00, 0x00, 0, 0};
-  ASSERT_TRUE(add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, cxl, 0x700));
+  ASSERT_TRUE(
+      add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, cxl, 0x700));
   const auto found = find_free_space_dvsecs(device.bytes(), scan_capabilities(device.bytes()));
   ASSERT_EQ(found.size(), 2u);
   EXPECT_EQ(found[0].offset, 0x400);
@@ -168,14 +174,16 @@ TEST(FreeSpaceDvsec, MalformedStructuresCarryAProblem) {
   ConfigSpace device = make_device_with_aer_ats();
   auto gap = free_space_gap_dvsec_body(0x10);
   ASSERT_TRUE(gap);
-  ASSERT_TRUE(add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *gap, 0x400));
+  ASSERT_TRUE(
+      add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *gap, 0x400));
   device.set_raw8(0x40A, 0x7);  // unknown format
   auto found = find_free_space_dvsecs(device.bytes(), scan_capabilities(device.bytes()));
   ASSERT_EQ(found.size(), 1u);
   EXPECT_NE(found[0].problem.find("unknown format 7"), std::string::npos);
   device.set_raw8(0x40A, 0x1);  // table format but length is not 0xc + 4n for n = 0
   found = find_free_space_dvsecs(device.bytes(), scan_capabilities(device.bytes()));
-  EXPECT_NE(found[0].problem.find("does not match 0 range entries"), std::string::npos) << found[0].problem;
+  EXPECT_NE(found[0].problem.find("does not match 0 range entries"), std::string::npos)
+      << found[0].problem;
   device.set_raw8(0x40A, 0x0);
   device.set_raw8(0x40B, 0x2);  // gap format with entries
   found = find_free_space_dvsecs(device.bytes(), scan_capabilities(device.bytes()));
@@ -188,10 +196,12 @@ TEST(FreeSpaceDvsec, TableEntryOverlappingEachOtherIsAProblem) {
                                         {CapabilitySpace::kExtended, 0x810, 0x830}};
   auto table = free_space_table_dvsec_body(ranges);
   ASSERT_TRUE(table);
-  ASSERT_TRUE(add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *table, 0x600));
+  ASSERT_TRUE(
+      add_extended_capability(device, ext_cap_id::kDesignatedVendorSpecific, 1, *table, 0x600));
   const auto found = find_free_space_dvsecs(device.bytes(), scan_capabilities(device.bytes()));
   ASSERT_EQ(found.size(), 1u);
-  EXPECT_NE(found[0].problem.find("overlaps the earlier entry [0x800, 0x820)"), std::string::npos) << found[0].problem;
+  EXPECT_NE(found[0].problem.find("overlaps the earlier entry [0x800, 0x820)"), std::string::npos)
+      << found[0].problem;
   EXPECT_TRUE(found[0].ranges.empty());
 }
 

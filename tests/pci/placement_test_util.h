@@ -1,13 +1,13 @@
 // Synthetic devices and invariant checks shared by the placement unit tests.
 #pragma once
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <set>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "pci/capabilities.h"
 #include "pci/config_space.h"
@@ -59,7 +59,8 @@ inline std::vector<std::uint8_t> image(const ConfigSpace& space) {
   return {space.bytes().begin(), space.bytes().end()};
 }
 
-inline const Capability* find_cap(const CapabilityScan& scan, CapabilitySpace space, std::uint16_t offset) {
+inline const Capability* find_cap(const CapabilityScan& scan, CapabilitySpace space,
+                                  std::uint16_t offset) {
   for (const auto& cap : scan.capabilities) {
     if (cap.space == space && cap.offset == offset) return &cap;
   }
@@ -96,13 +97,14 @@ inline void expect_invariants(std::span<const std::uint8_t> source, const Placem
       if (other.space != CapabilitySpace::kExtended || other.offset == p.offset) continue;
       const std::uint32_t end = other.offset + occupied_length(after, other, kExtendedConfigSize);
       EXPECT_FALSE(p.offset < end && other.offset < p.offset + want.length())
-          << want.label << " at " << p.offset << " overlaps cap " << other.id << " at " << other.offset;
+          << want.label << " at " << p.offset << " overlaps cap " << other.id << " at "
+          << other.offset;
     }
   }
   for (const auto& cap : before.capabilities) {
-    const bool hidden = std::any_of(result.hidden.begin(), result.hidden.end(), [&](const HiddenCapability& h) {
-      return h.space == cap.space && h.offset == cap.offset;
-    });
+    const bool hidden = std::any_of(
+        result.hidden.begin(), result.hidden.end(),
+        [&](const HiddenCapability& h) { return h.space == cap.space && h.offset == cap.offset; });
     const Capability* now = find_cap(after, cap.space, cap.offset);
     // A Null header (ID 0) only carries a next pointer; when what followed it is hidden
     // it becomes an all-zero header, i.e. an empty list, or a capability takes its place.
@@ -117,8 +119,9 @@ inline void expect_invariants(std::span<const std::uint8_t> source, const Placem
       }
     } else {
       // Hidden and unlinked, unless an added capability took its place.
-      const bool replaced = std::any_of(result.placed.begin(), result.placed.end(),
-                                        [&](const PlacedCapability& p) { return p.offset == cap.offset; });
+      const bool replaced =
+          std::any_of(result.placed.begin(), result.placed.end(),
+                      [&](const PlacedCapability& p) { return p.offset == cap.offset; });
       if (!replaced) {
         EXPECT_EQ(now, nullptr) << "hidden capability at " << cap.offset << " still linked";
       }

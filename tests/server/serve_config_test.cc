@@ -71,7 +71,8 @@ TEST(ServeConfig, EveryTransportNameParses) {
 }
 
 TEST(ServeConfig, BlkQueuesAndIoEngine) {
-  const std::string blk = "[[device]]\nname = \"b\"\nkind = \"virtio-blk\"\ntransport = \"modern\"\npath = \"x\"\n";
+  const std::string blk =
+      "[[device]]\nname = \"b\"\nkind = \"virtio-blk\"\ntransport = \"modern\"\npath = \"x\"\n";
   auto defaults = parse(blk);
   ASSERT_TRUE(defaults.has_value()) << defaults.error().message;
   EXPECT_EQ(defaults->devices[0].queues, 1u);
@@ -82,14 +83,17 @@ TEST(ServeConfig, BlkQueuesAndIoEngine) {
   EXPECT_EQ(set->devices[0].io, devices::BlockIoMode::kThreads);
   EXPECT_EQ(parse(blk + "io = \"io_uring\"\n")->devices[0].io, devices::BlockIoMode::kIoUring);
 
-  EXPECT_THAT(error_of(blk + "queues = 0\n"),
-              HasSubstr("serve.toml:6:10: device[1].queues: 0 queues; a virtio-blk device has 1 to 64"));
+  EXPECT_THAT(
+      error_of(blk + "queues = 0\n"),
+      HasSubstr("serve.toml:6:10: device[1].queues: 0 queues; a virtio-blk device has 1 to 64"));
   EXPECT_THAT(error_of(blk + "queues = 65\n"), HasSubstr("65 queues"));
   EXPECT_THAT(error_of(blk + "queues = \"2\"\n"),
               HasSubstr("device[1].queues: expected an integer, found a string"));
-  EXPECT_THAT(error_of(blk + "io = \"iouring\"\n"),
-              HasSubstr("device[1].io: unknown I/O engine \"iouring\" (did you mean \"io_uring\"?)"));
-  const std::string rng = "[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n";
+  EXPECT_THAT(
+      error_of(blk + "io = \"iouring\"\n"),
+      HasSubstr("device[1].io: unknown I/O engine \"iouring\" (did you mean \"io_uring\"?)"));
+  const std::string rng =
+      "[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n";
   EXPECT_THAT(error_of(rng + "queues = 2\n"),
               HasSubstr("device[1].queues: only virtio-blk devices have this key"));
   EXPECT_THAT(error_of(rng + "io = \"auto\"\n"),

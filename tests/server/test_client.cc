@@ -1,14 +1,15 @@
 #include "tests/server/test_client.h"
 
 #include <poll.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 
 #include <array>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <thread>
+
+#include <sys/socket.h>
+#include <sys/un.h>
 
 namespace vpci::server::testing {
 
@@ -93,7 +94,8 @@ std::optional<ReplyMessage> TestClient::receive(int timeout_ms) {
   return reply;
 }
 
-std::optional<ReplyMessage> TestClient::call(std::uint16_t command, std::span<const std::uint8_t> payload,
+std::optional<ReplyMessage> TestClient::call(std::uint16_t command,
+                                             std::span<const std::uint8_t> payload,
                                              std::span<const int> fds) {
   const std::uint16_t id = send_command(command, payload, fds);
   auto reply = receive();
@@ -117,7 +119,8 @@ bool TestClient::wait_closed(int timeout_ms) {
 bool TestClient::negotiate(std::uint64_t max_data_xfer_size) {
   const std::string json =
       R"({"capabilities":{"max_msg_fds":16,"max_data_xfer_size":)" +
-      std::to_string(max_data_xfer_size) + R"(,"pgsizes":4096,)"
+      std::to_string(max_data_xfer_size) +
+      R"(,"pgsizes":4096,)"
       R"("max_dma_maps":65535,"migration":{"pgsize":4096,"max_bitmap_size":268435456},)"
       R"("write_multiple":true}})";
   Payload p;
@@ -141,8 +144,12 @@ Payload dma_unmap(std::uint32_t flags, std::uint64_t iova, std::uint64_t size) {
 
 Payload region_info(std::uint32_t index, std::uint32_t argsz) {
   Payload p;
-  p.add(argsz).add(std::uint32_t{0}).add(index).add(std::uint32_t{0}).add(std::uint64_t{0}).add(
-      std::uint64_t{0});
+  p.add(argsz)
+      .add(std::uint32_t{0})
+      .add(index)
+      .add(std::uint32_t{0})
+      .add(std::uint64_t{0})
+      .add(std::uint64_t{0});
   return p;
 }
 
@@ -152,7 +159,8 @@ Payload irq_info(std::uint32_t index) {
   return p;
 }
 
-Payload set_irqs(std::uint32_t flags, std::uint32_t index, std::uint32_t start, std::uint32_t count) {
+Payload set_irqs(std::uint32_t flags, std::uint32_t index, std::uint32_t start,
+                 std::uint32_t count) {
   Payload p;
   p.add(std::uint32_t{kSetIrqsSize}).add(flags).add(index).add(start).add(count);
   return p;
@@ -164,7 +172,8 @@ Payload region_read(std::uint32_t region, std::uint64_t offset, std::uint32_t co
   return p;
 }
 
-Payload region_write(std::uint32_t region, std::uint64_t offset, std::span<const std::uint8_t> data) {
+Payload region_write(std::uint32_t region, std::uint64_t offset,
+                     std::span<const std::uint8_t> data) {
   Payload p;
   p.add(offset).add(region).add(static_cast<std::uint32_t>(data.size())).add_bytes(data);
   return p;
@@ -172,7 +181,8 @@ Payload region_write(std::uint32_t region, std::uint64_t offset, std::span<const
 
 std::size_t open_fd_count() {
   std::size_t n = 0;
-  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd"))
+    ++n;
   return n;
 }
 

@@ -79,9 +79,11 @@ Payload dma_map(std::uint32_t flags, std::uint64_t offset, std::uint64_t iova, s
 Payload dma_unmap(std::uint32_t flags, std::uint64_t iova, std::uint64_t size);
 Payload region_info(std::uint32_t index, std::uint32_t argsz = vfio_user::kRegionInfoSize);
 Payload irq_info(std::uint32_t index);
-Payload set_irqs(std::uint32_t flags, std::uint32_t index, std::uint32_t start, std::uint32_t count);
+Payload set_irqs(std::uint32_t flags, std::uint32_t index, std::uint32_t start,
+                 std::uint32_t count);
 Payload region_read(std::uint32_t region, std::uint64_t offset, std::uint32_t count);
-Payload region_write(std::uint32_t region, std::uint64_t offset, std::span<const std::uint8_t> data);
+Payload region_write(std::uint32_t region, std::uint64_t offset,
+                     std::span<const std::uint8_t> data);
 
 // Number of open fds of this process (/proc/self/fd).
 std::size_t open_fd_count();

@@ -82,7 +82,8 @@ TEST_F(SplitQueueTest, ChainRoundTripThroughReaderAndWriter) {
 // with the reader and writer part-way through (their cursors are re-pointed).
 TEST_F(SplitQueueTest, ShortAndLongChainsSurviveMovesMidway) {
   ASSERT_TRUE(start(16));
-  for (const std::size_t buffers : {std::size_t{2}, ChainBufferList::kInline, ChainBufferList::kInline + 3}) {
+  for (const std::size_t buffers :
+       {std::size_t{2}, ChainBufferList::kInline, ChainBufferList::kInline + 3}) {
     ChainBuilder request = chain();
     std::vector<std::uint8_t> expected;
     for (std::size_t i = 0; i < buffers; ++i) {

@@ -2,6 +2,8 @@
 // `lspci -F FILE -vvv` to the expected IDs and virtio capabilities. The dumps are also
 // committed under tests/data/virtio_pci/ (regenerate with VPCI_UPDATE_DUMPS=1) so a
 // layout change shows up as a diff.
+#include "tests/support/lspci.h"
+
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -13,7 +15,6 @@
 
 #include "pci/capabilities.h"
 #include "pci/dump.h"
-#include "tests/support/lspci.h"
 #include "tests/virtio_pci/test_devices.h"
 
 namespace vpci::virtio::testing {
@@ -81,7 +82,8 @@ TEST_P(LspciDecode, ShowsIdsAndVirtioCapabilities) {
   const auto tmp = std::filesystem::temp_directory_path() /
                    ("vpci-lspci-" + std::to_string(getpid()) + "-" + c.name + ".lspci");
   std::ofstream(tmp) << text;
-  const std::string output = run(std::string(vpci::testing::kLspci) + " -F " + tmp.string() + " -vvnn 2>&1");
+  const std::string output =
+      run(std::string(vpci::testing::kLspci) + " -F " + tmp.string() + " -vvnn 2>&1");
   std::filesystem::remove(tmp);
   EXPECT_NE(output.find(c.id_line), std::string::npos) << output;
   for (const char* line : c.expected)

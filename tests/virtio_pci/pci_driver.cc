@@ -1,8 +1,7 @@
 #include "tests/virtio_pci/pci_driver.h"
 
-#include <thread>
-
 #include <algorithm>
+#include <thread>
 
 #include "pci/capabilities.h"
 #include "pci/registers.h"
