@@ -1,6 +1,15 @@
 #include "base/error.h"
 
+#include <string.h>
+
 namespace vpci {
+
+std::string errno_text(int error) {
+  char buffer[256];
+  // The GNU strerror_r (C++ on glibc defines _GNU_SOURCE): returns the message, which
+  // may or may not be in `buffer`.
+  return ::strerror_r(error, buffer, sizeof(buffer));
+}
 
 std::string_view error_code_name(ErrorCode code) {
   switch (code) {

@@ -28,6 +28,10 @@ enum class ErrorCode : std::uint8_t {
   kProtocolViolation,  // a guest or peer broke a rule of its protocol/spec
 };
 
+// strerror(error), but thread-safe (strerror may share one buffer across threads;
+// clang-tidy concurrency-mt-unsafe): "No such file or directory".
+std::string errno_text(int error);
+
 std::string_view error_code_name(ErrorCode code);
 
 struct Error {

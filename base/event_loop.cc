@@ -19,7 +19,7 @@ constexpr std::uint64_t kWakeTag = 0;
 constexpr std::uint64_t kTimerTag = std::numeric_limits<std::uint64_t>::max();
 
 Error errno_error(const char* what) {
-  return Error{ErrorCode::kIoError, fmt::format("{}: {}", what, std::strerror(errno))};
+  return Error{ErrorCode::kIoError, fmt::format("{}: {}", what, errno_text(errno))};
 }
 
 }  // namespace

@@ -54,13 +54,12 @@ Result<std::string> read_input_file(const std::filesystem::path& path, const Inp
   if (raw_fd < 0) {
     const int saved = errno;
     return make_error(saved == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIoError,
-                      "{}: cannot open: {}", path.string(), std::strerror(saved));
+                      "{}: cannot open: {}", path.string(), errno_text(saved));
   }
   const ScopedFd fd(raw_fd);
   struct stat info {};
   if (::fstat(fd.get(), &info) != 0) {
-    return make_error(ErrorCode::kIoError, "{}: cannot stat: {}", path.string(),
-                      std::strerror(errno));
+    return make_error(ErrorCode::kIoError, "{}: cannot stat: {}", path.string(), errno_text(errno));
   }
   const bool regular = S_ISREG(info.st_mode);
   if (!regular && !S_ISFIFO(info.st_mode) && !S_ISCHR(info.st_mode)) {
@@ -92,12 +91,12 @@ Result<std::string> read_input_file(const std::filesystem::path& path, const Inp
       continue;
     } else if (errno != EAGAIN) {
       return make_error(ErrorCode::kIoError, "{}: read error: {}", path.string(),
-                        std::strerror(errno));
+                        errno_text(errno));
     }
     pollfd waiter{fd.get(), POLLIN, 0};
     const int ready = ::poll(&waiter, 1, static_cast<int>(kInputIdleTimeout.count()));
     if (ready < 0 && errno != EINTR) {
-      return make_error(ErrorCode::kIoError, "{}: poll: {}", path.string(), std::strerror(errno));
+      return make_error(ErrorCode::kIoError, "{}: poll: {}", path.string(), errno_text(errno));
     }
     if (ready == 0) {
       return make_error(ErrorCode::kIoError, "{}: no data for {} s (a FIFO with no writer?)",

@@ -20,7 +20,7 @@ namespace vpci::devices {
 namespace {
 
 Error os_error(std::string_view what, const std::string& path, int err) {
-  return Error{ErrorCode::kIoError, fmt::format("{} {}: {}", what, path, std::strerror(err))};
+  return Error{ErrorCode::kIoError, fmt::format("{} {}: {}", what, path, errno_text(err))};
 }
 
 bool is_unsupported(int err) {
@@ -137,7 +137,7 @@ Status FileBlockBackend::discard(std::uint64_t offset, std::uint64_t length) {
                   static_cast<off_t>(length)) != 0) {
     const int err = errno;
     if (is_unsupported(err))
-      return make_error(ErrorCode::kUnsupported, "discard on {}: {}", path_, std::strerror(err));
+      return make_error(ErrorCode::kUnsupported, "discard on {}: {}", path_, errno_text(err));
     return tl::unexpected(os_error("discard on", path_, err));
   }
   return {};

@@ -15,8 +15,7 @@ Result<std::unique_ptr<ThreadPoolBlockIo>> ThreadPoolBlockIo::create(
   if (threads == 0) return make_error(ErrorCode::kInvalidArgument, "a thread pool needs threads");
   std::unique_ptr<ThreadPoolBlockIo> io(new ThreadPoolBlockIo(backend, loop, completions));
   io->event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (io->event_fd_ < 0)
-    return make_error(ErrorCode::kIoError, "eventfd: {}", std::strerror(errno));
+  if (io->event_fd_ < 0) return make_error(ErrorCode::kIoError, "eventfd: {}", errno_text(errno));
   ThreadPoolBlockIo* self = io.get();
   VPCI_ASSIGN_OR_RETURN(io->source_, loop.add_fd(io->event_fd_, EPOLLIN,
                                                  [self](std::uint32_t) { self->on_eventfd(); }));

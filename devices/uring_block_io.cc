@@ -17,14 +17,13 @@ Result<std::unique_ptr<UringBlockIo>> UringBlockIo::create(int fd, unsigned dept
   // EPERM: kernel.io_uring_disabled; ENOMEM: RLIMIT_MEMLOCK before Linux 5.12.
   if (const int rc = ::io_uring_queue_init(depth, &io->ring_, 0); rc < 0) {
     return make_error(ErrorCode::kUnsupported, "io_uring_queue_init({}): {}", depth,
-                      std::strerror(-rc));
+                      errno_text(-rc));
   }
   io->ring_ready_ = true;
   io->event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (io->event_fd_ < 0)
-    return make_error(ErrorCode::kIoError, "eventfd: {}", std::strerror(errno));
+  if (io->event_fd_ < 0) return make_error(ErrorCode::kIoError, "eventfd: {}", errno_text(errno));
   if (const int rc = ::io_uring_register_eventfd(&io->ring_, io->event_fd_); rc < 0) {
-    return make_error(ErrorCode::kUnsupported, "io_uring_register_eventfd: {}", std::strerror(-rc));
+    return make_error(ErrorCode::kUnsupported, "io_uring_register_eventfd: {}", errno_text(-rc));
   }
   UringBlockIo* self = io.get();
   VPCI_ASSIGN_OR_RETURN(io->source_, loop.add_fd(io->event_fd_, EPOLLIN,
@@ -115,7 +114,7 @@ void UringBlockIo::complete(Pending* raw, int result) {
                        : op.op == BlockOp::kRead ? "read"
                                                  : "write";
     completions_.io_completed(op.tag, make_error(ErrorCode::kIoError, "{} at byte {}: {}", what,
-                                                 op.offset, std::strerror(-result)));
+                                                 op.offset, errno_text(-result)));
     return;
   }
   if (op.op == BlockOp::kFlush) {

@@ -16,7 +16,7 @@ Result<std::size_t> KernelEntropySource::fill(std::span<std::uint8_t> out) {
     const ssize_t got = ::getrandom(out.data(), out.size(), 0);
     if (got >= 0) return static_cast<std::size_t>(got);
     if (errno == EINTR) continue;
-    return make_error(ErrorCode::kIoError, "getrandom: {}", std::strerror(errno));
+    return make_error(ErrorCode::kIoError, "getrandom: {}", errno_text(errno));
   }
 }
 

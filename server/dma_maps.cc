@@ -69,7 +69,7 @@ Status DmaMaps::add(std::uint64_t iova, std::uint64_t size, std::uint64_t file_o
   if (fd >= 0) {
     struct stat st {};
     if (::fstat(fd, &st) != 0) {
-      return make_error(ErrorCode::kIoError, "fstat of DMA fd: {}", std::strerror(errno));
+      return make_error(ErrorCode::kIoError, "fstat of DMA fd: {}", errno_text(errno));
     }
     if (!S_ISREG(st.st_mode)) {
       // memfd, shm and hugetlbfs files are all regular; anything else (a socket, a
@@ -97,7 +97,7 @@ Status DmaMaps::add(std::uint64_t iova, std::uint64_t size, std::uint64_t file_o
                         static_cast<off_t>(map_offset));
     if (base == MAP_FAILED) {
       return make_error(ErrorCode::kIoError, "mmap of DMA fd range [{:#x}, +{:#x}): {}",
-                        file_offset, size, std::strerror(errno));
+                        file_offset, size, errno_text(errno));
     }
     spec.host = static_cast<std::uint8_t*>(base) + (file_offset - map_offset);
     spec.on_release = [latch, base, length = static_cast<std::size_t>(map_length)] {

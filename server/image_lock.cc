@@ -105,7 +105,7 @@ Status lock_image(int fd, const std::filesystem::path& path, bool read_only) {
   }
   return make_error(ErrorCode::kIoError,
                     "cannot lock image {} for {}: {} (images are only served locked)",
-                    path.string(), how, std::strerror(saved));
+                    path.string(), how, errno_text(saved));
 }
 
 Result<UniqueFd> open_locked_image(const std::filesystem::path& path, bool read_only) {
@@ -114,11 +114,11 @@ Result<UniqueFd> open_locked_image(const std::filesystem::path& path, bool read_
   if (!fd.valid()) {
     const int saved = errno;
     return make_error(saved == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIoError,
-                      "opening {}: {}", path.string(), std::strerror(saved));
+                      "opening {}: {}", path.string(), errno_text(saved));
   }
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) {
-    return make_error(ErrorCode::kIoError, "stat of {}: {}", path.string(), std::strerror(errno));
+    return make_error(ErrorCode::kIoError, "stat of {}: {}", path.string(), errno_text(errno));
   }
   if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
     return make_error(ErrorCode::kInvalidArgument,
@@ -141,8 +141,7 @@ Result<UniqueFd> open_existing_default_image(const std::filesystem::path& path, 
                       "image {} is a symbolic link; the default image is never written through one",
                       path.string());
   }
-  return make_error(ErrorCode::kIoError, "opening image {}: {}", path.string(),
-                    std::strerror(errno));
+  return make_error(ErrorCode::kIoError, "opening image {}: {}", path.string(), errno_text(errno));
 }
 
 }  // namespace
@@ -167,7 +166,7 @@ Result<UniqueFd> open_fresh_image(const std::filesystem::path& path, std::uint64
     }
   } else {
     return make_error(ErrorCode::kIoError, "cannot create image {}: {}", path.string(),
-                      std::strerror(errno));
+                      errno_text(errno));
   }
   if (auto locked = lock_image(fd.get(), path, /*read_only=*/false); !locked) {
     // Even a file this call created belongs to whoever locked it first (another server
@@ -178,7 +177,7 @@ Result<UniqueFd> open_fresh_image(const std::filesystem::path& path, std::uint64
   // Empty first, so no byte of an earlier run survives inside the new size.
   if (::ftruncate(fd.get(), 0) != 0 || ::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) {
     return make_error(ErrorCode::kIoError, "cannot size image {} to {} bytes: {}", path.string(),
-                      bytes, std::strerror(errno));
+                      bytes, errno_text(errno));
   }
   return fd;
 }
@@ -190,7 +189,7 @@ Status check_image_lockable(const std::filesystem::path& path) {
   flock probe = whole_file(F_WRLCK);
   if (::fcntl(fd.get(), F_OFD_GETLK, &probe) != 0) {
     return make_error(ErrorCode::kIoError, "cannot test the lock of image {}: {}", path.string(),
-                      std::strerror(errno));
+                      errno_text(errno));
   }
   if (probe.l_type == F_UNLCK) return {};
   return make_error(ErrorCode::kConflict, "cannot lock image {} for writing: {}", path.string(),

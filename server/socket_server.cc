@@ -60,7 +60,7 @@ class DirectoryLock {
 // after its current client (if any) and sees an empty session.
 Status check_socket_stale(const sockaddr_un& addr, const std::string& socket_path) {
   UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!probe.valid()) return make_error(ErrorCode::kIoError, "socket: {}", std::strerror(errno));
+  if (!probe.valid()) return make_error(ErrorCode::kIoError, "socket: {}", errno_text(errno));
   int rc = -1;
   do {
     rc = ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
@@ -71,7 +71,7 @@ Status check_socket_stale(const sockaddr_un& addr, const std::string& socket_pat
     return make_error(ErrorCode::kConflict, "socket {} is in use by a running server", socket_path);
   }
   return make_error(ErrorCode::kIoError, "cannot tell whether socket {} is in use: {}", socket_path,
-                    std::strerror(errno));
+                    errno_text(errno));
 }
 
 // Unlinks `socket_path` if it is still the socket this process bound.
@@ -167,21 +167,21 @@ Result<std::unique_ptr<VfioUserServer>> VfioUserServer::create(
     ::unlink(socket_path.c_str());  // stale socket of an earlier run
   }
   UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!listener.valid()) return make_error(ErrorCode::kIoError, "socket: {}", std::strerror(errno));
+  if (!listener.valid()) return make_error(ErrorCode::kIoError, "socket: {}", errno_text(errno));
   if (::bind(listener.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return make_error(ErrorCode::kIoError, "bind {}: {}", socket_path, std::strerror(errno));
+    return make_error(ErrorCode::kIoError, "bind {}: {}", socket_path, errno_text(errno));
   }
   // From here on the file is ours: remember which inode it is, so that the destructor
   // removes this socket and never one that replaced it.
   struct stat bound {};
   if (::lstat(socket_path.c_str(), &bound) != 0) {
-    return make_error(ErrorCode::kIoError, "stat {}: {}", socket_path, std::strerror(errno));
+    return make_error(ErrorCode::kIoError, "stat {}: {}", socket_path, errno_text(errno));
   }
   const BoundSocket identity{bound.st_dev, bound.st_ino};
   if (::listen(listener.get(), 4) != 0) {
     const int saved = errno;
     remove_if_ours(socket_path, identity);
-    return make_error(ErrorCode::kIoError, "listen {}: {}", socket_path, std::strerror(saved));
+    return make_error(ErrorCode::kIoError, "listen {}: {}", socket_path, errno_text(saved));
   }
   auto loop = EventLoop::create();
   if (!loop) {

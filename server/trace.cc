@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "base/error.h"
 #include "server/protocol.h"
 
 namespace vpci::server {
@@ -100,7 +101,7 @@ std::string describe_reply(std::span<const std::uint8_t> reply, const std::strin
   const Header h = decode_header(reply);
   if ((h.flags & kFlagError) != 0) {
     return fmt::format("-> #{} {} error {} ({})", h.msg_id, command_name_of(h.command),
-                       std::strerror(static_cast<int>(h.error)), error_reason);
+                       errno_text(static_cast<int>(h.error)), error_reason);
   }
   const auto p = reply.subspan(kHeaderSize);
   std::string detail;

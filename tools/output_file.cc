@@ -18,8 +18,7 @@ Result<Target> classify(const std::filesystem::path& path) {
   struct stat info {};
   if (::stat(path.c_str(), &info) != 0) {
     if (errno == ENOENT) return Target::kReplace;  // a new file (a missing directory fails later)
-    return make_error(ErrorCode::kIoError, "{}: cannot stat: {}", path.string(),
-                      std::strerror(errno));
+    return make_error(ErrorCode::kIoError, "{}: cannot stat: {}", path.string(), errno_text(errno));
   }
   if (S_ISREG(info.st_mode)) return Target::kReplace;
   if (S_ISCHR(info.st_mode) || S_ISFIFO(info.st_mode)) return Target::kStream;
@@ -35,7 +34,7 @@ Status write_all(int fd, std::string_view rest, const std::filesystem::path& pat
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       return make_error(ErrorCode::kIoError, "{}: write error: {}", path.string(),
-                        n < 0 ? std::strerror(errno) : "no progress");
+                        n < 0 ? errno_text(errno) : "no progress");
     }
     rest.remove_prefix(static_cast<std::size_t>(n));
   }
@@ -49,7 +48,7 @@ Result<int> open_stream(const std::filesystem::path& path) {
   if (fd < 0) {
     const int saved = errno;
     return make_error(ErrorCode::kIoError, "{}: cannot open for writing: {}", path.string(),
-                      saved == ENXIO ? "a FIFO with no reader" : std::strerror(saved));
+                      saved == ENXIO ? "a FIFO with no reader" : errno_text(saved));
   }
   const int flags = ::fcntl(fd, F_GETFL);
   if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
@@ -63,7 +62,7 @@ Result<std::string> write_temporary(const std::filesystem::path& path, std::stri
   const int fd = ::mkstemp(temp.data());
   if (fd < 0) {
     return make_error(ErrorCode::kIoError, "{}: cannot create a file in {}: {}", path.string(),
-                      dir.string(), std::strerror(errno));
+                      dir.string(), errno_text(errno));
   }
   Status written = write_all(fd, contents, path);
   // Regular permissions for a user file (mkstemp creates 0600).
@@ -71,11 +70,11 @@ Result<std::string> write_temporary(const std::filesystem::path& path, std::stri
   ::umask(mask);
   if (written && (::fchmod(fd, 0666 & ~mask) != 0 || ::fsync(fd) != 0)) {
     written =
-        make_error(ErrorCode::kIoError, "{}: write error: {}", path.string(), std::strerror(errno));
+        make_error(ErrorCode::kIoError, "{}: write error: {}", path.string(), errno_text(errno));
   }
   if (::close(fd) != 0 && written) {
     written =
-        make_error(ErrorCode::kIoError, "{}: write error: {}", path.string(), std::strerror(errno));
+        make_error(ErrorCode::kIoError, "{}: write error: {}", path.string(), errno_text(errno));
   }
   if (!written) {
     ::unlink(temp.c_str());
@@ -124,7 +123,7 @@ Status write_output_files(const std::vector<OutputFile>& files) {
       cleanup();
       close_streams();
       return make_error(ErrorCode::kIoError, "{}: cannot create: {}", files[i].path.string(),
-                        std::strerror(saved));
+                        errno_text(saved));
     }
     temporaries[i].clear();
   }

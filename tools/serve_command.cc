@@ -39,6 +39,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -133,7 +134,7 @@ Status make_socket_dir(const std::filesystem::path& dir, bool& created) {
   }
   if (saved != EEXIST) {
     return make_error(ErrorCode::kIoError, "cannot create socket directory {}: {}", dir.string(),
-                      std::strerror(saved));
+                      errno_text(saved));
   }
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
@@ -149,7 +150,7 @@ Result<server::UniqueFd> anonymous_image(std::uint64_t bytes) {
   server::UniqueFd fd(::memfd_create("vpci-serve-check", MFD_CLOEXEC));
   if (!fd.valid() || ::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) {
     return make_error(ErrorCode::kIoError, "cannot make a {}-byte stand-in image: {}", bytes,
-                      std::strerror(errno));
+                      errno_text(errno));
   }
   return fd;
 }
@@ -225,7 +226,7 @@ Result<std::FILE*> open_trace(const std::string& trace) {
   if (fd < 0) {
     const int saved = errno;
     return make_error(ErrorCode::kIoError, "cannot open trace file {}: {}{}", trace,
-                      std::strerror(saved), saved == ENXIO ? " (a FIFO nobody reads?)" : "");
+                      errno_text(saved), saved == ENXIO ? " (a FIFO nobody reads?)" : "");
   }
   if (const int flags = ::fcntl(fd, F_GETFL); flags >= 0) {
     (void)::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);  // writes to a FIFO may block
@@ -235,7 +236,7 @@ Result<std::FILE*> open_trace(const std::string& trace) {
     const int saved = errno;
     ::close(fd);
     return make_error(ErrorCode::kIoError, "cannot open trace file {}: {}", trace,
-                      std::strerror(saved));
+                      errno_text(saved));
   }
   return file;
 }
@@ -329,7 +330,8 @@ int check_serve(const Plan& plan) {
   std::vector<std::unique_ptr<server::ServedDevice>> devices;
   for (const server::ServedDeviceSpec& spec : plan.config.devices) {
     const bool takes_image = plan.defaults && spec.kind == server::DeviceKind::kVirtioBlk;
-    auto device = create_device(plan, spec, takes_image ? std::move(image) : server::UniqueFd());
+    auto device = create_device(
+        plan, spec, takes_image ? std::exchange(image, server::UniqueFd()) : server::UniqueFd());
     if (!device) {
       fmt::print(stderr, "vpci serve: {}\n", device.error().message);
       return 1;
@@ -393,8 +395,9 @@ int run_serve(const ServeOptions& options, int& interrupted_by) {
   }
   for (const server::ServedDeviceSpec& spec : plan->config.devices) {
     const bool takes_image = plan->defaults && spec.kind == server::DeviceKind::kVirtioBlk;
-    auto device =
-        create_device(*plan, spec, takes_image ? std::move(default_image) : server::UniqueFd());
+    auto device = create_device(
+        *plan, spec,
+        takes_image ? std::exchange(default_image, server::UniqueFd()) : server::UniqueFd());
     if (!device) return fail(device.error());
     devices.push_back(std::move(*device));
     if (signalled()) return 1;
