@@ -1,14 +1,12 @@
 #include "dt/bind.h"
 
 #include <algorithm>
-#include <charconv>
 #include <map>
 #include <set>
 #include <tuple>
 #include <unordered_map>
 
 #include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 
 #include "domain/xen_abi.h"
 #include "dt/iommu.h"
@@ -853,79 +851,11 @@ class Binder {
   BindResult result_;
 };
 
-Result<std::uint32_t> parse_id(std::string_view text, std::string_view whole) {
-  int base = 10;
-  if (text.starts_with("0x") || text.starts_with("0X")) {
-    text.remove_prefix(2);
-    base = 16;
-  }
-  std::uint32_t value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, base);
-  if (text.empty() || ec != std::errc{} || end != text.data() + text.size()) {
-    return make_error(ErrorCode::kInvalidArgument, "\"{}\": \"{}\" is not a 32-bit number", whole,
-                      text);
-  }
-  return value;
-}
-
 }  // namespace
 
 Result<BindResult> bind_partial_tree(const Tree& host, const Tree& partial,
                                      const BindOptions& options) {
   return Binder(host, partial, options).run();
-}
-
-Result<VsidRequest> parse_vsid_request(std::string_view text) {
-  const auto eq = text.rfind('=');
-  if (eq == std::string_view::npos || eq == 0 || text.front() != '/') {
-    return make_error(ErrorCode::kInvalidArgument,
-                      "\"{}\" is not PATH=ID[,ID...] with an absolute node path", text);
-  }
-  VsidRequest request;
-  request.path = std::string(text.substr(0, eq));
-  std::string_view ids = text.substr(eq + 1);
-  while (true) {
-    const auto comma = ids.find(',');
-    VPCI_ASSIGN_OR_RETURN(const auto id, parse_id(ids.substr(0, comma), text));
-    request.vsids.push_back(id);
-    if (comma == std::string_view::npos) break;
-    ids.remove_prefix(comma + 1);
-  }
-  return request;
-}
-
-std::string bind_map_json(const BindResult& result) {
-  using nlohmann::ordered_json;
-  ordered_json out;
-  if (result.viommu_path.empty()) {
-    out["viommu"] = nullptr;
-  } else {
-    out["viommu"] = {{"path", result.viommu_path}, {"phandle", result.viommu_phandle}};
-  }
-  out["masters"] = ordered_json::array();
-  for (const auto& s : result.streams) {
-    ordered_json m = {{"path", s.path}, {"piommu", s.piommu}, {"psid", s.psid},
-                      {"vsid", s.vsid}, {"pmask", s.pmask},   {"host_path", s.host_path}};
-    if (s.rid) m["rid"] = *s.rid;
-    if (s.host_rid) m["host_rid"] = *s.host_rid;
-    out["masters"].push_back(std::move(m));
-  }
-  out["pci"] =
-      result.pci_path.empty() ? ordered_json(nullptr) : ordered_json{{"path", result.pci_path}};
-  if (result.grant_path.empty()) {
-    out["grant_dma"] = nullptr;
-  } else {
-    ordered_json functions = ordered_json::array();
-    for (const auto& g : result.grants) {
-      functions.push_back(
-          {{"path", g.function}, {"rid", g.rid}, {"backend_domid", g.backend_domid}});
-    }
-    out["grant_dma"] = {
-        {"path", result.grant_path}, {"phandle", result.grant_phandle}, {"functions", functions}};
-  }
-  // Paths are checked on load (tree.h), so no replacement happens in practice; the
-  // handler only guarantees dump() cannot throw.
-  return out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace vpci::dt
