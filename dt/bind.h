@@ -128,14 +128,4 @@ struct BindResult {
 Result<BindResult> bind_partial_tree(const Tree& host, const Tree& partial,
                                      const BindOptions& options = {});
 
-// The JSON map (stable key order, two-space indent):
-//   {"viommu":{"path","phandle"},
-//    "masters":[{"path","piommu","psid","vsid","pmask","host_path"[,"rid","host_rid"]}],
-//    "pci":{"path"} | null,
-//    "grant_dma":{"path","phandle","functions":[{"path","rid","backend_domid"}]} | null}
-std::string bind_map_json(const BindResult& result);
-
-// Parses "PATH=ID[,ID...]" (IDs decimal or 0x-hex) as given to `--vsid`.
-Result<VsidRequest> parse_vsid_request(std::string_view text);
-
 }  // namespace vpci::dt

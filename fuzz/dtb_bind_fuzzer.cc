@@ -21,6 +21,7 @@
 #include "dt/dts.h"
 #include "dt/iommu.h"
 #include "dt/tree.h"
+#include "tools/dt_bind_map.h"
 
 namespace {
 
@@ -115,7 +116,7 @@ void check_bound(const BindResult& r, const BindOptions& options) {
   }
   const Topology topology = parse_topology(*reloaded);
   check(topology.problems.empty());
-  (void)bind_map_json(r);
+  (void)vpci::tools::bind_map_json(r);
   (void)to_dts(r.guest);
 }
 

@@ -21,9 +21,10 @@
 #include "dt/dts.h"
 #include "dt/iommu.h"
 #include "dt/tree.h"
-#include "pci/pasid.h"
 #include "tools/cli_error.h"
 #include "tools/commands.h"
+#include "tools/dt_bind_map.h"
+#include "tools/dt_bind_options.h"
 #include "tools/output_file.h"
 
 namespace vpci::tools {
@@ -35,98 +36,13 @@ struct BindCommandOptions {
   std::string dtb_out;
   std::string dts_out;
   std::string map_out;
-  std::vector<std::string> vsids;
-  std::string vsid_base;
-  std::string vsid_limit;
-  std::string viommu_base;
-  std::string viommu_size;
-  std::string viommu_interrupts;
-  std::vector<std::string> viommu_interrupt_names;
-  std::string pci_ecam;
-  std::string pci_mem32;
-  std::string pci_mem64;
+  BindOptionText binding;
 };
 
 struct ShowCommandOptions {
   std::string file;
   bool json = false;
 };
-
-// Numbers as pci::parse_number reads them (decimal or 0x hex), named by their option.
-Result<std::uint64_t> parse_number(std::string_view text, std::string_view option) {
-  return pci::parse_number(text, ~std::uint64_t{0}).map_error([&](Error e) {
-    return std::move(e).with_context(option);
-  });
-}
-
-// "BASE,SIZE"
-Result<std::pair<std::uint64_t, std::uint64_t>> parse_window(std::string_view text,
-                                                             std::string_view option) {
-  const auto comma = text.find(',');
-  if (comma == std::string_view::npos) {
-    return make_error(ErrorCode::kInvalidArgument, "{}: \"{}\" is not BASE,SIZE", option, text);
-  }
-  VPCI_ASSIGN_OR_RETURN(const auto base, parse_number(text.substr(0, comma), option));
-  VPCI_ASSIGN_OR_RETURN(const auto size, parse_number(text.substr(comma + 1), option));
-  return std::pair{base, size};
-}
-
-Result<std::uint32_t> parse_u32(std::string_view text, std::string_view option) {
-  return pci::parse_number(text, 0xffffffffu)
-      .map([](std::uint64_t value) { return static_cast<std::uint32_t>(value); })
-      .map_error([&](Error e) { return std::move(e).with_context(option); });
-}
-
-Result<dt::BindOptions> make_bind_options(const BindCommandOptions& o) {
-  dt::BindOptions options;
-  for (const auto& v : o.vsids) {
-    auto request = dt::parse_vsid_request(v);
-    if (!request) return tl::unexpected(std::move(request).error().with_context("--vsid"));
-    options.vsid_requests.push_back(std::move(*request));
-  }
-  if (!o.vsid_base.empty()) {
-    VPCI_ASSIGN_OR_RETURN(options.vsid_base, parse_u32(o.vsid_base, "--vsid-base"));
-  }
-  if (!o.vsid_limit.empty()) {
-    VPCI_ASSIGN_OR_RETURN(options.vsid_limit, parse_number(o.vsid_limit, "--vsid-limit"));
-  }
-  if (!o.viommu_base.empty()) {
-    VPCI_ASSIGN_OR_RETURN(options.viommu.base, parse_number(o.viommu_base, "--viommu-base"));
-  }
-  if (!o.viommu_size.empty()) {
-    VPCI_ASSIGN_OR_RETURN(options.viommu.size, parse_number(o.viommu_size, "--viommu-size"));
-  }
-  if (!o.viommu_interrupts.empty()) {
-    std::string_view rest = o.viommu_interrupts;
-    while (!rest.empty()) {
-      const auto sep = rest.find_first_of(", ");
-      const auto cell = rest.substr(0, sep);
-      if (!cell.empty()) {
-        VPCI_ASSIGN_OR_RETURN(const auto value, parse_u32(cell, "--viommu-interrupts"));
-        options.viommu.interrupts.push_back(value);
-      }
-      if (sep == std::string_view::npos) break;
-      rest.remove_prefix(sep + 1);
-    }
-  }
-  options.viommu.interrupt_names = o.viommu_interrupt_names;
-  if (!o.pci_ecam.empty()) {
-    VPCI_ASSIGN_OR_RETURN(const auto w, parse_window(o.pci_ecam, "--pci-ecam"));
-    options.pci.ecam_base = w.first;
-    options.pci.ecam_size = w.second;
-  }
-  if (!o.pci_mem32.empty()) {
-    VPCI_ASSIGN_OR_RETURN(const auto w, parse_window(o.pci_mem32, "--pci-mem32"));
-    options.pci.mem32_base = w.first;
-    options.pci.mem32_size = w.second;
-  }
-  if (!o.pci_mem64.empty()) {
-    VPCI_ASSIGN_OR_RETURN(const auto w, parse_window(o.pci_mem64, "--pci-mem64"));
-    options.pci.mem64_base = w.first;
-    options.pci.mem64_size = w.second;
-  }
-  return options;
-}
 
 Status bind_and_write(const BindCommandOptions& o, const dt::BindOptions& options) {
   auto host = dt::load_tree_file(o.host);
@@ -148,7 +64,7 @@ Status bind_and_write(const BindCommandOptions& o, const dt::BindOptions& option
     }
   }
   if (!o.map_out.empty()) {
-    const auto json = dt::bind_map_json(result);
+    const auto json = bind_map_json(result);
     files.push_back({o.map_out, json});
   }
   VPCI_TRY(write_output_files(files));
@@ -167,7 +83,7 @@ Status bind_and_write(const BindCommandOptions& o, const dt::BindOptions& option
 // Option values that do not parse are usage errors; everything found wrong in the
 // trees or while writing is rejected input (tools/cli_error.h).
 int run_bind(const BindCommandOptions& o) {
-  const auto options = make_bind_options(o);
+  const auto options = parse_bind_options(o.binding);
   if (!options) return usage_error("dt bind", options.error().message);
   if (auto status = bind_and_write(o, *options); !status)
     return rejected("dt bind", status.error());
@@ -285,25 +201,27 @@ void register_dt_command(CLI::App& app, int& exit_code) {
   bind_cmd->add_option("--dts-out", bind->dts_out, "write the guest tree as DTS");
   bind_cmd->add_option("--map-out", bind->map_out, "write the vSID map as JSON");
   bind_cmd->add_option(
-      "--vsid", bind->vsids,
+      "--vsid", bind->binding.vsids,
       "PATH=ID[,ID...]: choose the vSIDs of a master (partial-tree path or its xen,path), one ID "
       "per iommus specifier; repeatable");
-  bind_cmd->add_option("--vsid-base", bind->vsid_base,
+  bind_cmd->add_option("--vsid-base", bind->binding.vsid_base,
                        "first vSID given automatically (default 0)");
-  bind_cmd->add_option("--vsid-limit", bind->vsid_limit,
+  bind_cmd->add_option("--vsid-limit", bind->binding.vsid_limit,
                        "vSIDs must be below this (default 0x10000)");
-  bind_cmd->add_option("--viommu-base", bind->viommu_base, "vIOMMU MMIO base (default 0x4040000)");
-  bind_cmd->add_option("--viommu-size", bind->viommu_size, "vIOMMU MMIO size (default 0x40000)");
-  bind_cmd->add_option("--viommu-interrupts", bind->viommu_interrupts,
+  bind_cmd->add_option("--viommu-base", bind->binding.viommu_base,
+                       "vIOMMU MMIO base (default 0x4040000)");
+  bind_cmd->add_option("--viommu-size", bind->binding.viommu_size,
+                       "vIOMMU MMIO size (default 0x40000)");
+  bind_cmd->add_option("--viommu-interrupts", bind->binding.viommu_interrupts,
                        "vIOMMU interrupts property cells, e.g. \"0,70,1\" (default: none)");
-  bind_cmd->add_option("--viommu-interrupt-names", bind->viommu_interrupt_names,
+  bind_cmd->add_option("--viommu-interrupt-names", bind->binding.viommu_interrupt_names,
                        "vIOMMU interrupt-names (combined | eventq gerror priq cmdq-sync)");
-  bind_cmd->add_option("--pci-ecam", bind->pci_ecam,
+  bind_cmd->add_option("--pci-ecam", bind->binding.pci_ecam,
                        "virtual PCI bridge ECAM BASE,SIZE (default 0x10000000,0x10000000)");
-  bind_cmd->add_option("--pci-mem32", bind->pci_mem32,
+  bind_cmd->add_option("--pci-mem32", bind->binding.pci_mem32,
                        "32-bit memory window BASE,SIZE (default 0x23000000,0x10000000)");
   bind_cmd->add_option(
-      "--pci-mem64", bind->pci_mem64,
+      "--pci-mem64", bind->binding.pci_mem64,
       "64-bit prefetchable window BASE,SIZE (default 0x100000000,0x100000000; SIZE 0 omits it)");
   bind_cmd->callback([bind, &exit_code] { exit_code = run_bind(*bind); });
 
