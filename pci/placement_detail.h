@@ -19,6 +19,7 @@
 
 #include "base/error.h"
 #include "pci/capabilities.h"
+#include "pci/capability_detail.h"
 #include "pci/config_space.h"
 #include "pci/free_space_dvsec.h"
 #include "pci/free_space_table.h"
@@ -29,11 +30,8 @@ namespace vpci::pci::placement_detail {
 inline constexpr auto kExt = CapabilitySpace::kExtended;
 inline constexpr auto kStd = CapabilitySpace::kStandard;
 
-// Capabilities are placed and sized on DWORD granularity (PCIe Base 6.0 §7.6.3: the
-// next pointer's two low bits are reserved).
-inline std::uint32_t round_up4(std::uint32_t v) {
-  return (v + 3u) & ~3u;
-}
+// Capabilities are placed and sized on DWORD granularity, as the editor sizes them.
+using capability_detail::round_up4;
 
 std::string range_text(std::uint32_t begin, std::uint32_t end);  // "[0x100, 0x108)"
 std::string ranges_text(const std::vector<ConfigRange>& ranges);
