@@ -5,6 +5,7 @@
 #include <array>
 #include <bitset>
 
+#include "base/little_endian.h"
 #include "pci/capabilities.h"
 #include "pci/capability_detail.h"
 
@@ -172,9 +173,8 @@ Result<std::uint16_t> add_extended_capability(ConfigSpace& space, std::uint16_t 
                         choose_offset(with_anchor, CapabilitySpace::kExtended, length, wanted,
                                       kExtendedCapabilityStart, kExtendedConfigSize, space.size()));
   const std::uint32_t header = id | (static_cast<std::uint32_t>(version) << 16);
-  const std::array<std::uint8_t, 4> header_bytes = {static_cast<std::uint8_t>(header),
-                                                    static_cast<std::uint8_t>(header >> 8),
-                                                    static_cast<std::uint8_t>(header >> 16), 0};
+  std::array<std::uint8_t, 4> header_bytes{};
+  store_le(std::span(header_bytes), header);
   VPCI_TRY(
       check_body_covers_structure(space, CapabilitySpace::kExtended, id, at, header_bytes, body));
   space.set_raw_bytes(at + 4u, body);

@@ -3,6 +3,7 @@
 // 0x100-0xFFF.
 #include <algorithm>
 
+#include "base/little_endian.h"
 #include "pci/placement_detail.h"
 #include "pci/registers.h"
 
@@ -104,9 +105,7 @@ std::optional<std::string> extended_space_problem(std::span<const std::uint8_t> 
     return fmt::format("the source ends at {:#x}, before the first extended capability header",
                        readable.size());
   }
-  const std::uint32_t head = static_cast<std::uint32_t>(readable[0x100]) | (readable[0x101] << 8) |
-                             (readable[0x102] << 16) |
-                             (static_cast<std::uint32_t>(readable[0x103]) << 24);
+  const auto head = load_le<std::uint32_t>(readable.subspan(kExtendedCapabilityStart));
   if (!placement_detail::reaches_extended_space(scan, std::nullopt)) {
     std::string why =
         "the device has no extended configuration space: it has no PCI Express or PCI-X "

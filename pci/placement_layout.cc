@@ -2,6 +2,7 @@
 // placement rule checks against.
 #include <algorithm>
 
+#include "pci/config_bytes.h"
 #include "pci/placement_detail.h"
 #include "pci/registers.h"
 
@@ -21,12 +22,8 @@ std::uint32_t aer_extent(std::span<const std::uint8_t> config, const CapabilityS
   for (const auto& cap : scan.capabilities) {
     if (cap.space != kStd || cap.id != cap_id::kPciExpress || cap.offset + 0x28u > config.size())
       continue;
-    const std::uint16_t flags =
-        static_cast<std::uint16_t>(config[cap.offset + 2] | (config[cap.offset + 3] << 8));
-    const std::uint32_t devcap2 = static_cast<std::uint32_t>(config[cap.offset + 0x24]) |
-                                  (static_cast<std::uint32_t>(config[cap.offset + 0x25]) << 8) |
-                                  (static_cast<std::uint32_t>(config[cap.offset + 0x26]) << 16) |
-                                  (static_cast<std::uint32_t>(config[cap.offset + 0x27]) << 24);
+    const std::uint16_t flags = config_word(config, cap.offset + 2);
+    const std::uint32_t devcap2 = config_dword(config, cap.offset + 0x24);
     const bool version2 = (flags & 0xF) >= 2;
     prefix_log = (flags & (1u << 15)) != 0 || (version2 && (devcap2 & (1u << 21)) != 0);
     break;

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <map>
 
+#include "base/little_endian.h"
 #include "pci/placement_detail.h"
 #include "pci/registers.h"
 
@@ -78,7 +79,7 @@ Result<ExtendedCapabilityRequest> make_vsec_request(std::uint16_t vsec_id, std::
   const std::uint32_t header =
       vsec_id | (static_cast<std::uint32_t>(revision) << 16) | (total << 20);
   request.body.assign(total - 4, 0);
-  for (unsigned i = 0; i < 4; ++i) request.body[i] = static_cast<std::uint8_t>(header >> (8 * i));
+  store_le(std::span(request.body), header);
   std::copy(data.begin(), data.end(), request.body.begin() + 4);
   request.label = fmt::format("VSEC {:#x}", vsec_id);
   return request;
@@ -103,9 +104,8 @@ Result<ExtendedCapabilityRequest> make_dvsec_request(std::uint16_t vendor, std::
   const std::uint32_t header =
       vendor | (static_cast<std::uint32_t>(revision) << 16) | (total << 20);
   request.body.assign(total - 4, 0);
-  for (unsigned i = 0; i < 4; ++i) request.body[i] = static_cast<std::uint8_t>(header >> (8 * i));
-  request.body[4] = static_cast<std::uint8_t>(dvsec_id);
-  request.body[5] = static_cast<std::uint8_t>(dvsec_id >> 8);
+  store_le(std::span(request.body), header);
+  store_le(std::span(request.body).subspan(4), dvsec_id);
   std::copy(data.begin(), data.end(), request.body.begin() + 6);
   request.label = fmt::format("DVSEC {:04x}:{:#x}", vendor, dvsec_id);
   return request;

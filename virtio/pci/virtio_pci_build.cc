@@ -41,11 +41,11 @@ std::vector<std::uint8_t> virtio_cap_body(std::uint8_t cap_len, std::uint8_t typ
   body[1] = type;
   body[2] = bar;
   body[3] = id;
-  store_le(std::span(body).subspan(cap::kOffset - 2, 4), offset);
-  store_le(std::span(body).subspan(cap::kLength - 2, 4), length);
+  store_le_bytes(std::span(body).subspan(cap::kOffset - 2, 4), offset);
+  store_le_bytes(std::span(body).subspan(cap::kLength - 2, 4), length);
   if (cap_len >= cap::kCap64Size && type == cfg_type::kSharedMemory) {
-    store_le(std::span(body).subspan(cap::kOffsetHi - 2, 4), offset >> 32);
-    store_le(std::span(body).subspan(cap::kLengthHi - 2, 4), length >> 32);
+    store_le_bytes(std::span(body).subspan(cap::kOffsetHi - 2, 4), offset >> 32);
+    store_le_bytes(std::span(body).subspan(cap::kLengthHi - 2, 4), length >> 32);
   }
   return body;
 }
@@ -54,7 +54,7 @@ std::vector<std::uint8_t> virtio_cap_body(std::uint8_t cap_len, std::uint8_t typ
 std::vector<std::uint8_t> express_cap_body() {
   std::vector<std::uint8_t> body(0x3C - 2, 0);
   const auto put = [&](std::uint32_t at, std::uint64_t value, unsigned size) {
-    store_le(std::span(body).subspan(at - 2, size), value);
+    store_le_bytes(std::span(body).subspan(at - 2, size), value);
   };
   put(0x02, 0x0002, 2);      // version 2, device/port type 0: PCI Express Endpoint
   put(0x04, 0x00008000, 4);  // Device Capabilities: Role-Based Error Reporting, MPS 128
@@ -234,10 +234,11 @@ Status VirtioPciFunction::build_config_space(std::uint32_t virtio_id) {
 
   if (msix_) {
     std::vector<std::uint8_t> body(10, 0);
-    store_le(std::span(body).subspan(0, 2), msix_->vector_count() - 1u);  // table size - 1
-    store_le(std::span(body).subspan(2, 4),
-             layout_.msix_table_offset | VirtioPciLayout::kMemoryBar);
-    store_le(std::span(body).subspan(6, 4), layout_.msix_pba_offset | VirtioPciLayout::kMemoryBar);
+    store_le_bytes(std::span(body).subspan(0, 2), msix_->vector_count() - 1u);  // table size - 1
+    store_le_bytes(std::span(body).subspan(2, 4),
+                   layout_.msix_table_offset | VirtioPciLayout::kMemoryBar);
+    store_le_bytes(std::span(body).subspan(6, 4),
+                   layout_.msix_pba_offset | VirtioPciLayout::kMemoryBar);
     VPCI_ASSIGN_OR_RETURN(layout_.msix_cap,
                           vp::add_standard_capability(cs, vp::cap_id::kMsiX, body));
     // Message Control: MSI-X Enable (15) and Function Mask (14) are RW (PCIe 6.0 §7.7.2.2).
@@ -255,8 +256,8 @@ Status VirtioPciFunction::build_config_space(std::uint32_t virtio_id) {
                                         VirtioPciLayout::kCommonOffset, common::kSize)));
     auto notify = virtio_cap_body(cap::kNotifySize, cfg_type::kNotify, bar, 0,
                                   VirtioPciLayout::kNotifyOffset, layout_.notify_length);
-    store_le(std::span(notify).subspan(cap::kNotifyMultiplier - 2, 4),
-             options_.notify_off_multiplier);
+    store_le_bytes(std::span(notify).subspan(cap::kNotifyMultiplier - 2, 4),
+                   options_.notify_off_multiplier);
     VPCI_TRY(add_vendor(std::move(notify)));
     VPCI_TRY(add_vendor(
         virtio_cap_body(cap::kSize, cfg_type::kIsr, bar, 0, VirtioPciLayout::kIsrOffset, 1)));
@@ -304,7 +305,7 @@ Status VirtioPciFunction::build_config_space(std::uint32_t virtio_id) {
       std::vector<std::uint8_t> body(length - 2, 0);
       body[0] = static_cast<std::uint8_t>(length);
       body[1] = cfg_type::kVendor;
-      store_le(std::span(body).subspan(2, 2), vendor.vendor_id);
+      store_le_bytes(std::span(body).subspan(2, 2), vendor.vendor_id);
       std::copy(vendor.data.begin(), vendor.data.end(), body.begin() + 4);
       VPCI_TRY(add_vendor(std::move(body)));
     }
@@ -314,7 +315,7 @@ Status VirtioPciFunction::build_config_space(std::uint32_t virtio_id) {
     // docs/transitional-mmr.md §3: VSEC locating the legacy window.
     std::vector<std::uint8_t> body(mmr_vsec::kSize - 4, 0);
     const auto put = [&](std::uint32_t at, std::uint64_t value, unsigned size) {
-      store_le(std::span(body).subspan(at - 4, size), value);
+      store_le_bytes(std::span(body).subspan(at - 4, size), value);
     };
     put(mmr_vsec::kVsecHeader, mmr_vsec::kVsecId, 2);
     put(mmr_vsec::kVsecHeader + 2, mmr_vsec::kVsecRevision | (mmr_vsec::kSize << 4), 2);

@@ -254,7 +254,7 @@ Status VirtioPciFunction::memory_read(std::uint64_t offset, std::span<std::uint8
     auto value = common_read(static_cast<std::uint32_t>(offset - VirtioPciLayout::kCommonOffset),
                              static_cast<unsigned>(size));
     if (!value) return refuse_read(data, value.error());
-    store_le(data, *value);
+    store_le_bytes(data, *value);
     return {};
   }
   if (modern && offset == VirtioPciLayout::kIsrOffset) {
@@ -297,7 +297,7 @@ Status VirtioPciFunction::memory_write(std::uint64_t offset, std::span<const std
   const bool modern = options_.kind != TransportKind::kLegacy;
   if (modern && inside(VirtioPciLayout::kCommonOffset, common::kSize)) {
     return common_write(static_cast<std::uint32_t>(offset - VirtioPciLayout::kCommonOffset),
-                        static_cast<unsigned>(size), load_le(data));
+                        static_cast<unsigned>(size), load_le_bytes(data));
   }
   if (modern && inside(VirtioPciLayout::kDeviceOffset, layout_.device_cfg_length)) {
     if (offset + size > VirtioPciLayout::kDeviceOffset + layout_.device_cfg_length) {
@@ -336,7 +336,7 @@ Status VirtioPciFunction::notify_write(std::uint64_t offset, std::span<const std
                       offset);
   }
   // §4.1.5.2: the driver writes the queue index (NOTIFICATION_DATA is never offered).
-  return core_->notify(static_cast<std::uint16_t>(load_le(data.first(2))));
+  return core_->notify(static_cast<std::uint16_t>(load_le_bytes(data.first(2))));
 }
 
 // ---- common configuration ----------------------------------------------------------------------

@@ -1,5 +1,6 @@
 #include "virtio/pci/xen_grant_capability.h"
 
+#include "base/little_endian.h"
 #include "domain/xen_abi.h"
 #include "pci/capabilities.h"
 #include "virtio/pci/registers.h"
@@ -7,12 +8,12 @@
 namespace vpci::virtio::pci {
 
 std::vector<std::uint8_t> xen_grant_capability_data(std::uint16_t backend_domid) {
-  return {kXenGrantCapabilityVersion,
-          0,
-          static_cast<std::uint8_t>(backend_domid),
-          static_cast<std::uint8_t>(backend_domid >> 8),
-          0,
-          0};
+  // The capability's bytes from the version on; flags and reserved stay 0.
+  constexpr std::uint32_t kStart = xen_grant_cap::kVersion;
+  std::vector<std::uint8_t> data(kXenGrantCapabilityLength - kStart, 0);
+  data[xen_grant_cap::kVersion - kStart] = kXenGrantCapabilityVersion;
+  store_le(std::span(data).subspan(xen_grant_cap::kDomid - kStart), backend_domid);
+  return data;
 }
 
 Result<std::optional<XenGrantInfo>> parse_xen_grant_capability(
@@ -21,9 +22,7 @@ Result<std::optional<XenGrantInfo>> parse_xen_grant_capability(
     return make_error(ErrorCode::kMalformedInput, "configuration space of {} bytes has no header",
                       config.size());
   }
-  const auto le16 = [&](std::uint32_t at) {
-    return static_cast<std::uint16_t>(config[at] | (config[at + 1] << 8));
-  };
+  const auto le16 = [&](std::uint32_t at) { return load_le<std::uint16_t>(config.subspan(at)); };
   if (le16(0) != kVendorId) return std::optional<XenGrantInfo>{};
   std::optional<XenGrantInfo> found;
   const auto scan = vpci::pci::scan_capabilities(config);
