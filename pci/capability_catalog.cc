@@ -98,7 +98,7 @@ constexpr std::array<std::string_view, 0x37> kExtendedNames = {
 
 // Finds the PCI Express capability in the standard chain (bounded walk).
 std::optional<std::uint32_t> find_express_capability(std::span<const std::uint8_t> c) {
-  if (c.size() < 0x40 || !(config_word(c, reg::kStatus) & status::kCapabilityList))
+  if (c.size() < kHeaderSize || !(config_word(c, reg::kStatus) & status::kCapabilityList))
     return std::nullopt;
   std::uint32_t where = config_byte(c, reg::kCapabilityPointer) & ~3u;
   for (int ttl = 48; where != 0 && ttl > 0; --ttl) {
@@ -113,19 +113,31 @@ std::optional<std::uint32_t> find_express_capability(std::span<const std::uint8_
 std::uint32_t link_width(std::span<const std::uint8_t> c) {
   const auto exp = find_express_capability(c);
   if (!exp) return 0;
-  return (config_dword(c, *exp + 0x0C) >> 4) & 0x3F;
+  return (config_dword(c, *exp + pcie::kLinkCapabilities) >> pcie::kLinkWidthShift) &
+         pcie::kLinkWidthMask;
+}
+
+// Device/Port Type of the PCI Express capability at `off`.
+unsigned express_port_type(std::span<const std::uint8_t> c, std::uint32_t off) {
+  return (config_word(c, off + pcie::kFlags) >> pcie::kFlagsTypeShift) & pcie::kFlagsTypeMask;
+}
+
+// Root ports and root complex event collectors implement the root registers.
+bool has_root_registers(unsigned port_type) {
+  return port_type == pcie::kTypeRootPort || port_type == pcie::kTypeRcEventCollector;
 }
 
 // PCIe capability size by version and port type (PCIe Base 6.0 §7.5.3): version 2
 // always carries the full 0x3C-byte structure; version 1 stops after the last
 // register block its port type implements.
 std::uint32_t express_size(std::span<const std::uint8_t> c, std::uint32_t off) {
-  const std::uint16_t flags = config_word(c, off + 2);
-  if ((flags & 0xF) >= 2) return 0x3C;
-  const unsigned type = (flags >> 4) & 0xF;
-  if (type == 4 || type == 0xA) return 0x24;  // root port / RC event collector: root regs
-  if (type == 6 || type == 5) return 0x1C;    // switch ports: slot regs
-  return 0x14;
+  if ((config_word(c, off + pcie::kFlags) & pcie::kFlagsVersionMask) >= 2) return pcie::kSizeV2;
+  const unsigned type = express_port_type(c, off);
+  if (has_root_registers(type)) return pcie::kSizeV1Root;
+  if (type == pcie::kTypeDownstreamPort || type == pcie::kTypeUpstreamPort) {
+    return pcie::kSizeV1Slot;  // switch ports: slot registers
+  }
+  return pcie::kSizeV1Endpoint;
 }
 
 std::optional<std::uint32_t> standard_size(std::uint8_t id, std::span<const std::uint8_t> c,
@@ -178,7 +190,7 @@ std::optional<std::uint32_t> standard_size(std::uint8_t id, std::span<const std:
       for (unsigned i = 0; i < entries; ++i) {
         if (off + size + 4 > c.size()) return std::nullopt;
         size += 4 + 4 * (config_dword(c, off + size) & 0x7);
-        if (off + size > 0x100) return std::nullopt;
+        if (off + size > kConventionalConfigSize) return std::nullopt;
       }
       return size;
     }
@@ -195,8 +207,7 @@ std::optional<std::uint32_t> extended_size(std::uint16_t id, std::span<const std
     case 0x00: return 4;
     case 0x01: {  // AER: root ports and event collectors add the root error registers
       const auto exp = find_express_capability(c);
-      const unsigned type = exp ? (config_word(c, *exp + 2) >> 4) & 0xF : 0;
-      return (type == 4 || type == 0xA) ? 0x38 : 0x2C;
+      return exp && has_root_registers(express_port_type(c, *exp)) ? 0x38 : 0x2C;
     }
     case 0x02:
     case 0x08:

@@ -184,7 +184,7 @@ void scan_extended(std::span<const std::uint8_t> c, CapabilityScan& scan) {
 
 CapabilityScan scan_capabilities(std::span<const std::uint8_t> config) {
   CapabilityScan scan;
-  if (config.size() < 0x40) {
+  if (config.size() < kHeaderSize) {
     add_diag(
         scan, Severity::kError, "truncated-header", CapabilitySpace::kStandard, std::nullopt,
         fmt::format("only {} bytes readable; the 64-byte header is incomplete", config.size()));

@@ -258,7 +258,7 @@ std::string_view free_space_status_name(FreeSpaceStatus status) {
 
 Result<PlacementResult> place_capabilities(std::span<const std::uint8_t> readable,
                                            const PlacementRequest& request) {
-  if (readable.size() < 0x40) {
+  if (readable.size() < kHeaderSize) {
     return make_error(ErrorCode::kMalformedInput,
                       "only {} bytes of config space; the header is incomplete", readable.size());
   }

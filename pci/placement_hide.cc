@@ -110,8 +110,9 @@ std::optional<std::string> extended_space_problem(std::span<const std::uint8_t> 
     std::string why =
         "the device has no extended configuration space: it has no PCI Express or PCI-X "
         "capability, so neither Linux nor lspci walks 0x100-0xfff";
-    if (readable.size() >= 0x140 &&
-        std::equal(readable.begin(), readable.begin() + 0x40, readable.begin() + 0x100)) {
+    if (readable.size() >= kExtendedCapabilityStart + kHeaderSize &&
+        std::equal(readable.begin(), readable.begin() + kHeaderSize,
+                   readable.begin() + kExtendedCapabilityStart)) {
       why += " (0x100-0x13f repeats the header: the platform aliases the 256-byte space)";
     }
     return why;

@@ -2,6 +2,7 @@
 // placement rule checks against.
 #include <algorithm>
 
+#include "pci/capability_registers.h"
 #include "pci/config_bytes.h"
 #include "pci/placement_detail.h"
 #include "pci/registers.h"
@@ -20,12 +21,14 @@ std::uint32_t aer_extent(std::span<const std::uint8_t> config, const CapabilityS
   constexpr std::uint32_t kFullAer = 0x48;
   bool prefix_log = false;
   for (const auto& cap : scan.capabilities) {
-    if (cap.space != kStd || cap.id != cap_id::kPciExpress || cap.offset + 0x28u > config.size())
+    if (cap.space != kStd || cap.id != cap_id::kPciExpress ||
+        cap.offset + pcie::kDeviceCapabilities2 + 4u > config.size())
       continue;
-    const std::uint16_t flags = config_word(config, cap.offset + 2);
-    const std::uint32_t devcap2 = config_dword(config, cap.offset + 0x24);
-    const bool version2 = (flags & 0xF) >= 2;
-    prefix_log = (flags & (1u << 15)) != 0 || (version2 && (devcap2 & (1u << 21)) != 0);
+    const std::uint16_t flags = config_word(config, cap.offset + pcie::kFlags);
+    const std::uint32_t devcap2 = config_dword(config, cap.offset + pcie::kDeviceCapabilities2);
+    const bool version2 = (flags & pcie::kFlagsVersionMask) >= 2;
+    prefix_log = (flags & pcie::kFlagsFlitMode) != 0 ||
+                 (version2 && (devcap2 & pcie::kDevcap2EndEndTlpPrefix) != 0);
     break;
   }
   if (!prefix_log) return 0;
@@ -121,11 +124,12 @@ DeviceIdentity identify(const ConfigSpace& space, const CapabilityScan& scan) {
     id.subsystem_device = space.raw16(reg::kSubsystemId);
   } else if (layout == header_type::kBridge) {
     // Bridges carry their subsystem IDs in the Bridge Subsystem Vendor ID capability
-    // (PCI-to-PCI Bridge Architecture 1.2 §3.2.5.15 / capability 0x0D): +4 and +6.
+    // (PCI-to-PCI Bridge Architecture 1.2 §3.2.5.15 / capability 0x0D).
     for (const auto& cap : scan.capabilities) {
-      if (cap.space == kStd && cap.id == 0x0D && cap.offset + 8u <= kConventionalConfigSize) {
-        id.subsystem_vendor = space.raw16(cap.offset + 4u);
-        id.subsystem_device = space.raw16(cap.offset + 6u);
+      if (cap.space == kStd && cap.id == cap_id::kBridgeSubsystemVendorId &&
+          cap.offset + ssvid::kSize <= kConventionalConfigSize) {
+        id.subsystem_vendor = space.raw16(cap.offset + ssvid::kVendorId);
+        id.subsystem_device = space.raw16(cap.offset + ssvid::kSubsystemId);
         break;
       }
     }

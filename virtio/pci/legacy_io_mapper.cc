@@ -48,7 +48,8 @@ Result<MmrLocation> locate_mmr(std::span<const std::uint8_t> config,
   const auto scan = vp::scan_capabilities(config);
   for (const auto& cap : scan.capabilities) {
     if (cap.space == vp::CapabilitySpace::kStandard && cap.id == vp::cap_id::kVendorSpecific &&
-        !have_notify && cap.offset + cap::kNotifySize <= 0x100 &&
+        !have_notify &&
+        std::uint32_t{cap.offset} + cap::kNotifySize <= vp::kConventionalConfigSize &&
         config[cap.offset + cap::kCfgType] == cfg_type::kNotify &&
         config[cap.offset + cap::kBar] < vp::kBarCount) {
       loc.notify_bar = config[cap.offset + cap::kBar];
@@ -156,7 +157,7 @@ Status LegacyIoMapper::config_read(std::uint32_t offset, std::span<std::uint8_t>
   VPCI_TRY(mmr_->config_read(offset, data));
   for (std::size_t i = 0; i < data.size(); ++i) {
     const auto at = static_cast<std::uint32_t>(offset + i);
-    if (at < 0x40) data[i] = faked_byte(at, data[i]);
+    if (at < vp::kHeaderSize) data[i] = faked_byte(at, data[i]);
   }
   return {};
 }

@@ -9,6 +9,7 @@
 
 #include "domain/xen_abi.h"
 #include "pci/capabilities.h"
+#include "pci/capability_registers.h"
 #include "pci/registers.h"
 #include "virtio/pci/function_detail.h"
 #include "virtio/pci/xen_grant_capability.h"
@@ -182,8 +183,9 @@ void VirtioPciFunction::update_intx() {
 
 void VirtioPciFunction::sync_msix_control() {
   if (msix_) {
-    const std::uint16_t control = config_.raw16(layout_.msix_cap + 2u);
-    msix_->set_control((control & 0x8000) != 0, (control & 0x4000) != 0);
+    const std::uint16_t control = config_.raw16(layout_.msix_cap + vpci::pci::msix::kControl);
+    msix_->set_control((control & vpci::pci::msix::kEnable) != 0,
+                       (control & vpci::pci::msix::kFunctionMask) != 0);
   }
   update_intx();
 }

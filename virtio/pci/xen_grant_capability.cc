@@ -3,6 +3,7 @@
 #include "base/little_endian.h"
 #include "domain/xen_abi.h"
 #include "pci/capabilities.h"
+#include "pci/registers.h"
 #include "virtio/pci/registers.h"
 
 namespace vpci::virtio::pci {
@@ -18,7 +19,7 @@ std::vector<std::uint8_t> xen_grant_capability_data(std::uint16_t backend_domid)
 
 Result<std::optional<XenGrantInfo>> parse_xen_grant_capability(
     std::span<const std::uint8_t> config) {
-  if (config.size() < 0x40) {
+  if (config.size() < vpci::pci::kHeaderSize) {
     return make_error(ErrorCode::kMalformedInput, "configuration space of {} bytes has no header",
                       config.size());
   }
@@ -37,7 +38,8 @@ Result<std::optional<XenGrantInfo>> parse_xen_grant_capability(
       continue;
     }
     const std::uint8_t length = config[at + cap::kLen];
-    if (length < kXenGrantCapabilityLength || at + length > 0x100 || at + length > config.size()) {
+    if (length < kXenGrantCapabilityLength || at + length > vpci::pci::kConventionalConfigSize ||
+        at + length > config.size()) {
       return make_error(ErrorCode::kMalformedInput,
                         "Xen grant capability at {:#x}: cap_len {} (need >= {} inside 0x100)", at,
                         length, kXenGrantCapabilityLength);
