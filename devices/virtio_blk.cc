@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "base/little_endian.h"
 #include "base/log.h"
 #include "virtio/spec.h"
 #include "virtio/virtqueue.h"
@@ -14,12 +15,10 @@ namespace {
 
 using virtio::feature_bit;
 using virtio::from_le;
-using virtio::to_le;
 
 template <typename T>
 void put_le(std::array<std::uint8_t, blk::config::kSize>& config, std::uint32_t offset, T value) {
-  const T le = to_le(value);
-  std::memcpy(config.data() + offset, &le, sizeof(T));
+  store_le<T>(std::span(config).subspan(offset), value);
 }
 
 }  // namespace

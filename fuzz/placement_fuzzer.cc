@@ -28,6 +28,7 @@
 
 #include <fmt/format.h>
 
+#include "base/little_endian.h"
 #include "pci/capabilities.h"
 #include "pci/dump.h"
 #include "pci/placement.h"
@@ -53,7 +54,7 @@ const Capability* find(const CapabilityScan& scan, CapabilitySpace space, std::u
 }
 
 std::uint16_t le16(const std::uint8_t* p) {
-  return static_cast<std::uint16_t>(p[0] | (p[1] << 8));
+  return vpci::load_le<std::uint16_t>(std::span(p, 2));
 }
 
 void check_success(std::span<const std::uint8_t> source, const PlacementRequest& request,

@@ -1,4 +1,5 @@
-// Capability lists: the catalog of IDs, the walker, and the editors.
+// Capability lists: the catalog of IDs (capability_catalog.cc), the walker
+// (capability_scan.cc), and the editors (capability_editor.cc).
 //
 // The walker follows exactly the rules `lspci` applies (pciutils ls-caps.c and
 // ls-ecaps.c), so what `vpci inspect` reports is what lspci decodes, and it reports

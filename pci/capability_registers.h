@@ -34,6 +34,41 @@ inline constexpr std::uint16_t kAddress64 = 1u << 7;
 inline constexpr std::uint16_t kPerVectorMasking = 1u << 8;
 }  // namespace msi
 
+// PCI Express Capability (PCIe Base 6.0 §7.5.3), offsets from its start. Version 1
+// structures stop after the last register block the port type implements; version 2
+// always has all 0x3C bytes.
+namespace pcie {
+inline constexpr std::uint32_t kFlags = 0x02;  // PCI Express Capabilities register
+inline constexpr std::uint32_t kDeviceCapabilities = 0x04;
+inline constexpr std::uint32_t kDeviceControl = 0x08;
+inline constexpr std::uint32_t kLinkCapabilities = 0x0C;
+inline constexpr std::uint32_t kLinkControl = 0x10;
+inline constexpr std::uint32_t kLinkStatus = 0x12;
+inline constexpr std::uint32_t kDeviceCapabilities2 = 0x24;
+inline constexpr std::uint32_t kLinkCapabilities2 = 0x2C;
+inline constexpr std::uint32_t kLinkControl2 = 0x30;
+inline constexpr std::uint32_t kSizeV1Endpoint = 0x14;  // through Link Status
+inline constexpr std::uint32_t kSizeV1Slot = 0x1C;      // through the slot registers
+inline constexpr std::uint32_t kSizeV1Root = 0x24;      // through the root registers
+inline constexpr std::uint32_t kSizeV2 = 0x3C;
+// PCI Express Capabilities register.
+inline constexpr std::uint16_t kFlagsVersionMask = 0x000F;
+inline constexpr unsigned kFlagsTypeShift = 4;  // Device/Port Type, bits 7:4
+inline constexpr std::uint16_t kFlagsTypeMask = 0xF;
+inline constexpr std::uint16_t kFlagsFlitMode = 1u << 15;
+// Device/Port Types.
+inline constexpr unsigned kTypeEndpoint = 0x0;
+inline constexpr unsigned kTypeRootPort = 0x4;
+inline constexpr unsigned kTypeUpstreamPort = 0x5;
+inline constexpr unsigned kTypeDownstreamPort = 0x6;
+inline constexpr unsigned kTypeRcEventCollector = 0xA;
+// Link Capabilities: Maximum Link Width, bits 9:4.
+inline constexpr unsigned kLinkWidthShift = 4;
+inline constexpr std::uint32_t kLinkWidthMask = 0x3F;
+// Device Capabilities 2: End-End TLP Prefix Supported.
+inline constexpr std::uint32_t kDevcap2EndEndTlpPrefix = 1u << 21;
+}  // namespace pcie
+
 // MSI-X (PCIe Base 6.0 §7.7.2).
 namespace msix {
 inline constexpr std::uint32_t kControl = 0x02;
@@ -47,6 +82,16 @@ inline constexpr std::uint16_t kEnable = 1u << 15;
 // Table and PBA registers: BIR in bits 2:0, QWORD-aligned offset above.
 inline constexpr std::uint32_t kBirMask = 0x7;
 inline constexpr std::uint32_t kOffsetMask = ~kBirMask;
+// A table entry in the BAR: four DWORDs.
+inline constexpr std::uint32_t kEntrySize = 16;
+inline constexpr std::uint32_t kEntryAddressLow = 0x0;
+inline constexpr std::uint32_t kEntryAddressHigh = 0x4;
+inline constexpr std::uint32_t kEntryData = 0x8;
+inline constexpr std::uint32_t kEntryVectorControl = 0xC;
+// Vector Control: Mask bit 0, the rest RsvdP.
+inline constexpr std::uint32_t kVectorControlMask = 1u << 0;
+// Pending Bit Array: one bit per vector, in QWORDs.
+inline constexpr std::uint32_t kPbaVectorsPerQword = 64;
 }  // namespace msix
 
 // Bridge Subsystem Vendor ID capability (ID 0x0D, PCI Code and ID Assignment

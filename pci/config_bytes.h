@@ -4,8 +4,11 @@
 // difference matters.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <span>
+
+#include "base/little_endian.h"
 
 namespace vpci::pci {
 
@@ -13,20 +16,27 @@ inline std::uint8_t config_byte(std::span<const std::uint8_t> config, std::uint3
   return offset < config.size() ? config[offset] : 0xFF;
 }
 
-inline std::uint16_t config_word(std::span<const std::uint8_t> config, std::uint32_t offset) {
-  return static_cast<std::uint16_t>(config_byte(config, offset) |
-                                    (config_byte(config, offset + 1) << 8));
-}
-
-inline std::uint32_t config_dword(std::span<const std::uint8_t> config, std::uint32_t offset) {
-  return static_cast<std::uint32_t>(config_word(config, offset)) |
-         (static_cast<std::uint32_t>(config_word(config, offset + 2)) << 16);
-}
-
 // True when [offset, offset + length) is readable.
 inline bool config_readable(std::span<const std::uint8_t> config, std::uint32_t offset,
                             std::uint32_t length) {
   return static_cast<std::uint64_t>(offset) + length <= config.size();
+}
+
+// A register of type T at `offset`; bytes past the readable ones read 0xFF each.
+template <typename T>
+T config_read(std::span<const std::uint8_t> config, std::uint32_t offset) {
+  if (config_readable(config, offset, sizeof(T))) return load_le<T>(config.subspan(offset));
+  std::array<std::uint8_t, sizeof(T)> bytes;
+  for (std::uint32_t i = 0; i < sizeof(T); ++i) bytes[i] = config_byte(config, offset + i);
+  return load_le<T>(bytes);
+}
+
+inline std::uint16_t config_word(std::span<const std::uint8_t> config, std::uint32_t offset) {
+  return config_read<std::uint16_t>(config, offset);
+}
+
+inline std::uint32_t config_dword(std::span<const std::uint8_t> config, std::uint32_t offset) {
+  return config_read<std::uint32_t>(config, offset);
 }
 
 }  // namespace vpci::pci

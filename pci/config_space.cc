@@ -4,6 +4,8 @@
 #include <bit>
 #include <cassert>
 
+#include "base/little_endian.h"
+
 namespace vpci::pci {
 ConfigSpace::ConfigSpace(std::uint32_t size)
     : bytes_(size, 0),
@@ -169,8 +171,7 @@ Status ConfigSpace::read_bytes(std::uint32_t offset, std::span<std::uint8_t> out
     const auto at = static_cast<std::uint32_t>(offset + done);
     const unsigned width = piece_width(at, out.size() - done);
     VPCI_ASSIGN_OR_RETURN(const std::uint32_t value, read(at, width));
-    for (unsigned i = 0; i < width; ++i)
-      out[done + i] = static_cast<std::uint8_t>(value >> (8 * i));
+    store_le_bytes(out.subspan(done, width), value);
     done += width;
   }
   return {};
@@ -184,8 +185,7 @@ Status ConfigSpace::write_bytes(std::uint32_t offset, std::span<const std::uint8
   for (std::size_t done = 0; done < data.size();) {
     const auto at = static_cast<std::uint32_t>(offset + done);
     const unsigned width = piece_width(at, data.size() - done);
-    std::uint32_t value = 0;
-    for (unsigned i = 0; i < width; ++i) value |= std::uint32_t{data[done + i]} << (8 * i);
+    const auto value = static_cast<std::uint32_t>(load_le_bytes(data.subspan(done, width)));
     VPCI_TRY(write(at, width, value));
     done += width;
   }
@@ -241,15 +241,12 @@ std::uint8_t ConfigSpace::raw8(std::uint32_t offset) const {
 
 std::uint16_t ConfigSpace::raw16(std::uint32_t offset) const {
   assert(offset + 2 <= size());
-  return static_cast<std::uint16_t>(bytes_[offset] | (bytes_[offset + 1] << 8));
+  return load_le<std::uint16_t>(std::span(bytes_).subspan(offset));
 }
 
 std::uint32_t ConfigSpace::raw32(std::uint32_t offset) const {
   assert(offset + 4 <= size());
-  return static_cast<std::uint32_t>(bytes_[offset]) |
-         (static_cast<std::uint32_t>(bytes_[offset + 1]) << 8) |
-         (static_cast<std::uint32_t>(bytes_[offset + 2]) << 16) |
-         (static_cast<std::uint32_t>(bytes_[offset + 3]) << 24);
+  return load_le<std::uint32_t>(std::span(bytes_).subspan(offset));
 }
 
 void ConfigSpace::set_raw8(std::uint32_t offset, std::uint8_t value) {
@@ -259,13 +256,12 @@ void ConfigSpace::set_raw8(std::uint32_t offset, std::uint8_t value) {
 
 void ConfigSpace::set_raw16(std::uint32_t offset, std::uint16_t value) {
   assert(offset + 2 <= size());
-  bytes_[offset] = static_cast<std::uint8_t>(value);
-  bytes_[offset + 1] = static_cast<std::uint8_t>(value >> 8);
+  store_le(std::span(bytes_).subspan(offset), value);
 }
 
 void ConfigSpace::set_raw32(std::uint32_t offset, std::uint32_t value) {
   assert(offset + 4 <= size());
-  for (unsigned i = 0; i < 4; ++i) bytes_[offset + i] = static_cast<std::uint8_t>(value >> (8 * i));
+  store_le(std::span(bytes_).subspan(offset), value);
 }
 
 void ConfigSpace::set_raw_bytes(std::uint32_t offset, std::span<const std::uint8_t> data) {

@@ -2,33 +2,22 @@
 
 #include <algorithm>
 
+#include "base/little_endian.h"
+#include "pci/config_bytes.h"
 #include "pci/registers.h"
 
 namespace vpci::pci {
 namespace {
 
-std::uint32_t read_le(std::span<const std::uint8_t> c, std::uint32_t offset, unsigned width) {
-  std::uint32_t value = 0;
-  for (unsigned i = 0; i < width; ++i) {
-    const std::uint32_t at = offset + i;
-    value |= static_cast<std::uint32_t>(at < c.size() ? c[at] : 0xFF) << (8 * i);
-  }
-  return value;
-}
-
-void put_le(std::vector<std::uint8_t>& out, std::uint32_t value, unsigned width) {
-  for (unsigned i = 0; i < width; ++i) out.push_back(static_cast<std::uint8_t>(value >> (8 * i)));
-}
-
 // DVSEC header 1 and 2 plus the control word: the first 8 body bytes of both formats.
 void put_dvsec_headers(std::vector<std::uint8_t>& body, std::uint32_t length,
                        FreeSpaceFormat format, unsigned entry_count) {
-  put_le(body,
-         free_space_dvsec::kProvisionalVendorId |
-             (static_cast<std::uint32_t>(free_space_dvsec::kRevision) << 16) | (length << 20),
-         4);
-  put_le(body, free_space_dvsec::kProvisionalDvsecId, 2);
-  put_le(body, static_cast<std::uint32_t>(format) | (entry_count << 8), 2);
+  append_le<std::uint32_t>(
+      body, free_space_dvsec::kProvisionalVendorId |
+                (static_cast<std::uint32_t>(free_space_dvsec::kRevision) << 16) | (length << 20));
+  append_le<std::uint16_t>(body, free_space_dvsec::kProvisionalDvsecId);
+  append_le<std::uint16_t>(
+      body, static_cast<std::uint16_t>(static_cast<unsigned>(format) | (entry_count << 8)));
 }
 
 // The capability (other than `self`) whose structure starts inside [begin, end) or
@@ -104,7 +93,8 @@ void decode_table(std::span<const std::uint8_t> config, const CapabilityScan& sc
     return;
   }
   for (unsigned i = 0; i < entry_count; ++i) {
-    const std::uint32_t entry = read_le(config, cap.offset + free_space_dvsec::kEntries + 4 * i, 4);
+    const std::uint32_t entry =
+        config_dword(config, cap.offset + free_space_dvsec::kEntries + 4 * i);
     auto range = checked_range(entry & 0xFFFF, entry >> 16);
     if (!range) {
       dvsec.problem = fmt::format("entry {}: {}", i, range.error().message);
@@ -142,8 +132,10 @@ std::vector<FreeSpaceDvsec> find_free_space_dvsecs(std::span<const std::uint8_t>
         cap.id != ext_cap_id::kDesignatedVendorSpecific) {
       continue;
     }
-    const std::uint32_t header1 = read_le(config, cap.offset + free_space_dvsec::kDvsecHeader1, 4);
-    const std::uint32_t dvsec_id = read_le(config, cap.offset + free_space_dvsec::kDvsecHeader2, 2);
+    const std::uint32_t header1 =
+        config_dword(config, cap.offset + free_space_dvsec::kDvsecHeader1);
+    const std::uint32_t dvsec_id =
+        config_word(config, cap.offset + free_space_dvsec::kDvsecHeader2);
     if ((header1 & 0xFFFF) != free_space_dvsec::kProvisionalVendorId ||
         dvsec_id != free_space_dvsec::kProvisionalDvsecId) {
       continue;
@@ -152,7 +144,7 @@ std::vector<FreeSpaceDvsec> find_free_space_dvsecs(std::span<const std::uint8_t>
     dvsec.offset = cap.offset;
     dvsec.revision = static_cast<std::uint8_t>((header1 >> 16) & 0xF);
     dvsec.length = header1 >> 20;
-    const std::uint32_t control = read_le(config, cap.offset + free_space_dvsec::kControl, 2);
+    const std::uint32_t control = config_word(config, cap.offset + free_space_dvsec::kControl);
     const unsigned format = control & 0xF;
     const unsigned entry_count = control >> 8;
     if (format == static_cast<unsigned>(FreeSpaceFormat::kGap)) {
@@ -202,7 +194,7 @@ Result<std::vector<std::uint8_t>> free_space_table_dvsec_body(std::span<const Co
       return make_error(ErrorCode::kInvalidArgument, "empty range {}", range_text(range));
     }
     VPCI_TRY(checked_range(range.begin, range.end - range.begin));
-    put_le(body, range.begin | ((range.end - range.begin) << 16), 4);
+    append_le<std::uint32_t>(body, range.begin | ((range.end - range.begin) << 16));
   }
   return body;
 }

@@ -7,8 +7,6 @@
 namespace vpci::pci {
 namespace {
 
-constexpr std::uint32_t kHeaderSize = kStandardCapabilityStart;  // the 64-byte header
-
 std::uint8_t header_layout(std::span<const std::uint8_t> config) {
   return config_byte(config, reg::kHeaderType) & header_type::kLayoutMask;
 }

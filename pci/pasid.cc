@@ -3,16 +3,10 @@
 #include <charconv>
 #include <vector>
 
+#include "base/little_endian.h"
+
 namespace vpci::pci {
 namespace {
-
-std::uint64_t little_endian(std::span<const std::uint8_t> bytes, std::size_t offset,
-                            std::size_t width) {
-  std::uint64_t value = 0;
-  for (std::size_t i = 0; i < width; ++i)
-    value |= static_cast<std::uint64_t>(bytes[offset + i]) << (8 * i);
-  return value;
-}
 
 std::vector<std::string_view> split(std::string_view text, char separator) {
   std::vector<std::string_view> parts;
@@ -79,12 +73,15 @@ PasidFields decode_pasid_capability_register(std::uint16_t value) {
 std::array<std::uint8_t, 4> pasid_body(const PasidFields& fields) {
   const std::uint16_t capability = pasid_capability_register(fields);
   // Control starts at 0: the guest driver enables PASID itself.
-  return {static_cast<std::uint8_t>(capability), static_cast<std::uint8_t>(capability >> 8), 0, 0};
+  std::array<std::uint8_t, 4> body{};
+  store_le(std::span(body).first(2), capability);
+  return body;
 }
 
 std::array<std::uint8_t, 4> pasid_body_write_mask() {
-  return {0, 0, static_cast<std::uint8_t>(pasid::kControlWritableMask),
-          static_cast<std::uint8_t>(pasid::kControlWritableMask >> 8)};
+  std::array<std::uint8_t, 4> mask{};
+  store_le(std::span(mask).subspan(2), pasid::kControlWritableMask);
+  return mask;
 }
 
 Result<IommufdHwInfo> decode_iommu_hw_info(std::span<const std::uint8_t> bytes) {
@@ -94,7 +91,7 @@ Result<IommufdHwInfo> decode_iommu_hw_info(std::span<const std::uint8_t> bytes) 
                       "out_capabilities",
                       bytes.size(), iommufd::kHwInfoSize);
   }
-  const auto size = static_cast<std::uint32_t>(little_endian(bytes, iommufd::kSizeOffset, 4));
+  const auto size = load_le<std::uint32_t>(bytes.subspan(iommufd::kSizeOffset));
   if (size < iommufd::kHwInfoSize) {
     return make_error(ErrorCode::kMalformedInput,
                       "iommu_hw_info.size is {}; out_capabilities needs at least {}", size,
@@ -108,7 +105,7 @@ Result<IommufdHwInfo> decode_iommu_hw_info(std::span<const std::uint8_t> bytes) 
     }
   }
   return IommufdHwInfo{bytes[iommufd::kMaxPasidLog2Offset],
-                       little_endian(bytes, iommufd::kCapabilitiesOffset, 8)};
+                       load_le<std::uint64_t>(bytes.subspan(iommufd::kCapabilitiesOffset))};
 }
 
 Result<PasidFields> pasid_from_iommufd(const IommufdHwInfo& info) {
@@ -131,8 +128,7 @@ Result<VfioDeviceFeaturePasid> decode_vfio_device_feature_pasid(
                       "vfio_device_feature_pasid is {} bytes, expected {}", bytes.size(),
                       vfio_feature::kStructSize);
   }
-  return VfioDeviceFeaturePasid{static_cast<std::uint16_t>(little_endian(bytes, 0, 2)), bytes[2],
-                                bytes[3]};
+  return VfioDeviceFeaturePasid{load_le<std::uint16_t>(bytes), bytes[2], bytes[3]};
 }
 
 Result<PasidFields> pasid_from_vfio_feature(const VfioDeviceFeaturePasid& feature) {

@@ -120,10 +120,25 @@ struct OverlayField {
   std::string what;
 };
 
+// How a rule's source stood for this device, one word per rule in the report.
+enum class FreeSpaceStatus : std::uint8_t {
+  kUsed,        // it placed at least one capability
+  kUnused,      // available, but an earlier rule placed everything
+  kNotGiven,    // rules 1 and 2: no offset / no table in the request
+  kNoEntry,     // rule 2: the table has no entry for the device
+  kNoneFound,   // rule 3: the device has no free-space DVSEC
+  kTaken,       // rule 4: the default slot is occupied
+  kNotEnabled,  // rule 5: --search-gaps was not given
+  kNotNeeded,   // rule 5: enabled, but the earlier rules placed everything
+};
+// "used", "unused", "not-given", "no-entry", "none-found", "taken", "not-enabled",
+// "not-needed": the words `vpci place` prints and its JSON carries.
+std::string_view free_space_status_name(FreeSpaceStatus status);
+
 // What each free-space source said for this device, in rule order.
 struct FreeSpaceSourceReport {
   PlacementRule rule = PlacementRule::kDefault;
-  std::string status;  // "used", "not-given", "no-entry", "none-found", "not-needed", "unused"
+  FreeSpaceStatus status = FreeSpaceStatus::kUnused;
   std::string detail;
   std::vector<ConfigRange> ranges;
 };

@@ -6,10 +6,11 @@
 
 namespace vpci::pci {
 
+inline constexpr std::uint32_t kHeaderSize = 0x40;  // the type 0/1/2 header, all layouts
 inline constexpr std::uint32_t kConventionalConfigSize = 256;
 inline constexpr std::uint32_t kExtendedConfigSize = 4096;
 inline constexpr std::uint32_t kExtendedCapabilityStart = 0x100;
-inline constexpr std::uint32_t kStandardCapabilityStart = 0x40;
+inline constexpr std::uint32_t kStandardCapabilityStart = kHeaderSize;
 
 namespace reg {
 inline constexpr std::uint32_t kVendorId = 0x00;

@@ -1,18 +1,9 @@
 #include "pci/virtio_capability.h"
 
+#include "base/little_endian.h"
 #include "pci/registers.h"
 
 namespace vpci::pci {
-namespace {
-
-std::uint32_t le32(std::span<const std::uint8_t> c, std::uint32_t off) {
-  return static_cast<std::uint32_t>(c[off]) | (static_cast<std::uint32_t>(c[off + 1]) << 8) |
-         (static_cast<std::uint32_t>(c[off + 2]) << 16) |
-         (static_cast<std::uint32_t>(c[off + 3]) << 24);
-}
-
-}  // namespace
-
 std::string_view virtio_cfg_type_name(std::uint8_t cfg_type) {
   switch (cfg_type) {
     case 1: return "common";
@@ -42,21 +33,23 @@ std::optional<VirtioCapabilityFields> decode_virtio_capability(std::span<const s
   fields.cfg_type = config[offset + 3];
   if (fields.cfg_type == 9) {
     // virtio_pci_vndr_data: {vndr, next, len, cfg_type, le16 vendor_id, ...}
-    fields.vendor_id = static_cast<std::uint16_t>(config[offset + 4] | (config[offset + 5] << 8));
+    fields.vendor_id = load_le<std::uint16_t>(config.subspan(offset + 4));
     return fields;
   }
   if (fields.cap_len < kMinimumLength) return std::nullopt;
   fields.bar = config[offset + 4];
   fields.id = config[offset + 5];
-  fields.offset = le32(config, offset + 8);
-  fields.length = le32(config, offset + 12);
+  fields.offset = load_le<std::uint32_t>(config.subspan(offset + 8));
+  fields.length = load_le<std::uint32_t>(config.subspan(offset + 12));
   const std::uint32_t end = offset + fields.cap_len;
   if (fields.cfg_type == 2 && fields.cap_len >= 20 && end <= config.size()) {
-    fields.notify_off_multiplier = le32(config, offset + 16);
+    fields.notify_off_multiplier = load_le<std::uint32_t>(config.subspan(offset + 16));
   }
   if (fields.cfg_type == 8 && fields.cap_len >= 24 && end <= config.size()) {
-    fields.offset |= static_cast<std::uint64_t>(le32(config, offset + 16)) << 32;
-    fields.length |= static_cast<std::uint64_t>(le32(config, offset + 20)) << 32;
+    fields.offset |= static_cast<std::uint64_t>(load_le<std::uint32_t>(config.subspan(offset + 16)))
+                     << 32;
+    fields.length |= static_cast<std::uint64_t>(load_le<std::uint32_t>(config.subspan(offset + 20)))
+                     << 32;
   }
   return fields;
 }

@@ -201,7 +201,7 @@ nlohmann::json report_json(const DeviceReport& r, PciNames& names) {
 std::string report_text(const DeviceReport& r, PciNames& names) {
   const auto& c = r.config;
   std::string out;
-  if (c.size() < pci::kStandardCapabilityStart) {
+  if (c.size() < pci::kHeaderSize) {
     out += fmt::format("{}  (only {} bytes of config space)\n", r.address.to_string(), c.size());
   } else {
     const std::uint16_t vendor = config_word(c, pci::reg::kVendorId);
@@ -210,7 +210,7 @@ std::string report_text(const DeviceReport& r, PciNames& names) {
                        names.device(vendor, device), vendor, device, c[pci::reg::kRevisionId]);
   }
   if (r.truncated()) out += fmt::format("  TRUNCATED config space: {}\n", truncation_summary(r));
-  if (c.size() >= pci::kStandardCapabilityStart) out += header_text(r, names);
+  if (c.size() >= pci::kHeaderSize) out += header_text(r, names);
   if (!r.scan.capabilities.empty()) out += "  capabilities:\n";
   for (const auto& cap : r.scan.capabilities) {
     const std::uint32_t size = pci::occupied_length(r.scan, cap, r.space_size);
@@ -239,14 +239,14 @@ MapPanel report_map_panel(const DeviceReport& r, PciNames& names) {
   panel.space_size = r.space_size;
   panel.title = r.address.to_string();
   if (r.config.size() >= 4) {
-    panel.title +=
-        fmt::format("  {}", names.device(config_word(r.config, 0), config_word(r.config, 2)));
+    panel.title += fmt::format("  {}", names.device(config_word(r.config, pci::reg::kVendorId),
+                                                    config_word(r.config, pci::reg::kDeviceId)));
   }
   if (r.truncated()) {
     panel.title += fmt::format("  [TRUNCATED: {} of {} bytes read]", r.config.size(), r.space_size);
   }
   panel.regions.push_back(
-      {0, std::min<std::uint32_t>(0x40, static_cast<std::uint32_t>(r.config.size())),
+      {0, std::min<std::uint32_t>(pci::kHeaderSize, static_cast<std::uint32_t>(r.config.size())),
        MapRegionKind::kHeader, "header"});
   for (const auto& cap : r.scan.capabilities) {
     const std::uint32_t size = pci::occupied_length(r.scan, cap, r.space_size);

@@ -155,7 +155,7 @@ nlohmann::json result_json(const pci::DeviceDump& dump, const PlaceOptions& opti
   out["free_space"] = nlohmann::json::array();
   for (const auto& f : result.free_space) {
     out["free_space"].push_back({{"rule", pci::placement_rule_name(f.rule)},
-                                 {"status", f.status},
+                                 {"status", pci::free_space_status_name(f.status)},
                                  {"detail", f.detail},
                                  {"ranges", ranges_json(f.ranges)}});
   }
@@ -218,8 +218,9 @@ std::string result_text(const pci::DeviceDump& dump, const PlaceOptions& options
   }
   if (!result.free_space.empty()) out += "  free-space sources:\n";
   for (const auto& f : result.free_space) {
-    out += fmt::format("    {:<10} {}{}\n", pci::placement_rule_name(f.rule), f.status,
-                       f.detail.empty() ? "" : ": " + f.detail);
+    out +=
+        fmt::format("    {:<10} {}{}\n", pci::placement_rule_name(f.rule),
+                    pci::free_space_status_name(f.status), f.detail.empty() ? "" : ": " + f.detail);
   }
   if (!result.overlay.empty()) out += "  emulated overlay:\n";
   for (const auto& field : result.overlay) {

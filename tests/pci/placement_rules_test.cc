@@ -1,4 +1,6 @@
 // Each placement rule (pci/placement.h), hiding, and the overlay, on synthetic devices.
+#include <ostream>
+#include <set>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -7,6 +9,12 @@
 #include "tests/pci/placement_test_util.h"
 
 namespace vpci::pci {
+
+// Found by argument-dependent lookup: failures print the status word, not a byte.
+void PrintTo(FreeSpaceStatus status, std::ostream* os) {
+  *os << free_space_status_name(status);
+}
+
 namespace {
 
 using testing::add_ext;
@@ -59,8 +67,8 @@ TEST(PlacementDefault, PasidGoesToTheLastEightBytesLikeQemu) {
   EXPECT_EQ(result->guest.raw16(0xFFE), 0x0000);
   // Linked in address order after ATS (the highest capability below 0xff8).
   EXPECT_EQ(result->guest.raw32(0x200) >> 20, 0xFF8u);
-  EXPECT_EQ(report_for(*result, PlacementRule::kDefault).status, "used");
-  EXPECT_EQ(report_for(*result, PlacementRule::kGapSearch).status, "not-enabled");
+  EXPECT_EQ(report_for(*result, PlacementRule::kDefault).status, FreeSpaceStatus::kUsed);
+  EXPECT_EQ(report_for(*result, PlacementRule::kGapSearch).status, FreeSpaceStatus::kNotEnabled);
 }
 
 TEST(PlacementDefault, OverlayEmulatesThePasidAndThePredecessorHeaderOnly) {
@@ -108,8 +116,8 @@ TEST(PlacementExplicit, UsesTheOffsetAndLinksInAddressOrder) {
   EXPECT_EQ(result->placed[0].rule, PlacementRule::kExplicit);
   EXPECT_EQ(result->guest.raw32(0x100) >> 20, 0x180u);  // AER -> PASID
   EXPECT_EQ(result->guest.raw32(0x180) >> 20, 0x200u);  // PASID -> ATS
-  EXPECT_EQ(report_for(*result, PlacementRule::kExplicit).status, "used");
-  EXPECT_EQ(report_for(*result, PlacementRule::kDefault).status, "unused");
+  EXPECT_EQ(report_for(*result, PlacementRule::kExplicit).status, FreeSpaceStatus::kUsed);
+  EXPECT_EQ(report_for(*result, PlacementRule::kDefault).status, FreeSpaceStatus::kUnused);
 }
 
 TEST(PlacementExplicit, OnAnEmptyListWritesANullAnchorAt0x100) {
@@ -149,7 +157,7 @@ free = [ { offset = 0x300, length = 0x10 } ]
   EXPECT_EQ(result->placed[0].rule, PlacementRule::kTable);
   EXPECT_NE(result->placed[0].detail.find("test.toml"), std::string::npos);
   const auto& report = report_for(*result, PlacementRule::kTable);
-  EXPECT_EQ(report.status, "used");
+  EXPECT_EQ(report.status, FreeSpaceStatus::kUsed);
   EXPECT_NE(report.detail.find("unit test"), std::string::npos);
   EXPECT_EQ(report.ranges.size(), 2u);
 }
@@ -179,7 +187,7 @@ free = [ { offset = 0x300, length = 0x10 } ]
   ASSERT_TRUE(result) << result.error().message;
   EXPECT_EQ(result->placed[0].rule, PlacementRule::kDefault);
   const auto& report = report_for(*result, PlacementRule::kTable);
-  EXPECT_EQ(report.status, "no-entry");
+  EXPECT_EQ(report.status, FreeSpaceStatus::kNoEntry);
   EXPECT_NE(report.detail.find("1af4:1234"), std::string::npos);
 }
 
@@ -217,7 +225,7 @@ TEST(PlacementDvsec, GapDvsecIsReplacedByThePasid) {
   const auto scan = scan_capabilities(result->guest.bytes());
   ASSERT_NE(find_cap(scan, CapabilitySpace::kExtended, 0x400), nullptr);
   EXPECT_EQ(find_cap(scan, CapabilitySpace::kExtended, 0x400)->id, ext_cap_id::kPasid);
-  EXPECT_EQ(report_for(*result, PlacementRule::kDvsec).status, "used");
+  EXPECT_EQ(report_for(*result, PlacementRule::kDvsec).status, FreeSpaceStatus::kUsed);
 }
 
 TEST(PlacementDvsec, RestOfAConsumedGapServesTheNextCapability) {
@@ -284,7 +292,7 @@ TEST(PlacementDvsec, ExplicitOffsetInsideATableRangeUnlinksTheStaleTable) {
   EXPECT_EQ(result->placed[0].rule, PlacementRule::kExplicit);
   ASSERT_EQ(result->hidden.size(), 1u);
   EXPECT_EQ(result->hidden[0].offset, 0x300);
-  EXPECT_EQ(report_for(*result, PlacementRule::kDvsec).status, "unused");
+  EXPECT_EQ(report_for(*result, PlacementRule::kDvsec).status, FreeSpaceStatus::kUnused);
 }
 
 TEST(PlacementGapSearch, OnlyWhenAskedAndOnlyWhenTheDefaultIsTaken) {
@@ -302,8 +310,8 @@ TEST(PlacementGapSearch, OnlyWhenAskedAndOnlyWhenTheDefaultIsTaken) {
   EXPECT_EQ(result->placed[0].offset, 0xFF0);  // highest free all-zero slot
   ASSERT_EQ(result->warnings.size(), 1u);
   EXPECT_NE(result->warnings[0].find("undocumented registers"), std::string::npos);
-  EXPECT_EQ(report_for(*result, PlacementRule::kDefault).status, "taken");
-  EXPECT_EQ(report_for(*result, PlacementRule::kGapSearch).status, "used");
+  EXPECT_EQ(report_for(*result, PlacementRule::kDefault).status, FreeSpaceStatus::kTaken);
+  EXPECT_EQ(report_for(*result, PlacementRule::kGapSearch).status, FreeSpaceStatus::kUsed);
 }
 
 TEST(PlacementGapSearch, NotUsedWhenTheDefaultFits) {
@@ -313,7 +321,7 @@ TEST(PlacementGapSearch, NotUsedWhenTheDefaultFits) {
   ASSERT_TRUE(result);
   EXPECT_EQ(result->placed[0].rule, PlacementRule::kDefault);
   EXPECT_TRUE(result->warnings.empty());
-  EXPECT_EQ(report_for(*result, PlacementRule::kGapSearch).status, "not-needed");
+  EXPECT_EQ(report_for(*result, PlacementRule::kGapSearch).status, FreeSpaceStatus::kNotNeeded);
 }
 
 TEST(PlacementGapSearch, SkipsBytesThatDoNotReadZero) {
@@ -479,6 +487,21 @@ TEST(PlacementHideSpec, Forms) {
   EXPECT_FALSE(parse_hide_spec("0"));
   EXPECT_FALSE(parse_hide_spec("std:0x100"));
   EXPECT_FALSE(parse_hide_spec("pasid"));
+}
+
+// The words are the report's interface (`vpci place` text and JSON, docs/placement.md).
+TEST(PlacementReport, StatusNamesAreTheDocumentedWords) {
+  const std::set<std::string_view> names{free_space_status_name(FreeSpaceStatus::kUsed),
+                                         free_space_status_name(FreeSpaceStatus::kUnused),
+                                         free_space_status_name(FreeSpaceStatus::kNotGiven),
+                                         free_space_status_name(FreeSpaceStatus::kNoEntry),
+                                         free_space_status_name(FreeSpaceStatus::kNoneFound),
+                                         free_space_status_name(FreeSpaceStatus::kTaken),
+                                         free_space_status_name(FreeSpaceStatus::kNotEnabled),
+                                         free_space_status_name(FreeSpaceStatus::kNotNeeded)};
+  EXPECT_EQ(names,
+            (std::set<std::string_view>{"used", "unused", "not-given", "no-entry", "none-found",
+                                        "taken", "not-enabled", "not-needed"}));
 }
 
 }  // namespace

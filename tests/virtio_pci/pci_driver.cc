@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "base/little_endian.h"
 #include "pci/capabilities.h"
 #include "pci/registers.h"
 #include "virtio/spec.h"
@@ -13,18 +14,9 @@ namespace {
 namespace vp = vpci::pci;
 namespace reg = vpci::virtio::pci;
 
-std::uint64_t load_le(std::span<const std::uint8_t> data) {
-  std::uint64_t value = 0;
-  for (std::size_t i = data.size(); i-- > 0;) value = (value << 8) | data[i];
-  return value;
-}
-
 std::vector<std::uint8_t> le_bytes(std::uint64_t value, unsigned width) {
   std::vector<std::uint8_t> out(width);
-  for (auto& b : out) {
-    b = static_cast<std::uint8_t>(value);
-    value >>= 8;
-  }
+  store_le_bytes(out, value);
   return out;
 }
 
@@ -41,7 +33,7 @@ VirtioPciDriver::VirtioPciDriver(vp::Function& function, FakeGuestRam& ram)
 Result<std::uint32_t> VirtioPciDriver::config_read32(std::uint32_t offset) {
   std::array<std::uint8_t, 4> bytes{};
   VPCI_TRY(function_->config_read(offset, bytes));
-  return static_cast<std::uint32_t>(load_le(bytes));
+  return load_le<std::uint32_t>(bytes);
 }
 
 Status VirtioPciDriver::config_write(std::uint32_t offset, unsigned width, std::uint32_t value) {
@@ -54,10 +46,10 @@ Result<ProbeResult> VirtioPciDriver::probe() {
   VPCI_TRY(function_->config_read(0, config));
   ProbeResult r;
   const auto le16 = [&](std::uint32_t at) {
-    return static_cast<std::uint16_t>(config[at] | (config[at + 1] << 8));
+    return load_le<std::uint16_t>(std::span(config).subspan(at));
   };
   const auto le32 = [&](std::uint32_t at) {
-    return static_cast<std::uint32_t>(load_le(std::span(config).subspan(at, 4)));
+    return load_le<std::uint32_t>(std::span(config).subspan(at));
   };
   r.vendor_id = le16(vp::reg::kVendorId);
   r.device_id = le16(vp::reg::kDeviceId);
@@ -113,7 +105,7 @@ Result<ProbeResult> VirtioPciDriver::probe() {
         config[c.offset + reg::mmr_vsec::kCfgType] == reg::cfg_type::kLegacyMmr) {
       r.legacy_mmr = CapabilityLocation{
           config[c.offset + reg::mmr_vsec::kBar],
-          load_le(std::span(config).subspan(c.offset + reg::mmr_vsec::kOffset, 8)),
+          load_le<std::uint64_t>(std::span(config).subspan(c.offset + reg::mmr_vsec::kOffset)),
           le32(c.offset + reg::mmr_vsec::kLength), c.offset};
     }
   }
@@ -129,7 +121,7 @@ Result<ProbeResult> VirtioPciDriver::probe() {
 Result<std::uint64_t> VirtioPciDriver::common_read(std::uint32_t offset, unsigned width) {
   std::vector<std::uint8_t> bytes(width);
   VPCI_TRY(function_->bar_read(probe_.common->bar, probe_.common->offset + offset, bytes));
-  return load_le(bytes);
+  return load_le_bytes(bytes);
 }
 
 Status VirtioPciDriver::common_write(std::uint32_t offset, unsigned width, std::uint64_t value) {
@@ -145,7 +137,7 @@ Result<std::uint64_t> VirtioPciDriver::legacy_read(std::uint32_t offset, unsigne
   } else {
     VPCI_TRY(function_->bar_read(0, offset, bytes));
   }
-  return load_le(bytes);
+  return load_le_bytes(bytes);
 }
 
 Status VirtioPciDriver::legacy_write(std::uint32_t offset, unsigned width, std::uint64_t value) {

@@ -8,6 +8,7 @@
 #include <span>
 
 #include "base/error.h"
+#include "base/little_endian.h"
 #include "virtio/pci/registers.h"
 
 namespace vpci::virtio::pci::detail {
@@ -19,19 +20,6 @@ inline constexpr std::uint32_t kMaxLegacyDeviceConfig = 256 - legacy::kConfigOff
 
 inline std::uint64_t round_up(std::uint64_t value, std::uint64_t align) {
   return (value + align - 1) / align * align;
-}
-
-inline std::uint64_t load_le(std::span<const std::uint8_t> data) {
-  std::uint64_t value = 0;
-  for (std::size_t i = data.size(); i-- > 0;) value = (value << 8) | data[i];
-  return value;
-}
-
-inline void store_le(std::span<std::uint8_t> data, std::uint64_t value) {
-  for (auto& byte : data) {
-    byte = static_cast<std::uint8_t>(value);
-    value >>= 8;
-  }
 }
 
 inline bool valid_width(std::size_t size) {

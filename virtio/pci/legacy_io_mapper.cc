@@ -5,6 +5,7 @@
 #include <bit>
 #include <vector>
 
+#include "base/little_endian.h"
 #include "pci/capabilities.h"
 #include "pci/registers.h"
 #include "virtio/pci/registers.h"
@@ -13,12 +14,6 @@ namespace vpci::virtio::pci {
 namespace {
 
 namespace vp = vpci::pci;
-
-std::uint64_t load_le(std::span<const std::uint8_t> data) {
-  std::uint64_t value = 0;
-  for (std::size_t i = data.size(); i-- > 0;) value = (value << 8) | data[i];
-  return value;
-}
 
 bool bar_range_ok(const vp::BarInfo& bar, std::uint64_t offset, std::uint64_t length) {
   return bar.kind != vp::BarKind::kAbsent && offset <= bar.size && length <= bar.size - offset;
@@ -32,12 +27,8 @@ Result<MmrLocation> locate_mmr(std::span<const std::uint8_t> config,
     return make_error(ErrorCode::kUnsupported,
                       "an MMR device is PCIe: need 4096 bytes of config, got {}", config.size());
   }
-  const auto le16 = [&](std::uint32_t at) {
-    return static_cast<std::uint16_t>(config[at] | (config[at + 1] << 8));
-  };
-  const auto le32 = [&](std::uint32_t at) {
-    return static_cast<std::uint32_t>(load_le(config.subspan(at, 4)));
-  };
+  const auto le16 = [&](std::uint32_t at) { return load_le<std::uint16_t>(config.subspan(at)); };
+  const auto le32 = [&](std::uint32_t at) { return load_le<std::uint32_t>(config.subspan(at)); };
   if (le16(vp::reg::kVendorId) != kVendorId) {
     return make_error(ErrorCode::kNotFound, "vendor {:#06x} is not virtio",
                       le16(vp::reg::kVendorId));
@@ -57,7 +48,8 @@ Result<MmrLocation> locate_mmr(std::span<const std::uint8_t> config,
   const auto scan = vp::scan_capabilities(config);
   for (const auto& cap : scan.capabilities) {
     if (cap.space == vp::CapabilitySpace::kStandard && cap.id == vp::cap_id::kVendorSpecific &&
-        !have_notify && cap.offset + cap::kNotifySize <= 0x100 &&
+        !have_notify &&
+        std::uint32_t{cap.offset} + cap::kNotifySize <= vp::kConventionalConfigSize &&
         config[cap.offset + cap::kCfgType] == cfg_type::kNotify &&
         config[cap.offset + cap::kBar] < vp::kBarCount) {
       loc.notify_bar = config[cap.offset + cap::kBar];
@@ -90,7 +82,7 @@ Result<MmrLocation> locate_mmr(std::span<const std::uint8_t> config,
     }
     loc.window_bar = config[at + mmr_vsec::kBar];
     loc.window_length = le32(at + mmr_vsec::kLength);
-    loc.window_offset = load_le(config.subspan(at + mmr_vsec::kOffset, 8));
+    loc.window_offset = load_le<std::uint64_t>(config.subspan(at + mmr_vsec::kOffset));
     loc.vsec_offset = static_cast<std::uint16_t>(at);
     if (loc.window_bar >= vp::kBarCount || bars[loc.window_bar].kind == vp::BarKind::kIo ||
         !bar_range_ok(bars[loc.window_bar], loc.window_offset, loc.window_length)) {
@@ -165,7 +157,7 @@ Status LegacyIoMapper::config_read(std::uint32_t offset, std::span<std::uint8_t>
   VPCI_TRY(mmr_->config_read(offset, data));
   for (std::size_t i = 0; i < data.size(); ++i) {
     const auto at = static_cast<std::uint32_t>(offset + i);
-    if (at < 0x40) data[i] = faked_byte(at, data[i]);
+    if (at < vp::kHeaderSize) data[i] = faked_byte(at, data[i]);
   }
   return {};
 }

@@ -18,19 +18,22 @@
 #include <vector>
 
 #include "base/error.h"
+#include "pci/capability_registers.h"
 #include "pci/function.h"
 
 namespace vpci::virtio::pci {
 
 class MsixController {
  public:
-  static constexpr std::uint32_t kEntrySize = 16;
+  static constexpr std::uint32_t kEntrySize = vpci::pci::msix::kEntrySize;
 
   MsixController(std::uint16_t vectors, vpci::pci::MsixTableOwner owner);
 
   [[nodiscard]] std::uint16_t vector_count() const { return vectors_; }
   [[nodiscard]] std::uint32_t table_bytes() const { return vectors_ * kEntrySize; }
-  [[nodiscard]] std::uint32_t pba_bytes() const { return ((vectors_ + 63u) / 64u) * 8u; }
+  [[nodiscard]] std::uint32_t pba_bytes() const {
+    return static_cast<std::uint32_t>(pba_words(vectors_) * sizeof(std::uint64_t));
+  }
   [[nodiscard]] bool enabled() const { return enabled_; }
   [[nodiscard]] bool function_masked() const { return function_masked_; }
   [[nodiscard]] bool vector_masked(std::uint16_t vector) const;
@@ -52,8 +55,17 @@ class MsixController {
   void signal(std::uint16_t vector);
 
  private:
-  [[nodiscard]] std::uint32_t entry_word(std::uint16_t vector, unsigned word) const {
-    return table_[vector * 4u + word];
+  static constexpr std::uint32_t kEntryWords = kEntrySize / sizeof(std::uint32_t);
+  static constexpr std::size_t pba_words(std::uint16_t vectors) {
+    return (vectors + vpci::pci::msix::kPbaVectorsPerQword - 1) /
+           vpci::pci::msix::kPbaVectorsPerQword;
+  }
+  // The DWORD at `field` (a pci::msix::kEntry* offset) of a vector's table entry.
+  [[nodiscard]] std::uint32_t entry_field(std::uint16_t vector, std::uint32_t field) const {
+    return table_[vector * kEntryWords + field / sizeof(std::uint32_t)];
+  }
+  std::uint32_t& entry_field(std::uint16_t vector, std::uint32_t field) {
+    return table_[vector * kEntryWords + field / sizeof(std::uint32_t)];
   }
   void deliver(std::uint16_t vector);
   void deliver_pending();
@@ -61,7 +73,7 @@ class MsixController {
   std::uint16_t vectors_;
   vpci::pci::MsixTableOwner owner_;
   vpci::pci::InterruptOutput* output_ = nullptr;
-  std::vector<std::uint32_t> table_;  // 4 DWORDs per entry: addr lo, addr hi, data, control
+  std::vector<std::uint32_t> table_;  // kEntryWords DWORDs per entry, in host order
   std::vector<std::uint64_t> pba_;
   bool enabled_ = false;
   bool function_masked_ = false;

@@ -6,6 +6,7 @@
 
 #include "domain/xen_abi.h"
 #include "pci/capabilities.h"
+#include "pci/capability_registers.h"
 #include "pci/registers.h"
 #include "virtio/pci/function_detail.h"
 #include "virtio/pci/virtio_pci_function.h"
@@ -41,28 +42,29 @@ std::vector<std::uint8_t> virtio_cap_body(std::uint8_t cap_len, std::uint8_t typ
   body[1] = type;
   body[2] = bar;
   body[3] = id;
-  store_le(std::span(body).subspan(cap::kOffset - 2, 4), offset);
-  store_le(std::span(body).subspan(cap::kLength - 2, 4), length);
+  store_le_bytes(std::span(body).subspan(cap::kOffset - 2, 4), offset);
+  store_le_bytes(std::span(body).subspan(cap::kLength - 2, 4), length);
   if (cap_len >= cap::kCap64Size && type == cfg_type::kSharedMemory) {
-    store_le(std::span(body).subspan(cap::kOffsetHi - 2, 4), offset >> 32);
-    store_le(std::span(body).subspan(cap::kLengthHi - 2, 4), length >> 32);
+    store_le_bytes(std::span(body).subspan(cap::kOffsetHi - 2, 4), offset >> 32);
+    store_le_bytes(std::span(body).subspan(cap::kLengthHi - 2, 4), length >> 32);
   }
   return body;
 }
 
 // PCI Express Capability, version 2, endpoint (PCIe Base 6.0 §7.5.3): 60 bytes.
 std::vector<std::uint8_t> express_cap_body() {
-  std::vector<std::uint8_t> body(0x3C - 2, 0);
+  namespace pcie = vp::pcie;
+  std::vector<std::uint8_t> body(pcie::kSizeV2 - 2, 0);
   const auto put = [&](std::uint32_t at, std::uint64_t value, unsigned size) {
-    store_le(std::span(body).subspan(at - 2, size), value);
+    store_le_bytes(std::span(body).subspan(at - 2, size), value);
   };
-  put(0x02, 0x0002, 2);      // version 2, device/port type 0: PCI Express Endpoint
-  put(0x04, 0x00008000, 4);  // Device Capabilities: Role-Based Error Reporting, MPS 128
-  put(0x08, 0x2000, 2);      // Device Control: Max_Read_Request_Size 512
-  put(0x0C, 0x00000011, 4);  // Link Capabilities: 2.5 GT/s, x1
-  put(0x12, 0x0011, 2);      // Link Status: 2.5 GT/s, x1
-  put(0x2C, 0x00000002, 4);  // Link Capabilities 2: 2.5 GT/s supported
-  put(0x30, 0x0001, 2);      // Link Control 2: target 2.5 GT/s
+  put(pcie::kFlags, 2 | (pcie::kTypeEndpoint << pcie::kFlagsTypeShift), 2);  // version 2
+  put(pcie::kDeviceCapabilities, 0x00008000, 4);  // Role-Based Error Reporting, MPS 128
+  put(pcie::kDeviceControl, 0x2000, 2);           // Max_Read_Request_Size 512
+  put(pcie::kLinkCapabilities, 0x00000011, 4);    // 2.5 GT/s, x1
+  put(pcie::kLinkStatus, 0x0011, 2);              // 2.5 GT/s, x1
+  put(pcie::kLinkCapabilities2, 0x00000002, 4);   // 2.5 GT/s supported
+  put(pcie::kLinkControl2, 0x0001, 2);            // target 2.5 GT/s
   return body;
 }
 
@@ -229,20 +231,27 @@ Status VirtioPciFunction::build_config_space(std::uint32_t virtio_id) {
   // PCI Express endpoint: lets the function have 4 KiB of config space.
   VPCI_ASSIGN_OR_RETURN(layout_.express_cap, vp::add_standard_capability(
                                                  cs, vp::cap_id::kPciExpress, express_cap_body()));
-  cs.set_bit_kind(layout_.express_cap + 0x08u, 2, 0x7FFF, vp::BitKind::kReadWrite);  // DevCtl
-  cs.set_bit_kind(layout_.express_cap + 0x10u, 2, 0x00C3, vp::BitKind::kReadWrite);  // LnkCtl
+  cs.set_bit_kind(layout_.express_cap + vp::pcie::kDeviceControl, 2, 0x7FFF,
+                  vp::BitKind::kReadWrite);
+  cs.set_bit_kind(layout_.express_cap + vp::pcie::kLinkControl, 2, 0x00C3, vp::BitKind::kReadWrite);
 
   if (msix_) {
-    std::vector<std::uint8_t> body(10, 0);
-    store_le(std::span(body).subspan(0, 2), msix_->vector_count() - 1u);  // table size - 1
-    store_le(std::span(body).subspan(2, 4),
-             layout_.msix_table_offset | VirtioPciLayout::kMemoryBar);
-    store_le(std::span(body).subspan(6, 4), layout_.msix_pba_offset | VirtioPciLayout::kMemoryBar);
+    // Everything after the ID and next pointer: the registers at their offset - 2.
+    std::vector<std::uint8_t> body(vp::msix::kSize - 2, 0);
+    store_le<std::uint16_t>(std::span(body).subspan(vp::msix::kControl - 2),
+                            static_cast<std::uint16_t>(msix_->vector_count() - 1u));  // N - 1
+    store_le<std::uint32_t>(
+        std::span(body).subspan(vp::msix::kTable - 2),
+        static_cast<std::uint32_t>(layout_.msix_table_offset | VirtioPciLayout::kMemoryBar));
+    store_le<std::uint32_t>(
+        std::span(body).subspan(vp::msix::kPba - 2),
+        static_cast<std::uint32_t>(layout_.msix_pba_offset | VirtioPciLayout::kMemoryBar));
     VPCI_ASSIGN_OR_RETURN(layout_.msix_cap,
                           vp::add_standard_capability(cs, vp::cap_id::kMsiX, body));
     // Message Control: MSI-X Enable (15) and Function Mask (14) are RW (PCIe 6.0 §7.7.2.2).
-    cs.set_bit_kind(layout_.msix_cap + 2u, 2, 0xC000, vp::BitKind::kReadWrite);
-    cs.add_write_observer(layout_.msix_cap + 2u, 2,
+    cs.set_bit_kind(layout_.msix_cap + vp::msix::kControl, 2,
+                    vp::msix::kEnable | vp::msix::kFunctionMask, vp::BitKind::kReadWrite);
+    cs.add_write_observer(layout_.msix_cap + vp::msix::kControl, 2,
                           [this](std::uint32_t, unsigned) { sync_msix_control(); });
   }
 
@@ -255,8 +264,8 @@ Status VirtioPciFunction::build_config_space(std::uint32_t virtio_id) {
                                         VirtioPciLayout::kCommonOffset, common::kSize)));
     auto notify = virtio_cap_body(cap::kNotifySize, cfg_type::kNotify, bar, 0,
                                   VirtioPciLayout::kNotifyOffset, layout_.notify_length);
-    store_le(std::span(notify).subspan(cap::kNotifyMultiplier - 2, 4),
-             options_.notify_off_multiplier);
+    store_le_bytes(std::span(notify).subspan(cap::kNotifyMultiplier - 2, 4),
+                   options_.notify_off_multiplier);
     VPCI_TRY(add_vendor(std::move(notify)));
     VPCI_TRY(add_vendor(
         virtio_cap_body(cap::kSize, cfg_type::kIsr, bar, 0, VirtioPciLayout::kIsrOffset, 1)));
@@ -304,7 +313,7 @@ Status VirtioPciFunction::build_config_space(std::uint32_t virtio_id) {
       std::vector<std::uint8_t> body(length - 2, 0);
       body[0] = static_cast<std::uint8_t>(length);
       body[1] = cfg_type::kVendor;
-      store_le(std::span(body).subspan(2, 2), vendor.vendor_id);
+      store_le_bytes(std::span(body).subspan(2, 2), vendor.vendor_id);
       std::copy(vendor.data.begin(), vendor.data.end(), body.begin() + 4);
       VPCI_TRY(add_vendor(std::move(body)));
     }
@@ -314,7 +323,7 @@ Status VirtioPciFunction::build_config_space(std::uint32_t virtio_id) {
     // docs/transitional-mmr.md §3: VSEC locating the legacy window.
     std::vector<std::uint8_t> body(mmr_vsec::kSize - 4, 0);
     const auto put = [&](std::uint32_t at, std::uint64_t value, unsigned size) {
-      store_le(std::span(body).subspan(at - 4, size), value);
+      store_le_bytes(std::span(body).subspan(at - 4, size), value);
     };
     put(mmr_vsec::kVsecHeader, mmr_vsec::kVsecId, 2);
     put(mmr_vsec::kVsecHeader + 2, mmr_vsec::kVsecRevision | (mmr_vsec::kSize << 4), 2);

@@ -9,6 +9,7 @@
 
 #include "domain/xen_abi.h"
 #include "pci/capabilities.h"
+#include "pci/capability_registers.h"
 #include "pci/registers.h"
 #include "virtio/pci/function_detail.h"
 #include "virtio/pci/xen_grant_capability.h"
@@ -182,8 +183,9 @@ void VirtioPciFunction::update_intx() {
 
 void VirtioPciFunction::sync_msix_control() {
   if (msix_) {
-    const std::uint16_t control = config_.raw16(layout_.msix_cap + 2u);
-    msix_->set_control((control & 0x8000) != 0, (control & 0x4000) != 0);
+    const std::uint16_t control = config_.raw16(layout_.msix_cap + vpci::pci::msix::kControl);
+    msix_->set_control((control & vpci::pci::msix::kEnable) != 0,
+                       (control & vpci::pci::msix::kFunctionMask) != 0);
   }
   update_intx();
 }
@@ -254,7 +256,7 @@ Status VirtioPciFunction::memory_read(std::uint64_t offset, std::span<std::uint8
     auto value = common_read(static_cast<std::uint32_t>(offset - VirtioPciLayout::kCommonOffset),
                              static_cast<unsigned>(size));
     if (!value) return refuse_read(data, value.error());
-    store_le(data, *value);
+    store_le_bytes(data, *value);
     return {};
   }
   if (modern && offset == VirtioPciLayout::kIsrOffset) {
@@ -297,7 +299,7 @@ Status VirtioPciFunction::memory_write(std::uint64_t offset, std::span<const std
   const bool modern = options_.kind != TransportKind::kLegacy;
   if (modern && inside(VirtioPciLayout::kCommonOffset, common::kSize)) {
     return common_write(static_cast<std::uint32_t>(offset - VirtioPciLayout::kCommonOffset),
-                        static_cast<unsigned>(size), load_le(data));
+                        static_cast<unsigned>(size), load_le_bytes(data));
   }
   if (modern && inside(VirtioPciLayout::kDeviceOffset, layout_.device_cfg_length)) {
     if (offset + size > VirtioPciLayout::kDeviceOffset + layout_.device_cfg_length) {
@@ -336,7 +338,7 @@ Status VirtioPciFunction::notify_write(std::uint64_t offset, std::span<const std
                       offset);
   }
   // §4.1.5.2: the driver writes the queue index (NOTIFICATION_DATA is never offered).
-  return core_->notify(static_cast<std::uint16_t>(load_le(data.first(2))));
+  return core_->notify(static_cast<std::uint16_t>(load_le_bytes(data.first(2))));
 }
 
 // ---- common configuration ----------------------------------------------------------------------

@@ -217,7 +217,7 @@ Status VirtioPciFunction::legacy_read(std::uint64_t offset, std::span<std::uint8
         data, Error{ErrorCode::kInvalidArgument,
                     fmt::format("{}-byte legacy read at {} matches no register", size, offset)});
   }
-  store_le(data, value);
+  store_le_bytes(data, value);
   return {};
 }
 
@@ -230,7 +230,7 @@ Status VirtioPciFunction::legacy_write(std::uint64_t offset, std::span<const std
     VPCI_TRY(claim(DriverInterface::kLegacy));
     return core_->write_config(static_cast<std::uint32_t>(offset - header), data);
   }
-  const std::uint64_t value = load_le(data);
+  const std::uint64_t value = load_le_bytes(data);
   const auto reg = [&](std::uint32_t at, std::size_t width) {
     return offset == at && size == width;
   };

@@ -1,29 +1,29 @@
 #include "virtio/pci/xen_grant_capability.h"
 
+#include "base/little_endian.h"
 #include "domain/xen_abi.h"
 #include "pci/capabilities.h"
+#include "pci/registers.h"
 #include "virtio/pci/registers.h"
 
 namespace vpci::virtio::pci {
 
 std::vector<std::uint8_t> xen_grant_capability_data(std::uint16_t backend_domid) {
-  return {kXenGrantCapabilityVersion,
-          0,
-          static_cast<std::uint8_t>(backend_domid),
-          static_cast<std::uint8_t>(backend_domid >> 8),
-          0,
-          0};
+  // The capability's bytes from the version on; flags and reserved stay 0.
+  constexpr std::uint32_t kStart = xen_grant_cap::kVersion;
+  std::vector<std::uint8_t> data(kXenGrantCapabilityLength - kStart, 0);
+  data[xen_grant_cap::kVersion - kStart] = kXenGrantCapabilityVersion;
+  store_le(std::span(data).subspan(xen_grant_cap::kDomid - kStart), backend_domid);
+  return data;
 }
 
 Result<std::optional<XenGrantInfo>> parse_xen_grant_capability(
     std::span<const std::uint8_t> config) {
-  if (config.size() < 0x40) {
+  if (config.size() < vpci::pci::kHeaderSize) {
     return make_error(ErrorCode::kMalformedInput, "configuration space of {} bytes has no header",
                       config.size());
   }
-  const auto le16 = [&](std::uint32_t at) {
-    return static_cast<std::uint16_t>(config[at] | (config[at + 1] << 8));
-  };
+  const auto le16 = [&](std::uint32_t at) { return load_le<std::uint16_t>(config.subspan(at)); };
   if (le16(0) != kVendorId) return std::optional<XenGrantInfo>{};
   std::optional<XenGrantInfo> found;
   const auto scan = vpci::pci::scan_capabilities(config);
@@ -38,7 +38,8 @@ Result<std::optional<XenGrantInfo>> parse_xen_grant_capability(
       continue;
     }
     const std::uint8_t length = config[at + cap::kLen];
-    if (length < kXenGrantCapabilityLength || at + length > 0x100 || at + length > config.size()) {
+    if (length < kXenGrantCapabilityLength || at + length > vpci::pci::kConventionalConfigSize ||
+        at + length > config.size()) {
       return make_error(ErrorCode::kMalformedInput,
                         "Xen grant capability at {:#x}: cap_len {} (need >= {} inside 0x100)", at,
                         length, kXenGrantCapabilityLength);
