@@ -1,6 +1,6 @@
 #include "base/error.h"
 
-#include <string.h>
+#include <cstring>
 
 namespace vpci {
 

@@ -102,8 +102,8 @@ std::size_t UringBlockIo::reap() {
   return reaped;
 }
 
-void UringBlockIo::complete(Pending* raw, int result) {
-  std::unique_ptr<Pending> pending(raw);
+void UringBlockIo::complete(Pending* pending_raw, int result) {
+  std::unique_ptr<Pending> pending(pending_raw);
   BlockIoOp& op = pending->op;
   if (result == -EINTR || result == -EAGAIN) {
     waiting_.push_front(std::move(pending));  // transient: try the same thing again

@@ -46,7 +46,7 @@ class UringBlockIo final : public BlockIo {
   bool prepare(Pending* pending);
   // Handles every completion the kernel has posted; returns how many.
   std::size_t reap();
-  void complete(Pending* pending, int result);
+  void complete(Pending* pending_raw, int result);
   void on_eventfd();
 
   io_uring ring_{};

@@ -151,7 +151,8 @@ void BlockDevice::reset() {
   completed_queues_.clear();
 }
 
-void BlockDevice::reset_queue(std::uint16_t) {
+void BlockDevice::reset_queue(std::uint16_t queue) {
+  (void)queue;
   drain();  // the engine does not know queues; waiting for all is short and rare
 }
 

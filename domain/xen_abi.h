@@ -14,13 +14,13 @@
 #include <string>
 #include <string_view>
 
+#include "base/xen_domid.h"
+
 namespace vpci::domain::xen {
 
-// --- domain IDs (xen/include/public/xen.h) -------------------------------------------
-// DOMID_FIRST_RESERVED: IDs from here on are special (DOMID_SELF, DOMID_IO, ...) and
-// never name a real domain such as a device backend. Used by the device-tree binder,
-// the Xen grant capability and the serve configuration.
-inline constexpr std::uint16_t kDomidFirstReserved = 0x7FF0;
+// --- domain IDs (xen/include/public/xen.h): defined in base/xen_domid.h, which the
+// layers below this one use.
+using ::vpci::xen::kDomidFirstReserved;
 
 // --- xen_domctl_createdomain.flags (domctl.h) ---------------------------------------
 inline constexpr std::uint32_t kCdfHvm = 1u << 0;

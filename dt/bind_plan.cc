@@ -8,7 +8,7 @@
 
 #include <fmt/ranges.h>
 
-#include "domain/xen_abi.h"
+#include "base/xen_domid.h"
 #include "dt/iommu.h"
 
 namespace vpci::dt {
@@ -302,7 +302,7 @@ class Planner {
             kBackendDomidProperty);
       }
       if (domid) {
-        if (*domid >= domain::xen::kDomidFirstReserved) {
+        if (*domid >= vpci::xen::kDomidFirstReserved) {
           return make_error(ErrorCode::kOutOfRange,
                             "{}: backend domain ID {:#x} is a reserved Xen domain ID", path,
                             *domid);

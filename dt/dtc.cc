@@ -45,7 +45,7 @@ struct Pipe {
 Status make_pipe(Pipe& pipe) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) {
-    return make_error(ErrorCode::kIoError, "pipe: {}", std::strerror(errno));
+    return make_error(ErrorCode::kIoError, "pipe: {}", errno_text(errno));
   }
   *pipe.read.out() = fds[0];
   *pipe.write.out() = fds[1];
@@ -58,7 +58,7 @@ Status make_pipe(Pipe& pipe) {
 Status make_input_channel(Pipe& channel) {
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
-    return make_error(ErrorCode::kIoError, "socketpair: {}", std::strerror(errno));
+    return make_error(ErrorCode::kIoError, "socketpair: {}", errno_text(errno));
   }
   ::shutdown(fds[0], SHUT_WR);
   ::shutdown(fds[1], SHUT_RD);
@@ -99,8 +99,7 @@ Result<ProcessOutput> run_process(const std::string& program, const std::vector<
       ::posix_spawnp(&pid, program.c_str(), &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (spawn_status != 0) {
-    return make_error(ErrorCode::kIoError, "cannot run {}: {}", program,
-                      std::strerror(spawn_status));
+    return make_error(ErrorCode::kIoError, "cannot run {}: {}", program, errno_text(spawn_status));
   }
   in.read.reset();
   out.write.reset();

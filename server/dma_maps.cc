@@ -1,6 +1,7 @@
 #include "server/dma_maps.h"
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -86,7 +87,7 @@ Status DmaMaps::add(std::uint64_t iova, std::uint64_t size, std::uint64_t file_o
     // the file's block size and point `host` into it (reference §5).
     std::uint64_t align = kPage;
     const auto block = static_cast<std::uint64_t>(st.st_blksize);
-    if (block > align && (block & (block - 1)) == 0) align = block;
+    if (block > align && std::has_single_bit(block)) align = block;
     const std::uint64_t map_offset = file_offset & ~(align - 1);
     const std::uint64_t map_length = file_offset - map_offset + size;
     if (map_length > SIZE_MAX) {

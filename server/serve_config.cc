@@ -138,12 +138,11 @@ class Reader {
     std::vector<std::pair<const toml::node*, std::string>> blk_only;  // keys only blk has
     for (auto&& [key, value] : table) {
       const std::string name(key.str());
-      const std::string full = prefix + "." + name;
+      std::string full = prefix;
+      full.append(".").append(name);
       if (name == "name") {
         const std::string* text = expect_string(value, full);
-        if (text == nullptr) {
-          ok = false;
-        } else if (!check_name(value, full, *text)) {
+        if (text == nullptr || !check_name(value, full, *text)) {
           ok = false;
         } else {
           spec.name = *text;

@@ -26,8 +26,8 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/xen_domid.h"
 #include "devices/block_io.h"
-#include "domain/xen_abi.h"
 #include "virtio/pci/virtio_pci_function.h"
 
 namespace vpci::server {
@@ -57,7 +57,7 @@ struct ServeConfig {
 };
 
 // Xen domain IDs a backend can have: those below DOMID_FIRST_RESERVED.
-inline constexpr std::uint32_t kMaxBackendDomid = domain::xen::kDomidFirstReserved - 1;
+inline constexpr std::uint32_t kMaxBackendDomid = vpci::xen::kDomidFirstReserved - 1;
 inline constexpr std::size_t kMaxDeviceNameLength = 64;
 // virtio-blk request queues per device: as many as a large guest has vCPUs worth serving.
 inline constexpr std::int64_t kMaxBlkQueues = 64;

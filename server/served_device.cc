@@ -2,9 +2,11 @@
 
 #include <fmt/format.h>
 
+#include "base/little_endian.h"
 #include "devices/block_backend.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_rng.h"
+#include "pci/registers.h"
 #include "server/image_lock.h"
 #include "virtio/pci/transport_function.h"
 
@@ -74,10 +76,12 @@ class VirtioServedDevice final : public ServedDevice {
     std::uint8_t revision = 0;
   };
   static Ids read_ids(pci::Function& function) {
-    std::array<std::uint8_t, 9> header{};
+    std::array<std::uint8_t, pci::reg::kRevisionId + 1> header{};
     (void)function.config_read(0, header);
-    return Ids{static_cast<std::uint16_t>(header[0] | header[1] << 8),
-               static_cast<std::uint16_t>(header[2] | header[3] << 8), header[8]};
+    const std::span<const std::uint8_t> bytes(header);
+    return Ids{load_le<std::uint16_t>(bytes.subspan(pci::reg::kVendorId)),
+               load_le<std::uint16_t>(bytes.subspan(pci::reg::kDeviceId)),
+               header[pci::reg::kRevisionId]};
   }
 
   ServedDeviceSpec spec_;

@@ -427,8 +427,8 @@ VfioUserSession::Reply VfioUserSession::handle_set_irqs(Payload payload,
   (void)argsz;  // checked above
   const std::uint32_t data = flags & kIrqSetDataMask;
   const std::uint32_t action = flags & kIrqSetActionMaskAll;
-  if ((flags & ~(kIrqSetDataMask | kIrqSetActionMaskAll)) != 0 || std::popcount(data) != 1 ||
-      std::popcount(action) != 1) {
+  if ((flags & ~(kIrqSetDataMask | kIrqSetActionMaskAll)) != 0 || !std::has_single_bit(data) ||
+      !std::has_single_bit(action)) {
     return make_error(ErrorCode::kInvalidArgument, "SET_IRQS flags {:#x}", flags);
   }
   if (index >= kIrqIndexCount) {

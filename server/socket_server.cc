@@ -391,7 +391,7 @@ void VfioUserServer::serve(bool socket_ready) {
       return;
     }
     // A rare large REGION_READ grew the reply buffer; do not keep that per connection.
-    if (client.reply.capacity() > 64 * 1024) {
+    if (client.reply.capacity() > std::size_t{64} * 1024) {
       client.reply.clear();
       client.reply.shrink_to_fit();
     }

@@ -95,6 +95,8 @@ void print_stats(const std::string& name, const server::VfioUserServer& served) 
 // $XDG_RUNTIME_DIR/vpci when the session has one (private to the user), else
 // /tmp/vpci-<uid>.
 std::filesystem::path default_socket_dir() {
+  // getenv is not thread-safe against setenv; this runs before any thread starts.
+  // NOLINTNEXTLINE(concurrency-mt-unsafe)
   if (const char* runtime = std::getenv("XDG_RUNTIME_DIR"); runtime != nullptr && *runtime != 0) {
     return std::filesystem::path(runtime) / "vpci";
   }
@@ -177,13 +179,13 @@ struct CreatedPaths {
 class ShutdownSignals {
  public:
   ShutdownSignals() {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGINT);
-    sigaddset(&set_, SIGTERM);
+    (void)sigemptyset(&set_);
+    (void)sigaddset(&set_, SIGINT);
+    (void)sigaddset(&set_, SIGTERM);
   }
   // Before any server thread exists, so every thread inherits the mask and only
   // pending()/wait() see the signals.
-  void block() { pthread_sigmask(SIG_BLOCK, &set_, nullptr); }
+  void block() { (void)pthread_sigmask(SIG_BLOCK, &set_, nullptr); }
   // Takes a signal that arrived since block(); 0 if none did.
   int pending() {
     const timespec now{};
@@ -203,17 +205,18 @@ class ShutdownSignals {
 // Ends the process by `signal_number` with its default action, so the parent sees
 // which signal stopped the start-up (as it would have earlier, before blocking).
 [[noreturn]] void end_by_signal(int signal_number) {
-  std::fflush(stdout);
-  std::fflush(stderr);
+  (void)std::fflush(stdout);
+  (void)std::fflush(stderr);
   struct sigaction action {};
   action.sa_handler = SIG_DFL;
-  sigemptyset(&action.sa_mask);
-  sigaction(signal_number, &action, nullptr);
+  // None of these can fail for a valid signal number; there is nothing to do if they did.
+  (void)sigemptyset(&action.sa_mask);
+  (void)sigaction(signal_number, &action, nullptr);
   sigset_t only;
-  sigemptyset(&only);
-  sigaddset(&only, signal_number);
-  pthread_sigmask(SIG_UNBLOCK, &only, nullptr);
-  ::raise(signal_number);
+  (void)sigemptyset(&only);
+  (void)sigaddset(&only, signal_number);
+  (void)pthread_sigmask(SIG_UNBLOCK, &only, nullptr);
+  (void)::raise(signal_number);
   std::_Exit(128 + signal_number);  // not reached: the default action terminates
 }
 
@@ -359,7 +362,7 @@ int run_serve(const ServeOptions& options, int& interrupted_by) {
     interrupted_by = signals.pending();
     if (interrupted_by != 0) {
       fmt::print(stderr, "vpci serve: {} while starting; removing what it created\n",
-                 strsignal(interrupted_by));
+                 ::sigdescr_np(interrupted_by));
     }
     return interrupted_by != 0;
   };
@@ -427,7 +430,7 @@ int run_serve(const ServeOptions& options, int& interrupted_by) {
   struct CloseTrace {
     std::FILE* file;
     ~CloseTrace() {
-      if (file != nullptr && file != stderr) std::fclose(file);
+      if (file != nullptr && file != stderr) (void)std::fclose(file);
     }
   } close_trace{*trace_file};
   std::mutex trace_mutex;  // one line at a time from every server thread
@@ -437,7 +440,7 @@ int run_serve(const ServeOptions& options, int& interrupted_by) {
                              name = devices[i]->spec().name](const std::string& line) {
         std::lock_guard lock(trace_mutex);
         fmt::print(trace_file, "[{}] {}\n", name, line);
-        if (trace_file == stderr) std::fflush(trace_file);
+        if (trace_file == stderr) (void)std::fflush(trace_file);
       });
     }
     if (options.stats) servers[i]->enable_stats();
@@ -451,10 +454,10 @@ int run_serve(const ServeOptions& options, int& interrupted_by) {
   }
   fmt::print("vpci serve: attach a guest with:\n{}\n", qemu_arguments(sockets));
   fmt::print("vpci serve: ready ({} device(s)); SIGINT or SIGTERM stops\n", devices.size());
-  std::fflush(stdout);
+  (void)std::fflush(stdout);
 
   const int signal_number = signals.wait();
-  fmt::print("vpci serve: {} received, shutting down\n", strsignal(signal_number));
+  fmt::print("vpci serve: {} received, shutting down\n", ::sigdescr_np(signal_number));
 
   int status = 0;
   for (auto& served : servers) served->stop();  // ends every connection

@@ -112,8 +112,8 @@ DescriptorChain::DescriptorChain(DescriptorChain&& other) noexcept
       queue_epoch_(other.queue_epoch_),
       memory_(std::move(other.memory_)),
       descriptors_(std::move(other.descriptors_)),
-      reader_(std::move(other.reader_)),
-      writer_(std::move(other.writer_)) {
+      reader_(other.reader_),
+      writer_(other.writer_) {
   reader_.rebind(descriptors_.readable);
   writer_.rebind(descriptors_.writable);
 }
@@ -125,8 +125,8 @@ DescriptorChain& DescriptorChain::operator=(DescriptorChain&& other) noexcept {
     queue_epoch_ = other.queue_epoch_;
     memory_ = std::move(other.memory_);
     descriptors_ = std::move(other.descriptors_);
-    reader_ = std::move(other.reader_);
-    writer_ = std::move(other.writer_);
+    reader_ = other.reader_;
+    writer_ = other.writer_;
     reader_.rebind(descriptors_.readable);
     writer_.rebind(descriptors_.writable);
   }

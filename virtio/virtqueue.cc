@@ -61,13 +61,13 @@ Status Virtqueue::enable(std::shared_ptr<GuestMemory> memory, RingFormat format,
   if (format == RingFormat::kSplit) {
     auto ring = SplitRing::create(*snapshot, layout_, options);
     if (ring)
-      ring_ = std::move(*ring);
+      ring_ = *ring;
     else
       started = tl::unexpected(std::move(ring).error());
   } else {
     auto ring = PackedRing::create(*snapshot, layout_, options);
     if (ring)
-      ring_ = std::move(*ring);
+      ring_ = *ring;
     else
       started = tl::unexpected(std::move(ring).error());
   }

@@ -24,7 +24,10 @@ bool access_ok(std::uint64_t offset, std::size_t size, std::uint64_t region) {
 }  // namespace
 
 MsixController::MsixController(std::uint16_t vectors, vpci::pci::MsixTableOwner owner)
-    : vectors_(vectors), owner_(owner), table_(vectors * kEntryWords), pba_(pba_words(vectors)) {
+    : vectors_(vectors),
+      owner_(owner),
+      table_(std::size_t{vectors} * kEntryWords),
+      pba_(pba_words(vectors)) {
   reset();
 }
 

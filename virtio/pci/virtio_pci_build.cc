@@ -4,7 +4,7 @@
 #include <bit>
 #include <cstring>
 
-#include "domain/xen_abi.h"
+#include "base/xen_domid.h"
 #include "pci/capabilities.h"
 #include "pci/capability_registers.h"
 #include "pci/registers.h"
@@ -81,7 +81,7 @@ Status VirtioPciFunction::build(std::unique_ptr<Device> device) {
       return make_error(ErrorCode::kInvalidArgument,
                         "Xen grants need VIRTIO_F_ACCESS_PLATFORM, which a legacy device lacks");
     }
-    if (*options_.xen_backend_domid >= domain::xen::kDomidFirstReserved) {
+    if (*options_.xen_backend_domid >= vpci::xen::kDomidFirstReserved) {
       return make_error(ErrorCode::kInvalidArgument, "Xen domain ID {:#x} is reserved",
                         *options_.xen_backend_domid);
     }

@@ -7,7 +7,7 @@
 #include <bit>
 #include <cstring>
 
-#include "domain/xen_abi.h"
+#include "base/xen_domid.h"
 #include "pci/capabilities.h"
 #include "pci/capability_registers.h"
 #include "pci/registers.h"

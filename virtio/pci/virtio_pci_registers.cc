@@ -5,7 +5,7 @@
 #include <bit>
 #include <cstring>
 
-#include "domain/xen_abi.h"
+#include "base/xen_domid.h"
 #include "pci/capabilities.h"
 #include "pci/registers.h"
 #include "virtio/pci/function_detail.h"

@@ -1,7 +1,7 @@
 #include "virtio/pci/xen_grant_capability.h"
 
 #include "base/little_endian.h"
-#include "domain/xen_abi.h"
+#include "base/xen_domid.h"
 #include "pci/capabilities.h"
 #include "pci/registers.h"
 #include "virtio/pci/registers.h"
@@ -54,7 +54,7 @@ Result<std::optional<XenGrantInfo>> parse_xen_grant_capability(
                         "Xen grant capability at {:#x}: reserved flags or bytes are not zero", at);
     }
     const std::uint16_t domid = le16(at + xen_grant_cap::kDomid);
-    if (domid >= domain::xen::kDomidFirstReserved) {
+    if (domid >= vpci::xen::kDomidFirstReserved) {
       return make_error(ErrorCode::kMalformedInput,
                         "Xen grant capability at {:#x}: domain ID {:#x} is reserved", at, domid);
     }
