@@ -70,7 +70,8 @@ Status make_input_channel(Pipe& channel) {
 }  // namespace
 
 std::string dtc_program() {
-  const char* configured = std::getenv("VPCI_DTC");
+  // Read before any thread could call setenv (the CLI is single-threaded here).
+  const char* configured = std::getenv("VPCI_DTC");  // NOLINT(concurrency-mt-unsafe)
   return configured != nullptr && *configured != '\0' ? configured : "dtc";
 }
 

@@ -252,13 +252,13 @@ std::optional<std::uint32_t> extended_size(std::uint16_t id, std::span<const std
     }
     case 0x18: return 8;                                                  // LTR
     case 0x19: return 0x0C + round_up4(2 * std::max(link_width(c), 1u));  // lane EQ control
-    case ext_cap_id::kPasid: return 8;
-    case 0x1C: return 8;                                 // LNR
+    case ext_cap_id::kPasid:
+    case 0x1C: return 8;                                 // PASID, LNR
     case 0x1D: return (reg4 & (1u << 5)) ? 0x34 : 0x0C;  // DPC, RP extensions
     case 0x1E: return 0x10;                              // L1 PM substates
     case 0x1F: return 0x0C;                              // PTM
     case 0x21: return 0x10;                              // FRS
-    case 0x22: return 0x0C;                              // RTR
+    case 0x22:                                           // RTR
     case 0x25: return 0x0C;                              // DLF
     case 0x26:
     case 0x2A: return 0x20 + round_up4(std::max(link_width(c), 1u));  // PL 16/32 GT/s

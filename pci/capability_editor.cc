@@ -96,8 +96,9 @@ Status check_body_covers_structure(const ConfigSpace& space, CapabilitySpace whi
                                    std::span<const std::uint8_t> header,
                                    std::span<const std::uint8_t> body) {
   std::vector<std::uint8_t> scratch(space.bytes().begin(), space.bytes().end());
-  std::copy(header.begin(), header.end(), scratch.begin() + at);
-  std::copy(body.begin(), body.end(), scratch.begin() + at + header.size());
+  const auto header_at = scratch.begin() + static_cast<std::ptrdiff_t>(at);
+  std::copy(header.begin(), header.end(), header_at);
+  std::copy(body.begin(), body.end(), header_at + static_cast<std::ptrdiff_t>(header.size()));
   const auto structure = capability_size(which, id, scratch, at);
   const std::size_t given = header.size() + body.size();
   if (structure && *structure > given) {

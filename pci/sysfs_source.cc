@@ -12,7 +12,7 @@ namespace {
 
 // `resource` has at most a few dozen short lines (PCI_NUM_RESOURCES); sysfs reports a
 // nominal size of 4 KiB for it.
-constexpr InputFileKind kResourceInput{"sysfs resource file", 64 * 1024};
+constexpr InputFileKind kResourceInput{"sysfs resource file", std::size_t{64} * 1024};
 
 Result<std::uint64_t> parse_hex_field(std::string_view field, std::size_t line_number) {
   std::string_view digits = field;

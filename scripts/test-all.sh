@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Runs every test: installs dependencies, then builds and tests with GCC 12
-# (release, from a standalone copy of the tree), Clang 14 (clang) and ASan+UBSan
-# (asan) — each including the real-guest
-# tests (label "guest": QEMU >= 10.1 + Linux driving `vpci serve`; needs root) —
-# runs the server and guest tests again under TSan, and runs each libFuzzer target
-# for a bounded time. Fails on the first failing step. CI runs exactly this.
+# Runs every test: installs dependencies, checks formatting (clang-format) and layering,
+# builds and tests with GCC 12 (release, from a standalone copy of the tree), Clang 14
+# (clang) and ASan+UBSan (asan) — each including the real-guest tests (label "guest":
+# QEMU >= 10.1 + Linux driving `vpci serve`; needs root) — runs clang-tidy over the
+# library, runs the server and guest tests again under TSan, and runs each libFuzzer
+# target for a bounded time. Fails on the first failing step. CI runs exactly this.
 #
 #   VPCI_FUZZ_SECONDS   seconds per fuzz target (default 30)
 #   VPCI_SKIP_GUEST=1   skip the real-guest tests (no root or no network)
@@ -17,6 +17,10 @@ step() { printf '\n==== %s\n' "$*"; }
 
 step "install dependencies"
 scripts/install-deps.sh
+
+step "source checks: clang-format, layering"
+scripts/check-format.sh
+scripts/check-layers.py
 
 # The release build and every one of its tests (guest included) run from a copy of
 # the tree alone, in a fresh directory with nothing beside it: the repository must be
@@ -42,6 +46,10 @@ for preset in clang asan; do
   cmake --preset "$preset" >/dev/null
   cmake --build --preset "$preset" -j "$jobs"
   ctest --preset "$preset" -j "$jobs"
+  if [[ $preset == clang ]]; then
+    step "clang-tidy (bug-class checks are errors)"
+    scripts/run-clang-tidy.sh build/clang
+  fi
 done
 
 # The vfio-user server is the multi-threaded part (a thread per socket, interrupts

@@ -16,8 +16,8 @@ void print_error(std::string_view command, std::string_view message) {
     message.remove_prefix(newline + 1);
   }
   // One write, so lines of concurrent processes sharing stderr do not interleave.
-  std::fputs(out.c_str(), stderr);
-  std::fflush(stderr);
+  (void)std::fputs(out.c_str(), stderr);
+  (void)std::fflush(stderr);
 }
 
 int rejected(std::string_view command, const Error& error) {

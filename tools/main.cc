@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstdio>
 #include <exception>
 #include <string>
 #include <vector>
@@ -65,11 +66,7 @@ int check_command_words(CLI::App& app, int argc, char** argv) {
   }
 }
 
-}  // namespace
-}  // namespace vpci::tools
-
-int main(int argc, char** argv) {
-  using namespace vpci::tools;
+int run(int argc, char** argv) {
   CLI::App app{"vpci: software-defined virtual PCI devices for hypervisors and toolstacks"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "vpci 0.1.0");
@@ -102,4 +99,21 @@ int main(int argc, char** argv) {
     return kExitRejected;
   }
   return exit_code;
+}
+
+}  // namespace
+}  // namespace vpci::tools
+
+int main(int argc, char** argv) {
+  // run() turns what it expects into messages and statuses; anything thrown outside its
+  // parse step (building the command table, a registrar) is a bug, and still ends as
+  // one line and status 1 rather than std::terminate.
+  try {
+    return vpci::tools::run(argc, argv);
+  } catch (const std::exception& e) {
+    (void)std::fprintf(stderr, "vpci: internal error: %s\n", e.what());
+  } catch (...) {
+    (void)std::fprintf(stderr, "vpci: internal error: unknown exception\n");
+  }
+  return vpci::tools::kExitRejected;
 }

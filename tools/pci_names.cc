@@ -29,6 +29,7 @@ PciNames::PciNames() : access_(pci_alloc()) {
   // two name some devices differently. VPCI_PCI_NAMES=pci.ids pins the source, so golden
   // outputs do not depend on the machine (the tests set it, as they run lspci with
   // -O hwdb.disable=1).
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read before any thread starts
   if (const char* source = std::getenv("VPCI_PCI_NAMES");
       source != nullptr && std::string_view(source) == "pci.ids") {
     char name[] = "hwdb.disable";
