@@ -148,6 +148,12 @@ void DescriptorChain::complete(std::uint32_t used_length) {
   std::exchange(queue_, nullptr)->complete_chain(queue_epoch_, descriptors_, *memory_, used_length);
 }
 
+void DescriptorChain::return_to_ring() {
+  if (queue_ == nullptr) return;
+  std::exchange(queue_, nullptr)->unpop_chain(queue_epoch_, descriptors_);
+  memory_.reset();
+}
+
 void DescriptorChain::fail(Error error) {
   if (queue_ == nullptr) return;
   std::exchange(queue_, nullptr)->fail_chain(queue_epoch_, std::move(error));

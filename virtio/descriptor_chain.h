@@ -182,6 +182,12 @@ class DescriptorChain {
   // The driver broke a device-specific rule with this buffer (e.g. a virtio-blk
   // request without a status byte): the queue stops and the device needs a reset.
   void fail(Error error);
+  // Gives the buffer back unused, as if it had never been popped: the driver's avail
+  // entry is offered again by the next pop. Only for the most recently popped chain
+  // still outstanding (return several newest first); a device that holds buffers it
+  // cannot fill yet (virtio-net RX) uses it to release them before guest memory goes
+  // away. The chain's memory snapshot is dropped.
+  void return_to_ring();
 
  private:
   Virtqueue* queue_ = nullptr;  // null once completed, failed or moved from

@@ -173,7 +173,7 @@ Status PackedRing::walk_indirect(const MemoryMap& memory, GuestAddress table, st
 }
 
 Status PackedRing::push_used(const MemoryMap& memory, std::uint16_t id, std::uint16_t ring_slots,
-                             std::uint32_t length) {
+                             std::uint32_t length, bool publish) {
   if (ring_slots == 0 || ring_slots > layout_.size) {
     return make_error(ErrorCode::kInvalidArgument, "used buffer of {} ring slots in a ring of {}",
                       ring_slots, layout_.size);
@@ -187,7 +187,13 @@ Status PackedRing::push_used(const MemoryMap& memory, std::uint16_t id, std::uin
       used_wrap_ ? static_cast<std::uint16_t>(desc_flags::kPackedAvail | desc_flags::kPackedUsed)
                  : 0;
   if (length > 0) flags |= desc_flags::kWrite;  // §2.8.3: WRITE in a used descriptor = data written
-  VPCI_TRY(memory.write_obj(slot + kFlagsOffset, to_le(flags)));
+  if (!publish && !unpublished_flags_) {
+    // The driver walks used descriptors in ring order and stops at the first one not
+    // yet used: holding this one's flags back hides every later one too.
+    unpublished_flags_.emplace(slot + kFlagsOffset, flags);
+  } else {
+    VPCI_TRY(memory.write_obj(slot + kFlagsOffset, to_le(flags)));
+  }
   const std::uint32_t next = std::uint32_t{next_used_} + ring_slots;
   if (next >= layout_.size) {
     next_used_ = static_cast<std::uint16_t>(next - layout_.size);
@@ -197,6 +203,14 @@ Status PackedRing::push_used(const MemoryMap& memory, std::uint16_t id, std::uin
   }
   slots_since_check_ += ring_slots;
   return {};
+}
+
+Status PackedRing::publish_used(const MemoryMap& memory) {
+  if (!unpublished_flags_) return {};
+  const auto [address, flags] = *unpublished_flags_;
+  unpublished_flags_.reset();
+  release_fence();  // every later descriptor is complete before the first becomes used
+  return memory.write_obj(address, to_le(flags));
 }
 
 Result<bool> PackedRing::needs_notification(const MemoryMap& memory) {

@@ -28,6 +28,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 
 #include "base/error.h"
 #include "virtio/descriptor_chain.h"
@@ -45,8 +46,21 @@ class PackedRing {
   // returns false when there is none (see SplitRing::pop).
   [[nodiscard]] Result<bool> pop(const MemoryMap& memory, ChainDescriptors& chain);
   // Writes the used descriptor for a buffer that occupied `ring_slots` ring entries.
+  // With `publish` false the first such entry's flags (what makes it, and so every
+  // later entry, visible to the driver) are written only by publish_used().
   Status push_used(const MemoryMap& memory, std::uint16_t id, std::uint16_t ring_slots,
-                   std::uint32_t length);
+                   std::uint32_t length, bool publish = true);
+  // Offers the most recently popped buffer, which took `ring_slots` entries, again.
+  void unpop(std::uint16_t ring_slots) {
+    if (next_avail_ < ring_slots) {
+      next_avail_ = static_cast<std::uint16_t>(next_avail_ + layout_.size - ring_slots);
+      avail_wrap_ = !avail_wrap_;
+    } else {
+      next_avail_ = static_cast<std::uint16_t>(next_avail_ - ring_slots);
+    }
+  }
+  // Makes every used descriptor pushed so far visible (§2.8.4: flags of the first last).
+  Status publish_used(const MemoryMap& memory);
   [[nodiscard]] Result<bool> needs_notification(const MemoryMap& memory);
 
   [[nodiscard]] const QueueLayout& layout() const { return layout_; }
@@ -78,6 +92,8 @@ class PackedRing {
   bool avail_wrap_ = true;
   std::uint16_t next_used_ = 0;
   bool used_wrap_ = true;
+  // The held-back flags of the first unpublished used descriptor (push_used, publish).
+  std::optional<std::pair<GuestAddress, std::uint16_t>> unpublished_flags_;
   std::uint64_t slots_since_check_ = 0;  // used slots written since needs_notification()
 };
 

@@ -158,15 +158,22 @@ Status SplitRing::walk_chain(const MemoryMap& memory, std::uint16_t head,
   return {};
 }
 
-Status SplitRing::push_used(const MemoryMap& memory, std::uint16_t id, std::uint32_t length) {
+Status SplitRing::push_used(const MemoryMap& memory, std::uint16_t id, std::uint32_t length,
+                            bool publish) {
   const GuestAddress element =
       layout_.device + split_layout::kUsedRing + 8ull * (next_used_ % layout_.size);
   VPCI_TRY(memory.write_obj(element, UsedElement{to_le(std::uint32_t{id}), to_le(length)}));
+  ++next_used_;
+  ++used_since_check_;
+  return publish ? publish_used(memory) : Status{};
+}
+
+Status SplitRing::publish_used(const MemoryMap& memory) {
+  if (published_used_ == next_used_) return {};
   // §2.7.8.2: "The device MUST set len prior to updating the used idx."
   release_fence();
-  ++next_used_;
   VPCI_TRY(memory.write_obj(layout_.device + split_layout::kUsedIdx, to_le(next_used_)));
-  ++used_since_check_;
+  published_used_ = next_used_;
   return {};
 }
 

@@ -47,8 +47,14 @@ class SplitRing {
   // When the ring is empty and EVENT_IDX is negotiated, publishes avail_event so the
   // driver notifies for the next buffer (§2.7.10.2) and re-checks once.
   [[nodiscard]] Result<bool> pop(const MemoryMap& memory, ChainDescriptors& chain);
-  // Appends {id, length} to the used ring and publishes the new used idx.
-  Status push_used(const MemoryMap& memory, std::uint16_t id, std::uint32_t length);
+  // Appends {id, length} to the used ring and publishes the new used idx — unless
+  // `publish` is false, when the entry stays invisible until publish_used().
+  Status push_used(const MemoryMap& memory, std::uint16_t id, std::uint32_t length,
+                   bool publish = true);
+  // Offers the most recently popped chain again (Virtqueue: DescriptorChain::return_to_ring).
+  void unpop() { --next_avail_; }
+  // Publishes the used idx over every entry pushed so far (one store, §2.7.8.2).
+  Status publish_used(const MemoryMap& memory);
   // Whether the driver wants a used buffer notification for the entries pushed since
   // the last call (§2.7.7.2).
   [[nodiscard]] Result<bool> needs_notification(const MemoryMap& memory);
@@ -70,10 +76,11 @@ class SplitRing {
 
   QueueLayout layout_;
   RingOptions options_;
-  std::uint16_t next_avail_ = 0;    // the device's last_avail_idx
-  std::uint16_t known_avail_ = 0;   // last avail idx read from the driver
-  std::uint16_t next_used_ = 0;     // the used idx the device publishes
-  std::uint16_t checked_used_ = 0;  // used idx at the last needs_notification()
+  std::uint16_t next_avail_ = 0;      // the device's last_avail_idx
+  std::uint16_t known_avail_ = 0;     // last avail idx read from the driver
+  std::uint16_t next_used_ = 0;       // the used idx the device publishes
+  std::uint16_t published_used_ = 0;  // the used idx the driver can see
+  std::uint16_t checked_used_ = 0;    // used idx at the last needs_notification()
   std::uint32_t used_since_check_ = 0;
   // The avail_event the device last wrote (EVENT_IDX), to skip rewriting the same value.
   bool avail_event_published_ = false;

@@ -90,6 +90,17 @@ void Virtqueue::reset() {
   ring_ = std::monostate{};
   memory_.reset();
   layout_ = QueueLayout{max_size_, 0, 0, 0};
+  used_batch_ = false;
+}
+
+void Virtqueue::unpop_chain(std::uint64_t epoch, const ChainDescriptors& chain) {
+  if (epoch != epoch_ || !running()) return;  // a reset already took every buffer back
+  if (auto* split = std::get_if<SplitRing>(&ring_)) {
+    split->unpop();
+  } else if (auto* packed = std::get_if<PackedRing>(&ring_)) {
+    packed->unpop(chain.ring_slots);
+  }
+  --stats_.popped;
 }
 
 std::optional<DescriptorChain> Virtqueue::pop() {
@@ -130,9 +141,9 @@ void Virtqueue::complete_chain(std::uint64_t epoch, const ChainDescriptors& chai
   // had come just before the removal (a vfio-user DMA_UNMAP waits for this snapshot).
   Status pushed;
   if (auto* split = std::get_if<SplitRing>(&ring_)) {
-    pushed = split->push_used(memory, chain.id, used_length);
+    pushed = split->push_used(memory, chain.id, used_length, !used_batch_);
   } else if (auto* packed = std::get_if<PackedRing>(&ring_)) {
-    pushed = packed->push_used(memory, chain.id, chain.ring_slots, used_length);
+    pushed = packed->push_used(memory, chain.id, chain.ring_slots, used_length, !used_batch_);
   }
   if (!pushed) {
     fail(std::move(pushed).error().with_context(
@@ -154,6 +165,22 @@ void Virtqueue::abandon_chain(std::uint64_t epoch, const ChainDescriptors& chain
                               const MemoryMap& memory) {
   ++stats_.abandoned;
   complete_chain(epoch, chain, memory, 0);
+}
+
+void Virtqueue::end_used_batch() {
+  used_batch_ = false;
+  if (!running()) return;
+  const auto snapshot = memory_->snapshot();
+  Status published;
+  if (auto* split = std::get_if<SplitRing>(&ring_)) {
+    published = split->publish_used(*snapshot);
+  } else if (auto* packed = std::get_if<PackedRing>(&ring_)) {
+    published = packed->publish_used(*snapshot);
+  }
+  if (!published) {
+    fail(std::move(published).error().with_context(
+        fmt::format("queue {}: publishing used entries", index_)));
+  }
 }
 
 void Virtqueue::notify_driver_if_needed() {

@@ -90,6 +90,12 @@ class Virtqueue {
   // Sends a used buffer notification if entries were used since the last call and the
   // driver's suppression settings ask for one.
   void notify_driver_if_needed();
+  // Between begin_used_batch() and end_used_batch(), completed chains are written to the
+  // used ring but become visible to the driver only at the end, all together: a
+  // virtio-net packet merged over several buffers (§5.1.6.4.2) must never be seen in
+  // part. Batches do not nest; a reset drops an open one.
+  void begin_used_batch() { used_batch_ = true; }
+  void end_used_batch();
   // Stops the queue because of a violation the device detected.
   void fail(Error error);
 
@@ -100,6 +106,7 @@ class Virtqueue {
   void complete_chain(std::uint64_t epoch, const ChainDescriptors& chain, const MemoryMap& memory,
                       std::uint32_t used_length);
   void fail_chain(std::uint64_t epoch, Error error);
+  void unpop_chain(std::uint64_t epoch, const ChainDescriptors& chain);
   void abandon_chain(std::uint64_t epoch, const ChainDescriptors& chain, const MemoryMap& memory);
   [[nodiscard]] bool running() const { return enabled_ && !error_.has_value(); }
 
@@ -114,6 +121,7 @@ class Virtqueue {
   QueueEventSink* sink_ = nullptr;
   std::variant<std::monostate, SplitRing, PackedRing> ring_;
   QueueStats stats_;
+  bool used_batch_ = false;
 };
 
 }  // namespace vpci::virtio

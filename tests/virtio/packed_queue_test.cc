@@ -329,5 +329,50 @@ TEST_F(PackedQueueTest, DeviceEventEnablesAllWithoutEventIdx) {
   EXPECT_EQ(driver->device_event().flags, ring_event::kEnable);
 }
 
+TEST_F(PackedQueueTest, UsedBatchWritesTheFirstFlagsLast) {
+  ASSERT_TRUE(start());
+  for (int i = 0; i < 2; ++i) driver->add(ChainBuilder(ram).writable(16));
+  auto first = queue->pop();
+  auto second = queue->pop();
+  ASSERT_TRUE(first && second);
+  queue->begin_used_batch();
+  first->complete(16);
+  second->complete(8);
+  // The second descriptor is marked used, but the driver stops at the first.
+  EXPECT_FALSE(driver->pop_used().has_value());
+  queue->end_used_batch();
+  EXPECT_EQ(driver->pop_used()->length, 16u);
+  EXPECT_EQ(driver->pop_used()->length, 8u);
+}
+
+TEST_F(PackedQueueTest, ReturnedBuffersArePoppedAgainAcrossTheWrap) {
+  ASSERT_TRUE(start(4));
+  // Use three slots so the next buffers straddle the end of the ring.
+  for (int i = 0; i < 3; ++i) driver->add(ChainBuilder(ram).writable(8));
+  for (int i = 0; i < 3; ++i) {
+    auto c = queue->pop();
+    ASSERT_TRUE(c.has_value());
+    c->complete(8);
+    ASSERT_TRUE(driver->pop_used().has_value());
+  }
+  const std::uint16_t a = driver->add(ChainBuilder(ram).writable(16));
+  const std::uint16_t b = driver->add(ChainBuilder(ram).writable(32));
+  auto first = queue->pop();
+  auto second = queue->pop();
+  ASSERT_TRUE(first && second);
+  second->return_to_ring();
+  first->return_to_ring();
+  auto again = queue->pop();
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->id(), a);
+  auto again2 = queue->pop();
+  ASSERT_TRUE(again2.has_value());
+  EXPECT_EQ(again2->id(), b);
+  again->complete(16);
+  again2->complete(32);
+  EXPECT_EQ(driver->pop_used()->id, a);
+  EXPECT_EQ(driver->pop_used()->id, b);
+}
+
 }  // namespace
 }  // namespace vpci::virtio

@@ -591,5 +591,50 @@ TEST(LegacySplitLayout, PlacesTheUsedRingOnTheNextAlignmentBoundary) {
   EXPECT_FALSE(legacy_split_layout(~std::uint64_t{0} - 4095, 256, 4096));  // wraps
 }
 
+TEST_F(SplitQueueTest, UsedBatchPublishesEveryEntryWithOneIdxStore) {
+  ASSERT_TRUE(start());
+  for (int i = 0; i < 3; ++i) driver->add(chain().writable(16));
+  auto first = queue->pop();
+  auto second = queue->pop();
+  ASSERT_TRUE(first && second);
+  queue->begin_used_batch();
+  first->complete(16);
+  second->complete(8);
+  // Written, but the driver sees neither until the batch ends.
+  EXPECT_EQ(driver->used_idx(), 0u);
+  EXPECT_FALSE(driver->pop_used().has_value());
+  queue->end_used_batch();
+  EXPECT_EQ(driver->used_idx(), 2u);
+  EXPECT_EQ(driver->pop_used()->length, 16u);
+  EXPECT_EQ(driver->pop_used()->length, 8u);
+  // Outside a batch every completion is visible at once again.
+  auto third = queue->pop();
+  ASSERT_TRUE(third.has_value());
+  third->complete(4);
+  EXPECT_EQ(driver->used_idx(), 3u);
+}
+
+TEST_F(SplitQueueTest, ReturnedChainsArePoppedAgainInOrder) {
+  ASSERT_TRUE(start());
+  const std::uint16_t a = driver->add(chain().writable(16));
+  const std::uint16_t b = driver->add(chain().writable(32));
+  auto first = queue->pop();
+  auto second = queue->pop();
+  ASSERT_TRUE(first && second);
+  // Newest first, as the contract says.
+  second->return_to_ring();
+  first->return_to_ring();
+  EXPECT_EQ(queue->stats().popped, 0u);
+  auto again = queue->pop();
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->id(), a);
+  auto again2 = queue->pop();
+  ASSERT_TRUE(again2.has_value());
+  EXPECT_EQ(again2->id(), b);
+  EXPECT_EQ(again2->writable_bytes(), 32u);
+  // A returned chain is finished: destroying it is not an abandonment.
+  EXPECT_EQ(queue->stats().abandoned, 0u);
+}
+
 }  // namespace
 }  // namespace vpci::virtio
