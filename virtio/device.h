@@ -27,6 +27,9 @@ class DeviceHost {
   virtual void config_changed() = 0;
   // The device hit an error it cannot recover from without a reset (§2.1.2).
   virtual void device_failed(const Error& error) = 0;
+  // Queue `index` (nullptr if there is none), for devices that fill buffers when their
+  // back end has data rather than when the driver notifies (virtio-net receive).
+  [[nodiscard]] virtual Virtqueue* queue(std::uint16_t index) = 0;
 
  protected:
   ~DeviceHost() = default;

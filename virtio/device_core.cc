@@ -59,6 +59,10 @@ std::uint64_t DeviceCore::device_features() const {
   if (options_.offer_indirect_desc) features |= feature_bit(feature::kIndirectDesc);
   if (options_.offer_event_idx) features |= feature_bit(feature::kEventIdx);
   if (interface_ == DriverInterface::kLegacy) {
+    // §6.3 (legacy): every vpci device parses chains as byte streams, whatever the
+    // descriptor layout, so it says so — a legacy virtio-net driver then puts the
+    // header and data in one buffer.
+    features |= feature_bit(feature::kAnyLayout);
     // §4.1.4.8: the legacy interface carries feature bits 0-31 only.
     return features & 0xFFFF'FFFFu;
   }

@@ -71,7 +71,8 @@
 // Never offered (a transport must not advertise what the core does not do):
 // VIRTIO_F_NOTIFICATION_DATA (doorbells carry only the queue index), IN_ORDER,
 // ORDER_PLATFORM, SR_IOV, NOTIF_CONFIG_DATA, ADMIN_VQ, SUSPEND, and the legacy-only
-// NOTIFY_ON_EMPTY / ANY_LAYOUT.
+// NOTIFY_ON_EMPTY. ANY_LAYOUT is offered on the legacy interface (devices never assume
+// a descriptor layout).
 #pragma once
 
 #include <cstdint>
@@ -204,7 +205,7 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   void drain() { device_->drain(); }
 
   // For tests, diagnostics and asynchronous devices.
-  [[nodiscard]] Virtqueue* queue(std::uint16_t index) {
+  [[nodiscard]] Virtqueue* queue(std::uint16_t index) override {
     return index < queues_.size() ? queues_[index].get() : nullptr;
   }
 

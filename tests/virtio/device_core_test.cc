@@ -129,6 +129,7 @@ TEST_F(DeviceCoreTest, OffersDeviceBitsPlusTheRingAndTransportBits) {
   EXPECT_TRUE(has_feature(offered, feature::kIndirectDesc));
   EXPECT_TRUE(has_feature(offered, feature::kRingReset));
   EXPECT_FALSE(has_feature(offered, feature::kAccessPlatform));
+  EXPECT_FALSE(has_feature(offered, feature::kAnyLayout));  // legacy-only
   EXPECT_EQ(core->device_features_word(0), static_cast<std::uint32_t>(offered));
   EXPECT_EQ(core->device_features_word(1), static_cast<std::uint32_t>(offered >> 32));
   EXPECT_EQ(core->device_features_word(2), 0u);
@@ -505,6 +506,8 @@ TEST_F(DeviceCoreTest, LegacyDriverSeesOnlyLowFeaturesAndUsesPfnRings) {
   ASSERT_TRUE(core->set_driver_interface(DriverInterface::kLegacy));
   EXPECT_EQ(core->device_features() >> 32, 0u);
   EXPECT_FALSE(has_feature(core->device_features(), feature::kVersion1));
+  // §6.3: ANY_LAYOUT on the legacy interface only (chains are parsed as byte streams).
+  EXPECT_TRUE(has_feature(core->device_features(), feature::kAnyLayout));
   ASSERT_TRUE(core->write_status(status::kAcknowledge | status::kDriver));
   EXPECT_FALSE(core->write_driver_features_word(1, 1));  // bits 32+ do not exist
   ASSERT_TRUE(core->write_driver_features_word(
