@@ -51,18 +51,19 @@ def virtqueue_table(path):
 
 
 def register_table(path, before_path=None):
-    """register_path_bench: one row per access, direct and through FunctionAdapter."""
+    """register_path_bench: one row per access, direct and through the server's region
+    code (server/vfio_regions.h); the "before" columns are the FunctionAdapter era."""
     runs = medians(path)
     before = medians(before_path) if before_path else {}
-    out = ["| access | bytes | floor ns | direct ns | direct / floor | adapter ns | adapter / floor |"
-           + (" direct ns before (ddfca28) | adapter ns before |" if before else ""),
+    out = ["| access | bytes | floor ns | direct ns | direct / floor | server ns | server / floor |"
+           + (" direct ns before (ddfca28) | adapter ns before (ddfca28) |" if before else ""),
            "|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if before else "")]
     for name, b in runs.items():
         if not name.startswith("direct/"):
             continue
         access = name[len("direct/"):].removesuffix("/manual_time")
         kind, what, width = access.split("/")
-        adapter = runs.get(f"adapter/{access}/manual_time")
+        adapter = runs.get(f"server/{access}/manual_time")
         floor = statistics.median([b["floor_ns"]] + ([adapter["floor_ns"]] if adapter else []))
         row = (f"| {kind} {what} | {width} | {floor:.2f} | {b['ns']:.1f} | **{b['ns'] / floor:.0f}** | "
                + (f"{adapter['ns']:.1f} | **{adapter['ns'] / floor:.0f}** |" if adapter else " | |"))
