@@ -27,10 +27,15 @@ std::string tunsetiff_reason(int error, const std::string& name, bool existed, u
                            "CAP_NET_ADMIN)",
                            name);
     case EINVAL:
-      return fmt::format(
-          "tap {} exists with other flags: {} queue pair(s) need a tap created {}with "
-          "multi_queue and vnet_hdr",
-          name, pairs, pairs > 1 ? "" : "without ");
+      // tun_set_iff: an existing tap's IFF_MULTI_QUEUE must match the request's.
+      return pairs > 1 ? fmt::format(
+                             "tap {} is single-queue; {} queue pairs need one created "
+                             "with multi_queue (ip tuntap add {} mode tap multi_queue)",
+                             name, pairs, name)
+                       : fmt::format(
+                             "tap {} is multi-queue; one queue pair needs a tap created "
+                             "without multi_queue, or set queues = 2 or more",
+                             name);
     case EBUSY: return fmt::format("tap {} is in use by another process", name);
     default: return fmt::format("TUNSETIFF {}: {}", name, errno_text(error));
   }

@@ -1,6 +1,8 @@
 #include "server/serve_config.h"
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -15,14 +17,86 @@
 #include "base/input_file.h"
 #include "base/suggestion.h"
 #include "base/toml_text.h"
+#include "devices/net_spec.h"
+#include "devices/tap_backend.h"
 
 namespace vpci::server {
 namespace {
 
 constexpr std::array<std::string_view, 2> kTopKeys = {"socket_dir", "device"};
-constexpr std::array<std::string_view, 8> kDeviceKeys = {
-    "name", "kind", "transport", "path", "read_only", "queues", "io", "xen_backend_domid"};
-constexpr std::array<std::string_view, 2> kKindNames = {"virtio-rng", "virtio-blk"};
+constexpr std::array<std::string_view, 11> kDeviceKeys = {
+    "name", "kind", "transport", "path", "read_only",        "queues",
+    "io",   "tap",  "mac",       "mtu",  "xen_backend_domid"};
+constexpr std::array<std::string_view, 3> kKindNames = {"virtio-rng", "virtio-blk", "virtio-net"};
+
+constexpr std::uint8_t kind_bit(DeviceKind kind) {
+  return static_cast<std::uint8_t>(1u << static_cast<unsigned>(kind));
+}
+constexpr std::uint8_t kAllKinds = 0x7;
+constexpr std::uint8_t kBlk = kind_bit(DeviceKind::kVirtioBlk);
+constexpr std::uint8_t kNet = kind_bit(DeviceKind::kVirtioNet);
+
+// Which kinds of device have `key`.
+std::uint8_t kinds_with_key(std::string_view key) {
+  if (key == "path" || key == "read_only" || key == "io") return kBlk;
+  if (key == "queues") return kBlk | kNet;
+  if (key == "tap" || key == "mac" || key == "mtu") return kNet;
+  return kAllKinds;
+}
+
+std::string kind_list(std::uint8_t kinds) {
+  std::string out;
+  for (std::size_t i = 0; i < kKindNames.size(); ++i) {
+    if ((kinds & (1u << i)) == 0) continue;
+    if (!out.empty()) out += " and ";
+    out += kKindNames[i];
+  }
+  return out + " devices have it";
+}
+
+// "02:xx:xx:xx:xx:xx": locally administered (bit 1 of the first byte), unicast, the rest
+// from an FNV-1a hash of the device name — stable across restarts, distinct per name.
+// "52:54:00:12:34:56" (colons or dashes): a unicast address that is not all zeroes.
+Result<std::array<std::uint8_t, 6>> parse_mac(std::string_view text) {
+  std::array<std::uint8_t, 6> mac{};
+  const auto bad = [&] {
+    return make_error(ErrorCode::kMalformedInput,
+                      "\"{}\" is not a MAC address (six hex bytes: \"52:54:00:12:34:56\")", text);
+  };
+  if (text.size() != 17) return bad();
+  for (std::size_t i = 0; i < mac.size(); ++i) {
+    const std::string_view part = text.substr(3 * i, 2);
+    if (i > 0 && text[3 * i - 1] != ':' && text[3 * i - 1] != '-') return bad();
+    unsigned value = 0;
+    for (const char c : part) {
+      const int digit = std::isxdigit(static_cast<unsigned char>(c)) == 0 ? -1
+                        : std::isdigit(static_cast<unsigned char>(c)) != 0
+                            ? c - '0'
+                            : (std::tolower(static_cast<unsigned char>(c)) - 'a' + 10);
+      if (digit < 0) return bad();
+      value = value * 16 + static_cast<unsigned>(digit);
+    }
+    mac[i] = static_cast<std::uint8_t>(value);
+  }
+  if ((mac[0] & 1) != 0) {
+    return make_error(ErrorCode::kMalformedInput,
+                      "{} is a multicast address; a device needs a unicast one", text);
+  }
+  if (std::all_of(mac.begin(), mac.end(), [](std::uint8_t b) { return b == 0; }))
+    return make_error(ErrorCode::kMalformedInput, "00:00:00:00:00:00 is not a station address");
+  return mac;
+}
+
+std::array<std::uint8_t, 6> default_mac(std::string_view name) {
+  std::uint64_t hash = 0xcbf29ce484222325ull;
+  for (const char c : name) {
+    hash ^= static_cast<std::uint8_t>(c);
+    hash *= 0x100000001b3ull;
+  }
+  std::array<std::uint8_t, 6> mac{0x02};
+  for (std::size_t i = 1; i < mac.size(); ++i) mac[i] = static_cast<std::uint8_t>(hash >> (8 * i));
+  return mac;
+}
 constexpr const auto& kTransportNames = virtio::pci::kTransportKindNames;
 
 bool valid_name_char(char c) {
@@ -128,107 +202,130 @@ class Reader {
     }
   }
 
+  // Reads an integer key into `out` if it lies in [low, high].
+  template <typename T>
+  bool read_integer(const toml::node& value, const std::string& key, std::int64_t low,
+                    std::int64_t high, std::string_view what, T& out) {
+    const auto* number = value.as_integer();
+    if (number == nullptr) {
+      problem(value, key,
+              fmt::format("expected an integer, found {}", toml_type_phrase(value.type())));
+      return false;
+    }
+    if (number->get() < low || number->get() > high) {
+      problem(value, key, fmt::format("{} {}; expected {} to {}", number->get(), what, low, high));
+      return false;
+    }
+    out = static_cast<T>(number->get());
+    return true;
+  }
+
+  bool read_device_key(const std::string& name, const toml::node& value, const std::string& full,
+                       ServedDeviceSpec& spec) {
+    if (name == "name") {
+      const std::string* text = expect_string(value, full);
+      if (text == nullptr || !check_name(value, full, *text)) return false;
+      spec.name = *text;
+    } else if (name == "kind") {
+      auto choice = expect_choice(value, full, kKindNames, "kind");
+      if (!choice) return false;
+      spec.kind = static_cast<DeviceKind>(*choice);
+      kind_read_ = true;
+    } else if (name == "transport") {
+      auto choice = expect_choice(value, full, kTransportNames, "transport");
+      if (!choice) return false;
+      spec.transport = static_cast<TransportKind>(*choice);
+    } else if (name == "path") {
+      const std::string* text = expect_string(value, full);
+      if (text == nullptr) return false;
+      if (text->empty()) {
+        problem(value, full, "must not be empty");
+        return false;
+      }
+      if (text->find('\0') != std::string::npos) {
+        // open() would stop at the NUL and serve a different file (found by
+        // serve_config_fuzzer).
+        problem(value, full, "must not contain a NUL character");
+        return false;
+      }
+      spec.path = resolve(*text);
+    } else if (name == "read_only") {
+      const auto* flag = value.as_boolean();
+      if (flag == nullptr) {
+        problem(value, full,
+                fmt::format("expected a boolean, found {}", toml_type_phrase(value.type())));
+        return false;
+      }
+      spec.read_only = flag->get();
+    } else if (name == "queues") {
+      return read_integer(value, full, 1, kMaxBlkQueues, "queues", spec.queues);
+    } else if (name == "io") {
+      auto choice = expect_choice(value, full, devices::kBlockIoModeNames, "I/O engine");
+      if (!choice) return false;
+      spec.io = static_cast<devices::BlockIoMode>(*choice);
+    } else if (name == "tap") {
+      const std::string* text = expect_string(value, full);
+      if (text == nullptr) return false;
+      if (text->empty() || text->size() > devices::TapBackend::kMaxNameLength ||
+          text->find_first_of("/: \t\n\0") != std::string::npos) {
+        problem(value, full,
+                fmt::format("\"{}\" is not an interface name (1 to {} characters, no '/', ':' "
+                            "or spaces)",
+                            *text, devices::TapBackend::kMaxNameLength));
+        return false;
+      }
+      spec.tap = *text;
+    } else if (name == "mac") {
+      const std::string* text = expect_string(value, full);
+      if (text == nullptr) return false;
+      auto mac = parse_mac(*text);
+      if (!mac) {
+        problem(value, full, mac.error().message);
+        return false;
+      }
+      spec.mac = *mac;
+    } else if (name == "mtu") {
+      return read_integer(value, full, devices::net::kMinMtu, 65535, "MTU", spec.mtu);
+    } else if (name == "xen_backend_domid") {
+      const auto* number = value.as_integer();
+      if (number == nullptr) {
+        problem(value, full,
+                fmt::format("expected an integer, found {}", toml_type_phrase(value.type())));
+        return false;
+      }
+      if (number->get() < 0 || number->get() > kMaxBackendDomid) {
+        problem(value, full,
+                fmt::format("{} is not a backend domain ID (0..{:#x}; {:#x} and above are "
+                            "reserved by Xen)",
+                            number->get(), kMaxBackendDomid, kMaxBackendDomid + 1));
+        return false;
+      }
+      spec.xen_backend_domid = static_cast<std::uint16_t>(number->get());
+    } else {
+      return false;  // the caller reports unknown keys
+    }
+    return true;
+  }
+
   void read_device(const toml::table& table, const std::string& prefix) {
     ServedDeviceSpec spec;
     spec.line = table.source().begin.line;
     bool ok = true;
-    bool have_kind = false;
-    const toml::node* path_node = nullptr;
-    const toml::node* read_only_node = nullptr;
-    std::vector<std::pair<const toml::node*, std::string>> blk_only;  // keys only blk has
+    kind_read_ = false;
+    std::vector<std::pair<const toml::node*, std::string>> present;  // value, key
     for (auto&& [key, value] : table) {
       const std::string name(key.str());
       std::string full = prefix;
       full.append(".").append(name);
-      if (name == "name") {
-        const std::string* text = expect_string(value, full);
-        if (text == nullptr || !check_name(value, full, *text)) {
-          ok = false;
-        } else {
-          spec.name = *text;
-        }
-      } else if (name == "kind") {
-        if (auto choice = expect_choice(value, full, kKindNames, "kind")) {
-          spec.kind = static_cast<DeviceKind>(*choice);
-          have_kind = true;
-        } else {
-          ok = false;
-        }
-      } else if (name == "transport") {
-        if (auto choice = expect_choice(value, full, kTransportNames, "transport")) {
-          spec.transport = static_cast<TransportKind>(*choice);
-        } else {
-          ok = false;
-        }
-      } else if (name == "path") {
-        path_node = &value;
-        if (const std::string* text = expect_string(value, full)) {
-          if (text->empty()) {
-            problem(value, full, "must not be empty");
-            ok = false;
-          } else if (text->find('\0') != std::string::npos) {
-            // open() would stop at the NUL and serve a different file (found by
-            // serve_config_fuzzer).
-            problem(value, full, "must not contain a NUL character");
-            ok = false;
-          } else {
-            spec.path = resolve(*text);
-          }
-        } else {
-          ok = false;
-        }
-      } else if (name == "queues") {
-        blk_only.emplace_back(&value, full);
-        const auto* number = value.as_integer();
-        if (number == nullptr) {
-          problem(value, full,
-                  fmt::format("expected an integer, found {}", toml_type_phrase(value.type())));
-          ok = false;
-        } else if (number->get() < 1 || number->get() > kMaxBlkQueues) {
-          problem(value, full,
-                  fmt::format("{} queues; a virtio-blk device has 1 to {}", number->get(),
-                              kMaxBlkQueues));
-          ok = false;
-        } else {
-          spec.queues = static_cast<std::uint16_t>(number->get());
-        }
-      } else if (name == "io") {
-        blk_only.emplace_back(&value, full);
-        if (auto choice = expect_choice(value, full, devices::kBlockIoModeNames, "I/O engine")) {
-          spec.io = static_cast<devices::BlockIoMode>(*choice);
-        } else {
-          ok = false;
-        }
-      } else if (name == "read_only") {
-        read_only_node = &value;
-        if (const auto* flag = value.as_boolean()) {
-          spec.read_only = flag->get();
-        } else {
-          problem(value, full,
-                  fmt::format("expected a boolean, found {}", toml_type_phrase(value.type())));
-          ok = false;
-        }
-      } else if (name == "xen_backend_domid") {
-        const auto* number = value.as_integer();
-        if (number == nullptr) {
-          problem(value, full,
-                  fmt::format("expected an integer, found {}", toml_type_phrase(value.type())));
-          ok = false;
-        } else if (number->get() < 0 || number->get() > kMaxBackendDomid) {
-          problem(value, full,
-                  fmt::format("{} is not a backend domain ID (0..{:#x}; {:#x} and above are "
-                              "reserved by Xen)",
-                              number->get(), kMaxBackendDomid, kMaxBackendDomid + 1));
-          ok = false;
-        } else {
-          spec.xen_backend_domid = static_cast<std::uint16_t>(number->get());
-        }
-      } else {
+      if (std::find(kDeviceKeys.begin(), kDeviceKeys.end(), name) == kDeviceKeys.end()) {
         problem_at(key.source(), full,
                    fmt::format("unknown key{}; the keys are {}", suggestion(name, kDeviceKeys),
                                quoted_list(kDeviceKeys)));
         ok = false;
+        continue;
       }
+      present.emplace_back(&value, name);
+      if (!read_device_key(name, value, full, spec)) ok = false;
     }
     const auto missing = [&](std::string_view key) {
       problems_.push_back(fmt::format("{}:{}:{}: {}: missing required key \"{}\"", config_.source,
@@ -236,41 +333,10 @@ class Reader {
                                       prefix, key));
       ok = false;
     };
-    if (!table.contains("name")) missing("name");
-    if (!table.contains("kind")) missing("kind");
-    if (!table.contains("transport")) missing("transport");
-    if (have_kind && spec.kind == DeviceKind::kVirtioBlk) {
-      if (path_node == nullptr) {
-        missing("path");
-      } else if (!spec.path.empty() && check_files_) {
-        std::error_code ec;
-        const auto status = std::filesystem::status(spec.path, ec);
-        if (ec || !std::filesystem::exists(status)) {
-          problem(*path_node, prefix + ".path",
-                  fmt::format("backing file {} does not exist", spec.path.string()));
-          ok = false;
-        } else if (!std::filesystem::is_regular_file(status) &&
-                   !std::filesystem::is_block_file(status)) {
-          problem(
-              *path_node, prefix + ".path",
-              fmt::format("{} is neither a regular file nor a block device", spec.path.string()));
-          ok = false;
-        }
-      }
-    } else if (have_kind) {
-      if (path_node != nullptr) {
-        problem(*path_node, prefix + ".path", "only virtio-blk devices have a backing file");
-        ok = false;
-      }
-      if (read_only_node != nullptr) {
-        problem(*read_only_node, prefix + ".read_only", "only virtio-blk devices are read-only");
-        ok = false;
-      }
-      for (const auto& [node, key] : blk_only) {
-        problem(*node, key, "only virtio-blk devices have this key");
-        ok = false;
-      }
-    }
+    for (const std::string_view key : {"name", "kind", "transport"})
+      if (!table.contains(key)) missing(key);
+    // Kind rules are checked whenever the kind is known, so every problem is reported.
+    if (kind_read_ && !check_kind_keys(table, prefix, spec, present)) ok = false;
     if (!ok) return;
     if (!names_.insert(spec.name).second) {
       problem(*table.get("name"), prefix + ".name",
@@ -278,6 +344,60 @@ class Reader {
       return;
     }
     config_.devices.push_back(std::move(spec));
+  }
+
+  // Keys that belong to other kinds, keys this kind requires, and kind-specific ranges.
+  bool check_kind_keys(const toml::table& table, const std::string& prefix, ServedDeviceSpec& spec,
+                       const std::vector<std::pair<const toml::node*, std::string>>& present) {
+    bool ok = true;
+    const std::string_view kind = device_kind_name(spec.kind);
+    for (const auto& [node, key] : present) {
+      const std::uint8_t kinds = kinds_with_key(key);
+      if ((kinds & kind_bit(spec.kind)) == 0) {
+        problem(*node, prefix + "." + key,
+                fmt::format("a {} device has no such key (only {})", kind, kind_list(kinds)));
+        ok = false;
+      }
+    }
+    const auto require = [&](std::string_view key) {
+      if (table.contains(key)) return;
+      problems_.push_back(
+          fmt::format("{}:{}:{}: {}: missing required key \"{}\" (a {} device "
+                      "needs it)",
+                      config_.source, table.source().begin.line, table.source().begin.column,
+                      prefix, key, kind));
+      ok = false;
+    };
+    if (spec.kind == DeviceKind::kVirtioBlk) {
+      require("path");
+      if (!spec.path.empty() && check_files_) {
+        std::error_code ec;
+        const auto status = std::filesystem::status(spec.path, ec);
+        const toml::node& path_node = *table.get("path");
+        if (ec || !std::filesystem::exists(status)) {
+          problem(path_node, prefix + ".path",
+                  fmt::format("backing file {} does not exist", spec.path.string()));
+          ok = false;
+        } else if (!std::filesystem::is_regular_file(status) &&
+                   !std::filesystem::is_block_file(status)) {
+          problem(
+              path_node, prefix + ".path",
+              fmt::format("{} is neither a regular file nor a block device", spec.path.string()));
+          ok = false;
+        }
+      }
+    }
+    if (spec.kind == DeviceKind::kVirtioNet) {
+      require("tap");
+      if (spec.queues > devices::net::kMaxQueuePairs) {
+        problem(*table.get("queues"), prefix + ".queues",
+                fmt::format("{} queue pairs; a virtio-net device has 1 to {}", spec.queues,
+                            devices::net::kMaxQueuePairs));
+        ok = false;
+      }
+      if (!spec.mac) spec.mac = default_mac(spec.name);
+    }
+    return ok;
   }
 
   bool check_name(const toml::node& node, const std::string& key, const std::string& name) {
@@ -304,6 +424,7 @@ class Reader {
   }
 
   ServeConfig config_;
+  bool kind_read_ = false;  // the current device's kind parsed
   std::filesystem::path base_dir_;
   bool check_files_;
   std::vector<std::string> problems_;

@@ -5,12 +5,16 @@
 //   socket_dir = "/run/vpci"          # optional; each device listens on <dir>/<name>.sock
 //   [[device]]
 //   name = "blk0"                     # [A-Za-z0-9_.-], 1-64 chars, unique
-//   kind = "virtio-blk"               # virtio-rng | virtio-blk
+//   kind = "virtio-blk"               # virtio-rng | virtio-blk | virtio-net
 //   transport = "transitional"        # modern | transitional | legacy | mmr | legacy-over-mmr
 //   path = "disk.img"                 # virtio-blk only; relative to the config file
 //   read_only = false                 # virtio-blk only
-//   queues = 4                        # virtio-blk only: request queues (VIRTIO_BLK_F_MQ)
+//   queues = 4                        # virtio-blk request queues (VIRTIO_BLK_F_MQ) or
+//                                     # virtio-net queue pairs (VIRTIO_NET_F_MQ)
 //   io = "auto"                       # virtio-blk only: auto | io_uring | threads
+//   tap = "vtap0"                     # virtio-net only, required: opened or created
+//   mac = "52:54:00:12:34:56"         # virtio-net only; default 02:... from the name
+//   mtu = 1500                        # virtio-net only: offers VIRTIO_NET_F_MTU
 //   xen_backend_domid = 1             # optional: adds the Xen grant capability
 //
 // Every problem is reported with the file, line and key ("serve.toml:7:8:
@@ -18,6 +22,7 @@
 // all of them are collected, not just the first.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -32,7 +37,7 @@
 
 namespace vpci::server {
 
-enum class DeviceKind : std::uint8_t { kVirtioRng, kVirtioBlk };
+enum class DeviceKind : std::uint8_t { kVirtioRng, kVirtioBlk, kVirtioNet };
 using virtio::pci::TransportKind;  // the one transport-kind enum (virtio/pci)
 
 std::string_view device_kind_name(DeviceKind kind);
@@ -46,6 +51,9 @@ struct ServedDeviceSpec {
   bool read_only = false;
   std::uint16_t queues = 1;                               // virtio-blk request queues
   devices::BlockIoMode io = devices::BlockIoMode::kAuto;  // virtio-blk I/O engine
+  std::string tap;                                        // virtio-net: the tap's name
+  std::optional<std::array<std::uint8_t, 6>> mac;         // virtio-net; parse fills the default
+  std::uint16_t mtu = 0;                                  // virtio-net; 0: not offered (1500)
   std::optional<std::uint16_t> xen_backend_domid;
   std::uint32_t line = 0;  // where the [[device]] table starts, for later messages
 };

@@ -4,7 +4,9 @@
 
 #include "base/little_endian.h"
 #include "devices/block_backend.h"
+#include "devices/tap_backend.h"
 #include "devices/virtio_blk.h"
+#include "devices/virtio_net.h"
 #include "devices/virtio_rng.h"
 #include "pci/registers.h"
 #include "server/image_lock.h"
@@ -64,6 +66,13 @@ class VirtioServedDevice final : public ServedDevice {
         text +=
             fmt::format(", io {}", devices::kBlockIoModeNames[static_cast<std::size_t>(spec_.io)]);
     }
+    if (spec_.kind == DeviceKind::kVirtioNet && spec_.mac) {
+      const auto& m = *spec_.mac;
+      text +=
+          fmt::format(", tap {}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, {} queue pair(s)",
+                      spec_.tap, m[0], m[1], m[2], m[3], m[4], m[5], spec_.queues);
+      if (spec_.mtu != 0) text += fmt::format(", MTU {}", spec_.mtu);
+    }
     if (spec_.xen_backend_domid)
       text += fmt::format(", Xen grants to domain {}", *spec_.xen_backend_domid);
     return text;
@@ -112,6 +121,15 @@ Result<std::unique_ptr<ServedDevice>> ServedDevice::create(const ServedDeviceSpe
       options.num_queues = spec.queues;
       options.io = spec.io;
       VPCI_ASSIGN_OR_RETURN(device, devices::BlockDevice::create(std::move(file), options));
+      break;
+    }
+    case DeviceKind::kVirtioNet: {
+      VPCI_ASSIGN_OR_RETURN(auto tap, devices::TapBackend::open(spec.tap, spec.queues));
+      devices::NetDeviceOptions options;
+      options.mac = spec.mac.value_or(std::array<std::uint8_t, 6>{0x02});
+      options.queue_pairs = spec.queues;
+      options.mtu = spec.mtu;
+      VPCI_ASSIGN_OR_RETURN(device, devices::NetDevice::create(std::move(tap), options));
       break;
     }
   }

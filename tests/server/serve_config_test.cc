@@ -83,9 +83,8 @@ TEST(ServeConfig, BlkQueuesAndIoEngine) {
   EXPECT_EQ(set->devices[0].io, devices::BlockIoMode::kThreads);
   EXPECT_EQ(parse(blk + "io = \"io_uring\"\n")->devices[0].io, devices::BlockIoMode::kIoUring);
 
-  EXPECT_THAT(
-      error_of(blk + "queues = 0\n"),
-      HasSubstr("serve.toml:6:10: device[1].queues: 0 queues; a virtio-blk device has 1 to 64"));
+  EXPECT_THAT(error_of(blk + "queues = 0\n"),
+              HasSubstr("serve.toml:6:10: device[1].queues: 0 queues; expected 1 to 64"));
   EXPECT_THAT(error_of(blk + "queues = 65\n"), HasSubstr("65 queues"));
   EXPECT_THAT(error_of(blk + "queues = \"2\"\n"),
               HasSubstr("device[1].queues: expected an integer, found a string"));
@@ -95,9 +94,56 @@ TEST(ServeConfig, BlkQueuesAndIoEngine) {
   const std::string rng =
       "[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n";
   EXPECT_THAT(error_of(rng + "queues = 2\n"),
-              HasSubstr("device[1].queues: only virtio-blk devices have this key"));
+              HasSubstr("device[1].queues: a virtio-rng device has no such key (only virtio-blk "
+                        "and virtio-net devices have it)"));
   EXPECT_THAT(error_of(rng + "io = \"auto\"\n"),
-              HasSubstr("device[1].io: only virtio-blk devices have this key"));
+              HasSubstr("device[1].io: a virtio-rng device has no such key (only virtio-blk "
+                        "devices have it)"));
+}
+
+TEST(ServeConfig, NetTapMacMtuAndQueuePairs) {
+  const std::string net =
+      "[[device]]\nname = \"net0\"\nkind = \"virtio-net\"\ntransport = \"modern\"\n";
+  auto minimal = parse(net + "tap = \"vtap0\"\n");
+  ASSERT_TRUE(minimal.has_value()) << minimal.error().message;
+  const ServedDeviceSpec& spec = minimal->devices[0];
+  EXPECT_EQ(spec.kind, DeviceKind::kVirtioNet);
+  EXPECT_EQ(spec.tap, "vtap0");
+  EXPECT_EQ(spec.queues, 1u);
+  EXPECT_EQ(spec.mtu, 0u);
+  // The default MAC is locally administered, unicast and stable per name.
+  ASSERT_TRUE(spec.mac.has_value());
+  EXPECT_EQ((*spec.mac)[0], 0x02);
+  EXPECT_EQ(parse(net + "tap = \"vtap0\"\n")->devices[0].mac, spec.mac);
+  auto other = parse(
+      "[[device]]\nname = \"net1\"\nkind = \"virtio-net\"\ntransport = "
+      "\"modern\"\ntap = \"t\"\n");
+  EXPECT_NE(other->devices[0].mac, spec.mac);
+
+  auto full = parse(net + "tap = \"vtap0\"\nmac = \"52:54:00:12:34:56\"\nqueues = 4\nmtu = 9000\n");
+  ASSERT_TRUE(full.has_value()) << full.error().message;
+  EXPECT_EQ(full->devices[0].mac, (std::array<std::uint8_t, 6>{0x52, 0x54, 0, 0x12, 0x34, 0x56}));
+  EXPECT_EQ(full->devices[0].queues, 4u);
+  EXPECT_EQ(full->devices[0].mtu, 9000u);
+
+  EXPECT_THAT(error_of(net),
+              HasSubstr("missing required key \"tap\" (a virtio-net device needs it)"));
+  EXPECT_THAT(error_of(net + "tap = \"a/b\"\n"),
+              HasSubstr("device[1].tap: \"a/b\" is not an interface name"));
+  EXPECT_THAT(error_of(net + "tap = \"sixteen-chars-xx\"\n"), HasSubstr("1 to 15 characters"));
+  EXPECT_THAT(error_of(net + "tap = \"t\"\nmac = \"52:54:00:12:34\"\n"),
+              HasSubstr("device[1].mac: \"52:54:00:12:34\" is not a MAC address"));
+  EXPECT_THAT(error_of(net + "tap = \"t\"\nmac = \"01:00:5e:00:00:01\"\n"),
+              HasSubstr("is a multicast address"));
+  EXPECT_THAT(error_of(net + "tap = \"t\"\nmtu = 67\n"),
+              HasSubstr("device[1].mtu: 67 MTU; expected 68 to 65535"));
+  EXPECT_THAT(error_of(net + "tap = \"t\"\nqueues = 17\n"),
+              HasSubstr("17 queue pairs; a virtio-net device has 1 to 16"));
+  EXPECT_THAT(error_of(net + "tap = \"t\"\npath = \"x\"\n"),
+              HasSubstr("device[1].path: a virtio-net device has no such key"));
+  EXPECT_THAT(error_of("[[device]]\nname = \"b\"\nkind = \"virtio-blk\"\ntransport = \"modern\"\n"
+                       "path = \"x\"\ntap = \"t\"\n"),
+              HasSubstr("device[1].tap: a virtio-blk device has no such key (only virtio-net"));
 }
 
 TEST(ServeConfig, UnknownKeyNamesFileLineKeyAndSuggests) {
@@ -153,7 +199,8 @@ TEST(ServeConfig, MissingKeysAndKindRules) {
   EXPECT_THAT(message, HasSubstr("device[1]: missing required key \"path\""));
   EXPECT_THAT(error_of("[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"
                        "path = \"x\"\n"),
-              HasSubstr("device[1].path: only virtio-blk devices have a backing file"));
+              HasSubstr("device[1].path: a virtio-rng device has no such key (only virtio-blk "
+                        "devices have it)"));
   EXPECT_THAT(error_of("socket_dir = \"/tmp\"\n"), HasSubstr("no devices"));
   EXPECT_THAT(error_of("[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n"
                        "xen_backend_domid = 32752\n"),
