@@ -45,7 +45,13 @@ for preset in clang asan; do
   step "build and test: $preset"
   cmake --preset "$preset" >/dev/null
   cmake --build --preset "$preset" -j "$jobs"
-  ctest --preset "$preset" -j "$jobs"
+  if [[ $preset == clang ]]; then
+    # The real-guest tests already ran on the GCC build and run again under ASan and
+    # TSan; the Clang build's own difference is the compiler, which the rest covers.
+    ctest --preset "$preset" -j "$jobs" -LE guest
+  else
+    ctest --preset "$preset" -j "$jobs"
+  fi
   if [[ $preset == clang ]]; then
     step "clang-tidy (bug-class checks are errors)"
     scripts/run-clang-tidy.sh build/clang

@@ -131,10 +131,12 @@ kernel_dir="$cache/kernel"
 kernel_stamp="$cache/kernel.stamp"
 # Modules the guest's /init loads, in order; their dependencies come from modules.dep.
 guest_modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
-  rng-core virtio-rng virtio_blk)
+  rng-core virtio-rng virtio_blk virtio_net)
 
 kernel_ok() {
   [[ -f $kernel_stamp && -s $kernel_dir/vmlinuz && -s $kernel_dir/modules.order ]] || return 1
+  # The stamp's second line lists the modules it was built for; a new one rebuilds it.
+  [[ $(sed -n 2p "$kernel_stamp") == "${guest_modules[*]}" ]] || return 1
   local m
   while read -r m; do [[ -s $kernel_dir/$m ]] || return 1; done <"$kernel_dir/modules.order"
 }
@@ -174,11 +176,11 @@ build_kernel() {
   for m in "${guest_modules[@]}"; do add_module "$m"; done
   printf '%s\n' "${order[@]}" >"$kernel_dir.new/modules.order"
   rm -rf "$kernel_dir"; mv "$kernel_dir.new" "$kernel_dir"; rm -rf "$work"
-  echo "$image $kver" >"$kernel_stamp"
+  printf '%s\n%s\n' "$image $kver" "${guest_modules[*]}" >"$kernel_stamp"
   log "kernel ready in $((SECONDS - started)) s: $kver, modules: ${order[*]}"
 }
 
-if kernel_ok; then log "kernel ok: $(cat "$kernel_stamp")"; else build_kernel; fi
+if kernel_ok; then log "kernel ok: $(head -1 "$kernel_stamp")"; else build_kernel; fi
 
 # --- busybox ---------------------------------------------------------------------------------
 busybox_bin=$(command -v busybox || true)

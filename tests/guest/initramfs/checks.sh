@@ -11,6 +11,9 @@
 #   vpci.perf_seconds=S    time cap of each "blkperf" test (default 4)
 #   vpci.perf_mib=N        span of the "blkperf" tests; each moves at most 8 x N MiB (default 32)
 #   vpci.perf_tests=A,B    run only these "blkperf" tests (default all)
+#   vpci.net_ip=A.B.C.D/N  "net": the guest's address on the first virtio-net interface
+#   vpci.net_peer=A.B.C.D  "net": the host side of the tap (pinged; nc peer)
+#   vpci.net_mib=N         "net": MiB sent each way (default 16)
 cmdline=$(cat /proc/cmdline)
 cmdline_value() {
   for word in $cmdline; do
@@ -182,6 +185,64 @@ make_pattern() {
   while [ $i -lt 1024 ]; do printf '%-63s\n' "vpci-pattern $1 line $i"; i=$((i + 1)); done
 }
 
+# ---- net: ping the host side of the tap, then move N MiB each way with nc -------------
+# TX: the guest sends random bytes to the host's nc on port 5001 and reports their md5.
+# RX: the guest listens on port 5002, says VPCI-NET-LISTEN, and reports the md5 of what
+# the host sent. The host compares both. The negotiated features (bit 0 first) tell the
+# host which header the driver used.
+check_net() {
+  ip=$(cmdline_value vpci.net_ip ""); peer=$(cmdline_value vpci.net_peer "")
+  mib=$(cmdline_value vpci.net_mib 16)
+  [ -n "$ip" ] && [ -n "$peer" ] || { result "net FAIL vpci.net_ip/vpci.net_peer missing"; return; }
+  for dev in /sys/bus/pci/devices/*; do
+    for v in $(virtio_children "$dev" virtio_net); do
+      addr=$(basename "$dev")
+      ifname=$(ls "/sys/bus/virtio/devices/$v/net" 2>/dev/null | head -1)
+      [ -n "$ifname" ] || { result "net-$addr FAIL no-interface"; continue; }
+      features=$(cat "/sys/bus/virtio/devices/$v/features")
+      ip link set lo up
+      ip addr add "$ip" dev "$ifname" && ip link set "$ifname" up ||
+        { result "net-$addr FAIL cannot configure $ifname"; continue; }
+      n=0
+      until ping -c 1 -W 2 "$peer" >/dev/null 2>&1; do
+        n=$((n + 1)); [ $n -ge 10 ] && break
+      done
+      ping_out=$(ping -c 3 -W 5 "$peer" 2>&1 | tail -2 | tr '\n' ' ')
+      case $ping_out in *" 0% packet loss"*) pinged=ok;; *) pinged=fail;; esac
+      dd if=/dev/urandom of=/tmp/net-tx bs=1048576 count="$mib" 2>/dev/null
+      tx_md5=$(md5sum </tmp/net-tx | cut -d' ' -f1)
+      start=$(cut -d' ' -f1 /proc/uptime)
+      nc -w 30 "$peer" 5001 </tmp/net-tx || tx_md5="nc-failed"
+      tx_end=$(cut -d' ' -f1 /proc/uptime)
+      rm -f /tmp/net-tx
+      # busybox nc -l ends the connection when its stdin ends: give it one that does not.
+      sleep 600 | nc -l -p 5002 >/tmp/net-rx &
+      nc_pid=$!
+      sleep 1
+      echo "VPCI-NET-LISTEN $ip"
+      n=0
+      while kill -0 $nc_pid 2>/dev/null; do
+        n=$((n + 1)); [ $n -ge 1200 ] && { kill $nc_pid; break; }
+        sleep 0.1
+      done
+      rx_end=$(cut -d' ' -f1 /proc/uptime)
+      killall sleep 2>/dev/null
+      rx_md5=$(md5sum </tmp/net-rx | cut -d' ' -f1); rx_bytes=$(wc -c </tmp/net-rx)
+      rm -f /tmp/net-rx
+      stats=/sys/class/net/$ifname/statistics
+      errors="rx_length_errors=$(cat $stats/rx_length_errors) rx_frame_errors=$(cat $stats/rx_frame_errors)"
+      detail="if=$ifname ping=$pinged tx_md5=$tx_md5 tx_s=$start..$tx_end rx_md5=$rx_md5 rx_bytes=$rx_bytes rx_end=$rx_end $errors features=$features iface=$(iface_of "$dev")"
+      if [ "$pinged" = ok ] && [ "$tx_md5" != nc-failed ] && [ "$rx_bytes" -gt 0 ]; then
+        result "net-$addr PASS $detail"
+      else
+        result "net-$addr FAIL $detail ping_out=$ping_out"
+      fi
+      return
+    done
+  done
+  result "net FAIL no-virtio-net-device"
+}
+
 # ---- blk: write a pattern, drop caches, read back with direct I/O, compare ------------
 check_blk() {
   offset=$(cmdline_value vpci.blk_offset 1048576)
@@ -270,7 +331,7 @@ check_blkperf() {
 
 for check in $(echo "$1" | tr ',' ' '); do
   case $check in
-    enumerate|config|scratch|rng|blk|blkperf) "check_$check" ;;
+    enumerate|config|scratch|rng|blk|blkperf|net) "check_$check" ;;
     *) result "$check FAIL unknown-check" ;;
   esac
 done
