@@ -256,6 +256,20 @@ void NetDevice::drain() {
   // the device holds are receive buffers it has not filled and transmit chains the tap
   // could not take; both go back to the ring so the memory under them can go away.
   return_held_buffers();
+  // The driver will not kick for buffers it already made available, so a frame that
+  // waited for them is retried once the caller (a DMA unmap) is done.
+  if (loop_ != nullptr) {
+    loop_->defer([this, alive = std::weak_ptr<bool>(alive_)] {
+      if (alive.expired()) return;
+      for (unsigned pair = 0; pair < options_.queue_pairs; ++pair) {
+        if (receivers_[pair].frame_length != 0) resume_receive(pair);
+        if (blocked_[pair] || sources_[pair].writing) {
+          if (virtio::Virtqueue* queue = host()->queue(static_cast<std::uint16_t>(2 * pair + 1)))
+            transmit(pair, *queue);
+        }
+      }
+    });
+  }
 }
 
 }  // namespace vpci::devices

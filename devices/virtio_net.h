@@ -183,6 +183,8 @@ class NetDevice final : public virtio::Device {
   std::set<std::array<std::uint8_t, net::kMacBytes>> unicast_;
   std::set<std::array<std::uint8_t, net::kMacBytes>> multicast_;
   NetDeviceStats stats_;
+  // Expires with the device: deferred work on the loop checks it first.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace vpci::devices
