@@ -23,8 +23,38 @@ std::string format_bytes(std::uint64_t bytes) {
 
 class VirtioServedDevice final : public ServedDevice {
  public:
-  VirtioServedDevice(ServedDeviceSpec spec, devices::FileBlockBackend* backend)
-      : spec_(std::move(spec)), backend_(backend) {}
+  VirtioServedDevice(ServedDeviceSpec spec, devices::FileBlockBackend* backend,
+                     const devices::BlockDevice* blk, const devices::NetDevice* net)
+      : spec_(std::move(spec)), backend_(backend), blk_(blk), net_(net) {}
+
+  [[nodiscard]] std::vector<std::string> device_stats() const override {
+    std::vector<std::string> lines;
+    if (blk_ != nullptr) {
+      const auto& s = blk_->stats();
+      lines.push_back(fmt::format(
+          "{} requests: {} reads, {} writes, {} flushes, {} discards, {} write-zeroes; {} I/O "
+          "errors, {} unsupported; {} through {}",
+          s.requests, s.reads, s.writes, s.flushes, s.discards, s.write_zeroes, s.io_errors,
+          s.unsupported, s.asynchronous,
+          blk_->io_engine().empty() ? "no I/O engine" : std::string(blk_->io_engine())));
+    }
+    if (net_ != nullptr) {
+      const auto& s = net_->stats();
+      const auto queue = [&](std::string_view what, std::size_t pair,
+                             const devices::NetQueueStats& q) {
+        lines.push_back(fmt::format("{}{}: {} packets, {} bytes, {} drops{}", what, pair, q.packets,
+                                    q.bytes, q.drops,
+                                    what == "rx" ? fmt::format(", {} filtered", q.filtered) : ""));
+      };
+      for (std::size_t pair = 0; pair < s.receive.size(); ++pair) {
+        queue("rx", pair, s.receive[pair]);
+        queue("tx", pair, s.transmit[pair]);
+      }
+      lines.push_back(fmt::format("control: {} commands, {} answered ERR", s.control_commands,
+                                  s.control_errors));
+    }
+    return lines;
+  }
 
   Status build(std::unique_ptr<virtio::Device> device) {
     virtio::pci::VirtioPciOptions options;
@@ -95,6 +125,8 @@ class VirtioServedDevice final : public ServedDevice {
 
   ServedDeviceSpec spec_;
   devices::FileBlockBackend* backend_;  // owned by the device inside the function
+  const devices::BlockDevice* blk_;     // the device inside the function, if virtio-blk
+  const devices::NetDevice* net_;       // the device inside the function, if virtio-net
   std::shared_ptr<virtio::GuestMemory> memory_ = std::make_shared<virtio::GuestMemory>();
   std::unique_ptr<pci::Function> function_;  // the transport (or the mapper around it)
   Ids ids_;
@@ -106,6 +138,8 @@ Result<std::unique_ptr<ServedDevice>> ServedDevice::create(const ServedDeviceSpe
                                                            UniqueFd image) {
   std::unique_ptr<virtio::Device> device;
   devices::FileBlockBackend* backend = nullptr;
+  const devices::BlockDevice* blk = nullptr;
+  const devices::NetDevice* net = nullptr;
   switch (spec.kind) {
     case DeviceKind::kVirtioRng: device = std::make_unique<devices::RngDevice>(); break;
     case DeviceKind::kVirtioBlk: {
@@ -120,7 +154,9 @@ Result<std::unique_ptr<ServedDevice>> ServedDevice::create(const ServedDeviceSpe
       options.serial = spec.name.substr(0, 20);
       options.num_queues = spec.queues;
       options.io = spec.io;
-      VPCI_ASSIGN_OR_RETURN(device, devices::BlockDevice::create(std::move(file), options));
+      VPCI_ASSIGN_OR_RETURN(auto block, devices::BlockDevice::create(std::move(file), options));
+      blk = block.get();
+      device = std::move(block);
       break;
     }
     case DeviceKind::kVirtioNet: {
@@ -129,11 +165,13 @@ Result<std::unique_ptr<ServedDevice>> ServedDevice::create(const ServedDeviceSpe
       options.mac = spec.mac.value_or(std::array<std::uint8_t, 6>{0x02});
       options.queue_pairs = spec.queues;
       options.mtu = spec.mtu;
-      VPCI_ASSIGN_OR_RETURN(device, devices::NetDevice::create(std::move(tap), options));
+      VPCI_ASSIGN_OR_RETURN(auto network, devices::NetDevice::create(std::move(tap), options));
+      net = network.get();
+      device = std::move(network);
       break;
     }
   }
-  auto served = std::make_unique<VirtioServedDevice>(spec, backend);
+  auto served = std::make_unique<VirtioServedDevice>(spec, backend, blk, net);
   VPCI_TRY(served->build(std::move(device)));
   return std::unique_ptr<ServedDevice>(std::move(served));
 }

@@ -11,6 +11,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/error.h"
 #include "pci/function.h"
@@ -40,6 +41,9 @@ class ServedDevice {
   virtual Status flush() = 0;
   // One line for the console: "blk0: virtio-blk, modern, 1af4:1042, disk.img (64 MiB)".
   [[nodiscard]] virtual std::string describe() const = 0;
+  // What the device did, for `vpci serve --stats` ("rx0: 12 packets, ..."), one entry per
+  // line; empty for devices that count nothing. Call once the device's loop has stopped.
+  [[nodiscard]] virtual std::vector<std::string> device_stats() const { return {}; }
 };
 
 }  // namespace vpci::server

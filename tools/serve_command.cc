@@ -462,8 +462,11 @@ int run_serve(const ServeOptions& options, int& interrupted_by) {
   int status = 0;
   for (auto& served : servers) served->stop();  // ends every connection
   if (options.stats) {
-    for (std::size_t i = 0; i < servers.size(); ++i)
+    for (std::size_t i = 0; i < servers.size(); ++i) {
       print_stats(devices[i]->spec().name, *servers[i]);
+      for (const auto& line : devices[i]->device_stats())
+        fmt::print("vpci serve: stats {}: {}\n", devices[i]->spec().name, line);
+    }
   }
   servers.clear();  // removes the socket files this process bound
   for (const auto& device : devices) {

@@ -108,6 +108,12 @@ fi
 kill -TERM "$server_pid"
 wait "$server_pid" || fail "vpci serve exited $?"
 server_pid=""
-sed -n 's/^/serve: /p' "$work/serve.log" | grep -i 'stat\|net0' | head -20
+sed -n 's/^/serve: /p' "$work/serve.log" | grep 'stats net0: [rtc]' || true
+# --stats counts the device's own traffic: both directions moved at least the test's bytes.
+for dir in rx tx; do
+  bytes=$(sed -n "s/^vpci serve: stats net0: ${dir}0: [0-9]* packets, \([0-9]*\) bytes.*/\1/p" "$work/serve.log")
+  [[ -n $bytes ]] && ((bytes >= mib << 20)) ||
+    fail "serve --stats: ${dir}0 moved ${bytes:-no} bytes, fewer than $((mib << 20))"
+done
 echo "net-test: $failures failure(s)"
 ((failures == 0))
