@@ -74,6 +74,7 @@ std::uint64_t NetDevice::device_features() const {
       feature_bit(net::kFeatureMrgRxbuf) | feature_bit(net::kFeatureCtrlVq) |
       feature_bit(net::kFeatureCtrlRx) | feature_bit(net::kFeatureCtrlMacAddr) |
       feature_bit(net::kFeatureCtrlGuestOffloads);
+  if (!options_.mergeable_rx_buffers) features &= ~feature_bit(net::kFeatureMrgRxbuf);
   if (options_.queue_pairs > 1) features |= feature_bit(net::kFeatureMq);
   if (options_.mtu != 0) features |= feature_bit(net::kFeatureMtu);
   return features;

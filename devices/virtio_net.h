@@ -57,6 +57,8 @@ struct NetDeviceOptions {
   std::uint16_t mtu = 0;          // 0: VIRTIO_NET_F_MTU not offered (1500 assumed)
   std::uint16_t queue_size = 256;
   std::uint16_t control_queue_size = 64;
+  // Offer VIRTIO_NET_F_MRG_RXBUF. Without it a legacy driver uses the 10-byte header.
+  bool mergeable_rx_buffers = true;
 };
 
 struct NetQueueStats {

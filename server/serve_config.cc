@@ -24,9 +24,18 @@ namespace vpci::server {
 namespace {
 
 constexpr std::array<std::string_view, 2> kTopKeys = {"socket_dir", "device"};
-constexpr std::array<std::string_view, 11> kDeviceKeys = {
-    "name", "kind", "transport", "path", "read_only",        "queues",
-    "io",   "tap",  "mac",       "mtu",  "xen_backend_domid"};
+constexpr std::array<std::string_view, 12> kDeviceKeys = {"name",
+                                                          "kind",
+                                                          "transport",
+                                                          "path",
+                                                          "read_only",
+                                                          "queues",
+                                                          "io",
+                                                          "tap",
+                                                          "mac",
+                                                          "mtu",
+                                                          "mergeable_rx_buffers",
+                                                          "xen_backend_domid"};
 constexpr std::array<std::string_view, 3> kKindNames = {"virtio-rng", "virtio-blk", "virtio-net"};
 
 constexpr std::uint8_t kind_bit(DeviceKind kind) {
@@ -40,7 +49,7 @@ constexpr std::uint8_t kNet = kind_bit(DeviceKind::kVirtioNet);
 std::uint8_t kinds_with_key(std::string_view key) {
   if (key == "path" || key == "read_only" || key == "io") return kBlk;
   if (key == "queues") return kBlk | kNet;
-  if (key == "tap" || key == "mac" || key == "mtu") return kNet;
+  if (key == "tap" || key == "mac" || key == "mtu" || key == "mergeable_rx_buffers") return kNet;
   return kAllKinds;
 }
 
@@ -249,14 +258,14 @@ class Reader {
         return false;
       }
       spec.path = resolve(*text);
-    } else if (name == "read_only") {
+    } else if (name == "read_only" || name == "mergeable_rx_buffers") {
       const auto* flag = value.as_boolean();
       if (flag == nullptr) {
         problem(value, full,
                 fmt::format("expected a boolean, found {}", toml_type_phrase(value.type())));
         return false;
       }
-      spec.read_only = flag->get();
+      (name == "read_only" ? spec.read_only : spec.mergeable_rx_buffers) = flag->get();
     } else if (name == "queues") {
       return read_integer(value, full, 1, kMaxBlkQueues, "queues", spec.queues);
     } else if (name == "io") {

@@ -15,6 +15,7 @@
 //   tap = "vtap0"                     # virtio-net only, required: opened or created
 //   mac = "52:54:00:12:34:56"         # virtio-net only; default 02:... from the name
 //   mtu = 1500                        # virtio-net only: offers VIRTIO_NET_F_MTU
+//   mergeable_rx_buffers = true       # virtio-net only: offers VIRTIO_NET_F_MRG_RXBUF
 //   xen_backend_domid = 1             # optional: adds the Xen grant capability
 //
 // Every problem is reported with the file, line and key ("serve.toml:7:8:
@@ -54,6 +55,7 @@ struct ServedDeviceSpec {
   std::string tap;                                        // virtio-net: the tap's name
   std::optional<std::array<std::uint8_t, 6>> mac;         // virtio-net; parse fills the default
   std::uint16_t mtu = 0;                                  // virtio-net; 0: not offered (1500)
+  bool mergeable_rx_buffers = true;                       // virtio-net: offer MRG_RXBUF
   std::optional<std::uint16_t> xen_backend_domid;
   std::uint32_t line = 0;  // where the [[device]] table starts, for later messages
 };

@@ -165,6 +165,7 @@ Result<std::unique_ptr<ServedDevice>> ServedDevice::create(const ServedDeviceSpe
       options.mac = spec.mac.value_or(std::array<std::uint8_t, 6>{0x02});
       options.queue_pairs = spec.queues;
       options.mtu = spec.mtu;
+      options.mergeable_rx_buffers = spec.mergeable_rx_buffers;
       VPCI_ASSIGN_OR_RETURN(auto network, devices::NetDevice::create(std::move(tap), options));
       net = network.get();
       device = std::move(network);

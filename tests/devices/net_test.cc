@@ -66,6 +66,13 @@ TEST(NetDevice, OffersADependencyConsistentFeatureSetAndItsConfig) {
   EXPECT_EQ(net.device().num_queues(), 3);
 }
 
+TEST(NetDevice, MergeableBuffersCanBeLeftUnoffered) {
+  NetDeviceOptions o = options();
+  o.mergeable_rx_buffers = false;
+  NetHarness net(o, all_features());
+  EXPECT_FALSE(virtio::has_feature(net.device().device_features(), net::kFeatureMrgRxbuf));
+}
+
 TEST(NetDevice, HeaderIsTenBytesOnlyForALegacyDriverWithoutMergeableBuffers) {
   NetHarness net(options(), all_features());
   ASSERT_TRUE(net.device().accept_features(0));  // legacy, nothing negotiated

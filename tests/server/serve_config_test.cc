@@ -125,6 +125,9 @@ TEST(ServeConfig, NetTapMacMtuAndQueuePairs) {
   EXPECT_EQ(full->devices[0].mac, (std::array<std::uint8_t, 6>{0x52, 0x54, 0, 0x12, 0x34, 0x56}));
   EXPECT_EQ(full->devices[0].queues, 4u);
   EXPECT_EQ(full->devices[0].mtu, 9000u);
+  EXPECT_TRUE(full->devices[0].mergeable_rx_buffers);
+  EXPECT_FALSE(
+      parse(net + "tap = \"t\"\nmergeable_rx_buffers = false\n")->devices[0].mergeable_rx_buffers);
 
   EXPECT_THAT(error_of(net),
               HasSubstr("missing required key \"tap\" (a virtio-net device needs it)"));
