@@ -4,22 +4,10 @@
 #include <vector>
 
 #include "base/little_endian.h"
+#include "base/split.h"
 
 namespace vpci::pci {
-namespace {
-
-std::vector<std::string_view> split(std::string_view text, char separator) {
-  std::vector<std::string_view> parts;
-  while (true) {
-    const std::size_t at = text.find(separator);
-    parts.push_back(text.substr(0, at));
-    if (at == std::string_view::npos) break;
-    text.remove_prefix(at + 1);
-  }
-  return parts;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 Result<std::uint64_t> parse_number(std::string_view text, std::uint64_t max) {
   int base = 10;

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "base/little_endian.h"
+#include "base/split.h"
 #include "pci/placement_detail.h"
 #include "pci/registers.h"
 
@@ -14,17 +15,6 @@ namespace {
 using placement_detail::kExt;
 using placement_detail::kStd;
 using placement_detail::round_up4;
-
-std::vector<std::string_view> split(std::string_view text, char separator) {
-  std::vector<std::string_view> parts;
-  while (true) {
-    const std::size_t at = text.find(separator);
-    parts.push_back(text.substr(0, at));
-    if (at == std::string_view::npos) break;
-    text.remove_prefix(at + 1);
-  }
-  return parts;
-}
 
 Result<std::vector<std::uint8_t>> parse_hex_bytes(std::string_view text) {
   std::string digits;
