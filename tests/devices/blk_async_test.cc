@@ -48,6 +48,21 @@ class BlockAsync : public ::testing::TestWithParam<BlockIoMode> {
     return std::make_unique<BlkHarness>(std::move(*device), Ring::kSplit, 0,
                                         virtio::testing::RamBacking::kMapped, loop_.get());
   }
+  // Adds one write to queue 0 and notifies, without running the loop: the write is in
+  // flight when this returns.
+  static virtio::testing::ChainBuilder queue_write(BlkHarness& blk, std::uint64_t sector,
+                                                   std::span<const std::uint8_t> data) {
+    const blk::RequestHeader header{virtio::to_le(blk::kTypeOut), 0, virtio::to_le(sector)};
+    virtio::testing::ChainBuilder chain(blk.ram());
+    chain
+        .readable(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&header),
+                                                sizeof(header)))
+        .readable(data)
+        .writable(1);
+    blk.add_raw(0, chain);
+    EXPECT_TRUE(blk.core().notify(0));
+    return chain;
+  }
   [[nodiscard]] std::string_view engine() const {
     return GetParam() == BlockIoMode::kThreads ? "thread pool" : "io_uring";
   }
@@ -115,16 +130,7 @@ TEST_P(BlockAsync, RequestsRefusedUpFrontCompleteInsideTheNotification) {
 TEST_P(BlockAsync, DrainDeliversEveryCompletionBeforeReturning) {
   auto blk = start();
   const auto data = pattern(3, 4096);
-  // Build one write by hand and notify without running the loop.
-  blk::RequestHeader header{virtio::to_le(blk::kTypeOut), 0, virtio::to_le<std::uint64_t>(24)};
-  virtio::testing::ChainBuilder chain(blk->ram());
-  chain
-      .readable(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&header),
-                                              sizeof(header)))
-      .readable(data)
-      .writable(1);
-  blk->add_raw(0, chain);
-  ASSERT_TRUE(blk->core().notify(0));
+  const auto chain = queue_write(*blk, 24, data);
   EXPECT_EQ(blk->core().queue(0)->stats().completed, 0u);  // in flight
   blk->core().drain();
   EXPECT_EQ(blk->core().queue(0)->stats().completed, 1u);
@@ -135,16 +141,8 @@ TEST_P(BlockAsync, DrainDeliversEveryCompletionBeforeReturning) {
 
 TEST_P(BlockAsync, DeviceResetDrainsAndTheNextDriverOkStartsAFreshEngine) {
   auto blk = start();
-  blk::RequestHeader header{virtio::to_le(blk::kTypeOut), 0, virtio::to_le<std::uint64_t>(40)};
   const auto data = pattern(5, 2048);
-  virtio::testing::ChainBuilder chain(blk->ram());
-  chain
-      .readable(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&header),
-                                              sizeof(header)))
-      .readable(data)
-      .writable(1);
-  blk->add_raw(0, chain);
-  ASSERT_TRUE(blk->core().notify(0));
+  queue_write(*blk, 40, data);
   ASSERT_TRUE(blk->core().write_status(0));  // reset with the write in flight
   // The write finished before the reset returned (nothing touches guest memory later),
   // and the engine is gone until the next DRIVER_OK.
