@@ -53,22 +53,8 @@ transport = "modern"
 path = "disk.img"
 EOF
 
-ticks=$(getconf CLK_TCK)
-cpu_seconds() {  # cpu_seconds PID: utime + stime so far (fields 14, 15 of /proc/PID/stat)
-  awk -v t="$ticks" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / t }' "/proc/$1/stat" 2>/dev/null
-}
-# The QEMU process of the run-guest.sh started as $1: the qemu-system-x86_64 whose
-# ancestors include $1.
-qemu_of() {
-  local p q
-  for p in $(pgrep -x qemu-system-x86 || true); do
-    q=$p
-    while [[ $q -gt 1 ]]; do
-      [[ $q == "$1" ]] && { echo "$p"; return; }
-      q=$(awk '{ sub(/^.*\) /, ""); print $2 }' "/proc/$q/stat" 2>/dev/null || echo 1)
-    done
-  done
-}
+# shellcheck source=guest-lib.sh
+source "$here/guest-lib.sh"
 
 # boot VARIANT ROUND: one guest run; appends "variant test MB/s IOPS" lines to results.
 boot() {
@@ -115,10 +101,7 @@ for ((r = 1; r <= rounds; r++)); do
   for v in "${variants[@]}"; do boot "$v" "$r"; done
 done
 
-median() {  # median VARIANT TEST COLUMN(3 = MB/s, 4 = IOPS)
-  awk -v v="$1" -v t="$2" -v c="$3" '$1 == v && $2 == t { print $c }' "$work/results" | sort -g |
-    awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "" }'
-}
+median() { median_of "$work/results" "$@"; }  # median VARIANT TEST COLUMN(3 = MB/s, 4 = IOPS)
 title() {
   case $1 in
     qemu-none) echo "QEMU cache=none" ;; qemu-wb) echo "QEMU cache=writeback" ;;

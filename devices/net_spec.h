@@ -60,6 +60,7 @@ inline constexpr std::uint32_t kNumBuffersOffset = 10;
 inline constexpr std::uint8_t kHeaderFlagNeedsCsum = 1;
 inline constexpr std::uint8_t kHeaderFlagDataValid = 2;
 inline constexpr std::uint8_t kGsoNone = 0;
+inline constexpr std::uint8_t kGsoTcpv4 = 1;
 inline constexpr std::uint8_t kGsoEcn = 0x80;
 
 // ---- frames -------------------------------------------------------------------------------

@@ -5,10 +5,9 @@
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 
-#include <linux/if.h>
 #include <linux/if_tun.h>
+#include <net/if.h>
 #include <sys/ioctl.h>
 
 namespace vpci::devices {
@@ -50,8 +49,9 @@ Result<std::unique_ptr<TapBackend>> TapBackend::open(const std::string& name, un
                       kMaxNameLength);
   }
   if (pairs == 0) return make_error(ErrorCode::kInvalidArgument, "a tap needs a queue pair");
-  std::error_code ec;
-  const bool existed = std::filesystem::exists("/sys/class/net/" + name, ec);
+  // Asked of the kernel in this process's network namespace: /sys/class/net shows the
+  // namespace sysfs was mounted in, which differs after unshare(CLONE_NEWNET).
+  const bool existed = ::if_nametoindex(name.c_str()) != 0;
   std::unique_ptr<TapBackend> tap(new TapBackend(name, !existed));
   for (unsigned pair = 0; pair < pairs; ++pair) {
     const int fd = ::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);

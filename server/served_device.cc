@@ -50,8 +50,10 @@ class VirtioServedDevice final : public ServedDevice {
         queue("rx", pair, s.receive[pair]);
         queue("tx", pair, s.transmit[pair]);
       }
-      lines.push_back(fmt::format("control: {} commands, {} answered ERR", s.control_commands,
-                                  s.control_errors));
+      lines.push_back(fmt::format(
+          "control: {} commands, {} answered ERR; {} of {} queue pairs "
+          "active",
+          s.control_commands, s.control_errors, net_->active_pairs(), s.receive.size()));
     }
     return lines;
   }

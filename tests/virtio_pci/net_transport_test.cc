@@ -73,8 +73,8 @@ struct NetRig {
     device = created_device->get();
     pci::VirtioPciOptions pci_options;
     pci_options.kind = c.mapper ? TransportKind::kTransitionalMmr : c.kind;
-    auto created =
-        pci::VirtioPciFunction::create(std::move(*created_device), guest.memory, std::move(pci_options));
+    auto created = pci::VirtioPciFunction::create(std::move(*created_device), guest.memory,
+                                                  std::move(pci_options));
     if (!created) {
       ADD_FAILURE() << created.error().message;
       return;
@@ -187,8 +187,8 @@ TEST_P(NetTransports, FramesBothWaysWithTheNegotiatedHeader) {
   }
 
   // Control queue: promiscuous on is acked OK, an unknown class ERR.
-  for (const auto& [class_id, expected] :
-       {std::pair{net::kClassRx, net::kControlOk}, std::pair{std::uint8_t{0x7f}, net::kControlError}}) {
+  for (const auto& [class_id, expected] : {std::pair{net::kClassRx, net::kControlOk},
+                                           std::pair{std::uint8_t{0x7f}, net::kControlError}}) {
     ChainBuilder control(rig.driver->ram());
     const std::array<std::uint8_t, 2> command = {class_id, net::kRxPromisc};
     const std::array<std::uint8_t, 1> on = {1};
@@ -197,8 +197,7 @@ TEST_P(NetTransports, FramesBothWaysWithTheNegotiatedHeader) {
     control.writable(1);
     (void)rig.driver->submit(kControl, control);
     std::optional<UsedBuffer> used;
-    ASSERT_TRUE(
-        rig.run_until([&] { return (used = rig.driver->pop_used(kControl)).has_value(); }));
+    ASSERT_TRUE(rig.run_until([&] { return (used = rig.driver->pop_used(kControl)).has_value(); }));
     EXPECT_EQ(used->length, 1u);
     EXPECT_EQ(control.written_bytes().at(0), expected) << int{class_id};
   }

@@ -207,8 +207,10 @@ check_net() {
       until ping -c 1 -W 2 "$peer" >/dev/null 2>&1; do
         n=$((n + 1)); [ $n -ge 10 ] && break
       done
-      ping_out=$(ping -c 3 -W 5 "$peer" 2>&1 | tail -2 | tr '\n' ' ')
+      ping_out=$(ping -c 5 -W 5 "$peer" 2>&1 | tail -2 | tr '\n' ' ')
       case $ping_out in *" 0% packet loss"*) pinged=ok;; *) pinged=fail;; esac
+      # busybox: "round-trip min/avg/max = 0.9/1.2/1.6 ms": the average, in ms.
+      rtt=$(echo "$ping_out" | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
       dd if=/dev/urandom of=/tmp/net-tx bs=1048576 count="$mib" 2>/dev/null
       tx_md5=$(md5sum </tmp/net-tx | cut -d' ' -f1)
       start=$(cut -d' ' -f1 /proc/uptime)
@@ -219,6 +221,7 @@ check_net() {
       sleep 600 | nc -l -p 5002 >/tmp/net-rx &
       nc_pid=$!
       sleep 1
+      listen_at=$(cut -d' ' -f1 /proc/uptime)
       echo "VPCI-NET-LISTEN $ip"
       n=0
       while kill -0 $nc_pid 2>/dev/null; do
@@ -231,7 +234,7 @@ check_net() {
       rm -f /tmp/net-rx
       stats=/sys/class/net/$ifname/statistics
       errors="rx_length_errors=$(cat $stats/rx_length_errors) rx_frame_errors=$(cat $stats/rx_frame_errors)"
-      detail="if=$ifname ping=$pinged tx_md5=$tx_md5 tx_s=$start..$tx_end rx_md5=$rx_md5 rx_bytes=$rx_bytes rx_end=$rx_end $errors features=$features iface=$(iface_of "$dev")"
+      detail="if=$ifname ping=$pinged tx_md5=$tx_md5 tx_s=$start..$tx_end rx_md5=$rx_md5 rx_bytes=$rx_bytes rx_s=$listen_at..$rx_end rtt_ms=${rtt:-?} $errors queues=$(ls "/sys/class/net/$ifname/queues" | tr '\n' , | sed 's/,$//') features=$features iface=$(iface_of "$dev")"
       if [ "$pinged" = ok ] && [ "$tx_md5" != nc-failed ] && [ "$rx_bytes" -gt 0 ]; then
         result "net-$addr PASS $detail"
       else

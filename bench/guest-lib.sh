@@ -1,0 +1,26 @@
+# shellcheck shell=bash
+# Helpers shared by the real-guest benchmarks (bench/guest-blk.sh, bench/guest-net.sh):
+# sourced, not run. They read /proc, so the caller runs as root like run-guest.sh.
+
+ticks=$(getconf CLK_TCK)
+cpu_seconds() {  # cpu_seconds PID: utime + stime so far (fields 14, 15 of /proc/PID/stat)
+  awk -v t="$ticks" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / t }' "/proc/$1/stat" 2>/dev/null
+}
+# The QEMU process of the run-guest.sh started as $1: the qemu-system-x86_64 whose
+# ancestors include $1.
+qemu_of() {
+  local p q
+  for p in $(pgrep -x qemu-system-x86 || true); do
+    q=$p
+    while [[ $q -gt 1 ]]; do
+      [[ $q == "$1" ]] && { echo "$p"; return; }
+      q=$(awk '{ sub(/^.*\) /, ""); print $2 }' "/proc/$q/stat" 2>/dev/null || echo 1)
+    done
+  done
+}
+# median FILE VARIANT KEY COLUMN: the median of column COLUMN over the lines of FILE whose
+# first two fields are VARIANT and KEY (empty when there are none).
+median_of() {
+  awk -v v="$2" -v t="$3" -v c="$4" '$1 == v && $2 == t { print $c }' "$1" | sort -g |
+    awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "" }'
+}
