@@ -69,6 +69,13 @@ void SocketPacketBackend::inject(unsigned pair, std::span<const std::uint8_t> fr
     die("inject");
 }
 
+bool SocketPacketBackend::try_inject(unsigned pair, std::span<const std::uint8_t> frame) {
+  const ssize_t n = ::send(test_fds_.at(pair), frame.data(), frame.size(), MSG_DONTWAIT);
+  if (n < 0 && errno == EAGAIN) return false;
+  if (n != static_cast<ssize_t>(frame.size())) die("try_inject");
+  return true;
+}
+
 std::optional<std::vector<std::uint8_t>> SocketPacketBackend::sent(unsigned pair) {
   std::vector<std::uint8_t> frame(70000);
   const ssize_t n = ::recv(test_fds_.at(pair), frame.data(), frame.size(), MSG_DONTWAIT);

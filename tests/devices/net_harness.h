@@ -51,6 +51,8 @@ class SocketPacketBackend final : public PacketBackend {
 
   // The test's side: a frame for the device to receive, and the next frame it sent.
   void inject(unsigned pair, std::span<const std::uint8_t> frame);
+  // As inject, but false (nothing sent) when the socket is full, as a tap's queue can be.
+  bool try_inject(unsigned pair, std::span<const std::uint8_t> frame);
   std::optional<std::vector<std::uint8_t>> sent(unsigned pair);
 
   unsigned header_size = 0;

@@ -181,6 +181,87 @@ TEST(NetDevice, WithoutRoomTheFrameWaitsForTheNextReceiveKick) {
   EXPECT_EQ(net.device().stats().receive[0].packets, 1u);
 }
 
+// A guest that never gives receive room while the tap is flooded: the device holds one
+// frame, stops polling the tap (the rest wait in the back end, bounded by its queue),
+// and transmit and control keep working on the same loop. When room comes every waiting
+// frame is delivered, in order, none dropped.
+TEST(NetDevice, ATapFloodWithNoReceiveRoomStallsNothingElse) {
+  NetHarness net(options(), all_features());
+  std::size_t waiting = 0;
+  while (waiting < 1000 &&
+         net.backend().try_inject(
+             0, frame_with_header(1000, kMac, static_cast<std::uint8_t>(waiting)))) {
+    ++waiting;
+  }
+  ASSERT_GT(waiting, 2u);
+  net.run_loop();
+  EXPECT_EQ(net.device().stats().receive[0].packets, 0u);
+  EXPECT_EQ(net.device().stats().receive[0].drops, 0u);
+
+  for (std::uint8_t i = 0; i < 5; ++i) {
+    const auto out = frame_with_header(300, kMac, i);
+    net.transmit(out);
+    net.run_loop();
+    EXPECT_EQ(net.backend().sent(0), out);
+  }
+  const std::array<std::uint8_t, 1> on = {1};
+  EXPECT_EQ(net.control(net::kClassRx, net::kRxPromisc, on), net::kControlOk);
+
+  std::size_t delivered = 0;
+  for (int round = 0; round < 200 && delivered < waiting; ++round) {
+    auto buffers = net.post_receive_buffers(16, 2048);
+    net.run_loop();
+    for (auto& buffer : buffers) {
+      auto used = net.driver(0).pop_used();
+      if (!used) break;
+      const auto bytes = buffer.written_bytes();
+      // Frames arrive in the order the tap queued them (the salt is the frame's index).
+      EXPECT_EQ(bytes.at(net::kHeaderSize + 6),
+                static_cast<std::uint8_t>(6 * 7 + static_cast<std::uint8_t>(delivered)));
+      ++delivered;
+    }
+  }
+  EXPECT_EQ(delivered, waiting);
+  EXPECT_EQ(net.device().stats().receive[0].packets, waiting);
+  EXPECT_EQ(net.device().stats().receive[0].drops, 0u);
+}
+
+// Linux sends one control command at a time, but a hostile driver can fill the ring:
+// every command is answered, in order, inside the kick, and nothing else is held up.
+TEST(NetDevice, AControlQueueFloodIsAnsweredInOrder) {
+  NetHarness net(options(), all_features());
+  constexpr std::uint16_t kControl = 2;
+  std::size_t answered = 0, refused = 0;
+  for (int round = 0; round < 50; ++round) {
+    std::vector<virtio::testing::ChainBuilder> commands;
+    for (int i = 0; i < 21; ++i) {  // 3 descriptors each: a full 64-entry ring
+      // Even commands are valid (promiscuous on), odd ones name an unknown class.
+      const std::array<std::uint8_t, 2> header = {
+          static_cast<std::uint8_t>(i % 2 == 0 ? net::kClassRx : 0x7f), net::kRxPromisc};
+      const std::array<std::uint8_t, 1> on = {1};
+      commands.emplace_back(net.ram());
+      commands.back().readable(header).readable(on).writable(1);
+      net.driver(kControl).add(commands.back(), /*publish=*/false);
+    }
+    net.driver(kControl).publish();
+    ASSERT_TRUE(net.core().notify(kControl));
+    for (std::size_t i = 0; i < commands.size(); ++i) {
+      auto used = net.driver(kControl).pop_used();
+      ASSERT_TRUE(used.has_value()) << "round " << round << " command " << i;
+      EXPECT_EQ(used->length, 1u);
+      EXPECT_EQ(commands[i].written_bytes().at(0),
+                i % 2 == 0 ? net::kControlOk : net::kControlError);
+      ++answered;
+      refused += i % 2;
+    }
+  }
+  EXPECT_EQ(net.device().stats().control_commands, answered);
+  EXPECT_EQ(net.device().stats().control_errors, refused);
+  const auto out = frame_with_header(100);
+  net.transmit(out);
+  EXPECT_EQ(net.backend().sent(0), out);
+}
+
 TEST(NetDevice, WithoutMergeableBuffersAFrameTooBigForItsBufferIsDropped) {
   NetHarness net(options(), all_features(/*mergeable=*/false));
   auto buffers = net.post_receive_buffers(2, 600);

@@ -14,13 +14,12 @@
 #include <vector>
 
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <linux/if_packet.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-
-#include <gtest/gtest.h>
 
 #include "devices/net_spec.h"
 #include "devices/tap_backend.h"
@@ -49,8 +48,8 @@ class PersistentTap {
     const int fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC);
     ifreq request{};
     std::strncpy(request.ifr_name, name.c_str(), IFNAMSIZ - 1);
-    request.ifr_flags =
-        static_cast<short>(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (multi_queue ? IFF_MULTI_QUEUE : 0));
+    request.ifr_flags = static_cast<short>(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR |
+                                           (multi_queue ? IFF_MULTI_QUEUE : 0));
     ok_ = fd >= 0 && ::ioctl(fd, TUNSETIFF, &request) == 0 && ::ioctl(fd, TUNSETPERSIST, 1) == 0;
     if (fd >= 0) ::close(fd);
   }
@@ -127,9 +126,20 @@ class StackSide {
 };
 
 std::vector<std::uint8_t> test_frame(std::size_t size, std::uint8_t source) {
-  std::vector<std::uint8_t> frame = {0x52, 0x54, 0x00, 0x00, 0x00, 0x01,    // destination
-                                     0x52, 0x54, 0x00, 0x00, 0x01, source,  // source
-                                     kTestEtherType >> 8, kTestEtherType & 0xff};
+  std::vector<std::uint8_t> frame = {0x52,
+                                     0x54,
+                                     0x00,
+                                     0x00,
+                                     0x00,
+                                     0x01,  // destination
+                                     0x52,
+                                     0x54,
+                                     0x00,
+                                     0x00,
+                                     0x01,
+                                     source,  // source
+                                     kTestEtherType >> 8,
+                                     kTestEtherType & 0xff};
   while (frame.size() < size) frame.push_back(static_cast<std::uint8_t>(frame.size() * 3));
   return frame;
 }
@@ -279,8 +289,10 @@ TEST(TapBackend, AFrameLargerThanTheBufferIsAnErrorNotATruncation) {
   std::optional<Error> error;
   for (int i = 0; i < 1000 && !error; ++i) {
     auto got = (*tap)->receive(0, small);
-    if (!got) error = got.error();
-    else if (!*got) ::usleep(1000);
+    if (!got)
+      error = got.error();
+    else if (!*got)
+      ::usleep(1000);
     // A short frame of the stack's own (neighbour discovery) fits and is skipped.
   }
   ASSERT_TRUE(error.has_value()) << "a 1012-byte frame was read into 500 bytes without error";
