@@ -10,8 +10,9 @@
 # build/release and does not exist yet). Raw JSON and the tables are kept in
 # BUILD_DIR/bench-results/. Takes about 10 minutes on 2 vCPUs.
 #   VPCI_BENCH_SKIP_DT=1       skip the dtc comparison (the longest part, ~90 s)
-#   VPCI_BENCH_SKIP_GUEST=1    skip the real-guest virtio-blk comparison (bench/guest-blk.sh;
-#                              runs only as root, ~10 minutes with 3 rounds)
+#   VPCI_BENCH_SKIP_GUEST=1    skip the real-guest comparisons (bench/guest-blk.sh, ~10
+#                              minutes with 3 rounds; bench/guest-net.sh, ~4 minutes with
+#                              5 rounds; they run only as root)
 #   VPCI_BENCH_SOCKET_DIR=DIR  where scale_bench binds its sockets (default /dev/shm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,8 +63,11 @@ if [[ ${VPCI_BENCH_SKIP_GUEST:-0} != 1 && $(id -u) -eq 0 ]]; then
   echo "guest-blk.sh..." >&2
   cmake --build "$build" --target vpci >/dev/null
   bench/guest-blk.sh "$bin/vpci" 3 >"$out/guest_blk.md"
+  echo "guest-net.sh..." >&2
+  bench/guest-net.sh "$bin/vpci" 5 >"$out/guest_net.md"
 else
   echo "guest-blk.sh skipped (needs root; VPCI_BENCH_SKIP_GUEST=1 skips it)" >"$out/guest_blk.md"
+  echo "guest-net.sh skipped (needs root; VPCI_BENCH_SKIP_GUEST=1 skips it)" >"$out/guest_net.md"
 fi
 load_end=$(load)
 
@@ -81,4 +85,8 @@ load_end=$(load)
   echo "## Real guest: virtio-blk, QEMU vs vpci over vfio-user"
   echo
   cat "$out/guest_blk.md"
+  echo
+  echo "## Real guest: virtio-net, QEMU vs vpci over vfio-user"
+  echo
+  cat "$out/guest_net.md"
 } | tee "$out/tables.md"

@@ -18,8 +18,6 @@
 // Input: [0] flags — bit0 MRG_RXBUF offered, bit1 legacy driver, bit2 EVENT_IDX, bit3
 // INDIRECT_DESC, bit4 two queue pairs (MQ), bit5 MTU 9000 offered, bit6 the back end is
 // full on every other send — then actions, each an opcode byte and its operands.
-#include <sys/eventfd.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -31,6 +29,9 @@
 #include <deque>
 #include <memory>
 #include <vector>
+
+#include <sys/eventfd.h>
+#include <sys/uio.h>
 
 #include "base/event_loop.h"
 #include "base/little_endian.h"
@@ -97,9 +98,7 @@ class FuzzBackend final : public PacketBackend {
   FuzzBackend& operator=(const FuzzBackend&) = delete;
 
   [[nodiscard]] std::string name() const override { return "fuzz back end"; }
-  [[nodiscard]] unsigned queue_pairs() const override {
-    return static_cast<unsigned>(fds_.size());
-  }
+  [[nodiscard]] unsigned queue_pairs() const override { return static_cast<unsigned>(fds_.size()); }
   [[nodiscard]] int fd(unsigned pair) const override { return fds_.at(pair); }
   [[nodiscard]] Result<std::optional<std::size_t>> receive(unsigned pair,
                                                            std::span<std::uint8_t> out) override {
@@ -343,8 +342,8 @@ class Harness {
       const std::uint16_t next =
           use_indirect ? static_cast<std::uint16_t>(i + 1)
                        : (i + 1 < parts.size() ? descriptors[i + 1] : std::uint16_t{0});
-      table.push_back(SplitDescriptor{to_le(address), to_le(length), to_le(desc_flags),
-                                      to_le(next)});
+      table.push_back(
+          SplitDescriptor{to_le(address), to_le(length), to_le(desc_flags), to_le(next)});
     }
     if (use_indirect) {
       write_ram(slot(queue, head), table.data(), table.size() * sizeof(SplitDescriptor));
@@ -384,9 +383,10 @@ class Harness {
     const std::size_t piece = std::max<std::size_t>(1, (frame.size() + pieces - 1) / pieces);
     for (std::size_t at = 0; at < frame.size(); at += piece) {
       const std::size_t n = std::min(piece, frame.size() - at);
-      parts.push_back(Part{std::vector<std::uint8_t>(frame.begin() + static_cast<std::ptrdiff_t>(at),
-                                                     frame.begin() + static_cast<std::ptrdiff_t>(at + n)),
-                           static_cast<std::uint32_t>(n)});
+      parts.push_back(
+          Part{std::vector<std::uint8_t>(frame.begin() + static_cast<std::ptrdiff_t>(at),
+                                         frame.begin() + static_cast<std::ptrdiff_t>(at + n)),
+               static_cast<std::uint32_t>(n)});
     }
     if ((shape & 0x30) == 0x30) parts.push_back(Part{{}, 64, true});  // not allowed on TX
     if ((shape & 0x30) == 0x20) parts.back().outside_ram = true;
@@ -511,7 +511,7 @@ class Harness {
 
   // The first `n` bytes the device could write into a chain, across its descriptors.
   [[nodiscard]] std::vector<std::uint8_t> writable_prefix(const Ring::InFlight& flight,
-                                                         std::size_t n) const {
+                                                          std::size_t n) const {
     std::vector<std::uint8_t> out;
     for (const Element& e : flight.elements) {
       if (!e.writable || out.size() >= n) continue;
