@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CTest driver of the real-guest virtio-net test (label "guest", issue 15): in a network
-# namespace this test creates (and deletes), three taps (host sides 10.0.2.1/24,
-# 10.0.3.1/24 and 10.0.4.1/24); inside it `vpci serve` runs a virtio-net device on each,
+# namespace this test creates (and deletes), five taps (host sides 10.0.2.1/24 to
+# 10.0.6.1/24); inside it `vpci serve` runs a virtio-net device on each,
 # and QEMU runs there too. An unmodified Linux guest under QEMU >= 10.1 (vfio-user-pci)
 # brings the interface up,
 # pings the host side, sends N MiB to the host's nc and receives N MiB from it; both
@@ -11,7 +11,10 @@
 #           interface with the 10-byte header (VERSION_1 and MRG_RXBUF clear in the
 #           guest's negotiated features);
 #   boot 3: net2, modern with queues = 2 on a multi-queue tap, two vCPUs: the guest
-#           runs both queue pairs (a quarter of the bytes: the point is the queues).
+#           runs both queue pairs (a quarter of the bytes: the point is the queues);
+#   boot 4: net3 (legacy-over-mmr, mergeable_rx_buffers = false), force_legacy=1: the
+#           10-byte header through the mapper and the MMR device's legacy window; net4
+#           (transitional MMR) is attached too: present, and no stock driver binds it.
 # Nothing leaves the namespace. VPCI_SKIP_GUEST=1 skips it (exit 77).
 # Usage: net-test.sh VPCI_BINARY
 set -euo pipefail
@@ -44,6 +47,8 @@ net_add_tap vtap1 10.0.3.1/24
 ip netns exec "$ns" ip tuntap add dev vtap2 mode tap vnet_hdr multi_queue
 ip netns exec "$ns" ip addr add 10.0.4.1/24 dev vtap2
 ip netns exec "$ns" ip link set vtap2 up
+net_add_tap vtap3 10.0.5.1/24
+net_add_tap vtap4 10.0.6.1/24
 
 cat >"$work/serve.toml" <<'TOML'
 socket_dir = "sockets"
@@ -67,6 +72,19 @@ transport = "modern"
 tap = "vtap2"
 mac = "52:54:00:00:04:15"
 queues = 2
+[[device]]
+name = "net3"
+kind = "virtio-net"
+transport = "legacy-over-mmr"
+tap = "vtap3"
+mac = "52:54:00:00:05:15"
+mergeable_rx_buffers = false
+[[device]]
+name = "net4"
+kind = "virtio-net"
+transport = "mmr"
+tap = "vtap4"
+mac = "52:54:00:00:06:15"
 TOML
 ip netns exec "$ns" "$vpci_bin" ${VPCI_NET_SERVE_ARGS:-} serve "$work/serve.toml" --stats >"$work/serve.log" 2>&1 &
 server_pid=$!
@@ -75,7 +93,7 @@ for ((i = 0; i < 100; i++)); do
   kill -0 "$server_pid" 2>/dev/null || break
   sleep 0.1
 done
-grep -q '^vpci serve: ready (3 device(s))' "$work/serve.log" ||
+grep -q '^vpci serve: ready (5 device(s))' "$work/serve.log" ||
   { fail "vpci serve did not become ready"; cat "$work/serve.log" >&2; exit 1; }
 
 net_setup "$mib"
@@ -114,6 +132,20 @@ if boot 3 net2 4 "" --smp 2; then
   expect_line "$work/console3.log" '^VPCI-RESULT net-[^ ]* PASS .* queues=rx-0,rx-1,tx-0,tx-1 ' \
     "boot 3: the guest runs two queue pairs"
 fi
+# Boot 4: legacy-over-mmr with force_legacy=1: stock Linux binds the mapper's transitional
+# device (1af4:1000) and runs the 10-byte header through the MMR device's legacy window;
+# the MMR device itself (1af4:10f9) is present but no stock driver binds it.
+boot_mib=$mib
+if boot 4 net3 5 "virtio_pci.force_legacy=1" --socket "$work/sockets/net4.sock" \
+  --expect "1af4:1000@virtio-pci,1af4:10f9"; then
+  log=$work/console4.log
+  expect_line "$log" '^VPCI-RESULT net-0000:00:01.0 PASS .* iface=legacy' "boot 4: legacy-over-mmr virtio-net passes"
+  features=$(sed -n 's/^VPCI-RESULT net-.* features=\([01]*\).*/\1/p' "$log")
+  [[ ${features:15:1} == 0 && ${features:32:1} == 0 && -n $features ]] ||
+    fail "boot 4: negotiated features $features have MRG_RXBUF or VERSION_1: not the 10-byte header"
+  expect_line "$log" '^VPCI-DEVICE 0000:00:02.0 id=1af4:10f9 rev=0x00 .* driver=none' \
+    "boot 4: the MMR virtio-net device is present and unbound"
+fi
 kill -TERM "$server_pid"
 wait "$server_pid" || fail "vpci serve exited $?"
 server_pid=""
@@ -125,7 +157,7 @@ for queue in rx0 tx0 rx1 tx1; do
   ((${packets:-0} > 0)) || fail "serve --stats: net2 $queue carried no frames: both queue pairs should"
 done
 # --stats counts the device's own traffic: both directions moved at least the test's bytes.
-for device in net0 net1; do
+for device in net0 net1 net3; do
   for dir in rx tx; do
     bytes=$(sed -n "s/^vpci serve: stats $device: ${dir}0: [0-9]* packets, \([0-9]*\) bytes.*/\1/p" "$work/serve.log")
     [[ -n $bytes ]] && ((bytes >= mib << 20)) ||
