@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CTest driver of the real-guest virtio-net test (label "guest", issue 15): in a network
-# namespace this test creates (and deletes), five taps (host sides 10.0.2.1/24 to
-# 10.0.6.1/24); inside it `vpci serve` runs a virtio-net device on each,
+# namespace this test creates (and deletes), six taps (host sides 10.0.2.1/24 to
+# 10.0.7.1/24); inside it `vpci serve` runs a virtio-net device on each of the first five,
 # and QEMU runs there too. An unmodified Linux guest under QEMU >= 10.1 (vfio-user-pci)
 # brings the interface up,
 # pings the host side, sends N MiB to the host's nc and receives N MiB from it; both
@@ -14,7 +14,9 @@
 #           runs both queue pairs (a quarter of the bytes: the point is the queues);
 #   boot 4: net3 (legacy-over-mmr, mergeable_rx_buffers = false), force_legacy=1: the
 #           10-byte header through the mapper and the MMR device's legacy window; net4
-#           (transitional MMR) is attached too: present, and no stock driver binds it.
+#           (transitional MMR) is attached too: present, and no stock driver binds it;
+#   boot 5: the baseline: QEMU's own virtio-net-pci (vhost=off) on a sixth tap, the same
+#           check and transfers (figures printed, never asserted).
 # Nothing leaves the namespace. VPCI_SKIP_GUEST=1 skips it (exit 77).
 # Usage: net-test.sh VPCI_BINARY
 set -euo pipefail
@@ -49,6 +51,7 @@ ip netns exec "$ns" ip addr add 10.0.4.1/24 dev vtap2
 ip netns exec "$ns" ip link set vtap2 up
 net_add_tap vtap3 10.0.5.1/24
 net_add_tap vtap4 10.0.6.1/24
+net_add_tap vtapq 10.0.7.1/24
 
 cat >"$work/serve.toml" <<'TOML'
 socket_dir = "sockets"
@@ -146,6 +149,29 @@ if boot 4 net3 5 "virtio_pci.force_legacy=1" --socket "$work/sockets/net4.sock" 
   expect_line "$log" '^VPCI-DEVICE 0000:00:02.0 id=1af4:10f9 rev=0x00 .* driver=none' \
     "boot 4: the MMR virtio-net device is present and unbound"
 fi
+# Boot 5: the baseline, QEMU's own virtio-net-pci (vhost=off) on its own tap, same
+# guest, same transfers: the check itself must pass on a device nobody here wrote, and
+# the figures are printed beside vpci's (bench/guest-net.sh measures them properly).
+boot_mib=$mib
+status=0
+net_boot 5 7 "$boot_mib" "" --qemu-arg -netdev \
+  --qemu-arg "tap,id=n0,ifname=vtapq,script=no,downscript=no,vhost=off" \
+  --qemu-arg -device --qemu-arg "virtio-net-pci,netdev=n0,mac=52:54:00:00:07:15,disable-legacy=on" ||
+  status=$?
+if ((status != 0)); then
+  fail "boot 5 (QEMU's virtio-net-pci): run-guest.sh exited $status"
+  sed 's/^/  | /' "$work/console5.log" >&2
+else
+  line=$(net_verdict 5) || fail "boot 5 (QEMU's virtio-net-pci): the transfers do not match (above)"
+  echo "net-test: boot 5 (QEMU's virtio-net-pci): $line"
+  expect_line "$work/console5.log" '^VPCI-RESULT net-[^ ]* PASS .* iface=modern' \
+    "boot 5: QEMU's own virtio-net passes the same check"
+fi
+for n in 1 5; do
+  sed -n 's/^VPCI-RESULT net-[^ ]* PASS .* tx_s=\([0-9.]*\)\.\.\([0-9.]*\) .* rx_s=\([0-9.]*\)\.\.\([0-9.]*\) rtt_ms=\([^ ]*\) .*/\1 \2 \3 \4 \5/p' \
+    "$work/console$n.log" | awk -v who="$( ((n == 1)) && echo "vpci (boot 1)" || echo "QEMU virtio-net-pci (boot 5)")" -v m="$boot_mib" \
+    '{ printf "net-test: %s: tx %.1f MB/s, rx %.1f MB/s, ping %s ms (one boot each: not a measurement)\n", who, m * 1.048576 / ($2 - $1), m * 1.048576 / ($4 - $3), $5 }'
+done
 kill -TERM "$server_pid"
 wait "$server_pid" || fail "vpci serve exited $?"
 server_pid=""
