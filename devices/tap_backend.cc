@@ -13,6 +13,21 @@
 namespace vpci::devices {
 namespace {
 
+constexpr short kTapFlags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+
+// Whether TUNSETIFF on `name` succeeds with these flags, on a descriptor of its own that
+// is closed at once (a persistent tap is left as it was).
+bool attaches_with(const std::string& name, short flags) {
+  const int fd = ::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return false;
+  ifreq request{};
+  std::memcpy(request.ifr_name, name.data(), name.size());
+  request.ifr_flags = flags;
+  const bool attached = ::ioctl(fd, TUNSETIFF, &request) == 0;
+  ::close(fd);
+  return attached;
+}
+
 // Why TUNSETIFF refused, in the user's terms (drivers/net/tun.c tun_set_iff).
 std::string tunsetiff_reason(int error, const std::string& name, bool existed, unsigned pairs) {
   switch (error) {
@@ -26,7 +41,11 @@ std::string tunsetiff_reason(int error, const std::string& name, bool existed, u
                            "CAP_NET_ADMIN)",
                            name);
     case EINVAL:
-      // tun_set_iff: an existing tap's IFF_MULTI_QUEUE must match the request's.
+      // tun_set_iff refuses an interface that is not a tap (a bridge, a tun, lo) and a
+      // tap whose IFF_MULTI_QUEUE differs from the request's: the other setting tells.
+      if (!attaches_with(name, static_cast<short>(kTapFlags | (pairs > 1 ? 0 : IFF_MULTI_QUEUE)))) {
+        return fmt::format("interface {} exists and is not a tap (a bridge, a tun device?)", name);
+      }
       return pairs > 1 ? fmt::format(
                              "tap {} is single-queue; {} queue pairs need one created "
                              "with multi_queue (ip tuntap add {} mode tap multi_queue)",
@@ -62,8 +81,7 @@ Result<std::unique_ptr<TapBackend>> TapBackend::open(const std::string& name, un
     tap->fds_.push_back(fd);
     ifreq request{};
     std::memcpy(request.ifr_name, name.data(), name.size());
-    request.ifr_flags =
-        static_cast<short>(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (pairs > 1 ? IFF_MULTI_QUEUE : 0));
+    request.ifr_flags = static_cast<short>(kTapFlags | (pairs > 1 ? IFF_MULTI_QUEUE : 0));
     if (::ioctl(fd, TUNSETIFF, &request) < 0) {
       return make_error(ErrorCode::kIoError, "{}",
                         tunsetiff_reason(errno, name, existed || pair > 0, pairs));

@@ -158,6 +158,28 @@ TEST(ServeCli, MissingBackingFileAndMissingConfig) {
   EXPECT_THAT(result.err, HasSubstr("none.toml: cannot open: No such file"));
 }
 
+// A tap that cannot be opened is exit 1 with the device and the reason: as root, the
+// kernel is asked what "lo" is; otherwise opening it is refused for want of privilege.
+TEST(ServeCli, ATapThatCannotBeOpenedNamesTheDeviceAndTheReason) {
+  TempDir dir;
+  const auto config = dir.path() / "serve.toml";
+  write_file(config,
+             "[[device]]\nname = \"net0\"\nkind = \"virtio-net\"\ntransport = \"modern\"\n"
+             "tap = \"lo\"\n");
+  const auto result =
+      run_command(std::string(VPCI_CLI_PATH) + " serve --check " + shell_quote(config.string()));
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_THAT(result.err, HasSubstr(config.string() + ":1: device \"net0\": "));
+  if (::geteuid() == 0) {
+    EXPECT_THAT(result.err, HasSubstr("interface lo exists and is not a tap"));
+  } else {
+    // /dev/net/tun is 0600 on some machines, 0666 (then TUNSETIFF needs CAP_NET_ADMIN)
+    // on others.
+    EXPECT_THAT(result.err, ::testing::AnyOf(HasSubstr("/dev/net/tun: "),
+                                             HasSubstr("not allowed to open tap lo")));
+  }
+}
+
 TEST(ServeCli, CheckOpensBackEndsAndListsDevicesWithoutSockets) {
   TempDir dir;
   std::filesystem::resize_file((write_file(dir.path() / "d.img", ""), dir.path() / "d.img"),

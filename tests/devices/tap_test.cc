@@ -214,6 +214,19 @@ TEST(TapBackend, RefusesWithTheReason) {
   EXPECT_NE(two_pairs.error().message.find("single-queue"), std::string::npos)
       << two_pairs.error().message;
 
+  auto loopback = TapBackend::open("lo", 1);
+  ASSERT_FALSE(loopback.has_value());
+  EXPECT_NE(loopback.error().message.find("interface lo exists and is not a tap"),
+            std::string::npos)
+      << loopback.error().message;
+
+  PersistentTap multi("vpcit7", true);
+  ASSERT_TRUE(multi.ok());
+  auto one_pair = TapBackend::open("vpcit7", 1);
+  ASSERT_FALSE(one_pair.has_value());
+  EXPECT_NE(one_pair.error().message.find("tap vpcit7 is multi-queue"), std::string::npos)
+      << one_pair.error().message;
+
   auto first = TapBackend::open("vpcit2", 1);
   ASSERT_TRUE(first.has_value()) << first.error().message;
   auto second = TapBackend::open("vpcit2", 1);
