@@ -133,7 +133,7 @@ std::uint8_t NetDevice::set_guest_offloads(std::span<const std::uint8_t> data) {
   // §5.1.6.5.6.1: only GUEST_* offloads that were negotiated.
   if (!negotiated(net::kFeatureCtrlGuestOffloads) || data.size() != sizeof(std::uint64_t))
     return net::kControlError;
-  const std::uint64_t offloads = load_le<std::uint64_t>(data);
+  const auto offloads = load_le<std::uint64_t>(data);
   const std::uint64_t allowed =
       host()->negotiated_features() &
       (virtio::feature_bit(net::kFeatureGuestCsum) | virtio::feature_bit(net::kFeatureGuestTso4) |

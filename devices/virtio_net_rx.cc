@@ -77,9 +77,9 @@ bool NetDevice::accepts_destination(std::span<const std::uint8_t> frame) const {
   std::copy_n(frame.begin(), net::kMacBytes, destination.begin());
   if (destination == kBroadcast) return true;
   if ((destination[0] & 1) != 0) {  // multicast (§5.1.6.5.2)
-    return all_multicast_ || multicast_overflow_ || multicast_.count(destination) != 0;
+    return all_multicast_ || multicast_overflow_ || multicast_.contains(destination);
   }
-  return destination == mac_ || unicast_overflow_ || unicast_.count(destination) != 0;
+  return destination == mac_ || unicast_overflow_ || unicast_.contains(destination);
 }
 
 bool NetDevice::deliver(unsigned pair) {
