@@ -65,15 +65,14 @@ CommandOutcome AdminCommandEngine::execute(std::span<const std::uint8_t> command
       const std::uint64_t bits = to_le(kSupported);
       std::memcpy(bytes.data(), &bits, sizeof(bits));
       CommandOutcome outcome;
-      outcome.result.assign(
-          bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(std::min(bytes.size(), result_room)));
+      outcome.result.assign(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(std::min(
+                                                               bytes.size(), result_room)));
       return outcome;
     }
     case kListUse: return list_use(data);
     case kLegacyCommonCfgWrite: return legacy_write(member, LegacyRegion::kCommon, data);
     case kLegacyDevCfgWrite: return legacy_write(member, LegacyRegion::kDevice, data);
-    case kLegacyCommonCfgRead:
-      return legacy_read(member, LegacyRegion::kCommon, data, result_room);
+    case kLegacyCommonCfgRead: return legacy_read(member, LegacyRegion::kCommon, data, result_room);
     case kLegacyDevCfgRead: return legacy_read(member, LegacyRegion::kDevice, data, result_room);
     case kLegacyNotifyInfo: return notify_info(member, result_room);
     default: return failed(kQualifierInvalidOpcode);  // in use but unknown: impossible
@@ -132,15 +131,15 @@ CommandOutcome AdminCommandEngine::notify_info(std::uint64_t member, std::size_t
     std::memcpy(bytes.data() + i * sizeof(NotifyInfoEntry), &wire, sizeof(wire));
   }
   CommandOutcome outcome;
-  outcome.result.assign(bytes.begin(),
-                        bytes.begin() + static_cast<std::ptrdiff_t>(std::min(bytes.size(), result_room)));
+  outcome.result.assign(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(
+                                                           std::min(bytes.size(), result_room)));
   return outcome;
 }
 
 void AdminCommandEngine::serve(Virtqueue& queue) {
   while (auto chain = queue.pop()) {
-    std::vector<std::uint8_t> command(
-        static_cast<std::size_t>(std::min<std::uint64_t>(chain->readable_bytes(), kMaxCommandBytes)));
+    std::vector<std::uint8_t> command(static_cast<std::size_t>(
+        std::min<std::uint64_t>(chain->readable_bytes(), kMaxCommandBytes)));
     if (!chain->reader().read(command)) {
       chain->fail(Error{ErrorCode::kProtocolViolation, "cannot read an admin command"});
       return;
@@ -161,7 +160,8 @@ void AdminCommandEngine::serve(Virtqueue& queue) {
     // resize + memcpy: GCC 12 at -O3 reports a false -Warray-bounds on vector::insert.
     reply.resize(sizeof(CommandStatus) + outcome.result.size());
     if (!outcome.result.empty())
-      std::memcpy(reply.data() + sizeof(CommandStatus), outcome.result.data(), outcome.result.size());
+      std::memcpy(reply.data() + sizeof(CommandStatus), outcome.result.data(),
+                  outcome.result.size());
     reply.resize(static_cast<std::size_t>(std::min<std::uint64_t>(reply.size(), writable)));
     if (!chain->writer().write(reply)) {
       chain->fail(Error{ErrorCode::kProtocolViolation, "cannot write an admin command's status"});

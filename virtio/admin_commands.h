@@ -107,7 +107,8 @@ class AdminCommandEngine {
   static constexpr std::uint64_t kAlwaysInUse = opcode_bit(kListQuery) | opcode_bit(kListUse);
   static constexpr std::uint64_t kSupported =
       kAlwaysInUse | opcode_bit(kLegacyCommonCfgWrite) | opcode_bit(kLegacyCommonCfgRead) |
-      opcode_bit(kLegacyDevCfgWrite) | opcode_bit(kLegacyDevCfgRead) | opcode_bit(kLegacyNotifyInfo);
+      opcode_bit(kLegacyDevCfgWrite) | opcode_bit(kLegacyDevCfgRead) |
+      opcode_bit(kLegacyNotifyInfo);
 
   [[nodiscard]] CommandOutcome list_use(std::span<const std::uint8_t> data);
   [[nodiscard]] CommandOutcome legacy_write(std::uint64_t member, LegacyRegion region,

@@ -27,12 +27,17 @@ DeviceCore::DeviceCore(std::unique_ptr<Device> device, std::shared_ptr<GuestMemo
   assert(device_ != nullptr && memory_ != nullptr && interrupts_ != nullptr);
   assert((device_->device_features() & kReservedFeatureMask) == 0);
   device_->attach(this);
-  const std::uint16_t count = device_->num_queues();
-  queues_.reserve(count);
-  for (std::uint16_t i = 0; i < count; ++i) {
+  device_queues_ = device_->num_queues();
+  queues_.reserve(device_queues_ + 1u);
+  for (std::uint16_t i = 0; i < device_queues_; ++i) {
     const std::uint16_t max_size = device_->max_queue_size(i);
     assert(max_size > 0 && max_size <= kMaxQueueSize);
     queues_.push_back(std::make_unique<Virtqueue>(i, max_size));
+  }
+  if (options_.admin_owner != nullptr) {
+    // §4.1.4.3: admin_queue_index >= num_queues; one admin queue right after them.
+    queues_.push_back(std::make_unique<Virtqueue>(device_queues_, kAdminQueueSize));
+    admin_ = std::make_unique<admin::AdminCommandEngine>(*options_.admin_owner);
   }
 }
 
@@ -73,6 +78,9 @@ std::uint64_t DeviceCore::device_features() const {
   }
   if (options_.offer_ring_packed) features |= feature_bit(feature::kRingPacked);
   if (options_.offer_ring_reset) features |= feature_bit(feature::kRingReset);
+  if (admin_) {
+    features |= feature_bit(admin::kFeatureAdminVq) | feature_bit(admin::kFeatureSrIov);
+  }
   return features;
 }
 
@@ -217,6 +225,7 @@ void DeviceCore::reset() {
   failure_.reset();
   pending_kicks_.clear();
   for (auto& queue : queues_) queue->reset();
+  if (admin_) admin_->reset();
   device_->reset();
 }
 
@@ -288,6 +297,12 @@ Result<Virtqueue*> DeviceCore::queue_for_setup(std::uint16_t queue) {
   if (queue >= queues_.size()) {
     return make_error(ErrorCode::kOutOfRange, "queue {} does not exist ({} queues)", queue,
                       queues_.size());
+  }
+  // §2.12: the admin queue exists for a driver that negotiated ADMIN_VQ.
+  if (queue >= device_queues_ && !has_feature(driver_features_, admin::kFeatureAdminVq)) {
+    return make_error(ErrorCode::kOutOfRange,
+                      "queue {} is the admin queue, and VIRTIO_F_ADMIN_VQ was not negotiated",
+                      queue);
   }
   return queues_[queue].get();
 }
@@ -437,8 +452,12 @@ void DeviceCore::process_now(std::uint16_t queue) {
   while (true) {
     Virtqueue& current = *queues_[next];
     if (current.enabled() && !current.failed() && running()) {
-      device_->process_queue(current);
-      current.notify_driver_if_needed();
+      if (next >= device_queues_) {
+        admin_->serve(current);  // the admin queue: commands for the owner (§2.12)
+      } else {
+        device_->process_queue(current);
+        current.notify_driver_if_needed();
+      }
     }
     if (pending_kicks_.empty()) break;
     next = *pending_kicks_.begin();

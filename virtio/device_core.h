@@ -68,10 +68,14 @@
 // register access asks for runs as deferred work on the loop, after that access has
 // been answered (see process()).
 //
+// Admin virtqueue (§2.12, CoreOptions::admin_owner): offered with SR_IOV on the modern
+// interface only; set up through queue_select like any queue once ADMIN_VQ is
+// negotiated; its commands run in the core (admin_commands.h), never in the Device.
+//
 // Never offered (a transport must not advertise what the core does not do):
 // VIRTIO_F_NOTIFICATION_DATA (doorbells carry only the queue index), IN_ORDER,
-// ORDER_PLATFORM, SR_IOV, NOTIF_CONFIG_DATA, ADMIN_VQ, SUSPEND, and the legacy-only
-// NOTIFY_ON_EMPTY. ANY_LAYOUT is offered on the legacy interface (devices never assume
+// ORDER_PLATFORM, NOTIF_CONFIG_DATA, SUSPEND, SR_IOV and ADMIN_VQ without an admin owner, and the
+// legacy-only NOTIFY_ON_EMPTY. ANY_LAYOUT is offered on the legacy interface (devices never assume
 // a descriptor layout).
 #pragma once
 
@@ -83,6 +87,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "virtio/admin_commands.h"
 #include "virtio/device.h"
 #include "virtio/guest_memory.h"
 #include "virtio/ring_layout.h"
@@ -113,7 +118,16 @@ struct CoreOptions {
   // Refuse FEATURES_OK unless ACCESS_PLATFORM is accepted (§6.2 allows failing): set
   // when addresses are only meaningful through a translation (Xen grants, IOMMU).
   bool require_access_platform = false;
+  // The owner of an SR-IOV group (virtio 1.3 §2.12): with it the core offers
+  // VIRTIO_F_ADMIN_VQ and VIRTIO_F_SR_IOV and has one admin virtqueue, at index
+  // num_queues(), whose commands AdminCommandEngine executes for this owner. Must outlive
+  // the core.
+  admin::LegacyMembers* admin_owner = nullptr;
 };
+
+// Size of the admin virtqueue: Linux issues one command at a time per VF and spins on a
+// full ring, so a small queue is plenty.
+inline constexpr std::uint16_t kAdminQueueSize = 64;
 
 struct QueueRegisters {
   std::uint16_t max_size = 0;
@@ -175,9 +189,19 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   [[nodiscard]] std::uint8_t config_generation();
 
   // ---- queues (§4.1.4.3) -------------------------------------------------------------------
-  [[nodiscard]] std::uint16_t num_queues() const {
+  // The device's queues (common configuration num_queues: admin queues excluded).
+  [[nodiscard]] std::uint16_t num_queues() const { return device_queues_; }
+  // Every queue index a driver may select: the device's, then the admin queue if any.
+  [[nodiscard]] std::uint16_t queue_count() const {
     return static_cast<std::uint16_t>(queues_.size());
   }
+  // §4.1.4.3 admin_queue_index / admin_queue_num (0 admin queues: no ADMIN_VQ).
+  [[nodiscard]] std::uint16_t admin_queue_index() const { return device_queues_; }
+  [[nodiscard]] std::uint16_t admin_queue_count() const {
+    return static_cast<std::uint16_t>(queues_.size() - device_queues_);
+  }
+  [[nodiscard]] const admin::AdminCommandEngine* admin_engine() const { return admin_.get(); }
+  [[nodiscard]] admin::AdminCommandEngine* admin_engine() { return admin_.get(); }
   [[nodiscard]] Result<QueueRegisters> queue_registers(std::uint16_t queue) const;
   Status set_queue_size(std::uint16_t queue, std::uint16_t size);
   Status set_queue_desc(std::uint16_t queue, GuestAddress address);
@@ -232,7 +256,9 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   InterruptSink* interrupts_;
   CoreOptions options_;
   DriverInterface interface_ = DriverInterface::kModern;
-  std::vector<std::unique_ptr<Virtqueue>> queues_;
+  std::vector<std::unique_ptr<Virtqueue>> queues_;  // device queues, then the admin queue
+  std::uint16_t device_queues_ = 0;
+  std::unique_ptr<admin::AdminCommandEngine> admin_;
 
   std::uint8_t status_ = 0;
   std::uint64_t driver_features_ = 0;

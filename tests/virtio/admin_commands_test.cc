@@ -1,13 +1,14 @@
 // Administration commands, device side (virtio/admin_commands.h): every status and
 // qualifier rule, the buffer rules, LIST_QUERY/LIST_USE, the legacy commands against a
 // recording owner, and the admin queue itself with chains cut anywhere.
+#include "virtio/admin_commands.h"
+
 #include <cstring>
 #include <map>
 
 #include <gtest/gtest.h>
 
 #include "tests/virtio/fake_driver.h"
-#include "virtio/admin_commands.h"
 #include "virtio/spec.h"
 
 namespace vpci::virtio::admin {
@@ -217,9 +218,9 @@ TEST_F(AdminCommandsTest, LegacyWritesTakeOffsetAndWidthFromTheData) {
   EXPECT_EQ(members.accesses[2].region, LegacyRegion::kDevice);
   // Multi-field (4 bytes at 18: status + ISR + vector), misaligned, beyond the region,
   // or no data at all: INVALID_FIELD, and the member saw nothing.
-  for (const auto& bad : {legacy_write_data(18, {1, 2, 3, 4}), legacy_write_data(13, {1, 2}),
-                          legacy_write_data(200, {1}), legacy_write_data(4, {}),
-                          std::vector<std::uint8_t>{4}}) {
+  for (const auto& bad :
+       {legacy_write_data(18, {1, 2, 3, 4}), legacy_write_data(13, {1, 2}),
+        legacy_write_data(200, {1}), legacy_write_data(4, {}), std::vector<std::uint8_t>{4}}) {
     expect_einval(run(command(kLegacyCommonCfgWrite, 1, bad)), kQualifierInvalidField);
   }
   EXPECT_EQ(members.accesses.size(), 3u);
@@ -227,7 +228,8 @@ TEST_F(AdminCommandsTest, LegacyWritesTakeOffsetAndWidthFromTheData) {
 
 TEST_F(AdminCommandsTest, LegacyReadsTakeTheirWidthFromTheResultRoom) {
   enable_legacy();
-  ASSERT_TRUE(members.legacy_write(1, LegacyRegion::kCommon, 12, std::vector<std::uint8_t>{0x00, 0x01}));
+  ASSERT_TRUE(
+      members.legacy_write(1, LegacyRegion::kCommon, 12, std::vector<std::uint8_t>{0x00, 0x01}));
   members.accesses.clear();
   auto outcome = run(command(kLegacyCommonCfgRead, 1, {12}), 2);
   EXPECT_EQ(outcome.status, kStatusOk);
@@ -272,8 +274,8 @@ class AdminQueueTest : public ::testing::Test {
     driver = std::make_unique<FakeSplitDriver>(ram, 16);
     queue = std::make_unique<Virtqueue>(0, 16);
     ASSERT_TRUE(queue->set_layout(driver->layout()));
-    ASSERT_TRUE(queue->enable(memory, RingFormat::kSplit, {.event_idx = false, .indirect = true},
-                              &sink));
+    ASSERT_TRUE(
+        queue->enable(memory, RingFormat::kSplit, {.event_idx = false, .indirect = true}, &sink));
   }
   std::shared_ptr<GuestMemory> memory = std::make_shared<GuestMemory>();
   FakeGuestRam ram{memory, 0x100000, 1 << 20};
@@ -296,7 +298,8 @@ TEST_F(AdminQueueTest, CommandsGatheredAcrossDescriptorsCompleteInOrder) {
       .writable(8);
   driver->add(list_use);
   // A 2-byte read of VF 1's queue size with the status and result in one 10-byte buffer.
-  ASSERT_TRUE(members.legacy_write(1, LegacyRegion::kCommon, 12, std::vector<std::uint8_t>{0x00, 0x01}));
+  ASSERT_TRUE(
+      members.legacy_write(1, LegacyRegion::kCommon, 12, std::vector<std::uint8_t>{0x00, 0x01}));
   ChainBuilder read(ram);
   read.readable(command(kLegacyCommonCfgRead, 1, {12})).writable(3).writable(7);
   driver->add(read);
@@ -317,7 +320,8 @@ TEST_F(AdminQueueTest, CommandsGatheredAcrossDescriptorsCompleteInOrder) {
   auto third = driver->pop_used();
   ASSERT_TRUE(third.has_value());
   EXPECT_EQ(third->length, 3u);
-  EXPECT_EQ(bad.written_bytes(), std::vector<std::uint8_t>({kStatusEinval, 0, kQualifierInvalidMember}));
+  EXPECT_EQ(bad.written_bytes(),
+            std::vector<std::uint8_t>({kStatusEinval, 0, kQualifierInvalidMember}));
   EXPECT_EQ(sink.notifications.size(), 1u);  // one interrupt for the batch
   ASSERT_EQ(trace.size(), 3u);
   EXPECT_EQ(trace[2].member, 9u);

@@ -563,5 +563,78 @@ TEST_F(DeviceCoreTest, LegacyPfnOutsideMemoryFailsTheQueue) {
   EXPECT_NE(core->status() & status::kDeviceNeedsReset, 0);
 }
 
+// ---- admin virtqueue (virtio 1.3 §2.12) ------------------------------------------------------
+
+// An SR-IOV owner with one member whose every legacy read returns 0x5a.
+class OneMemberOwner final : public admin::LegacyMembers {
+ public:
+  [[nodiscard]] bool group_enabled() const override { return true; }
+  [[nodiscard]] std::uint64_t member_count() const override { return 1; }
+  Status legacy_write(std::uint64_t, admin::LegacyRegion, std::uint32_t,
+                      std::span<const std::uint8_t>) override {
+    return {};
+  }
+  Status legacy_read(std::uint64_t, admin::LegacyRegion, std::uint32_t,
+                     std::span<std::uint8_t> out) override {
+    std::fill(out.begin(), out.end(), 0x5a);
+    return {};
+  }
+  std::vector<admin::NotifyInfoEntry> legacy_notify_info(std::uint64_t) override { return {}; }
+};
+
+TEST_F(DeviceCoreTest, AnAdminOwnerGetsAnAdminQueueAfterTheDeviceQueues) {
+  OneMemberOwner owner;
+  CoreOptions options;
+  options.admin_owner = &owner;
+  reset_core(options);
+  EXPECT_TRUE(has_feature(core->device_features(), admin::kFeatureAdminVq));
+  EXPECT_TRUE(has_feature(core->device_features(), admin::kFeatureSrIov));
+  EXPECT_EQ(core->num_queues(), 2);  // num_queues excludes admin queues (§4.1.4.3)
+  EXPECT_EQ(core->queue_count(), 3);
+  EXPECT_EQ(core->admin_queue_index(), 2);
+  EXPECT_EQ(core->admin_queue_count(), 1);
+
+  // Without ADMIN_VQ negotiated the admin queue cannot be set up.
+  ASSERT_TRUE(ModernSetup::initialise(*core, 0));
+  FakeSplitDriver admin_driver(ram, 16);
+  EXPECT_FALSE(ModernSetup::enable_split(*core, 2, admin_driver));
+
+  core->reset();
+  ASSERT_TRUE(ModernSetup::initialise(*core, feature_bit(admin::kFeatureAdminVq)));
+  ASSERT_TRUE(ModernSetup::enable_split(*core, 2, admin_driver));
+  ASSERT_TRUE(ModernSetup::driver_ok(*core));
+  // LIST_USE of the legacy commands, then a 1-byte legacy read of member 1: both run in
+  // the core, never in the device, and the admin queue's interrupt is raised.
+  std::array<std::uint8_t, 32> use{};
+  use[0] = admin::kListUse;
+  use[2] = admin::kGroupSrIov;
+  use[24] = 0x7c;
+  ChainBuilder list_use = chain().readable(use).writable(8);
+  admin_driver.add(list_use);
+  std::array<std::uint8_t, 25> read{};
+  read[0] = admin::kLegacyCommonCfgRead;
+  read[2] = admin::kGroupSrIov;
+  read[16] = 1;   // member 1
+  read[24] = 18;  // device status
+  ChainBuilder legacy_read = chain().readable(read).writable(9);
+  admin_driver.add(legacy_read);
+  ASSERT_TRUE(core->notify(2));
+  EXPECT_EQ(echo->process_calls, 0);
+  EXPECT_EQ(core->admin_engine()->in_use(), 0x7cu);
+  EXPECT_EQ(legacy_read.written_bytes(), (std::vector<std::uint8_t>{0, 0, 0, 0, 0, 0, 0, 0, 0x5a}));
+  EXPECT_EQ(interrupts.queue_interrupts, std::vector<std::uint16_t>{2});
+  // A device reset puts the in-use list back.
+  core->reset();
+  EXPECT_EQ(core->admin_engine()->in_use(), 0x3u);
+}
+
+TEST_F(DeviceCoreTest, WithoutAnOwnerThereIsNoAdminQueue) {
+  EXPECT_FALSE(has_feature(core->device_features(), admin::kFeatureAdminVq));
+  EXPECT_FALSE(has_feature(core->device_features(), admin::kFeatureSrIov));
+  EXPECT_EQ(core->queue_count(), core->num_queues());
+  EXPECT_EQ(core->admin_queue_count(), 0);
+  EXPECT_EQ(core->admin_engine(), nullptr);
+}
+
 }  // namespace
 }  // namespace vpci::virtio

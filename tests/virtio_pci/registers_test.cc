@@ -128,6 +128,69 @@ TEST_F(Registers, CommonConfigFullLayoutAfterReset) {
   EXPECT_EQ(common(c::kQueueDriver + 4, 4), 0x20u);
 }
 
+// An SR-IOV owner whose one member answers every legacy read with 0x5a.
+class OneMemberOwner final : public admin::LegacyMembers {
+ public:
+  [[nodiscard]] bool group_enabled() const override { return true; }
+  [[nodiscard]] std::uint64_t member_count() const override { return 1; }
+  Status legacy_write(std::uint64_t, admin::LegacyRegion, std::uint32_t,
+                      std::span<const std::uint8_t>) override {
+    return {};
+  }
+  Status legacy_read(std::uint64_t, admin::LegacyRegion, std::uint32_t,
+                     std::span<std::uint8_t> out) override {
+    std::fill(out.begin(), out.end(), 0x5a);
+    return {};
+  }
+  std::vector<admin::NotifyInfoEntry> legacy_notify_info(std::uint64_t) override { return {}; }
+};
+
+// §4.1.4.3: admin_queue_index/admin_queue_num describe the admin queue, which the driver
+// selects, sizes, vectors, places and enables like any queue, and whose doorbell runs
+// its commands; the device's own num_queues leaves it out.
+TEST_F(Registers, AdminQueueThroughTheCommonConfiguration) {
+  OneMemberOwner owner;
+  pci::VirtioPciOptions options;
+  options.core.admin_owner = &owner;
+  make(TransportKind::kModern, DeviceType::kBlk, options);
+  EXPECT_EQ(common(c::kNumQueues, 2), 1u);
+  EXPECT_EQ(common(c::kAdminQueueIndex, 2), 1u);
+  EXPECT_EQ(common(c::kAdminQueueNum, 2), 1u);
+  ASSERT_TRUE(set_common(c::kDeviceFeatureSelect, 4, 1).has_value());
+  const std::uint64_t high = common(c::kDeviceFeature, 4);
+  EXPECT_NE(high & (1u << (admin::kFeatureAdminVq - 32)), 0u);
+  EXPECT_NE(high & (1u << (admin::kFeatureSrIov - 32)), 0u);
+  features_ok(feature_bit(feature::kVersion1) | feature_bit(admin::kFeatureAdminVq));
+
+  ASSERT_TRUE(set_common(c::kQueueSelect, 2, 1).has_value());
+  EXPECT_EQ(common(c::kQueueSize, 2), std::uint64_t{kAdminQueueSize});
+  EXPECT_EQ(common(c::kQueueNotifyOff, 2), 1u);
+  ASSERT_TRUE(set_common(c::kQueueMsixVector, 2, 1).has_value());
+  EXPECT_EQ(common(c::kQueueMsixVector, 2), 1u);
+  FakeSplitDriver admin_ring(rig_->guest.ram, 16);
+  ASSERT_TRUE(set_common(c::kQueueSize, 2, 16).has_value());
+  ASSERT_TRUE(set_common(c::kQueueDesc, 8, admin_ring.layout().desc).has_value());
+  ASSERT_TRUE(set_common(c::kQueueDriver, 8, admin_ring.layout().driver).has_value());
+  ASSERT_TRUE(set_common(c::kQueueDevice, 8, admin_ring.layout().device).has_value());
+  ASSERT_TRUE(set_common(c::kQueueEnable, 2, 1).has_value());
+  ASSERT_TRUE(
+      set_common(c::kDeviceStatus, 1,
+                 status::kAcknowledge | status::kDriver | status::kFeaturesOk | status::kDriverOk)
+          .has_value());
+  // LIST_QUERY through the admin queue's doorbell.
+  std::array<std::uint8_t, 24> query{};
+  query[2] = admin::kGroupSrIov;
+  ChainBuilder command(rig_->guest.ram);
+  command.readable(query).writable(16);
+  admin_ring.add(command);
+  const std::uint32_t mult = pci::VirtioPciOptions{}.notify_off_multiplier;
+  ASSERT_TRUE(wr(kBar, VirtioPciLayout::kNotifyOffset + mult, 2, 1).has_value());
+  auto used = admin_ring.pop_used();
+  ASSERT_TRUE(used.has_value());
+  EXPECT_EQ(used->length, 16u);
+  EXPECT_EQ(command.written_bytes().at(8), 0x7f);  // LIST_QUERY, LIST_USE, legacy 2..6
+}
+
 TEST_F(Registers, OddAndMisalignedCommonAccessesAreRefused) {
   make(TransportKind::kModern);
   // Partial field, straddling fields, 3-byte, misaligned: error, reads 0xFF, no effect.

@@ -99,7 +99,9 @@ Status VirtioPciFunction::build(std::unique_ptr<Device> device) {
   core_ = std::make_unique<DeviceCore>(std::move(device), memory_, sink, options_.core);
   if (kind == TransportKind::kLegacy)
     VPCI_TRY(core_->set_driver_interface(DriverInterface::kLegacy));
-  const std::uint16_t queues = core_->num_queues();
+  // Every selectable queue: the device's and the admin queue (§4.1.4.3) each have a
+  // vector and a doorbell.
+  const std::uint16_t queues = core_->queue_count();
   queue_vectors_.assign(queues, kNoVector);
 
   const std::uint16_t vectors = options_.msix_vectors.value_or(

@@ -330,7 +330,7 @@ Status VirtioPciFunction::memory_write(std::uint64_t offset, std::span<const std
 
 Status VirtioPciFunction::notify_write(std::uint64_t offset, std::span<const std::uint8_t> data) {
   const std::uint32_t mult = options_.notify_off_multiplier;
-  const std::uint64_t queues = core_->num_queues();
+  const std::uint64_t queues = core_->queue_count();
   const bool doorbell = mult == 0 ? offset == 0 : offset % mult == 0 && offset / mult < queues;
   if (!doorbell || (data.size() != 2 && data.size() != 4)) {
     return make_error(ErrorCode::kInvalidArgument,

@@ -81,7 +81,7 @@ Result<std::uint64_t> VirtioPciFunction::common_read(std::uint32_t offset, unsig
   // out-of-range queue_select (checked here, so no error is built on this path).
   std::optional<QueueRegisters> regs;
   if (access->field.offset >= common::kQueueSize && access->field.offset <= common::kQueueDevice &&
-      q < core_->num_queues()) {
+      q < core_->queue_count()) {
     regs = *core_->queue_registers(q);
   }
   std::uint64_t value = 0;
@@ -102,7 +102,12 @@ Result<std::uint64_t> VirtioPciFunction::common_read(std::uint32_t offset, unsig
     case common::kQueueDesc: value = regs ? regs->desc : 0; break;
     case common::kQueueDriver: value = regs ? regs->driver : 0; break;
     case common::kQueueDevice: value = regs ? regs->device : 0; break;
-    // NOTIF_CONFIG_DATA and ADMIN_VQ are never offered; queue_reset completes at once.
+    // §4.1.4.3: the admin queues follow the device's (0 of them without an admin owner).
+    case common::kAdminQueueIndex:
+      value = core_->admin_queue_count() != 0 ? core_->admin_queue_index() : 0;
+      break;
+    case common::kAdminQueueNum: value = core_->admin_queue_count(); break;
+    // NOTIF_CONFIG_DATA is never offered; queue_reset completes at once.
     default: value = 0; break;
   }
   return (value >> access->shift) & (width == 8 ? ~0ull : ((1ull << (width * 8)) - 1));
