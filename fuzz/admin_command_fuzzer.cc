@@ -78,7 +78,8 @@ class Members final : public LegacyMembers {
 
  private:
   void check_enabled(std::uint16_t opcode) const {
-    if ((allowed_opcodes & opcode_bit(opcode)) == 0) fail("a member reached by an opcode not in use");
+    if ((allowed_opcodes & opcode_bit(opcode)) == 0)
+      fail("a member reached by an opcode not in use");
   }
   void check_member(std::uint64_t member) const {
     if (!enabled) fail("a member reached while VF Enable is clear");
@@ -126,7 +127,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const auto registers_before = members.registers();
     members.allowed_opcodes = engine.in_use();
     const CommandOutcome outcome = engine.execute(command, room);
-    if (outcome.status != kStatusOk && outcome.status != kStatusEinval) fail("status not OK/EINVAL");
+    if (outcome.status != kStatusOk && outcome.status != kStatusEinval)
+      fail("status not OK/EINVAL");
     if ((outcome.status == kStatusOk) != (outcome.qualifier == kQualifierOk))
       fail("qualifier disagrees with status");
     if (outcome.result.size() > room) fail("result beyond the room given");
