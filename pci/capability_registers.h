@@ -114,4 +114,29 @@ inline constexpr unsigned kLengthShift = 20;
 inline constexpr std::uint32_t kMinimumLength = 0x0A;  // both headers and the ID
 }  // namespace dvsec
 
+// Single Root I/O Virtualization Extended Capability (PCIe Base 6.0 §7.9.3), offsets from
+// the capability header.
+namespace sriov {
+inline constexpr std::uint32_t kCapabilities = 0x04;
+inline constexpr std::uint32_t kControl = 0x08;
+inline constexpr std::uint32_t kStatus = 0x0A;
+inline constexpr std::uint32_t kInitialVfs = 0x0C;
+inline constexpr std::uint32_t kTotalVfs = 0x0E;
+inline constexpr std::uint32_t kNumVfs = 0x10;
+inline constexpr std::uint32_t kFunctionDependencyLink = 0x12;
+inline constexpr std::uint32_t kFirstVfOffset = 0x14;
+inline constexpr std::uint32_t kVfStride = 0x16;
+inline constexpr std::uint32_t kVfDeviceId = 0x1A;
+inline constexpr std::uint32_t kSupportedPageSizes = 0x1C;
+inline constexpr std::uint32_t kSystemPageSize = 0x20;
+inline constexpr std::uint32_t kVfBar0 = 0x24;  // six DWORD VF BARs
+inline constexpr std::uint32_t kVfMigrationStateArray = 0x3C;
+inline constexpr std::uint32_t kSize = 0x40;
+// SR-IOV Control bits.
+inline constexpr std::uint16_t kVfEnable = 1u << 0;
+inline constexpr std::uint16_t kVfMemorySpaceEnable = 1u << 3;
+inline constexpr std::uint16_t kAriCapableHierarchy = 1u << 4;
+inline constexpr std::uint32_t kPageSize4K = 0x1;  // Supported/System Page Size bit 0
+}  // namespace sriov
+
 }  // namespace vpci::pci

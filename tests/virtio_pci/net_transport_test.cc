@@ -1,7 +1,8 @@
 // virtio-net end to end through every transport and driver path, with the test driver
 // (tests/virtio_pci/pci_driver.h) and a socket-pair back end standing in for the tap:
 // modern (split, packed), transitional via modern and via legacy I/O, legacy-only,
-// transitional MMR via modern and via its legacy window, and the legacy I/O -> MMR mapper.
+// transitional MMR via modern and via its legacy window, the legacy I/O -> MMR mapper, and
+// legacy I/O over a PF's admin queue (the mapper's admin backend, virtio 1.3 §2.12.1.2).
 // Each case checks the header size the back end was told (virtio 1.3 §5.1.6: 10 bytes for
 // a legacy driver without MRG_RXBUF, 12 otherwise), a frame each way byte for byte with
 // its interrupt, the device config (MAC, link up) and the control queue's acks.
@@ -16,6 +17,8 @@
 #include "devices/virtio_net.h"
 #include "tests/devices/net_harness.h"
 #include "tests/virtio_pci/test_devices.h"
+#include "virtio/pci/legacy_admin_path.h"
+#include "virtio/pci/sriov_pf.h"
 
 namespace vpci::virtio::testing {
 namespace {
@@ -34,6 +37,7 @@ struct NetCase {
   bool msix;
   bool mergeable;  // offer MRG_RXBUF (the driver takes what is offered)
   bool mapper = false;
+  bool admin = false;  // the mapper's admin backend: a VF of an SR-IOV PF
 };
 
 void PrintTo(const NetCase& c, std::ostream* os) {
@@ -51,6 +55,7 @@ struct NetRig {
   std::unique_ptr<pci::LegacyIoMapper> mapper;
   vpci::pci::Function* bus_view = nullptr;
   std::unique_ptr<VirtioPciDriver> driver;
+  pci::LegacyAdminPath* admin_path = nullptr;  // owned by the mapper
 
   explicit NetRig(const NetCase& c) {
     auto created_loop = EventLoop::create();
@@ -71,6 +76,10 @@ struct NetRig {
       return;
     }
     device = created_device->get();
+    if (c.admin) {
+      build_over_admin(std::move(*created_device));
+      return;
+    }
     pci::VirtioPciOptions pci_options;
     pci_options.kind = c.mapper ? TransportKind::kTransitionalMmr : c.kind;
     auto created = pci::VirtioPciFunction::create(std::move(*created_device), guest.memory,
@@ -91,6 +100,45 @@ struct NetRig {
       mapper = std::move(*wrapped);
       bus_view = mapper.get();
     }
+    driver = std::make_unique<VirtioPciDriver>(*bus_view, guest.ram);
+  }
+
+  // VF 1 of an SR-IOV PF (whose own function is another NetDevice), presented by the
+  // legacy I/O mapper over the PF's admin queue.
+  void build_over_admin(std::unique_ptr<devices::NetDevice> vf_device) {
+    devices::NetDeviceOptions pf_options;
+    pf_options.mac = {0x52, 0x54, 0x00, 0xab, 0xcd, 0xff};
+    auto pf_device =
+        devices::NetDevice::create(std::make_unique<SocketPacketBackend>(1), pf_options);
+    if (!pf_device) {
+      ADD_FAILURE() << pf_device.error().message;
+      return;
+    }
+    pci::SriovPfParts parts;
+    parts.pf_device = std::move(*pf_device);
+    parts.pf_memory = std::make_shared<GuestMemory>();
+    parts.vf_devices.push_back(std::move(vf_device));
+    parts.vf_memories.push_back(guest.memory);
+    auto pf = pci::SriovPf::create(std::move(parts));
+    if (!pf) {
+      ADD_FAILURE() << pf.error().message;
+      return;
+    }
+    (*pf)->pf().set_event_loop(loop.get());
+    (*pf)->vf(1).set_event_loop(loop.get());
+    auto path = pci::LegacyAdminPath::create(std::move(*pf), 1);
+    if (!path) {
+      ADD_FAILURE() << path.error().message;
+      return;
+    }
+    admin_path = path->get();
+    auto wrapped = pci::LegacyIoMapper::create_over_admin(std::move(*path));
+    if (!wrapped) {
+      ADD_FAILURE() << wrapped.error().message;
+      return;
+    }
+    mapper = std::move(*wrapped);
+    bus_view = mapper.get();
     driver = std::make_unique<VirtioPciDriver>(*bus_view, guest.ram);
   }
 
@@ -207,6 +255,11 @@ TEST_P(NetTransports, FramesBothWaysWithTheNegotiatedHeader) {
   EXPECT_EQ(stats.receive.at(0).drops + stats.transmit.at(0).drops, 0u);
   EXPECT_EQ(stats.control_commands, 2u);
   EXPECT_EQ(stats.control_errors, 1u);
+  if (rig.admin_path != nullptr) {
+    // Every legacy register access went through the PF's admin queue: dozens of commands.
+    EXPECT_GT(rig.admin_path->driver().commands_sent(), 20u);
+    EXPECT_EQ(rig.admin_path->sriov_pf().member_count(), 1u);
+  }
 }
 
 const NetCase kNetCases[] = {
@@ -229,6 +282,10 @@ const NetCase kNetCases[] = {
      false, true, false, true},
     {"legacy_over_mmr_mrg_intx", TransportKind::kTransitionalMmr, DriverPath::kLegacyIo, false,
      false, true, true},
+    {"legacy_over_admin_10_byte_header", TransportKind::kModern, DriverPath::kLegacyIo, false, true,
+     false, false, true},
+    {"legacy_over_admin_mrg_intx", TransportKind::kModern, DriverPath::kLegacyIo, false, false,
+     true, false, true},
 };
 
 INSTANTIATE_TEST_SUITE_P(Transports, NetTransports, ::testing::ValuesIn(kNetCases),

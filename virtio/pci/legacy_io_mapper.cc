@@ -103,10 +103,34 @@ Result<MmrLocation> locate_mmr(std::span<const std::uint8_t> config,
   return loc;
 }
 
-LegacyIoMapper::LegacyIoMapper(std::unique_ptr<vp::Function> mmr, MmrLocation location)
+LegacyIoMapper::LegacyIoMapper(std::unique_ptr<vp::Function> mmr,
+                               std::unique_ptr<LegacyAdminPath> admin, MmrLocation location)
     : mmr_(std::move(mmr)),
+      admin_(std::move(admin)),
+      underlying_(mmr_ ? mmr_.get() : &admin_->vf()),
       location_(location),
       io_bar_size_(std::max<std::uint32_t>(4, std::bit_ceil(location.window_length))) {}
+
+LegacyIoMapper::~LegacyIoMapper() = default;
+
+Result<std::unique_ptr<LegacyIoMapper>> LegacyIoMapper::create_over_admin(
+    std::unique_ptr<LegacyAdminPath> path) {
+  if (!path) return make_error(ErrorCode::kInvalidArgument, "no admin path to map");
+  VirtioPciFunction& vf = path->vf();
+  if (vf.bar_info(0).kind != vp::BarKind::kAbsent) {
+    return make_error(ErrorCode::kConflict, "the VF implements BAR0; the mapper needs that slot");
+  }
+  MmrLocation location;
+  location.virtio_id = vf.core().device_id();
+  const auto id = transitional_device_id(location.virtio_id);
+  if (!id) {
+    return make_error(ErrorCode::kUnsupported, "virtio device {} has no transitional device ID",
+                      location.virtio_id);
+  }
+  location.transitional_device_id = *id;
+  location.window_length = path->window_length();
+  return std::unique_ptr<LegacyIoMapper>(new LegacyIoMapper(nullptr, std::move(path), location));
+}
 
 Result<std::unique_ptr<LegacyIoMapper>> LegacyIoMapper::create(std::unique_ptr<vp::Function> mmr) {
   if (!mmr) return make_error(ErrorCode::kInvalidArgument, "no function to map");
@@ -119,12 +143,12 @@ Result<std::unique_ptr<LegacyIoMapper>> LegacyIoMapper::create(std::unique_ptr<v
                       "the MMR function implements BAR0; the mapper needs that slot");
   }
   VPCI_ASSIGN_OR_RETURN(MmrLocation location, locate_mmr(config, bars));
-  return std::unique_ptr<LegacyIoMapper>(new LegacyIoMapper(std::move(mmr), location));
+  return std::unique_ptr<LegacyIoMapper>(new LegacyIoMapper(std::move(mmr), nullptr, location));
 }
 
 vp::BarInfo LegacyIoMapper::bar_info(unsigned bar) const {
   if (bar == 0) return {vp::BarKind::kIo, io_bar_size_, false};
-  return mmr_->bar_info(bar);
+  return underlying_->bar_info(bar);
 }
 
 std::uint8_t LegacyIoMapper::faked_byte(std::uint32_t offset, std::uint8_t underlying) const {
@@ -154,7 +178,7 @@ std::uint8_t LegacyIoMapper::faked_byte(std::uint32_t offset, std::uint8_t under
 }
 
 Status LegacyIoMapper::config_read(std::uint32_t offset, std::span<std::uint8_t> data) {
-  VPCI_TRY(mmr_->config_read(offset, data));
+  VPCI_TRY(underlying_->config_read(offset, data));
   for (std::size_t i = 0; i < data.size(); ++i) {
     const auto at = static_cast<std::uint32_t>(offset + i);
     if (at < vp::kHeaderSize) data[i] = faked_byte(at, data[i]);
@@ -172,7 +196,7 @@ Status LegacyIoMapper::config_write(std::uint32_t offset, std::span<const std::u
     io_enabled_ = (data[vp::reg::kCommand - offset] & vp::command::kIoSpace) != 0;
   }
   if (end <= vp::reg::kBar0 || offset >= vp::reg::kBar0 + 4)
-    return mmr_->config_write(offset, data);
+    return underlying_->config_write(offset, data);
   // Split around the BAR0 shadow.
   for (std::uint32_t at = offset; at < end; ++at) {
     const std::uint8_t byte = data[at - offset];
@@ -180,14 +204,14 @@ Status LegacyIoMapper::config_write(std::uint32_t offset, std::span<const std::u
       const unsigned shift = 8 * (at - vp::reg::kBar0);
       bar0_shadow_ = (bar0_shadow_ & ~(0xFFu << shift)) | (std::uint32_t{byte} << shift);
     } else {
-      VPCI_TRY(mmr_->config_write(at, std::span<const std::uint8_t>(&byte, 1)));
+      VPCI_TRY(underlying_->config_write(at, std::span<const std::uint8_t>(&byte, 1)));
     }
   }
   return {};
 }
 
 Status LegacyIoMapper::bar_read(unsigned bar, std::uint64_t offset, std::span<std::uint8_t> data) {
-  if (bar != 0) return mmr_->bar_read(bar, offset, data);
+  if (bar != 0) return underlying_->bar_read(bar, offset, data);
   if (!io_enabled_ || offset >= location_.window_length ||
       data.size() > location_.window_length - offset || data.size() > 4) {
     std::fill(data.begin(), data.end(), 0xFF);
@@ -195,6 +219,7 @@ Status LegacyIoMapper::bar_read(unsigned bar, std::uint64_t offset, std::span<st
                       "legacy I/O read of {} bytes at {} (I/O decoding {})", data.size(), offset,
                       io_enabled_ ? "on" : "off");
   }
+  if (admin_) return admin_->read(offset, data);  // one admin command (or the doorbell)
   if (offset == legacy::kQueueNotify && data.size() == 2) {
     return mmr_->bar_read(location_.notify_bar, location_.notify_offset, data);
   }
@@ -203,23 +228,24 @@ Status LegacyIoMapper::bar_read(unsigned bar, std::uint64_t offset, std::span<st
 
 Status LegacyIoMapper::bar_write(unsigned bar, std::uint64_t offset,
                                  std::span<const std::uint8_t> data) {
-  if (bar != 0) return mmr_->bar_write(bar, offset, data);
+  if (bar != 0) return underlying_->bar_write(bar, offset, data);
   if (!io_enabled_ || offset >= location_.window_length ||
       data.size() > location_.window_length - offset || data.size() > 4) {
     return make_error(io_enabled_ ? ErrorCode::kOutOfRange : ErrorCode::kConflict,
                       "legacy I/O write of {} bytes at {} (I/O decoding {})", data.size(), offset,
                       io_enabled_ ? "on" : "off");
   }
+  if (offset == legacy::kQueueNotify && data.size() == 2) ++fast_path_notifies_;
+  if (admin_) return admin_->write(offset, data);  // one admin command (or the doorbell)
   if (offset == legacy::kQueueNotify && data.size() == 2) {
     // Fast path: the doorbell, not the legacy window (docs/transitional-mmr.md §4).
-    ++fast_path_notifies_;
     return mmr_->bar_write(location_.notify_bar, location_.notify_offset, data);
   }
   return mmr_->bar_write(location_.window_bar, location_.window_offset + offset, data);
 }
 
 void LegacyIoMapper::reset() {
-  mmr_->reset();
+  underlying_->reset();
   bar0_shadow_ = 0;
   io_enabled_ = false;
 }

@@ -74,7 +74,7 @@ Status VirtioPciFunction::build(std::unique_ptr<Device> device) {
   const TransportKind kind = options_.kind;
   const std::uint32_t virtio_id = device->device_id();
   const bool modern_interface = kind != TransportKind::kLegacy;
-  const bool legacy_interface = kind != TransportKind::kModern;
+  const bool legacy_interface = kind != TransportKind::kModern || options_.admin_legacy;
 
   if (options_.xen_backend_domid) {
     if (!modern_interface) {
@@ -336,6 +336,8 @@ Status VirtioPciFunction::build_config_space(std::uint32_t virtio_id) {
     VPCI_ASSIGN_OR_RETURN(layout_.mmr_vsec, vp::add_extended_capability(
                                                 cs, vp::ext_cap_id::kVendorSpecific, 1, body));
   }
+
+  if (options_.sriov) VPCI_TRY(add_sriov_capability(*options_.sriov));
 
   cs.add_write_observer(vp::reg::kCommand, 2, [this](std::uint32_t, unsigned) { update_intx(); });
   cs.capture_reset_state();

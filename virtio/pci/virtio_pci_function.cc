@@ -215,7 +215,7 @@ void VirtioPciFunction::reset_transport_state() {
 
 Status VirtioPciFunction::claim(DriverInterface interface) {
   if (options_.kind != TransportKind::kTransitional &&
-      options_.kind != TransportKind::kTransitionalMmr) {
+      options_.kind != TransportKind::kTransitionalMmr && !options_.admin_legacy) {
     return {};
   }
   if (!chosen_) {

@@ -111,6 +111,20 @@ struct VendorCapabilitySpec {
   std::vector<std::uint8_t> data;  // after the vendor ID; padded to make cap_len % 4 == 0
 };
 
+struct SriovCapabilitySpec {
+  std::uint16_t total_vfs = 1;
+  std::uint16_t vf_device_id = 0;  // 0x1040 + virtio type (§4.1.2.1)
+  std::uint16_t first_vf_offset = 1;
+  std::uint16_t vf_stride = 1;
+  std::uint64_t vf_bar4_size = 0;  // each VF's 64-bit memory BAR 4 (BAR4-5 in the capability)
+};
+
+// The SR-IOV capability's state as the PF's driver set it.
+struct SriovState {
+  bool vf_enable = false;
+  std::uint16_t num_vfs = 0;
+};
+
 struct VirtioPciOptions {
   TransportKind kind = TransportKind::kModern;
   // MSI-X vectors; nullopt: one per queue plus one for configuration changes. 0: no MSI-X.
@@ -126,6 +140,14 @@ struct VirtioPciOptions {
   // Xen: add the grant capability (docs/xen-grant-capability.md) naming this backend
   // domain, and offer and require VIRTIO_F_ACCESS_PLATFORM.
   std::optional<std::uint16_t> xen_backend_domid;
+  // An SR-IOV VF whose legacy register block is reached only through its PF's admin
+  // commands (virtio 1.3 §2.12.1.2, admin_legacy_read/write): the function keeps its
+  // modern identity and BARs, and the driver may use either interface until reset.
+  bool admin_legacy = false;
+  // An SR-IOV PF: the SR-IOV extended capability (PCIe 6.0 §7.9.3) with these values;
+  // NumVFs, VF Enable and System Page Size are writable, VF BAR0 is hardwired to zero
+  // (virtio 1.3 §2.12.1.2 LEGACY_NOTIFY_INFO).
+  std::optional<SriovCapabilitySpec> sriov;
 };
 
 // Where everything lives; computed once by the constructor.
@@ -154,6 +176,7 @@ struct VirtioPciLayout {
   std::uint16_t msix_cap = 0;
   std::uint16_t express_cap = 0;
   std::uint16_t mmr_vsec = 0;
+  std::uint16_t sriov_cap = 0;
 };
 
 class VirtioPciFunction final : public vpci::pci::Function, private InterruptSink {
@@ -190,11 +213,24 @@ class VirtioPciFunction final : public vpci::pci::Function, private InterruptSin
   [[nodiscard]] std::optional<DriverInterface> chosen_interface() const { return chosen_; }
   // Device-side access to a shared memory region's bytes (by shmid).
   [[nodiscard]] std::span<std::uint8_t> shared_memory(std::uint8_t id);
+  // VirtioPciOptions::sriov: what the PF's driver wrote (nullopt without the capability).
+  [[nodiscard]] std::optional<SriovState> sriov_state() const;
+
+  // ---- legacy registers through a PF's admin commands (VirtioPciOptions::admin_legacy) --
+  // One access of `region` (the legacy header without device configuration, which ends
+  // at 20 or 24 bytes by this function's MSI-X state, or the device configuration) with
+  // the same effect as a legacy driver's access (§2.12.1.2); it must hit a single field
+  // inside the region, or it is refused and changes nothing.
+  Status admin_legacy_read(admin::LegacyRegion region, std::uint32_t offset,
+                           std::span<std::uint8_t> out);
+  Status admin_legacy_write(admin::LegacyRegion region, std::uint32_t offset,
+                            std::span<const std::uint8_t> data);
 
  private:
   VirtioPciFunction(std::shared_ptr<GuestMemory> memory, VirtioPciOptions options);
   Status build(std::unique_ptr<Device> device);
   Status build_config_space(std::uint32_t virtio_id);
+  Status add_sriov_capability(const SriovCapabilitySpec& spec);
 
   // InterruptSink
   void raise_queue_interrupt(std::uint16_t queue) override;
@@ -206,6 +242,10 @@ class VirtioPciFunction final : public vpci::pci::Function, private InterruptSin
   Result<std::uint64_t> common_read(std::uint32_t offset, unsigned width);
   Status common_write(std::uint32_t offset, unsigned width, std::uint64_t value);
   Status notify_write(std::uint64_t offset, std::span<const std::uint8_t> data);
+  // Where an admin-command access of `region` at `offset` lands in the legacy block.
+  [[nodiscard]] Result<std::uint64_t> admin_legacy_offset(admin::LegacyRegion region,
+                                                          std::uint32_t offset,
+                                                          std::size_t width) const;
   Status legacy_read(std::uint64_t offset, std::span<std::uint8_t> data);
   Status legacy_write(std::uint64_t offset, std::span<const std::uint8_t> data);
 

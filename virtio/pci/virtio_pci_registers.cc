@@ -273,6 +273,48 @@ Status VirtioPciFunction::legacy_write(std::uint64_t offset, std::span<const std
   }
 }
 
+// ---- legacy registers through a PF's admin commands (§2.12.1.2) -----------------------------
+
+Result<std::uint64_t> VirtioPciFunction::admin_legacy_offset(admin::LegacyRegion region,
+                                                             std::uint32_t offset,
+                                                             std::size_t width) const {
+  if (!options_.admin_legacy) {
+    return make_error(ErrorCode::kUnsupported,
+                      "this function has no legacy registers behind admin commands");
+  }
+  if (width == 0) return make_error(ErrorCode::kInvalidArgument, "a legacy access of 0 bytes");
+  // The header ends where device configuration starts: 24 with MSI-X enabled, else 20.
+  const std::uint32_t header =
+      msix_enabled() ? legacy::kConfigOffsetMsix : legacy::kConfigOffsetNoMsix;
+  const std::uint64_t end = std::uint64_t{offset} + width;
+  if (region == admin::LegacyRegion::kCommon) {
+    if (end > header) {
+      return make_error(ErrorCode::kOutOfRange,
+                        "{}-byte legacy common access at {} passes the {}-byte header", width,
+                        offset, header);
+    }
+    return std::uint64_t{offset};
+  }
+  if (end > core_->config_size()) {
+    return make_error(ErrorCode::kOutOfRange,
+                      "{}-byte legacy device config access at {} passes its {} bytes", width,
+                      offset, core_->config_size());
+  }
+  return header + std::uint64_t{offset};
+}
+
+Status VirtioPciFunction::admin_legacy_read(admin::LegacyRegion region, std::uint32_t offset,
+                                            std::span<std::uint8_t> out) {
+  VPCI_ASSIGN_OR_RETURN(const std::uint64_t at, admin_legacy_offset(region, offset, out.size()));
+  return legacy_read(at, out);
+}
+
+Status VirtioPciFunction::admin_legacy_write(admin::LegacyRegion region, std::uint32_t offset,
+                                             std::span<const std::uint8_t> data) {
+  VPCI_ASSIGN_OR_RETURN(const std::uint64_t at, admin_legacy_offset(region, offset, data.size()));
+  return legacy_write(at, data);
+}
+
 // ---- PCI_CFG window (§4.1.4.9)
 // -------------------------------------------------------------------
 
