@@ -65,6 +65,14 @@ class VirtioServedDevice final : public ServedDevice {
     // applies the guest's masks.
     options.msix_owner = pci::MsixTableOwner::kBus;
     options.xen_backend_domid = spec_.xen_backend_domid;
+    // legacy-over-admin: each command on the PF's admin queue, for --trace.
+    options.core.admin_observer = [sink = admin_trace_](const virtio::admin::CommandRecord& r) {
+      if (*sink) {
+        (*sink)(fmt::format("admin {} group {} member {}: {}, used {} bytes",
+                            virtio::admin::opcode_name(r.opcode), r.group_type, r.member,
+                            virtio::admin::status_name(r.status, r.qualifier), r.used_length));
+      }
+    };
     // legacy-over-mmr: the guest sees the mapper's transitional device; the MMR device
     // behind it is only reachable through the mapper (seed 004's hypervisor-side variant
     // driver).
@@ -72,6 +80,10 @@ class VirtioServedDevice final : public ServedDevice {
                                          spec_.transport, std::move(device), memory_, options));
     ids_ = read_ids(*function_);
     return {};
+  }
+
+  void set_admin_trace(std::function<void(const std::string&)> sink) override {
+    *admin_trace_ = std::move(sink);
   }
 
   [[nodiscard]] const ServedDeviceSpec& spec() const override { return spec_; }
@@ -126,6 +138,9 @@ class VirtioServedDevice final : public ServedDevice {
   }
 
   ServedDeviceSpec spec_;
+  // Shared with the admin observer the function holds (set_admin_trace fills it in later).
+  std::shared_ptr<std::function<void(const std::string&)>> admin_trace_ =
+      std::make_shared<std::function<void(const std::string&)>>();
   devices::FileBlockBackend* backend_;  // owned by the device inside the function
   const devices::BlockDevice* blk_;     // the device inside the function, if virtio-blk
   const devices::NetDevice* net_;       // the device inside the function, if virtio-net

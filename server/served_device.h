@@ -9,6 +9,7 @@
 //                                   device's virtio::GuestMemory from DMA_MAP/UNMAP
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,6 +45,9 @@ class ServedDevice {
   // What the device did, for `vpci serve --stats` ("rx0: 12 packets, ..."), one entry per
   // line; empty for devices that count nothing. Call once the device's loop has stopped.
   [[nodiscard]] virtual std::vector<std::string> device_stats() const { return {}; }
+  // Where a line per admin command goes (`vpci serve --trace`; legacy-over-admin devices
+  // only: opcode, group, member, status/qualifier). Set before the device's loop starts.
+  virtual void set_admin_trace(std::function<void(const std::string&)> sink) { (void)sink; }
 };
 
 }  // namespace vpci::server

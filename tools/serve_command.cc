@@ -436,12 +436,14 @@ int run_serve(const ServeOptions& options, int& interrupted_by) {
   std::mutex trace_mutex;  // one line at a time from every server thread
   for (std::size_t i = 0; i < servers.size(); ++i) {
     if (*trace_file != nullptr) {
-      servers[i]->set_trace([trace_file = *trace_file, &trace_mutex,
-                             name = devices[i]->spec().name](const std::string& line) {
+      auto sink = [trace_file = *trace_file, &trace_mutex,
+                   name = devices[i]->spec().name](const std::string& line) {
         std::lock_guard lock(trace_mutex);
         fmt::print(trace_file, "[{}] {}\n", name, line);
         if (trace_file == stderr) (void)std::fflush(trace_file);
-      });
+      };
+      servers[i]->set_trace(sink);
+      devices[i]->set_admin_trace(sink);
     }
     if (options.stats) servers[i]->enable_stats();
   }

@@ -38,6 +38,7 @@ DeviceCore::DeviceCore(std::unique_ptr<Device> device, std::shared_ptr<GuestMemo
     // §4.1.4.3: admin_queue_index >= num_queues; one admin queue right after them.
     queues_.push_back(std::make_unique<Virtqueue>(device_queues_, kAdminQueueSize));
     admin_ = std::make_unique<admin::AdminCommandEngine>(*options_.admin_owner);
+    if (options_.admin_observer) admin_->set_observer(options_.admin_observer);
   }
 }
 

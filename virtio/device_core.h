@@ -80,6 +80,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -123,6 +124,8 @@ struct CoreOptions {
   // num_queues(), whose commands AdminCommandEngine executes for this owner. Must outlive
   // the core.
   admin::LegacyMembers* admin_owner = nullptr;
+  // Told of every admin command served (`vpci serve --trace`).
+  std::function<void(const admin::CommandRecord&)> admin_observer = nullptr;
 };
 
 // Size of the admin virtqueue: Linux issues one command at a time per VF and spins on a

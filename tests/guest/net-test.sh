@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CTest driver of the real-guest virtio-net test (label "guest", issue 15): in a network
-# namespace this test creates (and deletes), six taps (host sides 10.0.2.1/24 to
-# 10.0.7.1/24); inside it `vpci serve` runs a virtio-net device on each of the first five,
+# namespace this test creates (and deletes), seven taps (host sides 10.0.2.1/24 to
+# 10.0.8.1/24); inside it `vpci serve` runs a virtio-net device on each but vtapq (10.0.7.x),
 # and QEMU runs there too. An unmodified Linux guest under QEMU >= 10.1 (vfio-user-pci)
 # brings the interface up,
 # pings the host side, sends N MiB to the host's nc and receives N MiB from it; both
@@ -15,7 +15,10 @@
 #   boot 4: net3 (legacy-over-mmr, mergeable_rx_buffers = false), force_legacy=1: the
 #           10-byte header through the mapper and the MMR device's legacy window; net4
 #           (transitional MMR) is attached too: present, and no stock driver binds it;
-#   boot 5: the baseline: QEMU's own virtio-net-pci (vhost=off) on a sixth tap, the same
+#   boot 6: net5 (legacy-over-admin, mergeable_rx_buffers = false), force_legacy=1: the
+#           legacy driver's register accesses become admin commands on a PF's admin
+#           queue (virtio 1.3 §2.12.1.2); 10-byte header;
+#   boot 5: the baseline: QEMU's own virtio-net-pci (vhost=off) on its own tap, the same
 #           check and transfers (figures printed, never asserted).
 # Nothing leaves the namespace. VPCI_SKIP_GUEST=1 skips it (exit 77).
 # Usage: net-test.sh VPCI_BINARY
@@ -52,6 +55,7 @@ ip netns exec "$ns" ip link set vtap2 up
 net_add_tap vtap3 10.0.5.1/24
 net_add_tap vtap4 10.0.6.1/24
 net_add_tap vtapq 10.0.7.1/24
+net_add_tap vtap5 10.0.8.1/24
 
 cat >"$work/serve.toml" <<'TOML'
 socket_dir = "sockets"
@@ -88,15 +92,22 @@ kind = "virtio-net"
 transport = "mmr"
 tap = "vtap4"
 mac = "52:54:00:00:06:15"
+[[device]]
+name = "net5"
+kind = "virtio-net"
+transport = "legacy-over-admin"
+tap = "vtap5"
+mac = "52:54:00:00:08:15"
+mergeable_rx_buffers = false
 TOML
 ip netns exec "$ns" "$vpci_bin" ${VPCI_NET_SERVE_ARGS:-} serve "$work/serve.toml" --stats >"$work/serve.log" 2>&1 &
 server_pid=$!
 for ((i = 0; i < 100; i++)); do
-  grep -q '^vpci serve: ready' "$work/serve.log" && break
+  grep -q "^vpci serve: ready" "$work/serve.log" 2>/dev/null && break
   kill -0 "$server_pid" 2>/dev/null || break
   sleep 0.1
 done
-grep -q '^vpci serve: ready (5 device(s))' "$work/serve.log" ||
+grep -q '^vpci serve: ready (6 device(s))' "$work/serve.log" ||
   { fail "vpci serve did not become ready"; cat "$work/serve.log" >&2; exit 1; }
 
 net_setup "$mib"
@@ -149,6 +160,19 @@ if boot 4 net3 5 "virtio_pci.force_legacy=1" --socket "$work/sockets/net4.sock" 
   expect_line "$log" '^VPCI-DEVICE 0000:00:02.0 id=1af4:10f9 rev=0x00 .* driver=none' \
     "boot 4: the MMR virtio-net device is present and unbound"
 fi
+# Boot 6: legacy-over-admin with force_legacy=1: the guest's legacy driver drives a VF
+# whose every legacy register access becomes an admin command on its PF's admin queue
+# (virtio 1.3 §2.12.1.2), sent by vpci's own PF driver; 10-byte header, the same checks.
+boot_mib=$mib
+if boot 6 net5 8 "virtio_pci.force_legacy=1" --expect "1af4:1000@virtio-pci"; then
+  log=$work/console6.log
+  expect_line "$log" '^VPCI-RESULT net-0000:00:01.0 PASS .* iface=legacy' "boot 6: legacy-over-admin virtio-net passes"
+  expect_line "$log" '^VPCI-DEVICE 0000:00:01.0 id=1af4:1000 rev=0x00 .*subsys=0x1af4:0x0001 driver=virtio-pci' \
+    "boot 6: the guest sees a transitional virtio-net device (1af4:1000 rev 0, subsystem 1af4:0001)"
+  features=$(sed -n 's/^VPCI-RESULT net-.* features=\([01]*\).*/\1/p' "$log")
+  [[ ${features:15:1} == 0 && ${features:32:1} == 0 && -n $features ]] ||
+    fail "boot 6: negotiated features $features have MRG_RXBUF or VERSION_1: not the 10-byte header"
+fi
 # Boot 5: the baseline, QEMU's own virtio-net-pci (vhost=off) on its own tap, same
 # guest, same transfers: the check itself must pass on a device nobody here wrote, and
 # the figures are printed beside vpci's (bench/guest-net.sh measures them properly).
@@ -183,7 +207,7 @@ for queue in rx0 tx0 rx1 tx1; do
   ((${packets:-0} > 0)) || fail "serve --stats: net2 $queue carried no frames: both queue pairs should"
 done
 # --stats counts the device's own traffic: both directions moved at least the test's bytes.
-for device in net0 net1 net3; do
+for device in net0 net1 net3 net5; do
   for dir in rx tx; do
     bytes=$(sed -n "s/^vpci serve: stats $device: ${dir}0: [0-9]* packets, \([0-9]*\) bytes.*/\1/p" "$work/serve.log")
     [[ -n $bytes ]] && ((bytes >= mib << 20)) ||

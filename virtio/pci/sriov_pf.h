@@ -14,6 +14,7 @@
 // its data path (for the legacy-over-admin mapper: the guest's).
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -24,6 +25,26 @@
 #include "virtio/pci/virtio_pci_function.h"
 
 namespace vpci::virtio::pci {
+
+// The PF of a legacy-over-admin device: a management function of its VFs' virtio type
+// with no queues, features or configuration of its own — only the admin queue the core
+// adds. Nobody but vpci's own PF driver (admin_queue_driver.h) ever drives it.
+class ManagementPfDevice final : public Device {
+ public:
+  explicit ManagementPfDevice(std::uint32_t virtio_type) : type_(virtio_type) {}
+  [[nodiscard]] std::uint32_t device_id() const override { return type_; }
+  [[nodiscard]] std::uint64_t device_features() const override { return 0; }
+  [[nodiscard]] std::uint16_t num_queues() const override { return 0; }
+  [[nodiscard]] std::uint16_t max_queue_size(std::uint16_t) const override { return 1; }
+  [[nodiscard]] std::uint32_t config_size() const override { return 0; }
+  void read_config(std::uint32_t, std::span<std::uint8_t> out) const override {
+    std::fill(out.begin(), out.end(), 0);
+  }
+  void process_queue(Virtqueue&) override {}  // it has no queues of its own
+
+ private:
+  std::uint32_t type_;
+};
 
 struct SriovPfParts {
   std::unique_ptr<Device> pf_device;

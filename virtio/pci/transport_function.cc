@@ -1,12 +1,32 @@
 #include "virtio/pci/transport_function.h"
 
+#include "virtio/pci/legacy_admin_path.h"
 #include "virtio/pci/legacy_io_mapper.h"
+#include "virtio/pci/sriov_pf.h"
 
 namespace vpci::virtio::pci {
 
 Result<std::unique_ptr<vpci::pci::Function>> make_transport_function(
     TransportKind kind, std::unique_ptr<Device> device, std::shared_ptr<GuestMemory> memory,
     VirtioPciOptions options) {
+  if (kind == TransportKind::kLegacyOverAdmin) {
+    // VF 1 of an SR-IOV PF that only vpci's PF driver sees (a management PF); the VF
+    // takes the guest's memory and the caller's options, the PF its own memory and the
+    // admin-command observer.
+    SriovPfParts parts;
+    parts.pf_device = std::make_unique<ManagementPfDevice>(device->device_id());
+    parts.pf_memory = std::make_shared<GuestMemory>();
+    parts.pf_options.core.admin_observer = std::move(options.core.admin_observer);
+    options.core.admin_observer = nullptr;
+    options.kind = TransportKind::kModern;
+    parts.vf_devices.push_back(std::move(device));
+    parts.vf_memories.push_back(std::move(memory));
+    parts.vf_options = std::move(options);
+    VPCI_ASSIGN_OR_RETURN(auto pf, SriovPf::create(std::move(parts)));
+    VPCI_ASSIGN_OR_RETURN(auto path, LegacyAdminPath::create(std::move(pf), 1));
+    VPCI_ASSIGN_OR_RETURN(auto mapper, LegacyIoMapper::create_over_admin(std::move(path)));
+    return std::unique_ptr<vpci::pci::Function>(std::move(mapper));
+  }
   const bool mapped = kind == TransportKind::kLegacyOverMmr;
   VPCI_ASSIGN_OR_RETURN(
       auto function,

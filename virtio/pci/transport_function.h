@@ -1,6 +1,8 @@
 // Builds the pci::Function for any transport kind: a VirtioPciFunction for modern,
 // transitional, legacy and transitional MMR, and for legacy-over-mmr the transitional MMR
-// function wrapped in the LegacyIoMapper (the hypervisor-side mapper of seed 004).
+// function wrapped in the LegacyIoMapper (the hypervisor-side mapper of seed 004), and for
+// legacy-over-admin VF 1 of a management SR-IOV PF behind the mapper's admin backend
+// (virtio 1.3 §2.12.1.2; options.core.admin_observer then sees the PF's commands).
 #pragma once
 
 #include <memory>

@@ -211,7 +211,8 @@ Status VirtioPciFunction::build_config_space(std::uint32_t virtio_id) {
       ids.subsystem_id = static_cast<std::uint16_t>(virtio_id);  // and subsystem = type
       break;
     }
-    case TransportKind::kLegacyOverMmr:  // refused by create(): the mapper builds it
+    case TransportKind::kLegacyOverMmr:  // refused by create(): the mapper builds them
+    case TransportKind::kLegacyOverAdmin:
       return make_error(ErrorCode::kInvalidArgument,
                         "legacy-over-mmr is not a virtio-pci function");
   }

@@ -35,10 +35,12 @@ Result<std::unique_ptr<VirtioPciFunction>> VirtioPciFunction::create(
   if (!device || !memory) {
     return make_error(ErrorCode::kInvalidArgument, "virtio-pci function needs a device and memory");
   }
-  if (options.kind == TransportKind::kLegacyOverMmr) {
+  if (options.kind == TransportKind::kLegacyOverMmr ||
+      options.kind == TransportKind::kLegacyOverAdmin) {
     return make_error(ErrorCode::kInvalidArgument,
-                      "legacy-over-mmr is an MMR function behind the legacy I/O mapper: build it "
-                      "with make_transport_function");
+                      "{} is a function behind the legacy I/O mapper: build it with "
+                      "make_transport_function",
+                      transport_kind_name(options.kind));
   }
   std::unique_ptr<VirtioPciFunction> function(
       new VirtioPciFunction(std::move(memory), std::move(options)));

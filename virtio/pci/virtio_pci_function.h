@@ -94,11 +94,12 @@ enum class TransportKind : std::uint8_t {
   kTransitional,
   kLegacy,
   kTransitionalMmr,
-  kLegacyOverMmr
+  kLegacyOverMmr,
+  kLegacyOverAdmin  // a VF behind the legacy I/O mapper's admin backend (legacy_admin_path.h)
 };
 // Names in enum order, as the serve configuration spells them.
-inline constexpr std::array<std::string_view, 5> kTransportKindNames = {
-    "modern", "transitional", "legacy", "mmr", "legacy-over-mmr"};
+inline constexpr std::array<std::string_view, 6> kTransportKindNames = {
+    "modern", "transitional", "legacy", "mmr", "legacy-over-mmr", "legacy-over-admin"};
 std::string_view transport_kind_name(TransportKind kind);
 
 struct SharedMemoryRegionSpec {
