@@ -94,7 +94,7 @@ void check_config(const ServeConfig& config) {
     FUZZ_CHECK(names.insert(device.name).second);
     FUZZ_CHECK(device.kind == DeviceKind::kVirtioRng || device.kind == DeviceKind::kVirtioBlk);
     FUZZ_CHECK(static_cast<unsigned>(device.transport) <=
-               static_cast<unsigned>(TransportKind::kLegacyOverMmr));
+               static_cast<unsigned>(TransportKind::kLegacyOverAdmin));
     FUZZ_CHECK(device.line > 0);
     if (device.kind == DeviceKind::kVirtioBlk) {
       FUZZ_CHECK(!device.path.empty() && device.path.is_absolute());
