@@ -6,7 +6,8 @@
 //   [[device]]
 //   name = "blk0"                     # [A-Za-z0-9_.-], 1-64 chars, unique
 //   kind = "virtio-blk"               # virtio-rng | virtio-blk | virtio-net
-//   transport = "transitional"        # modern | transitional | legacy | mmr | legacy-over-mmr
+//   transport = "transitional"        # modern | transitional | legacy | mmr |
+//                                     # legacy-over-mmr | legacy-over-admin
 //   path = "disk.img"                 # virtio-blk only; relative to the config file
 //   read_only = false                 # virtio-blk only
 //   queues = 4                        # virtio-blk request queues (VIRTIO_BLK_F_MQ) or

@@ -20,6 +20,7 @@
 
 #include "../server/test_client.h"
 #include "cli_test_util.h"
+#include "pci/registers.h"
 #include "server/protocol.h"
 #include "server/serve_config.h"
 
@@ -268,6 +269,40 @@ TEST(ServeCli, DefaultDevicesOnAFreshImageAndSigint) {
   EXPECT_TRUE(std::filesystem::is_socket(sockets / "blk0.sock"));
   EXPECT_EQ(serve.stop(SIGINT), 0);
   EXPECT_FALSE(std::filesystem::exists(sockets / "rng0.sock"));
+}
+
+// legacy-over-admin: the guest sees a transitional device, and each legacy register access
+// it makes is one admin command on the PF's admin queue, which --trace shows.
+TEST(ServeCli, LegacyOverAdminTracesEachAdminCommand) {
+  TempDir dir;
+  write_file(dir.path() / "d.img", "");
+  std::filesystem::resize_file(dir.path() / "d.img", 1 << 20);
+  const auto config = dir.path() / "serve.toml";
+  write_file(config,
+             "socket_dir = \"s\"\n[[device]]\nname = \"loa0\"\nkind = \"virtio-blk\"\n"
+             "transport = \"legacy-over-admin\"\npath = \"d.img\"\n");
+  const auto trace = dir.path() / "trace.log";
+  ServeProcess serve({"serve", config.string(), "--trace", trace.string()},
+                     dir.path() / "serve.log");
+  ASSERT_TRUE(serve.wait_ready()) << serve.output();
+  EXPECT_THAT(serve.output(), HasSubstr("loa0: virtio-blk, legacy-over-admin, 1af4:1001 rev 0"));
+  {
+    auto client = server::testing::TestClient::connect((dir.path() / "s" / "loa0.sock").string());
+    ASSERT_TRUE(client.has_value());
+    ASSERT_TRUE(client->negotiate());
+    EXPECT_EQ(read_config_dword(*client, 0), 0x10011af4u);
+    // COMMAND.IO on, then the 4-byte host features register at BAR0 + 0.
+    const std::array<std::uint8_t, 2> io_on = {pci::command::kIoSpace, 0};
+    auto enabled = client->call(server::vfio_user::kRegionWrite,
+                                server::testing::region_write(7, pci::reg::kCommand, io_on));
+    ASSERT_TRUE(enabled && !enabled->is_error());
+    auto features =
+        client->call(server::vfio_user::kRegionRead, server::testing::region_read(0, 0, 4));
+    ASSERT_TRUE(features && !features->is_error());
+  }
+  EXPECT_EQ(serve.stop(SIGTERM), 0);
+  EXPECT_THAT(read_text_file(trace),
+              HasSubstr("[loa0] admin LEGACY_COMMON_CFG_READ group 1 member 1: OK, used 12 bytes"));
 }
 
 TEST(ServeCli, TraceFileAndStatsAtShutdown) {
