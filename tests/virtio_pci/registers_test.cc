@@ -160,6 +160,9 @@ TEST_F(Registers, AdminQueueThroughTheCommonConfiguration) {
   const std::uint64_t high = common(c::kDeviceFeature, 4);
   EXPECT_NE(high & (1u << (admin::kFeatureAdminVq - 32)), 0u);
   EXPECT_NE(high & (1u << (admin::kFeatureSrIov - 32)), 0u);
+  // Before ADMIN_VQ is negotiated its index reads like a queue that does not exist.
+  ASSERT_TRUE(set_common(c::kQueueSelect, 2, 1).has_value());
+  EXPECT_EQ(common(c::kQueueSize, 2), 0u);
   features_ok(feature_bit(feature::kVersion1) | feature_bit(admin::kFeatureAdminVq));
 
   ASSERT_TRUE(set_common(c::kQueueSelect, 2, 1).has_value());

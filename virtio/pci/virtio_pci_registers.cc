@@ -80,8 +80,13 @@ Result<std::uint64_t> VirtioPciFunction::common_read(std::uint32_t offset, unsig
   // Only the queue fields need the selected queue's registers; nullopt for an
   // out-of-range queue_select (checked here, so no error is built on this path).
   std::optional<QueueRegisters> regs;
+  // The admin queue exists for a driver that negotiated ADMIN_VQ (§2.12); to others its
+  // index reads like any queue that does not exist.
+  const bool selectable =
+      q < core_->num_queues() ||
+      (q < core_->queue_count() && has_feature(core_->driver_features(), admin::kFeatureAdminVq));
   if (access->field.offset >= common::kQueueSize && access->field.offset <= common::kQueueDevice &&
-      q < core_->queue_count()) {
+      selectable) {
     regs = *core_->queue_registers(q);
   }
   std::uint64_t value = 0;
