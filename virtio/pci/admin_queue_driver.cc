@@ -176,7 +176,8 @@ Status AdminQueueDriver::bring_up(std::uint16_t vfs) {
 }
 
 void AdminQueueDriver::put(std::size_t at, std::span<const std::uint8_t> bytes) {
-  std::memcpy(memory_.data() + at, bytes.data(), bytes.size());
+  if (!bytes.empty())
+    std::memcpy(memory_.data() + at, bytes.data(), bytes.size());  // data() may be null
 }
 
 void AdminQueueDriver::put_descriptor(std::uint16_t index, std::uint64_t address,
