@@ -194,7 +194,7 @@ std::string opcode_name(std::uint16_t opcode) {
 }
 
 std::string status_name(std::uint16_t status, std::uint16_t qualifier) {
-  const auto status_text = [&]() -> std::string {
+  auto status_text = [&]() -> std::string {
     switch (status) {
       case kStatusOk: return "OK";
       case kStatusEagain: return "EAGAIN";

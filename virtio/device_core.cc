@@ -23,7 +23,7 @@ DeviceCore::DeviceCore(std::unique_ptr<Device> device, std::shared_ptr<GuestMemo
     : device_(std::move(device)),
       memory_(std::move(memory)),
       interrupts_(interrupts),
-      options_(options) {
+      options_(std::move(options)) {
   assert(device_ != nullptr && memory_ != nullptr && interrupts_ != nullptr);
   assert((device_->device_features() & kReservedFeatureMask) == 0);
   device_->attach(this);

@@ -74,7 +74,8 @@ Status AdminQueueDriver::bring_up(std::uint16_t vfs) {
   // The capabilities, as any driver finds them (§4.1.4).
   std::vector<std::uint8_t> config(pf_.config_size());
   VPCI_TRY(pf_.config_read(0, config));
-  std::optional<vp::VirtioCapabilityFields> common_cap, notify_cap;
+  std::optional<vp::VirtioCapabilityFields> common_cap;
+  std::optional<vp::VirtioCapabilityFields> notify_cap;
   std::optional<std::uint16_t> sriov_cap;
   for (const vp::Capability& cap : vp::scan_capabilities(config).capabilities) {
     if (cap.space == vp::CapabilitySpace::kExtended && cap.id == vp::ext_cap_id::kSriov)
@@ -223,7 +224,7 @@ Result<std::vector<std::uint8_t>> AdminQueueDriver::execute(std::uint16_t opcode
   std::memcpy(memory_.data() + kDesc + sizeof(last) * (count - 1), &last, sizeof(last));
 
   const std::uint16_t head = to_le(std::uint16_t{0});
-  std::memcpy(memory_.data() + kAvail + 4 + 2 * (avail_idx_ % kQueueSize), &head, 2);
+  std::memcpy(memory_.data() + kAvail + 4 + std::size_t{2} * (avail_idx_ % kQueueSize), &head, 2);
   ++avail_idx_;
   const std::uint16_t idx = to_le(avail_idx_);
   std::memcpy(memory_.data() + kAvail + 2, &idx, 2);
@@ -239,7 +240,8 @@ Result<std::vector<std::uint8_t>> AdminQueueDriver::execute(std::uint16_t opcode
                       admin::opcode_name(opcode));
   }
   UsedElement used{};
-  std::memcpy(&used, memory_.data() + kUsed + 4 + 8 * (used_seen_ % kQueueSize), sizeof(used));
+  std::memcpy(&used, memory_.data() + kUsed + 4 + std::size_t{8} * (used_seen_ % kQueueSize),
+              sizeof(used));
   ++used_seen_;
   const std::uint32_t length = from_le(used.len);
   admin::CommandStatus status{};
@@ -277,7 +279,7 @@ Status AdminQueueDriver::legacy_read(std::uint64_t member, bool device_config, s
     return make_error(ErrorCode::kProtocolViolation, "legacy read of {} bytes returned {}",
                       out.size(), bytes.size());
   }
-  std::memcpy(out.data(), bytes.data(), out.size());
+  if (!out.empty()) std::memcpy(out.data(), bytes.data(), out.size());
   return {};
 }
 
