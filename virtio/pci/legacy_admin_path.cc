@@ -1,6 +1,7 @@
 #include "virtio/pci/legacy_admin_path.h"
 
 #include "virtio/pci/registers.h"
+#include "virtio/spec.h"
 
 namespace vpci::virtio::pci {
 
@@ -22,6 +23,12 @@ LegacyAdminPath::~LegacyAdminPath() {
 }
 
 std::uint32_t LegacyAdminPath::window_length() {
+  // Linux's virtio-vfio-pci exposes only the MAC and status of virtio_net_config (8
+  // bytes), so its I/O BAR0 is 32 bytes; a guest expecting that device gets the same.
+  constexpr std::uint32_t kNetMacAndStatus = 8;
+  if (vf().core().device_id() == device_id::kNetwork) {
+    return legacy::kConfigOffsetMsix + kNetMacAndStatus;
+  }
   return legacy::kConfigOffsetMsix + vf().core().config_size();
 }
 

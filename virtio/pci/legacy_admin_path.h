@@ -32,7 +32,8 @@ class LegacyAdminPath {
   [[nodiscard]] VirtioPciFunction& vf() { return pf_->vf(member_); }
   [[nodiscard]] SriovPf& sriov_pf() { return *pf_; }
   [[nodiscard]] const AdminQueueDriver& driver() const { return *driver_; }
-  // The legacy register block's length: 24 + the VF's device configuration.
+  // The legacy register block's length: 24 + the VF's device configuration (for net,
+  // its MAC and status only, as Linux's virtio-vfio-pci).
   [[nodiscard]] std::uint32_t window_length();
 
   Status read(std::uint64_t offset, std::span<std::uint8_t> data);
