@@ -38,7 +38,8 @@ work=$(mktemp -d /tmp/vpci-net-test.XXXXXX)
 server_pid=""
 cleanup() {
   net_stop
-  [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null
+  # (never a failing command here: under set -e it would end the cleanup early)
+  if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null || true; fi
   wait 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
   if ((failures == 0)); then rm -rf "$work"; else echo "net-test: artifacts kept in $work" >&2; fi
