@@ -168,6 +168,23 @@ TEST(AdminLegacy, IsrIsReadToClearThroughACommandForThatVfOnly) {
   EXPECT_EQ(rig.read8(1, l::kIsr), 0);  // exactly once
 }
 
+// A PF that stops answering (here: reset behind the driver's back) makes a command fail
+// at once, never wait, and the driver sends nothing more on a ring it no longer owns.
+TEST(AdminLegacy, ACommandThePfDoesNotCompleteIsAnErrorNotAWait) {
+  SriovRig rig(1);
+  ASSERT_TRUE(rig.driver);
+  rig.pf->pf().reset();
+  std::array<std::uint8_t, 1> status{};
+  auto lost = rig.driver->legacy_read(1, false, l::kStatus, status);
+  ASSERT_FALSE(lost);
+  EXPECT_NE(lost.error().message.find("did not complete"), std::string::npos)
+      << lost.error().message;
+  auto after = rig.driver->legacy_read(1, false, l::kStatus, status);
+  ASSERT_FALSE(after);
+  EXPECT_NE(after.error().message.find("no more commands"), std::string::npos)
+      << after.error().message;
+}
+
 TEST(AdminLegacy, TheMapperPresentsWhatLinuxVirtioVfioPciPresents) {
   auto created =
       pci::make_transport_function(pci::TransportKind::kLegacyOverAdmin,

@@ -192,6 +192,10 @@ Result<std::vector<std::uint8_t>> AdminQueueDriver::execute(std::uint16_t opcode
                                                             std::uint64_t member,
                                                             std::span<const std::uint8_t> data,
                                                             std::size_t result_bytes) {
+  if (stuck_) {
+    return make_error(ErrorCode::kConflict,
+                      "the PF's admin queue left a command incomplete; no more commands are sent");
+  }
   if (data.size() > kMaxPayload || result_bytes > kMaxPayload) {
     return make_error(ErrorCode::kInvalidArgument, "admin command of {} / {} bytes", data.size(),
                       result_bytes);
@@ -236,6 +240,9 @@ Result<std::vector<std::uint8_t>> AdminQueueDriver::execute(std::uint16_t opcode
   std::uint16_t used_idx = 0;
   std::memcpy(&used_idx, memory_.data() + kUsed + 2, 2);
   if (from_le(used_idx) == used_seen_) {
+    // The chain still belongs to the device: reusing its descriptors could corrupt a
+    // command the PF completes later, so this driver stops.
+    stuck_ = true;
     return make_error(ErrorCode::kProtocolViolation, "the PF did not complete admin command {}",
                       admin::opcode_name(opcode));
   }

@@ -81,6 +81,7 @@ class AdminQueueDriver {
   std::uint16_t avail_idx_ = 0;
   std::uint16_t used_seen_ = 0;
   std::uint64_t commands_ = 0;
+  bool stuck_ = false;  // a command was not completed: its descriptors are not ours
   std::vector<std::optional<admin::NotifyInfoEntry>> notify_entries_;  // per VF
 };
 
