@@ -58,7 +58,7 @@ source "$here/guest-lib.sh"
 
 # boot VARIANT ROUND: one guest run; appends "variant test MB/s IOPS" lines to results.
 boot() {
-  local variant=$1 round=$2 log="$work/$1-$2.log" args=() pid qpid qcpu="" scpu=""
+  local variant=$1 round=$2 log="$work/$1-$2.log" args=() pid qcpu="" scpu=""
   case $variant in
     qemu-none|qemu-wb|qemu-wb-packed)
       local cache=none packed=off
@@ -77,15 +77,8 @@ boot() {
   "$repo/tests/guest/run-guest.sh" "${args[@]}" --checks blkperf --timeout 300 \
     --append "vpci.perf_seconds=$seconds vpci.perf_tests=${PERF_TESTS:-all}" --log "$log" >/dev/null 2>"$log.err" &
   pid=$!
-  qpid=""
-  while kill -0 "$pid" 2>/dev/null; do
-    [[ -z $qpid ]] && qpid=$(qemu_of "$pid")
-    if [[ -n $qpid ]]; then
-      c=$(cpu_seconds "$qpid") && [[ -n $c ]] && qcpu=$c
-    fi
-    [[ -n $server_pid ]] && scpu=$(cpu_seconds "$server_pid")
-    sleep 0.2
-  done
+  watch_cpu "$pid" "$server_pid"
+  qcpu=$qemu_cpu scpu=$server_cpu
   wait "$pid" || { echo "guest-blk: $variant round $round: run-guest.sh failed:" >&2; cat "$log.err" "$log" >&2; exit 1; }
   if [[ -n $server_pid ]]; then
     kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""

@@ -24,3 +24,18 @@ median_of() {
   awk -v v="$2" -v t="$3" -v c="$4" '$1 == v && $2 == t { print $c }' "$1" | sort -g |
     awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "" }'
 }
+# watch_cpu RUN_PID [SERVER_PID]: while RUN_PID (a guest run in the background) lives,
+# samples the CPU seconds of the QEMU it started and of SERVER_PID; leaves the last
+# samples in qemu_cpu and server_cpu (a process's counters vanish with it).
+watch_cpu() {
+  local pid=$1 server=${2:-} qpid="" c
+  qemu_cpu="" server_cpu=""
+  while kill -0 "$pid" 2>/dev/null; do
+    [[ -z $qpid ]] && qpid=$(qemu_of "$pid")
+    if [[ -n $qpid ]]; then
+      c=$(cpu_seconds "$qpid") && [[ -n $c ]] && qemu_cpu=$c
+    fi
+    [[ -n $server ]] && server_cpu=$(cpu_seconds "$server")
+    sleep 0.2
+  done
+}

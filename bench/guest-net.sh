@@ -71,7 +71,7 @@ seconds_between() {  # seconds_between A..B
 # boot VARIANT ROUND: one guest run; appends "variant key value" lines to results
 # (round 0 is the warm-up and is not recorded).
 boot() {
-  local variant=$1 round=$2 n="$1-$2" args=() subnet pid qpid qcpu="" scpu0="" scpu="" line
+  local variant=$1 round=$2 n="$1-$2" args=() subnet pid qcpu="" scpu0="" scpu="" line
   case $variant in
     qemu)
       subnet=5
@@ -88,15 +88,8 @@ boot() {
   esac
   net_boot "$n" "$subnet" "$mib" "" "${args[@]}" >/dev/null 2>"$work/$n.err" &
   pid=$!
-  qpid=""
-  while kill -0 "$pid" 2>/dev/null; do
-    [[ -z $qpid ]] && qpid=$(qemu_of "$pid")
-    if [[ -n $qpid ]]; then
-      c=$(cpu_seconds "$qpid") && [[ -n $c ]] && qcpu=$c
-    fi
-    [[ -n $server_pid ]] && scpu=$(cpu_seconds "$server_pid")
-    sleep 0.2
-  done
+  watch_cpu "$pid" "$server_pid"
+  qcpu=$qemu_cpu scpu=$server_cpu
   wait "$pid" || { echo "guest-net: $variant round $round: the guest run failed:" >&2; cat "$work/$n.err" "$work/console$n.log" >&2; exit 1; }
   if [[ -n $server_pid ]]; then
     kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "base/event_loop.h"
+#include "tests/virtio/fake_admin_owner.h"
 #include "tests/virtio/fake_driver.h"
 
 namespace vpci::virtio {
@@ -20,6 +21,7 @@ using testing::FakeGuestRam;
 using testing::FakePackedDriver;
 using testing::FakeSplitDriver;
 using testing::ModernSetup;
+using testing::OneMemberOwner;
 using testing::RamBacking;
 using testing::RecordingInterrupts;
 
@@ -564,23 +566,6 @@ TEST_F(DeviceCoreTest, LegacyPfnOutsideMemoryFailsTheQueue) {
 }
 
 // ---- admin virtqueue (virtio 1.3 §2.12) ------------------------------------------------------
-
-// An SR-IOV owner with one member whose every legacy read returns 0x5a.
-class OneMemberOwner final : public admin::LegacyMembers {
- public:
-  [[nodiscard]] bool group_enabled() const override { return true; }
-  [[nodiscard]] std::uint64_t member_count() const override { return 1; }
-  Status legacy_write(std::uint64_t, admin::LegacyRegion, std::uint32_t,
-                      std::span<const std::uint8_t>) override {
-    return {};
-  }
-  Status legacy_read(std::uint64_t, admin::LegacyRegion, std::uint32_t,
-                     std::span<std::uint8_t> out) override {
-    std::fill(out.begin(), out.end(), 0x5a);
-    return {};
-  }
-  std::vector<admin::NotifyInfoEntry> legacy_notify_info(std::uint64_t) override { return {}; }
-};
 
 TEST_F(DeviceCoreTest, AnAdminOwnerGetsAnAdminQueueAfterTheDeviceQueues) {
   OneMemberOwner owner;

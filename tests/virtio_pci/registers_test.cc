@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "pci/capabilities.h"
+#include "tests/virtio/fake_admin_owner.h"
 #include "tests/virtio_pci/test_devices.h"
 
 namespace vpci::virtio::testing {
@@ -127,23 +128,6 @@ TEST_F(Registers, CommonConfigFullLayoutAfterReset) {
   ASSERT_TRUE(set_common(c::kQueueDriver, 8, 0x2000000040ull).has_value());
   EXPECT_EQ(common(c::kQueueDriver + 4, 4), 0x20u);
 }
-
-// An SR-IOV owner whose one member answers every legacy read with 0x5a.
-class OneMemberOwner final : public admin::LegacyMembers {
- public:
-  [[nodiscard]] bool group_enabled() const override { return true; }
-  [[nodiscard]] std::uint64_t member_count() const override { return 1; }
-  Status legacy_write(std::uint64_t, admin::LegacyRegion, std::uint32_t,
-                      std::span<const std::uint8_t>) override {
-    return {};
-  }
-  Status legacy_read(std::uint64_t, admin::LegacyRegion, std::uint32_t,
-                     std::span<std::uint8_t> out) override {
-    std::fill(out.begin(), out.end(), 0x5a);
-    return {};
-  }
-  std::vector<admin::NotifyInfoEntry> legacy_notify_info(std::uint64_t) override { return {}; }
-};
 
 // §4.1.4.3: admin_queue_index/admin_queue_num describe the admin queue, which the driver
 // selects, sizes, vectors, places and enables like any queue, and whose doorbell runs
