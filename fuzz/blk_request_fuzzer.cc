@@ -28,6 +28,7 @@
 
 #include "base/event_loop.h"
 #include "devices/virtio_blk.h"
+#include "fuzz/fuzz_support.h"
 #include "virtio/device_core.h"
 #include "virtio/guest_memory.h"
 #include "virtio/spec.h"
@@ -103,29 +104,6 @@ class Interrupts final : public InterruptSink {
   void raise_config_interrupt() override {}
 };
 
-class Input {
- public:
-  Input(const std::uint8_t* data, std::size_t size) : data_(data), size_(size) {}
-  bool empty() const { return pos_ >= size_; }
-  std::uint8_t u8() { return pos_ < size_ ? data_[pos_++] : 0; }
-  std::uint16_t u16() { return static_cast<std::uint16_t>(u8() | (u8() << 8)); }
-  std::uint64_t u64() {
-    std::uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= std::uint64_t{u8()} << (8 * i);
-    return v;
-  }
-  std::vector<std::uint8_t> bytes(std::size_t n) {
-    std::vector<std::uint8_t> out(n, 0);
-    for (auto& b : out) b = u8();
-    return out;
-  }
-
- private:
-  const std::uint8_t* data_;
-  std::size_t size_;
-  std::size_t pos_ = 0;
-};
-
 struct Element {
   GuestAddress address;
   std::uint32_t length;
@@ -135,18 +113,7 @@ struct Element {
 class Harness {
  public:
   explicit Harness(std::uint8_t flags) : read_only_((flags & 1) != 0) {
-    MemoryRegionSpec spec;
-    spec.guest_address = kRamBase;
-    spec.size = ram_.size();
-    spec.host = ram_.data();
-    if (!memory_->add_region(std::move(spec))) fail("setup");
-    memory_->set_access_observer([this](const AccessRecord& r) {
-      const auto begin = reinterpret_cast<std::uintptr_t>(ram_.data());
-      const auto at = reinterpret_cast<std::uintptr_t>(r.host);
-      if (at < begin || r.length > ram_.size() || at - begin > ram_.size() - r.length) {
-        fail("guest access outside RAM");
-      }
-    });
+    fuzz::map_checked_ram(*memory_, ram_, kRamBase);
     auto backend = std::make_unique<CheckedBackend>();
     backend_ = backend.get();
     BlockDeviceOptions options;
@@ -192,7 +159,7 @@ class Harness {
     if (!core_->write_status(core_->status() | status::kDriverOk)) fail("DRIVER_OK");
   }
 
-  void run(Input& in) {
+  void run(fuzz::Input& in) {
     const std::uint8_t kind = in.u8();
     const std::uint8_t sector_selector = in.u8();
     const std::size_t out_length = in.u16() % 2049;
@@ -351,7 +318,7 @@ class Harness {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;
-  Input in(data + 1, size - 1);
+  fuzz::Input in(data + 1, size - 1);
   Harness harness(data[0]);
   for (int requests = 0; !in.empty() && requests < 64; ++requests) harness.run(in);
   return 0;

@@ -38,6 +38,7 @@
 #include "devices/net_spec.h"
 #include "devices/packet_backend.h"
 #include "devices/virtio_net.h"
+#include "fuzz/fuzz_support.h"
 #include "virtio/device_core.h"
 #include "virtio/guest_memory.h"
 #include "virtio/ring_layout.h"
@@ -65,19 +66,6 @@ constexpr GuestAddress kOutsideRam = 0x7000'0000;
   std::fprintf(stderr, "net_device_fuzzer invariant violated: %s\n", what);
   std::abort();
 }
-
-class Input {
- public:
-  Input(const std::uint8_t* data, std::size_t size) : data_(data), size_(size) {}
-  [[nodiscard]] bool empty() const { return pos_ >= size_; }
-  std::uint8_t u8() { return pos_ < size_ ? data_[pos_++] : 0; }
-  std::uint16_t u16() { return static_cast<std::uint16_t>(u8() | (u8() << 8)); }
-
- private:
-  const std::uint8_t* data_;
-  std::size_t size_;
-  std::size_t pos_ = 0;
-};
 
 // The tap: frames the test queues for the device to read (an eventfd says "readable"),
 // and every frame the device sends checked against the negotiated header and size caps.
@@ -179,17 +167,7 @@ struct Ring {
 class Harness {
  public:
   explicit Harness(std::uint8_t flags) : legacy_((flags & 2) != 0) {
-    MemoryRegionSpec spec;
-    spec.guest_address = kRamBase;
-    spec.size = ram_.size();
-    spec.host = ram_.data();
-    if (!memory_->add_region(std::move(spec))) fail("setup");
-    memory_->set_access_observer([this](const AccessRecord& r) {
-      const auto begin = reinterpret_cast<std::uintptr_t>(ram_.data());
-      const auto at = reinterpret_cast<std::uintptr_t>(r.host);
-      if (at < begin || r.length > ram_.size() || at - begin > ram_.size() - r.length)
-        fail("guest access outside RAM");
-    });
+    fuzz::map_checked_ram(*memory_, ram_, kRamBase);
     auto loop = EventLoop::create();
     if (!loop) fail("event loop");
     loop_ = std::move(*loop);
@@ -252,7 +230,7 @@ class Harness {
     mergeable_ = (core_->negotiated_features() & (1ull << net::kFeatureMrgRxbuf)) != 0;
   }
 
-  void act(Input& in) {
+  void act(fuzz::Input& in) {
     const std::uint8_t op = in.u8();
     const unsigned pair = (op >> 4) & 1;
     switch (op & 7) {
@@ -364,7 +342,7 @@ class Harness {
     return true;
   }
 
-  void transmit(Input& in, unsigned pair) {
+  void transmit(fuzz::Input& in, unsigned pair) {
     const std::uint8_t shape = in.u8();
     std::vector<std::uint8_t> header(header_size_);
     for (auto& byte : header) byte = in.u8();
@@ -393,7 +371,7 @@ class Harness {
     (void)place(tx_queue(pair), parts, (shape & 0x80) != 0);
   }
 
-  void control(Input& in) {
+  void control(fuzz::Input& in) {
     const std::uint8_t shape = in.u8();
     const std::array<std::uint8_t, 2> command = {static_cast<std::uint8_t>(in.u8() % 8), in.u8()};
     std::vector<std::uint8_t> data(in.u8() % 64);
@@ -413,7 +391,7 @@ class Harness {
     (void)place(queues_ - 1, parts, (shape & 0x80) != 0);
   }
 
-  void post_receive_buffers(Input& in, unsigned pair) {
+  void post_receive_buffers(fuzz::Input& in, unsigned pair) {
     const std::uint8_t shape = in.u8();
     const int count = 1 + (shape & 3);
     for (int i = 0; i < count; ++i) {
@@ -429,7 +407,7 @@ class Harness {
     }
   }
 
-  void inject(Input& in, unsigned pair) {
+  void inject(fuzz::Input& in, unsigned pair) {
     const std::uint8_t shape = in.u8();
     std::size_t length = header_size_ + in.u16() % 2048;
     if ((shape & 0x40) != 0) length = header_size_ + std::size_t{in.u16()} * 2;  // up to 128 KiB
@@ -543,7 +521,7 @@ class Harness {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;
-  Input in(data + 1, size - 1);
+  fuzz::Input in(data + 1, size - 1);
   Harness harness(data[0]);
   for (int actions = 0; !in.empty() && actions < 128; ++actions) harness.act(in);
   return 0;

@@ -18,7 +18,7 @@
 #include "tests/devices/net_harness.h"
 #include "tests/virtio_pci/test_devices.h"
 #include "virtio/pci/legacy_admin_path.h"
-#include "virtio/pci/sriov_pf.h"
+#include "virtio/pci/transport_function.h"
 
 namespace vpci::virtio::testing {
 namespace {
@@ -55,7 +55,8 @@ struct NetRig {
   std::unique_ptr<pci::LegacyIoMapper> mapper;
   vpci::pci::Function* bus_view = nullptr;
   std::unique_ptr<VirtioPciDriver> driver;
-  pci::LegacyAdminPath* admin_path = nullptr;  // owned by the mapper
+  std::unique_ptr<vpci::pci::Function> admin_mapper;  // legacy-over-admin
+  pci::LegacyAdminPath* admin_path = nullptr;         // owned by admin_mapper
 
   explicit NetRig(const NetCase& c) {
     auto created_loop = EventLoop::create();
@@ -103,42 +104,19 @@ struct NetRig {
     driver = std::make_unique<VirtioPciDriver>(*bus_view, guest.ram);
   }
 
-  // VF 1 of an SR-IOV PF (whose own function is another NetDevice), presented by the
-  // legacy I/O mapper over the PF's admin queue.
+  // legacy-over-admin exactly as `vpci serve` builds it: VF 1 of a management SR-IOV PF,
+  // presented by the legacy I/O mapper over the PF's admin queue.
   void build_over_admin(std::unique_ptr<devices::NetDevice> vf_device) {
-    devices::NetDeviceOptions pf_options;
-    pf_options.mac = {0x52, 0x54, 0x00, 0xab, 0xcd, 0xff};
-    auto pf_device =
-        devices::NetDevice::create(std::make_unique<SocketPacketBackend>(1), pf_options);
-    if (!pf_device) {
-      ADD_FAILURE() << pf_device.error().message;
+    auto created = pci::make_transport_function(TransportKind::kLegacyOverAdmin,
+                                                std::move(vf_device), guest.memory);
+    if (!created) {
+      ADD_FAILURE() << created.error().message;
       return;
     }
-    pci::SriovPfParts parts;
-    parts.pf_device = std::move(*pf_device);
-    parts.pf_memory = std::make_shared<GuestMemory>();
-    parts.vf_devices.push_back(std::move(vf_device));
-    parts.vf_memories.push_back(guest.memory);
-    auto pf = pci::SriovPf::create(std::move(parts));
-    if (!pf) {
-      ADD_FAILURE() << pf.error().message;
-      return;
-    }
-    (*pf)->pf().set_event_loop(loop.get());
-    (*pf)->vf(1).set_event_loop(loop.get());
-    auto path = pci::LegacyAdminPath::create(std::move(*pf), 1);
-    if (!path) {
-      ADD_FAILURE() << path.error().message;
-      return;
-    }
-    admin_path = path->get();
-    auto wrapped = pci::LegacyIoMapper::create_over_admin(std::move(*path));
-    if (!wrapped) {
-      ADD_FAILURE() << wrapped.error().message;
-      return;
-    }
-    mapper = std::move(*wrapped);
-    bus_view = mapper.get();
+    admin_mapper = std::move(*created);
+    admin_mapper->set_event_loop(loop.get());
+    admin_path = dynamic_cast<pci::LegacyIoMapper&>(*admin_mapper).admin_path();
+    bus_view = admin_mapper.get();
     driver = std::make_unique<VirtioPciDriver>(*bus_view, guest.ram);
   }
 
