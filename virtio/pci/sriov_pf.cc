@@ -56,8 +56,9 @@ bool SriovPf::group_enabled() const {
 }
 
 std::uint64_t SriovPf::member_count() const {
-  if (!group_enabled()) return 0;
-  return std::min<std::uint64_t>(pf_->sriov_state()->num_vfs, vfs_.size());
+  const auto state = pf_ ? pf_->sriov_state() : std::nullopt;  // one read of the capability
+  if (!state || !state->vf_enable) return 0;
+  return std::min<std::uint64_t>(state->num_vfs, vfs_.size());
 }
 
 Status SriovPf::legacy_write(std::uint64_t member, admin::LegacyRegion region, std::uint32_t offset,
