@@ -61,6 +61,9 @@ std::string write_config(const ServeConfig& config) {
       text += "path = " + quoted(device.path.string()) + "\n";
       text += std::string("read_only = ") + (device.read_only ? "true" : "false") + "\n";
     }
+    if (device.transport == TransportKind::kSriovPf) {
+      text += "vfs = " + std::to_string(device.vfs) + "\n";
+    }
     if (device.xen_backend_domid) {
       text += "xen_backend_domid = " + std::to_string(*device.xen_backend_domid) + "\n";
     }
@@ -74,7 +77,8 @@ bool same_devices(const ServeConfig& a, const ServeConfig& b) {
     const auto& x = a.devices[i];
     const auto& y = b.devices[i];
     if (x.name != y.name || x.kind != y.kind || x.transport != y.transport || x.path != y.path ||
-        x.read_only != y.read_only || x.xen_backend_domid != y.xen_backend_domid) {
+        x.read_only != y.read_only || x.xen_backend_domid != y.xen_backend_domid ||
+        x.vfs != y.vfs) {
       return false;
     }
   }
@@ -94,7 +98,11 @@ void check_config(const ServeConfig& config) {
     FUZZ_CHECK(names.insert(device.name).second);
     FUZZ_CHECK(device.kind == DeviceKind::kVirtioRng || device.kind == DeviceKind::kVirtioBlk);
     FUZZ_CHECK(static_cast<unsigned>(device.transport) <=
-               static_cast<unsigned>(TransportKind::kLegacyOverAdmin));
+               static_cast<unsigned>(TransportKind::kSriovPf));
+    // VFs exactly on sriov-pf devices, never on virtio-blk, within the limit.
+    FUZZ_CHECK((device.transport == TransportKind::kSriovPf) == (device.vfs > 0));
+    FUZZ_CHECK(device.vfs <= kMaxVfs);
+    FUZZ_CHECK(device.vfs == 0 || device.kind != DeviceKind::kVirtioBlk);
     FUZZ_CHECK(device.line > 0);
     if (device.kind == DeviceKind::kVirtioBlk) {
       FUZZ_CHECK(!device.path.empty() && device.path.is_absolute());

@@ -24,7 +24,7 @@ namespace vpci::server {
 namespace {
 
 constexpr std::array<std::string_view, 2> kTopKeys = {"socket_dir", "device"};
-constexpr std::array<std::string_view, 12> kDeviceKeys = {"name",
+constexpr std::array<std::string_view, 13> kDeviceKeys = {"name",
                                                           "kind",
                                                           "transport",
                                                           "path",
@@ -35,13 +35,15 @@ constexpr std::array<std::string_view, 12> kDeviceKeys = {"name",
                                                           "mac",
                                                           "mtu",
                                                           "mergeable_rx_buffers",
-                                                          "xen_backend_domid"};
+                                                          "xen_backend_domid",
+                                                          "vfs"};
 constexpr std::array<std::string_view, 3> kKindNames = {"virtio-rng", "virtio-blk", "virtio-net"};
 
 constexpr std::uint8_t kind_bit(DeviceKind kind) {
   return static_cast<std::uint8_t>(1u << static_cast<unsigned>(kind));
 }
 constexpr std::uint8_t kAllKinds = 0x7;
+constexpr std::uint8_t kRng = kind_bit(DeviceKind::kVirtioRng);
 constexpr std::uint8_t kBlk = kind_bit(DeviceKind::kVirtioBlk);
 constexpr std::uint8_t kNet = kind_bit(DeviceKind::kVirtioNet);
 
@@ -49,6 +51,9 @@ constexpr std::uint8_t kNet = kind_bit(DeviceKind::kVirtioNet);
 std::uint8_t kinds_with_key(std::string_view key) {
   if (key == "path" || key == "read_only" || key == "io") return kBlk;
   if (key == "queues") return kBlk | kNet;
+  // A VF needs a back end of its own: entropy, or a tap derived from the PF's; an image
+  // per VF has no key to name it.
+  if (key == "vfs") return kRng | kNet;
   if (key == "tap" || key == "mac" || key == "mtu" || key == "mergeable_rx_buffers") return kNet;
   return kAllKinds;
 }
@@ -268,6 +273,8 @@ class Reader {
       (name == "read_only" ? spec.read_only : spec.mergeable_rx_buffers) = flag->get();
     } else if (name == "queues") {
       return read_integer(value, full, 1, kMaxBlkQueues, "queues", spec.queues);
+    } else if (name == "vfs") {
+      return read_integer(value, full, 1, kMaxVfs, "VFs", spec.vfs);
     } else if (name == "io") {
       auto choice = expect_choice(value, full, devices::kBlockIoModeNames, "I/O engine");
       if (!choice) return false;
@@ -396,6 +403,7 @@ class Reader {
         }
       }
     }
+    if (!check_vfs(table, prefix, spec)) ok = false;
     if (spec.kind == DeviceKind::kVirtioNet) {
       require("tap");
       if (spec.queues > devices::net::kMaxQueuePairs) {
@@ -407,6 +415,45 @@ class Reader {
       if (!spec.mac) spec.mac = default_mac(spec.name);
     }
     return ok;
+  }
+
+  // `vfs` goes with transport "sriov-pf" and nothing else; a net VF's tap name (the PF's
+  // tap + "v" + the VF's number) must still be an interface name.
+  bool check_vfs(const toml::table& table, const std::string& prefix,
+                 const ServedDeviceSpec& spec) {
+    const toml::node* vfs = table.get("vfs");
+    const bool sriov = spec.transport == TransportKind::kSriovPf;
+    if (sriov && (kinds_with_key("vfs") & kind_bit(spec.kind)) == 0) {
+      problem(*table.get("transport"), prefix + ".transport",
+              fmt::format("a {} device cannot be sriov-pf: each VF needs a back end of its own "
+                          "(only {})",
+                          device_kind_name(spec.kind), kind_list(kinds_with_key("vfs"))));
+      return false;
+    }
+    if (sriov && vfs == nullptr) {
+      problems_.push_back(fmt::format(
+          "{}:{}:{}: {}: missing required key \"vfs\" (a sriov-pf "
+          "device needs it: its number of VFs)",
+          config_.source, table.source().begin.line, table.source().begin.column, prefix));
+      return false;
+    }
+    if (!sriov && vfs != nullptr) {
+      problem(*vfs, prefix + ".vfs",
+              fmt::format("only a sriov-pf device has VFs (this one is {})",
+                          transport_kind_name(spec.transport)));
+      return false;
+    }
+    if (sriov && spec.kind == DeviceKind::kVirtioNet && !spec.tap.empty() &&
+        spec.tap.size() + 1 + std::to_string(spec.vfs).size() >
+            devices::TapBackend::kMaxNameLength) {
+      problem(*table.get("tap"), prefix + ".tap",
+              fmt::format("\"{}\" leaves no room for the VFs' taps (\"{}\" is longer than {} "
+                          "characters)",
+                          spec.tap, vf_tap_name(spec.tap, spec.vfs),
+                          devices::TapBackend::kMaxNameLength));
+      return false;
+    }
+    return true;
   }
 
   bool check_name(const toml::node& node, const std::string& key, const std::string& name) {
@@ -467,6 +514,10 @@ Result<ServeConfig> load_serve_config(const std::filesystem::path& file) {
   std::filesystem::path base = std::filesystem::absolute(file, ec).parent_path();
   if (ec) base = file.parent_path();
   return parse_serve_config(text, file.string(), base);
+}
+
+std::string vf_tap_name(std::string_view pf_tap, unsigned vf) {
+  return fmt::format("{}v{}", pf_tap, vf);
 }
 
 std::string default_serve_config_text(const std::filesystem::path& blk_image) {

@@ -7,7 +7,7 @@
 //   name = "blk0"                     # [A-Za-z0-9_.-], 1-64 chars, unique
 //   kind = "virtio-blk"               # virtio-rng | virtio-blk | virtio-net
 //   transport = "transitional"        # modern | transitional | legacy | mmr |
-//                                     # legacy-over-mmr | legacy-over-admin
+//                                     # legacy-over-mmr | legacy-over-admin | sriov-pf
 //   path = "disk.img"                 # virtio-blk only; relative to the config file
 //   read_only = false                 # virtio-blk only
 //   queues = 4                        # virtio-blk request queues (VIRTIO_BLK_F_MQ) or
@@ -18,6 +18,8 @@
 //   mtu = 1500                        # virtio-net only: offers VIRTIO_NET_F_MTU
 //   mergeable_rx_buffers = true       # virtio-net only: offers VIRTIO_NET_F_MRG_RXBUF
 //   xen_backend_domid = 1             # optional: adds the Xen grant capability
+//   vfs = 2                           # transport "sriov-pf" only, required: its VFs
+//                                     # (virtio-net VF n uses the tap <tap>v<n>)
 //
 // Every problem is reported with the file, line and key ("serve.toml:7:8:
 // device[2].kind: unknown kind \"virtio-rgn\" (did you mean \"virtio-rng\"?)"), and
@@ -58,6 +60,7 @@ struct ServedDeviceSpec {
   std::uint16_t mtu = 0;                                  // virtio-net; 0: not offered (1500)
   bool mergeable_rx_buffers = true;                       // virtio-net: offer MRG_RXBUF
   std::optional<std::uint16_t> xen_backend_domid;
+  std::uint16_t vfs = 0;   // sriov-pf: the PF's VFs (TotalVFs)
   std::uint32_t line = 0;  // where the [[device]] table starts, for later messages
 };
 
@@ -72,6 +75,10 @@ inline constexpr std::uint32_t kMaxBackendDomid = vpci::xen::kDomidFirstReserved
 inline constexpr std::size_t kMaxDeviceNameLength = 64;
 // virtio-blk request queues per device: as many as a large guest has vCPUs worth serving.
 inline constexpr std::int64_t kMaxBlkQueues = 64;
+// VFs of one sriov-pf device: each is a whole virtio function with its own back end.
+inline constexpr std::int64_t kMaxVfs = 64;
+// The tap of virtio-net VF `vf` (1-based) of a sriov-pf device whose own tap is `pf_tap`.
+std::string vf_tap_name(std::string_view pf_tap, unsigned vf);
 // One process serves at most this many devices (SECURITY.md: resource limits).
 inline constexpr std::size_t kMaxServedDevices = 4096;
 

@@ -21,6 +21,26 @@ std::string format_bytes(std::uint64_t bytes) {
   return fmt::format("{} bytes", bytes);
 }
 
+// The MAC of a net device's function `vf` (0: the PF or the only function): VF n's is the
+// PF's with n added to the last byte, so a host can tell the functions apart.
+std::array<std::uint8_t, 6> net_mac(const ServedDeviceSpec& spec, unsigned vf) {
+  auto mac = spec.mac.value_or(std::array<std::uint8_t, 6>{0x02});
+  mac[5] = static_cast<std::uint8_t>(mac[5] + vf);
+  return mac;
+}
+
+Result<std::unique_ptr<devices::NetDevice>> make_net_device(const ServedDeviceSpec& spec,
+                                                            const std::string& tap_name,
+                                                            std::array<std::uint8_t, 6> mac) {
+  VPCI_ASSIGN_OR_RETURN(auto tap, devices::TapBackend::open(tap_name, spec.queues));
+  devices::NetDeviceOptions options;
+  options.mac = mac;
+  options.queue_pairs = spec.queues;
+  options.mtu = spec.mtu;
+  options.mergeable_rx_buffers = spec.mergeable_rx_buffers;
+  return devices::NetDevice::create(std::move(tap), options);
+}
+
 class VirtioServedDevice final : public ServedDevice {
  public:
   VirtioServedDevice(ServedDeviceSpec spec, devices::FileBlockBackend* backend,
@@ -58,14 +78,15 @@ class VirtioServedDevice final : public ServedDevice {
     return lines;
   }
 
-  Status build(std::unique_ptr<virtio::Device> device) {
+  Status build(std::unique_ptr<virtio::Device> device,
+               std::vector<std::unique_ptr<virtio::Device>> vf_devices) {
     virtio::pci::VirtioPciOptions options;
     // QEMU's vfio-user client emulates the MSI-X table and never forwards table
     // writes (reference vfio-user.md §5): vector messages leave unmasked and QEMU
     // applies the guest's masks.
     options.msix_owner = pci::MsixTableOwner::kBus;
     options.xen_backend_domid = spec_.xen_backend_domid;
-    // legacy-over-admin: each command on the PF's admin queue, for --trace.
+    // legacy-over-admin and sriov-pf: each command on the PF's admin queue, for --trace.
     options.core.admin_observer = [sink = admin_trace_](const virtio::admin::CommandRecord& r) {
       if (*sink) {
         (*sink)(fmt::format("admin {} group {} member {}: {}, used {} bytes",
@@ -76,8 +97,9 @@ class VirtioServedDevice final : public ServedDevice {
     // legacy-over-mmr: the guest sees the mapper's transitional device; the MMR device
     // behind it is only reachable through the mapper (seed 004's hypervisor-side variant
     // driver).
-    VPCI_ASSIGN_OR_RETURN(function_, virtio::pci::make_transport_function(
-                                         spec_.transport, std::move(device), memory_, options));
+    VPCI_ASSIGN_OR_RETURN(
+        function_, virtio::pci::make_transport_function(spec_.transport, std::move(device), memory_,
+                                                        options, std::move(vf_devices)));
     ids_ = read_ids(*function_);
     return {};
   }
@@ -116,6 +138,12 @@ class VirtioServedDevice final : public ServedDevice {
           fmt::format(", tap {}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, {} queue pair(s)",
                       spec_.tap, m[0], m[1], m[2], m[3], m[4], m[5], spec_.queues);
       if (spec_.mtu != 0) text += fmt::format(", MTU {}", spec_.mtu);
+    }
+    if (spec_.transport == TransportKind::kSriovPf) {
+      text += fmt::format(", {} VF(s)", spec_.vfs);
+      if (spec_.kind == DeviceKind::kVirtioNet)
+        text += fmt::format(" on taps {}..{}", vf_tap_name(spec_.tap, 1),
+                            vf_tap_name(spec_.tap, spec_.vfs));
     }
     if (spec_.xen_backend_domid)
       text += fmt::format(", Xen grants to domain {}", *spec_.xen_backend_domid);
@@ -177,20 +205,28 @@ Result<std::unique_ptr<ServedDevice>> ServedDevice::create(const ServedDeviceSpe
       break;
     }
     case DeviceKind::kVirtioNet: {
-      VPCI_ASSIGN_OR_RETURN(auto tap, devices::TapBackend::open(spec.tap, spec.queues));
-      devices::NetDeviceOptions options;
-      options.mac = spec.mac.value_or(std::array<std::uint8_t, 6>{0x02});
-      options.queue_pairs = spec.queues;
-      options.mtu = spec.mtu;
-      options.mergeable_rx_buffers = spec.mergeable_rx_buffers;
-      VPCI_ASSIGN_OR_RETURN(auto network, devices::NetDevice::create(std::move(tap), options));
+      VPCI_ASSIGN_OR_RETURN(auto network, make_net_device(spec, spec.tap, net_mac(spec, 0)));
       net = network.get();
       device = std::move(network);
       break;
     }
   }
+  // sriov-pf: each VF a device of the PF's kind with a back end of its own.
+  std::vector<std::unique_ptr<virtio::Device>> vf_devices;
+  for (unsigned vf = 1; spec.transport == TransportKind::kSriovPf && vf <= spec.vfs; ++vf) {
+    if (spec.kind == DeviceKind::kVirtioNet) {
+      VPCI_ASSIGN_OR_RETURN(auto network,
+                            make_net_device(spec, vf_tap_name(spec.tap, vf), net_mac(spec, vf)));
+      vf_devices.push_back(std::move(network));
+    } else if (spec.kind == DeviceKind::kVirtioRng) {
+      vf_devices.push_back(std::make_unique<devices::RngDevice>());
+    } else {
+      return make_error(ErrorCode::kInvalidArgument, "{}: a {} device has no VFs", spec.name,
+                        device_kind_name(spec.kind));
+    }
+  }
   auto served = std::make_unique<VirtioServedDevice>(spec, backend, blk, net);
-  VPCI_TRY(served->build(std::move(device)));
+  VPCI_TRY(served->build(std::move(device), std::move(vf_devices)));
   return std::unique_ptr<ServedDevice>(std::move(served));
 }
 

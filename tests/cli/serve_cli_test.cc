@@ -20,6 +20,8 @@
 
 #include "../server/test_client.h"
 #include "cli_test_util.h"
+#include "pci/capabilities.h"
+#include "pci/capability_registers.h"
 #include "pci/registers.h"
 #include "server/protocol.h"
 #include "server/serve_config.h"
@@ -303,6 +305,37 @@ TEST(ServeCli, LegacyOverAdminTracesEachAdminCommand) {
   EXPECT_EQ(serve.stop(SIGTERM), 0);
   EXPECT_THAT(read_text_file(trace),
               HasSubstr("[loa0] admin LEGACY_COMMON_CFG_READ group 1 member 1: OK, used 12 bytes"));
+}
+
+// sriov-pf: the client sees the PF itself, a modern function whose extended capabilities
+// hold the SR-IOV capability with TotalVFs = the configured vfs.
+TEST(ServeCli, SriovPfServesThePfWithItsSriovCapability) {
+  TempDir dir;
+  const auto config = dir.path() / "serve.toml";
+  write_file(config,
+             "socket_dir = \"s\"\n[[device]]\nname = \"pf0\"\nkind = \"virtio-rng\"\n"
+             "transport = \"sriov-pf\"\nvfs = 3\n");
+  ServeProcess serve({"serve", config.string()}, dir.path() / "serve.log");
+  ASSERT_TRUE(serve.wait_ready()) << serve.output();
+  EXPECT_THAT(serve.output(), HasSubstr("pf0: virtio-rng, sriov-pf, 1af4:1044 rev 1, 3 VF(s)"));
+  {
+    auto client = server::testing::TestClient::connect((dir.path() / "s" / "pf0.sock").string());
+    ASSERT_TRUE(client.has_value());
+    ASSERT_TRUE(client->negotiate());
+    EXPECT_EQ(read_config_dword(*client, 0), 0x10441af4u);
+    // PCIe extended capability headers from 0x100: ID in bits 0-15, next in bits 20-31.
+    std::uint32_t at = 0x100;
+    std::optional<std::uint32_t> sriov;
+    for (int hops = 0; at != 0 && hops < 64 && !sriov; ++hops) {
+      const std::uint32_t header = read_config_dword(*client, at);
+      if ((header & 0xFFFF) == pci::ext_cap_id::kSriov) sriov = at;
+      at = header >> 20;
+    }
+    ASSERT_TRUE(sriov.has_value()) << "no SR-IOV capability";
+    // TotalVFs is the upper half of the dword at +0x0C (InitialVFs, TotalVFs).
+    EXPECT_EQ(read_config_dword(*client, *sriov + pci::sriov::kInitialVfs) >> 16, 3u);
+  }
+  EXPECT_EQ(serve.stop(SIGTERM), 0);
 }
 
 TEST(ServeCli, TraceFileAndStatsAtShutdown) {

@@ -2,12 +2,14 @@
 # Builds the guest initramfs (newc cpio, gzip) from the prepared cache (prepare.sh):
 # busybox-static, the kernel's virtio modules, tests/guest/initramfs/{init,checks.sh} and
 # blkperf (blkperf.c, compiled static with the host's gcc).
-# Usage: build-initramfs.sh OUTPUT   (cache: $VPCI_GUEST_CACHE, default /var/cache/vpci-guest)
+# Usage: build-initramfs.sh OUTPUT [KERNEL]   (KERNEL: the cache's kernel directory,
+# "kernel" (default) or "kernel-new"; cache: $VPCI_GUEST_CACHE, default /var/cache/vpci-guest)
 set -euo pipefail
-out=${1:?usage: build-initramfs.sh OUTPUT}
+out=${1:?usage: build-initramfs.sh OUTPUT [KERNEL]}
+kernel=${2:-kernel}
 cache=${VPCI_GUEST_CACHE:-/var/cache/vpci-guest}
 here=$(cd "$(dirname "$0")" && pwd)
-[[ -x $cache/busybox && -s $cache/kernel/modules.order ]] ||
+[[ -x $cache/busybox && -f $cache/$kernel/modules.order ]] ||
   { echo "build-initramfs: cache $cache is not prepared (run tests/guest/prepare.sh)" >&2; exit 1; }
 
 staging=$(mktemp -d)
@@ -15,7 +17,9 @@ trap 'rm -rf "$staging"' EXIT
 mkdir -p "$staging"/{bin,dev,proc,sys,tmp,lib/modules}
 cp "$cache/busybox" "$staging/bin/busybox"
 ln -s busybox "$staging/bin/sh"
-cp "$cache/kernel/modules.order" "$cache"/kernel/*.ko "$staging/lib/modules/"
+cp "$cache/$kernel/modules.order" "$staging/lib/modules/"
+# A kernel with every module built in has none to copy.
+find "$cache/$kernel" -maxdepth 1 -name "*.ko" -exec cp -t "$staging/lib/modules/" {} +
 install -m 0755 "$here/initramfs/init" "$staging/init"
 install -m 0755 "$here/initramfs/checks.sh" "$staging/checks.sh"
 # The "blkperf" check's timing tool (blkperf.c): static, so it needs no libc in the guest.

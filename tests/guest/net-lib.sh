@@ -45,6 +45,9 @@ net_boot() {
   ip netns exec "$ns" "$here/run-guest.sh" "$@" --checks enumerate,net \
     --append "vpci.net_ip=10.0.$subnet.15/24 vpci.net_peer=10.0.$subnet.1 vpci.net_mib=$mib $append" \
     --timeout 600 --log "$log" || status=$?
+  # The guest is gone: a feeder still waiting for VPCI-NET-LISTEN (a boot that failed
+  # early) would wait its full 5 minutes.
+  grep -q '^VPCI-NET-LISTEN' "$log" 2>/dev/null || kill "$net_feeder_pid" 2>/dev/null || true
   wait "$net_feeder_pid" 2>/dev/null || true
   for ((i = 0; i < 100; i++)); do  # the sink ends with the guest's connection
     kill -0 "$net_sink_pid" 2>/dev/null || break

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CTest driver of the real-guest virtio-net test (label "guest", issue 15): in a network
-# namespace this test creates (and deletes), seven taps (host sides 10.0.2.1/24 to
-# 10.0.8.1/24); inside it `vpci serve` runs a virtio-net device on each but vtapq (10.0.7.x),
+# namespace this test creates (and deletes), eight taps (host sides 10.0.2.1/24 to
+# 10.0.9.1/24); inside it `vpci serve` runs a virtio-net device on each but vtapq (10.0.7.x),
 # and QEMU runs there too. An unmodified Linux guest under QEMU >= 10.1 (vfio-user-pci)
 # brings the interface up,
 # pings the host side, sends N MiB to the host's nc and receives N MiB from it; both
@@ -18,6 +18,10 @@
 #   boot 6: net5 (legacy-over-admin, mergeable_rx_buffers = false), force_legacy=1: the
 #           legacy driver's register accesses become admin commands on a PF's admin
 #           queue (virtio 1.3 §2.12.1.2); 10-byte header;
+#   boot 7: net6 (sriov-pf, 2 VFs) under the guest tree's own kernel (Linux >= 6.11,
+#           prepare.sh's kernel-new): the guest binds the PF, negotiates ADMIN_VQ (bit 41)
+#           and its admin-queue LIST_QUERY/LIST_USE succeed (a second server's --trace);
+#           the PF's own net function passes the same transfers;
 #   boot 5: the baseline: QEMU's own virtio-net-pci (vhost=off) on its own tap, the same
 #           check and transfers (figures printed, never asserted).
 # Nothing leaves the namespace. VPCI_SKIP_GUEST=1 skips it (exit 77).
@@ -35,11 +39,11 @@ source "$here/net-lib.sh"
 mib=${VPCI_NET_MIB:-16}
 ns=vpci-net-$$
 work=$(mktemp -d /tmp/vpci-net-test.XXXXXX)
-server_pid=""
+server_pid="" admin_server_pid=""
 cleanup() {
   net_stop
   # (never a failing command here: under set -e it would end the cleanup early)
-  if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null || true; fi
+  for pid in $server_pid $admin_server_pid; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
   if ((failures == 0)); then rm -rf "$work"; else echo "net-test: artifacts kept in $work" >&2; fi
@@ -57,6 +61,7 @@ net_add_tap vtap3 10.0.5.1/24
 net_add_tap vtap4 10.0.6.1/24
 net_add_tap vtapq 10.0.7.1/24
 net_add_tap vtap5 10.0.8.1/24
+net_add_tap vtap6 10.0.9.1/24
 
 cat >"$work/serve.toml" <<'TOML'
 socket_dir = "sockets"
@@ -101,15 +106,37 @@ tap = "vtap5"
 mac = "52:54:00:00:08:15"
 mergeable_rx_buffers = false
 TOML
-ip netns exec "$ns" "$vpci_bin" ${VPCI_NET_SERVE_ARGS:-} serve "$work/serve.toml" --stats >"$work/serve.log" 2>&1 &
-server_pid=$!
-for ((i = 0; i < 100; i++)); do
-  grep -q "^vpci serve: ready" "$work/serve.log" 2>/dev/null && break
-  kill -0 "$server_pid" 2>/dev/null || break
-  sleep 0.1
-done
-grep -q '^vpci serve: ready (6 device(s))' "$work/serve.log" ||
-  { fail "vpci serve did not become ready"; cat "$work/serve.log" >&2; exit 1; }
+# start_serve CONFIG LOG COUNT [SERVE-ARGS...]: `vpci serve` in the namespace, ready with
+# COUNT devices; its pid in served_pid.
+start_serve() {
+  local config=$1 log=$2 count=$3 i
+  shift 3
+  # shellcheck disable=SC2086 # VPCI_NET_SERVE_ARGS: words on purpose
+  ip netns exec "$ns" "$vpci_bin" ${VPCI_NET_SERVE_ARGS:-} serve "$config" --stats "$@" >"$log" 2>&1 &
+  served_pid=$!
+  for ((i = 0; i < 100; i++)); do
+    grep -q "^vpci serve: ready" "$log" 2>/dev/null && break
+    kill -0 "$served_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  grep -q "^vpci serve: ready ($count device(s))" "$log" ||
+    { fail "vpci serve $config did not become ready"; cat "$log" >&2; exit 1; }
+}
+start_serve "$work/serve.toml" "$work/serve.log" 6
+server_pid=$served_pid
+# The PF of boot 7 on a server of its own, whose --trace holds the admin commands.
+cat >"$work/admin.toml" <<'TOML'
+socket_dir = "sockets"
+[[device]]
+name = "net6"
+kind = "virtio-net"
+transport = "sriov-pf"
+vfs = 2
+tap = "vtap6"
+mac = "52:54:00:00:09:15"
+TOML
+start_serve "$work/admin.toml" "$work/serve-admin.log" 1 --trace "$work/trace.log"
+admin_server_pid=$served_pid
 
 net_setup "$mib"
 boot() {  # boot N DEVICE SUBNET APPEND [RUN-GUEST-ARGS...]   (SUBNET: 2 for 10.0.2.0/24)
@@ -174,6 +201,27 @@ if boot 6 net5 8 "virtio_pci.force_legacy=1" --expect "1af4:1000@virtio-pci"; th
   [[ ${features:15:1} == 0 && ${features:32:1} == 0 && -n $features ]] ||
     fail "boot 6: negotiated features $features have MRG_RXBUF or VERSION_1: not the 10-byte header"
 fi
+# Boot 7 (issue 16): Linux >= 6.11 binds the sriov-pf PF: ADMIN_VQ (bit 41 of the
+# features string, bit 0 first) negotiated, and at DRIVER_OK its virtio_pci sends
+# LIST_QUERY then LIST_USE on the admin queue (drivers/virtio/virtio_pci_modern.c), both
+# answered OK with the legacy commands in the list. VIRTIO_F_SR_IOV (bit 37) stays clear:
+# QEMU's vfio-pci hides the SR-IOV capability from the guest, so no VF can be enabled there.
+boot_mib=$mib
+if boot 7 net6 9 "" --kernel new --expect "1af4:1041@virtio-pci"; then
+  log=$work/console7.log
+  expect_line "$log" '^VPCI-BOOT .* kernel=6\.(1[1-9]|[2-9][0-9])' "boot 7: the guest runs Linux >= 6.11"
+  expect_line "$log" '^VPCI-RESULT net-[^ ]* PASS .* iface=modern' "boot 7: the PF's own virtio-net passes"
+  features=$(sed -n 's/^VPCI-RESULT net-.* features=\([01]*\).*/\1/p' "$log")
+  [[ ${features:41:1} == 1 ]] || fail "boot 7: negotiated features $features lack ADMIN_VQ (bit 41)"
+  expect_line "$work/trace.log" '^\[net6\] admin LIST_QUERY group 1 member 0: OK' \
+    "boot 7: the guest's LIST_QUERY succeeded"
+  expect_line "$work/trace.log" '^\[net6\] admin LIST_USE group 1 member 0: OK' \
+    "boot 7: the guest's LIST_USE succeeded"
+  grep '^\[net6\] admin ' "$work/trace.log" | sed 's/^/net-test: boot 7: /' || true
+  if grep '^\[net6\] admin ' "$work/trace.log" | grep -v ': OK'; then
+    fail "boot 7: an admin command of the guest was refused (above)"
+  fi
+fi
 # Boot 5: the baseline, QEMU's own virtio-net-pci (vhost=off) on its own tap, same
 # guest, same transfers: the check itself must pass on a device nobody here wrote, and
 # the figures are printed beside vpci's (bench/guest-net.sh measures them properly).
@@ -197,9 +245,10 @@ for n in 1 5; do
     "$work/console$n.log" | awk -v who="$( ((n == 1)) && echo "vpci (boot 1)" || echo "QEMU virtio-net-pci (boot 5)")" -v m="$boot_mib" \
     '{ printf "net-test: %s: tx %.1f MB/s, rx %.1f MB/s, ping %s ms (one boot each: not a measurement)\n", who, m * 1.048576 / ($2 - $1), m * 1.048576 / ($4 - $3), $5 }'
 done
-kill -TERM "$server_pid"
+kill -TERM "$server_pid" "$admin_server_pid"
 wait "$server_pid" || fail "vpci serve exited $?"
-server_pid=""
+wait "$admin_server_pid" || fail "vpci serve (sriov-pf) exited $?"
+server_pid="" admin_server_pid=""
 sed -n 's/^/serve: /p' "$work/serve.log" | grep 'stats net[01]: [rtc]' || true
 # Both of net2's pairs carried frames each way (at exit the guest's reset has set the
 # active pairs back to 1, so the counters are the evidence).

@@ -6,6 +6,7 @@
 #                  whose vfio-user-pci device is our server's client; QEMU runs chrooted in it.
 #   kernel/        Debian 12 linux-image-cloud-amd64: vmlinuz + the virtio modules (uncompressed
 #                  .ko, loadable by busybox insmod in a tiny initramfs).
+#   kernel-new/    the same from the tree's archive (trixie: Linux >= 6.11, for the admin queue).
 #   busybox        busybox-static, the whole guest userland.
 # Needs root (debootstrap, chroot) and the host packages in scripts/install-deps.sh.
 set -euo pipefail
@@ -33,7 +34,7 @@ with_progress() {
 }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap and chroot)"
-for tool in debootstrap chroot apt-get dpkg-deb; do
+for tool in debootstrap chroot apt-get dpkg-deb xz; do
   command -v "$tool" >/dev/null || die "$tool missing: run scripts/install-deps.sh"
 done
 mkdir -p "$cache"
@@ -126,61 +127,95 @@ else
   tree_ok || die "tree built but qemu-system-x86_64 in it has no vfio-user-pci device"
 fi
 
-# --- guest kernel and modules ---------------------------------------------------------------
-kernel_dir="$cache/kernel"
-kernel_stamp="$cache/kernel.stamp"
-# Modules the guest's /init loads, in order; their dependencies come from modules.dep.
+# --- guest kernels and modules ----------------------------------------------------------------
+# Two kernels, each with its own directory and stamp:
+#   kernel/      Debian 12's linux-image-cloud-amd64 (6.1), resolved with the host's apt;
+#   kernel-new/  the guest tree's own linux-image-cloud-amd64 (trixie: 6.12 or newer), for
+#                what needs Linux >= 6.11 (the admin virtqueue, CONFIG_VIRTIO_PCI_ADMIN_LEGACY);
+#                run-guest.sh --kernel new boots it.
+# Modules the guest's /init loads, in order; their dependencies come from each module's
+# modinfo. Modules built into an image (modules.builtin) are skipped.
 guest_modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
   rng-core virtio-rng virtio_blk virtio_net)
 
-kernel_ok() {
-  [[ -f $kernel_stamp && -s $kernel_dir/vmlinuz && -s $kernel_dir/modules.order ]] || return 1
+kernel_ok() {  # kernel_ok DIR
+  local dir=$1 stamp="$1.stamp" m
+  [[ -f $stamp && -s $dir/vmlinuz && -f $dir/modules.order ]] || return 1
   # The stamp's second line lists the modules it was built for; a new one rebuilds it.
-  [[ $(sed -n 2p "$kernel_stamp") == "${guest_modules[*]}" ]] || return 1
-  local m
-  while read -r m; do [[ -s $kernel_dir/$m ]] || return 1; done <"$kernel_dir/modules.order"
+  [[ $(sed -n 2p "$stamp") == "${guest_modules[*]}" ]] || return 1
+  while read -r m; do [[ -s $dir/$m ]] || return 1; done <"$dir/modules.order"
 }
 
-build_kernel() {
-  local work="$cache/kernel.work" started=$SECONDS
-  rm -rf "$work" "$kernel_dir.new"; mkdir -p "$work" "$kernel_dir.new"
-  # The metapackage names the real image package; resolve it with the host's apt (Debian 12).
+# download_image_package SOURCE WORKDIR: fetches linux-image-cloud-amd64's real image
+# package (the metapackage names it) into WORKDIR and prints its name. SOURCE "host" asks
+# the host's apt (Debian 12), "tree" the guest tree's apt (its suite and backports pins).
+download_image_package() {
+  local source=$1 work=$2 image
+  if [[ $source == host ]]; then
+    image=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+    [[ -n $image ]] || die "apt-cache cannot resolve linux-image-cloud-amd64 (run apt-get update?)"
+    (cd "$work" && apt-get download -q -o APT::Sandbox::User=root "$image" >/dev/null) ||
+      die "apt-get download $image failed"
+  else
+    image=$(chroot "$root" apt-cache depends linux-image-cloud-amd64 |
+      awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+    [[ -n $image ]] || die "the guest tree's apt cannot resolve linux-image-cloud-amd64"
+    mkdir -p "$root/tmp/kernel-download"
+    chroot "$root" sh -c "cd /tmp/kernel-download && apt-get download -q -o APT::Sandbox::User=root $image"       >/dev/null || die "apt-get download $image in the guest tree failed"
+    mv "$root"/tmp/kernel-download/*.deb "$work/"
+    rm -rf "$root/tmp/kernel-download"
+  fi
+  echo "$image"
+}
+
+build_kernel() {  # build_kernel DIR SOURCE
+  local dir=$1 source=$2 stamp="$1.stamp" work="$1.work" started=$SECONDS
+  rm -rf "$work" "$dir.new"; mkdir -p "$work" "$dir.new"
   local image
-  image=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
-  [[ -n $image ]] || die "apt-cache cannot resolve linux-image-cloud-amd64 (run apt-get update?)"
-  log "apt-get download $image"
-  (cd "$work" && apt-get download -q -o APT::Sandbox::User=root "$image" >/dev/null) || die "apt-get download $image failed"
+  log "downloading linux-image-cloud-amd64 ($source apt) for $dir"
+  image=$(download_image_package "$source" "$work")
   dpkg-deb -x "$work"/*.deb "$work/x"
-  local kver
-  kver=$(ls "$work/x/lib/modules")
-  cp "$work/x/boot/vmlinuz-$kver" "$kernel_dir.new/vmlinuz"
-  local moddir="$work/x/lib/modules/$kver"
+  # Modules are in /lib/modules (Debian 12) or /usr/lib/modules (merged /usr, trixie).
+  local modroot="$work/x/lib/modules" kver
+  [[ -d $modroot ]] || modroot="$work/x/usr/lib/modules"
+  kver=$(ls "$modroot")
+  cp "$work/x/boot/vmlinuz-$kver" "$dir.new/vmlinuz"
+  local moddir="$modroot/$kver"
   # modules.dep is generated by depmod at install time, so it is not in the package: read each
   # wanted module's "depends=" string from its .modinfo section instead (NUL-separated).
+  # Newer kernels ship modules xz-compressed (.ko.xz): busybox insmod wants them plain.
   declare -A seen=()
   local order=()
   add_module() {
-    local name=$1 file dep
+    local name=$1 file dep plain
     [[ -n ${seen[$name]:-} ]] && return 0
     seen[$name]=1
-    file=$(find "$moddir/kernel" -name "$name.ko" -o -name "${name//-/_}.ko" -o -name "${name//_/-}.ko" | head -1)
+    file=$(find "$moddir/kernel" \( -name "$name.ko*" -o -name "${name//-/_}.ko*" -o -name "${name//_/-}.ko*" \) | head -1)
     if [[ -z $file ]]; then
       # Built into the image (e.g. rng-core on some configs): nothing to load.
       if grep -qE "/${name//[-_]/[-_]}\.ko$" "$moddir/modules.builtin" 2>/dev/null; then return 0; fi
       die "module $name not found in $image"
     fi
-    for dep in $(tr '\0' '\n' <"$file" | sed -n 's/^depends=//p' | head -1 | tr ',' ' '); do add_module "$dep"; done
-    cp "$file" "$kernel_dir.new/"
-    order+=("$(basename "$file")")
+    plain="$dir.new/$(basename "${file%.xz}")"
+    case $file in
+      *.ko.xz) xz -dc "$file" >"$plain" ;;
+      *.ko) cp "$file" "$plain" ;;
+      *) die "module $file: unknown compression" ;;
+    esac
+    for dep in $(tr '\0' '\n' <"$plain" | sed -n 's/^depends=//p' | head -1 | tr ',' ' '); do add_module "$dep"; done
+    order+=("$(basename "$plain")")
   }
   for m in "${guest_modules[@]}"; do add_module "$m"; done
-  printf '%s\n' "${order[@]}" >"$kernel_dir.new/modules.order"
-  rm -rf "$kernel_dir"; mv "$kernel_dir.new" "$kernel_dir"; rm -rf "$work"
-  printf '%s\n%s\n' "$image $kver" "${guest_modules[*]}" >"$kernel_stamp"
-  log "kernel ready in $((SECONDS - started)) s: $kver, modules: ${order[*]}"
+  printf '%s\n' "${order[@]}" >"$dir.new/modules.order"
+  rm -rf "$dir"; mv "$dir.new" "$dir"; rm -rf "$work"
+  printf '%s\n%s\n' "$image $kver" "${guest_modules[*]}" >"$stamp"
+  log "kernel ready in $((SECONDS - started)) s: $kver, modules: ${order[*]:-(all built in)}"
 }
 
-if kernel_ok; then log "kernel ok: $(head -1 "$kernel_stamp")"; else build_kernel; fi
+if kernel_ok "$cache/kernel"; then log "kernel ok: $(head -1 "$cache/kernel.stamp")"
+else build_kernel "$cache/kernel" host; fi
+if kernel_ok "$cache/kernel-new"; then log "new kernel ok: $(head -1 "$cache/kernel-new.stamp")"
+else build_kernel "$cache/kernel-new" tree; fi
 
 # --- busybox ---------------------------------------------------------------------------------
 busybox_bin=$(command -v busybox || true)

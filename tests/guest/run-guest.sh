@@ -5,8 +5,10 @@
 #   run-guest.sh --socket S1 [--socket S2 ...] [--checks enumerate,config,rng,blk]
 #                [--expect 1af4:1044@virtio-pci,...] [--append "virtio_pci.force_legacy=1"]
 #                [--timeout 300] [--memory 512] [--smp 1] [--plain-memory] [--log FILE] [--verbose]
-#                [--qemu-arg ARG ...] [--bind DIR ...]
+#                [--qemu-arg ARG ...] [--bind DIR ...] [--kernel old|new]
 #
+# --kernel new boots the guest tree's own kernel (prepare.sh: trixie's cloud kernel,
+# Linux >= 6.11) instead of Debian 12's 6.1.
 # Guest RAM is a shared memfd (memory-backend-memfd,share=on: DMA_MAP carries an fd)
 # unless --plain-memory gives QEMU's default, unshared RAM (DMA_MAP without an fd: the
 # device reaches guest memory only through DMA_READ/DMA_WRITE messages).
@@ -25,7 +27,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 die() { printf 'run-guest: error: %s\n' "$*" >&2; exit 2; }
 
 sockets=() qemu_args=() binds=() append="" checks="enumerate,config" expect="" timeout=300
-memory=512 smp=1 log="" verbose=0 plain_memory=0
+memory=512 smp=1 log="" verbose=0 plain_memory=0 kernel=kernel
 while (($#)); do
   case $1 in
     --socket) sockets+=("${2:?}"); shift 2 ;;
@@ -40,14 +42,21 @@ while (($#)); do
     --verbose) verbose=1; shift ;;
     --qemu-arg) qemu_args+=("${2:?}"); shift 2 ;;
     --bind) binds+=("${2:?}"); shift 2 ;;
-    -h|--help) sed -n '2,21s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    --kernel)
+      case ${2:-} in
+        old) kernel="kernel" ;;
+        new) kernel="kernel-new" ;;
+        *) die "--kernel old|new, not '${2:-}'" ;;
+      esac
+      shift 2 ;;
+    -h|--help) sed -n '2,24s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (chroot, mounts)"
 root="$cache/root"
-[[ -f $cache/root.stamp && -s $cache/kernel/vmlinuz ]] ||
+[[ -f $cache/root.stamp && -s $cache/$kernel/vmlinuz ]] ||
   die "cache $cache is not prepared: run tests/guest/prepare.sh"
 
 # Re-enter in a private mount namespace (see the header comment).
@@ -58,6 +67,7 @@ if [[ -z ${VPCI_GUEST_IN_NAMESPACE:-} ]]; then
   for b in "${binds[@]}"; do restore_args+=(--bind "$b"); done
   ((verbose)) && restore_args+=(--verbose)
   ((plain_memory)) && restore_args+=(--plain-memory)
+  [[ $kernel == kernel-new ]] && restore_args+=(--kernel new)
   [[ -n $log ]] && restore_args+=(--log "$log")
   VPCI_GUEST_IN_NAMESPACE=1 exec unshare --mount --propagation private "$0" "${restore_args[@]}" \
     --checks "$checks" --expect "$expect" --append "$append" --timeout "$timeout" --memory "$memory" --smp "$smp"
@@ -87,8 +97,8 @@ done
 
 # Kernel and initramfs: built fresh each run (it takes well under a second) so edits to
 # the guest scripts always take effect.
-cp "$cache/kernel/vmlinuz" "$work/vmlinuz"
-"$here/build-initramfs.sh" "$work/initrd.gz"
+cp "$cache/$kernel/vmlinuz" "$work/vmlinuz"
+"$here/build-initramfs.sh" "$work/initrd.gz" "$kernel"
 bind "$work" /run/vpci-guest/work
 
 devices=()

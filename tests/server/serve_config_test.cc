@@ -59,11 +59,13 @@ TEST(ServeConfig, EveryTransportNameParses) {
                             std::pair{"transitional", TransportKind::kTransitional},
                             std::pair{"legacy", TransportKind::kLegacy},
                             std::pair{"mmr", TransportKind::kTransitionalMmr},
-                            std::pair{"legacy-over-mmr", TransportKind::kLegacyOverMmr}}) {
+                            std::pair{"legacy-over-mmr", TransportKind::kLegacyOverMmr},
+                            std::pair{"legacy-over-admin", TransportKind::kLegacyOverAdmin},
+                            std::pair{"sriov-pf", TransportKind::kSriovPf}}) {
     auto config =
         parse(fmt::format("[[device]]\nname = \"d\"\nkind = \"virtio-rng\"\n"
-                          "transport = \"{}\"\n",
-                          name));
+                          "transport = \"{}\"\n{}",
+                          name, kind == TransportKind::kSriovPf ? "vfs = 1\n" : ""));
     ASSERT_TRUE(config.has_value()) << name;
     EXPECT_EQ(config->devices[0].transport, kind);
     EXPECT_EQ(transport_kind_name(kind), name);
@@ -147,6 +149,38 @@ TEST(ServeConfig, NetTapMacMtuAndQueuePairs) {
   EXPECT_THAT(error_of("[[device]]\nname = \"b\"\nkind = \"virtio-blk\"\ntransport = \"modern\"\n"
                        "path = \"x\"\ntap = \"t\"\n"),
               HasSubstr("device[1].tap: a virtio-blk device has no such key (only virtio-net"));
+}
+
+// sriov-pf (issue 16): `vfs` is required there and nowhere else; a net PF's VFs take taps
+// named after its own, which must still be interface names; a blk device has no VFs.
+TEST(ServeConfig, SriovPfVfs) {
+  const std::string pf =
+      "[[device]]\nname = \"pf0\"\nkind = \"virtio-net\"\ntransport = \"sriov-pf\"\n";
+  auto config = parse(pf + "vfs = 2\ntap = \"vtap1\"\n");
+  ASSERT_TRUE(config.has_value()) << config.error().message;
+  EXPECT_EQ(config->devices[0].transport, TransportKind::kSriovPf);
+  EXPECT_EQ(config->devices[0].vfs, 2u);
+  EXPECT_EQ(vf_tap_name("vtap1", 2), "vtap1v2");
+  EXPECT_TRUE(parse(pf + "vfs = 64\ntap = \"vtap1234567\"\n").has_value());  // 14 characters
+
+  EXPECT_THAT(error_of(pf + "tap = \"vtap1\"\n"),
+              HasSubstr("serve.toml:1:1: device[1]: missing required key \"vfs\" (a sriov-pf "
+                        "device needs it: its number of VFs)"));
+  EXPECT_THAT(error_of(pf + "vfs = 0\ntap = \"t\"\n"),
+              HasSubstr("serve.toml:5:7: device[1].vfs: 0 VFs; expected 1 to 64"));
+  EXPECT_THAT(error_of(pf + "vfs = 65\ntap = \"t\"\n"), HasSubstr("65 VFs; expected 1 to 64"));
+  EXPECT_THAT(error_of(pf + "vfs = 10\ntap = \"vtap123456789\"\n"),
+              HasSubstr("device[1].tap: \"vtap123456789\" leaves no room for the VFs' taps "
+                        "(\"vtap123456789v10\" is longer than 15 characters)"));
+  EXPECT_THAT(error_of("[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\ntransport = "
+                       "\"modern\"\nvfs = 1\n"),
+              HasSubstr("serve.toml:5:7: device[1].vfs: only a sriov-pf device has VFs (this one "
+                        "is modern)"));
+  EXPECT_THAT(error_of("[[device]]\nname = \"b\"\nkind = \"virtio-blk\"\ntransport = "
+                       "\"sriov-pf\"\npath = \"x\"\n"),
+              HasSubstr("device[1].transport: a virtio-blk device cannot be sriov-pf: each VF "
+                        "needs a back end of its own (only virtio-rng and virtio-net devices "
+                        "have it)"));
 }
 
 TEST(ServeConfig, UnknownKeyNamesFileLineKeyAndSuggests) {

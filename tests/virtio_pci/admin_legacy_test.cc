@@ -13,6 +13,7 @@
 #include "virtio/pci/legacy_io_mapper.h"
 #include "virtio/pci/registers.h"
 #include "virtio/pci/sriov_pf.h"
+#include "virtio/pci/sriov_pf_function.h"
 #include "virtio/pci/transport_function.h"
 #include "virtio/ring_layout.h"
 
@@ -210,6 +211,65 @@ TEST(AdminLegacy, TheMapperPresentsWhatLinuxVirtioVfioPciPresents) {
                                   std::array<std::uint8_t, 2>{vpci::pci::command::kIoSpace, 0}));
   ASSERT_TRUE(mapper.bar_read(0, l::kHostFeatures, features));
   EXPECT_NE(load_le<std::uint32_t>(features), 0u);
+}
+
+// Transport "sriov-pf" (what `vpci serve` serves): the PF itself, with its admin queue and
+// SR-IOV capability, its VFs in the PF's guest memory; a driver of the PF reaches the VFs'
+// legacy registers through commands, and clearing VF Enable or resetting the PF resets
+// every VF (PCIe 6.0 §9.3.3.3.1) — nothing a driver left in a VF survives.
+TEST(AdminLegacy, TheSriovPfTransportServesThePfAndResetsItsVfs) {
+  auto memory = std::make_shared<GuestMemory>();
+  std::vector<std::unique_ptr<Device>> vfs;
+  vfs.push_back(make_device(DeviceType::kRng));
+  vfs.push_back(make_device(DeviceType::kRng));
+  auto created = pci::make_transport_function(pci::TransportKind::kSriovPf,
+                                              make_device(DeviceType::kRng), memory, {},
+                                              std::move(vfs));
+  ASSERT_TRUE(created.has_value()) << created.error().message;
+  auto& function = static_cast<pci::SriovPfFunction&>(**created);
+  SriovPf& owner = function.owner();
+  ASSERT_EQ(owner.vf_count(), 2u);
+  std::array<std::uint8_t, 4> ids{};
+  ASSERT_TRUE(function.config_read(0, ids));
+  EXPECT_EQ(load_le<std::uint16_t>(std::span(ids).subspan(2)), 0x1044);  // modern rng
+
+  auto driver = AdminQueueDriver::create(function, memory, 2);
+  ASSERT_TRUE(driver.has_value()) << driver.error().message;
+  const std::uint8_t acknowledged = status::kAcknowledge;
+  ASSERT_TRUE((*driver)->legacy_write(1, false, l::kStatus, std::array{acknowledged}));
+  std::array<std::uint8_t, 1> status_byte{};
+  ASSERT_TRUE((*driver)->legacy_read(1, false, l::kStatus, status_byte));
+  EXPECT_EQ(status_byte[0], acknowledged);
+  ASSERT_TRUE((*driver)->legacy_read(2, false, l::kStatus, status_byte));
+  EXPECT_EQ(status_byte[0], 0) << "VF 2 was not addressed";
+
+  // VF Enable cleared and set again: VF 1 is back in its initial state.
+  const std::uint32_t control = owner.pf().layout().sriov_cap + vpci::pci::sriov::kControl;
+  ASSERT_TRUE(function.config_write(control, std::array<std::uint8_t, 2>{0, 0}));
+  EXPECT_FALSE(owner.group_enabled());
+  ASSERT_TRUE(function.config_write(
+      control, std::array<std::uint8_t, 2>{vpci::pci::sriov::kVfEnable, 0}));
+  ASSERT_TRUE(owner.vf(1).admin_legacy_read(admin::LegacyRegion::kCommon, l::kStatus, status_byte));
+  EXPECT_EQ(status_byte[0], 0) << "clearing VF Enable must reset the VFs";
+
+  // A reset of the PF resets the VFs too.
+  ASSERT_TRUE(owner.vf(2).admin_legacy_write(admin::LegacyRegion::kCommon, l::kStatus,
+                                             std::array{acknowledged}));
+  function.reset();
+  EXPECT_FALSE(owner.group_enabled());
+  ASSERT_TRUE(owner.vf(2).admin_legacy_read(admin::LegacyRegion::kCommon, l::kStatus, status_byte));
+  EXPECT_EQ(status_byte[0], 0) << "a PF reset must reset the VFs";
+  driver->reset();  // before the function: it unregisters its memory
+
+  // VF devices only with sriov-pf, and sriov-pf only with VF devices.
+  EXPECT_FALSE(pci::make_transport_function(pci::TransportKind::kSriovPf,
+                                            make_device(DeviceType::kRng),
+                                            std::make_shared<GuestMemory>()));
+  std::vector<std::unique_ptr<Device>> one;
+  one.push_back(make_device(DeviceType::kRng));
+  EXPECT_FALSE(pci::make_transport_function(pci::TransportKind::kModern,
+                                            make_device(DeviceType::kRng),
+                                            std::make_shared<GuestMemory>(), {}, std::move(one)));
 }
 
 }  // namespace

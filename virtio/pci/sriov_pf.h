@@ -63,6 +63,7 @@ class SriovPf final : public admin::LegacyMembers {
   ~SriovPf() override;
 
   [[nodiscard]] VirtioPciFunction& pf() { return *pf_; }
+  [[nodiscard]] const VirtioPciFunction& pf() const { return *pf_; }
   // The PF's guest memory: where its driver's rings live.
   [[nodiscard]] const std::shared_ptr<GuestMemory>& pf_memory() const { return pf_memory_; }
   [[nodiscard]] std::size_t vf_count() const { return vfs_.size(); }

@@ -211,10 +211,11 @@ Status VirtioPciFunction::build_config_space(std::uint32_t virtio_id) {
       ids.subsystem_id = static_cast<std::uint16_t>(virtio_id);  // and subsystem = type
       break;
     }
-    case TransportKind::kLegacyOverMmr:  // refused by create(): the mapper builds them
+    case TransportKind::kLegacyOverMmr:  // refused by create(): make_transport_function
     case TransportKind::kLegacyOverAdmin:
-      return make_error(ErrorCode::kInvalidArgument,
-                        "legacy-over-mmr is not a virtio-pci function");
+    case TransportKind::kSriovPf:
+      return make_error(ErrorCode::kInvalidArgument, "{} is not one virtio-pci function",
+                        transport_kind_name(kind));
   }
   config_ = vp::ConfigSpace::make_endpoint(vp::kExtendedConfigSize, ids);
   auto& cs = config_;

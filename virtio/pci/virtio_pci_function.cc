@@ -36,9 +36,9 @@ Result<std::unique_ptr<VirtioPciFunction>> VirtioPciFunction::create(
     return make_error(ErrorCode::kInvalidArgument, "virtio-pci function needs a device and memory");
   }
   if (options.kind == TransportKind::kLegacyOverMmr ||
-      options.kind == TransportKind::kLegacyOverAdmin) {
+      options.kind == TransportKind::kLegacyOverAdmin || options.kind == TransportKind::kSriovPf) {
     return make_error(ErrorCode::kInvalidArgument,
-                      "{} is a function behind the legacy I/O mapper: build it with "
+                      "{} is more than one virtio-pci function: build it with "
                       "make_transport_function",
                       transport_kind_name(options.kind));
   }

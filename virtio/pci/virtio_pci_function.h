@@ -88,18 +88,19 @@ namespace vpci::virtio::pci {
 // The one transport-kind enum (the serve configuration's `transport` key too).
 // kLegacyOverMmr is not a VirtioPciFunction of its own: it is the transitional MMR
 // function behind a LegacyIoMapper (legacy_io_mapper.h), built by make_transport_function
-// (transport_function.h).
+// (transport_function.h), as is kSriovPf (an SR-IOV PF with its VFs, sriov_pf_function.h).
 enum class TransportKind : std::uint8_t {
   kModern,
   kTransitional,
   kLegacy,
   kTransitionalMmr,
   kLegacyOverMmr,
-  kLegacyOverAdmin  // a VF behind the legacy I/O mapper's admin backend (legacy_admin_path.h)
+  kLegacyOverAdmin,  // a VF behind the legacy I/O mapper's admin backend (legacy_admin_path.h)
+  kSriovPf           // a PF with an admin queue and VFs, served itself (sriov_pf_function.h)
 };
 // Names in enum order, as the serve configuration spells them.
-inline constexpr std::array<std::string_view, 6> kTransportKindNames = {
-    "modern", "transitional", "legacy", "mmr", "legacy-over-mmr", "legacy-over-admin"};
+inline constexpr std::array<std::string_view, 7> kTransportKindNames = {
+    "modern", "transitional", "legacy", "mmr", "legacy-over-mmr", "legacy-over-admin", "sriov-pf"};
 std::string_view transport_kind_name(TransportKind kind);
 
 struct SharedMemoryRegionSpec {
