@@ -14,7 +14,8 @@
 //   * a VF no executed command named as its member is untouched by that command: its
 //     config space and its legacy registers (read side-effect free) are unchanged — a
 //     hostile PF driver cannot disturb other VFs;
-//   * after DEVICE_NEEDS_RESET the driver resets and brings the PF up again, which works.
+//   * after DEVICE_NEEDS_RESET the driver resets and brings the PF up again, which works
+//     (as after a raw descriptor, which may have had the device write over the ring).
 //
 // Input: [0] setup — bits 0-1 NumVFs - 1 (1..3, of 3 VFs), bit 2 VF Enable clear — then
 // actions, each an opcode byte and its operands (see Harness::run).
@@ -52,7 +53,7 @@ using vpci::store_le;
 using vpci::virtio::pci::VirtioPciLayout;
 
 constexpr GuestAddress kRamBase = 0x100000;
-constexpr std::size_t kRamSize = 64 * 1024;
+constexpr std::size_t kRamSize = std::size_t{64} * 1024;
 constexpr std::uint16_t kQueueSize = 16;
 constexpr GuestAddress kDesc = 0x0000;  // offsets in RAM: split ring, §2.7
 constexpr GuestAddress kAvail = 0x1000;
@@ -229,6 +230,9 @@ class Harness {
     // Whatever the chain held, a command can only have reached the member it named.
     for (const auto& record : records_) check_untouched(before, record.member);
     if (records_.empty()) check_untouched(before, 0);
+    // The chain may have had the device write into the ring itself (the driver's own
+    // doing): a driver that scribbled over its ring starts over.
+    bring_up();
   }
 
   void publish(std::uint16_t head) {

@@ -222,9 +222,8 @@ TEST(AdminLegacy, TheSriovPfTransportServesThePfAndResetsItsVfs) {
   std::vector<std::unique_ptr<Device>> vfs;
   vfs.push_back(make_device(DeviceType::kRng));
   vfs.push_back(make_device(DeviceType::kRng));
-  auto created = pci::make_transport_function(pci::TransportKind::kSriovPf,
-                                              make_device(DeviceType::kRng), memory, {},
-                                              std::move(vfs));
+  auto created = pci::make_transport_function(
+      pci::TransportKind::kSriovPf, make_device(DeviceType::kRng), memory, {}, std::move(vfs));
   ASSERT_TRUE(created.has_value()) << created.error().message;
   auto& function = static_cast<pci::SriovPfFunction&>(**created);
   SriovPf& owner = function.owner();
@@ -247,8 +246,8 @@ TEST(AdminLegacy, TheSriovPfTransportServesThePfAndResetsItsVfs) {
   const std::uint32_t control = owner.pf().layout().sriov_cap + vpci::pci::sriov::kControl;
   ASSERT_TRUE(function.config_write(control, std::array<std::uint8_t, 2>{0, 0}));
   EXPECT_FALSE(owner.group_enabled());
-  ASSERT_TRUE(function.config_write(
-      control, std::array<std::uint8_t, 2>{vpci::pci::sriov::kVfEnable, 0}));
+  ASSERT_TRUE(
+      function.config_write(control, std::array<std::uint8_t, 2>{vpci::pci::sriov::kVfEnable, 0}));
   ASSERT_TRUE(owner.vf(1).admin_legacy_read(admin::LegacyRegion::kCommon, l::kStatus, status_byte));
   EXPECT_EQ(status_byte[0], 0) << "clearing VF Enable must reset the VFs";
 
