@@ -1,5 +1,6 @@
-// `vpci dump SOURCE [--device BDF] [-o FILE]`: converts any supported source (lspci
-// text, raw config file, sysfs device directory) to `lspci -xxxx` text that
+// `vpci dump SOURCE [--device BDF] [-o FILE] [--timeout MS]`: converts any supported
+// source (lspci text, raw config file, sysfs device directory, a live vfio-user server)
+// to `lspci -xxxx` text that
 // `lspci -F FILE -vvv` decodes.
 #include <cstdio>
 #include <filesystem>
@@ -12,6 +13,7 @@
 #include "tools/cli_error.h"
 #include "tools/commands.h"
 #include "tools/output_file.h"
+#include "tools/vfio_user_source.h"
 
 namespace vpci::tools {
 namespace {
@@ -20,6 +22,7 @@ struct DumpOptions {
   std::string source;
   std::string device;
   std::string output;
+  int timeout_ms = 5000;  // vfio-user: each wait for the server
 };
 
 int run_dump(const DumpOptions& options) {
@@ -30,12 +33,22 @@ int run_dump(const DumpOptions& options) {
     if (!parsed) return usage_error("dump", "--device: " + parsed.error().message);
     wanted = *parsed;
   }
-  auto devices = pci::load_dump_source(options.source);
+  std::string comment = "written by vpci dump";
+  Result<std::vector<pci::DeviceDump>> devices = std::vector<pci::DeviceDump>{};
+  if (is_vfio_user_source(options.source)) {
+    auto live =
+        read_vfio_user_device(options.source, std::chrono::milliseconds(options.timeout_ms));
+    if (!live) return rejected("dump", live.error());
+    devices->push_back(std::move(live->dump));
+    comment = fmt::format("read by vpci dump from vfio-user server {}", live->socket);
+  } else {
+    devices = pci::load_dump_source(options.source);
+  }
   if (!devices) return rejected("dump", devices.error());
   std::string text;
   for (const auto& d : *devices) {
     if (wanted && !(d.address == *wanted)) continue;
-    text += pci::format_lspci_dump(d.address, d.config, "written by vpci dump");
+    text += pci::format_lspci_dump(d.address, d.config, comment);
   }
   if (text.empty())
     return rejected("dump", fmt::format("{}: no device {}", options.source, wanted->to_string()));
@@ -54,10 +67,14 @@ void register_dump_command(CLI::App& app, int& exit_code) {
       "dump", "Write config spaces as lspci -xxxx text (decodable with lspci -F FILE -vvv)");
   cmd->add_option(
          "SOURCE", options->source,
-         "lspci -x/-xxx/-xxxx text, a raw config file, or a /sys/bus/pci/devices/... directory")
+         "lspci -x/-xxx/-xxxx text, a raw config file, a /sys/bus/pci/devices/... directory, or "
+         "vfio-user:SOCKET (a live vfio-user server, read-only)")
       ->required();
   cmd->add_option("--device", options->device, "only the device at this address");
   cmd->add_option("-o,--output", options->output, "output file (default: stdout)");
+  cmd->add_option("--timeout", options->timeout_ms,
+                  "vfio-user: milliseconds to wait for each reply of the server (default 5000)")
+      ->check(CLI::Range(1, 3600000));
   cmd->callback([options, &exit_code] { exit_code = run_dump(*options); });
 }
 

@@ -1,4 +1,4 @@
-// `vpci inspect SOURCE [--device BDF] [--json | --map] [--partial] [--strict]`
+// `vpci inspect SOURCE [--device BDF] [--json | --map] [--partial] [--strict] [--timeout MS]`
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -9,6 +9,7 @@
 #include "tools/cli_error.h"
 #include "tools/commands.h"
 #include "tools/device_report.h"
+#include "tools/vfio_user_source.h"
 
 namespace vpci::tools {
 namespace {
@@ -20,6 +21,7 @@ struct InspectOptions {
   bool map = false;
   bool partial = false;
   bool strict = false;
+  int timeout_ms = 5000;  // vfio-user: each wait for the server
 };
 
 // Where a device came from, for messages: "file:line: BDF" for lspci text (the device
@@ -31,7 +33,7 @@ std::string device_position(const pci::DeviceDump& dump) {
 }
 
 void print_reports(const InspectOptions& options, const std::vector<DeviceReport>& reports,
-                   PciNames& names) {
+                   PciNames& names, const std::optional<LiveDevice>& live) {
   if (options.map) {
     std::vector<MapPanel> panels;
     for (const auto& r : reports) panels.push_back(report_map_panel(r, names));
@@ -41,9 +43,11 @@ void print_reports(const InspectOptions& options, const std::vector<DeviceReport
   if (options.json) {
     nlohmann::json out = {{"devices", nlohmann::json::array()}};
     for (const auto& r : reports) out["devices"].push_back(report_json(r, names));
+    if (live) out["vfio_user"] = live_device_json(*live);
     fmt::print("{}\n", out.dump(2));
     return;
   }
+  if (live) fmt::print("{}\n", live_device_text(*live));
   for (std::size_t i = 0; i < reports.size(); ++i) {
     if (i != 0) fmt::print("\n");
     fmt::print("{}", report_text(reports[i], names));
@@ -58,7 +62,18 @@ int run_inspect(const InspectOptions& options) {
     if (!parsed) return usage_error("inspect", "--device: " + parsed.error().message);
     wanted = *parsed;
   }
-  auto devices = pci::load_dump_source(options.source);
+  // A live vfio-user server, read-only; otherwise a file or sysfs.
+  std::optional<LiveDevice> live;
+  Result<std::vector<pci::DeviceDump>> devices = std::vector<pci::DeviceDump>{};
+  if (is_vfio_user_source(options.source)) {
+    auto read =
+        read_vfio_user_device(options.source, std::chrono::milliseconds(options.timeout_ms));
+    if (!read) return rejected("inspect", read.error());
+    live = std::move(*read);
+    devices->push_back(live->dump);
+  } else {
+    devices = pci::load_dump_source(options.source);
+  }
   if (!devices) return rejected("inspect", devices.error());
   std::vector<pci::DeviceDump> selected;
   if (wanted) {
@@ -91,7 +106,7 @@ int run_inspect(const InspectOptions& options) {
   }
 
   PciNames names;
-  print_reports(options, reports, names);
+  print_reports(options, reports, names, live);
   if (!options.strict) return kExitSuccess;
   bool problems = false;
   for (std::size_t i = 0; i < reports.size(); ++i) {
@@ -115,8 +130,9 @@ void register_inspect_command(CLI::App& app, int& exit_code) {
                                      "and virtio fields decoded), free ranges, diagnostics");
   cmd->add_option(
          "SOURCE", options->source,
-         "lspci -x/-xxx/-xxxx text, a raw config file, a /sys/bus/pci/devices/... directory, or a "
-         "directory of those (/sys/bus/pci/devices)")
+         "lspci -x/-xxx/-xxxx text, a raw config file, a /sys/bus/pci/devices/... directory, a "
+         "directory of those (/sys/bus/pci/devices), or vfio-user:SOCKET (a live vfio-user "
+         "server: its config space, regions and IRQs, read-only)")
       ->required();
   cmd->add_option("--device", options->device,
                   "only the device at this address (BB:DD.F or DDDD:BB:DD.F)");
@@ -130,6 +146,9 @@ void register_inspect_command(CLI::App& app, int& exit_code) {
   cmd->add_flag(
       "--strict", options->strict,
       "exit 1 when a device has a diagnostic (warning or error), after printing the report");
+  cmd->add_option("--timeout", options->timeout_ms,
+                  "vfio-user: milliseconds to wait for each reply of the server (default 5000)")
+      ->check(CLI::Range(1, 3600000));
   cmd->callback([options, &exit_code] { exit_code = run_inspect(*options); });
 }
 
