@@ -36,8 +36,8 @@ using namespace vpci::virtio;
 using testing::BufferElement;
 using testing::ChainBuilder;
 using testing::FakeGuestRam;
-using testing::FakePackedDriver;
-using testing::FakeSplitDriver;
+using testing::PackedRing;
+using testing::SplitRing;
 
 constexpr std::uint16_t kQueueSize = 256;
 constexpr GuestAddress kRamBase = 0x100000;
@@ -142,7 +142,7 @@ void run_ring(benchmark::State& state, RingFormat format, Direction direction) {
   double memcpy_seconds = 0;
   double device_seconds = 0;
   for (auto _ : state) {
-    if constexpr (std::is_same_v<Driver, FakeSplitDriver>) {
+    if constexpr (std::is_same_v<Driver, SplitRing>) {
       for (const auto& chain : work.chains) driver.add(chain, /*publish=*/false);
       driver.publish();
     } else {
@@ -184,16 +184,16 @@ void run_ring(benchmark::State& state, RingFormat format, Direction direction) {
 }
 
 void BM_SplitDeviceReads(benchmark::State& s) {
-  run_ring<FakeSplitDriver>(s, RingFormat::kSplit, Direction::kDeviceReads);
+  run_ring<SplitRing>(s, RingFormat::kSplit, Direction::kDeviceReads);
 }
 void BM_SplitDeviceWrites(benchmark::State& s) {
-  run_ring<FakeSplitDriver>(s, RingFormat::kSplit, Direction::kDeviceWrites);
+  run_ring<SplitRing>(s, RingFormat::kSplit, Direction::kDeviceWrites);
 }
 void BM_PackedDeviceReads(benchmark::State& s) {
-  run_ring<FakePackedDriver>(s, RingFormat::kPacked, Direction::kDeviceReads);
+  run_ring<PackedRing>(s, RingFormat::kPacked, Direction::kDeviceReads);
 }
 void BM_PackedDeviceWrites(benchmark::State& s) {
-  run_ring<FakePackedDriver>(s, RingFormat::kPacked, Direction::kDeviceWrites);
+  run_ring<PackedRing>(s, RingFormat::kPacked, Direction::kDeviceWrites);
 }
 
 void shapes(benchmark::internal::Benchmark* b) {

@@ -6,11 +6,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 
 #include "server/trace.h"
@@ -222,12 +224,27 @@ Status VfioUserClient::negotiate() {
   return {};
 }
 
-Status VfioUserClient::send_all(std::span<const std::uint8_t> bytes) {
+Status VfioUserClient::send_all(std::span<const std::uint8_t> bytes, std::span<const int> fds) {
   const auto deadline = Clock::now() + options_.timeout;
   std::size_t done = 0;
   while (done < bytes.size()) {
-    const ssize_t n = ::send(socket_.get(), bytes.data() + done, bytes.size() - done,
-                             MSG_NOSIGNAL | MSG_DONTWAIT);
+    iovec iov{const_cast<std::uint8_t*>(bytes.data() + done), bytes.size() - done};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    // The fds travel with the message's first bytes (SCM_RIGHTS, reference §3).
+    std::vector<char> control;
+    if (done == 0 && !fds.empty()) {
+      control.resize(CMSG_SPACE(sizeof(int) * fds.size()));
+      msg.msg_control = control.data();
+      msg.msg_controllen = control.size();
+      cmsghdr* header = CMSG_FIRSTHDR(&msg);
+      header->cmsg_level = SOL_SOCKET;
+      header->cmsg_type = SCM_RIGHTS;
+      header->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+      std::memcpy(CMSG_DATA(header), fds.data(), sizeof(int) * fds.size());
+    }
+    const ssize_t n = ::sendmsg(socket_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       done += static_cast<std::size_t>(n);
       continue;
@@ -250,23 +267,34 @@ Status VfioUserClient::send_all(std::span<const std::uint8_t> bytes) {
   return {};
 }
 
-Result<VfioUserClient::Reply> VfioUserClient::call(std::uint16_t command,
-                                                   std::span<const std::uint8_t> payload) {
-  if (!socket_.valid()) {
-    return make_error(ErrorCode::kIoError, "vfio-user server {}: connection closed earlier", path_);
-  }
+std::uint16_t VfioUserClient::send_command(std::uint16_t command,
+                                           std::span<const std::uint8_t> payload,
+                                           std::span<const int> fds, std::uint32_t extra_flags,
+                                           Status& sent) {
   const std::uint16_t id = next_id_++;
   std::vector<std::uint8_t> message;
   wire::Header header;
   header.msg_id = id;
   header.command = command;
   header.message_size = static_cast<std::uint32_t>(wire::kHeaderSize + payload.size());
-  header.flags = wire::kTypeCommand;
+  header.flags = wire::kTypeCommand | extra_flags;
   wire::encode_header(message, header);
   message.resize(wire::kHeaderSize + payload.size());
   if (!payload.empty())
     std::memcpy(message.data() + wire::kHeaderSize, payload.data(), payload.size());
-  VPCI_TRY(send_all(message));
+  sent = send_all(message, fds);
+  return id;
+}
+
+Result<VfioUserClient::Reply> VfioUserClient::call(std::uint16_t command,
+                                                   std::span<const std::uint8_t> payload,
+                                                   std::span<const int> fds) {
+  if (!socket_.valid()) {
+    return make_error(ErrorCode::kIoError, "vfio-user server {}: connection closed earlier", path_);
+  }
+  Status sent;
+  const std::uint16_t id = send_command(command, payload, fds, 0, sent);
+  VPCI_TRY(sent);
 
   const auto deadline = Clock::now() + options_.timeout;
   const auto fail = [&](const std::string& what) -> Result<Reply> {
@@ -276,9 +304,9 @@ Result<VfioUserClient::Reply> VfioUserClient::call(std::uint16_t command,
   };
   while (true) {
     std::span<const std::uint8_t> bytes;
-    std::vector<UniqueFd> fds;
+    std::vector<UniqueFd> received;
     bool truncated = false;
-    switch (reader_.next(socket_.get(), bytes, fds, truncated, deadline)) {
+    switch (reader_.next(socket_.get(), bytes, received, truncated, deadline)) {
       case server::MessageReader::Status::kMessage: break;
       case server::MessageReader::Status::kClosed:
         socket_.reset();
@@ -296,7 +324,8 @@ Result<VfioUserClient::Reply> VfioUserClient::call(std::uint16_t command,
     const wire::Header reply = wire::decode_header(bytes);
     if ((reply.flags & wire::kFlagTypeMask) == wire::kTypeCommand) {
       // The server's own request (DMA_READ/DMA_WRITE) while the reply is awaited.
-      VPCI_TRY(answer_server_request(reply));
+      if (!received.empty()) return fail("a request of the server with file descriptors");
+      VPCI_TRY(answer_server_request(bytes));
       continue;
     }
     if ((reply.flags & wire::kFlagTypeMask) != wire::kTypeReply)
@@ -312,24 +341,108 @@ Result<VfioUserClient::Reply> VfioUserClient::call(std::uint16_t command,
     }
     Reply result;
     result.payload.assign(bytes.begin() + wire::kHeaderSize, bytes.end());
-    result.fds = std::move(fds);
+    result.fds = std::move(received);
     return result;
   }
 }
 
-Status VfioUserClient::answer_server_request(const wire::Header& header) {
-  // The request's bytes are not needed: nothing is mapped, so whatever address it names
-  // is not the client's memory (EFAULT, as libvfio-user's client answers an unmapped one).
+std::optional<std::span<std::uint8_t>> VfioUserClient::dma_target(std::uint64_t iova,
+                                                                  std::uint64_t length,
+                                                                  bool write) const {
+  for (const DmaRegion& region : dma_) {
+    if (iova < region.iova || iova - region.iova > region.memory.size()) continue;
+    const std::uint64_t at = iova - region.iova;
+    if (length > region.memory.size() - at) return std::nullopt;  // runs past this map
+    if (write && !region.device_writable) return std::nullopt;
+    return region.memory.subspan(at, length);
+  }
+  return std::nullopt;
+}
+
+Status VfioUserClient::answer_server_request(std::span<const std::uint8_t> message) {
+  const wire::Header header = wire::decode_header(message);
+  const auto payload = message.subspan(wire::kHeaderSize);
+  ++dma_requests_;
   wire::Header reply;
   reply.msg_id = header.msg_id;
   reply.command = header.command;
-  reply.message_size = static_cast<std::uint32_t>(wire::kHeaderSize);
-  reply.flags = wire::kTypeReply | wire::kFlagError;
-  reply.error =
-      header.command == wire::kDmaRead || header.command == wire::kDmaWrite ? EFAULT : EINVAL;
-  std::vector<std::uint8_t> bytes;
+  reply.flags = wire::kTypeReply;
+  std::vector<std::uint8_t> bytes(wire::kHeaderSize);
+  // DMA_READ / DMA_WRITE (spec layout): u64 address, u64 count, then (write) the data.
+  const bool dma = header.command == wire::kDmaRead || header.command == wire::kDmaWrite;
+  int error = dma ? 0 : EINVAL;  // nothing else is a request a server may send
+  std::uint64_t address = 0;
+  std::uint64_t count = 0;
+  if (dma && payload.size() >= 16) {
+    address = wire::load<std::uint64_t>(payload, 0);
+    count = wire::load<std::uint64_t>(payload, 8);
+    const bool write = header.command == wire::kDmaWrite;
+    const auto target = count <= transfer_size() ? dma_target(address, count, write) : std::nullopt;
+    if (!target) {
+      error = EFAULT;
+    } else if (write && payload.size() != 16 + count) {
+      error = EINVAL;
+    } else {
+      wire::append(bytes, address);
+      wire::append(bytes, count);
+      if (write) {
+        if (count != 0) std::memcpy(target->data(), payload.data() + 16, count);
+      } else {
+        const std::size_t at = bytes.size();
+        bytes.resize(at + count);
+        if (count != 0) std::memcpy(bytes.data() + at, target->data(), count);
+      }
+    }
+  } else if (dma) {
+    error = EINVAL;
+  }
+  if (error != 0) {
+    ++dma_refused_;
+    bytes.resize(wire::kHeaderSize);
+    reply.flags |= wire::kFlagError;
+    reply.error = static_cast<std::uint32_t>(error);
+  }
+  reply.message_size = static_cast<std::uint32_t>(bytes.size());
   wire::encode_header(bytes, reply);
   return send_all(bytes);
+}
+
+Status VfioUserClient::serve_requests(std::chrono::milliseconds wait) {
+  if (!socket_.valid()) {
+    return make_error(ErrorCode::kIoError, "vfio-user server {}: connection closed earlier", path_);
+  }
+  const auto deadline = Clock::now() + wait;
+  while (true) {
+    if (!reader_.has_buffered_message()) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+      pollfd p{socket_.get(), POLLIN, 0};
+      const int ready = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready <= 0) return {};
+    }
+    std::span<const std::uint8_t> bytes;
+    std::vector<UniqueFd> fds;
+    bool truncated = false;
+    switch (reader_.next(socket_.get(), bytes, fds, truncated, Clock::now() + options_.timeout)) {
+      case server::MessageReader::Status::kMessage: break;
+      case server::MessageReader::Status::kClosed:
+        socket_.reset();
+        return make_error(ErrorCode::kIoError, "vfio-user server {}: closed the connection", path_);
+      case server::MessageReader::Status::kTooLarge:
+      case server::MessageReader::Status::kTimedOut:
+        socket_.reset();
+        return tl::unexpected(
+            protocol_error(path_, "a request cut short or larger than any valid"));
+    }
+    const wire::Header header = wire::decode_header(bytes);
+    if ((header.flags & wire::kFlagTypeMask) != wire::kTypeCommand || truncated || !fds.empty()) {
+      socket_.reset();
+      return tl::unexpected(
+          protocol_error(path_, fmt::format("an unexpected {} (msg_id {}) with nothing awaited",
+                                            command_name(header.command), header.msg_id)));
+    }
+    VPCI_TRY(answer_server_request(bytes));
+  }
 }
 
 Result<DeviceInfo> VfioUserClient::device_info() {
@@ -448,6 +561,100 @@ Status VfioUserClient::region_write(std::uint32_t region, std::uint64_t offset,
     }
     done += count;
   }
+  return {};
+}
+
+Status VfioUserClient::region_write_posted(std::uint32_t region, std::uint64_t offset,
+                                           std::span<const std::uint8_t> data) {
+  if (!socket_.valid()) {
+    return make_error(ErrorCode::kIoError, "vfio-user server {}: connection closed earlier", path_);
+  }
+  if (data.size() > transfer_size()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "a posted write of {} bytes is larger than the transfer size {}", data.size(),
+                      transfer_size());
+  }
+  std::vector<std::uint8_t> payload;
+  wire::append_wire(
+      payload, wire::RegionAccessPayload{offset, region, static_cast<std::uint32_t>(data.size())});
+  const std::size_t at = payload.size();
+  payload.resize(at + data.size());
+  if (!data.empty()) std::memcpy(payload.data() + at, data.data(), data.size());
+  Status sent;
+  (void)send_command(wire::kRegionWrite, payload, {}, wire::kFlagNoReply, sent);
+  return sent;
+}
+
+Status VfioUserClient::dma_map(std::uint64_t iova, std::span<std::uint8_t> memory, int fd,
+                               std::uint64_t fd_offset, bool device_writable) {
+  if (memory.empty() || iova + memory.size() < iova) {
+    return make_error(ErrorCode::kInvalidArgument, "DMA_MAP of {} bytes at {:#x}", memory.size(),
+                      iova);
+  }
+  for (const DmaRegion& region : dma_) {
+    if (iova < region.iova + region.memory.size() && region.iova < iova + memory.size()) {
+      return make_error(ErrorCode::kConflict, "DMA_MAP at {:#x}+{:#x} overlaps the map at {:#x}",
+                        iova, memory.size(), region.iova);
+    }
+  }
+  std::vector<std::uint8_t> payload;
+  wire::append_wire(
+      payload, wire::DmaMapPayload{sizeof(wire::DmaMapPayload),
+                                   wire::kDmaMapRead | (device_writable ? wire::kDmaMapWrite : 0u),
+                                   fd >= 0 ? fd_offset : 0, iova, memory.size()});
+  const std::array<int, 1> fds = {fd};
+  VPCI_ASSIGN_OR_RETURN(
+      const Reply reply,
+      call(wire::kDmaMap, payload, fd >= 0 ? std::span<const int>(fds) : std::span<const int>()));
+  (void)reply;
+  dma_.push_back({iova, memory, device_writable});
+  return {};
+}
+
+Status VfioUserClient::dma_unmap(std::uint64_t iova, std::uint64_t size) {
+  std::vector<std::uint8_t> payload;
+  wire::append_wire(payload, wire::DmaUnmapPayload{sizeof(wire::DmaUnmapPayload), 0, iova, size});
+  VPCI_ASSIGN_OR_RETURN(const Reply reply, call(wire::kDmaUnmap, payload));
+  (void)reply;
+  std::erase_if(dma_,
+                [&](const DmaRegion& r) { return r.iova == iova && r.memory.size() == size; });
+  return {};
+}
+
+Status VfioUserClient::set_irq_eventfds(std::uint32_t index, std::uint32_t start,
+                                        std::span<const int> eventfds) {
+  const std::size_t piece = std::max<std::uint32_t>(version_.max_msg_fds, 1);
+  for (std::size_t done = 0; done < eventfds.size(); done += piece) {
+    const auto count = static_cast<std::uint32_t>(std::min(piece, eventfds.size() - done));
+    std::vector<std::uint8_t> payload;
+    wire::append_wire(
+        payload, wire::SetIrqsPayload{sizeof(wire::SetIrqsPayload),
+                                      wire::kIrqSetDataEventfd | wire::kIrqSetActionTrigger, index,
+                                      static_cast<std::uint32_t>(start + done), count});
+    VPCI_ASSIGN_OR_RETURN(const Reply reply,
+                          call(wire::kDeviceSetIrqs, payload, eventfds.subspan(done, count)));
+    (void)reply;
+  }
+  return {};
+}
+
+Status VfioUserClient::disable_irqs(std::uint32_t index) {
+  std::vector<std::uint8_t> payload;
+  wire::append_wire(payload, wire::SetIrqsPayload{
+                                 sizeof(wire::SetIrqsPayload),
+                                 wire::kIrqSetDataNone | wire::kIrqSetActionTrigger, index, 0, 0});
+  VPCI_ASSIGN_OR_RETURN(const Reply reply, call(wire::kDeviceSetIrqs, payload));
+  (void)reply;
+  return {};
+}
+
+Status VfioUserClient::unmask_irq(std::uint32_t index, std::uint32_t start) {
+  std::vector<std::uint8_t> payload;
+  wire::append_wire(payload, wire::SetIrqsPayload{sizeof(wire::SetIrqsPayload),
+                                                  wire::kIrqSetDataNone | wire::kIrqSetActionUnmask,
+                                                  index, start, 1});
+  VPCI_ASSIGN_OR_RETURN(const Reply reply, call(wire::kDeviceSetIrqs, payload));
+  (void)reply;
   return {};
 }
 

@@ -9,8 +9,9 @@
 // size is bounded before memory is reserved for it, every fd that arrives is owned at once
 // and closed unless a caller takes it, and every wait has the client's timeout — a server
 // that never answers costs `timeout`, then an error naming the command. A server's own
-// request (DMA_READ/DMA_WRITE) arriving while the client waits is answered: with an error,
-// since this client maps no memory for the server to reach.
+// request (DMA_READ/DMA_WRITE) is answered from the memory the client mapped (an access
+// outside every map: EFAULT), whenever the client reads the socket: while it waits for a
+// reply, or in serve_requests() while its caller waits for something else (an interrupt).
 //
 // Not thread-safe: one caller at a time (the protocol is a request/reply stream).
 #pragma once
@@ -107,7 +108,35 @@ class VfioUserClient {
   Status region_read(std::uint32_t region, std::uint64_t offset, std::span<std::uint8_t> out);
   Status region_write(std::uint32_t region, std::uint64_t offset,
                       std::span<const std::uint8_t> data);
+  // A posted write (NO_REPLY, spec "Header"): nothing comes back, so a refused write is
+  // silent — for doorbells, as QEMU sends them.
+  Status region_write_posted(std::uint32_t region, std::uint64_t offset,
+                             std::span<const std::uint8_t> data);
   Status reset();
+
+  // DMA_MAP of client memory at `iova`: with `fd` (>= 0; `memory` maps it from
+  // `fd_offset`) the server maps the same pages; without, it reaches them only through
+  // DMA_READ/DMA_WRITE, which this client answers from `memory`. `memory` must stay valid
+  // until dma_unmap (or the client's end).
+  Status dma_map(std::uint64_t iova, std::span<std::uint8_t> memory, int fd = -1,
+                 std::uint64_t fd_offset = 0, bool device_writable = true);
+  Status dma_unmap(std::uint64_t iova, std::uint64_t size);
+
+  // SET_IRQS: `eventfds` signal vectors start.. of IRQ index `index` (ACTION_TRIGGER,
+  // DATA_EVENTFD), sent in pieces of the server's max_msg_fds.
+  Status set_irq_eventfds(std::uint32_t index, std::uint32_t start, std::span<const int> eventfds);
+  // SET_IRQS DATA_NONE with count 0: every vector of `index` disabled.
+  Status disable_irqs(std::uint32_t index);
+  // SET_IRQS ACTION_UNMASK for vector `start` of `index` (INTx is automasked: unmask
+  // after each interrupt, as QEMU does).
+  Status unmask_irq(std::uint32_t index, std::uint32_t start);
+
+  // Answers the server's DMA requests that arrive within `wait`; returns when `wait` has
+  // passed without one (at once for 0) or on an error.
+  Status serve_requests(std::chrono::milliseconds wait);
+  // DMA requests answered so far, and how many of them were refused.
+  [[nodiscard]] std::uint64_t dma_requests() const { return dma_requests_; }
+  [[nodiscard]] std::uint64_t dma_refused() const { return dma_refused_; }
 
  private:
   struct Reply {
@@ -117,13 +146,26 @@ class VfioUserClient {
   VfioUserClient(server::UniqueFd socket, std::string path, ClientOptions options)
       : socket_(std::move(socket)), path_(std::move(path)), options_(options) {}
 
+  struct DmaRegion {
+    std::uint64_t iova = 0;
+    std::span<std::uint8_t> memory;
+    bool device_writable = true;
+  };
+
   Status negotiate();
   // Sends one command and waits for its reply; an error reply becomes an error naming
   // the command and the server's errno.
-  Result<Reply> call(std::uint16_t command, std::span<const std::uint8_t> payload);
-  Status send_all(std::span<const std::uint8_t> bytes);
-  // Answers a request the server sent while a reply was awaited.
-  Status answer_server_request(const server::vfio_user::Header& header);
+  Result<Reply> call(std::uint16_t command, std::span<const std::uint8_t> payload,
+                     std::span<const int> fds = {});
+  std::uint16_t send_command(std::uint16_t command, std::span<const std::uint8_t> payload,
+                             std::span<const int> fds, std::uint32_t extra_flags, Status& sent);
+  Status send_all(std::span<const std::uint8_t> bytes, std::span<const int> fds = {});
+  // Answers a request (`message`, header included) the server sent.
+  Status answer_server_request(std::span<const std::uint8_t> message);
+  // The client memory behind [iova, iova + length), if one map holds all of it.
+  [[nodiscard]] std::optional<std::span<std::uint8_t>> dma_target(std::uint64_t iova,
+                                                                  std::uint64_t length,
+                                                                  bool write) const;
   [[nodiscard]] std::uint32_t transfer_size() const;
 
   server::UniqueFd socket_;
@@ -132,6 +174,9 @@ class VfioUserClient {
   ServerVersion version_;
   server::MessageReader reader_;
   std::uint16_t next_id_ = 1;
+  std::vector<DmaRegion> dma_;
+  std::uint64_t dma_requests_ = 0;
+  std::uint64_t dma_refused_ = 0;
 };
 
 }  // namespace vpci::client

@@ -2,7 +2,9 @@
 // running `vpci serve` with every transport: the dump decodes with the real lspci as the
 // device each transport presents, inspect shows the server's regions and IRQs, and both
 // leave the device untouched (read-only); a missing or silent server is a clear error.
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -53,6 +55,17 @@ class ClientCli : public ::testing::Test {
           fmt::format("[[device]]\nname = \"{}\"\nkind = \"virtio-rng\"\ntransport = \"{}\"\n",
                       s.name, s.transport);
       if (std::string_view(s.transport) == "sriov-pf") config += "vfs = 2\n";
+    }
+    // Block devices for probe, each on an image of its own.
+    for (const char* transport : {"transitional", "legacy", "mmr", "legacy-over-admin"}) {
+      const std::string name = std::string("blk-") + transport;
+      std::filesystem::resize_file(
+          (std::ofstream(dir_->path() / (name + ".img")), dir_->path() / (name + ".img")),
+          std::uintmax_t{1} << 20);
+      config += fmt::format(
+          "[[device]]\nname = \"{}\"\nkind = \"virtio-blk\"\ntransport = \"{}\"\npath = "
+          "\"{}.img\"\n",
+          name, transport, name);
     }
     std::ofstream(dir_->path() / "serve.toml") << config;
     serve_ = new ServeProcess({"serve", (dir_->path() / "serve.toml").string()},
@@ -121,6 +134,72 @@ TEST_F(ClientCli, InspectShowsRegionsAndIrqsAndChangesNothing) {
   EXPECT_EQ(first.out, second.out);
   const std::string after = read_text_file(dir_->path() / "serve.log");
   EXPECT_EQ(after.find("error", before.size()), std::string::npos) << after;
+}
+
+// `vpci probe`: every rng and blk device passes its self-test through the interface it
+// is asked for, with MSI-X or INTx, fd-backed or message DMA; the device is left reset.
+TEST_F(ClientCli, ProbePassesForRngAndBlkOnEveryInterface) {
+  struct Probe {
+    const char* device;
+    const char* flags;
+    const char* expected;
+  };
+  const Probe probes[] = {
+      {"modern", "", "entropy (modern interface"},
+      {"transitional", "--legacy", "entropy (legacy I/O interface"},
+      {"legacy", "--legacy --intx", "entropy (legacy I/O interface"},
+      {"mmr", "--legacy", "entropy (legacy MMR interface"},
+      {"overmmr", "--legacy", "entropy (legacy I/O interface"},
+      {"overadmin", "--legacy --intx", "entropy (legacy I/O interface"},
+      {"pf", "--message-dma", "entropy (modern interface"},
+      {"blk-transitional", "--write 100", "block (modern interface"},
+      {"blk-transitional", "--legacy --intx --message-dma", "block (legacy I/O interface"},
+      {"blk-legacy", "--write 3", "block (legacy I/O interface"},
+      {"blk-mmr", "--legacy", "block (legacy MMR interface"},
+      {"blk-mmr", "--intx", "block (modern interface"},
+      {"blk-legacy-over-admin", "--legacy --write 1", "block (legacy I/O interface"},
+  };
+  for (const auto& p : probes) {
+    SCOPED_TRACE(std::string(p.device) + " " + p.flags);
+    auto probed = run_command(vpci_cli() + " probe " + p.flags +
+                              " vfio-user:" + shell_quote(socket(p.device)));
+    EXPECT_EQ(probed.exit_code, 0) << probed.out << probed.err;
+    EXPECT_THAT(probed.out, HasSubstr(p.expected));
+    EXPECT_THAT(probed.out, HasSubstr("result: pass"));
+    if (std::string_view(p.device).starts_with("blk")) {
+      EXPECT_THAT(probed.out, HasSubstr("capacity: 2048 sectors (1048576 bytes)"));
+    }
+    if (std::string_view(p.flags).find("--write") != std::string_view::npos) {
+      EXPECT_THAT(probed.out, HasSubstr(": written, read back, restored"));
+    }
+    if (std::string_view(p.flags).find("--message-dma") != std::string_view::npos) {
+      EXPECT_THAT(probed.out,
+                  ::testing::ContainsRegex("DMA messages: [1-9][0-9]* answered, 0 refused"));
+    }
+  }
+  // The scratch sector's bytes are back as they were (zeroes): the image is unchanged.
+  std::ifstream image(dir_->path() / "blk-transitional.img", std::ios::binary);
+  std::vector<char> bytes(1 << 20);
+  image.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  EXPECT_TRUE(std::all_of(bytes.begin(), bytes.end(), [](char c) { return c == 0; }));
+
+  auto json = run_command(vpci_cli() + " probe --json vfio-user:" + shell_quote(socket("modern")));
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const auto parsed = nlohmann::json::parse(json.out);
+  EXPECT_EQ(parsed["type"], "entropy");
+  EXPECT_EQ(parsed["passed"], true);
+  EXPECT_EQ(parsed["facts"]["read"], "64 bytes");
+
+  auto beyond = run_command(vpci_cli() +
+                            " probe --write 4096 vfio-user:" + shell_quote(socket("blk-legacy")));
+  EXPECT_EQ(beyond.exit_code, 1);
+  EXPECT_THAT(beyond.out,
+              HasSubstr("result: FAIL: scratch sector 4096 is beyond the capacity of 2048"));
+  EXPECT_THAT(beyond.err, HasSubstr("vpci probe: "));
+
+  auto not_vfio_user = run_command(vpci_cli() + " probe /tmp/x");
+  EXPECT_EQ(not_vfio_user.exit_code, 2);
+  EXPECT_THAT(not_vfio_user.err, HasSubstr("SOURCE \"/tmp/x\" is not vfio-user:SOCKET"));
 }
 
 TEST_F(ClientCli, AMissingOrSilentServerIsAClearError) {

@@ -111,11 +111,11 @@ BlkHarness::BlkHarness(std::unique_ptr<BlockDevice> device, Ring ring, std::uint
   if (!virtio::testing::ModernSetup::initialise(*core_, features)) die("initialisation failed");
   for (std::uint16_t q = 0; q < queues; ++q) {
     if (ring == Ring::kSplit) {
-      split_.push_back(std::make_unique<virtio::testing::FakeSplitDriver>(*ram_, 64));
+      split_.push_back(std::make_unique<virtio::testing::SplitRing>(*ram_, 64));
       if (!virtio::testing::ModernSetup::enable_split(*core_, q, *split_.back()))
         die("enable failed");
     } else {
-      packed_.push_back(std::make_unique<virtio::testing::FakePackedDriver>(*ram_, 63));
+      packed_.push_back(std::make_unique<virtio::testing::PackedRing>(*ram_, 63));
       if (!virtio::testing::ModernSetup::enable_packed(*core_, q, *packed_.back()))
         die("enable failed");
     }

@@ -119,8 +119,8 @@ class BlkHarness {
   virtio::testing::RecordingInterrupts interrupts_;
   BlockDevice* device_;
   std::unique_ptr<virtio::DeviceCore> core_;
-  std::vector<std::unique_ptr<virtio::testing::FakeSplitDriver>> split_;
-  std::vector<std::unique_ptr<virtio::testing::FakePackedDriver>> packed_;
+  std::vector<std::unique_ptr<virtio::testing::SplitRing>> split_;
+  std::vector<std::unique_ptr<virtio::testing::PackedRing>> packed_;
   std::size_t ring_bytes_ = 0;  // RAM kept when recycling request buffers
 };
 

@@ -99,7 +99,7 @@ NetHarness::NetHarness(NetDeviceOptions options, std::uint64_t features) {
   core_->set_event_loop(loop_.get());
   if (!virtio::testing::ModernSetup::initialise(*core_, features)) die("initialisation");
   for (std::uint16_t q = 0; q < queues; ++q) {
-    drivers_.push_back(std::make_unique<virtio::testing::FakeSplitDriver>(*ram_, 64));
+    drivers_.push_back(std::make_unique<virtio::testing::SplitRing>(*ram_, 64));
     if (!virtio::testing::ModernSetup::enable_split(*core_, q, *drivers_.back()))
       die("queue enable");
   }

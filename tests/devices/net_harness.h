@@ -76,7 +76,7 @@ class NetHarness {
   [[nodiscard]] virtio::DeviceCore& core() { return *core_; }
   [[nodiscard]] SocketPacketBackend& backend() { return *backend_; }
   [[nodiscard]] virtio::testing::FakeGuestRam& ram() { return *ram_; }
-  [[nodiscard]] virtio::testing::FakeSplitDriver& driver(std::uint16_t queue) {
+  [[nodiscard]] virtio::testing::SplitRing& driver(std::uint16_t queue) {
     return *drivers_.at(queue);
   }
   // Runs the loop until nothing is ready (bounded).
@@ -98,7 +98,7 @@ class NetHarness {
   SocketPacketBackend* backend_ = nullptr;
   NetDevice* device_ = nullptr;
   std::unique_ptr<virtio::DeviceCore> core_;
-  std::vector<std::unique_ptr<virtio::testing::FakeSplitDriver>> drivers_;
+  std::vector<std::unique_ptr<virtio::testing::SplitRing>> drivers_;
 };
 
 }  // namespace vpci::devices::testing

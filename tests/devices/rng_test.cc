@@ -11,9 +11,9 @@ namespace {
 
 using virtio::testing::ChainBuilder;
 using virtio::testing::FakeGuestRam;
-using virtio::testing::FakeSplitDriver;
 using virtio::testing::ModernSetup;
 using virtio::testing::RecordingInterrupts;
+using virtio::testing::SplitRing;
 
 class CountingSource final : public EntropySource {
  public:
@@ -35,7 +35,7 @@ class RngTest : public ::testing::Test {
     rng = device.get();
     core = std::make_unique<virtio::DeviceCore>(std::move(device), memory, &interrupts);
     ASSERT_TRUE(ModernSetup::initialise(*core, 0));
-    driver = std::make_unique<FakeSplitDriver>(ram, 8);
+    driver = std::make_unique<SplitRing>(ram, 8);
     ASSERT_TRUE(ModernSetup::enable_split(*core, 0, *driver));
     ASSERT_TRUE(ModernSetup::driver_ok(*core));
   }
@@ -45,7 +45,7 @@ class RngTest : public ::testing::Test {
   RecordingInterrupts interrupts;
   RngDevice* rng = nullptr;
   std::unique_ptr<virtio::DeviceCore> core;
-  std::unique_ptr<FakeSplitDriver> driver;
+  std::unique_ptr<SplitRing> driver;
 };
 
 TEST_F(RngTest, IdentifiesAsEntropyDeviceWithoutFeaturesOrConfig) {
@@ -92,7 +92,7 @@ TEST(RngMessageMemory, FillsBuffersInMessageBackedMemory) {
       std::make_unique<RngDevice>(RngDeviceOptions{}, std::make_unique<CountingSource>()), memory,
       &interrupts);
   ASSERT_TRUE(ModernSetup::initialise(*core, 0));
-  FakeSplitDriver driver(ram, 8);
+  SplitRing driver(ram, 8);
   ASSERT_TRUE(ModernSetup::enable_split(*core, 0, driver));
   ASSERT_TRUE(ModernSetup::driver_ok(*core));
   ChainBuilder request = ChainBuilder(ram).writable(10).writable(10);

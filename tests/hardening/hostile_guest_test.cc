@@ -139,7 +139,7 @@ class HostileGuest : public ::testing::TestWithParam<Target> {
 
   Rig& rig() { return *hostile_; }
   VirtioPciDriver& driver() { return *hostile_->driver; }
-  FakeSplitDriver& ring() { return *driver().split_ring(0); }
+  SplitRing& ring() { return *driver().split_ring(0); }
   FakeGuestRam& ram() { return hostile_->guest.ram; }
   bool needs_reset() { return (driver().status() & status::kDeviceNeedsReset) != 0; }
 

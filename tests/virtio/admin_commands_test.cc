@@ -16,8 +16,8 @@ namespace {
 
 using virtio::testing::ChainBuilder;
 using virtio::testing::FakeGuestRam;
-using virtio::testing::FakeSplitDriver;
 using virtio::testing::RecordingQueueSink;
+using virtio::testing::SplitRing;
 
 // An owner with `vfs` members, each with a 24-byte common region (fields of 1, 2 or 4
 // bytes as in §4.1.4.8) and an 8-byte device region of byte fields. Accesses are recorded;
@@ -271,7 +271,7 @@ TEST(OpcodeNames, ForTheTrace) {
 class AdminQueueTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    driver = std::make_unique<FakeSplitDriver>(ram, 16);
+    driver = std::make_unique<SplitRing>(ram, 16);
     queue = std::make_unique<Virtqueue>(0, 16);
     ASSERT_TRUE(queue->set_layout(driver->layout()));
     ASSERT_TRUE(
@@ -280,7 +280,7 @@ class AdminQueueTest : public ::testing::Test {
   std::shared_ptr<GuestMemory> memory = std::make_shared<GuestMemory>();
   FakeGuestRam ram{memory, 0x100000, 1 << 20};
   RecordingQueueSink sink;
-  std::unique_ptr<FakeSplitDriver> driver;
+  std::unique_ptr<SplitRing> driver;
   std::unique_ptr<Virtqueue> queue;
   RecordingMembers members;
   AdminCommandEngine engine{members};

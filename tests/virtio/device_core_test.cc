@@ -18,12 +18,12 @@ namespace {
 
 using testing::ChainBuilder;
 using testing::FakeGuestRam;
-using testing::FakePackedDriver;
-using testing::FakeSplitDriver;
 using testing::ModernSetup;
 using testing::OneMemberOwner;
+using testing::PackedRing;
 using testing::RamBacking;
 using testing::RecordingInterrupts;
+using testing::SplitRing;
 
 constexpr std::uint64_t kEchoFeature = feature_bit(3);
 
@@ -105,7 +105,7 @@ class DeviceCoreTest : public ::testing::Test {
   // Modern init + split queue 0 + DRIVER_OK.
   void bring_up_split(std::uint64_t features = 0) {
     ASSERT_TRUE(ModernSetup::initialise(*core, features));
-    split = std::make_unique<FakeSplitDriver>(ram, 8);
+    split = std::make_unique<SplitRing>(ram, 8);
     ASSERT_TRUE(ModernSetup::enable_split(*core, 0, *split));
     ASSERT_TRUE(ModernSetup::driver_ok(*core));
   }
@@ -116,7 +116,7 @@ class DeviceCoreTest : public ::testing::Test {
   RecordingInterrupts interrupts;
   EchoDevice* echo = nullptr;
   std::unique_ptr<DeviceCore> core;
-  std::unique_ptr<FakeSplitDriver> split;
+  std::unique_ptr<SplitRing> split;
 };
 
 // ---- features
@@ -254,7 +254,7 @@ TEST_F(DeviceCoreTest, NotifyProcessesTheQueueAndRaisesItsInterrupt) {
 
 TEST_F(DeviceCoreTest, NothingIsConsumedBeforeDriverOk) {
   ASSERT_TRUE(ModernSetup::initialise(*core, 0));
-  split = std::make_unique<FakeSplitDriver>(ram, 8);
+  split = std::make_unique<SplitRing>(ram, 8);
   ASSERT_TRUE(ModernSetup::enable_split(*core, 0, *split));
   split->add(chain().readable({9}).writable(1));
   ASSERT_TRUE(core->notify(0));
@@ -276,7 +276,7 @@ TEST_F(DeviceCoreTest, FailedDriverStopsProcessing) {
 
 TEST_F(DeviceCoreTest, QueueViolationSetsNeedsResetAndStopsOnlyThatQueue) {
   bring_up_split();
-  FakeSplitDriver second(ram, 8);
+  SplitRing second(ram, 8);
   // Queue 1 was not enabled before DRIVER_OK; drivers may still enable it later.
   ASSERT_TRUE(ModernSetup::enable_split(*core, 1, second));
 
@@ -295,7 +295,7 @@ TEST_F(DeviceCoreTest, QueueViolationSetsNeedsResetAndStopsOnlyThatQueue) {
   EXPECT_EQ(request.written_bytes(), std::vector<std::uint8_t>{4});
 
   // A second violation does not raise another configuration interrupt.
-  FakeSplitDriver* q1 = &second;
+  SplitRing* q1 = &second;
   q1->set_avail_idx(200);
   ASSERT_TRUE(core->notify(1));
   EXPECT_EQ(interrupts.config_interrupts, 1);
@@ -319,7 +319,7 @@ TEST_F(DeviceCoreTest, InvalidLayoutAtEnableSetsNeedsReset) {
 
 TEST_F(DeviceCoreTest, QueuesCannotBeEnabledBeforeFeaturesOk) {
   ASSERT_TRUE(core->write_status(status::kAcknowledge | status::kDriver));
-  split = std::make_unique<FakeSplitDriver>(ram, 8);
+  split = std::make_unique<SplitRing>(ram, 8);
   EXPECT_FALSE(ModernSetup::enable_split(*core, 0, *split));
   EXPECT_FALSE(core->queue_registers(0)->enabled);
 }
@@ -334,7 +334,7 @@ TEST_F(DeviceCoreTest, QueueRegistersAreFrozenWhileEnabled) {
 
 TEST_F(DeviceCoreTest, PackedRingIsUsedWhenNegotiated) {
   ASSERT_TRUE(ModernSetup::initialise(*core, feature_bit(feature::kRingPacked)));
-  FakePackedDriver packed(ram, 5);
+  PackedRing packed(ram, 5);
   ASSERT_TRUE(ModernSetup::enable_packed(*core, 0, packed));
   ASSERT_TRUE(ModernSetup::driver_ok(*core));
   EXPECT_EQ(core->queue(0)->format(), RingFormat::kPacked);
@@ -363,7 +363,7 @@ TEST_F(DeviceCoreTest, RingResetStopsOneQueueAndAllowsReEnabling) {
   ASSERT_TRUE(core->notify(0));
   EXPECT_EQ(split->used_idx(), 0u);  // §2.6.1.1.1: no requests from a reset queue
   // Re-enable with a new ring (§2.6.1.2).
-  FakeSplitDriver fresh(ram, 4);
+  SplitRing fresh(ram, 4);
   ASSERT_TRUE(ModernSetup::enable_split(*core, 0, fresh));
   ChainBuilder request = chain().readable({3}).writable(1);
   fresh.add(request);
@@ -377,8 +377,8 @@ TEST_F(DeviceCoreTest, RingResetStopsOneQueueAndAllowsReEnabling) {
 // reentrantly: it is remembered and served right after, and its buffers complete.
 TEST_F(DeviceCoreTest, NotificationsDuringProcessingAreDeferredNotReentered) {
   ASSERT_TRUE(ModernSetup::initialise(*core, 0));
-  split = std::make_unique<FakeSplitDriver>(ram, 8);
-  FakeSplitDriver second(ram, 8);
+  split = std::make_unique<SplitRing>(ram, 8);
+  SplitRing second(ram, 8);
   ASSERT_TRUE(ModernSetup::enable_split(*core, 0, *split));
   ASSERT_TRUE(ModernSetup::enable_split(*core, 1, second));
   ASSERT_TRUE(ModernSetup::driver_ok(*core));
@@ -402,7 +402,7 @@ TEST_F(DeviceCoreTest, NotificationsDuringProcessingAreDeferredNotReentered) {
 TEST_F(DeviceCoreTest, BuffersWaitingWhenAQueueIsEnabledAreServed) {
   bring_up_split(feature_bit(feature::kRingReset));
   ASSERT_TRUE(core->reset_queue(0));
-  FakeSplitDriver fresh(ram, 4);
+  SplitRing fresh(ram, 4);
   ChainBuilder request = chain().readable({7}).writable(1);
   fresh.add(request);
   ASSERT_TRUE(ModernSetup::enable_split(*core, 0, fresh));  // no notify
@@ -418,12 +418,12 @@ TEST(DeviceCoreMessageMemory, UnreachableRingFailsTheDeviceVisiblyAndResetRecove
   FakeGuestRam ram{memory, 0x40000, 1 << 20, RamBacking::kMessages};
   RecordingInterrupts interrupts;
   DeviceCore core(std::make_unique<EchoDevice>(), memory, &interrupts);
-  auto bring_up = [&](FakeSplitDriver& driver) {
+  auto bring_up = [&](SplitRing& driver) {
     ASSERT_TRUE(ModernSetup::initialise(core, 0));
     ASSERT_TRUE(ModernSetup::enable_split(core, 0, driver));
     ASSERT_TRUE(ModernSetup::driver_ok(core));
   };
-  FakeSplitDriver driver(ram, 8);
+  SplitRing driver(ram, 8);
   bring_up(driver);
   driver.add(ChainBuilder(ram).readable({1}).writable(1));
   ram.fail_messages(true);
@@ -435,7 +435,7 @@ TEST(DeviceCoreMessageMemory, UnreachableRingFailsTheDeviceVisiblyAndResetRecove
   ram.fail_messages(false);
   ASSERT_TRUE(core.write_status(0));  // driver reset
   ram.reset_allocator();
-  FakeSplitDriver fresh(ram, 8);
+  SplitRing fresh(ram, 8);
   bring_up(fresh);
   ChainBuilder request = ChainBuilder(ram).readable({5}).writable(1);
   fresh.add(request);
@@ -458,7 +458,7 @@ TEST(DeviceCoreMessageMemory, WorkForAnAccessRunsAfterItOnTheLoop) {
   ASSERT_TRUE(loop);
   core.set_event_loop(loop->get());
   ASSERT_TRUE(ModernSetup::initialise(core, 0));
-  FakeSplitDriver driver(ram, 8);
+  SplitRing driver(ram, 8);
   ASSERT_TRUE(ModernSetup::enable_split(core, 0, driver));
   ASSERT_TRUE(ModernSetup::driver_ok(core));
   ASSERT_TRUE((*loop)->run_once(std::chrono::milliseconds(0)));
@@ -581,7 +581,7 @@ TEST_F(DeviceCoreTest, AnAdminOwnerGetsAnAdminQueueAfterTheDeviceQueues) {
 
   // Without ADMIN_VQ negotiated the admin queue cannot be set up.
   ASSERT_TRUE(ModernSetup::initialise(*core, 0));
-  FakeSplitDriver admin_driver(ram, 16);
+  SplitRing admin_driver(ram, 16);
   EXPECT_FALSE(ModernSetup::enable_split(*core, 2, admin_driver));
 
   core->reset();

@@ -14,7 +14,7 @@ namespace {
 using testing::BufferElement;
 using testing::ChainBuilder;
 using testing::FakeGuestRam;
-using testing::FakePackedDriver;
+using testing::PackedRing;
 using testing::RecordingQueueSink;
 
 constexpr GuestAddress kRamBase = 0x200000;
@@ -23,7 +23,7 @@ class PackedQueueTest : public ::testing::Test {
  protected:
   Status start(std::uint16_t size = 8,
                RingOptions options = {.event_idx = false, .indirect = true}) {
-    driver = std::make_unique<FakePackedDriver>(ram, size);
+    driver = std::make_unique<PackedRing>(ram, size);
     queue = std::make_unique<Virtqueue>(0, 1024);
     VPCI_TRY(queue->set_layout(driver->layout()));
     return queue->enable(memory, RingFormat::kPacked, options, &sink);
@@ -47,7 +47,7 @@ class PackedQueueTest : public ::testing::Test {
   std::shared_ptr<GuestMemory> memory = std::make_shared<GuestMemory>();
   FakeGuestRam ram{memory, kRamBase, 1 << 20};
   RecordingQueueSink sink;
-  std::unique_ptr<FakePackedDriver> driver;
+  std::unique_ptr<PackedRing> driver;
   std::unique_ptr<Virtqueue> queue;
 };
 
@@ -154,7 +154,7 @@ TEST_F(PackedQueueTest, SizeNeedNotBeAPowerOfTwoButMustBeInRange) {
 }
 
 TEST_F(PackedQueueTest, MisalignedOrUnmappedAreasAreRefused) {
-  driver = std::make_unique<FakePackedDriver>(ram, 8);
+  driver = std::make_unique<PackedRing>(ram, 8);
   for (int part = 0; part < 5; ++part) {
     QueueLayout layout = driver->layout();
     if (part == 0) layout.desc += 8;

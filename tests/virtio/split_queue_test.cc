@@ -15,8 +15,8 @@ namespace {
 using testing::BufferElement;
 using testing::ChainBuilder;
 using testing::FakeGuestRam;
-using testing::FakeSplitDriver;
 using testing::RecordingQueueSink;
+using testing::SplitRing;
 
 constexpr GuestAddress kRamBase = 0x100000;
 
@@ -24,7 +24,7 @@ class SplitQueueTest : public ::testing::Test {
  protected:
   Status start(std::uint16_t size = 8,
                RingOptions options = {.event_idx = false, .indirect = true}) {
-    driver = std::make_unique<FakeSplitDriver>(ram, size);
+    driver = std::make_unique<SplitRing>(ram, size);
     queue = std::make_unique<Virtqueue>(0, 256);
     VPCI_TRY(queue->set_layout(driver->layout()));
     return queue->enable(memory, RingFormat::kSplit, options, &sink);
@@ -46,7 +46,7 @@ class SplitQueueTest : public ::testing::Test {
   std::shared_ptr<GuestMemory> memory = std::make_shared<GuestMemory>();
   FakeGuestRam ram{memory, kRamBase, 1 << 20};
   RecordingQueueSink sink;
-  std::unique_ptr<FakeSplitDriver> driver;
+  std::unique_ptr<SplitRing> driver;
   std::unique_ptr<Virtqueue> queue;
 };
 
@@ -264,7 +264,7 @@ TEST_F(SplitQueueTest, ChainKeepsItsMemoryMappedAfterUnmap) {
 // ---- enable-time validation -------------------------------------------------------------------
 
 TEST_F(SplitQueueTest, QueueSizeMustBeAPowerOfTwo) {
-  driver = std::make_unique<FakeSplitDriver>(ram, 8);
+  driver = std::make_unique<SplitRing>(ram, 8);
   queue = std::make_unique<Virtqueue>(0, 256);
   QueueLayout layout = driver->layout();
   layout.size = 6;
@@ -278,7 +278,7 @@ TEST_F(SplitQueueTest, QueueSizeMustBeAPowerOfTwo) {
 }
 
 TEST_F(SplitQueueTest, MisalignedRingsAreRefused) {
-  driver = std::make_unique<FakeSplitDriver>(ram, 8);
+  driver = std::make_unique<SplitRing>(ram, 8);
   for (int part = 0; part < 3; ++part) {
     QueueLayout layout = driver->layout();
     if (part == 0) layout.desc += 8;    // needs 16
@@ -293,7 +293,7 @@ TEST_F(SplitQueueTest, MisalignedRingsAreRefused) {
 }
 
 TEST_F(SplitQueueTest, RingsOutsideGuestMemoryAreRefused) {
-  driver = std::make_unique<FakeSplitDriver>(ram, 8);
+  driver = std::make_unique<SplitRing>(ram, 8);
   const GuestAddress ram_end = kRamBase + ram.size();
   for (int part = 0; part < 3; ++part) {
     QueueLayout layout = driver->layout();
@@ -314,7 +314,7 @@ TEST_F(SplitQueueTest, UsedRingInReadOnlyMemoryIsRefused) {
   spec.host = rom.data();
   spec.writable = false;
   ASSERT_TRUE(memory->add_region(std::move(spec)));
-  driver = std::make_unique<FakeSplitDriver>(ram, 8);
+  driver = std::make_unique<SplitRing>(ram, 8);
   QueueLayout layout = driver->layout();
   layout.device = 0x800000;
   Virtqueue q(0, 8);

@@ -60,7 +60,7 @@ struct SriovRig {
     const GuestAddress base = guest.ram.alloc(16384, 4096);
     auto layout = legacy_split_layout(base, size, 4096);
     ASSERT_TRUE(layout.has_value());
-    rings.push_back(std::make_unique<FakeSplitDriver>(guest.ram, *layout));
+    rings.push_back(std::make_unique<SplitRing>(guest.ram, *layout));
     const auto status_write = [&](std::uint8_t value) {
       ASSERT_TRUE(
           driver->legacy_write(member, false, l::kStatus, std::array<std::uint8_t, 1>{value}));
@@ -81,7 +81,7 @@ struct SriovRig {
         driver->legacy_write(member, false, l::kQueueNotify, std::array<std::uint8_t, 2>{0, 0}));
     ASSERT_TRUE(rings.back()->pop_used().has_value());
   }
-  std::vector<std::unique_ptr<FakeSplitDriver>> rings;
+  std::vector<std::unique_ptr<SplitRing>> rings;
 
   std::uint8_t read8(std::uint64_t member, std::uint8_t offset) {
     std::array<std::uint8_t, 1> byte{};

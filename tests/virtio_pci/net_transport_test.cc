@@ -54,9 +54,9 @@ struct NetRig {
   std::unique_ptr<pci::VirtioPciFunction> owned;
   std::unique_ptr<pci::LegacyIoMapper> mapper;
   vpci::pci::Function* bus_view = nullptr;
-  std::unique_ptr<VirtioPciDriver> driver;
   std::unique_ptr<vpci::pci::Function> admin_mapper;  // legacy-over-admin
   pci::LegacyAdminPath* admin_path = nullptr;         // owned by admin_mapper
+  std::unique_ptr<VirtioPciDriver> driver;  // after the functions: it detaches on destruction
 
   explicit NetRig(const NetCase& c) {
     auto created_loop = EventLoop::create();

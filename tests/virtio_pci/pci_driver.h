@@ -1,38 +1,23 @@
-// A test-side virtio-pci driver that talks to any pci::Function only through config and
-// BAR accesses, the way Linux's drivers/virtio/virtio_pci_{modern,legacy}.c do (read for
-// behaviour only):
-//   * probe: walk the standard capability list; the first vendor capability of each
-//     cfg_type whose BAR is 0-5 wins (virtio 1.3 §4.1.4.1); COMMON, NOTIFY and ISR are
-//     required, DEVICE optional; the virtio device ID is device_id - 0x1040, or the
-//     subsystem ID for 0x1000-0x103F; the MSI-X capability gives table and PBA.
-//   * legacy path (transitional devices): I/O BAR0 registers (§4.1.4.8); or, for a
-//     transitional MMR device, the window its VSEC names, with doorbells through the
-//     notify capability (docs/transitional-mmr.md).
-//   * initialisation (§3.1.1 / §3.1.2), split and packed queues, MSI-X (vector 0 for
-//     configuration changes, q + 1 for queue q) or INTx with the ISR.
-// Rings are built with the fake ring drivers of tests/virtio/fake_driver.h.
+// The tests' virtio-pci driver: the library's (driver/virtio_pci_driver.h) over an
+// in-process pci::Function (driver/function_access.h), constructed the way the tests
+// hold their functions and guest RAM.
 #pragma once
 
-#include <chrono>
-#include <cstdint>
-#include <memory>
-#include <optional>
-#include <vector>
-
-#include "base/error.h"
-#include "pci/function.h"
+#include "driver/function_access.h"
+#include "driver/virtio_pci_driver.h"
 #include "tests/virtio/fake_driver.h"
-#include "virtio/pci/registers.h"
 
 namespace vpci::virtio::testing {
 
-struct MsixMessage {
-  std::uint16_t vector;
-  std::uint64_t address;
-  std::uint32_t data;
-};
+using driver::CapabilityLocation;
+using driver::DriverOptions;
+using driver::DriverPath;
+using driver::InterruptLog;
+using driver::MsixMessage;
+using driver::ProbeResult;
 
-class RecordingInterruptOutput final : public vpci::pci::InterruptOutput {
+// An InterruptOutput that records, for tests that attach one to a function directly.
+class RecordingInterruptOutput final : public vpci::pci::InterruptOutput, public InterruptLog {
  public:
   void set_intx_level(bool asserted) override {
     intx = asserted;
@@ -41,107 +26,26 @@ class RecordingInterruptOutput final : public vpci::pci::InterruptOutput {
   void signal_msix(std::uint16_t vector, std::uint64_t address, std::uint32_t data) override {
     msix.push_back({vector, address, data});
   }
-  bool intx = false;
-  int intx_changes = 0;
-  std::vector<MsixMessage> msix;
 };
 
-enum class DriverPath : std::uint8_t { kModern, kLegacyIo, kLegacyMmr };
-
-struct CapabilityLocation {
-  std::uint8_t bar = 0;
-  std::uint64_t offset = 0;
-  std::uint64_t length = 0;
-  std::uint16_t config_offset = 0;
+// The access path of a VirtioPciDriver, built before the driver that uses it.
+struct InProcessAccess {
+  explicit InProcessAccess(vpci::pci::Function& function) : access(function) {}
+  driver::FunctionAccess access;
 };
 
-struct ProbeResult {
-  std::uint16_t vendor_id = 0;
-  std::uint16_t device_id = 0;
-  std::uint8_t revision = 0;
-  std::uint16_t subsystem_id = 0;
-  std::uint32_t virtio_id = 0;
-  std::optional<CapabilityLocation> common, notify, isr, device, pci_cfg;
-  std::uint32_t notify_off_multiplier = 0;
-  std::optional<CapabilityLocation> legacy_mmr;  // from the cfg_type 10 VSEC
-  bool legacy_io_bar = false;                    // BAR0 is I/O and the ID is transitional
-  std::uint16_t msix_cap = 0;
-  std::uint16_t msix_vectors = 0;
-  std::uint8_t msix_table_bar = 0;
-  std::uint32_t msix_table_offset = 0;
-};
-
-struct DriverOptions {
-  DriverPath path = DriverPath::kModern;
-  bool packed = false;               // VIRTIO_F_RING_PACKED (modern only)
-  bool use_msix = true;              // else INTx + ISR
-  std::uint64_t extra_features = 0;  // accepted if offered
-  std::uint16_t queue_size = 0;      // 0: the device's maximum (modern)
-};
-
-class VirtioPciDriver {
+class VirtioPciDriver final : private InProcessAccess, public driver::VirtioPciDriver {
  public:
-  VirtioPciDriver(vpci::pci::Function& function, FakeGuestRam& ram);
-
-  // Reads config space and finds the capabilities; fails if neither path is usable.
-  Result<ProbeResult> probe();
-  // Full initialisation through DRIVER_OK, every queue set up.
-  Status initialise(const DriverOptions& options);
-
-  [[nodiscard]] const ProbeResult& probed() const { return probe_; }
-  [[nodiscard]] RecordingInterruptOutput& interrupts() { return interrupts_; }
-  [[nodiscard]] FakeGuestRam& ram() { return *ram_; }
-  [[nodiscard]] std::uint64_t negotiated_features() const { return features_; }
-  [[nodiscard]] std::uint8_t status();
-
-  // Places a chain on `queue`, notifies (unless told not to) and returns its head / buffer ID.
-  std::uint16_t submit(std::uint16_t queue, const ChainBuilder& chain, bool kick = true);
-  std::optional<UsedBuffer> pop_used(std::uint16_t queue);
-  // pop_used, retried until `timeout` passes: for devices served on another thread,
-  // which complete requests after the doorbell write returns (a driver would sleep on
-  // the interrupt; the tests poll the used ring).
-  std::optional<UsedBuffer> wait_used(std::uint16_t queue,
-                                      std::chrono::milliseconds timeout = std::chrono::seconds(10));
-  // The ring drivers behind `queue` (nullptr if it is of the other format or absent),
-  // for tests that write hostile descriptors and indices directly.
-  [[nodiscard]] FakeSplitDriver* split_ring(std::uint16_t queue) {
-    return queue < split_.size() ? split_[queue].get() : nullptr;
-  }
-  [[nodiscard]] FakePackedDriver* packed_ring(std::uint16_t queue) {
-    return queue < packed_.size() ? packed_[queue].get() : nullptr;
-  }
-  Status notify(std::uint16_t queue);
-  // Consumes one used-buffer interrupt for `queue`: the queue's MSI-X message, or INTx
-  // asserted and ISR bit 0 set (the ISR read de-asserts INTx; checked).
-  bool take_queue_interrupt(std::uint16_t queue);
-  Result<std::vector<std::uint8_t>> read_device_config(std::uint32_t offset, std::uint32_t length);
-
-  // Register access helpers (modern common config, legacy block).
-  Result<std::uint64_t> common_read(std::uint32_t offset, unsigned width);
-  Status common_write(std::uint32_t offset, unsigned width, std::uint64_t value);
-  Result<std::uint64_t> legacy_read(std::uint32_t offset, unsigned width);
-  Status legacy_write(std::uint32_t offset, unsigned width, std::uint64_t value);
-  Result<std::uint8_t> read_isr();
-  Result<std::uint32_t> config_read32(std::uint32_t offset);
-  Status config_write(std::uint32_t offset, unsigned width, std::uint32_t value);
+  // `ram` is registered in the device's guest memory already (FakeGuestRam).
+  VirtioPciDriver(vpci::pci::Function& function, FakeGuestRam& ram)
+      : InProcessAccess(function),
+        driver::VirtioPciDriver(InProcessAccess::access, ram),
+        fake_ram_(&ram) {}
+  // The guest RAM with its device-side view (hides the library's DriverMemory accessor).
+  [[nodiscard]] FakeGuestRam& ram() { return *fake_ram_; }
 
  private:
-  Status setup_msix();
-  Status initialise_modern(const DriverOptions& options);
-  Status initialise_legacy(const DriverOptions& options);
-  [[nodiscard]] bool legacy_msix_enabled();
-
-  vpci::pci::Function* function_;
-  FakeGuestRam* ram_;
-  RecordingInterruptOutput interrupts_;
-  ProbeResult probe_;
-  DriverOptions options_;
-  std::uint64_t features_ = 0;
-  bool msix_ = false;
-  std::vector<std::unique_ptr<FakeSplitDriver>> split_;
-  std::vector<std::unique_ptr<FakePackedDriver>> packed_;
-  std::vector<std::uint16_t> notify_offsets_;
-  std::size_t msix_consumed_ = 0;
+  FakeGuestRam* fake_ram_;
 };
 
 }  // namespace vpci::virtio::testing

@@ -154,7 +154,7 @@ TEST_F(Registers, AdminQueueThroughTheCommonConfiguration) {
   EXPECT_EQ(common(c::kQueueNotifyOff, 2), 1u);
   ASSERT_TRUE(set_common(c::kQueueMsixVector, 2, 1).has_value());
   EXPECT_EQ(common(c::kQueueMsixVector, 2), 1u);
-  FakeSplitDriver admin_ring(rig_->guest.ram, 16);
+  SplitRing admin_ring(rig_->guest.ram, 16);
   ASSERT_TRUE(set_common(c::kQueueSize, 2, 16).has_value());
   ASSERT_TRUE(set_common(c::kQueueDesc, 8, admin_ring.layout().desc).has_value());
   ASSERT_TRUE(set_common(c::kQueueDriver, 8, admin_ring.layout().driver).has_value());

@@ -1,14 +1,15 @@
-#include "tests/virtio_pci/pci_driver.h"
+#include "driver/virtio_pci_driver.h"
 
 #include <algorithm>
-#include <thread>
 
 #include "base/little_endian.h"
 #include "pci/capabilities.h"
 #include "pci/registers.h"
 #include "virtio/spec.h"
 
-namespace vpci::virtio::testing {
+namespace vpci::driver {
+
+using namespace vpci::virtio;
 namespace {
 
 namespace vp = vpci::pci;
@@ -21,29 +22,46 @@ std::vector<std::uint8_t> le_bytes(std::uint64_t value, unsigned width) {
 }
 
 constexpr std::uint64_t kMsiAddress = 0xFEE00000;
+// The most queues this driver sets up: a device is hostile input and may claim 65535.
+constexpr std::uint64_t kMaxQueues = 64;
+
+// Room for a ring of `size` in `memory`, or an error naming the queue.
+template <typename Ring>
+Status check_room(const DriverMemory& memory, std::uint16_t queue, std::uint16_t size) {
+  if (Ring::bytes_needed(size) > memory.available()) {
+    return make_error(ErrorCode::kNoSpace,
+                      "no room in the driver's memory for queue {} of {} entries ({} bytes left)",
+                      queue, size, memory.available());
+  }
+  return {};
+}
 constexpr std::uint32_t kMsiDataBase = 0x4000;
 
 }  // namespace
 
-VirtioPciDriver::VirtioPciDriver(vp::Function& function, FakeGuestRam& ram)
-    : function_(&function), ram_(&ram) {
-  function_->set_interrupt_output(&interrupts_);
+VirtioPciDriver::VirtioPciDriver(PciAccess& access, DriverMemory& memory)
+    : access_(&access), ram_(&memory) {
+  (void)access_->route_interrupts(&interrupts_, access_->msix_vector_count());
+}
+
+VirtioPciDriver::~VirtioPciDriver() {
+  (void)access_->route_interrupts(nullptr, 0);
 }
 
 Result<std::uint32_t> VirtioPciDriver::config_read32(std::uint32_t offset) {
   std::array<std::uint8_t, 4> bytes{};
-  VPCI_TRY(function_->config_read(offset, bytes));
+  VPCI_TRY(access_->config_read(offset, bytes));
   return load_le<std::uint32_t>(bytes);
 }
 
 Status VirtioPciDriver::config_write(std::uint32_t offset, unsigned width, std::uint32_t value) {
   const auto bytes = le_bytes(value, width);
-  return function_->config_write(offset, bytes);
+  return access_->config_write(offset, bytes);
 }
 
 Result<ProbeResult> VirtioPciDriver::probe() {
-  std::vector<std::uint8_t> config(function_->config_size());
-  VPCI_TRY(function_->config_read(0, config));
+  std::vector<std::uint8_t> config(access_->config_size());
+  VPCI_TRY(access_->config_read(0, config));
   ProbeResult r;
   const auto le16 = [&](std::uint32_t at) {
     return load_le<std::uint16_t>(std::span(config).subspan(at));
@@ -63,7 +81,7 @@ Result<ProbeResult> VirtioPciDriver::probe() {
     r.virtio_id = r.device_id - 0x1040u;
   } else if (r.device_id >= 0x1000 && r.device_id <= 0x103F) {
     r.virtio_id = r.subsystem_id;
-    r.legacy_io_bar = function_->bar_info(0).kind == vp::BarKind::kIo;
+    r.legacy_io_bar = access_->bar_info(0).kind == vp::BarKind::kIo;
   } else if (auto mmr = reg::virtio_id_from_mmr_device_id(r.device_id)) {
     r.virtio_id = *mmr;
   }
@@ -120,38 +138,37 @@ Result<ProbeResult> VirtioPciDriver::probe() {
 
 Result<std::uint64_t> VirtioPciDriver::common_read(std::uint32_t offset, unsigned width) {
   std::vector<std::uint8_t> bytes(width);
-  VPCI_TRY(function_->bar_read(probe_.common->bar, probe_.common->offset + offset, bytes));
+  VPCI_TRY(access_->bar_read(probe_.common->bar, probe_.common->offset + offset, bytes));
   return load_le_bytes(bytes);
 }
 
 Status VirtioPciDriver::common_write(std::uint32_t offset, unsigned width, std::uint64_t value) {
-  return function_->bar_write(probe_.common->bar, probe_.common->offset + offset,
-                              le_bytes(value, width));
+  return access_->bar_write(probe_.common->bar, probe_.common->offset + offset,
+                            le_bytes(value, width));
 }
 
 Result<std::uint64_t> VirtioPciDriver::legacy_read(std::uint32_t offset, unsigned width) {
   std::vector<std::uint8_t> bytes(width);
   if (options_.path == DriverPath::kLegacyMmr) {
-    VPCI_TRY(
-        function_->bar_read(probe_.legacy_mmr->bar, probe_.legacy_mmr->offset + offset, bytes));
+    VPCI_TRY(access_->bar_read(probe_.legacy_mmr->bar, probe_.legacy_mmr->offset + offset, bytes));
   } else {
-    VPCI_TRY(function_->bar_read(0, offset, bytes));
+    VPCI_TRY(access_->bar_read(0, offset, bytes));
   }
   return load_le_bytes(bytes);
 }
 
 Status VirtioPciDriver::legacy_write(std::uint32_t offset, unsigned width, std::uint64_t value) {
   if (options_.path == DriverPath::kLegacyMmr) {
-    return function_->bar_write(probe_.legacy_mmr->bar, probe_.legacy_mmr->offset + offset,
-                                le_bytes(value, width));
+    return access_->bar_write(probe_.legacy_mmr->bar, probe_.legacy_mmr->offset + offset,
+                              le_bytes(value, width));
   }
-  return function_->bar_write(0, offset, le_bytes(value, width));
+  return access_->bar_write(0, offset, le_bytes(value, width));
 }
 
 Result<std::uint8_t> VirtioPciDriver::read_isr() {
   if (options_.path == DriverPath::kModern) {
     std::array<std::uint8_t, 1> b{};
-    VPCI_TRY(function_->bar_read(probe_.isr->bar, probe_.isr->offset, b));
+    VPCI_TRY(access_->bar_read(probe_.isr->bar, probe_.isr->offset, b));
     return b[0];
   }
   VPCI_ASSIGN_OR_RETURN(auto v, legacy_read(reg::legacy::kIsr, 1));
@@ -177,7 +194,7 @@ Result<std::vector<std::uint8_t>> VirtioPciDriver::read_device_config(std::uint3
   for (std::uint32_t i = 0; i < length; ++i) {
     std::span<std::uint8_t> byte(&out[i], 1);
     if (options_.path == DriverPath::kModern) {
-      VPCI_TRY(function_->bar_read(probe_.device->bar, probe_.device->offset + offset + i, byte));
+      VPCI_TRY(access_->bar_read(probe_.device->bar, probe_.device->offset + offset + i, byte));
     } else {
       // §4.1.4.8: device config follows the 20- or 24-byte header; byte accesses, like
       // Linux's vp_legacy_get.
@@ -201,10 +218,10 @@ Status VirtioPciDriver::setup_msix() {
                    vp::command::kIoSpace | vp::command::kMemorySpace | vp::command::kBusMaster));
   for (std::uint16_t v = 0; v < probe_.msix_vectors; ++v) {
     const std::uint64_t entry = probe_.msix_table_offset + 16ull * v;
-    VPCI_TRY(function_->bar_write(probe_.msix_table_bar, entry, le_bytes(kMsiAddress, 4)));
-    VPCI_TRY(function_->bar_write(probe_.msix_table_bar, entry + 4, le_bytes(0, 4)));
-    VPCI_TRY(function_->bar_write(probe_.msix_table_bar, entry + 8, le_bytes(kMsiDataBase + v, 4)));
-    VPCI_TRY(function_->bar_write(probe_.msix_table_bar, entry + 12, le_bytes(0, 4)));  // unmask
+    VPCI_TRY(access_->bar_write(probe_.msix_table_bar, entry, le_bytes(kMsiAddress, 4)));
+    VPCI_TRY(access_->bar_write(probe_.msix_table_bar, entry + 4, le_bytes(0, 4)));
+    VPCI_TRY(access_->bar_write(probe_.msix_table_bar, entry + 8, le_bytes(kMsiDataBase + v, 4)));
+    VPCI_TRY(access_->bar_write(probe_.msix_table_bar, entry + 12, le_bytes(0, 4)));  // unmask
   }
   VPCI_TRY(config_write(probe_.msix_cap + 2u, 2, 0x8000));  // MSI-X Enable
   msix_ = true;
@@ -271,7 +288,13 @@ Status VirtioPciDriver::initialise_modern(const DriverOptions& options) {
     if (v != 0) return make_error(ErrorCode::kProtocolViolation, "config vector not mapped");
   }
   VPCI_ASSIGN_OR_RETURN(auto queues, common_read(c::kNumQueues, 2));
-  for (std::uint16_t q = 0; q < queues; ++q) {
+  if (queues > kMaxQueues) {
+    return make_error(ErrorCode::kUnsupported,
+                      "the device has {} queues; this driver sets up at "
+                      "most {}",
+                      queues, kMaxQueues);
+  }
+  for (std::uint16_t q = 0; q < static_cast<std::uint16_t>(queues); ++q) {
     VPCI_TRY(common_write(c::kQueueSelect, 2, q));
     VPCI_ASSIGN_OR_RETURN(auto max, common_read(c::kQueueSize, 2));
     if (max == 0) return make_error(ErrorCode::kNotFound, "queue {} absent", q);
@@ -285,10 +308,12 @@ Status VirtioPciDriver::initialise_modern(const DriverOptions& options) {
     }
     QueueLayout layout;
     if (options.packed) {
-      packed_.push_back(std::make_unique<FakePackedDriver>(*ram_, size));
+      VPCI_TRY(check_room<PackedRing>(*ram_, q, size));
+      packed_.push_back(std::make_unique<PackedRing>(*ram_, size));
       layout = packed_.back()->layout();
     } else {
-      split_.push_back(std::make_unique<FakeSplitDriver>(*ram_, size));
+      VPCI_TRY(check_room<SplitRing>(*ram_, q, size));
+      split_.push_back(std::make_unique<SplitRing>(*ram_, size));
       layout = split_.back()->layout();
     }
     // 64-bit fields as two 32-bit halves, low first (§4.1.3.1), like Linux vp_iowrite64_twopart.
@@ -324,6 +349,9 @@ Status VirtioPciDriver::initialise_legacy(const DriverOptions& options) {
     VPCI_TRY(legacy_write(l::kQueueSelect, 2, q));
     VPCI_ASSIGN_OR_RETURN(auto size, legacy_read(l::kQueueNum, 2));
     if (size == 0) break;  // Linux: a zero size ends the queue list
+    if (q == kMaxQueues) {
+      return make_error(ErrorCode::kUnsupported, "the device has more than {} queues", kMaxQueues);
+    }
     if (msix_) {
       VPCI_TRY(legacy_write(l::kQueueVector, 2, q + 1u));
       VPCI_ASSIGN_OR_RETURN(auto v, legacy_read(l::kQueueVector, 2));
@@ -333,9 +361,9 @@ Status VirtioPciDriver::initialise_legacy(const DriverOptions& options) {
     const auto n = static_cast<std::uint16_t>(size);
     const std::uint64_t bytes =
         (16ull * n + 6 + 2ull * n + 4095) / 4096 * 4096 + (6 + 8ull * n + 4095) / 4096 * 4096;
-    const GuestAddress base = ram_->alloc(bytes, 4096);
+    VPCI_ASSIGN_OR_RETURN(const GuestAddress base, ram_->allocate(bytes, 4096));
     VPCI_ASSIGN_OR_RETURN(QueueLayout layout, legacy_split_layout(base, n, 4096));
-    split_.push_back(std::make_unique<FakeSplitDriver>(*ram_, layout));
+    split_.push_back(std::make_unique<SplitRing>(*ram_, layout));
     notify_offsets_.push_back(q);
     VPCI_TRY(legacy_write(l::kQueuePfn, 4, base >> l::kQueueAddressShift));
     VPCI_ASSIGN_OR_RETURN(auto pfn, legacy_read(l::kQueuePfn, 4));
@@ -352,15 +380,15 @@ Status VirtioPciDriver::initialise_legacy(const DriverOptions& options) {
 Status VirtioPciDriver::notify(std::uint16_t queue) {
   const auto value = le_bytes(queue, 2);
   if (options_.path == DriverPath::kLegacyIo) {
-    return function_->bar_write(0, reg::legacy::kQueueNotify, value);
+    return access_->bar_write(0, reg::legacy::kQueueNotify, value);
   }
   if (options_.path == DriverPath::kLegacyMmr) {
     // docs/transitional-mmr.md: legacy doorbells go to the notify capability's base.
-    return function_->bar_write(probe_.notify->bar, probe_.notify->offset, value);
+    return access_->bar_write(probe_.notify->bar, probe_.notify->offset, value);
   }
   const std::uint64_t offset = probe_.notify->offset + std::uint64_t{notify_offsets_.at(queue)} *
                                                            probe_.notify_off_multiplier;
-  return function_->bar_write(probe_.notify->bar, offset, value);
+  return access_->bar_write(probe_.notify->bar, offset, value);
 }
 
 std::uint16_t VirtioPciDriver::submit(std::uint16_t queue, const ChainBuilder& chain, bool kick) {
@@ -379,10 +407,24 @@ std::optional<UsedBuffer> VirtioPciDriver::wait_used(std::uint16_t queue,
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   auto used = pop_used(queue);
   while (!used && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    if (!access_->poll(std::chrono::milliseconds(1))) return std::nullopt;  // path broken
     used = pop_used(queue);
   }
   return used;
+}
+
+bool VirtioPciDriver::wait_queue_interrupt(std::uint16_t queue, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!take_queue_interrupt(queue)) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    if (!access_->poll(std::chrono::milliseconds(1))) return false;
+  }
+  return true;
+}
+
+Status VirtioPciDriver::reset_device() {
+  if (options_.path == DriverPath::kModern) return common_write(reg::common::kDeviceStatus, 1, 0);
+  return legacy_write(reg::legacy::kStatus, 1, 0);
 }
 
 bool VirtioPciDriver::take_queue_interrupt(std::uint16_t queue) {
@@ -390,7 +432,9 @@ bool VirtioPciDriver::take_queue_interrupt(std::uint16_t queue) {
     const std::uint16_t vector = queue + 1u;
     for (std::size_t i = msix_consumed_; i < interrupts_.msix.size(); ++i) {
       const auto& m = interrupts_.msix[i];
-      if (m.vector == vector && m.address == kMsiAddress && m.data == kMsiDataBase + vector) {
+      // Paths that deliver on eventfds know the vector only (address 0).
+      if (m.vector == vector &&
+          (m.address == 0 || (m.address == kMsiAddress && m.data == kMsiDataBase + vector))) {
         msix_consumed_ = i + 1;
         return true;
       }
@@ -399,7 +443,9 @@ bool VirtioPciDriver::take_queue_interrupt(std::uint16_t queue) {
   }
   if (!interrupts_.intx) return false;
   auto isr = read_isr();
+  // Reading the ISR de-asserts INTx (§4.1.4.5); eventfd paths unmask it for the next one.
+  (void)access_->unmask_intx();
   return isr && (*isr & reg::kIsrQueue) != 0 && !interrupts_.intx;
 }
 
-}  // namespace vpci::virtio::testing
+}  // namespace vpci::driver
