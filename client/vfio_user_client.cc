@@ -128,8 +128,6 @@ Result<std::unique_ptr<VfioUserClient>> VfioUserClient::connect(const std::strin
   }
   address.sun_family = AF_UNIX;
   std::copy(path.begin(), path.end(), address.sun_path);
-  // Replies are bounded by what one message may hold (server/protocol.h).
-  options.max_data_xfer_size = std::min(options.max_data_xfer_size, wire::kMaxDataXferSize);
   // Non-blocking while connecting: a server whose listen backlog is full makes a blocking
   // AF_UNIX connect wait for ever; this one retries until the timeout.
   UniqueFd socket(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -147,10 +145,18 @@ Result<std::unique_ptr<VfioUserClient>> VfioUserClient::connect(const std::strin
         errno == EAGAIN ? fmt::format("its backlog stayed full for {} ms", options.timeout.count())
                         : errno_text(errno));
   }
+  return adopt(std::move(socket), path, options);
+}
+
+Result<std::unique_ptr<VfioUserClient>> VfioUserClient::adopt(UniqueFd socket, std::string name,
+                                                              ClientOptions options) {
+  // Replies are bounded by what one message may hold (server/protocol.h).
+  options.max_data_xfer_size = std::min(options.max_data_xfer_size, wire::kMaxDataXferSize);
   const int flags = ::fcntl(socket.get(), F_GETFL);
   if (flags < 0 || ::fcntl(socket.get(), F_SETFL, flags & ~O_NONBLOCK) != 0)
     return make_error(ErrorCode::kIoError, "fcntl(O_NONBLOCK): {}", errno_text(errno));
-  std::unique_ptr<VfioUserClient> client(new VfioUserClient(std::move(socket), path, options));
+  std::unique_ptr<VfioUserClient> client(
+      new VfioUserClient(std::move(socket), std::move(name), options));
   VPCI_TRY(client->negotiate());
   return client;
 }

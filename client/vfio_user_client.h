@@ -93,6 +93,10 @@ class VfioUserClient {
   // Connects to the server's socket at `path` and negotiates VERSION 0.x.
   static Result<std::unique_ptr<VfioUserClient>> connect(const std::string& path,
                                                          ClientOptions options = {});
+  // The same over a connected stream socket (socket activation, socketpair); `name`
+  // stands for the path in messages.
+  static Result<std::unique_ptr<VfioUserClient>> adopt(server::UniqueFd socket, std::string name,
+                                                       ClientOptions options = {});
   VfioUserClient(const VfioUserClient&) = delete;
   VfioUserClient& operator=(const VfioUserClient&) = delete;
   ~VfioUserClient();

@@ -11,8 +11,11 @@ packages=(
   libfdt-dev libpci-dev pciutils liburing-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev device-tree-compiler python3
-  # real-guest test (tests/guest/): Debian tree with QEMU, busybox initramfs
-  debootstrap busybox-static cpio
+  # real-guest test (tests/guest/): Debian tree with QEMU, busybox initramfs, xz for the
+  # newer guest kernel's compressed modules
+  debootstrap busybox-static cpio xz-utils
+  # peer test (tests/peers/): libvfio-user's sample servers, built from ../shared/peers
+  meson libjson-c-dev pkg-config
 )
 
 missing=()

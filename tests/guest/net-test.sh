@@ -138,6 +138,18 @@ TOML
 start_serve "$work/admin.toml" "$work/serve-admin.log" 1 --trace "$work/trace.log"
 admin_server_pid=$served_pid
 
+# vpci's own driver first (issue 18, `vpci probe`): net0 through its modern interface and
+# net1 through its legacy one report the configured MAC and the link up, and are left
+# reset for the guest.
+probe=$("$vpci_bin" probe "vfio-user:$work/sockets/net0.sock" 2>&1) || fail "probe net0 exited $?"
+expect_line <(echo "$probe") '^  mac: 52:54:00:00:02:15$' "probe: net0's MAC through the modern interface"
+expect_line <(echo "$probe") '^  link: up$' "probe: net0's link is up"
+expect_line <(echo "$probe") 'network \(modern interface' "probe: net0 driven through the modern interface"
+probe=$("$vpci_bin" probe --legacy "vfio-user:$work/sockets/net1.sock" 2>&1) || fail "probe --legacy net1 exited $?"
+expect_line <(echo "$probe") '^  mac: 52:54:00:00:03:15$' "probe: net1's MAC through the legacy interface"
+expect_line <(echo "$probe") 'network \(legacy I/O interface' "probe: net1 driven through the legacy interface"
+echo "net-test: vpci probe: net0 (modern) and net1 (legacy): MAC and link read, devices reset"
+
 net_setup "$mib"
 boot() {  # boot N DEVICE SUBNET APPEND [RUN-GUEST-ARGS...]   (SUBNET: 2 for 10.0.2.0/24)
   local status=0 line n=$1 device=$2 subnet=$3 append=$4
