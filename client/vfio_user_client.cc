@@ -632,36 +632,29 @@ Status VfioUserClient::set_irq_eventfds(std::uint32_t index, std::uint32_t start
   const std::size_t piece = std::max<std::uint32_t>(version_.max_msg_fds, 1);
   for (std::size_t done = 0; done < eventfds.size(); done += piece) {
     const auto count = static_cast<std::uint32_t>(std::min(piece, eventfds.size() - done));
-    std::vector<std::uint8_t> payload;
-    wire::append_wire(
-        payload, wire::SetIrqsPayload{sizeof(wire::SetIrqsPayload),
-                                      wire::kIrqSetDataEventfd | wire::kIrqSetActionTrigger, index,
-                                      static_cast<std::uint32_t>(start + done), count});
-    VPCI_ASSIGN_OR_RETURN(const Reply reply,
-                          call(wire::kDeviceSetIrqs, payload, eventfds.subspan(done, count)));
-    (void)reply;
+    VPCI_TRY(set_irqs(wire::kIrqSetDataEventfd | wire::kIrqSetActionTrigger, index,
+                      static_cast<std::uint32_t>(start + done), count,
+                      eventfds.subspan(done, count)));
   }
   return {};
 }
 
-Status VfioUserClient::disable_irqs(std::uint32_t index) {
+Status VfioUserClient::set_irqs(std::uint32_t flags, std::uint32_t index, std::uint32_t start,
+                                std::uint32_t count, std::span<const int> fds) {
   std::vector<std::uint8_t> payload;
-  wire::append_wire(payload, wire::SetIrqsPayload{
-                                 sizeof(wire::SetIrqsPayload),
-                                 wire::kIrqSetDataNone | wire::kIrqSetActionTrigger, index, 0, 0});
-  VPCI_ASSIGN_OR_RETURN(const Reply reply, call(wire::kDeviceSetIrqs, payload));
+  wire::append_wire(payload,
+                    wire::SetIrqsPayload{sizeof(wire::SetIrqsPayload), flags, index, start, count});
+  VPCI_ASSIGN_OR_RETURN(const Reply reply, call(wire::kDeviceSetIrqs, payload, fds));
   (void)reply;
   return {};
 }
 
+Status VfioUserClient::disable_irqs(std::uint32_t index) {
+  return set_irqs(wire::kIrqSetDataNone | wire::kIrqSetActionTrigger, index, 0, 0, {});
+}
+
 Status VfioUserClient::unmask_irq(std::uint32_t index, std::uint32_t start) {
-  std::vector<std::uint8_t> payload;
-  wire::append_wire(payload, wire::SetIrqsPayload{sizeof(wire::SetIrqsPayload),
-                                                  wire::kIrqSetDataNone | wire::kIrqSetActionUnmask,
-                                                  index, start, 1});
-  VPCI_ASSIGN_OR_RETURN(const Reply reply, call(wire::kDeviceSetIrqs, payload));
-  (void)reply;
-  return {};
+  return set_irqs(wire::kIrqSetDataNone | wire::kIrqSetActionUnmask, index, start, 1, {});
 }
 
 Status VfioUserClient::reset() {

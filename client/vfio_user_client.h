@@ -157,6 +157,9 @@ class VfioUserClient {
   };
 
   Status negotiate();
+  // One SET_IRQS (spec "VFIO_USER_DEVICE_SET_IRQS") with `fds` attached.
+  Status set_irqs(std::uint32_t flags, std::uint32_t index, std::uint32_t start,
+                  std::uint32_t count, std::span<const int> fds);
   // Sends one command and waits for its reply; an error reply becomes an error naming
   // the command and the server's errno.
   Result<Reply> call(std::uint16_t command, std::span<const std::uint8_t> payload,

@@ -209,6 +209,35 @@ ScriptedServer::Script after_version(ScriptedServer::Script rest) {
   };
 }
 
+// A GET_INFO reply announcing `regions` and `irqs`.
+ScriptedServer::Script device_info_reply(std::uint32_t regions, std::uint32_t irqs) {
+  return [=](int fd, const wire::Header& request, const std::vector<std::uint8_t>&) {
+    auto bytes = reply_to(request, sizeof(wire::DeviceInfoPayload));
+    wire::append_wire(bytes, wire::DeviceInfoPayload{16, 3, regions, irqs});
+    send_bytes(fd, bytes);
+    return true;
+  };
+}
+
+// A PCI device with 9 regions and 5 IRQ indexes whose REGION_READs read zeroes; every
+// other request (GET_REGION_INFO) goes to `rest`.
+ScriptedServer::Script device_with(ScriptedServer::Script rest) {
+  return after_version([rest = std::move(rest)](int fd, const wire::Header& request,
+                                                const std::vector<std::uint8_t>& payload) {
+    if (request.command == wire::kDeviceGetInfo)
+      return device_info_reply(9, 5)(fd, request, payload);
+    if (request.command == wire::kRegionRead) {
+      const auto access = wire::read_wire<wire::RegionAccessPayload>(payload);
+      auto bytes = reply_to(request, payload.size() + access.count);
+      bytes.insert(bytes.end(), payload.begin(), payload.end());
+      bytes.insert(bytes.end(), access.count, 0);
+      send_bytes(fd, bytes);
+      return true;
+    }
+    return rest(fd, request, payload);
+  });
+}
+
 struct HostileCase {
   const char* name;
   ScriptedServer::Script script;
@@ -224,14 +253,6 @@ Result<RegionInfo> exercise(VfioUserClient& client) {
 }
 
 TEST(VfioUserClient, HostileServersAreErrorsWithinTheTimeout) {
-  const auto device_info_reply = [](std::uint32_t regions, std::uint32_t irqs) {
-    return [=](int fd, const wire::Header& request, const std::vector<std::uint8_t>&) {
-      auto bytes = reply_to(request, sizeof(wire::DeviceInfoPayload));
-      wire::append_wire(bytes, wire::DeviceInfoPayload{16, 3, regions, irqs});
-      send_bytes(fd, bytes);
-      return true;
-    };
-  };
   const std::size_t fds_before = server::testing::open_fd_count();
   const int spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   ASSERT_GE(spare_fd, 0);
@@ -306,46 +327,26 @@ TEST(VfioUserClient, HostileServersAreErrorsWithinTheTimeout) {
            }),
        "REGION_READ of 64 bytes at region 7 offset 0x0 answered with 19 payload bytes"},
       {"fd flood",
-       after_version(
-           [&](int fd, const wire::Header& request, const std::vector<std::uint8_t>& payload) {
-             if (request.command == wire::kDeviceGetInfo)
-               return device_info_reply(9, 5)(fd, request, payload);
-             if (request.command == wire::kRegionRead) {
-               auto bytes = reply_to(request, payload.size() + 64);
-               bytes.insert(bytes.end(), payload.begin(), payload.end());
-               bytes.insert(bytes.end(), 64, 0);
-               send_bytes(fd, bytes);
-               return true;
-             }
-             auto bytes = reply_to(request, sizeof(wire::RegionInfoPayload));
-             wire::append_wire(bytes, wire::RegionInfoPayload{32, 7, kPciConfigRegion, 0, 4096, 0});
-             const std::vector<int> fds(8, spare_fd);
-             send_bytes(fd, bytes, fds);
-             return true;
-           }),
+       device_with([&](int fd, const wire::Header& request, const std::vector<std::uint8_t>&) {
+         auto bytes = reply_to(request, sizeof(wire::RegionInfoPayload));
+         wire::append_wire(bytes, wire::RegionInfoPayload{32, 7, kPciConfigRegion, 0, 4096, 0});
+         const std::vector<int> fds(8, spare_fd);
+         send_bytes(fd, bytes, fds);
+         return true;
+       }),
        "GET_REGION_INFO region 7 came with 8 fds (at most 1)"},
       {"looping capabilities",
-       after_version(
-           [&](int fd, const wire::Header& request, const std::vector<std::uint8_t>& payload) {
-             if (request.command == wire::kDeviceGetInfo)
-               return device_info_reply(9, 5)(fd, request, payload);
-             if (request.command == wire::kRegionRead) {
-               auto bytes = reply_to(request, payload.size() + 64);
-               bytes.insert(bytes.end(), payload.begin(), payload.end());
-               bytes.insert(bytes.end(), 64, 0);
-               send_bytes(fd, bytes);
-               return true;
-             }
-             // A capability (of a kind the client skips) at 32 whose next points back at itself.
-             auto bytes = reply_to(request, 40);
-             wire::append_wire(bytes,
-                               wire::RegionInfoPayload{40, 3 | 8, kPciConfigRegion, 32, 4096, 0});
-             wire::append<std::uint16_t>(bytes, 99);
-             wire::append<std::uint16_t>(bytes, 1);
-             wire::append<std::uint32_t>(bytes, 32);
-             send_bytes(fd, bytes);
-             return true;
-           }),
+       device_with([](int fd, const wire::Header& request, const std::vector<std::uint8_t>&) {
+         // A capability (of a kind the client skips) at 32 whose next points back at itself.
+         auto bytes = reply_to(request, 40);
+         wire::append_wire(bytes,
+                           wire::RegionInfoPayload{40, 3 | 8, kPciConfigRegion, 32, 4096, 0});
+         wire::append<std::uint16_t>(bytes, 99);
+         wire::append<std::uint16_t>(bytes, 1);
+         wire::append<std::uint32_t>(bytes, 32);
+         send_bytes(fd, bytes);
+         return true;
+       }),
        "capability at offset 32 outside the 40-byte reply or out of order"},
   };
   vpci::testing::ScratchDir dir("client-hostile");

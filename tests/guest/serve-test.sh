@@ -96,6 +96,23 @@ sockets=()
 for name in "${names[@]}"; do sockets+=(--socket "$work/sockets/$name.sock"); done
 # Guest PCI addresses follow the -device order: 00:01.0 rng0 ... 00:06.0 lom0, 00:07.0 leg0.
 
+# What vpci's own client reads of each device before the guest runs (issue 18, read-only):
+# compared below with the config space the guest read through QEMU.
+for name in "${names[@]}"; do
+  "$vpci_bin" dump "vfio-user:$work/sockets/$name.sock" -o "$work/host-$name.lspci" ||
+    fail "vpci dump vfio-user: of $name failed"
+done
+
+# The identity and capability list lspci -F decodes from a dump, without the address:
+# the device line, the subsystem, and each capability's offset and kind (its first word:
+# QEMU turns a PCIe endpoint on its root bus into a root-complex integrated one, and the
+# guest's own settings — BAR addresses, Command, MSI-X Enable — differ by design).
+identity_and_capabilities() {
+  lspci -O hwdb.disable=1 -F "$1" -nn -vv 2>/dev/null |
+    sed -n -e '1s/^[0-9a-f:.]* //p' -e 's/^\t\(Subsystem: .*\)/\1/p' \
+      -e 's/^\t\(Capabilities: \[[0-9a-f]*\( v[0-9]*\)\{0,1\}\] [A-Za-z-]*\).*/\1/p'
+}
+
 boot() {  # boot N EXTRA-APPEND EXPECT [RUN-GUEST-ARG...]
   local n=$1 append=$2 expect=$3 status=0
   shift 3
@@ -127,6 +144,19 @@ if boot 1 "" "1af4:1044@virtio-pci,1af4:1042@virtio-pci,1af4:1001@virtio-pci,1af
     fail "boot 1: the MMR device's vendor-specific extended capability (cfg_type 10) is missing: $mmr"
   grep -q 'Region 4: Memory at .* (64-bit' <<<"$mmr" || fail "boot 1: MMR memory BAR missing: $mmr"
   grep -q 'VirtIO: CommonCfg' <<<"$decoded" || fail "boot 1: lspci shows no virtio capabilities"
+  # vpci dump vfio-user: decodes like the guest's view of each device (see above).
+  for i in "${!names[@]}"; do
+    addr=$(printf '0000:00:%02x.0' $((i + 1)))
+    grep "^VPCI-CONFIG $addr " "$log" | awk '{ if (!s) { print substr($2, 6) " guest"; s = 1 }
+      line = $3; for (j = 4; j <= NF; j++) line = line " " $j; print line }' >"$work/guest-${names[i]}.lspci"
+    host=$(identity_and_capabilities "$work/host-${names[i]}.lspci")
+    guest=$(identity_and_capabilities "$work/guest-${names[i]}.lspci")
+    if [[ -z $host || $host != "$guest" ]]; then
+      fail "boot 1: ${names[i]}: vpci dump vfio-user: and the guest's config space decode differently"
+      diff <(echo "$host") <(echo "$guest") | sed 's/^/  | /' >&2 || true
+    fi
+  done
+  echo "serve-test: boot 1: vpci dump vfio-user: decodes like the guest's view for ${#names[@]} devices"
   for image in modern transitional legacy; do
     "$here/check-pattern.sh" "$work/$image.img" 1048576 boot1 || fail "boot 1: pattern not in $image.img"
   done
