@@ -95,6 +95,7 @@ struct HostileInput {
 
 std::string resolve(const std::string& arg, const std::string& hostile) {
   if (arg == "@") return hostile;
+  if (arg == "vfio-user:@") return "vfio-user:" + hostile;  // a server's socket path
   if (arg.starts_with("@")) return Inputs::get().path(arg.substr(1));
   return arg;
 }
@@ -112,6 +113,10 @@ const std::vector<Invocation>& invocations() {
       {"dt_bind_partial", "dt bind", {"dt", "bind", "--host", "@host.dts", "--partial", "@"}},
       {"domain_check", "domain check", {"domain", "check", "@"}},
       {"serve_check", "serve", {"serve", "@", "--check"}},
+      // A vfio-user SOURCE naming something that is not a listening socket.
+      {"inspect_vfio_user", "inspect", {"inspect", "vfio-user:@"}},
+      {"dump_vfio_user", "dump", {"dump", "vfio-user:@"}},
+      {"probe", "probe", {"probe", "vfio-user:@"}},
   };
   return list;
 }
@@ -313,7 +318,12 @@ INSTANTIATE_TEST_SUITE_P(
                   "domain check",
                   {"domain", "check", "@empty", "--profile", "xen"},
                   "--profile"},
-        UsageCase{"serve_unknown_option", "serve", {"serve", "--chekc"}, "--chekc"}),
+        UsageCase{"serve_unknown_option", "serve", {"serve", "--chekc"}, "--chekc"},
+        UsageCase{"probe_not_vfio_user", "probe", {"probe", "@empty"}, "is not vfio-user:SOCKET"},
+        UsageCase{"probe_bad_timeout", "probe", {"probe", "vfio-user:x", "--timeout", "0"},
+                  "--timeout"},
+        UsageCase{"probe_bad_sector", "probe", {"probe", "vfio-user:x", "--write", "lots"},
+                  "--write"}),
     [](const auto& param_info) { return param_info.param.name; });
 
 // Well-formed command lines whose files (or requests) are refused: exit 1, one line
