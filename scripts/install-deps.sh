@@ -11,6 +11,8 @@ packages=(
   libfdt-dev libpci-dev pciutils liburing-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev device-tree-compiler python3
+  # dt-validate (dt-schema, core schemas) for the trees `vpci dt bind` writes
+  dt-schema
   # real-guest test (tests/guest/): Debian tree with QEMU, busybox initramfs, xz for the
   # newer guest kernel's compressed modules
   debootstrap busybox-static cpio xz-utils

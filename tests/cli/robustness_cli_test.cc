@@ -320,10 +320,10 @@ INSTANTIATE_TEST_SUITE_P(
                   "--profile"},
         UsageCase{"serve_unknown_option", "serve", {"serve", "--chekc"}, "--chekc"},
         UsageCase{"probe_not_vfio_user", "probe", {"probe", "@empty"}, "is not vfio-user:SOCKET"},
-        UsageCase{"probe_bad_timeout", "probe", {"probe", "vfio-user:x", "--timeout", "0"},
-                  "--timeout"},
-        UsageCase{"probe_bad_sector", "probe", {"probe", "vfio-user:x", "--write", "lots"},
-                  "--write"}),
+        UsageCase{
+            "probe_bad_timeout", "probe", {"probe", "vfio-user:x", "--timeout", "0"}, "--timeout"},
+        UsageCase{
+            "probe_bad_sector", "probe", {"probe", "vfio-user:x", "--write", "lots"}, "--write"}),
     [](const auto& param_info) { return param_info.param.name; });
 
 // Well-formed command lines whose files (or requests) are refused: exit 1, one line

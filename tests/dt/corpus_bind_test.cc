@@ -64,6 +64,12 @@ TEST_P(CorpusBindTest, PartialFromMastersBindsCleanly) {
   // cell), and our reference-keeping DTS compiles with no warning at all.
   EXPECT_EQ(testing::dtc_roundtrip_warnings(*blob), "");
   EXPECT_EQ(testing::to_dts_compile_warnings(bound->guest), "");
+  // The nodes vpci added pass dt-validate's core schemas (dt_test_util.h).
+  if (const auto findings = testing::dt_validate_added_nodes(*bound)) {
+    EXPECT_EQ(*findings, "");
+  } else {
+    ADD_FAILURE() << "dt-validate (Debian's dt-schema) is not installed: scripts/install-deps.sh";
+  }
 
   // Reload the serialized guest: every iommus of a bound master points at the
   // vIOMMU, which is an arm,smmu-v3 node with #iommu-cells = <1>.
@@ -221,6 +227,11 @@ TEST(CorpusBind, PciFunctionsThroughCorpusHostBridges) {
     ASSERT_TRUE(blob);
     EXPECT_EQ(testing::dtc_roundtrip_warnings(*blob), "");
     EXPECT_EQ(testing::to_dts_compile_warnings(bound->guest), "");
+    // The virtual host bridge (and vIOMMU) pass dt-validate's core schemas.
+    const auto findings = testing::dt_validate_added_nodes(*bound);
+    ASSERT_TRUE(findings.has_value())
+        << "dt-validate (Debian's dt-schema) is not installed: scripts/install-deps.sh";
+    EXPECT_EQ(*findings, "") << file;
     ASSERT_EQ(bound->streams.size(), expected.size());
     const auto host_phandles = host.phandle_index();
     for (std::size_t i = 0; i < expected.size(); ++i) {

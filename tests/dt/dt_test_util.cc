@@ -1,5 +1,7 @@
 #include "tests/dt/dt_test_util.h"
 
+#include <unistd.h>
+
 #include <fstream>
 #include <iterator>
 #include <optional>
@@ -200,6 +202,49 @@ Tree build_partial_from_host(const Tree& host, std::vector<PartialMaster>* maste
     if (masters != nullptr) masters->push_back({node.path(), host_node.path()});
   });
   return partial;
+}
+
+std::optional<std::string> dt_validate_added_nodes(const BindResult& bound) {
+  static const bool installed = run_process("dt-validate", {"--version"}, {}).has_value();
+  if (!installed) return std::nullopt;
+  Tree wrapper = bound.guest.clone();
+  const auto top = [](const std::string& path) {
+    return path.empty() ? std::string() : path.substr(1, path.find('/', 1) - 1);
+  };
+  const std::set<std::string> added = {top(bound.viommu_path), top(bound.pci_path),
+                                       top(bound.grant_path)};
+  std::vector<std::string> others;
+  for (const auto& child : wrapper.root().children())
+    if (!added.contains(child->name())) others.push_back(child->name());
+  for (const auto& name : others) wrapper.root().remove_child(name);
+  if (wrapper.root().children().empty()) {
+    ADD_FAILURE() << "the bind added no node to validate";
+    return std::string("nothing to validate");
+  }
+  std::vector<std::string> root_properties;
+  for (const auto& property : wrapper.root().properties())
+    if (property.name != "#address-cells" && property.name != "#size-cells")
+      root_properties.push_back(property.name);
+  for (const auto& name : root_properties) wrapper.root().remove_property(name);
+  wrapper.root().set_string("compatible", "vpci,dt-validate-wrapper");
+  wrapper.root().set_string("model", "nodes added by vpci dt bind");
+  auto blob = serialize_dtb(wrapper);
+  if (!blob) {
+    ADD_FAILURE() << blob.error().message;
+    return std::string("cannot serialize the wrapper");
+  }
+  const auto file =
+      std::filesystem::temp_directory_path() / fmt::format("vpci-dt-validate-{}.dtb", ::getpid());
+  std::ofstream(file, std::ios::binary)
+      .write(reinterpret_cast<const char*>(blob->data()),
+             static_cast<std::streamsize>(blob->size()));
+  auto run = run_process("dt-validate", {file.string()}, {});
+  std::filesystem::remove(file);
+  if (!run) {
+    ADD_FAILURE() << run.error().message;
+    return std::string("dt-validate did not run");
+  }
+  return std::string(run->out.begin(), run->out.end()) + run->err;
 }
 
 DtcRun run_dtc(const std::vector<std::string>& args, const std::vector<std::uint8_t>& input) {

@@ -4,9 +4,11 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "dt/bind.h"
 #include "dt/tree.h"
 
 namespace vpci::dt::testing {
@@ -33,6 +35,15 @@ struct PartialMaster {
 // plain container `/passthrough/unaddressed@0` without `reg`, which also exercises
 // masters nested below /passthrough.
 Tree build_partial_from_host(const Tree& host, std::vector<PartialMaster>* masters = nullptr);
+
+// dt-validate (Debian's dt-schema, its core schemas) over the nodes a bind added — the
+// vIOMMU, the virtual PCI host bridge, the grant-DMA node — in a minimal wrapper tree: a
+// partial guest tree cannot validate as a whole (its root has no compatible or model,
+// and Xen's /passthrough bus is not named as simple-bus wants), so the wrapper is the
+// guest tree with every other root child removed and a root compatible and model added.
+// Returns what dt-validate reported ("" when clean: it exits 0 either way), or nullopt
+// when dt-validate is not installed.
+std::optional<std::string> dt_validate_added_nodes(const BindResult& bound);
 
 struct DtcRun {
   int exit_status = -1;

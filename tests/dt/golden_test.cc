@@ -22,6 +22,11 @@ void run_golden(std::string_view name) {
   ASSERT_TRUE(blob);
   EXPECT_EQ(testing::dtc_roundtrip_warnings(*blob), "");
   EXPECT_EQ(testing::to_dts_compile_warnings(bound->guest), "");
+  // The nodes vpci added pass dt-validate's core schemas (dt_test_util.h).
+  const auto findings = testing::dt_validate_added_nodes(*bound);
+  ASSERT_TRUE(findings.has_value())
+      << "dt-validate (Debian's dt-schema) is not installed: scripts/install-deps.sh";
+  EXPECT_EQ(*findings, "");
   const testing::DtcRun sorted = testing::run_dtc({"-s", "-I", "dtb", "-O", "dts", "-"}, *blob);
   ASSERT_EQ(sorted.exit_status, 0) << sorted.err;
   testing::compare_or_update(data_dir() / (std::string(c->name) + "-guest.golden.dts"), sorted.out);
