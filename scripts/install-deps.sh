@@ -18,6 +18,8 @@ packages=(
   debootstrap busybox-static cpio xz-utils
   # peer test (tests/peers/): libvfio-user's sample servers, built from ../shared/peers
   meson libjson-c-dev pkg-config
+  # the notification protocol model (tests/model/)
+  spin
 )
 
 missing=()

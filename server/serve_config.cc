@@ -24,7 +24,7 @@ namespace vpci::server {
 namespace {
 
 constexpr std::array<std::string_view, 2> kTopKeys = {"socket_dir", "device"};
-constexpr std::array<std::string_view, 13> kDeviceKeys = {"name",
+constexpr std::array<std::string_view, 14> kDeviceKeys = {"name",
                                                           "kind",
                                                           "transport",
                                                           "path",
@@ -36,7 +36,8 @@ constexpr std::array<std::string_view, 13> kDeviceKeys = {"name",
                                                           "mtu",
                                                           "mergeable_rx_buffers",
                                                           "xen_backend_domid",
-                                                          "vfs"};
+                                                          "vfs",
+                                                          "poll_us"};
 constexpr std::array<std::string_view, 3> kKindNames = {"virtio-rng", "virtio-blk", "virtio-net"};
 
 constexpr std::uint8_t kind_bit(DeviceKind kind) {
@@ -275,6 +276,8 @@ class Reader {
       return read_integer(value, full, 1, kMaxBlkQueues, "queues", spec.queues);
     } else if (name == "vfs") {
       return read_integer(value, full, 1, kMaxVfs, "VFs", spec.vfs);
+    } else if (name == "poll_us") {
+      return read_integer(value, full, 0, kMaxPollMicroseconds, "microseconds", spec.poll_us);
     } else if (name == "io") {
       auto choice = expect_choice(value, full, devices::kBlockIoModeNames, "I/O engine");
       if (!choice) return false;

@@ -18,6 +18,7 @@
 //   mtu = 1500                        # virtio-net only: offers VIRTIO_NET_F_MTU
 //   mergeable_rx_buffers = true       # virtio-net only: offers VIRTIO_NET_F_MRG_RXBUF
 //   xen_backend_domid = 1             # optional: adds the Xen grant capability
+//   poll_us = 50                      # optional: poll served queues this long (0: off)
 //   vfs = 2                           # transport "sriov-pf" only, required: its VFs
 //                                     # (virtio-net VF n uses the tap <tap>v<n>)
 //
@@ -60,8 +61,9 @@ struct ServedDeviceSpec {
   std::uint16_t mtu = 0;                                  // virtio-net; 0: not offered (1500)
   bool mergeable_rx_buffers = true;                       // virtio-net: offer MRG_RXBUF
   std::optional<std::uint16_t> xen_backend_domid;
-  std::uint16_t vfs = 0;   // sriov-pf: the PF's VFs (TotalVFs)
-  std::uint32_t line = 0;  // where the [[device]] table starts, for later messages
+  std::uint16_t vfs = 0;      // sriov-pf: the PF's VFs (TotalVFs)
+  std::uint32_t poll_us = 0;  // poll window after a served queue (CoreOptions::poll_window)
+  std::uint32_t line = 0;     // where the [[device]] table starts, for later messages
 };
 
 struct ServeConfig {
@@ -75,6 +77,9 @@ inline constexpr std::uint32_t kMaxBackendDomid = vpci::xen::kDomidFirstReserved
 inline constexpr std::size_t kMaxDeviceNameLength = 64;
 // virtio-blk request queues per device: as many as a large guest has vCPUs worth serving.
 inline constexpr std::int64_t kMaxBlkQueues = 64;
+// The longest poll window: a second of busy polling after the last request is already
+// far beyond what pays (docs/serve.md).
+inline constexpr std::int64_t kMaxPollMicroseconds = 1000000;
 // VFs of one sriov-pf device: each is a whole virtio function with its own back end.
 inline constexpr std::int64_t kMaxVfs = 64;
 // The tap of virtio-net VF `vf` (1-based) of a sriov-pf device whose own tap is `pf_tap`.

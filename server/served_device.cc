@@ -86,6 +86,7 @@ class VirtioServedDevice final : public ServedDevice {
     // applies the guest's masks.
     options.msix_owner = pci::MsixTableOwner::kBus;
     options.xen_backend_domid = spec_.xen_backend_domid;
+    options.core.poll_window = std::chrono::microseconds(spec_.poll_us);
     // legacy-over-admin and sriov-pf: each command on the PF's admin queue, for --trace.
     options.core.admin_observer = [sink = admin_trace_](const virtio::admin::CommandRecord& r) {
       if (*sink) {
@@ -145,6 +146,7 @@ class VirtioServedDevice final : public ServedDevice {
         text += fmt::format(" on taps {}..{}", vf_tap_name(spec_.tap, 1),
                             vf_tap_name(spec_.tap, spec_.vfs));
     }
+    if (spec_.poll_us != 0) text += fmt::format(", polls {} us", spec_.poll_us);
     if (spec_.xen_backend_domid)
       text += fmt::format(", Xen grants to domain {}", *spec_.xen_backend_domid);
     return text;

@@ -225,6 +225,7 @@ void DeviceCore::reset() {
   config_dirty_ = false;
   failure_.reset();
   pending_kicks_.clear();
+  poller_.stop();
   for (auto& queue : queues_) queue->reset();
   if (admin_) admin_->reset();
   device_->reset();
@@ -458,6 +459,7 @@ void DeviceCore::process_now(std::uint16_t queue) {
       } else {
         device_->process_queue(current);
         current.notify_driver_if_needed();
+        poller_.served(current);
       }
     }
     if (pending_kicks_.empty()) break;

@@ -79,6 +79,7 @@
 // a descriptor layout).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -91,6 +92,7 @@
 #include "virtio/admin_commands.h"
 #include "virtio/device.h"
 #include "virtio/guest_memory.h"
+#include "virtio/queue_poller.h"
 #include "virtio/ring_layout.h"
 #include "virtio/virtqueue.h"
 
@@ -126,6 +128,9 @@ struct CoreOptions {
   admin::LegacyMembers* admin_owner = nullptr;
   // Told of every admin command served (`vpci serve --trace`).
   std::function<void(const admin::CommandRecord&)> admin_observer = nullptr;
+  // After serving a queue, poll it from the event loop for this long after the last
+  // buffer found, with the driver's notifications suppressed (queue_poller.h); 0: off.
+  std::chrono::microseconds poll_window{0};
 };
 
 // Size of the admin virtqueue: Linux issues one command at a time per VF and spins on a
@@ -225,7 +230,12 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   // Available buffer notification. Ignored (successfully) unless DRIVER_OK is set,
   // FAILED is not, and the queue is enabled and healthy; out-of-range queues are an error.
   // The loop the device runs on, handed to Device::activate (pci::Function::set_event_loop).
-  void set_event_loop(EventLoop* loop) { event_loop_ = loop; }
+  void set_event_loop(EventLoop* loop) {
+    event_loop_ = loop;
+    poller_.set_event_loop(loop);
+  }
+  // The poll windows (CoreOptions::poll_window).
+  [[nodiscard]] const QueuePoller& poller() const { return poller_; }
   Status notify(std::uint16_t queue);
   // Returns once no request of the device is in flight any more (Device::drain): before
   // guest memory under them goes away (vfio-user DMA_UNMAP) or the core does.
@@ -274,6 +284,8 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   bool kicks_scheduled_ = false;  // run_pending_kicks is deferred on the loop
   // Notifications that arrived inside Device::process_queue, or wait for the loop.
   std::set<std::uint16_t> pending_kicks_;
+  // Polls served queues (after options_ and the queues: it refers to both).
+  QueuePoller poller_{options_.poll_window, [this](Virtqueue& queue) { process(queue); }};
 };
 
 }  // namespace vpci::virtio

@@ -59,8 +59,21 @@ Result<bool> PackedRing::head_available(const MemoryMap& memory) const {
   return is_available(from_le(flags), avail_wrap_);
 }
 
+Status PackedRing::set_notifications_suppressed(const MemoryMap& memory, bool suppress) {
+  suppressed_ = suppress;
+  const std::uint16_t event_desc =
+      static_cast<std::uint16_t>(next_avail_ | (avail_wrap_ ? 0x8000u : 0u));
+  const std::uint16_t flags = suppress             ? ring_event::kDisable
+                              : options_.event_idx ? ring_event::kDesc
+                                                   : ring_event::kEnable;
+  VPCI_TRY(memory.write_obj(layout_.device, PackedEventSuppress{to_le(event_desc), to_le(flags)}));
+  full_fence();
+  return {};
+}
+
 Result<bool> PackedRing::pop(const MemoryMap& memory, ChainDescriptors& chain) {
   VPCI_ASSIGN_OR_RETURN(bool available, head_available(memory));
+  if (!available && suppressed_) return false;  // polling: no notification wanted
   if (!available) {
     // §2.8.10 / §2.8.14: ask for a notification for the next descriptor (EVENT_IDX) or
     // any descriptor, then look again in case the driver got there first.

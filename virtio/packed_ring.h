@@ -62,6 +62,11 @@ class PackedRing {
   // Makes every used descriptor pushed so far visible (§2.8.4: flags of the first last).
   Status publish_used(const MemoryMap& memory);
   [[nodiscard]] Result<bool> needs_notification(const MemoryMap& memory);
+  // See SplitRing::set_notifications_suppressed: the device event suppression area
+  // says DISABLE (§2.8.10), and lifting it writes ENABLE (or DESC for the next
+  // descriptor with EVENT_IDX) with a full fence.
+  Status set_notifications_suppressed(const MemoryMap& memory, bool suppress);
+  [[nodiscard]] bool notifications_suppressed() const { return suppressed_; }
 
   [[nodiscard]] const QueueLayout& layout() const { return layout_; }
   [[nodiscard]] std::uint16_t next_avail() const { return next_avail_; }
@@ -90,6 +95,7 @@ class PackedRing {
   RingOptions options_;
   std::uint16_t next_avail_ = 0;
   bool avail_wrap_ = true;
+  bool suppressed_ = false;  // set_notifications_suppressed
   std::uint16_t next_used_ = 0;
   bool used_wrap_ = true;
   // The held-back flags of the first unpublished used descriptor (push_used, publish).

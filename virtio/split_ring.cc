@@ -53,7 +53,7 @@ Result<bool> SplitRing::pop(const MemoryMap& memory, ChainDescriptors& chain) {
   if (known_avail_ == next_avail_) {
     VPCI_ASSIGN_OR_RETURN(known_avail_, read_avail_idx(memory));
     if (known_avail_ == next_avail_) {
-      if (!options_.event_idx) return false;
+      if (!options_.event_idx || suppressed_) return false;
       // Already asked for exactly this entry, and looked again after asking: the driver
       // will notify when it fills it, so a doorbell on an empty ring costs one read, not a
       // write, a full fence and a second read.
@@ -174,6 +174,25 @@ Status SplitRing::publish_used(const MemoryMap& memory) {
   release_fence();
   VPCI_TRY(memory.write_obj(layout_.device + split_layout::kUsedIdx, to_le(next_used_)));
   published_used_ = next_used_;
+  return {};
+}
+
+Status SplitRing::set_notifications_suppressed(const MemoryMap& memory, bool suppress) {
+  suppressed_ = suppress;
+  if (options_.event_idx) {
+    const auto event = static_cast<std::uint16_t>(suppress ? next_avail_ - 1 : next_avail_);
+    VPCI_TRY(memory.write_obj(layout_.device + split_layout::avail_event_offset(layout_.size),
+                              to_le(event)));
+    avail_event_published_ = true;
+    published_avail_event_ = event;
+  } else {
+    VPCI_TRY(memory.write_obj(layout_.device + split_layout::kUsedFlags,
+                              to_le(suppress ? kUsedFlagNoNotify : std::uint16_t{0})));
+  }
+  // The request must be visible before the caller's final look at avail idx (the
+  // driver orders the other way: idx, fence, then reads the request; §2.7.13 step 4-5).
+  full_fence();
+  known_avail_ = next_avail_;  // make the next pop() read avail idx again
   return {};
 }
 

@@ -58,6 +58,14 @@ class SplitRing {
   // Whether the driver wants a used buffer notification for the entries pushed since
   // the last call (§2.7.7.2).
   [[nodiscard]] Result<bool> needs_notification(const MemoryMap& memory);
+  // Polling (the device looks at the ring itself): `suppress` asks the driver not to
+  // notify — VIRTQ_USED_F_NO_NOTIFY, or with EVENT_IDX an avail_event one entry behind
+  // (§2.7.10: the driver then notifies only after 65535 more buffers) — and an empty
+  // pop() no longer asks for a notification. Lifting it asks again (flags 0, or
+  // avail_event = next_avail) with a full fence; the caller must then look at the ring
+  // once more, since the driver may have added a buffer before it saw the request.
+  Status set_notifications_suppressed(const MemoryMap& memory, bool suppress);
+  [[nodiscard]] bool notifications_suppressed() const { return suppressed_; }
 
   [[nodiscard]] const QueueLayout& layout() const { return layout_; }
   [[nodiscard]] std::uint16_t next_avail() const { return next_avail_; }
@@ -85,6 +93,7 @@ class SplitRing {
   // The avail_event the device last wrote (EVENT_IDX), to skip rewriting the same value.
   bool avail_event_published_ = false;
   std::uint16_t published_avail_event_ = 0;
+  bool suppressed_ = false;  // set_notifications_suppressed
 };
 
 }  // namespace vpci::virtio

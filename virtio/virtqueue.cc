@@ -183,6 +183,21 @@ void Virtqueue::end_used_batch() {
   }
 }
 
+void Virtqueue::set_notifications_suppressed(bool suppress) {
+  if (!running()) return;
+  auto snapshot = memory_->snapshot();
+  Status written;
+  if (auto* split = std::get_if<SplitRing>(&ring_)) {
+    written = split->set_notifications_suppressed(*snapshot, suppress);
+  } else if (auto* packed = std::get_if<PackedRing>(&ring_)) {
+    written = packed->set_notifications_suppressed(*snapshot, suppress);
+  }
+  if (!written) {
+    fail(std::move(written).error().with_context(
+        fmt::format("queue {}: writing event suppression", index_)));
+  }
+}
+
 void Virtqueue::notify_driver_if_needed() {
   if (!running()) return;
   // Nothing used since the last check (a doorbell that found the ring empty): nothing to

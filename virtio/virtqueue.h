@@ -94,6 +94,10 @@ class Virtqueue {
   // used ring but become visible to the driver only at the end, all together: a
   // virtio-net packet merged over several buffers (§5.1.6.4.2) must never be seen in
   // part. Batches do not nest; a reset drops an open one.
+  // Polling (DeviceCore's poll window): asks the driver not to notify, or asks again
+  // (SplitRing::set_notifications_suppressed). After lifting suppression the caller
+  // must look at the ring once more before it stops polling.
+  void set_notifications_suppressed(bool suppress);
   void begin_used_batch() { used_batch_ = true; }
   void end_used_batch();
   // Stops the queue because of a violation the device detected.

@@ -183,6 +183,19 @@ TEST(ServeConfig, SriovPfVfs) {
                         "have it)"));
 }
 
+// poll_us (issue 19): any kind, 0 (off, the default) to a second.
+TEST(ServeConfig, PollWindow) {
+  const std::string rng =
+      "[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n";
+  EXPECT_EQ(parse(rng)->devices[0].poll_us, 0u);
+  EXPECT_EQ(parse(rng + "poll_us = 50\n")->devices[0].poll_us, 50u);
+  EXPECT_EQ(parse(rng + "poll_us = 1000000\n")->devices[0].poll_us, 1000000u);
+  EXPECT_THAT(error_of(rng + "poll_us = 1000001\n"),
+              HasSubstr("serve.toml:5:11: device[1].poll_us: 1000001 microseconds; expected 0 to "
+                        "1000000"));
+  EXPECT_THAT(error_of(rng + "poll_us = -1\n"), HasSubstr("-1 microseconds"));
+}
+
 TEST(ServeConfig, UnknownKeyNamesFileLineKeyAndSuggests) {
   const std::string message = error_of(
       "[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\n"
