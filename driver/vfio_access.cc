@@ -172,69 +172,33 @@ Status VfioAccess::set_irqs(std::uint32_t index, std::uint32_t flags, std::span<
 }
 
 Status VfioAccess::route_interrupts(InterruptLog* log, std::uint16_t vectors) {
+  const std::uint32_t none = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
+  if (interrupts_.msix_count() != 0) VPCI_TRY(set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, none, {}, 0));
+  if (interrupts_.has_intx()) VPCI_TRY(set_irqs(VFIO_PCI_INTX_IRQ_INDEX, none, {}, 0));
+  interrupts_.clear();
   log_ = log;
-  if (log == nullptr) {
-    if (!msix_.empty())
-      VPCI_TRY(set_irqs(VFIO_PCI_MSIX_IRQ_INDEX,
-                        VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER, {}, 0));
-    if (intx_.valid())
-      VPCI_TRY(set_irqs(VFIO_PCI_INTX_IRQ_INDEX,
-                        VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER, {}, 0));
-    msix_.clear();
-    intx_.reset();
-    return {};
-  }
+  if (log == nullptr) return {};
   // Linux VFIO allows one of INTx or MSI-X at a time: MSI-X when the function has it.
   vectors = std::min(vectors, msix_vectors_);
-  std::vector<int> fds;
+  VPCI_TRY(interrupts_.create(vectors == 0, vectors));
+  const std::uint32_t eventfds = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
   if (vectors == 0) {
-    intx_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-    if (!intx_.valid()) return tl::unexpected(os_error("eventfd"));
-    fds.push_back(intx_.get());
-    return set_irqs(VFIO_PCI_INTX_IRQ_INDEX,
-                    VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, fds, 1);
+    const std::array<int, 1> intx = {interrupts_.intx_fd()};
+    return set_irqs(VFIO_PCI_INTX_IRQ_INDEX, eventfds, intx, 1);
   }
-  msix_.clear();
-  for (std::uint16_t v = 0; v < vectors; ++v) {
-    server::UniqueFd fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-    if (!fd.valid()) return tl::unexpected(os_error("eventfd"));
-    fds.push_back(fd.get());
-    msix_.push_back(std::move(fd));
-  }
-  return set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
-                  fds, vectors);
-}
-
-bool VfioAccess::collect() {
-  if (log_ == nullptr) return false;
-  bool any = false;
-  std::uint64_t count = 0;
-  if (intx_.valid() && ::read(intx_.get(), &count, sizeof(count)) == sizeof(count)) {
-    log_->intx = true;
-    ++log_->intx_changes;
-    any = true;
-  }
-  for (std::size_t v = 0; v < msix_.size(); ++v) {
-    if (::read(msix_[v].get(), &count, sizeof(count)) != sizeof(count)) continue;
-    for (; count > 0; --count) log_->msix.push_back({static_cast<std::uint16_t>(v), 0, 0});
-    any = true;
-  }
-  return any;
+  return set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, eventfds, interrupts_.msix_fds(), vectors);
 }
 
 Status VfioAccess::poll(std::chrono::milliseconds wait) {
-  if (collect()) return {};
-  std::vector<pollfd> fds;
-  if (intx_.valid()) fds.push_back({intx_.get(), POLLIN, 0});
-  for (const auto& fd : msix_) fds.push_back({fd.get(), POLLIN, 0});
-  (void)::poll(fds.data(), fds.size(), static_cast<int>(wait.count()));
-  (void)collect();
+  if (interrupts_.collect(log_)) return {};
+  interrupts_.wait(wait);
+  (void)interrupts_.collect(log_);
   return {};
 }
 
 Status VfioAccess::unmask_intx() {
   if (log_ != nullptr) log_->intx = false;
-  if (!intx_.valid()) return {};
+  if (!interrupts_.has_intx()) return {};
   return set_irqs(VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK, {},
                   1);
 }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "driver/eventfd_interrupts.h"
 #include "driver/pci_access.h"
 #include "server/unique_fd.h"
 
@@ -46,7 +47,6 @@ class VfioAccess final : public PciAccess {
                 std::span<const std::uint8_t> write);
   Status set_irqs(std::uint32_t index, std::uint32_t flags, std::span<const int> fds,
                   std::uint32_t count);
-  bool collect();
 
   std::string address_;
   server::UniqueFd container_;
@@ -57,8 +57,7 @@ class VfioAccess final : public PciAccess {
   std::uint32_t config_size_ = 0;
   std::uint16_t msix_vectors_ = 0;
   InterruptLog* log_ = nullptr;
-  server::UniqueFd intx_;
-  std::vector<server::UniqueFd> msix_;
+  EventfdInterrupts interrupts_;
   std::vector<std::pair<GuestAddress, std::size_t>> mapped_;
 };
 

@@ -19,18 +19,6 @@ namespace wire = vpci::server::vfio_user;
 constexpr std::uint32_t kIrqIntx = 0;
 constexpr std::uint32_t kIrqMsix = 2;
 
-Result<server::UniqueFd> make_eventfd() {
-  server::UniqueFd fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-  if (!fd.valid()) return make_error(ErrorCode::kIoError, "eventfd: {}", errno_text(errno));
-  return fd;
-}
-
-// The count an eventfd holds (0 if none), read without blocking.
-std::uint64_t drain(int fd) {
-  std::uint64_t count = 0;
-  return ::read(fd, &count, sizeof(count)) == sizeof(count) ? count : 0;
-}
-
 }  // namespace
 
 Result<std::unique_ptr<VfioUserAccess>> VfioUserAccess::create(client::VfioUserClient& client,
@@ -72,10 +60,7 @@ Result<std::unique_ptr<VfioUserAccess>> VfioUserAccess::create(client::VfioUserC
 
 VfioUserAccess::~VfioUserAccess() {
   // Best effort: the connection may be gone already.
-  if (log_ != nullptr) {
-    (void)client_->disable_irqs(kIrqMsix);
-    (void)client_->disable_irqs(kIrqIntx);
-  }
+  if (log_ != nullptr) (void)route_interrupts(nullptr, 0);
   for (const auto& [base, size] : mapped_) (void)client_->dma_unmap(base, size);
 }
 
@@ -128,70 +113,36 @@ Status VfioUserAccess::map_dma(DmaMemory& memory) {
 }
 
 Status VfioUserAccess::route_interrupts(InterruptLog* log, std::uint16_t vectors) {
-  if (log == nullptr) {
-    log_ = nullptr;
-    if (!msix_.empty()) VPCI_TRY(client_->disable_irqs(kIrqMsix));
-    if (intx_.valid()) VPCI_TRY(client_->disable_irqs(kIrqIntx));
-    msix_.clear();
-    intx_.reset();
-    return {};
-  }
+  if (interrupts_.msix_count() != 0) VPCI_TRY(client_->disable_irqs(kIrqMsix));
+  if (interrupts_.has_intx()) VPCI_TRY(client_->disable_irqs(kIrqIntx));
+  interrupts_.clear();
   log_ = log;
-  if (!intx_.valid()) {
-    VPCI_ASSIGN_OR_RETURN(intx_, make_eventfd());
-    const std::array<int, 1> fds = {intx_.get()};
-    VPCI_TRY(client_->set_irq_eventfds(kIrqIntx, 0, fds));
-    VPCI_TRY(client_->unmask_irq(kIrqIntx, 0));
-  }
-  vectors = std::min(vectors, msix_vectors_);
-  if (msix_.size() != vectors) {
-    msix_.clear();
-    std::vector<int> fds;
-    for (std::uint16_t v = 0; v < vectors; ++v) {
-      VPCI_ASSIGN_OR_RETURN(auto fd, make_eventfd());
-      fds.push_back(fd.get());
-      msix_.push_back(std::move(fd));
-    }
-    if (!fds.empty()) VPCI_TRY(client_->set_irq_eventfds(kIrqMsix, 0, fds));
-  }
+  if (log == nullptr) return {};
+  // INTx and every MSI-X vector at once, as QEMU gives them (the device uses what the
+  // driver enables).
+  VPCI_TRY(interrupts_.create(true, std::min(vectors, msix_vectors_)));
+  const std::array<int, 1> intx = {interrupts_.intx_fd()};
+  VPCI_TRY(client_->set_irq_eventfds(kIrqIntx, 0, intx));
+  VPCI_TRY(client_->unmask_irq(kIrqIntx, 0));
+  const std::vector<int> msix = interrupts_.msix_fds();
+  if (!msix.empty()) VPCI_TRY(client_->set_irq_eventfds(kIrqMsix, 0, msix));
   return {};
 }
 
-bool VfioUserAccess::collect() {
-  if (log_ == nullptr) return false;
-  bool any = false;
-  if (intx_.valid() && drain(intx_.get()) != 0) {
-    log_->intx = true;
-    ++log_->intx_changes;
-    any = true;
-  }
-  for (std::size_t v = 0; v < msix_.size(); ++v) {
-    for (std::uint64_t n = drain(msix_[v].get()); n > 0; --n) {
-      log_->msix.push_back({static_cast<std::uint16_t>(v), 0, 0});
-      any = true;
-    }
-  }
-  return any;
-}
-
 Status VfioUserAccess::poll(std::chrono::milliseconds wait) {
-  // Answer the server's DMA requests for a moment, then look at the eventfds; a short
-  // slice each, so an interrupt ends the wait early.
+  // Answer the server's DMA requests, look at the eventfds, and wait a short slice on
+  // them, until `wait` passes or an interrupt came.
   const auto deadline = std::chrono::steady_clock::now() + wait;
   do {
     VPCI_TRY(client_->serve_requests(std::chrono::milliseconds(0)));
-    if (collect()) return {};
-    std::vector<pollfd> fds;
-    if (intx_.valid()) fds.push_back({intx_.get(), POLLIN, 0});
-    for (const auto& fd : msix_) fds.push_back({fd.get(), POLLIN, 0});
+    if (interrupts_.collect(log_)) return {};
+    const bool any_eventfd = interrupts_.has_intx() || interrupts_.msix_count() != 0;
     const auto left =
         std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    const int slice = static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, 1));
-    if (!fds.empty()) {
-      (void)::poll(fds.data(), fds.size(), slice);
-    }
-    VPCI_TRY(client_->serve_requests(std::chrono::milliseconds(fds.empty() ? slice : 0)));
-    if (collect()) return {};
+    const std::chrono::milliseconds slice(std::clamp<std::int64_t>(left.count(), 0, 1));
+    if (any_eventfd) interrupts_.wait(slice);
+    VPCI_TRY(client_->serve_requests(any_eventfd ? std::chrono::milliseconds(0) : slice));
+    if (interrupts_.collect(log_)) return {};
   } while (std::chrono::steady_clock::now() < deadline);
   return {};
 }

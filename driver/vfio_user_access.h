@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "client/vfio_user_client.h"
+#include "driver/eventfd_interrupts.h"
 #include "driver/pci_access.h"
 
 namespace vpci::driver {
@@ -41,8 +42,6 @@ class VfioUserAccess final : public PciAccess {
   explicit VfioUserAccess(client::VfioUserClient& client, bool message_dma)
       : client_(&client), message_dma_(message_dma) {}
   Status check_bar(unsigned bar, std::uint64_t offset, std::size_t length) const;
-  // Moves what the eventfds counted into the log; true if anything was.
-  bool collect();
 
   client::VfioUserClient* client_;
   bool message_dma_;
@@ -50,8 +49,7 @@ class VfioUserAccess final : public PciAccess {
   std::array<vpci::pci::BarInfo, vpci::pci::kBarCount> bars_{};
   std::uint16_t msix_vectors_ = 0;
   InterruptLog* log_ = nullptr;
-  server::UniqueFd intx_;
-  std::vector<server::UniqueFd> msix_;
+  EventfdInterrupts interrupts_;
   std::vector<std::pair<GuestAddress, std::size_t>> mapped_;
 };
 
