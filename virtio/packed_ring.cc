@@ -59,16 +59,21 @@ Result<bool> PackedRing::head_available(const MemoryMap& memory) const {
   return is_available(from_le(flags), avail_wrap_);
 }
 
-Status PackedRing::set_notifications_suppressed(const MemoryMap& memory, bool suppress) {
-  suppressed_ = suppress;
+Status PackedRing::write_device_event(const MemoryMap& memory, bool notify) {
+  // §2.8.10: DESC names the next descriptor (EVENT_IDX), ENABLE any, DISABLE none.
   const std::uint16_t event_desc =
       static_cast<std::uint16_t>(next_avail_ | (avail_wrap_ ? 0x8000u : 0u));
-  const std::uint16_t flags = suppress             ? ring_event::kDisable
+  const std::uint16_t flags = !notify              ? ring_event::kDisable
                               : options_.event_idx ? ring_event::kDesc
                                                    : ring_event::kEnable;
   VPCI_TRY(memory.write_obj(layout_.device, PackedEventSuppress{to_le(event_desc), to_le(flags)}));
   full_fence();
   return {};
+}
+
+Status PackedRing::set_notifications_suppressed(const MemoryMap& memory, bool suppress) {
+  suppressed_ = suppress;
+  return write_device_event(memory, !suppress);
 }
 
 Result<bool> PackedRing::pop(const MemoryMap& memory, ChainDescriptors& chain) {
@@ -77,12 +82,7 @@ Result<bool> PackedRing::pop(const MemoryMap& memory, ChainDescriptors& chain) {
   if (!available) {
     // §2.8.10 / §2.8.14: ask for a notification for the next descriptor (EVENT_IDX) or
     // any descriptor, then look again in case the driver got there first.
-    const std::uint16_t event_desc =
-        static_cast<std::uint16_t>(next_avail_ | (avail_wrap_ ? 0x8000u : 0u));
-    const std::uint16_t event_flags = options_.event_idx ? ring_event::kDesc : ring_event::kEnable;
-    VPCI_TRY(memory.write_obj(layout_.device,
-                              PackedEventSuppress{to_le(event_desc), to_le(event_flags)}));
-    full_fence();
+    VPCI_TRY(write_device_event(memory, true));
     VPCI_ASSIGN_OR_RETURN(available, head_available(memory));
     if (!available) return false;
   }

@@ -83,6 +83,9 @@ class PackedRing {
       : layout_(layout), options_(options) {}
 
   [[nodiscard]] Result<bool> head_available(const MemoryMap& memory) const;
+  // The device event suppression area: a notification for the next descriptor (or any,
+  // without EVENT_IDX) when `notify`, none otherwise; then a full fence.
+  Status write_device_event(const MemoryMap& memory, bool notify);
   [[nodiscard]] Status walk_chain(const MemoryMap& memory, ChainDescriptors& chain) const;
   Status walk_indirect(const MemoryMap& memory, GuestAddress table, std::uint32_t length,
                        ChainDescriptors& chain) const;

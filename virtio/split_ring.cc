@@ -60,11 +60,7 @@ Result<bool> SplitRing::pop(const MemoryMap& memory, ChainDescriptors& chain) {
       if (avail_event_published_ && published_avail_event_ == next_avail_) return false;
       // §2.7.10.2: ask for a notification when the driver fills entry next_avail,
       // then look again in case it did so before seeing our avail_event.
-      VPCI_TRY(memory.write_obj(layout_.device + split_layout::avail_event_offset(layout_.size),
-                                to_le(next_avail_)));
-      avail_event_published_ = true;
-      published_avail_event_ = next_avail_;
-      full_fence();
+      VPCI_TRY(publish_avail_event(memory, next_avail_));
       VPCI_ASSIGN_OR_RETURN(known_avail_, read_avail_idx(memory));
       if (known_avail_ == next_avail_) return false;
     }
@@ -177,21 +173,27 @@ Status SplitRing::publish_used(const MemoryMap& memory) {
   return {};
 }
 
+Status SplitRing::publish_avail_event(const MemoryMap& memory, std::uint16_t event) {
+  VPCI_TRY(memory.write_obj(layout_.device + split_layout::avail_event_offset(layout_.size),
+                            to_le(event)));
+  avail_event_published_ = true;
+  published_avail_event_ = event;
+  // The request must be visible before the device's next look at avail idx (the driver
+  // orders the other way: idx, fence, then reads the request; §2.7.13 step 4-5).
+  full_fence();
+  return {};
+}
+
 Status SplitRing::set_notifications_suppressed(const MemoryMap& memory, bool suppress) {
   suppressed_ = suppress;
   if (options_.event_idx) {
-    const auto event = static_cast<std::uint16_t>(suppress ? next_avail_ - 1 : next_avail_);
-    VPCI_TRY(memory.write_obj(layout_.device + split_layout::avail_event_offset(layout_.size),
-                              to_le(event)));
-    avail_event_published_ = true;
-    published_avail_event_ = event;
+    VPCI_TRY(publish_avail_event(
+        memory, static_cast<std::uint16_t>(suppress ? next_avail_ - 1 : next_avail_)));
   } else {
     VPCI_TRY(memory.write_obj(layout_.device + split_layout::kUsedFlags,
                               to_le(suppress ? kUsedFlagNoNotify : std::uint16_t{0})));
+    full_fence();  // as in publish_avail_event
   }
-  // The request must be visible before the caller's final look at avail idx (the
-  // driver orders the other way: idx, fence, then reads the request; §2.7.13 step 4-5).
-  full_fence();
   known_avail_ = next_avail_;  // make the next pop() read avail idx again
   return {};
 }

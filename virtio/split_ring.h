@@ -79,6 +79,9 @@ class SplitRing {
       : layout_(layout), options_(options) {}
 
   [[nodiscard]] Result<std::uint16_t> read_avail_idx(const MemoryMap& memory) const;
+  // Writes avail_event (EVENT_IDX: the driver notifies when it fills entry `event`),
+  // remembers it, then a full fence.
+  Status publish_avail_event(const MemoryMap& memory, std::uint16_t event);
   [[nodiscard]] Status walk_chain(const MemoryMap& memory, std::uint16_t head,
                                   ChainDescriptors& chain) const;
 
