@@ -34,6 +34,11 @@ struct InterruptLog {
   std::vector<MsixMessage> msix;
 };
 
+// A BAR as a driver sees it on a path that reports only its size (vfio-user regions, VFIO
+// region info): the kind and prefetchability from its register's low dword `raw` (PCI
+// Local Bus 3.0 §6.2.5.1), the size as given (0: no BAR).
+vpci::pci::BarInfo bar_from_register(std::uint32_t raw, std::uint64_t size);
+
 class PciAccess {
  public:
   virtual ~PciAccess() = default;

@@ -76,16 +76,10 @@ Result<std::unique_ptr<VfioAccess>> VfioAccess::open(const std::string& address)
   vfio->config_size_ = static_cast<std::uint32_t>(
       std::min<std::uint64_t>(vfio->regions_[VFIO_PCI_CONFIG_REGION_INDEX].size, 4096));
   for (unsigned bar = 0; bar < vpci::pci::kBarCount; ++bar) {
-    auto& info = vfio->bars_[bar];
-    info.size = vfio->regions_[bar].size;
-    if (info.size == 0) continue;
-    std::array<std::uint8_t, 4> low{};
-    VPCI_TRY(vfio->config_read(vpci::pci::reg::kBar0 + 4 * bar, low));
-    const auto value = load_le<std::uint32_t>(low);
-    info.kind = (value & 1) != 0          ? vpci::pci::BarKind::kIo
-                : ((value >> 1) & 3) == 2 ? vpci::pci::BarKind::kMemory64
-                                          : vpci::pci::BarKind::kMemory32;
-    info.prefetchable = (value & 9) == 8;
+    if (vfio->regions_[bar].size == 0) continue;
+    std::array<std::uint8_t, 4> raw{};
+    VPCI_TRY(vfio->config_read(vpci::pci::reg::kBar0 + 4 * bar, raw));
+    vfio->bars_[bar] = bar_from_register(load_le<std::uint32_t>(raw), vfio->regions_[bar].size);
   }
   vfio_irq_info irq{};
   irq.argsz = sizeof(irq);

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <sys/eventfd.h>
 
+#include "base/little_endian.h"
 #include "pci/registers.h"
 #include "server/protocol.h"
 
@@ -31,25 +32,13 @@ Result<std::unique_ptr<VfioUserAccess>> VfioUserAccess::create(client::VfioUserC
   }
   VPCI_ASSIGN_OR_RETURN(const auto config, client.region_info(client::kPciConfigRegion));
   access->config_size_ = static_cast<std::uint32_t>(std::min<std::uint64_t>(config.size, 4096));
+  // The sizes come from the regions, the kinds from the BAR registers.
   for (unsigned bar = 0; bar < vpci::pci::kBarCount; ++bar) {
     VPCI_ASSIGN_OR_RETURN(const auto region, client.region_info(bar));
-    access->bars_[bar].size = region.size;
-  }
-  // The BAR kinds come from the config space (the regions only say how big).
-  for (unsigned bar = 0; bar < vpci::pci::kBarCount; ++bar) {
-    if (access->bars_[bar].size == 0) continue;
-    std::array<std::uint8_t, 4> low{};
-    VPCI_TRY(client.region_read(client::kPciConfigRegion, vpci::pci::reg::kBar0 + 4 * bar, low));
-    const std::uint32_t value =
-        low[0] | (low[1] << 8) | (low[2] << 16) | (std::uint32_t{low[3]} << 24);
-    auto& info_bar = access->bars_[bar];
-    if ((value & 1) != 0) {
-      info_bar.kind = vpci::pci::BarKind::kIo;
-    } else {
-      info_bar.kind =
-          ((value >> 1) & 3) == 2 ? vpci::pci::BarKind::kMemory64 : vpci::pci::BarKind::kMemory32;
-      info_bar.prefetchable = (value & 8) != 0;
-    }
+    if (region.size == 0) continue;
+    std::array<std::uint8_t, 4> raw{};
+    VPCI_TRY(client.region_read(client::kPciConfigRegion, vpci::pci::reg::kBar0 + 4 * bar, raw));
+    access->bars_[bar] = bar_from_register(load_le<std::uint32_t>(raw), region.size);
   }
   if (info.num_irqs > kIrqMsix) {
     VPCI_ASSIGN_OR_RETURN(const auto msix, client.irq_info(kIrqMsix));

@@ -61,7 +61,7 @@ int run_probe(const ProbeCliOptions& options) {
     return usage_error("probe",
                        fmt::format("SOURCE \"{}\" is not vfio-user:SOCKET", options.source));
   }
-  const std::string socket(std::string_view(options.source).substr(kVfioUserPrefix.size()));
+  const std::string socket = vfio_user_socket(options.source);
   client::ClientOptions client_options;
   client_options.timeout = std::chrono::milliseconds(options.timeout_ms);
   auto connection = client::VfioUserClient::connect(socket, client_options);

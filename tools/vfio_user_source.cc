@@ -60,7 +60,7 @@ std::string irq_flags(std::uint32_t flags) {
 Result<LiveDevice> read_vfio_user_device(std::string_view source,
                                          std::chrono::milliseconds timeout) {
   LiveDevice device;
-  device.socket = std::string(source.substr(kVfioUserPrefix.size()));
+  device.socket = vfio_user_socket(source);
   client::ClientOptions options;
   options.timeout = timeout;
   VPCI_ASSIGN_OR_RETURN(auto connection, client::VfioUserClient::connect(device.socket, options));

@@ -22,6 +22,10 @@ inline constexpr std::string_view kVfioUserPrefix = "vfio-user:";
 [[nodiscard]] inline bool is_vfio_user_source(std::string_view source) {
   return source.starts_with(kVfioUserPrefix);
 }
+// The SOCKET of a vfio-user:SOCKET source.
+[[nodiscard]] inline std::string vfio_user_socket(std::string_view source) {
+  return std::string(source.substr(kVfioUserPrefix.size()));
+}
 
 struct LiveDevice {
   std::string socket;    // PATH
