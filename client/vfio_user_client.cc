@@ -32,36 +32,18 @@ constexpr std::uint16_t kMinor = 2;
 constexpr std::uint32_t kMaxRegionInfoSize = 64 * 1024;
 // Largest capability JSON accepted in a VERSION reply.
 constexpr std::size_t kMaxVersionJson = std::size_t{16} * 1024;
-// Region-info capability IDs (linux/vfio.h VFIO_REGION_INFO_CAP_*).
-constexpr std::uint16_t kCapSparseMmap = 1;
-constexpr std::uint16_t kCapType = 2;
-constexpr std::uint32_t kRegionFlagCaps = 1u << 3;
+
+using wire::CapabilityHeader;
+using wire::kCapSparseMmap;
+using wire::kCapType;
+using wire::kRegionFlagCaps;
+using wire::SparseMmapEntry;
+using wire::SparseMmapHeader;
+using wire::TypeCapability;
 
 std::string command_name(std::uint16_t command) {
   return server::command_name_of(command);
 }
-
-struct CapabilityHeader {  // struct vfio_info_cap_header
-  std::uint16_t id;
-  std::uint16_t version;
-  std::uint32_t next;
-};
-struct SparseMmapHeader {  // struct vfio_region_info_cap_sparse_mmap, before its areas
-  std::uint32_t nr_areas;
-  std::uint32_t reserved;
-};
-struct SparseMmapEntry {  // struct vfio_region_sparse_mmap_area
-  std::uint64_t offset;
-  std::uint64_t size;
-};
-struct TypeCapability {  // struct vfio_region_info_cap_type, after its header
-  std::uint32_t type;
-  std::uint32_t subtype;
-};
-static_assert(sizeof(CapabilityHeader) == 8 && wire::WireStruct<CapabilityHeader>);
-static_assert(sizeof(SparseMmapHeader) == 8 && wire::WireStruct<SparseMmapHeader>);
-static_assert(sizeof(SparseMmapEntry) == 16 && wire::WireStruct<SparseMmapEntry>);
-static_assert(sizeof(TypeCapability) == 8 && wire::WireStruct<TypeCapability>);
 
 Error protocol_error(const std::string& path, const std::string& what) {
   return Error{ErrorCode::kProtocolViolation, fmt::format("vfio-user server {}: {}", path, what)};

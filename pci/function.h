@@ -43,6 +43,12 @@ struct BarInfo {
   BarKind kind = BarKind::kAbsent;
   std::uint64_t size = 0;  // power of two, or 0 when absent
   bool prefetchable = false;
+  // A page-aligned range of the BAR that a client may map to plain shared memory instead
+  // of forwarding accesses: the function does not need to see the writes there, because
+  // it polls the state they announce (virtio's notification area of a polling device,
+  // virtio 1.3 §4.1.4.4). Its reads then see what was written. Size 0: none.
+  std::uint64_t mappable_offset = 0;
+  std::uint64_t mappable_size = 0;
 };
 
 // Who applies MSI-X table masking (see the file comment).

@@ -17,7 +17,7 @@ packages=(
   # newer guest kernel's compressed modules
   debootstrap busybox-static cpio xz-utils
   # peer test (tests/peers/): libvfio-user's sample servers, built from ../shared/peers
-  meson libjson-c-dev pkg-config
+  meson libjson-c-dev libcmocka-dev pkg-config
   # the notification protocol model (tests/model/)
   spin
 )

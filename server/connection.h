@@ -4,8 +4,10 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <map>
@@ -34,6 +36,30 @@ inline bool write_all(int fd, std::span<const std::uint8_t> bytes) {
     done += static_cast<std::size_t>(n);
   }
   return true;
+}
+
+// Writes all of `bytes` like write_all, passing `pass_fd` (>= 0) with the first byte
+// (SCM_RIGHTS): the peer receives it with the message that starts there.
+inline bool write_all_with_fd(int fd, std::span<const std::uint8_t> bytes, int pass_fd) {
+  if (pass_fd < 0 || bytes.empty()) return write_all(fd, bytes);
+  iovec iov{const_cast<std::uint8_t*>(bytes.data()), bytes.size()};
+  alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int))> control{};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.data();
+  msg.msg_controllen = control.size();
+  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(cmsg), &pass_fd, sizeof(int));
+  ssize_t n = 0;
+  do {
+    n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return false;
+  return write_all(fd, bytes.subspan(static_cast<std::size_t>(n)));
 }
 
 // One client connection as the session's ClientChannel: sends server-to-client requests

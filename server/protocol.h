@@ -66,6 +66,10 @@ inline constexpr std::size_t kRegionInfoSize = 32;
 inline constexpr std::uint32_t kRegionFlagRead = 1u << 0;
 inline constexpr std::uint32_t kRegionFlagWrite = 1u << 1;
 inline constexpr std::uint32_t kRegionFlagMmap = 1u << 2;
+inline constexpr std::uint32_t kRegionFlagCaps = 1u << 3;
+// Region-info capability IDs (linux/vfio.h VFIO_REGION_INFO_CAP_*).
+inline constexpr std::uint16_t kCapSparseMmap = 1;
+inline constexpr std::uint16_t kCapType = 2;
 
 // DEVICE_GET_REGION_IO_FDS request: argsz, flags, index, count.
 inline constexpr std::size_t kRegionIoFdsSize = 16;
@@ -149,6 +153,24 @@ struct RegionInfoPayload {  // "VFIO_USER_DEVICE_GET_REGION_INFO"
   std::uint64_t size;
   std::uint64_t offset;
 };
+// The capability chain after a region-info reply (cap_offset, then each header's next).
+struct CapabilityHeader {  // struct vfio_info_cap_header
+  std::uint16_t id;
+  std::uint16_t version;
+  std::uint32_t next;
+};
+struct SparseMmapHeader {  // struct vfio_region_info_cap_sparse_mmap, before its areas
+  std::uint32_t nr_areas;
+  std::uint32_t reserved;
+};
+struct SparseMmapEntry {  // struct vfio_region_sparse_mmap_area
+  std::uint64_t offset;
+  std::uint64_t size;
+};
+struct TypeCapability {  // struct vfio_region_info_cap_type, after its header
+  std::uint32_t type;
+  std::uint32_t subtype;
+};
 struct RegionIoFdsPayload {  // "VFIO_USER_DEVICE_GET_REGION_IO_FDS" (without sub-regions)
   std::uint32_t argsz;
   std::uint32_t flags;
@@ -182,6 +204,10 @@ static_assert(sizeof(DmaMapPayload) == 32 && WireStruct<DmaMapPayload>);
 static_assert(sizeof(DmaUnmapPayload) == 24 && WireStruct<DmaUnmapPayload>);
 static_assert(sizeof(DeviceInfoPayload) == 16 && WireStruct<DeviceInfoPayload>);
 static_assert(sizeof(RegionInfoPayload) == 32 && WireStruct<RegionInfoPayload>);
+static_assert(sizeof(CapabilityHeader) == 8 && WireStruct<CapabilityHeader>);
+static_assert(sizeof(SparseMmapHeader) == 8 && WireStruct<SparseMmapHeader>);
+static_assert(sizeof(SparseMmapEntry) == 16 && WireStruct<SparseMmapEntry>);
+static_assert(sizeof(TypeCapability) == 8 && WireStruct<TypeCapability>);
 static_assert(sizeof(RegionIoFdsPayload) == 16 && WireStruct<RegionIoFdsPayload>);
 static_assert(sizeof(IrqInfoPayload) == 16 && WireStruct<IrqInfoPayload>);
 static_assert(sizeof(SetIrqsPayload) == 20 && WireStruct<SetIrqsPayload>);

@@ -24,7 +24,7 @@ namespace vpci::server {
 namespace {
 
 constexpr std::array<std::string_view, 2> kTopKeys = {"socket_dir", "device"};
-constexpr std::array<std::string_view, 14> kDeviceKeys = {"name",
+constexpr std::array<std::string_view, 15> kDeviceKeys = {"name",
                                                           "kind",
                                                           "transport",
                                                           "path",
@@ -37,7 +37,8 @@ constexpr std::array<std::string_view, 14> kDeviceKeys = {"name",
                                                           "mergeable_rx_buffers",
                                                           "xen_backend_domid",
                                                           "vfs",
-                                                          "poll_us"};
+                                                          "poll_us",
+                                                          "notify"};
 constexpr std::array<std::string_view, 3> kKindNames = {"virtio-rng", "virtio-blk", "virtio-net"};
 
 constexpr std::uint8_t kind_bit(DeviceKind kind) {
@@ -278,6 +279,10 @@ class Reader {
       return read_integer(value, full, 1, kMaxVfs, "VFs", spec.vfs);
     } else if (name == "poll_us") {
       return read_integer(value, full, 0, kMaxPollMicroseconds, "microseconds", spec.poll_us);
+    } else if (name == "notify") {
+      auto choice = expect_choice(value, full, kNotifyModeNames, "notification mode");
+      if (!choice) return false;
+      spec.notify = static_cast<NotifyMode>(*choice);
     } else if (name == "io") {
       auto choice = expect_choice(value, full, devices::kBlockIoModeNames, "I/O engine");
       if (!choice) return false;
@@ -407,6 +412,16 @@ class Reader {
       }
     }
     if (!check_vfs(table, prefix, spec)) ok = false;
+    if (spec.notify == NotifyMode::kMapped && spec.transport != TransportKind::kModern &&
+        spec.transport != TransportKind::kTransitional) {
+      // The mapped doorbells are the modern notification area in BAR4; the other
+      // transports' guests ring elsewhere (legacy I/O BAR0, a mapper, an admin queue).
+      problem(*table.get("notify"), prefix + ".notify",
+              fmt::format("\"mapped\" needs the modern notification area: transport \"modern\" "
+                          "or \"transitional\", not \"{}\"",
+                          transport_kind_name(spec.transport)));
+      ok = false;
+    }
     if (spec.kind == DeviceKind::kVirtioNet) {
       require("tap");
       if (spec.queues > devices::net::kMaxQueuePairs) {

@@ -48,6 +48,13 @@ using virtio::pci::TransportKind;  // the one transport-kind enum (virtio/pci)
 std::string_view device_kind_name(DeviceKind kind);
 using virtio::pci::transport_kind_name;
 
+// How the guest's doorbells reach the device (docs/serve.md "notify").
+enum class NotifyMode : std::uint8_t {
+  kMessage,  // each doorbell write is a REGION_WRITE message (posted)
+  kMapped,   // the client maps the notification area; the device polls its rings
+};
+inline constexpr std::array<std::string_view, 2> kNotifyModeNames = {"message", "mapped"};
+
 struct ServedDeviceSpec {
   std::string name;
   DeviceKind kind = DeviceKind::kVirtioRng;
@@ -63,7 +70,8 @@ struct ServedDeviceSpec {
   std::optional<std::uint16_t> xen_backend_domid;
   std::uint16_t vfs = 0;      // sriov-pf: the PF's VFs (TotalVFs)
   std::uint32_t poll_us = 0;  // poll window after a served queue (CoreOptions::poll_window)
-  std::uint32_t line = 0;     // where the [[device]] table starts, for later messages
+  NotifyMode notify = NotifyMode::kMessage;
+  std::uint32_t line = 0;  // where the [[device]] table starts, for later messages
 };
 
 struct ServeConfig {

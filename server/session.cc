@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include <nlohmann/json.hpp>
+#include <sys/mman.h>
 
 #include "base/log.h"
 #include "server/trace.h"
@@ -119,7 +120,10 @@ DispatchResult VfioUserSession::handle(IncomingMessage message) {
   DispatchResult result;
   std::vector<std::uint8_t> out;
   switch (handle(message.bytes, message.fds, message.fds_truncated, out)) {
-    case Disposition::kReply: result.reply = std::move(out); break;
+    case Disposition::kReply:
+      result.reply = std::move(out);
+      result.reply_fd = reply_fd_;
+      break;
     case Disposition::kNoReply: break;
     case Disposition::kClose: result.close_connection = true; break;
   }
@@ -134,6 +138,7 @@ VfioUserSession::Disposition VfioUserSession::handle(std::span<const std::uint8_
     std::vector<UniqueFd>& fds;
     ~CloseFds() { fds.clear(); }
   } close_fds{fds};
+  reply_fd_ = -1;
   if (bytes.size() < kHeaderSize) {
     last_error_ = "message shorter than the header";
     ++error_count_;
@@ -186,6 +191,7 @@ VfioUserSession::Disposition VfioUserSession::handle(std::span<const std::uint8_
   Header reply_header{header.msg_id, header.command, 0, kTypeReply, 0};
   if (!status) {
     out.resize(kHeaderSize);
+    reply_fd_ = -1;
     reply_header.flags |= kFlagError;
     reply_header.error = static_cast<std::uint32_t>(errno_for(status.error().code));
   }
@@ -360,13 +366,17 @@ VfioUserSession::Reply VfioUserSession::handle_device_get_info(Payload payload) 
   return out;
 }
 
-// Spec "VFIO_USER_DEVICE_GET_REGION_INFO". No region has capabilities, so the
-// structure is always 32 bytes and the "argsz too small, retry with the size in the
-// reply" case cannot arise; a request smaller than the structure is malformed. No
-// region is MMAP (see RegionInfo), so the reply never carries an fd.
+// Spec "VFIO_USER_DEVICE_GET_REGION_INFO" (semantics of linux/vfio.h
+// VFIO_DEVICE_GET_REGION_INFO). A region without a mappable range is the bare 32-byte
+// structure. One with a mappable range is MMAP and CAPS with one SPARSE_MMAP capability
+// naming that range, and the reply carries the file to map (file offset = region offset,
+// the structure's `offset` 0); a request whose argsz cannot hold the capability gets the
+// bare MMAP structure with the size it needs in argsz and no capability, CAPS flag or
+// file — "retry larger". A request smaller than the structure is malformed.
 VfioUserSession::Reply VfioUserSession::handle_region_info(Payload payload) {
   VPCI_TRY(check_argsz_payload(payload, sizeof(RegionInfoPayload)));
-  const std::uint32_t index = read_wire<RegionInfoPayload>(payload).index;
+  const auto request = read_wire<RegionInfoPayload>(payload);
+  const std::uint32_t index = request.index;
   if (index >= kRegionCount) {
     return make_error(ErrorCode::kInvalidArgument, "region index {} (device has {})", index,
                       kRegionCount);
@@ -378,9 +388,51 @@ VfioUserSession::Reply VfioUserSession::handle_region_info(Payload payload) {
     flags |= info.writable ? kRegionFlagWrite : 0;
   }
   std::vector<std::uint8_t> out;
-  // No capabilities (cap_offset 0); the mmap offset is unused: nothing is mmappable.
-  append_wire(out, RegionInfoPayload{sizeof(RegionInfoPayload), flags, index, 0, info.size, 0});
+  // Doorbells the device never hears of need a device that polls its rings, which it
+  // does only in shared guest RAM (DeviceCore: CoreOptions::idle_poll): a look through
+  // DMA_READ messages, at moments of the device's choosing, would reach QEMU while it
+  // holds its lock for a memory update and waits for this server (seen: SeaBIOS stuck
+  // in its disk probe). So with RAM reached by messages (no map with a file; QEMU maps
+  // its ROMs without one either way) the area is not offered and doorbells stay
+  // messages. A client that has mapped nothing yet is offered it.
+  const bool shared_ram = maps_.size() == 0 || maps_.unshared_count() < maps_.size();
+  if (info.mappable_size == 0 || !shared_ram) {
+    append_wire(out, RegionInfoPayload{sizeof(RegionInfoPayload), flags, index, 0, info.size, 0});
+    return out;
+  }
+  constexpr auto kFullSize =
+      static_cast<std::uint32_t>(sizeof(RegionInfoPayload) + sizeof(CapabilityHeader) +
+                                 sizeof(SparseMmapHeader) + sizeof(SparseMmapEntry));
+  flags |= kRegionFlagMmap;
+  if (request.argsz < kFullSize) {
+    // CAPS only with the capabilities (as libvfio-user answers): QEMU refuses a CAPS
+    // reply whose cap_offset lies outside the structure.
+    append_wire(out, RegionInfoPayload{kFullSize, flags, index, 0, info.size, 0});
+    return out;
+  }
+  flags |= kRegionFlagCaps;
+  VPCI_ASSIGN_OR_RETURN(reply_fd_, mappable_area_file(index, info.size));
+  append_wire(
+      out, RegionInfoPayload{kFullSize, flags, index,
+                             static_cast<std::uint32_t>(sizeof(RegionInfoPayload)), info.size, 0});
+  append_wire(out, CapabilityHeader{kCapSparseMmap, 1, 0});  // version 1, last in the chain
+  append_wire(out, SparseMmapHeader{1, 0});
+  append_wire(out, SparseMmapEntry{info.mappable_offset, info.mappable_size});
   return out;
+}
+
+Result<int> VfioUserSession::mappable_area_file(unsigned bar, std::uint64_t size) {
+  UniqueFd& file = mappable_files_.at(bar);
+  if (!file.valid()) {
+    UniqueFd created(::memfd_create("vpci-mappable-bar", MFD_CLOEXEC));
+    if (!created.valid())
+      return make_error(ErrorCode::kIoError, "memfd_create: {}", errno_text(errno));
+    if (::ftruncate(created.get(), static_cast<off_t>(size)) != 0)
+      return make_error(ErrorCode::kIoError, "ftruncate of the BAR{} file: {}", bar,
+                        errno_text(errno));
+    file = std::move(created);
+  }
+  return file.get();
 }
 
 // Spec "VFIO_USER_DEVICE_GET_REGION_IO_FDS": this server offers no ioeventfds, so the

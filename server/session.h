@@ -38,6 +38,7 @@
 // own reply buffer.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -65,6 +66,7 @@ struct IncomingMessage {
 
 struct DispatchResult {
   std::optional<std::vector<std::uint8_t>> reply;  // nothing for NO_REPLY
+  int reply_fd = -1;  // to pass with the reply (the session's; valid while it lives)
   bool close_connection = false;
 };
 
@@ -89,6 +91,10 @@ class VfioUserSession final : private pci::InterruptOutput {
   enum class Disposition { kReply, kNoReply, kClose };
   Disposition handle(std::span<const std::uint8_t> bytes, std::vector<UniqueFd>& fds,
                      bool fds_truncated, std::vector<std::uint8_t>& reply);
+  // The descriptor to pass with the reply handle() just produced (SCM_RIGHTS), or -1:
+  // the shared file behind a region's mappable areas (GET_REGION_INFO with MMAP). Owned
+  // by the session; the peer gets its own copy.
+  [[nodiscard]] int reply_fd() const { return reply_fd_; }
 
   // Enables message-based DMA through `channel` (which must outlive the session) for
   // calls made on the calling thread, which must be the one calling handle().
@@ -131,6 +137,9 @@ class VfioUserSession final : private pci::InterruptOutput {
   void set_intx_level(bool asserted) override;
   void signal_msix(std::uint16_t vector, std::uint64_t address, std::uint32_t data) override;
   void notice_unshared_memory(std::uint64_t address);
+  // The file a client maps for the mappable areas of BAR `bar` (pci::BarInfo): a memfd
+  // of the BAR's size, created on first use; the device never reads it.
+  Result<int> mappable_area_file(unsigned bar, std::uint64_t size);
 
   pci::Function& function_;
   std::string label_;
@@ -142,6 +151,8 @@ class VfioUserSession final : private pci::InterruptOutput {
   std::uint64_t dma_errors_seen_ = 0;
   std::string last_error_;
   std::uint64_t error_count_ = 0;
+  std::array<UniqueFd, pci::kBarCount> mappable_files_;
+  int reply_fd_ = -1;
 };
 
 // The errno an error reply carries for `code` (spec "Header": always positive).

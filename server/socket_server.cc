@@ -333,8 +333,8 @@ bool VfioUserServer::handle_one(std::span<const std::uint8_t> message, std::vect
     if (disposition == VfioUserSession::Disposition::kClose)
       trace_("closing: " + session.last_error());
   }
-  const bool sent =
-      disposition != VfioUserSession::Disposition::kReply || write_all(client_->fd.get(), reply);
+  const bool sent = disposition != VfioUserSession::Disposition::kReply ||
+                    write_all_with_fd(client_->fd.get(), reply, session.reply_fd());
   if (stats_cell != nullptr) {
     const auto spent = std::chrono::steady_clock::now() - handling_started;
     stats_cell->messages.fetch_add(1, std::memory_order_relaxed);

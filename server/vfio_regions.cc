@@ -34,7 +34,16 @@ RegionInfo region_info(const pci::Function& function, unsigned index) {
   if (index < pci::kBarCount) {
     const pci::BarInfo bar = function.bar_info(index);
     if (bar.kind == pci::BarKind::kAbsent || bar.size == 0) return {};
-    return RegionInfo{bar.size, true, true};
+    RegionInfo info{bar.size, true, true};
+    // Whole pages inside the BAR, or nothing: a client maps pages.
+    constexpr std::uint64_t kPage = 4096;
+    if (bar.mappable_size != 0 && bar.mappable_offset % kPage == 0 &&
+        bar.mappable_size % kPage == 0 && bar.mappable_offset <= bar.size &&
+        bar.mappable_size <= bar.size - bar.mappable_offset) {
+      info.mappable_offset = bar.mappable_offset;
+      info.mappable_size = bar.mappable_size;
+    }
+    return info;
   }
   if (index == kRegionConfig) return RegionInfo{function.config_size(), true, true};
   return {};  // no expansion ROM, no VGA

@@ -26,13 +26,16 @@ inline constexpr unsigned kIrqIndexCount = 5;
 enum IrqIndex : unsigned { kIrqIntx = 0, kIrqMsi = 1, kIrqMsix = 2, kIrqErr = 3, kIrqReq = 4 };
 inline constexpr std::uint32_t kErrIrqCount = 1;
 
-// One region as the server reports it; size 0 means absent. BAR regions are never
-// reported mmappable: any mmappable region makes QEMU send every write as a blocking
-// round trip (reference §7), and virtio doorbells must stay posted.
+// One region as the server reports it; size 0 means absent. A BAR is reported
+// mmappable only for the range its function declares mappable (pci::BarInfo), as one
+// sparse mmap area: any mmappable region makes QEMU send every write as a blocking round
+// trip (reference §7), which only pays when the doorbells themselves stop being messages.
 struct RegionInfo {
   std::uint64_t size = 0;
   bool readable = false;
   bool writable = false;
+  std::uint64_t mappable_offset = 0;
+  std::uint64_t mappable_size = 0;  // 0: not mmappable
 };
 
 // Region `index` < kRegionCount of `function`.

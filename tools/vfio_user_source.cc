@@ -45,7 +45,7 @@ std::string region_flags(std::uint32_t flags) {
   return flag_list(flags, {{wire::kRegionFlagRead, "read"},
                            {wire::kRegionFlagWrite, "write"},
                            {wire::kRegionFlagMmap, "mmap"},
-                           {1u << 3, "caps"}});
+                           {wire::kRegionFlagCaps, "caps"}});
 }
 
 std::string irq_flags(std::uint32_t flags) {

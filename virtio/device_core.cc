@@ -214,8 +214,20 @@ Status DeviceCore::write_status(std::uint8_t value) {
     for (auto& queue : queues_) {
       if (running()) process(*queue);
     }
+    for (auto& queue : queues_) {
+      if (running()) watch_unnotified(*queue);
+    }
   }
   return result;
+}
+
+void DeviceCore::watch_unnotified(Virtqueue& queue) {
+  // Only in shared guest RAM: a look is then a read of host memory. Through DMA_READ
+  // messages it would be a request to the client at a moment nobody chose (see
+  // CoreOptions::idle_poll); the vfio-user server offers mapped doorbells only where
+  // this watch runs (server/session.cc, handle_region_info).
+  if (options_.idle_poll.count() > 0 && memory_->snapshot()->any_host_mapped())
+    poller_.watch(queue);
 }
 
 void DeviceCore::reset() {
@@ -356,7 +368,10 @@ Status DeviceCore::enable_queue(std::uint16_t queue) {
   // Buffers may already be waiting: a notification that arrived while the ring was being
   // set up (the transport serves register accesses while enabling waits for
   // message-based DMA) found the queue not yet enabled and was dropped.
-  if (running()) process(*q);
+  if (running()) {
+    process(*q);
+    watch_unnotified(*q);
+  }
   return {};
 }
 

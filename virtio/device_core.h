@@ -131,6 +131,13 @@ struct CoreOptions {
   // After serving a queue, poll it from the event loop for this long after the last
   // buffer found, with the driver's notifications suppressed (queue_poller.h); 0: off.
   std::chrono::microseconds poll_window{0};
+  // Notifications may never reach the device (a vfio-user client maps the notification
+  // area: VirtioPciOptions::notify_mappable): from DRIVER_OK on, every enabled queue is
+  // watched — polled through its window, then looked at every `idle_poll` — and never
+  // asks for notifications (queue_poller.h). Only while some guest memory is
+  // host-mapped (shared RAM): the vfio-user server maps doorbells under the same
+  // condition. 0: the device relies on notifications.
+  std::chrono::microseconds idle_poll{0};
 };
 
 // Size of the admin virtqueue: Linux issues one command at a time per VF and spins on a
@@ -259,6 +266,8 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   [[nodiscard]] RingOptions ring_options() const;
   [[nodiscard]] bool running() const;
   void process(Virtqueue& queue);
+  // CoreOptions::idle_poll: hands `queue` to the poller's watch where that is safe.
+  void watch_unnotified(Virtqueue& queue);
   // Serves `queue`, then every kick that arrived meanwhile (processing_ is set).
   void process_now(std::uint16_t queue);
   void run_pending_kicks();
@@ -285,7 +294,9 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   // Notifications that arrived inside Device::process_queue, or wait for the loop.
   std::set<std::uint16_t> pending_kicks_;
   // Polls served queues (after options_ and the queues: it refers to both).
-  QueuePoller poller_{options_.poll_window, [this](Virtqueue& queue) { process(queue); }};
+  QueuePoller poller_{options_.poll_window, options_.idle_poll, [this](Virtqueue& queue) {
+                        if (queue.rings_mapped()) process(queue);
+                      }};
 };
 
 }  // namespace vpci::virtio

@@ -174,7 +174,11 @@ class MemoryMap {
         observer_(std::move(observer)),
         generation_(generation) {
     for (const auto& region : regions_) {
-      if (region->host() == nullptr) all_host_mapped_ = false;
+      if (region->host() == nullptr) {
+        all_host_mapped_ = false;
+      } else {
+        any_host_mapped_ = true;
+      }
     }
   }
 
@@ -209,6 +213,10 @@ class MemoryMap {
   // False if some region is message-backed: host_buffers() may then fail where read()
   // and write() work, so zero-copy users should copy through a bounce buffer instead.
   [[nodiscard]] bool all_host_mapped() const { return all_host_mapped_; }
+  // True if some region is host-mapped: the client shares (some of) guest RAM. QEMU maps
+  // its ROMs without a file even when RAM is shared, so all_host_mapped() says nothing
+  // about RAM; with QEMU's default RAM no region is host-mapped at all.
+  [[nodiscard]] bool any_host_mapped() const { return any_host_mapped_; }
 
   [[nodiscard]] const MemoryRegion* find_region(GuestAddress address) const;
   [[nodiscard]] std::span<const std::shared_ptr<const MemoryRegion>> regions() const {
@@ -240,6 +248,7 @@ class MemoryMap {
   std::shared_ptr<const AccessObserver> observer_;
   std::uint64_t generation_ = 0;
   bool all_host_mapped_ = true;
+  bool any_host_mapped_ = false;
 };
 
 // The mutable, thread-safe owner of the region set.

@@ -36,6 +36,13 @@ Result<PackedRing> PackedRing::create(const MemoryMap& memory, const QueueLayout
     return make_error(ErrorCode::kProtocolViolation, "packed queue size {} is not in 1..{}",
                       layout.size, kMaxQueueSize);
   }
+  VPCI_TRY(check_areas(memory, layout));
+  // Notifications start enabled whatever the driver left in the device area.
+  VPCI_TRY(memory.write_obj(layout.device, PackedEventSuppress{0, to_le(ring_event::kEnable)}));
+  return PackedRing(layout, options);
+}
+
+Status PackedRing::check_areas(const MemoryMap& memory, const QueueLayout& layout) {
   // §2.8.10.1 alignment table. The descriptor ring must be writable: used descriptors
   // are written into it.
   VPCI_TRY(ring_internal::check_area(memory, "descriptor ring", layout.desc,
@@ -44,12 +51,9 @@ Result<PackedRing> PackedRing::create(const MemoryMap& memory, const QueueLayout
   VPCI_TRY(ring_internal::check_area(memory, "driver event suppression", layout.driver,
                                      packed_layout::kEventBytes, packed_layout::kEventAlign,
                                      Access::kRead));
-  VPCI_TRY(ring_internal::check_area(memory, "device event suppression", layout.device,
-                                     packed_layout::kEventBytes, packed_layout::kEventAlign,
-                                     Access::kWrite));
-  // Notifications start enabled whatever the driver left in the device area.
-  VPCI_TRY(memory.write_obj(layout.device, PackedEventSuppress{0, to_le(ring_event::kEnable)}));
-  return PackedRing(layout, options);
+  return ring_internal::check_area(memory, "device event suppression", layout.device,
+                                   packed_layout::kEventBytes, packed_layout::kEventAlign,
+                                   Access::kWrite);
 }
 
 Result<bool> PackedRing::head_available(const MemoryMap& memory) const {

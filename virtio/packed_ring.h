@@ -41,6 +41,8 @@ class PackedRing {
  public:
   [[nodiscard]] static Result<PackedRing> create(const MemoryMap& memory, const QueueLayout& layout,
                                                  const RingOptions& options);
+  // The three areas of `layout` are aligned (§2.8.10.1) and mapped in `memory` now.
+  [[nodiscard]] static Status check_areas(const MemoryMap& memory, const QueueLayout& layout);
 
   // Fills `chain` (empty on entry) with the next available buffer and returns true, or
   // returns false when there is none (see SplitRing::pop).

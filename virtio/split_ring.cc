@@ -20,6 +20,12 @@ Result<SplitRing> SplitRing::create(const MemoryMap& memory, const QueueLayout& 
                       "split queue size {} is not a power of two <= {}", layout.size,
                       kMaxQueueSize);
   }
+  VPCI_TRY(check_areas(memory, layout));
+  // Both indices start at 0 when the queue is enabled (§2.7.8: used idx "starts at 0").
+  return SplitRing(layout, options);
+}
+
+Status SplitRing::check_areas(const MemoryMap& memory, const QueueLayout& layout) {
   // §2.7.1: each part aligned as in the §2.7 table; vpci also requires it mapped now.
   VPCI_TRY(ring_internal::check_area(memory, "descriptor table", layout.desc,
                                      split_layout::desc_bytes(layout.size),
@@ -27,11 +33,9 @@ Result<SplitRing> SplitRing::create(const MemoryMap& memory, const QueueLayout& 
   VPCI_TRY(ring_internal::check_area(memory, "available ring", layout.driver,
                                      split_layout::avail_bytes(layout.size),
                                      split_layout::kAvailAlign, Access::kRead));
-  VPCI_TRY(ring_internal::check_area(memory, "used ring", layout.device,
-                                     split_layout::used_bytes(layout.size),
-                                     split_layout::kUsedAlign, Access::kWrite));
-  // Both indices start at 0 when the queue is enabled (§2.7.8: used idx "starts at 0").
-  return SplitRing(layout, options);
+  return ring_internal::check_area(memory, "used ring", layout.device,
+                                   split_layout::used_bytes(layout.size), split_layout::kUsedAlign,
+                                   Access::kWrite);
 }
 
 Result<std::uint16_t> SplitRing::read_avail_idx(const MemoryMap& memory) const {

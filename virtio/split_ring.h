@@ -40,6 +40,8 @@ class SplitRing {
   // Validates the layout against guest memory as it is now.
   [[nodiscard]] static Result<SplitRing> create(const MemoryMap& memory, const QueueLayout& layout,
                                                 const RingOptions& options);
+  // The three areas of `layout` are aligned (§2.7.1) and mapped in `memory` now.
+  [[nodiscard]] static Status check_areas(const MemoryMap& memory, const QueueLayout& layout);
 
   // Fills `chain` (empty on entry) with the next available chain and returns true, or
   // returns false when the driver has made none available. (An out-parameter, so the

@@ -83,6 +83,14 @@ Status Virtqueue::enable(std::shared_ptr<GuestMemory> memory, RingFormat format,
   return {};
 }
 
+bool Virtqueue::rings_mapped() const {
+  if (!enabled_ || memory_ == nullptr) return false;
+  const auto snapshot = memory_->snapshot();
+  const Status mapped = format_ == RingFormat::kPacked ? PackedRing::check_areas(*snapshot, layout_)
+                                                       : SplitRing::check_areas(*snapshot, layout_);
+  return mapped.has_value();
+}
+
 void Virtqueue::reset() {
   ++epoch_;
   enabled_ = false;

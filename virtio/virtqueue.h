@@ -83,6 +83,12 @@ class Virtqueue {
   // and error cleared. Chains popped before are ignored when completed.
   void reset();
 
+  // The enabled queue's rings lie in guest memory as mapped now. A speculative look (the
+  // poller's, with no notification asking for it) checks this first: QEMU unmaps and
+  // remaps guest RAM while its firmware reprograms memory (PAM, SMRAM), and a look that
+  // lands in that gap must skip the queue, not fail it.
+  [[nodiscard]] bool rings_mapped() const;
+
   // ---- device side ---------------------------------------------------------------
   // The next available chain, or nullopt if none is available, the queue is not
   // running, or the ring is malformed (the queue is then failed).

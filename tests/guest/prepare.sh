@@ -4,6 +4,8 @@
 # the repository, in $VPCI_GUEST_CACHE (default /var/cache/vpci-guest):
 #   root/          Debian tree (trixie + trixie-backports, or sid) with qemu-system-x86 >= 10.1
 #                  whose vfio-user-pci device is our server's client; QEMU runs chrooted in it.
+#                  Also qemu-utils of the same version (qemu-storage-daemon, the vhost-user-blk
+#                  peer of bench/guest-blk.sh), added to an older tree without rebuilding it.
 #   kernel/        Debian 12 linux-image-cloud-amd64: vmlinuz + the virtio modules (uncompressed
 #                  .ko, loadable by busybox insmod in a tiny initramfs).
 #   kernel-new/    the same from the tree's archive (trixie: Linux >= 6.11, for the admin queue).
@@ -88,15 +90,15 @@ build_tree() {
     mount -t proc proc "$target/proc"; mounted_proc="$target/proc"
     # -t (not pkg/suite): QEMU's own dependencies (qemu-system-common, seabios) must come
     # from backports too.
-    log "installing qemu-system-x86 from trixie-backports in the tree"
+    log "installing qemu-system-x86 and qemu-utils from trixie-backports in the tree"
     if ! with_progress "$cache/apt.log" chroot "$target" /usr/bin/env DEBIAN_FRONTEND=noninteractive sh -c \
-        'apt-get update -q && apt-get install -y -q --no-install-recommends -t trixie-backports qemu-system-x86'; then
+        'apt-get update -q && apt-get install -y -q --no-install-recommends -t trixie-backports qemu-system-x86 qemu-utils'; then
       tail -20 "$cache/apt.log" >&2; cleanup_tree_mounts; return 1
     fi
   else
-    log "debootstrap --variant=minbase --include=qemu-system-x86 $suite $target"
+    log "debootstrap --variant=minbase --include=qemu-system-x86,qemu-utils $suite $target"
     with_progress "$cache/debootstrap.log" \
-      debootstrap --variant=minbase --include=qemu-system-x86 "$suite" "$target" ||
+      debootstrap --variant=minbase --include=qemu-system-x86,qemu-utils "$suite" "$target" ||
       { tail -20 "$cache/debootstrap.log" >&2; return 1; }
     mount -t proc proc "$target/proc"; mounted_proc="$target/proc"
   fi
@@ -125,6 +127,39 @@ else
     fi
   fi
   tree_ok || die "tree built but qemu-system-x86_64 in it has no vfio-user-pci device"
+fi
+
+# --- qemu-utils in the tree (qemu-storage-daemon) ----------------------------------------------
+# bench/guest-blk.sh's "qsd" variant runs the tree's qemu-storage-daemon (package qemu-utils),
+# which must be the very build of the tree's QEMU (same block layer, same version). A tree
+# built before qemu-utils was part of it gets the package here, pinned to qemu-system-x86's
+# version, without being rebuilt.
+# shellcheck disable=SC2016  # ${Version} is dpkg-query's format, not a shell expansion
+package_version() { chroot "$root" dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true; }
+qemu_utils_ok() {
+  [[ -x $root/usr/bin/qemu-storage-daemon ]] || return 1
+  [[ -n $(package_version qemu-utils) && $(package_version qemu-utils) == "$(package_version qemu-system-x86)" ]] ||
+    return 1
+  chroot "$root" /usr/bin/qemu-storage-daemon --version >/dev/null 2>&1
+}
+
+if qemu_utils_ok; then
+  log "qemu-utils ok: $(package_version qemu-utils)"
+else
+  qemu_version=$(package_version qemu-system-x86)
+  [[ -n $qemu_version ]] || die "the tree has no qemu-system-x86 package"
+  log "installing qemu-utils=$qemu_version in the tree"
+  mount -t proc proc "$root/proc"; mounted_proc="$root/proc"
+  if ! with_progress "$cache/apt-qemu-utils.log" chroot "$root" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
+      sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends qemu-utils=$qemu_version"; then
+    tail -20 "$cache/apt-qemu-utils.log" >&2; cleanup_tree_mounts
+    die "could not install qemu-utils=$qemu_version in the tree (its archive may have moved on:" \
+      "remove $root_stamp to rebuild the tree)"
+  fi
+  chroot "$root" apt-get clean >/dev/null 2>&1 || true
+  cleanup_tree_mounts
+  qemu_utils_ok || die "qemu-utils installed but qemu-storage-daemon in the tree does not run"
+  log "qemu-utils ready: $(package_version qemu-utils)"
 fi
 
 # --- guest kernels and modules ----------------------------------------------------------------

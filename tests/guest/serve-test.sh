@@ -7,7 +7,9 @@
 #      /dev/hwrng bytes with MSI-X interrupts counted; modern virtio-blk (two request
 #      queues, VIRTIO_BLK_F_MQ: the guest uses both; polled for 200 us after each
 #      request with the guest's notifications suppressed, issue 19) and transitional virtio-blk (on the
-#      thread-pool I/O engine instead of io_uring) write, read back and compare a pattern; the legacy-only blk does the same through the legacy
+#      thread-pool I/O engine instead of io_uring; notify = "mapped": QEMU maps its
+#      doorbell page, so the guest's kicks never become messages and the device polls)
+#      write, read back and compare a pattern; the legacy-only blk does the same through the legacy
 #      interface; the MMR device is present with its capabilities; after power-off the
 #      host finds each pattern in its backing file.
 #   2. virtio_pci.force_legacy=1: the transitional devices and the legacy-over-mmr device
@@ -16,7 +18,9 @@
 #   3. QEMU's default guest RAM (not shared: DMA_MAP without fds), modern interface:
 #      every ring access and buffer copy goes through DMA_READ/DMA_WRITE messages; rng
 #      bytes and blk patterns must work exactly as in boot 1, and the server says once
-#      per device that memory is not shared.
+#      per device that memory is not shared; blk1's doorbells are messages again (a
+#      device cannot poll through messages, so the page is not offered for mapping).
+# The server's --trace shows that blk1's doorbells never arrive as messages in boot 1.
 # Finally SIGTERM: the server must exit 0 and remove its sockets.
 # VPCI_SKIP_GUEST=1 skips it (exit 77); anything else that keeps it from running fails.
 # Usage: serve-test.sh VPCI_BINARY
@@ -35,7 +39,7 @@ work=$(mktemp -d /tmp/vpci-serve-test.XXXXXX)
 server_pid=""
 cleanup() {
   if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  if ((failures == 0)); then rm -rf "$work"; else echo "serve-test: artifacts kept in $work" >&2; fi
+  if ((failures == 0 && ${KEEP:-0} == 0)); then rm -rf "$work"; else echo "serve-test: artifacts kept in $work" >&2; fi
 }
 trap cleanup EXIT
 
@@ -59,6 +63,8 @@ kind = "virtio-blk"
 transport = "transitional"
 path = "transitional.img"
 io = "threads"
+notify = "mapped"
+poll_us = 100
 [[device]]
 name = "rng1"
 kind = "virtio-rng"
@@ -80,7 +86,7 @@ transport = "legacy"
 path = "legacy.img"
 EOF
 names=(rng0 blk0 blk1 rng1 mmr0 lom0 leg0)
-"$vpci_bin" serve "$work/serve.toml" >"$work/serve.log" 2>&1 &
+"$vpci_bin" serve "$work/serve.toml" --stats --trace "$work/trace.log" >"$work/serve.log" 2>&1 &
 server_pid=$!
 for ((i = 0; i < 100; i++)); do
   grep -q '^vpci serve: ready' "$work/serve.log" && break
@@ -95,6 +101,7 @@ fi
 grep -q 'blk0: virtio-blk, modern, .*, 2 queues' "$work/serve.log" || fail "serve: blk0 does not say it has 2 queues"
 grep -q 'blk1: virtio-blk, transitional, .*, io threads' "$work/serve.log" || fail "serve: blk1 does not say it uses the thread pool"
 grep -q 'blk0: virtio-blk, modern, .*, polls 200 us' "$work/serve.log" || fail "serve: blk0 does not say it polls"
+grep -q 'blk1: virtio-blk, transitional, .*, doorbells mapped' "$work/serve.log" || fail "serve: blk1 does not say its doorbells are mapped"
 sockets=()
 for name in "${names[@]}"; do sockets+=(--socket "$work/sockets/$name.sock"); done
 # Guest PCI addresses follow the -device order: 00:01.0 rng0 ... 00:06.0 lom0, 00:07.0 leg0.
@@ -128,7 +135,14 @@ boot() {  # boot N EXTRA-APPEND EXPECT [RUN-GUEST-ARG...]
   fi
 }
 
+# doorbells DEVICE FROM: the doorbell writes (REGION_WRITE into BAR4's notification area
+# at 0x3000) that reached DEVICE as messages in the trace from line FROM on.
+doorbells() {
+  tail -n "+$2" "$work/trace.log" | grep -c "^\[$1\] <- #[0-9]* REGION_WRITE region 4 offset 0x3[0-9a-f]\{3\} " || true
+}
+
 # ---- boot 1: modern interface --------------------------------------------------------
+trace_from=$(($(wc -l <"$work/trace.log") + 1))
 if boot 1 "" "1af4:1044@virtio-pci,1af4:1042@virtio-pci,1af4:1001@virtio-pci,1af4:1005@virtio-pci,1af4:10fa" --smp 2; then
   log=$work/console1.log
   expect_line "$log" '^VPCI-RESULT rng-0000:00:01.0 PASS .*kind=msix iface=modern' "boot 1: modern rng with MSI-X"
@@ -163,6 +177,12 @@ if boot 1 "" "1af4:1044@virtio-pci,1af4:1042@virtio-pci,1af4:1001@virtio-pci,1af
   for image in modern transitional legacy; do
     "$here/check-pattern.sh" "$work/$image.img" 1048576 boot1 || fail "boot 1: pattern not in $image.img"
   done
+  # blk1's doorbell page is mapped into the guest (notify = "mapped"): its kicks are
+  # memory writes the server never receives; blk0's still arrive as messages.
+  blk0_doorbells=$(doorbells blk0 "$trace_from") blk1_doorbells=$(doorbells blk1 "$trace_from")
+  ((blk0_doorbells > 0)) || fail "boot 1: no doorbell message from blk0 in the trace (the check cannot see doorbells)"
+  ((blk1_doorbells == 0)) || fail "boot 1: blk1's doorbells are mapped, yet $blk1_doorbells arrived as messages"
+  echo "serve-test: boot 1: doorbell messages: blk0 $blk0_doorbells, blk1 (mapped) $blk1_doorbells"
 fi
 
 # ---- boot 2: legacy interface ---------------------------------------------------------
@@ -179,6 +199,7 @@ fi
 
 # ---- boot 3: plain (unshared) guest RAM ------------------------------------------------
 notices_before=$(grep -c 'is not shared with vpci' "$work/serve.log" || true)
+trace_from=$(($(wc -l <"$work/trace.log") + 1))
 if boot 3 "" "1af4:1044@virtio-pci,1af4:1042@virtio-pci,1af4:1001@virtio-pci,1af4:1005@virtio-pci" --plain-memory; then
   log=$work/console3.log
   expect_line "$log" '^VPCI-RESULT rng-0000:00:01.0 PASS .*kind=msix iface=modern' "boot 3: rng over message DMA"
@@ -189,6 +210,10 @@ if boot 3 "" "1af4:1044@virtio-pci,1af4:1042@virtio-pci,1af4:1001@virtio-pci,1af
   for image in modern transitional lom legacy; do
     "$here/check-pattern.sh" "$work/$image.img" 1048576 boot3 || fail "boot 3: pattern not in $image.img"
   done
+  # Without shared RAM the device cannot poll, so blk1's doorbell page is not offered for
+  # mapping and its kicks come as messages again.
+  blk1_doorbells=$(doorbells blk1 "$trace_from")
+  ((blk1_doorbells > 0)) || fail "boot 3: blk1 (plain RAM) sent no doorbell message: were its doorbells mapped?"
 fi
 notices=$(($(grep -c 'is not shared with vpci' "$work/serve.log" || true) - notices_before))
 # rng0, blk0, blk1, rng1, lom0 and leg0 touch guest memory; mmr0 has no driver. None

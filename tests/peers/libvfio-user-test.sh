@@ -17,7 +17,7 @@ tarball=$(ls "$peers"/libvfio-user-*.tar.gz 2>/dev/null | head -1 || true)
 skip() { echo "libvfio-user-test: skipped: $*" >&2; exit 77; }
 [[ -n $tarball ]] || skip "no libvfio-user source in $peers (set VPCI_PEERS_DIR)"
 for tool in meson ninja lspci; do command -v "$tool" >/dev/null || skip "$tool missing (scripts/install-deps.sh)"; done
-pkg-config --exists json-c || skip "libjson-c-dev missing (scripts/install-deps.sh)"
+for lib in json-c cmocka; do pkg-config --exists "$lib" || skip "lib$lib-dev missing (scripts/install-deps.sh)"; done
 
 work=$(mktemp -d /tmp/vpci-peer.XXXXXX)
 pids=()
@@ -30,6 +30,14 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "libvfio-user-test: FAIL: $*" >&2; failures=$((failures + 1)); }
+# run_vpci WHAT ARGS...: runs vpci, leaves its output (stdout and stderr) in `out`; a
+# non-zero exit is a failure that shows what it printed.
+run_vpci() {
+  local what=$1 status=0
+  shift
+  out=$("$vpci" "$@" 2>&1) || status=$?
+  ((status == 0)) || { fail "$what exited $status"; printf '%s\n' "$out" | sed 's/^/  | /' >&2; }
+}
 expect() {  # expect TEXT REGEX WHAT
   grep -Eq "$2" <<<"$1" || { fail "$3 (no line matching '$2')"; printf '%s\n' "$1" | sed 's/^/  | /' >&2; }
 }
@@ -57,40 +65,40 @@ start() {
 
 # --- gpio-pci-idio-16 ---------------------------------------------------------------------
 start gpio-pci-idio-16
-out=$("$vpci" inspect "vfio-user:$sock" 2>&1) || fail "inspect gpio-pci-idio-16 exited $?"
+run_vpci "inspect gpio-pci-idio-16" inspect "vfio-user:$sock"
 expect "$out" '^vfio-user server .*: protocol 0\.[0-9]+, max_msg_fds [0-9]+' "gpio: the server's version and capabilities"
 expect "$out" 'region 2 \(BAR2\): 0x100 bytes, read,write' "gpio: BAR2 is a 256-byte region"
 expect "$out" 'irq 0 \(INTx\): 1 vector' "gpio: one INTx vector"
 expect "$out" '\[494f:0dc8\] rev 00' "gpio: IDs 494f:0dc8"
 expect "$out" 'BAR2: 0x00000001  I/O at 0x0, size 256 bytes' "gpio: BAR2 decoded as I/O, 256 bytes"
 start gpio-pci-idio-16
-"$vpci" dump "vfio-user:$sock" -o "$work/gpio.lspci" || fail "dump gpio-pci-idio-16 exited $?"
+run_vpci "dump gpio-pci-idio-16" dump "vfio-user:$sock" -o "$work/gpio.lspci"
 decoded=$(lspci -O hwdb.disable=1 -F "$work/gpio.lspci" -vv 2>/dev/null)
 expect "$decoded" 'ACCES I/O Products, Inc\. PCI-IDIO-16' "gpio: lspci -F names the device"
 expect "$decoded" 'Region 2: I/O ports at <unassigned>' "gpio: lspci -F shows the I/O BAR"
 start gpio-pci-idio-16
-out=$("$vpci" probe "vfio-user:$sock" 2>&1) || fail "probe gpio-pci-idio-16 exited $? (a non-virtio device is not a failure)"
+run_vpci "probe gpio-pci-idio-16 (a non-virtio device is not a failure)" probe "vfio-user:$sock"
 expect "$out" '494f:0dc8, not virtio' "gpio: probe says not virtio"
 expect "$out" 'result: pass' "gpio: probe passes"
 echo "libvfio-user-test: gpio-pci-idio-16: inspect, dump (lspci -F) and probe ok"
 
 # --- server --------------------------------------------------------------------------------
 start server
-out=$("$vpci" inspect --json "vfio-user:$sock" 2>&1) || fail "inspect --json server exited $?"
+run_vpci "inspect --json server" inspect --json "vfio-user:$sock"
 expect "$out" '"vendor_id": 57005' "server: vendor dead"
 expect "$out" '"device_id": 48879' "server: device beef"
 start server
-out=$("$vpci" inspect "vfio-user:$sock" 2>&1) || fail "inspect server exited $?"
+run_vpci "inspect server" inspect "vfio-user:$sock"
 expect "$out" 'region 0 \(BAR0\): 0x8 bytes, read,write' "server: BAR0 of 8 bytes"
 expect "$out" 'region 1 \(BAR1\): 0x4000 bytes, read,write,mmap,caps, fd, sparse mmap 0x0\+0x1000, sparse mmap 0x2000\+0x1000' \
   "server: BAR1 mmappable with its fd and two sparse areas"
 expect "$out" 'subsystem cafe:babe' "server: subsystem cafe:babe"
 start server
-"$vpci" dump "vfio-user:$sock" -o "$work/server.lspci" || fail "dump server exited $?"
+run_vpci "dump server" dump "vfio-user:$sock" -o "$work/server.lspci"
 decoded=$(lspci -O hwdb.disable=1 -F "$work/server.lspci" -vv 2>/dev/null)
 expect "$decoded" 'Device dead:beef|Device beef' "server: lspci -F decodes the device"
 start server
-out=$("$vpci" probe --json "vfio-user:$sock" 2>&1) || fail "probe server exited $?"
+run_vpci "probe server" probe --json "vfio-user:$sock"
 expect "$out" '"type": "not virtio"' "server: probe says not virtio"
 echo "libvfio-user-test: server: inspect (text, JSON), dump (lspci -F) and probe ok"
 

@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "server/socket_server.h"
 #include "server/vfio_regions.h"
@@ -41,13 +42,21 @@ class RecordingFunction final : public pci::Function {
     bool operator==(const BarAccess&) const = default;
   };
 
+  // What BAR0 declares mappable (pci::BarInfo); none by default. Set by the test thread,
+  // read by the server's.
+  std::atomic<std::uint64_t> bar0_mappable_offset = 0;
+  std::atomic<std::uint64_t> bar0_mappable_size = 0;
+
   RecordingFunction() : config_(4096, 0) {
     config_[0] = 0xF4;  // vendor 0x1AF4 at offset 0
     config_[1] = 0x1A;
   }
   [[nodiscard]] std::uint32_t config_size() const override { return 4096; }
   [[nodiscard]] pci::BarInfo bar_info(unsigned bar) const override {
-    if (bar == 0) return {pci::BarKind::kMemory64, 0x4000, false};
+    if (bar == 0) {
+      return {pci::BarKind::kMemory64, 0x4000, false, bar0_mappable_offset.load(),
+              bar0_mappable_size.load()};
+    }
     if (bar == 2) return {pci::BarKind::kIo, 0x20, false};
     return {};
   }
@@ -154,6 +163,99 @@ TEST_F(FunctionServingTest, RegionsComeFromBarsAndConfigSize) {
     EXPECT_EQ(load<std::uint64_t>(reply->payload, 16), sizes[i]) << "region " << i;
     const std::uint32_t flags = load<std::uint32_t>(reply->payload, 4);
     EXPECT_EQ(flags, sizes[i] != 0 ? kRegionFlagRead | kRegionFlagWrite : 0u) << "region " << i;
+  }
+}
+
+// A BAR range the function declares mappable (virtio's notification area with notify =
+// "mapped") is one SPARSE_MMAP area of an MMAP region, and the reply carries the file to
+// map: the same file for every request of the connection, as large as the BAR. A request
+// too small for the capability learns the size to retry with, without CAPS or a file
+// (QEMU refuses CAPS whose cap_offset lies outside what it asked for).
+TEST_F(FunctionServingTest, AMappableBarRangeIsOneSparseAreaWithItsFile) {
+  function_.bar0_mappable_offset = 0x1000;
+  function_.bar0_mappable_size = 0x2000;
+  constexpr std::uint32_t kFull = kRegionInfoSize + 8 + 8 + 16;
+  auto short_reply = call(kDeviceGetRegionInfo, testing::region_info(0, kRegionInfoSize));
+  ASSERT_TRUE(short_reply && !short_reply->is_error());
+  ASSERT_EQ(short_reply->payload.size(), kRegionInfoSize);
+  EXPECT_EQ(load<std::uint32_t>(short_reply->payload, 0), kFull) << "argsz to retry with";
+  EXPECT_EQ(load<std::uint32_t>(short_reply->payload, 4),
+            kRegionFlagRead | kRegionFlagWrite | kRegionFlagMmap);
+  EXPECT_EQ(load<std::uint32_t>(short_reply->payload, 12), 0u) << "no cap_offset";
+  EXPECT_TRUE(short_reply->fds.empty());
+
+  auto full = call(kDeviceGetRegionInfo, testing::region_info(0, kFull));
+  ASSERT_TRUE(full && !full->is_error());
+  ASSERT_EQ(full->payload.size(), kFull);
+  EXPECT_EQ(load<std::uint32_t>(full->payload, 4),
+            kRegionFlagRead | kRegionFlagWrite | kRegionFlagMmap | kRegionFlagCaps);
+  EXPECT_EQ(load<std::uint32_t>(full->payload, 12), kRegionInfoSize) << "cap_offset";
+  EXPECT_EQ(load<std::uint64_t>(full->payload, 16), 0x4000u) << "size";
+  EXPECT_EQ(load<std::uint64_t>(full->payload, 24), 0u) << "file offset of the region";
+  EXPECT_EQ(load<std::uint16_t>(full->payload, 32), kCapSparseMmap);
+  EXPECT_EQ(load<std::uint16_t>(full->payload, 34), 1u) << "version";
+  EXPECT_EQ(load<std::uint32_t>(full->payload, 36), 0u) << "last capability";
+  EXPECT_EQ(load<std::uint32_t>(full->payload, 40), 1u) << "nr_areas";
+  EXPECT_EQ(load<std::uint64_t>(full->payload, 48), 0x1000u);
+  EXPECT_EQ(load<std::uint64_t>(full->payload, 56), 0x2000u);
+  ASSERT_EQ(full->fds.size(), 1u);
+  struct stat file {};
+  ASSERT_EQ(::fstat(full->fds[0].get(), &file), 0);
+  EXPECT_EQ(file.st_size, 0x4000);
+  // The area maps (shared, writable); a later request passes the same file.
+  void* area =
+      ::mmap(nullptr, 0x2000, PROT_READ | PROT_WRITE, MAP_SHARED, full->fds[0].get(), 0x1000);
+  ASSERT_NE(area, MAP_FAILED);
+  static_cast<volatile std::uint16_t*>(area)[0] = 0x1234;
+  ASSERT_EQ(::munmap(area, 0x2000), 0);
+  auto again = call(kDeviceGetRegionInfo, testing::region_info(0, 4096));
+  ASSERT_TRUE(again && again->fds.size() == 1);
+  struct stat again_file {};
+  ASSERT_EQ(::fstat(again->fds[0].get(), &again_file), 0);
+  EXPECT_EQ(again_file.st_ino, file.st_ino);
+  EXPECT_EQ(again->payload.size(), kFull) << "the reply is as long as it needs, not as asked";
+  // Accesses through messages still reach the function (a client need not map).
+  function_.accesses.clear();
+  write_bar0_u32(0x1000, 0);
+  const std::vector<RecordingFunction::BarAccess> expected{{0, 0x1000, 4, true}};
+  EXPECT_EQ(function_.accesses, expected);
+}
+
+// Mapped doorbells need a device that polls, which it does only in shared guest RAM: a
+// client whose maps all came without a file (QEMU's default RAM) is not offered the area;
+// one that shares RAM is, whatever ROMs it maps without a file beside it.
+TEST_F(FunctionServingTest, AMappableRangeIsOfferedOnlyWithSharedRam) {
+  function_.bar0_mappable_offset = 0x1000;
+  function_.bar0_mappable_size = 0x1000;
+  call(kDmaMap, testing::dma_map(kDmaMapRead | kDmaMapWrite, 0, 0x0, 0x10000));  // no file
+  auto reply = call(kDeviceGetRegionInfo, testing::region_info(0, 4096));
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->payload.size(), kRegionInfoSize);
+  EXPECT_EQ(load<std::uint32_t>(reply->payload, 4), kRegionFlagRead | kRegionFlagWrite);
+  EXPECT_TRUE(reply->fds.empty());
+  const UniqueFd ram(::memfd_create("ram", MFD_CLOEXEC));
+  ASSERT_EQ(::ftruncate(ram.get(), 0x10000), 0);
+  const int fd = ram.get();
+  call(kDmaMap, testing::dma_map(kDmaMapRead | kDmaMapWrite, 0, 0x100000, 0x10000),
+       std::span(&fd, 1));
+  reply = call(kDeviceGetRegionInfo, testing::region_info(0, 4096));
+  ASSERT_TRUE(reply);
+  EXPECT_NE(load<std::uint32_t>(reply->payload, 4) & kRegionFlagMmap, 0u);
+  EXPECT_EQ(reply->fds.size(), 1u);
+}
+
+// A range that is not whole pages inside the BAR is not offered at all.
+TEST_F(FunctionServingTest, AMappableRangeThatIsNotWholePagesIsNotOffered) {
+  for (auto [offset, size] : {std::pair<std::uint64_t, std::uint64_t>{0x800, 0x1000},
+                              {0x1000, 0x800},
+                              {0x3000, 0x2000}}) {
+    function_.bar0_mappable_offset = offset;
+    function_.bar0_mappable_size = size;
+    auto reply = call(kDeviceGetRegionInfo, testing::region_info(0, 4096));
+    ASSERT_TRUE(reply && !reply->is_error());
+    EXPECT_EQ(reply->payload.size(), kRegionInfoSize);
+    EXPECT_EQ(load<std::uint32_t>(reply->payload, 4), kRegionFlagRead | kRegionFlagWrite);
+    EXPECT_TRUE(reply->fds.empty());
   }
 }
 

@@ -196,6 +196,29 @@ TEST(ServeConfig, PollWindow) {
   EXPECT_THAT(error_of(rng + "poll_us = -1\n"), HasSubstr("-1 microseconds"));
 }
 
+// notify (issue 19): "message" (default) or "mapped", the latter only where the modern
+// notification area is what the guest rings.
+TEST(ServeConfig, NotifyMode) {
+  const auto device = [](const std::string& transport) {
+    return "[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\ntransport = \"" + transport + "\"\n";
+  };
+  EXPECT_EQ(parse(device("modern"))->devices[0].notify, NotifyMode::kMessage);
+  EXPECT_EQ(parse(device("modern") + "notify = \"message\"\n")->devices[0].notify,
+            NotifyMode::kMessage);
+  EXPECT_EQ(parse(device("modern") + "notify = \"mapped\"\n")->devices[0].notify,
+            NotifyMode::kMapped);
+  EXPECT_EQ(parse(device("transitional") + "notify = \"mapped\"\n")->devices[0].notify,
+            NotifyMode::kMapped);
+  EXPECT_THAT(error_of(device("legacy") + "notify = \"mapped\"\n"),
+              HasSubstr("serve.toml:5:10: device[1].notify: \"mapped\" needs the modern "
+                        "notification area: transport \"modern\" or \"transitional\", not "
+                        "\"legacy\""));
+  EXPECT_THAT(error_of(device("mmr") + "notify = \"mapped\"\n"), HasSubstr("not \"mmr\""));
+  EXPECT_THAT(error_of(device("modern") + "notify = \"mmap\"\n"),
+              HasSubstr("device[1].notify: unknown notification mode \"mmap\""));
+  EXPECT_THAT(error_of(device("modern") + "notify = 1\n"), HasSubstr("device[1].notify"));
+}
+
 TEST(ServeConfig, UnknownKeyNamesFileLineKeyAndSuggests) {
   const std::string message = error_of(
       "[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\n"

@@ -72,13 +72,31 @@ std::uint16_t TestClient::send_command(std::uint16_t command, std::span<const st
   return id;
 }
 
-bool TestClient::read_exact(std::uint8_t* out, std::size_t length, int timeout_ms) {
+bool TestClient::read_exact(std::uint8_t* out, std::size_t length, int timeout_ms,
+                            std::vector<UniqueFd>* fds) {
   std::size_t done = 0;
   while (done < length) {
     pollfd p{fd_.get(), POLLIN, 0};
     if (::poll(&p, 1, timeout_ms) <= 0) return false;
-    const ssize_t n = ::recv(fd_.get(), out + done, length - done, 0);
+    iovec iov{out + done, length - done};
+    alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * 16)> control{};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    const ssize_t n = ::recvmsg(fd_.get(), &msg, MSG_CMSG_CLOEXEC);
     if (n <= 0) return false;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t i = 0; i < count; ++i) {
+        int fd = -1;
+        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        UniqueFd owned(fd);
+        if (fds != nullptr) fds->push_back(std::move(owned));  // otherwise closed here
+      }
+    }
     done += static_cast<std::size_t>(n);
   }
   return true;
@@ -86,8 +104,9 @@ bool TestClient::read_exact(std::uint8_t* out, std::size_t length, int timeout_m
 
 std::optional<ReplyMessage> TestClient::receive(int timeout_ms) {
   std::array<std::uint8_t, kHeaderSize> head{};
-  if (!read_exact(head.data(), head.size(), timeout_ms)) return std::nullopt;
-  ReplyMessage reply{decode_header(head), {}};
+  ReplyMessage reply;
+  if (!read_exact(head.data(), head.size(), timeout_ms, &reply.fds)) return std::nullopt;
+  reply.header = decode_header(head);
   if (reply.header.message_size < kHeaderSize) return std::nullopt;
   reply.payload.resize(reply.header.message_size - kHeaderSize);
   if (!read_exact(reply.payload.data(), reply.payload.size(), timeout_ms)) return std::nullopt;

@@ -15,8 +15,9 @@
 namespace vpci::server::testing {
 
 struct ReplyMessage {
-  vfio_user::Header header;
+  vfio_user::Header header{};
   std::vector<std::uint8_t> payload;
+  std::vector<UniqueFd> fds;  // SCM_RIGHTS fds that came with it
   [[nodiscard]] bool is_error() const { return (header.flags & vfio_user::kFlagError) != 0; }
 };
 
@@ -45,7 +46,9 @@ class TestClient {
 
  private:
   explicit TestClient(UniqueFd fd) : fd_(std::move(fd)) {}
-  bool read_exact(std::uint8_t* out, std::size_t length, int timeout_ms);
+  // Collects SCM_RIGHTS fds that arrive with the bytes into `fds` (closed if null).
+  bool read_exact(std::uint8_t* out, std::size_t length, int timeout_ms,
+                  std::vector<UniqueFd>* fds = nullptr);
 
   UniqueFd fd_;
   std::uint16_t next_id_ = 1;

@@ -3,6 +3,8 @@
 // avail_event one behind; packed: DISABLE), serves buffers added without a doorbell from
 // its event loop, extends the window while it finds work, and when the window passes
 // asks for notifications again — after which a buffer without a doorbell waits for one.
+// With an idle look (CoreOptions::idle_poll, notify = "mapped") no doorbell is ever
+// needed: every enabled queue is watched from DRIVER_OK until a reset.
 #include <chrono>
 #include <thread>
 
@@ -41,9 +43,11 @@ constexpr auto kWindow = 30ms;
 
 class QueuePollerTest : public ::testing::Test {
  protected:
-  void bring_up(std::uint64_t features, bool packed) {
+  void bring_up(std::uint64_t features, bool packed,
+                std::chrono::microseconds idle_poll = std::chrono::microseconds{0}) {
     CoreOptions options;
     options.poll_window = kWindow;
+    options.idle_poll = idle_poll;
     core =
         std::make_unique<DeviceCore>(std::make_unique<SinkDevice>(), memory, &interrupts, options);
     core->set_event_loop(loop.get());
@@ -81,9 +85,11 @@ class QueuePollerTest : public ::testing::Test {
       ASSERT_TRUE(loop->run_once(1ms));
     }
   }
-  // Runs the loop until every window closed (at most a second).
+  // Runs the loop until every window closed (at most a second: a look takes anything
+  // from microseconds to a millisecond, so the bound is time, not looks).
   void run_until_asleep() {
-    for (int i = 0; i < 1000 && core->poller().open_windows() != 0; ++i) {
+    const auto end = std::chrono::steady_clock::now() + 1s;
+    while (core->poller().open_windows() != 0 && std::chrono::steady_clock::now() < end) {
       ASSERT_TRUE(loop->run_once(1ms));
     }
     ASSERT_EQ(core->poller().open_windows(), 0u);
@@ -178,6 +184,123 @@ TEST_F(QueuePollerTest, ResetClosesEveryWindowAndOffIsOff) {
   EXPECT_EQ(used(), 1u);
   EXPECT_EQ(core->poller().open_windows(), 0u);
   EXPECT_EQ(from_le(ram.get<std::uint16_t>(split->layout().device)), 0);
+}
+
+constexpr auto kIdleLook = 5ms;
+
+// notify = "mapped": the driver's doorbells never reach the device, so from DRIVER_OK on
+// it finds buffers by itself — inside the window and, after it, at its idle looks — and
+// never asks for notifications.
+TEST_F(QueuePollerTest, WatchedQueuesNeedNoDoorbell) {
+  bring_up(0, false, kIdleLook);
+  EXPECT_EQ(core->poller().open_windows(), 1u) << "watched from DRIVER_OK";
+  run_for(kIdleLook);
+  EXPECT_EQ(from_le(ram.get<std::uint16_t>(split->layout().device)), kUsedFlagNoNotify);
+  add(false);
+  run_for(kIdleLook * 4);
+  EXPECT_EQ(used(), 1u) << "found without any doorbell";
+  // Long after the window: still watched, still suppressed, and a new buffer is found
+  // by an idle look.
+  run_for(kWindow * 2);
+  EXPECT_EQ(core->poller().open_windows(), 1u);
+  EXPECT_EQ(from_le(ram.get<std::uint16_t>(split->layout().device)), kUsedFlagNoNotify);
+  add(false);
+  run_for(kIdleLook * 4);
+  EXPECT_EQ(used(), 1u);
+  // A reset stops the watch; the next driver brings it back at DRIVER_OK.
+  core->reset();
+  EXPECT_EQ(core->poller().open_windows(), 0u);
+}
+
+// Idle is not busy: with nothing to find, the device looks about once per idle look
+// (a busy poll would look thousands of times in the same time).
+TEST_F(QueuePollerTest, AnIdleWatchedQueueIsLookedAtOncePerIdleLook) {
+  bring_up(feature_bit(feature::kRingPacked), true, kIdleLook);
+  run_for(kWindow * 2);  // past the first window
+  const std::uint64_t before = core->poller().polls();
+  run_for(kIdleLook * 10);
+  const std::uint64_t looks = core->poller().polls() - before;
+  EXPECT_GE(looks, 1u);
+  EXPECT_LE(looks, 20u);
+  EXPECT_EQ(from_le(packed_ring->device_event().flags), ring_event::kDisable);
+  add(false);
+  run_for(kIdleLook * 4);
+  EXPECT_EQ(used(), 1u);
+}
+
+// DRIVER_OK is a register access a vfio-user client may wait on: starting the watch
+// there touches no guest memory; the first look, from the loop, asks for the suppression.
+TEST_F(QueuePollerTest, StartingTheWatchWritesNothingInsideTheAccess) {
+  bring_up(0, false, kIdleLook);
+  EXPECT_EQ(core->poller().open_windows(), 1u);
+  EXPECT_EQ(from_le(ram.get<std::uint16_t>(split->layout().device)), 0) << "written in DRIVER_OK";
+  run_for(kIdleLook);
+  EXPECT_EQ(from_le(ram.get<std::uint16_t>(split->layout().device)), kUsedFlagNoNotify);
+}
+
+// With guest memory reached only through messages (QEMU's default RAM) the device does
+// not watch: every look would be a DMA_READ request at a moment of its own choosing,
+// which QEMU cannot always answer (the vfio-user server then offers no mapped doorbells,
+// so they arrive as messages and are served as notifications).
+TEST_F(QueuePollerTest, WithGuestMemoryOnlyThroughMessagesTheDeviceDoesNotWatch) {
+  auto message_memory = std::make_shared<GuestMemory>();
+  FakeGuestRam message_ram(message_memory, 0x40000, 1 << 20, testing::RamBacking::kMessages);
+  CoreOptions options;
+  options.idle_poll = kIdleLook;
+  core = std::make_unique<DeviceCore>(std::make_unique<SinkDevice>(), message_memory, &interrupts,
+                                      options);
+  core->set_event_loop(loop.get());
+  ASSERT_TRUE(ModernSetup::initialise(*core, 0));
+  SplitRing ring(message_ram, 8);
+  ASSERT_TRUE(ModernSetup::enable_split(*core, 0, ring));
+  ASSERT_TRUE(ModernSetup::driver_ok(*core));
+  run_for(kIdleLook * 2);  // DRIVER_OK's own look at the queue, deferred to the loop
+  const std::uint64_t before = message_ram.message_accesses();
+  run_for(kIdleLook * 4);
+  EXPECT_EQ(core->poller().open_windows(), 0u);
+  EXPECT_EQ(message_ram.message_accesses(), before) << "looked without being asked";
+  ChainBuilder chain(message_ram);
+  chain.readable({1});
+  ring.add(chain);
+  ASSERT_TRUE(core->notify(0));
+  run_for(kIdleLook);
+  EXPECT_TRUE(ring.pop_used().has_value());
+  core.reset();
+}
+
+// QEMU unmaps and remaps guest RAM while its firmware reprograms memory; an idle look
+// that lands in such a gap skips the queue instead of failing it (a look is not a
+// notification: nothing asked the device to serve), and serves it once RAM is back.
+TEST_F(QueuePollerTest, RingsUnmappedForAMomentAreSkippedNotFailed) {
+  bring_up(0, false, kIdleLook);
+  const MemoryRegion* region = memory->snapshot()->find_region(ram.base());
+  ASSERT_NE(region, nullptr);
+  MemoryRegionSpec spec;
+  spec.guest_address = region->guest_address();
+  spec.size = region->size();
+  spec.host = region->host();
+  ASSERT_TRUE(memory->remove_range(spec.guest_address, spec.size));
+  run_for(kWindow + kIdleLook * 4);  // the window's looks and idle looks, all unmapped
+  EXPECT_EQ(core->status() & status::kDeviceNeedsReset, 0) << "the device failed itself";
+  ASSERT_TRUE(memory->add_region(spec));
+  add(false);
+  run_for(kIdleLook * 4);
+  EXPECT_EQ(used(), 1u);
+}
+
+// A queue enabled after DRIVER_OK (after a queue reset, VIRTIO_F_RING_RESET) is watched
+// from its enable on.
+TEST_F(QueuePollerTest, AQueueEnabledAfterDriverOkIsWatched) {
+  bring_up(feature_bit(feature::kRingReset), false, kIdleLook);
+  ASSERT_TRUE(core->reset_queue(0));
+  run_for(kIdleLook * 4);
+  EXPECT_EQ(core->poller().open_windows(), 0u) << "a disabled queue is dropped";
+  split = std::make_unique<SplitRing>(ram, 8);
+  ASSERT_TRUE(ModernSetup::enable_split(*core, 0, *split));
+  EXPECT_EQ(core->poller().open_windows(), 1u);
+  add(false);
+  run_for(kIdleLook * 4);
+  EXPECT_EQ(used(), 1u);
 }
 
 }  // namespace

@@ -551,6 +551,38 @@ TEST_F(Registers, SharedMemoryAndVendorCapabilities) {
                    .has_value());
 }
 
+// notify = "mapped" (issue 19): BAR4 declares its doorbell pages — and nothing else —
+// mappable; a device that would then never see a doorbell must poll, so create() refuses
+// the option without an idle look, and a legacy device has no such area at all.
+TEST_F(Registers, MappableNotificationAreaIsTheDoorbellPagesOnly) {
+  pci::VirtioPciOptions options;
+  options.notify_mappable = true;
+  const auto create = [&](TransportKind kind) {
+    options.kind = kind;
+    return pci::VirtioPciFunction::create(make_device(DeviceType::kBlk),
+                                          std::make_shared<GuestMemory>(), options);
+  };
+  auto refused = create(TransportKind::kModern);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_NE(refused.error().message.find("poll its queues"), std::string::npos);
+  options.core.idle_poll = std::chrono::microseconds(1000);
+  refused = create(TransportKind::kLegacy);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_NE(refused.error().message.find("no notification area"), std::string::npos);
+  options.notify_off_multiplier = 0x1000;  // a page per queue: the area spans pages
+  make(TransportKind::kTransitional, DeviceType::kBlk, options);
+  const auto bar4 = fn_->bar_info(pci::VirtioPciLayout::kMemoryBar);
+  EXPECT_EQ(bar4.mappable_offset, pci::VirtioPciLayout::kNotifyOffset);
+  EXPECT_EQ(bar4.mappable_size, (fn_->layout().notify_length + 0xFFF) / 0x1000 * 0x1000);
+  EXPECT_GE(bar4.mappable_size, 0x1000u);
+  EXPECT_LE(bar4.mappable_offset + bar4.mappable_size, fn_->layout().msix_table_offset)
+      << "the MSI-X table must stay outside";
+  EXPECT_EQ(fn_->bar_info(0).mappable_size, 0u) << "the legacy I/O BAR is never mappable";
+  options.notify_mappable = false;
+  make(TransportKind::kModern, DeviceType::kBlk, options);
+  EXPECT_EQ(fn_->bar_info(pci::VirtioPciLayout::kMemoryBar).mappable_size, 0u);
+}
+
 TEST_F(Registers, QueueResetWithRingReset) {
   make(TransportKind::kModern);
   VirtioPciDriver driver(*fn_, rig_->guest.ram);

@@ -42,6 +42,18 @@ Result<std::unique_ptr<VirtioPciFunction>> VirtioPciFunction::create(
                       "make_transport_function",
                       transport_kind_name(options.kind));
   }
+  if (options.notify_mappable && options.kind == TransportKind::kLegacy) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "a legacy device has no notification area to map (its doorbell is I/O "
+                      "BAR0 offset 16)");
+  }
+  if (options.notify_mappable && options.core.idle_poll.count() <= 0) {
+    // Doorbell writes to a mapped area never reach the device: without polling, every
+    // request would wait for ever.
+    return make_error(ErrorCode::kInvalidArgument,
+                      "a mappable notification area needs the device to poll its queues "
+                      "(CoreOptions::idle_poll)");
+  }
   std::unique_ptr<VirtioPciFunction> function(
       new VirtioPciFunction(std::move(memory), std::move(options)));
   VPCI_TRY(function->build(std::move(device)));
@@ -63,7 +75,13 @@ vp::BarInfo VirtioPciFunction::bar_info(unsigned bar) const {
     return {vp::BarKind::kMemory64, layout_.shared_memory_bar_size, true};
   }
   if (bar == VirtioPciLayout::kMemoryBar && layout_.has_memory_bar) {
-    return {vp::BarKind::kMemory64, layout_.memory_bar_size, false};
+    vp::BarInfo info{vp::BarKind::kMemory64, layout_.memory_bar_size, false};
+    if (options_.notify_mappable) {
+      // The doorbells' pages only: everything else in BAR4 must reach the device.
+      info.mappable_offset = VirtioPciLayout::kNotifyOffset;
+      info.mappable_size = round_up(layout_.notify_length, kPage);
+    }
+    return info;
   }
   return {};
 }

@@ -150,6 +150,11 @@ struct VirtioPciOptions {
   // NumVFs, VF Enable and System Page Size are writable, VF BAR0 is hardwired to zero
   // (virtio 1.3 §2.12.1.2 LEGACY_NOTIFY_INFO).
   std::optional<SriovCapabilitySpec> sriov;
+  // The notification area (BAR4 from 0x3000) is reported mappable (pci::BarInfo), so a
+  // vfio-user client may map it and the driver's doorbell writes never leave the guest —
+  // nor reach the device: create() refuses this without core.idle_poll, with which the
+  // device polls its rings instead (SPDK's vfio-user virtio targets work this way).
+  bool notify_mappable = false;
 };
 
 // Where everything lives; computed once by the constructor.
