@@ -33,6 +33,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -119,6 +120,11 @@ class Harness {
         vpp::TransportKind::kTransitionalMmr, vpp::TransportKind::kTransitionalMmr};
     vpp::VirtioPciOptions options;
     options.msix_owner = pci::MsixTableOwner::kBus;  // as `vpci serve` builds it
+    if (transport == 1) {
+      // notify = "mapped": GET_REGION_INFO with a sparse mmap area and its file.
+      options.notify_mappable = true;
+      options.core.idle_poll = std::chrono::microseconds(1000);
+    }
     auto function =
         vpp::make_virtio_pci_function(kKinds[transport], std::move(device), memory_, options);
     FUZZ_CHECK(function.has_value());
