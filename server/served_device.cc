@@ -17,8 +17,9 @@ namespace {
 
 // notify = "mapped": how often an idle device looks at its rings. The guest's doorbells
 // are memory writes nobody is told of, so this bounds the wait of the first request
-// after a pause (later ones find the poll window open); 1000 wake-ups a second cost an
-// idle server well under 1% of a core (docs/PERFORMANCE.md).
+// after a pause (later ones find the poll window open), and costs an idle device one
+// timer wake-up per millisecond (docs/PERFORMANCE.md: the window should cover the
+// guest's pause between requests, or nearly every request waits for a look).
 constexpr std::chrono::microseconds kMappedIdleLook{1000};
 
 std::string format_bytes(std::uint64_t bytes) {
