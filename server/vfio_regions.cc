@@ -1,5 +1,7 @@
 #include "server/vfio_regions.h"
 
+#include "server/protocol.h"
+
 namespace vpci::server {
 namespace {
 
@@ -35,8 +37,9 @@ RegionInfo region_info(const pci::Function& function, unsigned index) {
     const pci::BarInfo bar = function.bar_info(index);
     if (bar.kind == pci::BarKind::kAbsent || bar.size == 0) return {};
     RegionInfo info{bar.size, true, true};
-    // Whole pages inside the BAR, or nothing: a client maps pages.
-    constexpr std::uint64_t kPage = 4096;
+    // Whole pages (the page size this server advertises) inside the BAR, or nothing: a
+    // client maps pages.
+    constexpr std::uint64_t kPage = vfio_user::kPageSize;
     if (bar.mappable_size != 0 && bar.mappable_offset % kPage == 0 &&
         bar.mappable_size % kPage == 0 && bar.mappable_offset <= bar.size &&
         bar.mappable_size <= bar.size - bar.mappable_offset) {
