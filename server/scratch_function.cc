@@ -71,9 +71,12 @@ Status ScratchFunction::bar_write(unsigned bar, std::uint64_t offset,
     std::memcpy(&length, bar_.data() + kDmaLength, sizeof(length));
     std::uint32_t control = 0;
     std::memcpy(&control, bar_.data() + kDmaControl, sizeof(control));
+    // In flight until run_dma ends. Even a synchronous transfer is observable: through
+    // DMA_READ/DMA_WRITE messages it waits for the client, which serves the guest's next
+    // register accesses meanwhile (a posted write lets the vCPU run on).
+    const std::uint32_t in_flight = kDmaInFlight;
+    std::memcpy(bar_.data() + kDmaStatus, &in_flight, sizeof(in_flight));
     if ((control & kDmaDeferred) != 0 && loop_ != nullptr) {
-      const std::uint32_t pending = 0;
-      std::memcpy(bar_.data() + kDmaStatus, &pending, sizeof(pending));
       loop_->defer([this, length] { run_dma(length); });
     } else {
       run_dma(length);
@@ -85,7 +88,7 @@ Status ScratchFunction::bar_write(unsigned bar, std::uint64_t offset,
 void ScratchFunction::run_dma(std::uint32_t length) {
   std::uint64_t address = 0;
   std::memcpy(&address, bar_.data() + kDmaAddress, sizeof(address));
-  std::uint32_t status = 2;
+  std::uint32_t status = kDmaFailed;
   // Bus mastering must be on for a device to issue DMA (PCI Local Bus 3.0 §6.2.2).
   const bool bus_master = (config_.raw16(pci::reg::kCommand) & pci::command::kBusMaster) != 0;
   if (bus_master && length <= kDmaAddress) {
@@ -95,7 +98,7 @@ void ScratchFunction::run_dma(std::uint32_t length) {
     const auto map = memory_->snapshot();
     const Status done =
         (control & kDmaToGuest) != 0 ? map->write(address, buffer) : map->read(address, buffer);
-    if (done) status = 1;
+    if (done) status = kDmaDone;
   }
   std::memcpy(bar_.data() + kDmaStatus, &status, sizeof(status));
 }

@@ -12,10 +12,12 @@
 // DMA_WRITE messages): write a guest address to kDmaAddress (u64), the direction to
 // kDmaControl (u32: 0 copies guest memory to the start of BAR0, kDmaToGuest copies the
 // start of BAR0 to guest memory), then a length to kDmaLength (u32, at most
-// kDmaAddress), which starts the transfer; kDmaStatus then reads 1 on success, 2 on
-// failure. With kDmaDeferred also set in kDmaControl and an event loop attached, the
-// transfer runs after the access that started it returns, as deferred work on the loop
-// (kDmaStatus reads 0 until then) — the way virtio queue work runs on unshared memory.
+// kDmaAddress), which starts the transfer; kDmaStatus reads kDmaInFlight (0) until it
+// ends, then kDmaDone or kDmaFailed. A guest polls it: with DMA through messages the
+// transfer waits for the client while the client serves the guest's next (posted) accesses.
+// With kDmaDeferred also set in kDmaControl and an event loop attached, the transfer runs
+// after the access that started it returns, as deferred work on the loop — the way
+// virtio queue work runs on unshared memory.
 #pragma once
 
 #include <cstdint>
@@ -39,6 +41,9 @@ class ScratchFunction final : public pci::Function {
   static constexpr std::uint64_t kDmaControl = 0xFF0;
   static constexpr std::uint32_t kDmaToGuest = 1;
   static constexpr std::uint32_t kDmaDeferred = 2;
+  static constexpr std::uint32_t kDmaInFlight = 0;  // kDmaStatus values
+  static constexpr std::uint32_t kDmaDone = 1;
+  static constexpr std::uint32_t kDmaFailed = 2;
   // The IDs of QEMU's own PCI test device (Red Hat 1b36:0005, "pci-testdev"): a
   // test-only identity no guest driver binds to, recognisable in the guest's lspci.
   // Never used for a device vpci ships.

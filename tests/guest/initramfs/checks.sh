@@ -111,7 +111,12 @@ check_scratch() {
     devmem $((ram + 8)) 32 0x99aabbcc; devmem $((ram + 12)) 32 0xddeeff00
     devmem $((bar + 0xfe0)) 32 $ram; devmem $((bar + 0xfe4)) 32 0
     devmem $((bar + 0xfe8)) 32 16
-    status=$(devmem $((bar + 0xfec)) 32)
+    # Status 0 = still in flight: with plain guest RAM the copy goes through DMA_READ
+    # messages to QEMU, and our length write was posted, so poll (bounded).
+    status=0; polls=0
+    while [ $((status)) -eq 0 ] && [ $polls -lt 200 ]; do
+      status=$(devmem $((bar + 0xfec)) 32); polls=$((polls + 1))
+    done
     copied="$(devmem "$bar" 32) $(devmem $((bar + 4)) 32) $(devmem $((bar + 8)) 32) $(devmem $((bar + 12)) 32)"
     # INTx: enable it (command 0x0006), ring the doorbell (level asserted), touch the BAR
     # so QEMU's vfio INTx EOI path unmasks (the server re-triggers while the level is
@@ -125,7 +130,7 @@ check_scratch() {
     if [ $((status)) -eq 1 ] && [ "$copied" = "0x11223344 0x55667788 0x99AABBCC 0xDDEEFF00" ]; then
       result "scratch-$addr PASS bar0=$bar dma=ok"
     else
-      result "scratch-$addr FAIL bar0=$bar dma-status=$status copied=$(echo "$copied" | tr ' ' ,)"
+      result "scratch-$addr FAIL bar0=$bar dma-status=$status polls=$polls copied=$(echo "$copied" | tr ' ' ,)"
     fi
   done
   [ -n "$any" ] || result "scratch FAIL no-1b36:0005-device"
