@@ -16,6 +16,10 @@
 #        WARMUP        1 (default): boot every variant once first and discard its results;
 #                      0: no warm-up round
 #        POLL_US       poll window of vpci-poll and vpci-mmap (default 100)
+#        COAL_US       interrupt_delay_us of vpci-coal (default 50)
+#        COAL_BATCH    interrupt_batch of vpci-coal (default 4)
+#        IDLE_SECONDS  after the tests the guest idles this long (the "idle" check) and
+#                      the server's CPU meanwhile is reported (default 5; 0: no idle phase)
 #        KEEP=1        keep the work directory (console logs, server logs and stats)
 #
 # Each boot runs the "blkperf" check of tests/guest/initramfs/checks.sh on the first
@@ -47,6 +51,9 @@
 #   vpci-mmap   vpci-poll with `notify = "mapped"`: QEMU maps the notification area
 #               (a sparse mmap of BAR4 with a memfd), so doorbells are guest memory writes,
 #               never messages; the device polls (its window, then every 1 ms when idle)
+#   vpci-coal   vpci with interrupt coalescing: `interrupt_delay_us = $COAL_US`,
+#               `interrupt_batch = $COAL_BATCH` (one interrupt for up to that many
+#               completions, at most that late)
 #   not in the default set: qemu-none (cache=none: host O_DIRECT) and qemu-wb-packed
 #               (qemu-wb with packed=on)
 # Prints markdown tables: the medians (MB/s and IOPS) of every variant; for each vpci
@@ -66,6 +73,11 @@ rounds=${2:-5}
 seconds=${PERF_SECONDS:-3}
 warmup=${WARMUP:-1}
 poll_us=${POLL_US:-100}
+coal_us=${COAL_US:-50}
+coal_batch=${COAL_BATCH:-4}
+idle_seconds=${IDLE_SECONDS:-5}
+checks=blkperf
+((idle_seconds > 0)) && checks=blkperf,idle
 image_mib=64
 root=${VPCI_GUEST_CACHE:-/var/cache/vpci-guest}/root
 [[ -x $vpci_bin ]] || { echo "guest-blk: no vpci binary at $vpci_bin" >&2; exit 2; }
@@ -92,6 +104,8 @@ path = "disk.img"
 EOF
 { cat "$work/serve.toml"; echo "poll_us = $poll_us"; } >"$work/serve-poll.toml"
 { cat "$work/serve-poll.toml"; echo 'notify = "mapped"'; } >"$work/serve-mmap.toml"
+{ cat "$work/serve.toml"; echo "interrupt_delay_us = $coal_us"; echo "interrupt_batch = $coal_batch"; } \
+  >"$work/serve-coal.toml"
 
 # shellcheck source=guest-lib.sh
 source "$here/guest-lib.sh"
@@ -138,10 +152,11 @@ boot() {
       scpu0=$(cpu_seconds "$server_pid")
       args=(--bind "$work" --qemu-arg -chardev --qemu-arg "socket,id=qsd0,path=$work/qsd/blk0.sock"
             --qemu-arg -device --qemu-arg "vhost-user-blk-pci,chardev=qsd0,num-queues=1,disable-legacy=on") ;;
-    vpci|vpci-poll|vpci-mmap|vpci-msgdma)
+    vpci|vpci-poll|vpci-mmap|vpci-msgdma|vpci-coal)
       local config=$work/serve.toml
       [[ $variant == vpci-poll ]] && config=$work/serve-poll.toml
       [[ $variant == vpci-mmap ]] && config=$work/serve-mmap.toml
+      [[ $variant == vpci-coal ]] && config=$work/serve-coal.toml
       "$vpci_bin" serve "$config" --stats >"$server_log" 2>&1 &
       server_pid=$!
       for _ in $(seq 100); do grep -qs '^vpci serve: ready' "$server_log" && break; sleep 0.1; done
@@ -150,10 +165,11 @@ boot() {
       [[ $variant == vpci-msgdma ]] && args+=(--plain-memory) ;;
     *) echo "guest-blk: unknown variant $variant" >&2; exit 2 ;;
   esac
-  "$repo/tests/guest/run-guest.sh" "${args[@]}" --checks blkperf --timeout 300 \
-    --append "vpci.perf_seconds=$seconds vpci.perf_tests=${PERF_TESTS:-all}" --log "$log" >/dev/null 2>"$log.err" &
+  "$repo/tests/guest/run-guest.sh" "${args[@]}" --checks "$checks" --timeout 300 \
+    --append "vpci.perf_seconds=$seconds vpci.perf_tests=${PERF_TESTS:-all} vpci.idle_seconds=$idle_seconds" \
+    --log "$log" >/dev/null 2>"$log.err" &
   pid=$!
-  watch_cpu "$pid" "$server_pid"
+  watch_cpu "$pid" "$server_pid" "$log"
   qcpu=$qemu_cpu
   [[ -n $server_cpu ]] && scpu=$(awk -v a="$server_cpu" -v b="${scpu0:-0}" 'BEGIN { printf "%.2f", a - b }')
   wait "$pid" || { echo "guest-blk: $variant round $round: run-guest.sh failed:" >&2; cat "$log.err" "$log" >&2; exit 1; }
@@ -168,6 +184,7 @@ boot() {
     grep '^VPCI-PERF ' "$log" | awk -v v="$variant" -v r="$round" '{ print v, $2, $3, $4, r, substr($5, 5) }'
     echo "$variant cpu-qemu $qcpu $round"
     echo "$variant requests $ops $round"
+    [[ -n $server_idle_percent ]] && echo "$variant idle-cpu-percent $server_idle_percent $round"
     if [[ -n $scpu ]]; then
       echo "$variant cpu-server $scpu $round"
       awk -v v="$variant" -v c="$scpu" -v n="$ops" -v r="$round" \
@@ -213,6 +230,7 @@ title() {
     qemu-null) echo "QEMU null-co" ;; qsd) echo "qemu-storage-daemon vhost-user" ;;
     vpci) echo "vpci" ;; vpci-poll) echo "vpci poll_us=$poll_us" ;;
     vpci-mmap) echo "vpci mapped notify" ;; vpci-msgdma) echo "vpci message DMA" ;;
+    vpci-coal) echo "vpci coalesced ${coal_us} us/${coal_batch}" ;;
   esac
 }
 tests=()
@@ -278,6 +296,11 @@ if ((${#servers[@]})); then
     if [[ $v == qsd ]]; then line+=" n/a |"; else line+=" $(cell "%.2f" "$(median "$v" irqs-per-request 3)") |"; fi
   done
   echo "$line"
+  if ((idle_seconds > 0)); then
+    line="| server CPU while the guest idles ${idle_seconds} s, % of one core |"
+    for v in "${servers[@]}"; do line+=" $(cell "%.2f" "$(median "$v" idle-cpu-percent 3)") |"; done
+    echo "$line"
+  fi
 fi
 for v in "${ours[@]}"; do
   [[ -f $work/serve-$v-$rounds.log ]] || continue

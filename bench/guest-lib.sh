@@ -24,18 +24,32 @@ median_of() {
   awk -v v="$2" -v t="$3" -v c="$4" '$1 == v && $2 == t { print $c }' "$1" | sort -g |
     awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "" }'
 }
-# watch_cpu RUN_PID [SERVER_PID]: while RUN_PID (a guest run in the background) lives,
-# samples the CPU seconds of the QEMU it started and of SERVER_PID; leaves the last
-# samples in qemu_cpu and server_cpu (a process's counters vanish with it).
+# watch_cpu RUN_PID [SERVER_PID [CONSOLE_LOG]]: while RUN_PID (a guest run in the
+# background) lives, samples the CPU seconds of the QEMU it started and of SERVER_PID;
+# leaves the last samples in qemu_cpu and server_cpu (a process's counters vanish with
+# it). With CONSOLE_LOG, also the server's CPU between the guest's VPCI-IDLE-START and
+# VPCI-IDLE-END lines (the "idle" check), as a percentage of one core over that wall time,
+# in server_idle_percent (empty without both lines).
 watch_cpu() {
-  local pid=$1 server=${2:-} qpid="" c
-  qemu_cpu="" server_cpu=""
+  local pid=$1 server=${2:-} console=${3:-} qpid="" c idle0="" idle1="" t0="" t1=""
+  qemu_cpu="" server_cpu="" server_idle_percent=""
   while kill -0 "$pid" 2>/dev/null; do
     [[ -z $qpid ]] && qpid=$(qemu_of "$pid")
     if [[ -n $qpid ]]; then
       c=$(cpu_seconds "$qpid") && [[ -n $c ]] && qemu_cpu=$c
     fi
     [[ -n $server ]] && server_cpu=$(cpu_seconds "$server")
+    if [[ -n $console && -n $server && -n $server_cpu ]]; then
+      if [[ -z $idle0 ]] && grep -qs '^VPCI-IDLE-START' "$console"; then
+        idle0=$server_cpu t0=$(date +%s.%N)
+      elif [[ -n $idle0 && -z $idle1 ]] && grep -qs '^VPCI-IDLE-END' "$console"; then
+        idle1=$server_cpu t1=$(date +%s.%N)
+      fi
+    fi
     sleep 0.2
   done
+  if [[ -n $idle1 ]]; then
+    server_idle_percent=$(awk -v a="$idle0" -v b="$idle1" -v s="$t0" -v e="$t1" \
+      'BEGIN { printf "%.2f", (b - a) * 100 / (e - s) }')
+  fi
 }

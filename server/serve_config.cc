@@ -24,7 +24,7 @@ namespace vpci::server {
 namespace {
 
 constexpr std::array<std::string_view, 2> kTopKeys = {"socket_dir", "device"};
-constexpr std::array<std::string_view, 15> kDeviceKeys = {"name",
+constexpr std::array<std::string_view, 17> kDeviceKeys = {"name",
                                                           "kind",
                                                           "transport",
                                                           "path",
@@ -38,7 +38,9 @@ constexpr std::array<std::string_view, 15> kDeviceKeys = {"name",
                                                           "xen_backend_domid",
                                                           "vfs",
                                                           "poll_us",
-                                                          "notify"};
+                                                          "notify",
+                                                          "interrupt_delay_us",
+                                                          "interrupt_batch"};
 constexpr std::array<std::string_view, 3> kKindNames = {"virtio-rng", "virtio-blk", "virtio-net"};
 
 constexpr std::uint8_t kind_bit(DeviceKind kind) {
@@ -279,6 +281,11 @@ class Reader {
       return read_integer(value, full, 1, kMaxVfs, "VFs", spec.vfs);
     } else if (name == "poll_us") {
       return read_integer(value, full, 0, kMaxPollMicroseconds, "microseconds", spec.poll_us);
+    } else if (name == "interrupt_delay_us") {
+      return read_integer(value, full, 0, kMaxInterruptDelayMicroseconds, "microseconds",
+                          spec.interrupt_delay_us);
+    } else if (name == "interrupt_batch") {
+      return read_integer(value, full, 1, kMaxInterruptBatch, "buffers", spec.interrupt_batch);
     } else if (name == "notify") {
       auto choice = expect_choice(value, full, kNotifyModeNames, "notification mode");
       if (!choice) return false;
@@ -420,6 +427,12 @@ class Reader {
               fmt::format("\"mapped\" needs the modern notification area: transport \"modern\" "
                           "or \"transitional\", not \"{}\"",
                           transport_kind_name(spec.transport)));
+      ok = false;
+    }
+    if (spec.interrupt_batch != 0 && spec.interrupt_delay_us == 0) {
+      // A batch limit alone would hold a lone completion for ever.
+      problem(*table.get("interrupt_batch"), prefix + ".interrupt_batch",
+              "needs interrupt_delay_us (the most a held interrupt may wait)");
       ok = false;
     }
     if (spec.kind == DeviceKind::kVirtioNet) {

@@ -19,7 +19,10 @@
 //   mergeable_rx_buffers = true       # virtio-net only: offers VIRTIO_NET_F_MRG_RXBUF
 //   xen_backend_domid = 1             # optional: adds the Xen grant capability
 //   poll_us = 50                      # optional: poll served queues this long (0: off)
-//   vfs = 2                           # transport "sriov-pf" only, required: its VFs
+//   notify = "message"                # optional: "mapped" maps the doorbells (modern/transitional)
+//   interrupt_delay_us = 50           # optional: coalesce interrupts, at most this late (0: off)
+//   interrupt_batch = 4               # optional, needs interrupt_delay_us: ... or this many
+//   buffers vfs = 2                           # transport "sriov-pf" only, required: its VFs
 //                                     # (virtio-net VF n uses the tap <tap>v<n>)
 //
 // Every problem is reported with the file, line and key ("serve.toml:7:8:
@@ -71,7 +74,9 @@ struct ServedDeviceSpec {
   std::uint16_t vfs = 0;      // sriov-pf: the PF's VFs (TotalVFs)
   std::uint32_t poll_us = 0;  // poll window after a served queue (CoreOptions::poll_window)
   NotifyMode notify = NotifyMode::kMessage;
-  std::uint32_t line = 0;  // where the [[device]] table starts, for later messages
+  std::uint32_t interrupt_delay_us = 0;  // CoreOptions::coalescing.max_delay; 0: off
+  std::uint32_t interrupt_batch = 0;     // CoreOptions::coalescing.max_batch; 0: no limit
+  std::uint32_t line = 0;                // where the [[device]] table starts, for later messages
 };
 
 struct ServeConfig {
@@ -88,6 +93,10 @@ inline constexpr std::int64_t kMaxBlkQueues = 64;
 // The longest poll window: a second of busy polling after the last request is already
 // far beyond what pays (docs/serve.md).
 inline constexpr std::int64_t kMaxPollMicroseconds = 1000000;
+// Interrupt coalescing: at most 10 ms late (a longer hold only stalls a driver waiting
+// for its completions); a batch of at most a split ring's largest size (§2.7).
+inline constexpr std::int64_t kMaxInterruptDelayMicroseconds = 10000;
+inline constexpr std::int64_t kMaxInterruptBatch = 32768;
 // VFs of one sriov-pf device: each is a whole virtio function with its own back end.
 inline constexpr std::int64_t kMaxVfs = 64;
 // The tap of virtio-net VF `vf` (1-based) of a sriov-pf device whose own tap is `pf_tap`.

@@ -94,6 +94,8 @@ class VirtioServedDevice final : public ServedDevice {
     options.msix_owner = pci::MsixTableOwner::kBus;
     options.xen_backend_domid = spec_.xen_backend_domid;
     options.core.poll_window = std::chrono::microseconds(spec_.poll_us);
+    options.core.coalescing = {std::chrono::microseconds(spec_.interrupt_delay_us),
+                               spec_.interrupt_batch};
     if (spec_.notify == NotifyMode::kMapped) {
       options.notify_mappable = true;
       options.core.idle_poll = kMappedIdleLook;
@@ -158,6 +160,10 @@ class VirtioServedDevice final : public ServedDevice {
                             vf_tap_name(spec_.tap, spec_.vfs));
     }
     if (spec_.poll_us != 0) text += fmt::format(", polls {} us", spec_.poll_us);
+    if (spec_.interrupt_delay_us != 0) {
+      text += fmt::format(", interrupts coalesced up to {} us", spec_.interrupt_delay_us);
+      if (spec_.interrupt_batch != 0) text += fmt::format(" or {} buffers", spec_.interrupt_batch);
+    }
     if (spec_.notify == NotifyMode::kMapped)
       text +=
           fmt::format(", doorbells mapped (looks every {} us when idle)", kMappedIdleLook.count());

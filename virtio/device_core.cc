@@ -206,6 +206,11 @@ Status DeviceCore::write_status(std::uint8_t value) {
       }
     }
     status_ |= status::kDriverOk;
+    // Coalescing only in shared guest RAM, for the reason watch_unnotified gives: a held
+    // check runs from a timer, and through DMA_READ messages it would be a request to the
+    // client at a moment nobody chose.
+    coalescing_ =
+        options_.coalescing.max_delay.count() > 0 && memory_->snapshot()->any_host_mapped();
     if (auto activated = device_->activate(event_loop_); !activated) {
       set_needs_reset(std::move(activated).error().with_context("device activation"));
     }
@@ -238,6 +243,8 @@ void DeviceCore::reset() {
   failure_.reset();
   pending_kicks_.clear();
   poller_.stop();
+  coalescer_.cancel_all();
+  coalescing_ = false;
   for (auto& queue : queues_) queue->reset();
   if (admin_) admin_->reset();
   device_->reset();
@@ -382,6 +389,7 @@ Status DeviceCore::reset_queue(std::uint16_t queue) {
                       queue);
   }
   device_->reset_queue(queue);
+  coalescer_.cancel(queue);
   q->reset();
   return {};
 }
@@ -486,6 +494,13 @@ void DeviceCore::process_now(std::uint16_t queue) {
 void DeviceCore::used_buffer_notification(std::uint16_t queue) {
   // §2.1.2 / §2.4.1: no notifications before DRIVER_OK or after a reset.
   if ((status_ & status::kDriverOk) != 0) interrupts_->raise_queue_interrupt(queue);
+}
+
+bool DeviceCore::hold_notification_check(std::uint16_t queue, std::uint64_t used) {
+  if (!coalescing_) return false;
+  return coalescer_.hold(queue, used, [this, queue] {
+    if (Virtqueue* q = this->queue(queue)) q->check_notification();
+  });
 }
 
 void DeviceCore::queue_failed(std::uint16_t queue, const Error& error) {

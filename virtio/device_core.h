@@ -92,6 +92,7 @@
 #include "virtio/admin_commands.h"
 #include "virtio/device.h"
 #include "virtio/guest_memory.h"
+#include "virtio/interrupt_coalescer.h"
 #include "virtio/queue_poller.h"
 #include "virtio/ring_layout.h"
 #include "virtio/virtqueue.h"
@@ -138,6 +139,9 @@ struct CoreOptions {
   // host-mapped (shared RAM): the vfio-user server maps doorbells under the same
   // condition. 0: the device relies on notifications.
   std::chrono::microseconds idle_poll{0};
+  // Hold used buffer notification checks back so completions share an interrupt
+  // (interrupt_coalescer.h); only while guest memory is host-mapped. Off by default.
+  CoalescingLimits coalescing{};
 };
 
 // Size of the admin virtqueue: Linux issues one command at a time per VF and spins on a
@@ -240,9 +244,12 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   void set_event_loop(EventLoop* loop) {
     event_loop_ = loop;
     poller_.set_event_loop(loop);
+    coalescer_.set_event_loop(loop);
   }
   // The poll windows (CoreOptions::poll_window).
   [[nodiscard]] const QueuePoller& poller() const { return poller_; }
+  // Interrupt coalescing (CoreOptions::coalescing).
+  [[nodiscard]] const InterruptCoalescer& coalescer() const { return coalescer_; }
   Status notify(std::uint16_t queue);
   // Returns once no request of the device is in flight any more (Device::drain): before
   // guest memory under them goes away (vfio-user DMA_UNMAP) or the core does.
@@ -259,6 +266,7 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   void device_failed(const Error& error) override;
   // QueueEventSink
   void used_buffer_notification(std::uint16_t queue) override;
+  bool hold_notification_check(std::uint16_t queue, std::uint64_t used) override;
   void queue_failed(std::uint16_t queue, const Error& error) override;
 
   [[nodiscard]] Result<Virtqueue*> queue_for_setup(std::uint16_t queue);
@@ -293,6 +301,8 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   bool kicks_scheduled_ = false;  // run_pending_kicks is deferred on the loop
   // Notifications that arrived inside Device::process_queue, or wait for the loop.
   std::set<std::uint16_t> pending_kicks_;
+  InterruptCoalescer coalescer_{options_.coalescing};
+  bool coalescing_ = false;  // from DRIVER_OK, where guest memory is host-mapped
   // Polls served queues (after options_ and the queues: it refers to both).
   QueuePoller poller_{options_.poll_window, options_.idle_poll, [this](Virtqueue& queue) {
                         if (queue.rings_mapped()) process(queue);

@@ -99,6 +99,7 @@ void Virtqueue::reset() {
   memory_.reset();
   layout_ = QueueLayout{max_size_, 0, 0, 0};
   used_batch_ = false;
+  completed_at_check_ = stats_.completed;
 }
 
 void Virtqueue::unpop_chain(std::uint64_t epoch, const ChainDescriptors& chain) {
@@ -207,10 +208,18 @@ void Virtqueue::set_notifications_suppressed(bool suppress) {
 }
 
 void Virtqueue::notify_driver_if_needed() {
-  if (!running()) return;
   // Nothing used since the last check (a doorbell that found the ring empty): nothing to
   // decide, so no guest-memory snapshot either.
-  const bool used = std::visit(
+  if (!running() || !used_since_check()) return;
+  if (sink_ != nullptr &&
+      sink_->hold_notification_check(index_, stats_.completed - completed_at_check_)) {
+    return;
+  }
+  check_notification();
+}
+
+bool Virtqueue::used_since_check() const {
+  return std::visit(
       [](const auto& ring) {
         if constexpr (std::is_same_v<std::decay_t<decltype(ring)>, std::monostate>) {
           return false;
@@ -219,7 +228,11 @@ void Virtqueue::notify_driver_if_needed() {
         }
       },
       ring_);
-  if (!used) return;
+}
+
+void Virtqueue::check_notification() {
+  if (!running() || !used_since_check()) return;
+  completed_at_check_ = stats_.completed;
   auto snapshot = memory_->snapshot();
   Result<bool> needed = false;
   if (auto* split = std::get_if<SplitRing>(&ring_)) {

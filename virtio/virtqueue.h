@@ -32,6 +32,14 @@ class QueueEventSink {
  public:
   // Entries were added to the used ring and the driver asked to be told.
   virtual void used_buffer_notification(std::uint16_t queue) = 0;
+  // `used` entries were added since the queue's last notification check: true holds the
+  // check back (interrupt coalescing, virtio/interrupt_coalescer.h); the sink then calls
+  // Virtqueue::check_notification() itself later.
+  virtual bool hold_notification_check(std::uint16_t queue, std::uint64_t used) {
+    (void)queue;
+    (void)used;
+    return false;
+  }
   // The queue stopped because of `error`.
   virtual void queue_failed(std::uint16_t queue, const Error& error) = 0;
 
@@ -94,8 +102,10 @@ class Virtqueue {
   // running, or the ring is malformed (the queue is then failed).
   [[nodiscard]] std::optional<DescriptorChain> pop();
   // Sends a used buffer notification if entries were used since the last call and the
-  // driver's suppression settings ask for one.
+  // driver's suppression settings ask for one — unless the sink holds the check back.
   void notify_driver_if_needed();
+  // The same check, now: what a held-back check runs when its time comes.
+  void check_notification();
   // Between begin_used_batch() and end_used_batch(), completed chains are written to the
   // used ring but become visible to the driver only at the end, all together: a
   // virtio-net packet merged over several buffers (§5.1.6.4.2) must never be seen in
@@ -119,6 +129,7 @@ class Virtqueue {
   void unpop_chain(std::uint64_t epoch, const ChainDescriptors& chain);
   void abandon_chain(std::uint64_t epoch, const ChainDescriptors& chain, const MemoryMap& memory);
   [[nodiscard]] bool running() const { return enabled_ && !error_.has_value(); }
+  [[nodiscard]] bool used_since_check() const;
 
   const std::uint16_t index_;
   const std::uint16_t max_size_;
@@ -131,6 +142,7 @@ class Virtqueue {
   QueueEventSink* sink_ = nullptr;
   std::variant<std::monostate, SplitRing, PackedRing> ring_;
   QueueStats stats_;
+  std::uint64_t completed_at_check_ = 0;  // stats_.completed at the last notification check
   bool used_batch_ = false;
 };
 

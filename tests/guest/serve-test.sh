@@ -6,7 +6,8 @@
 #   1. the guest's default (modern) interface, two vCPUs: modern virtio-rng gives
 #      /dev/hwrng bytes with MSI-X interrupts counted; modern virtio-blk (two request
 #      queues, VIRTIO_BLK_F_MQ: the guest uses both; polled for 200 us after each
-#      request with the guest's notifications suppressed, issue 19) and transitional virtio-blk (on the
+#      request with the guest's notifications suppressed, and interrupts coalesced: up to
+#      8 completions or 100 us share one, issue 19) and transitional virtio-blk (on the
 #      thread-pool I/O engine instead of io_uring; notify = "mapped": QEMU maps its
 #      doorbell page, so the guest's kicks never become messages and the device polls)
 #      write, read back and compare a pattern; the legacy-only blk does the same through the legacy
@@ -57,6 +58,8 @@ transport = "modern"
 path = "modern.img"
 queues = 2
 poll_us = 200
+interrupt_delay_us = 100
+interrupt_batch = 8
 [[device]]
 name = "blk1"
 kind = "virtio-blk"
@@ -101,6 +104,8 @@ fi
 grep -q 'blk0: virtio-blk, modern, .*, 2 queues' "$work/serve.log" || fail "serve: blk0 does not say it has 2 queues"
 grep -q 'blk1: virtio-blk, transitional, .*, io threads' "$work/serve.log" || fail "serve: blk1 does not say it uses the thread pool"
 grep -q 'blk0: virtio-blk, modern, .*, polls 200 us' "$work/serve.log" || fail "serve: blk0 does not say it polls"
+grep -q 'blk0: virtio-blk, modern, .*, interrupts coalesced up to 100 us or 8 buffers' "$work/serve.log" ||
+  fail "serve: blk0 does not say it coalesces interrupts"
 grep -q 'blk1: virtio-blk, transitional, .*, doorbells mapped' "$work/serve.log" || fail "serve: blk1 does not say its doorbells are mapped"
 sockets=()
 for name in "${names[@]}"; do sockets+=(--socket "$work/sockets/$name.sock"); done

@@ -196,6 +196,28 @@ TEST(ServeConfig, PollWindow) {
   EXPECT_THAT(error_of(rng + "poll_us = -1\n"), HasSubstr("-1 microseconds"));
 }
 
+// interrupt_delay_us / interrupt_batch (issue 19): off by default; a batch limit needs a
+// delay, since alone it would hold a lone completion for ever.
+TEST(ServeConfig, InterruptCoalescing) {
+  const std::string rng =
+      "[[device]]\nname = \"r\"\nkind = \"virtio-rng\"\ntransport = \"modern\"\n";
+  const auto off = parse(rng);
+  ASSERT_TRUE(off.has_value());
+  EXPECT_EQ(off->devices[0].interrupt_delay_us, 0u);
+  EXPECT_EQ(off->devices[0].interrupt_batch, 0u);
+  const auto on = parse(rng + "interrupt_delay_us = 50\ninterrupt_batch = 4\n");
+  ASSERT_TRUE(on.has_value());
+  EXPECT_EQ(on->devices[0].interrupt_delay_us, 50u);
+  EXPECT_EQ(on->devices[0].interrupt_batch, 4u);
+  EXPECT_THAT(error_of(rng + "interrupt_delay_us = 10001\n"),
+              HasSubstr("device[1].interrupt_delay_us: 10001 microseconds; expected 0 to 10000"));
+  EXPECT_THAT(error_of(rng + "interrupt_delay_us = 50\ninterrupt_batch = 0\n"),
+              HasSubstr("device[1].interrupt_batch: 0 buffers; expected 1 to 32768"));
+  EXPECT_THAT(error_of(rng + "interrupt_batch = 4\n"),
+              HasSubstr("serve.toml:5:19: device[1].interrupt_batch: needs interrupt_delay_us "
+                        "(the most a held interrupt may wait)"));
+}
+
 // notify (issue 19): "message" (default) or "mapped", the latter only where the modern
 // notification area is what the guest rings.
 TEST(ServeConfig, NotifyMode) {

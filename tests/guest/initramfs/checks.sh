@@ -11,6 +11,7 @@
 #   vpci.perf_seconds=S    time cap of each "blkperf" test (default 4)
 #   vpci.perf_mib=N        span of the "blkperf" tests; each moves at most 8 x N MiB (default 32)
 #   vpci.perf_tests=A,B    run only these "blkperf" tests (default all)
+#   vpci.idle_seconds=S    "idle": how long the guest sits idle (default 5)
 #   vpci.net_ip=A.B.C.D/N  "net": the guest's address on the first virtio-net interface
 #   vpci.net_peer=A.B.C.D  "net": the host side of the tap (pinged; nc peer)
 #   vpci.net_mib=N         "net": MiB sent each way (default 16)
@@ -337,9 +338,19 @@ check_blkperf() {
   fi
 }
 
+# ---- idle: the guest does nothing for a while (bench/guest-blk.sh measures what an idle
+# device costs the host between the two markers; the host reads them from the console) ----
+check_idle() {
+  seconds=$(cmdline_value vpci.idle_seconds 5)
+  echo "VPCI-IDLE-START"
+  sleep "$seconds"
+  echo "VPCI-IDLE-END"
+  result "idle PASS seconds=$seconds"
+}
+
 for check in $(echo "$1" | tr ',' ' '); do
   case $check in
-    enumerate|config|scratch|rng|blk|blkperf|net) "check_$check" ;;
+    enumerate|config|scratch|rng|blk|blkperf|net|idle) "check_$check" ;;
     *) result "$check FAIL unknown-check" ;;
   esac
 done
