@@ -78,6 +78,21 @@ class RecordingQueueSink final : public QueueEventSink {
   std::optional<Error> last_error;
 };
 
+// A one-queue device that completes every chain with nothing written (a transmit queue):
+// for tests of what the core does around a device.
+class SinkDevice final : public Device {
+ public:
+  [[nodiscard]] std::uint32_t device_id() const override { return 0x7E; }
+  [[nodiscard]] std::uint64_t device_features() const override { return 0; }
+  [[nodiscard]] std::uint16_t num_queues() const override { return 1; }
+  [[nodiscard]] std::uint16_t max_queue_size(std::uint16_t /*queue*/) const override { return 16; }
+  [[nodiscard]] std::uint32_t config_size() const override { return 0; }
+  void read_config(std::uint32_t /*offset*/, std::span<std::uint8_t> /*out*/) const override {}
+  void process_queue(Virtqueue& queue) override {
+    while (auto chain = queue.pop()) chain->complete(0);
+  }
+};
+
 // Records what a DeviceCore raises.
 class RecordingInterrupts final : public InterruptSink {
  public:

@@ -18,21 +18,8 @@ using testing::ChainBuilder;
 using testing::FakeGuestRam;
 using testing::ModernSetup;
 using testing::RecordingInterrupts;
+using testing::SinkDevice;
 using testing::SplitRing;
-
-// Completes every chain with nothing written (a transmit queue).
-class SinkDevice final : public Device {
- public:
-  std::uint32_t device_id() const override { return 0x7E; }
-  std::uint64_t device_features() const override { return 0; }
-  std::uint16_t num_queues() const override { return 1; }
-  std::uint16_t max_queue_size(std::uint16_t) const override { return 16; }
-  std::uint32_t config_size() const override { return 0; }
-  void read_config(std::uint32_t, std::span<std::uint8_t>) const override {}
-  void process_queue(Virtqueue& queue) override {
-    while (auto chain = queue.pop()) chain->complete(0);
-  }
-};
 
 class InterruptCoalescerTest : public ::testing::Test {
  protected:
