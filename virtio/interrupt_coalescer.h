@@ -11,7 +11,7 @@
 // against every slot written), so a notification the driver asked for at any point of the
 // batch is still sent, and one it suppressed stays suppressed. A queue's check waits until
 // `max_batch` buffers were used since the last check, or `max_delay` after the first of
-// them, whichever comes first.
+// them, whichever comes first. tests/model/interrupt.pml model-checks this with spin.
 //
 // Threading: the device's event loop only (DeviceCore's callers).
 #pragma once

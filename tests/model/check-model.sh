@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Checks tests/model/notify.pml with spin (Debian package spin): the protocol as vpci
-# implements it has no lost wake-up and no deadlock, with and without EVENT_IDX; with the
-# device's last look before sleeping removed (-DNO_RECHECK) spin must find the lost
-# wake-up in both — so the check can fail, and the re-check is what prevents it.
-# Usage: check-model.sh   (exit 0 when all four verdicts are as expected; 77 without spin)
+# Checks the notification models with spin (Debian package spin):
+#   notify.pml (available buffer notifications, the poll window): no lost wake-up and no
+#     deadlock, with and without EVENT_IDX; with the device's last look before sleeping
+#     removed (-DNO_RECHECK) spin must find the lost wake-up in both — so the check can
+#     fail, and the re-check is what prevents it.
+#   interrupt.pml (used buffer notifications, interrupt coalescing): no lost interrupt,
+#     with and without EVENT_IDX and coalescing; with a held check that compares only the
+#     newest entry (-DCHECK_LAST_ONLY) spin must find the lost interrupt.
+# Usage: check-model.sh   (exit 0 when every verdict is as expected; 77 without spin)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 command -v spin >/dev/null || { echo "check-model: spin missing (scripts/install-deps.sh)" >&2; exit 77; }
@@ -11,11 +15,11 @@ command -v cc >/dev/null || { echo "check-model: no C compiler for spin's verifi
 work=$(mktemp -d /tmp/vpci-model.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 failures=0
-verify() {  # verify NAME EXPECTED(ok|error) [-D...]
-  local name=$1 expected=$2
-  shift 2
+verify() {  # verify MODEL NAME EXPECTED(ok|error) [-D...]
+  local model=$1 name=$2 expected=$3
+  shift 3
   mkdir "$work/$name"
-  (cd "$work/$name" && spin -a "$@" "$here/notify.pml" >spin.log 2>&1 &&
+  (cd "$work/$name" && spin -a "$@" "$here/$model.pml" >spin.log 2>&1 &&
     cc -O2 -DSAFETY -o pan pan.c >cc.log 2>&1 && ./pan -m100000 >pan.log 2>&1) ||
     { echo "check-model: $name: spin or its verifier did not run" >&2; cat "$work/$name"/*.log >&2; failures=$((failures + 1)); return; }
   local errors
@@ -33,8 +37,14 @@ verify() {  # verify NAME EXPECTED(ok|error) [-D...]
     failures=$((failures + 1))
   fi
 }
-verify no-notify ok
-verify event-idx ok -DEVENT_IDX
-verify no-notify-without-recheck error -DNO_RECHECK
-verify event-idx-without-recheck error -DEVENT_IDX -DNO_RECHECK
+verify notify no-notify ok
+verify notify event-idx ok -DEVENT_IDX
+verify notify no-notify-without-recheck error -DNO_RECHECK
+verify notify event-idx-without-recheck error -DEVENT_IDX -DNO_RECHECK
+verify interrupt coalesced-flags ok
+verify interrupt coalesced-event-idx ok -DEVENT_IDX
+verify interrupt uncoalesced-flags ok -DNO_COALESCE
+verify interrupt uncoalesced-event-idx ok -DEVENT_IDX -DNO_COALESCE
+verify interrupt uncoalesced-event-idx-last-only ok -DEVENT_IDX -DNO_COALESCE -DCHECK_LAST_ONLY
+verify interrupt coalesced-event-idx-last-only error -DEVENT_IDX -DCHECK_LAST_ONLY
 ((failures == 0))
