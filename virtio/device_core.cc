@@ -403,6 +403,7 @@ Status DeviceCore::set_legacy_queue_pfn(std::uint16_t queue, std::uint32_t pfn) 
   if (pfn == 0) {
     // What legacy drivers write to tear a queue down.
     device_->reset_queue(queue);
+    coalescer_.cancel(queue);
     q->reset();
     return {};
   }
@@ -499,7 +500,7 @@ void DeviceCore::used_buffer_notification(std::uint16_t queue) {
 bool DeviceCore::hold_notification_check(std::uint16_t queue, std::uint64_t used) {
   if (!coalescing_) return false;
   return coalescer_.hold(queue, used, [this, queue] {
-    if (Virtqueue* q = this->queue(queue)) q->check_notification();
+    if (Virtqueue* q = this->queue(queue)) q->check_held_notification();
   });
 }
 

@@ -11,7 +11,10 @@
 // against every slot written), so a notification the driver asked for at any point of the
 // batch is still sent, and one it suppressed stays suppressed. A queue's check waits until
 // `max_batch` buffers were used since the last check, or `max_delay` after the first of
-// them, whichever comes first. tests/model/interrupt.pml model-checks this with spin.
+// them, whichever comes first. tests/model/interrupt.pml model-checks this with spin. A
+// held check runs at a moment nobody chose, and QEMU unmaps guest RAM for a moment while
+// SeaBIOS (a virtio-blk driver too) reprograms PAM: then it notifies rather than fails
+// (Virtqueue::check_held_notification).
 //
 // Threading: the device's event loop only (DeviceCore's callers).
 #pragma once

@@ -230,6 +230,18 @@ bool Virtqueue::used_since_check() const {
       ring_);
 }
 
+void Virtqueue::check_held_notification() {
+  if (!running() || !used_since_check()) return;
+  if (!rings_mapped()) {
+    // The ring's own range since its last check stays: the next check covers it again.
+    completed_at_check_ = stats_.completed;
+    ++stats_.notifications;
+    if (sink_ != nullptr) sink_->used_buffer_notification(index_);
+    return;
+  }
+  check_notification();
+}
+
 void Virtqueue::check_notification() {
   if (!running() || !used_since_check()) return;
   completed_at_check_ = stats_.completed;

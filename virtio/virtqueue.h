@@ -34,7 +34,7 @@ class QueueEventSink {
   virtual void used_buffer_notification(std::uint16_t queue) = 0;
   // `used` entries were added since the queue's last notification check: true holds the
   // check back (interrupt coalescing, virtio/interrupt_coalescer.h); the sink then calls
-  // Virtqueue::check_notification() itself later.
+  // Virtqueue::check_held_notification() itself later.
   virtual bool hold_notification_check(std::uint16_t queue, std::uint64_t used) {
     (void)queue;
     (void)used;
@@ -104,8 +104,11 @@ class Virtqueue {
   // Sends a used buffer notification if entries were used since the last call and the
   // driver's suppression settings ask for one — unless the sink holds the check back.
   void notify_driver_if_needed();
-  // The same check, now: what a held-back check runs when its time comes.
-  void check_notification();
+  // The same check, now: what a held-back check runs when its time comes. That moment
+  // is nobody's choice, so rings momentarily unmapped (see rings_mapped) do not fail the
+  // queue: the driver is notified without being asked — a spurious notification is
+  // harmless (§2.7.10), a missing one hangs the driver.
+  void check_held_notification();
   // Between begin_used_batch() and end_used_batch(), completed chains are written to the
   // used ring but become visible to the driver only at the end, all together: a
   // virtio-net packet merged over several buffers (§5.1.6.4.2) must never be seen in
@@ -130,6 +133,7 @@ class Virtqueue {
   void abandon_chain(std::uint64_t epoch, const ChainDescriptors& chain, const MemoryMap& memory);
   [[nodiscard]] bool running() const { return enabled_ && !error_.has_value(); }
   [[nodiscard]] bool used_since_check() const;
+  void check_notification();
 
   const std::uint16_t index_;
   const std::uint16_t max_size_;
