@@ -206,11 +206,14 @@ Status DeviceCore::write_status(std::uint8_t value) {
       }
     }
     status_ |= status::kDriverOk;
-    // Coalescing only in shared guest RAM, for the reason watch_unnotified gives: a held
-    // check runs from a timer, and through DMA_READ messages it would be a request to the
-    // client at a moment nobody chose.
-    coalescing_ =
-        options_.coalescing.max_delay.count() > 0 && memory_->snapshot()->any_host_mapped();
+    // Polling, watching and held checks read the rings from the event loop, at moments
+    // nobody chose: a read of host memory in shared guest RAM, but through DMA_READ
+    // messages a request that can reach QEMU in the middle of its own memory transaction
+    // (seen with SeaBIOS in boot 3 of guest.serve: "vfio_wait_reqs - timed out",
+    // "unexpected reply", a hung guest). So they run only where memory is shared; the
+    // vfio-user server offers mapped doorbells under the same condition
+    // (server/session.cc, handle_region_info).
+    memory_shared_ = memory_->snapshot()->any_host_mapped();
     if (auto activated = device_->activate(event_loop_); !activated) {
       set_needs_reset(std::move(activated).error().with_context("device activation"));
     }
@@ -227,12 +230,7 @@ Status DeviceCore::write_status(std::uint8_t value) {
 }
 
 void DeviceCore::watch_unnotified(Virtqueue& queue) {
-  // Only in shared guest RAM: a look is then a read of host memory. Through DMA_READ
-  // messages it would be a request to the client at a moment nobody chose (see
-  // CoreOptions::idle_poll); the vfio-user server offers mapped doorbells only where
-  // this watch runs (server/session.cc, handle_region_info).
-  if (options_.idle_poll.count() > 0 && memory_->snapshot()->any_host_mapped())
-    poller_.watch(queue);
+  if (options_.idle_poll.count() > 0 && memory_shared_) poller_.watch(queue);
 }
 
 void DeviceCore::reset() {
@@ -244,7 +242,7 @@ void DeviceCore::reset() {
   pending_kicks_.clear();
   poller_.stop();
   coalescer_.cancel_all();
-  coalescing_ = false;
+  memory_shared_ = false;
   for (auto& queue : queues_) queue->reset();
   if (admin_) admin_->reset();
   device_->reset();
@@ -483,7 +481,7 @@ void DeviceCore::process_now(std::uint16_t queue) {
       } else {
         device_->process_queue(current);
         current.notify_driver_if_needed();
-        poller_.served(current);
+        if (memory_shared_) poller_.served(current);
       }
     }
     if (pending_kicks_.empty()) break;
@@ -498,7 +496,7 @@ void DeviceCore::used_buffer_notification(std::uint16_t queue) {
 }
 
 bool DeviceCore::hold_notification_check(std::uint16_t queue, std::uint64_t used) {
-  if (!coalescing_) return false;
+  if (!memory_shared_) return false;
   return coalescer_.hold(queue, used, [this, queue] {
     if (Virtqueue* q = this->queue(queue)) q->check_held_notification();
   });

@@ -131,6 +131,7 @@ struct CoreOptions {
   std::function<void(const admin::CommandRecord&)> admin_observer = nullptr;
   // After serving a queue, poll it from the event loop for this long after the last
   // buffer found, with the driver's notifications suppressed (queue_poller.h); 0: off.
+  // Only while guest memory is host-mapped (shared RAM), like idle_poll and coalescing.
   std::chrono::microseconds poll_window{0};
   // Notifications may never reach the device (a vfio-user client maps the notification
   // area: VirtioPciOptions::notify_mappable): from DRIVER_OK on, every enabled queue is
@@ -302,7 +303,8 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   // Notifications that arrived inside Device::process_queue, or wait for the loop.
   std::set<std::uint16_t> pending_kicks_;
   InterruptCoalescer coalescer_{options_.coalescing};
-  bool coalescing_ = false;  // from DRIVER_OK, where guest memory is host-mapped
+  // Guest memory was host-mapped at DRIVER_OK: polling, watching and coalescing may run.
+  bool memory_shared_ = false;
   // Polls served queues (after options_ and the queues: it refers to both).
   QueuePoller poller_{options_.poll_window, options_.idle_poll, [this](Virtqueue& queue) {
                         if (queue.rings_mapped()) process(queue);
