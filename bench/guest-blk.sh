@@ -84,6 +84,9 @@ root=${VPCI_GUEST_CACHE:-/var/cache/vpci-guest}/root
 [[ $(id -u) -eq 0 ]] || { echo "guest-blk: must run as root (tests/guest/run-guest.sh)" >&2; exit 2; }
 "$repo/tests/guest/prepare.sh" >/dev/null
 
+# shellcheck source=guest-lib.sh
+source "$here/guest-lib.sh"
+
 work=$(mktemp -d /tmp/vpci-guest-blk.XXXXXX)
 server_pid=""
 cleanup() {
@@ -94,21 +97,12 @@ cleanup() {
   if [[ ${KEEP:-0} == 1 ]]; then echo "guest-blk: artifacts in $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
-cat >"$work/serve.toml" <<'EOF'
-socket_dir = "sock"
-[[device]]
-name = "blk0"
-kind = "virtio-blk"
-transport = "modern"
-path = "disk.img"
-EOF
+blk_serve_toml >"$work/serve.toml"
 { cat "$work/serve.toml"; echo "poll_us = $poll_us"; } >"$work/serve-poll.toml"
 { cat "$work/serve-poll.toml"; echo 'notify = "mapped"'; } >"$work/serve-mmap.toml"
 { cat "$work/serve.toml"; echo "interrupt_delay_us = $coal_us"; echo "interrupt_batch = $coal_batch"; } \
   >"$work/serve-coal.toml"
 
-# shellcheck source=guest-lib.sh
-source "$here/guest-lib.sh"
 
 # start_qsd LOG: qemu-storage-daemon exporting the image on $work/qsd/blk0.sock, chrooted
 # in the tree in a private mount namespace where $work is bind-mounted at its own path

@@ -53,3 +53,15 @@ watch_cpu() {
       'BEGIN { printf "%.2f", (b - a) * 100 / (e - s) }')
   fi
 }
+# blk_serve_toml: the `vpci serve` configuration of the block benchmarks: one modern
+# virtio-blk on disk.img, its socket in sock/ (both relative to the file's directory).
+blk_serve_toml() {
+  cat <<'EOF'
+socket_dir = "sock"
+[[device]]
+name = "blk0"
+kind = "virtio-blk"
+transport = "modern"
+path = "disk.img"
+EOF
+}

@@ -35,14 +35,7 @@ cleanup() {
   if [[ ${KEEP:-0} == 1 ]]; then echo "guest-profile: artifacts in $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
-cat >"$work/serve.toml" <<'EOF'
-socket_dir = "sock"
-[[device]]
-name = "blk0"
-kind = "virtio-blk"
-transport = "modern"
-path = "disk.img"
-EOF
+blk_serve_toml >"$work/serve.toml"
 { cat "$work/serve.toml"; echo "poll_us = 1000"; echo 'notify = "mapped"'; } >"$work/serve-mmap.toml"
 
 profile() {  # profile VARIANT
