@@ -79,14 +79,14 @@ profile() {  # profile VARIANT
   perf report -i "$work/$variant.data" --no-children --sort comm -n -g none --stdio 2>/dev/null |
     awk -v s="$((seconds - 1))" '/^#/ || NF < 3 { next }
       $1 ~ /%$/ { comm = $3; for (i = 4; i <= NF; i++) comm = comm " " $i
-                  printf "%6.1f%%  %s\n", $2 * 100 / (999 * s), comm }' | head -8
+                  printf "%6.1f%%  %s\n", $2 * 100 / (999 * s), comm }' | awk 'NR <= 8'
   echo '```'
   echo
   echo "Hottest symbols (all recorded threads, self time):"
   echo
   echo '```'
   perf report -i "$work/$variant.data" --no-children --sort comm,dso,sym -g none --stdio 2>/dev/null |
-    grep -E '^ +[0-9.]+%' | head -15
+    grep -E '^ +[0-9.]+%' | awk 'NR <= 15'
   echo '```'
 }
 
