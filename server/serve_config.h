@@ -19,10 +19,10 @@
 //   mergeable_rx_buffers = true       # virtio-net only: offers VIRTIO_NET_F_MRG_RXBUF
 //   xen_backend_domid = 1             # optional: adds the Xen grant capability
 //   poll_us = 50                      # optional: poll served queues this long (0: off)
-//   notify = "message"                # optional: "mapped" maps the doorbells (modern/transitional)
-//   interrupt_delay_us = 50           # optional: coalesce interrupts, at most this late (0: off)
-//   interrupt_batch = 4               # optional, needs interrupt_delay_us: ... or this many
-//   buffers vfs = 2                           # transport "sriov-pf" only, required: its VFs
+//   notify = "message"                # optional; "mapped": the guest maps the doorbells
+//   interrupt_delay_us = 50           # optional: coalesce interrupts, at most this late
+//   interrupt_batch = 4               # optional, with a delay: ... or this many buffers
+//   vfs = 2                           # transport "sriov-pf" only, required: its VFs
 //                                     # (virtio-net VF n uses the tap <tap>v<n>)
 //
 // Every problem is reported with the file, line and key ("serve.toml:7:8:

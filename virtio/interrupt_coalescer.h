@@ -1,5 +1,5 @@
 // Interrupt coalescing (issue 19, "interrupt coalescing knobs"): a device may send a used
-// buffer notification later than the moment it could (virtio 1.3 §2.7.10, §2.8.21: the
+// buffer notification later than the moment it could (virtio 1.3 §2.7.10, §2.8.10: the
 // driver's suppression says when the device may skip one, never how soon it must send
 // it), so several completions can share one interrupt. The host-side counterpart of
 // virtio-net's driver-controlled VIRTIO_NET_F_NOTF_COAL (§5.1.6.5.6) and of ethtool's
