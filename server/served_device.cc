@@ -18,8 +18,9 @@ namespace {
 // notify = "mapped": how often an idle device looks at its rings. The guest's doorbells
 // are memory writes nobody is told of, so this bounds the wait of the first request
 // after a pause (later ones find the poll window open), and costs an idle device one
-// timer wake-up per millisecond (docs/PERFORMANCE.md: the window should cover the
-// guest's pause between requests, or nearly every request waits for a look).
+// timer wake-up per millisecond — a quarter of that after a second of idleness
+// (QueuePoller's backoff; docs/PERFORMANCE.md: the window should cover the guest's pause
+// between requests, or nearly every request waits for a look).
 constexpr std::chrono::microseconds kMappedIdleLook{1000};
 
 std::string format_bytes(std::uint64_t bytes) {
@@ -166,7 +167,10 @@ class VirtioServedDevice final : public ServedDevice {
     }
     if (spec_.notify == NotifyMode::kMapped)
       text +=
-          fmt::format(", doorbells mapped (looks every {} us when idle)", kMappedIdleLook.count());
+          fmt::format(", doorbells mapped (looks every {} us when idle, every {} us after {} ms)",
+                      kMappedIdleLook.count(),
+                      kMappedIdleLook.count() * virtio::QueuePoller::kIdleBackoffFactor,
+                      virtio::QueuePoller::kDefaultBackoffAfter.count());
     if (spec_.xen_backend_domid)
       text += fmt::format(", Xen grants to domain {}", *spec_.xen_backend_domid);
     return text;

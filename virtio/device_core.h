@@ -140,6 +140,9 @@ struct CoreOptions {
   // host-mapped (shared RAM): the vfio-user server maps doorbells under the same
   // condition. 0: the device relies on notifications.
   std::chrono::microseconds idle_poll{0};
+  // A watched queue idle this long is looked at QueuePoller::kIdleBackoffFactor times less
+  // often (queue_poller.h).
+  std::chrono::milliseconds idle_backoff_after = QueuePoller::kDefaultBackoffAfter;
   // Hold used buffer notification checks back so completions share an interrupt
   // (interrupt_coalescer.h); only while guest memory is host-mapped. Off by default.
   CoalescingLimits coalescing{};
@@ -306,9 +309,11 @@ class DeviceCore final : private DeviceHost, private QueueEventSink {
   // Guest memory was host-mapped at DRIVER_OK: polling, watching and coalescing may run.
   bool memory_shared_ = false;
   // Polls served queues (after options_ and the queues: it refers to both).
-  QueuePoller poller_{options_.poll_window, options_.idle_poll, [this](Virtqueue& queue) {
+  QueuePoller poller_{options_.poll_window, options_.idle_poll,
+                      [this](Virtqueue& queue) {
                         if (queue.rings_mapped()) process(queue);
-                      }};
+                      },
+                      options_.idle_backoff_after};
 };
 
 }  // namespace vpci::virtio

@@ -100,13 +100,14 @@ void QueuePoller::tick() {
     Window& window = it->second;
     const auto now = EventLoop::Clock::now();
     if (window.idle) {
-      window.next_look = now + idle_look_;  // nothing found (served() would have woken it)
+      window.next_look = next_idle_look(window, now);  // nothing found (served() wakes it)
       continue;
     }
     if (now < window.deadline) continue;
     if (watching()) {
       // Nothing would deliver a notification: keep them suppressed and look now and then.
       window.idle = true;
+      window.idle_since = now;
       window.next_look = now + idle_look_;
       continue;
     }
@@ -117,6 +118,12 @@ void QueuePoller::tick() {
     serve_(queue);  // reopens the window through served() if it found something
   }
   arm();
+}
+
+EventLoop::Clock::time_point QueuePoller::next_idle_look(const Window& window,
+                                                         EventLoop::Clock::time_point now) const {
+  if (now - window.idle_since < backoff_after_) return now + idle_look_;
+  return now + idle_look_ * kIdleBackoffFactor;
 }
 
 }  // namespace vpci::virtio

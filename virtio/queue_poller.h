@@ -14,7 +14,10 @@
 // every queue handed to watch() stays watched until a reset: notifications stay
 // suppressed, a closed window becomes an idle look every `idle_look`, and a look that
 // finds buffers opens the window again. A buffer then waits at most `idle_look`; an idle
-// device costs one timer wake-up per `idle_look`.
+// device costs one timer wake-up per `idle_look`, and once a queue has been idle for
+// `backoff_after` it is looked at every kIdleBackoffFactor x `idle_look` instead: a
+// long-idle device costs a quarter (measured: ~3% of a core at one look per millisecond,
+// docs/PERFORMANCE.md), and only the first request after such a pause waits longer.
 //
 // Threading: the device's event loop only (DeviceCore's callers).
 #pragma once
@@ -35,8 +38,15 @@ class QueuePoller {
   // Serves a queue the way a notification would (DeviceCore::process).
   using Serve = std::function<void(Virtqueue& queue)>;
 
-  QueuePoller(std::chrono::microseconds window, std::chrono::microseconds idle_look, Serve serve)
-      : window_(window), idle_look_(idle_look), serve_(std::move(serve)) {}
+  static constexpr int kIdleBackoffFactor = 4;
+  static constexpr std::chrono::milliseconds kDefaultBackoffAfter{1000};
+
+  QueuePoller(std::chrono::microseconds window, std::chrono::microseconds idle_look, Serve serve,
+              std::chrono::milliseconds backoff_after = kDefaultBackoffAfter)
+      : window_(window),
+        idle_look_(idle_look),
+        backoff_after_(backoff_after),
+        serve_(std::move(serve)) {}
   ~QueuePoller() { stop(); }
   QueuePoller(const QueuePoller&) = delete;
   QueuePoller& operator=(const QueuePoller&) = delete;
@@ -73,6 +83,7 @@ class QueuePoller {
     std::uint64_t popped = 0;  // the queue's popped count at the last look
     // Watched with nothing found for a whole window: looked at again at next_look.
     bool idle = false;
+    EventLoop::Clock::time_point idle_since;
     EventLoop::Clock::time_point next_look;
     // The driver was asked not to notify (a write to guest memory: see watch()).
     bool suppressed = false;
@@ -84,9 +95,13 @@ class QueuePoller {
   // earliest idle look (re-arming earlier when a window opens meanwhile).
   void arm();
   void tick();
+  // When an idle window looks next: every idle_look_, slower after backoff_after_.
+  [[nodiscard]] EventLoop::Clock::time_point next_idle_look(const Window& window,
+                                                            EventLoop::Clock::time_point now) const;
 
   std::chrono::microseconds window_;
   std::chrono::microseconds idle_look_;
+  std::chrono::milliseconds backoff_after_;
   Serve serve_;
   EventLoop* loop_ = nullptr;
   std::map<std::uint16_t, Window> windows_;

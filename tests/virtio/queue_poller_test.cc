@@ -31,10 +31,12 @@ constexpr auto kWindow = 30ms;
 class QueuePollerTest : public ::testing::Test {
  protected:
   void bring_up(std::uint64_t features, bool packed,
-                std::chrono::microseconds idle_poll = std::chrono::microseconds{0}) {
+                std::chrono::microseconds idle_poll = std::chrono::microseconds{0},
+                std::chrono::milliseconds idle_backoff_after = QueuePoller::kDefaultBackoffAfter) {
     CoreOptions options;
     options.poll_window = kWindow;
     options.idle_poll = idle_poll;
+    options.idle_backoff_after = idle_backoff_after;
     core =
         std::make_unique<DeviceCore>(std::make_unique<SinkDevice>(), memory, &interrupts, options);
     core->set_event_loop(loop.get());
@@ -277,6 +279,32 @@ TEST_F(QueuePollerTest, RingsUnmappedForAMomentAreSkippedNotFailed) {
   ASSERT_TRUE(memory->add_region(spec));
   add(false);
   run_for(kIdleLook * 4);
+  EXPECT_EQ(used(), 1u);
+}
+
+// A watched queue idle for longer than idle_backoff_after is looked at
+// kIdleBackoffFactor times less often (an idle device's cost). Timers never fire early,
+// so after the backoff no two looks are closer than 4 x kIdleLook; the bound checked is
+// half of that, leaving room for the time between a look and the test seeing it.
+TEST_F(QueuePollerTest, ALongIdleQueueIsLookedAtLessOften) {
+  bring_up(0, false, kIdleLook, 50ms);
+  run_for(kWindow + 100ms);  // the window, then idle looks past the backoff
+  std::vector<std::chrono::steady_clock::time_point> looks;
+  std::uint64_t polls = core->poller().polls();
+  const auto end = std::chrono::steady_clock::now() + 200ms;
+  while (std::chrono::steady_clock::now() < end) {
+    ASSERT_TRUE(loop->run_once(1ms));
+    if (core->poller().polls() != polls) {
+      polls = core->poller().polls();
+      looks.push_back(std::chrono::steady_clock::now());
+    }
+  }
+  ASSERT_GE(looks.size(), 2u) << "the idle queue is still watched";
+  for (std::size_t i = 1; i < looks.size(); ++i) {
+    EXPECT_GE(looks[i] - looks[i - 1], kIdleLook * QueuePoller::kIdleBackoffFactor / 2);
+  }
+  add(false);  // work found by a (slow) look opens the window again: fast looks
+  run_for(kIdleLook * QueuePoller::kIdleBackoffFactor * 2);
   EXPECT_EQ(used(), 1u);
 }
 
