@@ -6,45 +6,21 @@
 
 #include <gtest/gtest.h>
 
-#include "base/event_loop.h"
-#include "tests/virtio/fake_driver.h"
-#include "virtio/device_core.h"
+#include "tests/virtio/core_on_loop.h"
 
 namespace vpci::virtio {
 namespace {
 
 using namespace std::chrono_literals;
-using testing::ChainBuilder;
-using testing::FakeGuestRam;
-using testing::ModernSetup;
-using testing::RecordingInterrupts;
-using testing::SinkDevice;
-using testing::SplitRing;
 
-class InterruptCoalescerTest : public ::testing::Test {
+class InterruptCoalescerTest : public testing::CoreOnLoopTest {
  protected:
   void bring_up(std::uint64_t features, CoalescingLimits limits) {
     CoreOptions options;
     options.coalescing = limits;
-    core =
-        std::make_unique<DeviceCore>(std::make_unique<SinkDevice>(), memory, &interrupts, options);
-    core->set_event_loop(loop.get());
-    ASSERT_TRUE(ModernSetup::initialise(*core, features));
-    split = std::make_unique<SplitRing>(ram, 8);
-    ASSERT_TRUE(ModernSetup::enable_split(*core, 0, *split));
-    ASSERT_TRUE(ModernSetup::driver_ok(*core));
+    start(options, features, /*packed=*/false);
   }
-  void add_and_kick() {
-    ChainBuilder chain(ram);
-    chain.readable({1, 2, 3});
-    split->add(chain);
-    ASSERT_TRUE(core->notify(0));
-  }
-  std::size_t used() {
-    std::size_t n = 0;
-    while (split->pop_used()) ++n;
-    return n;
-  }
+  void add_and_kick() { add(true); }
   // Runs the loop until an interrupt was raised or a second passed (time, not loop
   // turns, bounds it).
   void run_until_interrupt() {
@@ -53,13 +29,6 @@ class InterruptCoalescerTest : public ::testing::Test {
       ASSERT_TRUE(loop->run_once(1ms));
     }
   }
-
-  std::unique_ptr<EventLoop> loop = std::move(EventLoop::create().value());
-  std::shared_ptr<GuestMemory> memory = std::make_shared<GuestMemory>();
-  FakeGuestRam ram{memory, 0x40000, 1 << 20};
-  RecordingInterrupts interrupts;
-  std::unique_ptr<DeviceCore> core;
-  std::unique_ptr<SplitRing> split;
 };
 
 TEST_F(InterruptCoalescerTest, OffByDefaultEveryCompletionInterrupts) {
@@ -118,13 +87,7 @@ TEST_F(InterruptCoalescerTest, AHeldCheckWhileTheRingsAreUnmappedNotifiesInstead
   bring_up(feature_bit(feature::kEventIdx), {20ms, 0});
   add_and_kick();
   ASSERT_TRUE(interrupts.queue_interrupts.empty());
-  const MemoryRegion* region = memory->snapshot()->find_region(ram.base());
-  ASSERT_NE(region, nullptr);
-  MemoryRegionSpec spec;
-  spec.guest_address = region->guest_address();
-  spec.size = region->size();
-  spec.host = region->host();
-  ASSERT_TRUE(memory->remove_range(spec.guest_address, spec.size));
+  const MemoryRegionSpec spec = unmap_ram();
   run_until_interrupt();
   EXPECT_EQ(core->status() & status::kDeviceNeedsReset, 0) << "the device failed itself";
   EXPECT_EQ(interrupts.queue_interrupts, std::vector<std::uint16_t>{0});

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "base/event_loop.h"
+#include "tests/virtio/core_on_loop.h"
 #include "tests/virtio/fake_driver.h"
 #include "virtio/device_core.h"
 
@@ -28,7 +29,7 @@ using testing::SplitRing;
 
 constexpr auto kWindow = 30ms;
 
-class QueuePollerTest : public ::testing::Test {
+class QueuePollerTest : public testing::CoreOnLoopTest {
  protected:
   void bring_up(std::uint64_t features, bool packed,
                 std::chrono::microseconds idle_poll = std::chrono::microseconds{0},
@@ -37,42 +38,7 @@ class QueuePollerTest : public ::testing::Test {
     options.poll_window = kWindow;
     options.idle_poll = idle_poll;
     options.idle_backoff_after = idle_backoff_after;
-    core =
-        std::make_unique<DeviceCore>(std::make_unique<SinkDevice>(), memory, &interrupts, options);
-    core->set_event_loop(loop.get());
-    ASSERT_TRUE(ModernSetup::initialise(*core, features));
-    if (packed) {
-      packed_ring = std::make_unique<PackedRing>(ram, 8);
-      ASSERT_TRUE(ModernSetup::enable_packed(*core, 0, *packed_ring));
-    } else {
-      split = std::make_unique<SplitRing>(ram, 8);
-      ASSERT_TRUE(ModernSetup::enable_split(*core, 0, *split));
-    }
-    ASSERT_TRUE(ModernSetup::driver_ok(*core));
-  }
-  void add(bool kick) {
-    ChainBuilder chain(ram);
-    chain.readable({1, 2, 3});
-    if (split) {
-      split->add(chain);
-    } else {
-      packed_ring->add(chain);
-    }
-    if (kick) {
-      ASSERT_TRUE(core->notify(0));
-    }
-  }
-  std::size_t used() {
-    std::size_t n = 0;
-    while (split ? split->pop_used() : packed_ring->pop_used()) ++n;
-    return n;
-  }
-  // Runs the loop for `time` (bounded; the poller's zero-delay timer keeps it busy).
-  void run_for(std::chrono::milliseconds time) {
-    const auto end = std::chrono::steady_clock::now() + time;
-    while (std::chrono::steady_clock::now() < end) {
-      ASSERT_TRUE(loop->run_once(1ms));
-    }
+    start(options, features, packed);
   }
   // Runs the loop until every window closed (at most a second: a look takes anything
   // from microseconds to a millisecond, so the bound is time, not looks).
@@ -83,14 +49,6 @@ class QueuePollerTest : public ::testing::Test {
     }
     ASSERT_EQ(core->poller().open_windows(), 0u);
   }
-
-  std::unique_ptr<EventLoop> loop = std::move(EventLoop::create().value());
-  std::shared_ptr<GuestMemory> memory = std::make_shared<GuestMemory>();
-  FakeGuestRam ram{memory, 0x40000, 1 << 20};
-  RecordingInterrupts interrupts;
-  std::unique_ptr<DeviceCore> core;
-  std::unique_ptr<SplitRing> split;
-  std::unique_ptr<PackedRing> packed_ring;
 };
 
 TEST_F(QueuePollerTest, SplitRingWithoutEventIdxPollsUnderNoNotify) {
@@ -267,13 +225,7 @@ TEST_F(QueuePollerTest, WithGuestMemoryOnlyThroughMessagesTheDeviceDoesNotWatchO
 // notification: nothing asked the device to serve), and serves it once RAM is back.
 TEST_F(QueuePollerTest, RingsUnmappedForAMomentAreSkippedNotFailed) {
   bring_up(0, false, kIdleLook);
-  const MemoryRegion* region = memory->snapshot()->find_region(ram.base());
-  ASSERT_NE(region, nullptr);
-  MemoryRegionSpec spec;
-  spec.guest_address = region->guest_address();
-  spec.size = region->size();
-  spec.host = region->host();
-  ASSERT_TRUE(memory->remove_range(spec.guest_address, spec.size));
+  const MemoryRegionSpec spec = unmap_ram();
   run_for(kWindow + kIdleLook * 4);  // the window's looks and idle looks, all unmapped
   EXPECT_EQ(core->status() & status::kDeviceNeedsReset, 0) << "the device failed itself";
   ASSERT_TRUE(memory->add_region(spec));
